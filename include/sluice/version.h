@@ -17,7 +17,14 @@ int sl_version_parse(const char *s, size_t len, struct sl_version *out);
  * release after all of its pre-releases. */
 int sl_version_cmp(const struct sl_version *a, const struct sl_version *b);
 
+/* Writes the canonical form ("3.8.0", "3.8.0.1", "3.8.0-b3") NUL-terminated
+ * into |buf|; returns its length, or -1 if |cap| is too small. */
+int sl_version_format(const struct sl_version *v, char *buf, size_t cap);
+
 /* Parses a range expression (">=3.8.0-b3 <3.8.1", "3.8.x", "=1.2.3 || >2").
+ * A range is a union of intervals of the total order of sl_version_cmp();
+ * "3.8.x" is ">=3.8.0-0 <3.9.0-0" (all pre-releases of 3.8.0 included, none
+ * of 3.9.0), and a bare "3.8" is "=3.8.0". Full grammar in policies/version.c.
  * On error returns -1 and writes a message and the 0-based byte offset of
  * the offending token to |err|/|err_off| (for FILE:LINE:COL). On success
  * returns 0 and |out| owns heap memory: release it with sl_vrange_free(). */
