@@ -1,0 +1,33 @@
+/*
+ * sluice — GCRA rate limiting (types only). Functions in ratelimit.h.
+ */
+#ifndef SLUICE_RATELIMIT_T_H
+#define SLUICE_RATELIMIT_T_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Default `max_keys` of a limiter table: about 23 MiB (see ratelimit.c). */
+#define SL_RATELIMIT_DEFAULT_MAX_KEYS 1000000u
+
+/* A shared, bounded table of per-key GCRA states; opaque. */
+struct sl_ratelimit_table;
+
+/* The answer of a limiter. Times are nanoseconds relative to `now_ns`. */
+struct sl_rl_verdict {
+  bool admitted;
+  bool overflow;           /* decided by the table's shared overflow bucket */
+  uint32_t remaining;      /* further requests that would be admitted at now_ns */
+  uint64_t retry_after_ns; /* 0 if admitted; else time until one would be */
+  uint64_t reset_ns;       /* time until the key's bucket is full again */
+};
+
+struct sl_rl_stats {
+  uint64_t keys;           /* resident keys (sluice_limiter_keys) */
+  uint64_t max_keys;
+  uint64_t evictions;      /* idle (full-again) keys replaced by new keys */
+  uint64_t overflow;       /* decisions taken by the overflow bucket */
+  uint64_t memory_bytes;   /* the table's allocation */
+};
+
+#endif
