@@ -64,6 +64,7 @@ struct sl_listener_cfg {
     struct sl_rate per_ip;     /* period_ns 0: no connect-rate limit */
     uint32_t burst;
     enum sl_mode mode;
+    uint64_t identity;         /* like sl_rate_limit_cfg.identity */
   } connect_rate;
   uint64_t request_header_timeout_ms; /* default 10000 */
   uint64_t idle_timeout_ms;           /* default 60000 */
@@ -85,6 +86,9 @@ struct sl_breaker_cfg {
   uint32_t half_open_probes;
   uint64_t recovery_ramp_ms;
   enum sl_mode mode;
+  /* Hash of the upstream's name and address and of everything above but
+   * `mode`: a reload with the same identity keeps `breaker_state`. */
+  uint64_t identity;
 };
 
 struct sl_upstream_cfg {
@@ -107,8 +111,13 @@ struct sl_identify_cfg {
   size_t n_trusted_proxies;
   uint8_t ipv6_prefix;            /* aggregate IPv6 keys to this prefix; default 128 */
   const char *device_class_header;/* lowercase; NULL if user_agent regex is used */
-  const char *device_class_ua_regex;
-  void *device_class_ua_compiled; /* pcre2_code*, owned by the snapshot */
+  const char *device_class_ua_regex;  /* as written (PCRE syntax) */
+  /* Until PCRE2 is linked: the pattern translated to POSIX ERE and its
+   * compiled regex_t* (REG_EXTENDED; heap, released by sl_config_free()),
+   * and the number of the capture group named "class" (1-based). */
+  const char *device_class_ua_posix;
+  void *device_class_ua_compiled;
+  unsigned device_class_ua_group;
   const char *firmware_header;    /* lowercase */
   const char *device_id_header;   /* lowercase */
 };
@@ -138,8 +147,10 @@ struct sl_rate_limit_cfg {
   struct sl_rate_override *overrides;
   size_t n_overrides;
   enum sl_mode mode;
-  /* Hash of everything above that defines behaviour: a reload whose
-   * policy has the same identity keeps `state`. */
+  /* Hash of everything above that defines behaviour, and of the route's
+   * name: a reload whose policy has the same identity keeps `state`.
+   * `mode` is left out on purpose, so that switching a policy from shadow
+   * to enforce keeps the buckets it has learnt. */
   uint64_t identity;
   struct sl_policy_state *state;
 };
@@ -170,7 +181,7 @@ struct sl_route_cfg {
   struct {
     uint32_t max;           /* 0: unlimited */
     enum sl_mode mode;
-    uint64_t identity;
+    uint64_t identity;      /* route name and max */
     struct sl_policy_state *state;
   } concurrency;
   enum sl_priority priority;
@@ -181,6 +192,7 @@ struct sl_route_cfg {
 
 struct sl_block_entry {
   struct sl_mark mark;
+  const char *name;           /* optional; lets a drop-in replace the entry */
   const char *device_class;   /* NULL: any class */
   const char *versions_text;
   struct sl_vrange versions;  /* parsed range expression */
@@ -209,6 +221,7 @@ struct sl_reject_cfg {
 
 struct sl_shaping_rule {
   struct sl_mark mark;
+  const char *name;            /* optional; lets a drop-in replace the rule */
   struct sl_route_match match;
   uint64_t delay_fixed_ms, delay_jitter_ms;
   double abort_percent;
@@ -247,7 +260,7 @@ struct sl_config {
   size_t n_shaping;
   enum sl_mode mode;            /* global; default enforce */
   uint64_t drain_timeout_ms;    /* default 20000 */
-  enum sl_access_log access_log;
+  enum sl_access_log access_log;  /* default off */
   uint32_t rejection_log_per_sec; /* default 10 */
 
   struct sl_arena *arena;       /* owns everything above */
