@@ -54,7 +54,7 @@ build/obj/%.o: %.c
 
 build/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) -O2 -g -I$(LLHTTP_INC) -c $< -o $@
+	$(CC) $(CSTD) -O2 -g -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c $< -o $@
 
 build/san/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -62,7 +62,7 @@ build/san/obj/%.o: %.c
 
 build/san/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(SAN_FLAGS) -I$(LLHTTP_INC) -c $< -o $@
+	$(CC) $(CSTD) $(SAN_FLAGS) -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c $< -o $@
 
 build/libsluice.a: $(REL_OBJS)
 	@rm -f $@

@@ -1,0 +1,381 @@
+/*
+ * sluice — client connections: transport (plain or TLS), protocol
+ * detection, buffered writes, timers and teardown.
+ *
+ * Reads go straight into the `in` pipe's chunk (no per-read malloc); the
+ * protocol parses from it and whatever it consumed is dropped, so an idle
+ * connection holds no buffer. Writes are batched: protocols append to
+ * `out` and call sl_conn_schedule_flush(); the worker writes every queued
+ * connection once per loop iteration (ev_prepare), with one writev.
+ */
+#include <errno.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sluice/log.h"
+#include "proxy.h"
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_do_flush(struct sl_conn *c);
+
+void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
+                    const struct sockaddr_storage *peer) {
+  struct sl_conn *c = calloc(1, sizeof(*c));
+  if (!c) {
+    close(fd);
+    return;
+  }
+  c->w = w;
+  c->lis = lis;
+  c->fd = fd;
+  c->peer = *peer;
+  sl_pipe_init(&c->in, SL_CHUNK_SIZE);
+  sl_pipe_init(&c->out, SL_OUT_PIPE_CAP);
+  if (peer->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)peer;
+    if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+      inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], c->peer_ip, sizeof(c->peer_ip));
+    else
+      inet_ntop(AF_INET6, &s6->sin6_addr, c->peer_ip, sizeof(c->peer_ip));
+  } else {
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->peer_ip,
+              sizeof(c->peer_ip));
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+  ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
+  ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+  ev_init(&c->timer, conn_timer_cb);
+
+  c->next = w->conns;
+  if (w->conns) w->conns->prev = c;
+  w->conns = c;
+  w->n_conns++;
+  atomic_fetch_add_explicit(&lis->n_connections, 1, memory_order_relaxed);
+
+  if (lis->ssl_ctx) {
+    c->ssl = SSL_new(lis->ssl_ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+      sl_conn_close(c);
+      return;
+    }
+    SSL_set_accept_state(c->ssl);
+    c->handshaking = true;
+  } else {
+    c->detecting = true;
+  }
+  /* Until the first request head is complete the header timeout runs. */
+  sl_conn_set_timeout(c, lis->request_header_timeout_ms);
+  ev_io_start(w->loop, &c->rio);
+}
+
+void sl_conn_set_timeout(struct sl_conn *c, uint64_t ms) {
+  if (ms == 0) {
+    ev_timer_stop(c->w->loop, &c->timer);
+    return;
+  }
+  c->timer.repeat = (ev_tstamp)ms / 1000.0;
+  ev_timer_again(c->w->loop, &c->timer);
+}
+
+void sl_conn_pause_read(struct sl_conn *c) {
+  if (c->read_paused) return;
+  c->read_paused = true;
+  ev_io_stop(c->w->loop, &c->rio);
+}
+
+static void conn_process_input(struct sl_conn *c);
+
+void sl_conn_resume_read(struct sl_conn *c) {
+  if (!c->read_paused || c->dead) return;
+  c->read_paused = false;
+  ev_io_start(c->w->loop, &c->rio);
+  /* Bytes left over from a pause (pipelined requests) are parsed now, not
+   * when the socket next becomes readable. Feed them via an immediate
+   * callback so the caller's stack unwinds first. */
+  if (!sl_pipe_empty(&c->in)) ev_feed_event(c->w->loop, &c->rio, EV_CUSTOM);
+}
+
+void sl_conn_schedule_flush(struct sl_conn *c) {
+  if (c->flush_pending || c->dead) return;
+  c->flush_pending = true;
+  c->flush_next = c->w->flush_list;
+  c->w->flush_list = c;
+}
+
+void sl_conn_close_after_flush(struct sl_conn *c) {
+  c->closing = true;
+  sl_conn_pause_read(c);
+  sl_conn_schedule_flush(c);
+}
+
+void sl_worker_flush_all(struct sl_worker *w) {
+  /* A flush may queue more connections (an h2 stream finishing frees an
+   * upstream connection that serves another client): loop until empty. */
+  while (w->flush_list) {
+    struct sl_conn *c = w->flush_list;
+    w->flush_list = c->flush_next;
+    c->flush_pending = false;
+    if (c->dead) {
+      free(c);
+      continue;
+    }
+    conn_do_flush(c);
+  }
+}
+
+/* Returns bytes read, 0 on EOF, -1 on would-block, -2 on error. */
+static ssize_t conn_transport_read(struct sl_conn *c, char *buf, size_t len) {
+  if (!c->ssl) {
+    for (;;) {
+      ssize_t n = read(c->fd, buf, len);
+      if (n >= 0) return n;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
+      return -2;
+    }
+  }
+  ERR_clear_error();
+  int n = SSL_read(c->ssl, buf, (int)len);
+  if (n > 0) return n;
+  int e = SSL_get_error(c->ssl, n);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return -1;
+  if (e == SSL_ERROR_ZERO_RETURN) return 0;
+  return -2;
+}
+
+static int conn_tls_handshake(struct sl_conn *c) {
+  ERR_clear_error();
+  int rv = SSL_do_handshake(c->ssl);
+  if (rv == 1) {
+    c->handshaking = false;
+    const unsigned char *alpn = NULL;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+    if (alpn_len == 2 && memcmp(alpn, "h2", 2) == 0) return sl_h2_start(c);
+    return sl_h1_start(c);
+  }
+  int e = SSL_get_error(c->ssl, rv);
+  if (e == SSL_ERROR_WANT_READ) return 0;
+  if (e == SSL_ERROR_WANT_WRITE) {
+    ev_io_start(c->w->loop, &c->wio);
+    return 0;
+  }
+  if (SL_LOG_ENABLED(SL_LOG_DEBUG)) {
+    char msg[256];
+    ERR_error_string_n(ERR_peek_last_error(), msg, sizeof(msg));
+    sl_log(SL_LOG_DEBUG, "tls handshake failed", "peer", c->peer_ip, "error", msg, NULL);
+  }
+  return -1;
+}
+
+/* Hands buffered input to the protocol; returns -1 if the connection must
+ * close now. */
+static int conn_feed(struct sl_conn *c) {
+  while (!sl_pipe_empty(&c->in) && !c->read_paused && !c->dead) {
+    struct sl_chunk *ch = c->in.head;
+    size_t avail = ch->end - ch->start;
+    const char *data = ch->data + ch->start;
+    if (c->detecting) {
+      size_t cmp = avail < sizeof(h2_preface) - 1 ? avail : sizeof(h2_preface) - 1;
+      if (memcmp(data, h2_preface, cmp) != 0) {
+        c->detecting = false;
+        if (sl_h1_start(c) != 0) return -1;
+      } else if (cmp == sizeof(h2_preface) - 1) {
+        c->detecting = false;
+        if (sl_h2_start(c) != 0) return -1;
+      } else {
+        return 0; /* need more bytes to decide */
+      }
+    }
+    ssize_t used = c->ops->on_read(c, data, avail);
+    if (used < 0) return -1;
+    sl_pipe_consume(&c->in, (size_t)used);
+    if ((size_t)used < avail) break; /* protocol paused */
+  }
+  return 0;
+}
+
+static void conn_process_input(struct sl_conn *c) {
+  if (conn_feed(c) != 0) {
+    sl_conn_close(c);
+    return;
+  }
+  sl_conn_schedule_flush(c);
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  struct sl_conn *c = SL_CONTAINER_OF(w, struct sl_conn, rio);
+  (void)loop;
+  if (revents & EV_CUSTOM) {
+    conn_process_input(c);
+    return;
+  }
+  if (c->handshaking) {
+    int rv = conn_tls_handshake(c);
+    if (rv < 0) {
+      sl_conn_close(c);
+      return;
+    }
+    if (c->handshaking) return;
+  }
+  /* Read at most a few chunks per event so one busy client cannot starve
+   * the others on this worker. */
+  for (int i = 0; i < 4 && !c->read_paused && !c->dead; i++) {
+    size_t avail;
+    char *dst = sl_pipe_reserve(&c->in, 4096, &avail);
+    if (!dst) {
+      sl_conn_close(c);
+      return;
+    }
+    ssize_t n = conn_transport_read(c, dst, avail);
+    if (n == -1) break;
+    if (n == -2 || (n == 0 && (!c->ops || !c->ops->on_eof))) {
+      sl_conn_close(c); /* error, or EOF before a protocol was chosen */
+      return;
+    }
+    if (n == 0) {
+      /* The protocol decides: an idle h1 connection closes, one with a
+       * response in flight finishes writing it first. */
+      sl_conn_pause_read(c);
+      c->ops->on_eof(c);
+      if (!c->dead) sl_conn_schedule_flush(c);
+      return;
+    }
+    sl_pipe_commit(&c->in, (size_t)n);
+    c->last_activity = ev_now(c->w->loop);
+    if (conn_feed(c) != 0) {
+      sl_conn_close(c);
+      return;
+    }
+    if ((size_t)n < avail) break; /* socket drained */
+  }
+  /* Drop an empty read chunk now: idle connections hold no buffer. */
+  if (sl_pipe_empty(&c->in)) sl_pipe_clear(&c->in);
+  if (!c->dead) sl_conn_schedule_flush(c);
+}
+
+/* Writes as much of c->out as the socket takes. Returns 0 when all was
+ * written, 1 on would-block, -1 on error. */
+static int conn_transport_write(struct sl_conn *c) {
+  while (!sl_pipe_empty(&c->out)) {
+    if (!c->ssl) {
+      struct iovec iov[16];
+      int n = sl_pipe_iov(&c->out, iov, 16);
+      ssize_t w = writev(c->fd, iov, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
+        return -1;
+      }
+      sl_pipe_consume(&c->out, (size_t)w);
+    } else {
+      struct sl_chunk *ch = c->out.head;
+      ERR_clear_error();
+      int w = SSL_write(c->ssl, ch->data + ch->start, (int)(ch->end - ch->start));
+      if (w <= 0) {
+        int e = SSL_get_error(c->ssl, w);
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) return 1;
+        return -1;
+      }
+      sl_pipe_consume(&c->out, (size_t)w);
+    }
+  }
+  return 0;
+}
+
+static void conn_do_flush(struct sl_conn *c) {
+  for (;;) {
+    if (c->ops && c->ops->produce) c->ops->produce(c);
+    if (c->dead) return;
+    if (sl_pipe_empty(&c->out)) break;
+    int rv = conn_transport_write(c);
+    if (rv < 0) {
+      sl_conn_close(c);
+      return;
+    }
+    if (rv == 1) {
+      ev_io_start(c->w->loop, &c->wio);
+      return;
+    }
+  }
+  ev_io_stop(c->w->loop, &c->wio);
+  if (c->closing) sl_conn_close(c);
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  struct sl_conn *c = SL_CONTAINER_OF(w, struct sl_conn, wio);
+  (void)loop;
+  (void)revents;
+  if (c->handshaking) {
+    ev_io_stop(c->w->loop, &c->wio);
+    if (conn_tls_handshake(c) < 0) sl_conn_close(c);
+    return;
+  }
+  conn_do_flush(c);
+}
+
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  struct sl_conn *c = SL_CONTAINER_OF(w, struct sl_conn, timer);
+  (void)loop;
+  (void)revents;
+  ev_timer_stop(c->w->loop, &c->timer);
+  if (!c->ops) {
+    sl_conn_close(c); /* handshake or preface never completed */
+  } else if (c->proto == SL_PROTO_H2) {
+    sl_h2_on_timeout(c);
+  } else {
+    sl_h1_on_timeout(c);
+  }
+  if (!c->dead) sl_conn_schedule_flush(c);
+}
+
+/* Releases |c|'s socket and protocol state at once and marks it dead. The
+ * struct itself is freed by the worker's flush pass at the end of this
+ * loop iteration, so callers up the stack may still look at c->dead. */
+void sl_conn_close(struct sl_conn *c) {
+  if (c->dead) return;
+  c->dead = true;
+  struct ev_loop *loop = c->w->loop;
+  ev_io_stop(loop, &c->rio);
+  ev_io_stop(loop, &c->wio);
+  ev_timer_stop(loop, &c->timer);
+  if (c->ops && c->ops->destroy) c->ops->destroy(c);
+  c->ops = NULL;
+  if (c->ssl) {
+    SSL_set_quiet_shutdown(c->ssl, 1);
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+  }
+  if (c->fd >= 0) {
+    close(c->fd);
+    c->fd = -1;
+  }
+  sl_pipe_clear(&c->in);
+  sl_pipe_clear(&c->out);
+  struct sl_worker *w = c->w;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    w->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->next = c->prev = NULL;
+  w->n_conns--;
+  atomic_fetch_sub_explicit(&c->lis->n_connections, 1, memory_order_relaxed);
+  if (!c->flush_pending) {
+    c->flush_pending = true;
+    c->flush_next = w->flush_list;
+    w->flush_list = c;
+  }
+}

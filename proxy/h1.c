@@ -1,0 +1,520 @@
+/*
+ * sluice — HTTP/1.1 frontend (server side), on llhttp.
+ *
+ * One request at a time per connection: when a request's message is
+ * complete the parser pauses and the socket stops being read, so
+ * pipelined requests wait in the read buffer and are answered strictly in
+ * order (RFC 9112 §9.3.2) without sluice buffering more than one read.
+ *
+ * Framing is strict (llhttp built with LLHTTP_STRICT_MODE, no lenient
+ * flags): Content-Length with Transfer-Encoding, duplicate Content-Length,
+ * bare LF and obs-fold are errors (RFC 9112 §6.3, §2.2, §5.2), answered 400
+ * with the connection closed before anything reaches the upstream.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <llhttp.h>
+
+#include "sluice/log.h"
+#include "proxy.h"
+#include "stats.h"
+
+enum h1_state {
+  H1_IDLE = 0,      /* between requests */
+  H1_HEADERS,       /* inside a request head */
+  H1_BODY,          /* head dispatched, body still arriving */
+  H1_WAIT_RESPONSE, /* request complete, response in progress */
+};
+
+struct sl_h1 {
+  struct sl_conn *c;
+  llhttp_t parser;
+  enum h1_state state;
+  struct sl_stream *cur;
+
+  /* Header being accumulated (pieces may span reads). */
+  char *field, *value;
+  size_t field_len, value_len;
+  char *url;
+  size_t url_len;
+  uint32_t head_bytes, n_headers;
+  uint32_t n_host;
+
+  int err_status;        /* set by a callback before returning an error */
+  const char *err_what;
+  bool keep_alive;       /* this exchange allows another after it */
+  bool resp_chunked;     /* response framed with chunked encoding */
+  bool resp_close_delim; /* HTTP/1.0 client, unknown length */
+  bool resp_complete;
+  bool eof;              /* client half-closed */
+  bool http10;
+  struct sl_metric_series *m_active;
+};
+
+static const struct sl_frontend_ops h1_frontend;
+static llhttp_settings_t h1_settings;
+
+static struct sl_h1 *h1_of(struct sl_conn *c) { return c->proto_data; }
+
+/* Appends a piece to an arena-backed growing string. Returns -1 on OOM. */
+static int piece_append(struct sl_arena *a, char **buf, size_t *len, const char *at, size_t n) {
+  char *nb = sl_arena_alloc(a, *len + n + 1);
+  if (!nb) return -1;
+  if (*len) memcpy(nb, *buf, *len);
+  memcpy(nb + *len, at, n);
+  nb[*len + n] = '\0';
+  *buf = nb;
+  *len += n;
+  return 0;
+}
+
+static int h1_fail(struct sl_h1 *h, int status, const char *what) {
+  h->err_status = status;
+  h->err_what = what;
+  return -1;
+}
+
+static int h1_count_head(struct sl_h1 *h, size_t n) {
+  h->head_bytes += (uint32_t)n;
+  if (h->head_bytes > h->c->lis->header_bytes) return h1_fail(h, 431, "header_too_large");
+  return 0;
+}
+
+static int on_message_begin(llhttp_t *p) {
+  struct sl_h1 *h = p->data;
+  struct sl_conn *c = h->c;
+  h->cur = sl_stream_new(c, &h1_frontend, SL_PROTO_H1);
+  if (!h->cur) return h1_fail(h, 503, "out_of_memory");
+  h->cur->req.scheme = c->ssl ? "https" : "http";
+  h->state = H1_HEADERS;
+  h->field = h->value = h->url = NULL;
+  h->field_len = h->value_len = h->url_len = 0;
+  h->head_bytes = h->n_headers = h->n_host = 0;
+  h->resp_chunked = h->resp_close_delim = h->resp_complete = false;
+  if (c->lis->request_header_timeout_ms) sl_conn_set_timeout(c, c->lis->request_header_timeout_ms);
+  return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n) {
+  struct sl_h1 *h = p->data;
+  if (h1_count_head(h, n)) return -1;
+  if (piece_append(&h->cur->arena, &h->url, &h->url_len, at, n)) return h1_fail(h, 503, "oom");
+  return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n) {
+  struct sl_h1 *h = p->data;
+  if (h1_count_head(h, n)) return -1;
+  if (piece_append(&h->cur->arena, &h->field, &h->field_len, at, n))
+    return h1_fail(h, 503, "oom");
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n) {
+  struct sl_h1 *h = p->data;
+  if (h1_count_head(h, n)) return -1;
+  if (piece_append(&h->cur->arena, &h->value, &h->value_len, at, n))
+    return h1_fail(h, 503, "oom");
+  return 0;
+}
+
+static bool token_equal(const char *a, size_t alen, const char *b) {
+  return alen == strlen(b) && strncasecmp(a, b, alen) == 0;
+}
+
+static int on_header_value_complete(llhttp_t *p) {
+  struct sl_h1 *h = p->data;
+  if (++h->n_headers > h->c->lis->headers) return h1_fail(h, 431, "too_many_headers");
+  const char *v = h->value ? h->value : "";
+  size_t vlen = h->value_len;
+  /* Trailing OWS is not part of the value (RFC 9110 §5.5). */
+  while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
+  if (token_equal(h->field, h->field_len, "host") && ++h->n_host > 1)
+    return h1_fail(h, 400, "duplicate_host");
+  if (sl_stream_add_header(h->cur, h->field, h->field_len, v, vlen))
+    return h1_fail(h, 503, "oom");
+  h->field = h->value = NULL;
+  h->field_len = h->value_len = 0;
+  return 0;
+}
+
+/* A header field that ended without a value (`Name:` then CRLF). */
+static int on_header_field_complete(llhttp_t *p) {
+  struct sl_h1 *h = p->data;
+  h->value = NULL;
+  h->value_len = 0;
+  return 0;
+}
+
+static bool header_has_token(const char *v, const char *token) {
+  size_t tl = strlen(token);
+  const char *s = v;
+  while (*s) {
+    while (*s == ' ' || *s == '\t' || *s == ',') s++;
+    const char *e = s;
+    while (*e && *e != ',') e++;
+    const char *t = e;
+    while (t > s && (t[-1] == ' ' || t[-1] == '\t')) t--;
+    if ((size_t)(t - s) == tl && strncasecmp(s, token, tl) == 0) return true;
+    s = e;
+  }
+  return false;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  struct sl_h1 *h = p->data;
+  struct sl_stream *s = h->cur;
+  struct sl_request *r = &s->req;
+  struct sl_conn *c = h->c;
+
+  r->method = llhttp_method_name((llhttp_method_t)p->method);
+  r->path = h->url ? h->url : "";
+  h->http10 = p->http_major == 1 && p->http_minor == 0;
+  const struct sl_header *host = sl_request_header(r, "host");
+  if (host) {
+    if (host->value_len == 0) return h1_fail(h, 400, "empty_host");
+    r->authority = host->value;
+  } else if (!h->http10) {
+    return h1_fail(h, 400, "missing_host"); /* RFC 9112 §3.2 */
+  }
+  if (p->method == HTTP_CONNECT) return h1_fail(h, 405, "connect_not_supported");
+  if (r->path[0] != '/' && !(r->path[0] == '*' && p->method == HTTP_OPTIONS))
+    return h1_fail(h, 400, "bad_request_target");
+
+  r->is_head = p->method == HTTP_HEAD;
+  if (p->flags & F_CHUNKED) {
+    r->has_body = true;
+  } else if (p->flags & F_CONTENT_LENGTH) {
+    r->content_length = (int64_t)p->content_length;
+    r->has_body = p->content_length > 0;
+  }
+  const struct sl_header *expect = sl_request_header(r, "expect");
+  if (expect) {
+    if (strcasecmp(expect->value, "100-continue") != 0) return h1_fail(h, 417, "bad_expect");
+    r->expect_continue = r->has_body && !h->http10;
+  }
+  const struct sl_header *upg = sl_request_header(r, "upgrade");
+  if (upg && header_has_token(upg->value, "websocket")) r->upgrade_websocket = true;
+
+  h->keep_alive = llhttp_should_keep_alive(p) && !c->w->draining;
+  h->state = r->has_body ? H1_BODY : H1_WAIT_RESPONSE;
+  /* The head is in: the header timeout ends, the idle timeout guards the
+   * rest of the exchange. */
+  sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+
+  sl_stream_dispatch(s);
+  /* 100-continue is sent once sluice has decided to go upstream; a local
+   * answer (error, rejection) goes out instead and the body is never
+   * solicited (RFC 9110 §10.1.1). */
+  if (r->expect_continue && !s->local_response && !s->resp_head_sent)
+    sl_pipe_write(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  /* Upgrade requests are proxied as plain requests until tunnels exist:
+   * tell llhttp to keep parsing rather than hand over raw bytes. */
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n) {
+  struct sl_h1 *h = p->data;
+  struct sl_stream *s = h->cur;
+  if (s->local_response) return 0; /* answered already: discard */
+  if (sl_pipe_write(&s->req_body, at, n)) return h1_fail(h, 503, "oom");
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  struct sl_h1 *h = p->data;
+  struct sl_stream *s = h->cur;
+  s->req_done = true;
+  if (h->state == H1_BODY) h->state = H1_WAIT_RESPONSE;
+  /* Pause: pipelined bytes stay unparsed until this response is done. */
+  return HPE_PAUSED;
+}
+
+static void h1_settings_init(void) {
+  static bool done;
+  if (done) return;
+  llhttp_settings_init(&h1_settings);
+  h1_settings.on_message_begin = on_message_begin;
+  h1_settings.on_url = on_url;
+  h1_settings.on_header_field = on_header_field;
+  h1_settings.on_header_value = on_header_value;
+  h1_settings.on_header_field_complete = on_header_field_complete;
+  h1_settings.on_header_value_complete = on_header_value_complete;
+  h1_settings.on_headers_complete = on_headers_complete;
+  h1_settings.on_body = on_body;
+  h1_settings.on_message_complete = on_message_complete;
+  done = true;
+}
+
+int sl_h1_start(struct sl_conn *c) {
+  struct sl_h1 *h = calloc(1, sizeof(*h));
+  if (!h) return -1;
+  h1_settings_init();
+  h->c = c;
+  llhttp_init(&h->parser, HTTP_REQUEST, &h1_settings);
+  h->parser.data = h;
+  c->proto = SL_PROTO_H1;
+  c->ops = &sl_h1_ops;
+  c->proto_data = h;
+  h->m_active = c->lis->m_conn_h1;
+  if (h->m_active) sl_metric_gauge_add(h->m_active, 1);
+  return 0;
+}
+
+/* Writes a complete error response for a request that never reached a
+ * stream dispatch (parse errors, limits) and closes after it. */
+static void h1_write_error_and_close(struct sl_h1 *h, int status, const char *error) {
+  struct sl_conn *c = h->c;
+  struct sl_stream *s = h->cur;
+  if (s && (s->route || s->local_response)) {
+    /* Already dispatched: answer through the stream if the head is not
+     * out yet, otherwise the connection can only be cut. */
+    h->keep_alive = false;
+    if (!s->resp_head_sent && !s->local_response) {
+      sl_stream_respond_error(s, status, error, "http", 0);
+      sl_conn_close_after_flush(c);
+      return;
+    }
+    if (s->resp_head_sent && !h->resp_complete) {
+      sl_conn_close(c);
+      return;
+    }
+    sl_conn_close_after_flush(c);
+    return;
+  }
+  if (s) {
+    sl_stream_del(s);
+    h->cur = NULL;
+  }
+  char body[256];
+  size_t blen = sl_json_error_body(body, sizeof(body), error, "http", 0);
+  sl_pipe_printf(&c->out,
+                 "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
+                 "connection: close\r\n\r\n",
+                 status, llhttp_status_name((llhttp_status_t)status), blen);
+  sl_pipe_write(&c->out, body, blen);
+  sl_stats_request_done(c->w, "-", SL_PROTO_H1, status);
+  h->state = H1_IDLE;
+  sl_conn_close_after_flush(c);
+}
+
+static void h1_request_done_reading(struct sl_h1 *h) {
+  /* Stop reading until the response is written: the next pipelined
+   * request must not be parsed before this one is answered. */
+  sl_conn_pause_read(h->c);
+}
+
+static ssize_t h1_on_read(struct sl_conn *c, const char *data, size_t len) {
+  struct sl_h1 *h = h1_of(c);
+  if (h->state == H1_WAIT_RESPONSE) return 0; /* paused; keep bytes */
+  llhttp_errno_t err = llhttp_execute(&h->parser, data, len);
+  size_t used = len;
+  if (err == HPE_PAUSED) {
+    used = (size_t)(llhttp_get_error_pos(&h->parser) - data);
+    h1_request_done_reading(h);
+  } else if (err != HPE_OK) {
+    int status = h->err_status ? h->err_status : 400;
+    const char *what = h->err_what ? h->err_what : "bad_request";
+    if (SL_LOG_ENABLED(SL_LOG_DEBUG))
+      sl_log(SL_LOG_DEBUG, "h1 parse error", "peer", c->peer_ip, "reason",
+             llhttp_get_error_reason(&h->parser), NULL);
+    h1_write_error_and_close(h, status, what);
+    return (ssize_t)len;
+  }
+  struct sl_stream *s = h->cur;
+  if (s && !s->local_response && s->route) {
+    if (!sl_pipe_empty(&s->req_body) || s->req_done) sl_stream_request_body(s);
+    /* Back-pressure: the upstream has not taken the body yet. */
+    if (h->cur == s && sl_pipe_full(&s->req_body)) sl_conn_pause_read(c);
+  }
+  return (ssize_t)used;
+}
+
+/* Renders the response head into c->out. */
+static void h1_response_head(struct sl_stream *s) {
+  struct sl_conn *c = s->conn;
+  struct sl_h1 *h = h1_of(c);
+  struct sl_response *r = &s->resp;
+  struct sl_pipe *o = &c->out;
+  s->resp_head_sent = true;
+
+  if (!s->req_done) h->keep_alive = false; /* body not read: cannot reuse */
+  if (h->http10 && r->content_length < 0 && !r->no_body) {
+    h->resp_close_delim = true;
+    h->keep_alive = false;
+  } else if (r->content_length < 0 && !r->no_body) {
+    h->resp_chunked = true;
+  }
+  const char *reason = llhttp_status_name((llhttp_status_t)r->status);
+  if (!reason || strcmp(reason, "<unknown>") == 0) reason = "Status";
+  int rv = sl_pipe_printf(o, "HTTP/1.1 %d %s\r\n", r->status, reason);
+  for (uint32_t i = 0; i < r->n_headers && rv == 0; i++) {
+    const struct sl_header *hd = &r->headers[i];
+    rv |= sl_pipe_write(o, hd->name, hd->name_len);
+    rv |= sl_pipe_write(o, ": ", 2);
+    rv |= sl_pipe_write(o, hd->value, hd->value_len);
+    rv |= sl_pipe_write(o, "\r\n", 2);
+  }
+  if (r->content_length >= 0 && !(r->no_body && r->status == 304))
+    rv |= sl_pipe_printf(o, "content-length: %lld\r\n", (long long)r->content_length);
+  if (h->resp_chunked) rv |= sl_pipe_write(o, "transfer-encoding: chunked\r\n", 28);
+  if (!h->keep_alive)
+    rv |= sl_pipe_write(o, "connection: close\r\n", 19);
+  else if (h->http10)
+    rv |= sl_pipe_write(o, "connection: keep-alive\r\n", 24);
+  rv |= sl_pipe_write(o, "\r\n", 2);
+  if (rv) {
+    sl_conn_close(c);
+    return;
+  }
+  sl_conn_schedule_flush(c);
+}
+
+static void h1_response_body(struct sl_stream *s) { sl_conn_schedule_flush(s->conn); }
+
+static void h1_request_body_drained(struct sl_stream *s, size_t n) {
+  struct sl_conn *c = s->conn;
+  struct sl_h1 *h = h1_of(c);
+  (void)n;
+  if (h->state == H1_BODY && !sl_pipe_full(&s->req_body)) sl_conn_resume_read(c);
+}
+
+static void h1_abort(struct sl_stream *s) { sl_conn_close(s->conn); }
+
+static const struct sl_frontend_ops h1_frontend = {
+    .response_head = h1_response_head,
+    .response_body = h1_response_body,
+    .request_body_drained = h1_request_body_drained,
+    .abort = h1_abort,
+};
+
+/* The response was written in full: finish the exchange and, on a
+ * keep-alive connection, go back to parsing. */
+static void h1_exchange_done(struct sl_h1 *h) {
+  struct sl_conn *c = h->c;
+  struct sl_stream *s = h->cur;
+  bool reuse = h->keep_alive && s->req_done && !h->eof;
+  sl_stream_finish_metrics(s);
+  h->cur = NULL;
+  sl_stream_del(s);
+  h->state = H1_IDLE;
+  if (!reuse) {
+    sl_conn_close_after_flush(c);
+    return;
+  }
+  sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+  llhttp_resume(&h->parser);
+  sl_conn_resume_read(c);
+}
+
+/* Moves response body from the stream's pipe to the connection's output,
+ * adding chunked framing; chunks move without copying. */
+static void h1_produce(struct sl_conn *c) {
+  struct sl_h1 *h = h1_of(c);
+  struct sl_stream *s = h->cur;
+  if (!s || !s->resp_head_sent || h->resp_complete) return;
+  size_t moved = 0;
+  if (!s->resp.no_body) {
+    while (!sl_pipe_empty(&s->resp_body) && !sl_pipe_full(&c->out)) {
+      size_t n = s->resp_body.len;
+      if (h->resp_chunked) sl_pipe_printf(&c->out, "%zx\r\n", n);
+      sl_pipe_splice(&c->out, &s->resp_body);
+      if (h->resp_chunked) sl_pipe_write(&c->out, "\r\n", 2);
+      moved += n;
+    }
+  } else {
+    sl_pipe_clear(&s->resp_body);
+  }
+  if (moved) {
+    sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+    sl_stream_response_drained(s);
+    if (c->dead || h->cur != s) return;
+  }
+  if (s->resp_done && sl_pipe_empty(&s->resp_body)) {
+    if (h->resp_chunked && !s->resp.no_body) sl_pipe_write(&c->out, "0\r\n\r\n", 5);
+    h->resp_complete = true;
+    h1_exchange_done(h);
+  }
+}
+
+static void h1_on_eof(struct sl_conn *c) {
+  struct sl_h1 *h = h1_of(c);
+  h->eof = true;
+  if (h->state == H1_IDLE || !h->cur) {
+    sl_conn_close_after_flush(c);
+    return;
+  }
+  if (h->state == H1_HEADERS || h->state == H1_BODY) {
+    /* The request can never complete. */
+    if (h->cur->route && h->cur->resp_head_sent) {
+      sl_conn_close(c);
+      return;
+    }
+    if (h->cur->route) {
+      h->keep_alive = false;
+      sl_conn_close(c);
+      return;
+    }
+    sl_stream_del(h->cur);
+    h->cur = NULL;
+    sl_conn_close(c);
+    return;
+  }
+  /* H1_WAIT_RESPONSE: finish writing the response, then close. */
+  h->keep_alive = false;
+}
+
+static void h1_destroy(struct sl_conn *c) {
+  struct sl_h1 *h = h1_of(c);
+  if (!h) return;
+  if (h->cur) {
+    if (h->cur->route) sl_stream_finish_metrics(h->cur);
+    sl_stream_del(h->cur);
+  }
+  if (h->m_active) sl_metric_gauge_add(h->m_active, -1);
+  free(h);
+  c->proto_data = NULL;
+}
+
+static void h1_drain(struct sl_conn *c) {
+  struct sl_h1 *h = h1_of(c);
+  if (h->state == H1_IDLE) {
+    sl_conn_close_after_flush(c);
+    return;
+  }
+  h->keep_alive = false;
+}
+
+static bool h1_idle(struct sl_conn *c) { return h1_of(c)->state == H1_IDLE; }
+
+void sl_h1_on_timeout(struct sl_conn *c) {
+  struct sl_h1 *h = h1_of(c);
+  switch (h->state) {
+  case H1_IDLE:
+    sl_conn_close(c);
+    break;
+  case H1_HEADERS:
+    h1_write_error_and_close(h, 408, "request_header_timeout");
+    break;
+  case H1_BODY:
+    h1_write_error_and_close(h, 408, "request_body_timeout");
+    break;
+  case H1_WAIT_RESPONSE:
+    /* The client stopped reading our response (the upstream side has its
+     * own timeouts). */
+    sl_conn_close(c);
+    break;
+  }
+}
+
+const struct sl_proto_ops sl_h1_ops = {
+    .on_read = h1_on_read,
+    .produce = h1_produce,
+    .on_eof = h1_on_eof,
+    .destroy = h1_destroy,
+    .drain = h1_drain,
+    .idle = h1_idle,
+};

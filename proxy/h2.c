@@ -1,0 +1,512 @@
+/*
+ * sluice — HTTP/2 frontend (server side), on libnghttp2.
+ *
+ * nghttp2 is used as a pure protocol engine (mem_recv / mem_send): bytes
+ * in from the connection's read buffer, frames out into its write pipe.
+ * Its HTTP messaging checks are on, so malformed requests (uppercase
+ * names, CR/LF/NUL in values, connection-specific fields, bad
+ * pseudo-headers) are stream errors (RFC 9113 §8.2), and its flood guards
+ * are switched on explicitly: rapid reset (CVE-2023-44487) and
+ * CONTINUATION floods (CVE-2024-27316 family) end the connection.
+ *
+ * Flow control is manual (no automatic WINDOW_UPDATE): a request body's
+ * bytes are acknowledged with nghttp2_session_consume() only once they
+ * left for the upstream, so a slow upstream throttles the client instead
+ * of growing a buffer.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "sluice/log.h"
+#include "proxy.h"
+#include "stats.h"
+
+/* The connection-level receive window: the sum of in-flight request body
+ * bytes one client may have buffered in sluice at once. */
+#define H2_CONN_WINDOW (1 << 20)
+
+struct sl_h2 {
+  struct sl_conn *c;
+  nghttp2_session *session;
+  uint32_t n_streams;
+  bool goaway_sent;
+  struct sl_metric_series *m_active;
+};
+
+/* Per-stream frontend state lives in the sl_stream; these flags too. */
+struct h2_stream_extra {
+  uint32_t head_bytes, n_headers;
+  bool too_large;
+  bool deferred;
+};
+
+static const struct sl_frontend_ops h2_frontend;
+
+static struct sl_h2 *h2_of(struct sl_conn *c) { return c->proto_data; }
+
+static struct sl_stream *h2_stream_new(struct sl_h2 *h, int32_t id) {
+  struct sl_stream *s = sl_stream_new(h->c, &h2_frontend, SL_PROTO_H2);
+  if (!s) return NULL;
+  /* The h2-only counters ride in the stream arena. */
+  struct h2_stream_extra *x = sl_arena_alloc(&s->arena, sizeof(*x));
+  if (!x) {
+    sl_stream_del(s);
+    return NULL;
+  }
+  memset(x, 0, sizeof(*x));
+  s->fe_data = x;
+  s->h2_id = id;
+  s->req.scheme = h->c->ssl ? "https" : "http";
+  return s;
+}
+
+static struct h2_stream_extra *xs(struct sl_stream *s) { return s->fe_data; }
+
+/* ---- nghttp2 callbacks -------------------------------------------- */
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+  struct sl_h2 *h = ud;
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  if (h->c->w->draining) {
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                              NGHTTP2_REFUSED_STREAM);
+    return 0;
+  }
+  struct sl_stream *s = h2_stream_new(h, frame->hd.stream_id);
+  if (!s) {
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                              NGHTTP2_INTERNAL_ERROR);
+    return 0;
+  }
+  nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
+  h->n_streams++;
+  return 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *ud) {
+  struct sl_h2 *h = ud;
+  (void)flags;
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  struct sl_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!s) return 0;
+  struct h2_stream_extra *x = xs(s);
+  x->head_bytes += (uint32_t)(namelen + valuelen + 32); /* RFC 9113 §6.5.2 accounting */
+  if (++x->n_headers > h->c->lis->headers || x->head_bytes > h->c->lis->header_bytes) {
+    x->too_large = true;
+    return 0;
+  }
+  if (x->too_large) return 0;
+  const char *n = (const char *)name, *v = (const char *)value;
+  if (namelen > 0 && n[0] == ':') {
+    char *copy = sl_arena_strndup(&s->arena, v, valuelen);
+    if (!copy) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (namelen == 7 && memcmp(n, ":method", 7) == 0)
+      s->req.method = copy;
+    else if (namelen == 5 && memcmp(n, ":path", 5) == 0)
+      s->req.path = copy;
+    else if (namelen == 10 && memcmp(n, ":authority", 10) == 0)
+      s->req.authority = copy;
+    else if (namelen == 9 && memcmp(n, ":protocol", 9) == 0)
+      s->req.protocol = copy;
+    /* :scheme is the client's view; x-forwarded-proto reports the
+     * connection's real scheme. */
+    return 0;
+  }
+  if (sl_stream_add_header(s, n, namelen, v, valuelen) != 0)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  return 0;
+}
+
+/* HTTP/1.1 origins expect one Cookie field; h2 clients split it
+ * (RFC 9113 §8.2.3): join with "; ". */
+static void h2_join_cookies(struct sl_stream *s) {
+  struct sl_request *r = &s->req;
+  uint32_t first = UINT32_MAX, count = 0;
+  size_t total = 0;
+  for (uint32_t i = 0; i < r->n_headers; i++) {
+    if (strcmp(r->headers[i].name, "cookie") != 0) continue;
+    if (first == UINT32_MAX) first = i;
+    count++;
+    total += r->headers[i].value_len + 2;
+  }
+  if (count < 2) return;
+  char *joined = sl_arena_alloc(&s->arena, total + 1);
+  if (!joined) return;
+  size_t len = 0;
+  uint32_t out = 0;
+  for (uint32_t i = 0; i < r->n_headers; i++) {
+    struct sl_header *hd = &r->headers[i];
+    if (strcmp(hd->name, "cookie") == 0) {
+      if (len) {
+        memcpy(joined + len, "; ", 2);
+        len += 2;
+      }
+      memcpy(joined + len, hd->value, hd->value_len);
+      len += hd->value_len;
+      if (i != first) continue;
+    }
+    r->headers[out++] = *hd;
+  }
+  joined[len] = '\0';
+  r->n_headers = out;
+  for (uint32_t i = 0; i < r->n_headers; i++) {
+    if (strcmp(r->headers[i].name, "cookie") == 0) {
+      r->headers[i].value = joined;
+      r->headers[i].value_len = (uint32_t)len;
+    }
+  }
+}
+
+static void h2_dispatch(struct sl_h2 *h, struct sl_stream *s, bool end_stream) {
+  struct sl_request *r = &s->req;
+  if (xs(s)->too_large) {
+    s->req_done = end_stream;
+    sl_stream_respond_error(s, 431, "header_too_large", "http", 0);
+    return;
+  }
+  if (!r->method || !r->path) {
+    /* nghttp2's messaging checks make this unreachable for requests;
+     * CONNECT without :protocol has no :path. */
+    nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->h2_id, NGHTTP2_PROTOCOL_ERROR);
+    return;
+  }
+  if (!r->authority) {
+    const struct sl_header *host = sl_request_header(r, "host");
+    if (host) r->authority = host->value;
+  }
+  h2_join_cookies(s);
+  r->is_head = strcmp(r->method, "HEAD") == 0;
+  const struct sl_header *cl = sl_request_header(r, "content-length");
+  if (cl) {
+    char *end;
+    long long v = strtoll(cl->value, &end, 10);
+    if (*end == '\0' && v >= 0) r->content_length = v;
+  }
+  r->has_body = !end_stream;
+  if (end_stream) {
+    s->req_done = true;
+    if (r->content_length < 0) r->content_length = -1;
+  }
+  /* GET with no body: no framing header at all upstream. */
+  if (!r->has_body && r->content_length == 0) r->content_length = -1;
+  sl_stream_dispatch(s);
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+  struct sl_h2 *h = ud;
+  struct sl_stream *s;
+  switch (frame->hd.type) {
+  case NGHTTP2_HEADERS:
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+      /* Trailers: sluice does not forward them; the END_STREAM counts. */
+      s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+      if (s && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        s->req_done = true;
+        sl_stream_request_body(s);
+      }
+      return 0;
+    }
+    s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (s) h2_dispatch(h, s, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
+    break;
+  case NGHTTP2_DATA:
+    s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (!s) break;
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) s->req_done = true;
+    sl_stream_request_body(s);
+    break;
+  default:
+    break;
+  }
+  return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                              const uint8_t *data, size_t len, void *ud) {
+  (void)flags;
+  (void)ud;
+  struct sl_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+  if (!s || s->local_response || (s->resp_done && !s->up)) {
+    /* Nobody will forward these bytes: give the window back now. */
+    nghttp2_session_consume(session, stream_id, len);
+    return 0;
+  }
+  if (sl_pipe_write(&s->req_body, data, len) != 0) {
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_INTERNAL_ERROR);
+  }
+  return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+  (void)ud;
+  if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
+      (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+    struct sl_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    /* Response complete while the client still sends a body nobody
+     * wants: end the stream with NO_ERROR (RFC 9113 §8.1). */
+    if (s && !s->req_done)
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                NGHTTP2_NO_ERROR);
+  }
+  return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                           void *ud) {
+  struct sl_h2 *h = ud;
+  (void)error_code;
+  struct sl_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+  if (!s) return 0;
+  nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+  if (s->resp_head_sent) sl_stream_finish_metrics(s);
+  sl_stream_del(s);
+  h->n_streams--;
+  if (h->n_streams == 0) sl_conn_set_timeout(h->c, h->c->lis->idle_timeout_ms);
+  return 0;
+}
+
+static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                         size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                         void *ud) {
+  (void)session;
+  (void)stream_id;
+  (void)ud;
+  struct sl_stream *s = source->ptr;
+  size_t n = sl_pipe_read(&s->resp_body, buf, length);
+  if (n == 0 && !s->resp_done) {
+    xs(s)->deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  if (s->resp_done && sl_pipe_empty(&s->resp_body)) *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+  if (n) sl_stream_response_drained(s);
+  return (ssize_t)n;
+}
+
+/* ---- frontend ops ------------------------------------------------- */
+
+static void h2_response_head(struct sl_stream *s) {
+  struct sl_h2 *h = h2_of(s->conn);
+  struct sl_response *r = &s->resp;
+  s->resp_head_sent = true;
+  uint32_t n = r->n_headers + 2;
+  nghttp2_nv *nva = sl_arena_alloc(&s->arena, n * sizeof(*nva));
+  if (!nva) {
+    nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->h2_id, NGHTTP2_INTERNAL_ERROR);
+    sl_conn_schedule_flush(s->conn);
+    return;
+  }
+  char *status = sl_arena_alloc(&s->arena, 4);
+  char *clen = sl_arena_alloc(&s->arena, 24);
+  if (!status || !clen) return;
+  snprintf(status, 4, "%03d", r->status);
+  size_t k = 0;
+  nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3,
+                          NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+  for (uint32_t i = 0; i < r->n_headers; i++) {
+    const struct sl_header *hd = &r->headers[i];
+    nva[k++] = (nghttp2_nv){(uint8_t *)hd->name, (uint8_t *)hd->value, hd->name_len,
+                            hd->value_len,
+                            NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+  }
+  if (r->content_length >= 0 && r->status != 204) {
+    int cl = snprintf(clen, 24, "%lld", (long long)r->content_length);
+    nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, (size_t)cl,
+                            NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+  }
+  nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
+  int rv = nghttp2_submit_response(h->session, s->h2_id, nva, k, r->no_body ? NULL : &prd);
+  if (rv != 0)
+    nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->h2_id, NGHTTP2_INTERNAL_ERROR);
+  sl_conn_schedule_flush(s->conn);
+}
+
+static void h2_response_body(struct sl_stream *s) {
+  struct sl_h2 *h = h2_of(s->conn);
+  if (xs(s)->deferred) {
+    xs(s)->deferred = false;
+    nghttp2_session_resume_data(h->session, s->h2_id);
+  }
+  sl_conn_schedule_flush(s->conn);
+}
+
+static void h2_request_body_drained(struct sl_stream *s, size_t n) {
+  struct sl_h2 *h = h2_of(s->conn);
+  nghttp2_session_consume(h->session, s->h2_id, n);
+  sl_conn_schedule_flush(s->conn);
+}
+
+static void h2_abort(struct sl_stream *s) {
+  struct sl_h2 *h = h2_of(s->conn);
+  nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->h2_id, NGHTTP2_INTERNAL_ERROR);
+  sl_conn_schedule_flush(s->conn);
+}
+
+static const struct sl_frontend_ops h2_frontend = {
+    .response_head = h2_response_head,
+    .response_body = h2_response_body,
+    .request_body_drained = h2_request_body_drained,
+    .abort = h2_abort,
+};
+
+/* ---- connection ops ----------------------------------------------- */
+
+static ssize_t h2_on_read(struct sl_conn *c, const char *data, size_t len) {
+  struct sl_h2 *h = h2_of(c);
+  ssize_t rv = nghttp2_session_mem_recv(h->session, (const uint8_t *)data, len);
+  if (rv < 0) {
+    if (SL_LOG_ENABLED(SL_LOG_DEBUG))
+      sl_log(SL_LOG_DEBUG, "h2 session error", "peer", c->peer_ip, "error",
+             nghttp2_strerror((int)rv), NULL);
+    /* Flood or protocol error: nghttp2 queued a GOAWAY when it could;
+     * send it and close. */
+    sl_conn_close_after_flush(c);
+    return (ssize_t)len;
+  }
+  if (h->n_streams == 0) sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+  return rv;
+}
+
+static void h2_produce(struct sl_conn *c) {
+  struct sl_h2 *h = h2_of(c);
+  if (!h) return;
+  while (!sl_pipe_full(&c->out)) {
+    const uint8_t *data;
+    ssize_t n = nghttp2_session_mem_send(h->session, &data);
+    if (n < 0) {
+      sl_conn_close(c);
+      return;
+    }
+    if (n == 0) break;
+    if (sl_pipe_write(&c->out, data, (size_t)n) != 0) {
+      sl_conn_close(c);
+      return;
+    }
+  }
+  if (!nghttp2_session_want_read(h->session) && !nghttp2_session_want_write(h->session))
+    sl_conn_close_after_flush(c);
+}
+
+static void h2_on_eof(struct sl_conn *c) {
+  /* A client that half-closes cannot send more frames: nothing left to
+   * answer on h2 (every response needs the peer reading). */
+  sl_conn_close(c);
+}
+
+static void h2_destroy(struct sl_conn *c) {
+  struct sl_h2 *h = h2_of(c);
+  if (!h) return;
+  /* nghttp2_session_del does not call on_stream_close: free the streams
+   * it still holds via a walk of the ones we know. */
+  for (int32_t id = 1; h->n_streams > 0 && id > 0; ) {
+    int32_t last = nghttp2_session_get_last_proc_stream_id(h->session);
+    bool found = false;
+    for (id = 1; id <= last; id += 2) {
+      struct sl_stream *s = nghttp2_session_get_stream_user_data(h->session, id);
+      if (!s) continue;
+      nghttp2_session_set_stream_user_data(h->session, id, NULL);
+      if (s->resp_head_sent) sl_stream_finish_metrics(s);
+      sl_stream_del(s);
+      h->n_streams--;
+      found = true;
+    }
+    if (!found) break;
+  }
+  nghttp2_session_del(h->session);
+  if (h->m_active) sl_metric_gauge_add(h->m_active, -1);
+  free(h);
+  c->proto_data = NULL;
+}
+
+static void h2_drain(struct sl_conn *c) {
+  struct sl_h2 *h = h2_of(c);
+  if (h->goaway_sent) return;
+  h->goaway_sent = true;
+  nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR,
+                        NULL, 0);
+  sl_conn_schedule_flush(c);
+}
+
+static bool h2_idle(struct sl_conn *c) { return h2_of(c)->n_streams == 0; }
+
+void sl_h2_on_timeout(struct sl_conn *c) {
+  struct sl_h2 *h = h2_of(c);
+  if (h->n_streams > 0) {
+    /* Streams in flight have their own (upstream) timeouts. */
+    sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+    return;
+  }
+  h2_drain(c);
+  sl_conn_close_after_flush(c);
+}
+
+const struct sl_proto_ops sl_h2_ops = {
+    .on_read = h2_on_read,
+    .produce = h2_produce,
+    .on_eof = h2_on_eof,
+    .destroy = h2_destroy,
+    .drain = h2_drain,
+    .idle = h2_idle,
+};
+
+static nghttp2_session_callbacks *h2_callbacks;
+static nghttp2_option *h2_options;
+
+__attribute__((constructor)) static void h2_init_globals(void) {
+  nghttp2_session_callbacks_new(&h2_callbacks);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(h2_callbacks, on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(h2_callbacks, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(h2_callbacks, on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(h2_callbacks, on_data_chunk_recv);
+  nghttp2_session_callbacks_set_on_frame_send_callback(h2_callbacks, on_frame_send);
+  nghttp2_session_callbacks_set_on_stream_close_callback(h2_callbacks, on_stream_close);
+  nghttp2_option_new(&h2_options);
+  nghttp2_option_set_no_auto_window_update(h2_options, 1);
+  /* Flood guards, set explicitly rather than trusting defaults: rapid
+   * reset (burst 1000, then 33/s, as nghttpx), at most 8 CONTINUATION
+   * frames per header block, bounded SETTINGS and outbound ACK queues. */
+  nghttp2_option_set_stream_reset_rate_limit(h2_options, 1000, 33);
+  nghttp2_option_set_max_continuations(h2_options, 8);
+  nghttp2_option_set_max_settings(h2_options, 32);
+  nghttp2_option_set_max_outbound_ack(h2_options, 1000);
+  nghttp2_option_set_max_deflate_dynamic_table_size(h2_options, 4096);
+}
+
+__attribute__((destructor)) static void h2_free_globals(void) {
+  nghttp2_session_callbacks_del(h2_callbacks);
+  nghttp2_option_del(h2_options);
+}
+
+int sl_h2_start(struct sl_conn *c) {
+  struct sl_h2 *h = calloc(1, sizeof(*h));
+  if (!h) return -1;
+  h->c = c;
+  if (nghttp2_session_server_new2(&h->session, h2_callbacks, h, h2_options) != 0) {
+    free(h);
+    return -1;
+  }
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->lis->h2_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, SL_BODY_PIPE_CAP - 1},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, c->lis->header_bytes},
+  };
+  if (nghttp2_submit_settings(h->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) ||
+      nghttp2_session_set_local_window_size(h->session, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW)) {
+    nghttp2_session_del(h->session);
+    free(h);
+    return -1;
+  }
+  c->proto = SL_PROTO_H2;
+  c->ops = &sl_h2_ops;
+  c->proto_data = h;
+  h->m_active = c->lis->m_conn_h2;
+  if (h->m_active) sl_metric_gauge_add(h->m_active, 1);
+  sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+  sl_conn_schedule_flush(c);
+  return 0;
+}

@@ -1,0 +1,167 @@
+/*
+ * sluice — bounded byte pipes. See pipe.h.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipe.h"
+
+/* Per-thread freelist. 64 chunks (1 MiB) per worker are kept for reuse;
+ * beyond that chunks go back to malloc so a burst does not pin memory. */
+#define SL_CHUNK_CACHE_MAX 64
+
+static __thread struct sl_chunk *chunk_cache;
+static __thread unsigned chunk_cache_len;
+
+struct sl_chunk *sl_chunk_get(void) {
+  struct sl_chunk *c = chunk_cache;
+  if (c) {
+    chunk_cache = c->next;
+    chunk_cache_len--;
+  } else {
+    c = malloc(sizeof(*c));
+    if (!c) return NULL;
+  }
+  c->next = NULL;
+  c->start = c->end = 0;
+  return c;
+}
+
+void sl_chunk_put(struct sl_chunk *c) {
+  if (chunk_cache_len >= SL_CHUNK_CACHE_MAX) {
+    free(c);
+    return;
+  }
+  c->next = chunk_cache;
+  chunk_cache = c;
+  chunk_cache_len++;
+}
+
+void sl_chunk_cache_drain(void) {
+  while (chunk_cache) {
+    struct sl_chunk *n = chunk_cache->next;
+    free(chunk_cache);
+    chunk_cache = n;
+  }
+  chunk_cache_len = 0;
+}
+
+char *sl_pipe_reserve(struct sl_pipe *p, size_t min, size_t *avail) {
+  if (min > SL_CHUNK_SIZE) min = SL_CHUNK_SIZE;
+  struct sl_chunk *t = p->tail;
+  if (!t || SL_CHUNK_SIZE - t->end < min) {
+    struct sl_chunk *c = sl_chunk_get();
+    if (!c) return NULL;
+    if (t)
+      t->next = c;
+    else
+      p->head = c;
+    p->tail = t = c;
+  }
+  *avail = SL_CHUNK_SIZE - t->end;
+  return t->data + t->end;
+}
+
+void sl_pipe_commit(struct sl_pipe *p, size_t n) {
+  p->tail->end += (uint32_t)n;
+  p->len += n;
+}
+
+int sl_pipe_write(struct sl_pipe *p, const void *data, size_t n) {
+  const char *src = data;
+  while (n > 0) {
+    size_t avail;
+    char *dst = sl_pipe_reserve(p, 1, &avail);
+    if (!dst) return -1; /* the caller fails the exchange; a partial append is never delivered */
+    size_t take = avail < n ? avail : n;
+    memcpy(dst, src, take);
+    sl_pipe_commit(p, take);
+    src += take;
+    n -= take;
+  }
+  return 0;
+}
+
+int sl_pipe_printf(struct sl_pipe *p, const char *fmt, ...) {
+  char tmp[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof(tmp)) return -1;
+  return sl_pipe_write(p, tmp, (size_t)n);
+}
+
+int sl_pipe_iov(const struct sl_pipe *p, struct iovec *iov, int max) {
+  int n = 0;
+  for (struct sl_chunk *c = p->head; c && n < max; c = c->next) {
+    if (c->end == c->start) continue;
+    iov[n].iov_base = c->data + c->start;
+    iov[n].iov_len = c->end - c->start;
+    n++;
+  }
+  return n;
+}
+
+void sl_pipe_consume(struct sl_pipe *p, size_t n) {
+  while (n > 0 && p->head) {
+    struct sl_chunk *c = p->head;
+    size_t have = c->end - c->start;
+    if (n < have) {
+      c->start += (uint32_t)n;
+      p->len -= n;
+      return;
+    }
+    n -= have;
+    p->len -= have;
+    p->head = c->next;
+    if (!p->head) p->tail = NULL;
+    sl_chunk_put(c);
+  }
+  /* Drop fully consumed chunks (including an empty head) eagerly so an
+   * idle pipe holds no memory. */
+  while (p->head && p->head->start == p->head->end) {
+    struct sl_chunk *c = p->head;
+    p->head = c->next;
+    if (!p->head) p->tail = NULL;
+    sl_chunk_put(c);
+  }
+}
+
+size_t sl_pipe_read(struct sl_pipe *p, void *dst, size_t n) {
+  char *out = dst;
+  size_t done = 0;
+  while (done < n && p->head) {
+    struct sl_chunk *c = p->head;
+    size_t have = c->end - c->start;
+    size_t take = have < n - done ? have : n - done;
+    memcpy(out + done, c->data + c->start, take);
+    done += take;
+    sl_pipe_consume(p, take);
+  }
+  return done;
+}
+
+void sl_pipe_splice(struct sl_pipe *dst, struct sl_pipe *src) {
+  if (!src->head) return;
+  if (dst->tail)
+    dst->tail->next = src->head;
+  else
+    dst->head = src->head;
+  dst->tail = src->tail;
+  dst->len += src->len;
+  src->head = src->tail = NULL;
+  src->len = 0;
+}
+
+void sl_pipe_clear(struct sl_pipe *p) {
+  while (p->head) {
+    struct sl_chunk *c = p->head;
+    p->head = c->next;
+    sl_chunk_put(c);
+  }
+  p->tail = NULL;
+  p->len = 0;
+}

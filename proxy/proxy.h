@@ -1,0 +1,343 @@
+/*
+ * sluice — data plane types shared by the modules of proxy/.
+ *
+ * Threads. One main thread (signals, admin listener, reloads) and N worker
+ * threads, each with its own libev loop and its own SO_REUSEPORT socket per
+ * listener. A connection, its streams and the upstream connections serving
+ * them belong to one worker for their whole life: nothing here is locked.
+ *
+ * The exchange seam. A `struct sl_stream` is one request/response exchange,
+ * whichever protocol it came in on. A frontend (h1.c, h2.c) parses client
+ * bytes into a stream's request head and request-body pipe, and renders
+ * the stream's response head and response-body pipe back into client
+ * bytes. The upstream side (upstream.c) does the reverse towards the
+ * origin. Neither side knows the other's protocol: they meet in stream.c,
+ * and talk only through the two pipes and the callbacks below.
+ *
+ *   client --h1/h2--> [frontend] --req_body--> [upstream conn] --> origin
+ *   client <--h1/h2-- [frontend] <--resp_body- [upstream conn] <-- origin
+ *
+ * Back-pressure: a producer stops reading its socket while the pipe it
+ * fills is full (sl_pipe_full) and is resumed by the consumer's "drained"
+ * callback. For h2 request bodies the flow-control window plays that role
+ * (nghttp2_session_consume is called only once bytes went upstream).
+ *
+ * Tunnels (WebSocket) reuse the same two pipes after the upstream's 101:
+ * the stream simply never ends its bodies until one side closes.
+ */
+#ifndef SLUICE_PROXY_H
+#define SLUICE_PROXY_H
+
+#include <ev.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sluice/arena.h"
+#include "sluice/config-t.h"
+#include "sluice/metrics.h"
+#include "pipe.h"
+
+#define SL_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Per-exchange buffer bound: request and response body pipes each hold at
+ * most this much (plus one read) before the producer is paused. */
+#define SL_BODY_PIPE_CAP (64 * 1024)
+/* A client's outgoing byte queue (framed responses). */
+#define SL_OUT_PIPE_CAP (64 * 1024)
+
+struct sl_worker;
+struct sl_conn;
+struct sl_stream;
+struct sl_upconn;
+struct sl_pool;
+
+/* ---- configuration generations ------------------------------------ */
+
+/* A published configuration and what the data plane derives from it. A
+ * stream holds a reference for its whole life, so in-flight requests
+ * finish on the configuration they started with. */
+struct sl_gen {
+  struct sl_config *cfg;
+  atomic_long refs;
+};
+
+struct sl_gen *sl_gen_ref(struct sl_gen *g);
+void sl_gen_unref(struct sl_gen *g);
+/* The current generation (main thread publishes, workers pick it up). */
+struct sl_gen *sl_gen_current_ref(void);
+
+/* ---- listeners ---------------------------------------------------- */
+
+/* A bound listener: one socket per worker (SO_REUSEPORT). Created and
+ * owned by the main thread; workers only watch their own fd. */
+struct sl_listener {
+  char *name;
+  char *address;
+  bool tls;
+  SSL_CTX *ssl_ctx; /* NULL for cleartext */
+  int *fds;         /* [n_workers] */
+  int n_fds;
+  /* Limits copied from the listener configuration at bind time. */
+  uint32_t max_connections;
+  uint64_t request_header_timeout_ms, idle_timeout_ms;
+  uint32_t header_bytes, headers, h2_streams;
+  atomic_uint n_connections; /* across workers */
+  struct sl_metric_series *m_conn_h1, *m_conn_h2;
+};
+
+/* ---- header slices ------------------------------------------------ */
+
+struct sl_header {
+  const char *name;  /* lowercase, NUL-terminated, in the stream arena */
+  const char *value; /* NUL-terminated, in the stream arena */
+  uint32_t name_len, value_len;
+};
+
+/* A request head as the upstream needs it, protocol-neutral. */
+struct sl_request {
+  const char *method;
+  const char *path;      /* request-target (origin-form) */
+  const char *authority; /* Host / :authority, NULL when absent */
+  const char *scheme;    /* "http" or "https" */
+  const char *protocol;  /* h2 :protocol (extended CONNECT), else NULL */
+  struct sl_header *headers;
+  uint32_t n_headers, cap_headers;
+  int64_t content_length; /* -1: none / unknown */
+  bool has_body;          /* a body follows the head */
+  bool expect_continue;
+  bool upgrade_websocket;
+  bool is_head;
+};
+
+struct sl_response {
+  int status;
+  struct sl_header *headers;
+  uint32_t n_headers, cap_headers;
+  int64_t content_length; /* -1: unknown (chunked/close-delimited) */
+  bool no_body;           /* HEAD, 1xx, 204, 304 */
+};
+
+/* ---- the exchange ------------------------------------------------- */
+
+enum sl_proto { SL_PROTO_H1 = 0, SL_PROTO_H2 = 1 };
+
+/* Implemented by each frontend; called by the upstream side via stream.c. */
+struct sl_frontend_ops {
+  /* The response head is in s->resp; render it. */
+  void (*response_head)(struct sl_stream *s);
+  /* More bytes are in s->resp_body, or s->resp_done became true. */
+  void (*response_body)(struct sl_stream *s);
+  /* |n| request-body bytes were taken from s->req_body; resume reading. */
+  void (*request_body_drained)(struct sl_stream *s, size_t n);
+  /* The exchange failed after the response head went out: abort it
+   * (h2: RST_STREAM; h1: close the connection). */
+  void (*abort)(struct sl_stream *s);
+};
+
+struct sl_stream {
+  struct sl_conn *conn;
+  const struct sl_frontend_ops *fe;
+  void *fe_data;      /* h2: the sl_h2 session */
+  int32_t h2_id;      /* h2 stream id, 0 for h1 */
+  enum sl_proto proto;
+
+  struct sl_arena arena; /* request and response heads */
+  struct sl_request req;
+  struct sl_response resp;
+
+  struct sl_gen *gen;
+  const struct sl_route_cfg *route;
+  struct sl_pool *pool;
+  struct sl_upconn *up;
+  struct sl_stream *queue_next; /* waiting for an upstream connection */
+
+  struct sl_pipe req_body, resp_body;
+  bool req_done;       /* the whole request body is in req_body */
+  bool resp_head_done; /* s->resp is complete */
+  bool resp_done;      /* the whole response body is in resp_body */
+  bool resp_head_sent; /* frontend wrote the head (no local error page now) */
+  bool local_response; /* answered by sluice itself, not the upstream */
+  bool queued;
+  bool upstream_retried;
+
+  ev_tstamp started;
+  ev_tstamp upstream_started;
+};
+
+/* stream.c */
+struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops *fe,
+                                enum sl_proto proto);
+void sl_stream_del(struct sl_stream *s);
+/* Appends a request header (copied into the stream arena; |name| is
+ * lowercased). Returns 0, or -1 on OOM. */
+int sl_stream_add_header(struct sl_stream *s, const char *name, size_t nlen,
+                         const char *value, size_t vlen);
+int sl_response_add_header(struct sl_stream *s, const char *name, size_t nlen,
+                           const char *value, size_t vlen);
+const struct sl_header *sl_request_header(const struct sl_request *r, const char *name);
+/* The request head is complete: route it, apply admission, start the
+ * upstream exchange or answer locally. */
+void sl_stream_dispatch(struct sl_stream *s);
+/* The frontend appended request-body bytes to s->req_body (or set
+ * s->req_done). */
+void sl_stream_request_body(struct sl_stream *s);
+/* The frontend consumed response-body bytes: the upstream may read on. */
+void sl_stream_response_drained(struct sl_stream *s);
+/* Answers |status| with sluice's JSON error body; |error| and |policy|
+ * name the cause. Only valid while !s->resp_head_sent. */
+void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
+                             const char *policy, uint32_t retry_after);
+/* Called by the upstream side: the exchange failed. Answers 502/504 if the
+ * head has not gone out, else aborts. */
+void sl_stream_upstream_failed(struct sl_stream *s, int status, const char *error);
+/* Called by the frontend once the response is fully written (or the
+ * stream is torn down): reports the outcome to metrics. */
+void sl_stream_finish_metrics(struct sl_stream *s);
+
+/* ---- client connections ------------------------------------------- */
+
+struct sl_proto_ops {
+  /* Consume |len| bytes read from the client. Returns the bytes consumed
+   * (the rest stays in the read buffer, e.g. after a pause), or -1 to
+   * close the connection now. */
+  ssize_t (*on_read)(struct sl_conn *c, const char *data, size_t len);
+  /* Fill c->out (up to its cap) before a write. May be NULL. */
+  void (*produce)(struct sl_conn *c);
+  /* The peer closed its write side. */
+  void (*on_eof)(struct sl_conn *c);
+  /* Tear down protocol state (the connection is closing). */
+  void (*destroy)(struct sl_conn *c);
+  /* Graceful shutdown: stop taking new requests (h2 GOAWAY; h1 close
+   * after the current response). */
+  void (*drain)(struct sl_conn *c);
+  /* True when no request is in progress (idle keep-alive). */
+  bool (*idle)(struct sl_conn *c);
+};
+
+struct sl_conn {
+  struct sl_worker *w;
+  struct sl_listener *lis;
+  int fd;
+  ev_io rio, wio;
+  ev_timer timer;
+  SSL *ssl;
+  bool handshaking;
+  bool detecting;     /* cleartext: h1 or h2c preface not decided yet */
+  bool closing;       /* close once `out` is flushed */
+  bool read_paused;   /* protocol asked to stop reading */
+  bool flush_pending; /* queued on the worker's flush list */
+  bool dead;
+  enum sl_proto proto;
+  const struct sl_proto_ops *ops;
+  void *proto_data;
+
+  struct sl_pipe in;  /* bytes read but not consumed yet (rare) */
+  struct sl_pipe out; /* bytes to write to the client */
+
+  char peer_ip[46];
+  struct sockaddr_storage peer;
+  struct sl_conn *next, *prev;     /* worker's connection list */
+  struct sl_conn *flush_next;
+  ev_tstamp last_activity;
+};
+
+/* conn.c */
+void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
+                    const struct sockaddr_storage *peer);
+/* Queue |c| for a write at the end of this loop iteration. */
+void sl_conn_schedule_flush(struct sl_conn *c);
+/* Close after pending output is written. */
+void sl_conn_close_after_flush(struct sl_conn *c);
+void sl_conn_close(struct sl_conn *c);
+void sl_conn_pause_read(struct sl_conn *c);
+void sl_conn_resume_read(struct sl_conn *c);
+/* (Re)arms the connection timer to fire after |ms| (0: stop). */
+void sl_conn_set_timeout(struct sl_conn *c, uint64_t ms);
+/* Flush list processing, run once per loop iteration. */
+void sl_worker_flush_all(struct sl_worker *w);
+
+/* h1.c / h2.c */
+extern const struct sl_proto_ops sl_h1_ops;
+extern const struct sl_proto_ops sl_h2_ops;
+int sl_h1_start(struct sl_conn *c);
+/* |tls|: started after ALPN (no client preface detection needed). */
+int sl_h2_start(struct sl_conn *c);
+/* h1/h2 timer expiry (the connection's one timer). */
+void sl_h1_on_timeout(struct sl_conn *c);
+void sl_h2_on_timeout(struct sl_conn *c);
+
+/* tls.c */
+SSL_CTX *sl_tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen);
+
+/* ---- upstreams ---------------------------------------------------- */
+
+struct sl_pool {
+  struct sl_worker *w;
+  char *name;
+  struct sl_sockaddr_storage_copy {
+    struct sockaddr_storage ss;
+    socklen_t len;
+  } addr;
+  char *address_text;
+  uint32_t max_conns;   /* this worker's share */
+  uint32_t max_pending; /* this worker's share */
+  uint64_t connect_timeout_ms, response_timeout_ms, idle_timeout_ms;
+  uint32_t n_conns;     /* open, idle or busy */
+  uint32_t n_pending;
+  struct sl_upconn *idle; /* idle keep-alive connections, LIFO */
+  struct sl_stream *queue_head, *queue_tail;
+  struct sl_pool *next;
+  bool retired;         /* replaced by a reload: close when empty */
+  struct sl_metric_family *m_requests;
+  struct sl_metric_series *m_duration;
+};
+
+/* upstream.c */
+struct sl_pool *sl_pool_for(struct sl_worker *w, const struct sl_upstream_cfg *u);
+/* Starts the upstream half of |s| (connect, reuse or queue). On failure
+ * answers the stream itself (503 queue full, 502). */
+void sl_upstream_start(struct sl_stream *s);
+/* More request body is in s->req_body (or s->req_done). */
+void sl_upstream_request_body(struct sl_stream *s);
+/* The frontend drained response body: resume reading the origin. */
+void sl_upstream_resume(struct sl_stream *s);
+/* The stream goes away: return or close its upstream connection. */
+void sl_upstream_detach(struct sl_stream *s);
+void sl_pool_close_all(struct sl_pool *p);
+
+/* ---- workers ------------------------------------------------------ */
+
+struct sl_worker_listener {
+  struct sl_listener *lis;
+  ev_io io;
+  struct sl_worker *w;
+  bool paused; /* max_connections reached or draining */
+};
+
+struct sl_worker {
+  int id;
+  pthread_t thread;
+  struct ev_loop *loop;
+  ev_async wakeup;
+  ev_prepare flush_watcher;
+  ev_timer drain_timer;
+  struct sl_gen *gen; /* current configuration for new streams */
+  struct sl_worker_listener *listeners;
+  int n_listeners;
+  struct sl_conn *conns; /* all client connections */
+  uint32_t n_conns;
+  struct sl_conn *flush_list;
+  struct sl_pool *pools;
+  atomic_bool stop_requested;
+  atomic_bool reload_requested;
+  bool draining;
+};
+
+extern int sl_n_workers;
+/* Incremented by each worker thread as it finishes (main polls it). */
+extern atomic_int sl_workers_exited;
+
+#endif

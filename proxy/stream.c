@@ -1,0 +1,169 @@
+/*
+ * sluice — the protocol-neutral exchange: routing, local answers and the
+ * hand-off between a frontend and the upstream side. See proxy.h.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/log.h"
+#include "sluice/metrics.h"
+#include "sluice/route.h"
+#include "proxy.h"
+#include "stats.h"
+
+struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops *fe,
+                                enum sl_proto proto) {
+  struct sl_stream *s = calloc(1, sizeof(*s));
+  if (!s) return NULL;
+  s->conn = c;
+  s->fe = fe;
+  s->proto = proto;
+  sl_arena_init(&s->arena, 2048);
+  s->req.content_length = -1;
+  s->resp.content_length = -1;
+  sl_pipe_init(&s->req_body, SL_BODY_PIPE_CAP);
+  sl_pipe_init(&s->resp_body, SL_BODY_PIPE_CAP);
+  s->gen = sl_gen_ref(c->w->gen);
+  s->started = ev_now(c->w->loop);
+  return s;
+}
+
+void sl_stream_del(struct sl_stream *s) {
+  sl_upstream_detach(s);
+  sl_pipe_clear(&s->req_body);
+  sl_pipe_clear(&s->resp_body);
+  sl_arena_free(&s->arena);
+  sl_gen_unref(s->gen);
+  free(s);
+}
+
+static int header_append(struct sl_arena *a, struct sl_header **arr, uint32_t *n, uint32_t *cap,
+                         const char *name, size_t nlen, const char *value, size_t vlen) {
+  if (*n == *cap) {
+    uint32_t ncap = *cap ? *cap * 2 : 16;
+    struct sl_header *na = sl_arena_alloc(a, ncap * sizeof(*na));
+    if (!na) return -1;
+    if (*n) memcpy(na, *arr, *n * sizeof(*na));
+    *arr = na;
+    *cap = ncap;
+  }
+  char *nm = sl_arena_alloc(a, nlen + 1);
+  char *val = sl_arena_strndup(a, value, vlen);
+  if (!nm || !val) return -1;
+  for (size_t i = 0; i < nlen; i++) nm[i] = (char)tolower((unsigned char)name[i]);
+  nm[nlen] = '\0';
+  struct sl_header *h = &(*arr)[(*n)++];
+  h->name = nm;
+  h->name_len = (uint32_t)nlen;
+  h->value = val;
+  h->value_len = (uint32_t)vlen;
+  return 0;
+}
+
+int sl_stream_add_header(struct sl_stream *s, const char *name, size_t nlen, const char *value,
+                         size_t vlen) {
+  return header_append(&s->arena, &s->req.headers, &s->req.n_headers, &s->req.cap_headers, name,
+                       nlen, value, vlen);
+}
+
+int sl_response_add_header(struct sl_stream *s, const char *name, size_t nlen, const char *value,
+                           size_t vlen) {
+  return header_append(&s->arena, &s->resp.headers, &s->resp.n_headers, &s->resp.cap_headers,
+                       name, nlen, value, vlen);
+}
+
+const struct sl_header *sl_request_header(const struct sl_request *r, const char *name) {
+  for (uint32_t i = 0; i < r->n_headers; i++)
+    if (strcmp(r->headers[i].name, name) == 0) return &r->headers[i];
+  return NULL;
+}
+
+static const char *facts_header(const void *ctx, const char *name) {
+  const struct sl_header *h = sl_request_header(ctx, name);
+  return h ? h->value : NULL;
+}
+
+void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
+                             const char *policy, uint32_t retry_after) {
+  if (s->resp_head_sent) {
+    s->fe->abort(s);
+    return;
+  }
+  sl_upstream_detach(s);
+  s->local_response = true;
+  /* Forget anything a failed upstream exchange left behind. */
+  s->resp.n_headers = 0;
+  sl_pipe_clear(&s->resp_body);
+
+  char body[512];
+  size_t blen = sl_json_error_body(body, sizeof(body), error, policy, retry_after);
+  s->resp.status = status;
+  s->resp.content_length = (int64_t)blen;
+  s->resp.no_body = s->req.is_head;
+  static const char ct[] = "application/json";
+  sl_response_add_header(s, "content-type", 12, ct, sizeof(ct) - 1);
+  if (retry_after > 0) {
+    char ra[16];
+    int n = snprintf(ra, sizeof(ra), "%u", retry_after);
+    sl_response_add_header(s, "retry-after", 11, ra, (size_t)n);
+  }
+  if (!s->resp.no_body && sl_pipe_write(&s->resp_body, body, blen) != 0) {
+    s->fe->abort(s);
+    return;
+  }
+  s->resp_head_done = true;
+  s->resp_done = true;
+  s->fe->response_head(s);
+  s->fe->response_body(s);
+}
+
+void sl_stream_upstream_failed(struct sl_stream *s, int status, const char *error) {
+  if (s->resp_head_sent) {
+    s->fe->abort(s);
+    return;
+  }
+  const struct sl_config *cfg = s->gen->cfg;
+  uint32_t ra = (uint32_t)((cfg->reject.retry_after_min_ms + 999) / 1000);
+  char policy[128];
+  snprintf(policy, sizeof(policy), "upstream/%s", s->route ? s->route->upstream->name : "-");
+  sl_stream_respond_error(s, status, error, policy, ra);
+}
+
+void sl_stream_dispatch(struct sl_stream *s) {
+  const struct sl_config *cfg = s->gen->cfg;
+  struct sl_request_facts f = {
+      .method = s->req.method,
+      .path = s->req.path,
+      .host = s->req.authority,
+      .listener = s->conn->lis->name,
+      .websocket = s->req.upgrade_websocket,
+      .header = facts_header,
+      .header_ctx = &s->req,
+  };
+  s->route = sl_route_select(cfg, &f);
+  if (!s->route) {
+    sl_stream_respond_error(s, 404, "no_route", "routes", 0);
+    return;
+  }
+  s->pool = sl_pool_for(s->conn->w, s->route->upstream);
+  if (!s->pool) {
+    sl_stream_respond_error(s, 503, "out_of_memory", "upstream", 1);
+    return;
+  }
+  sl_upstream_start(s);
+}
+
+void sl_stream_request_body(struct sl_stream *s) {
+  if (s->up) sl_upstream_request_body(s);
+}
+
+void sl_stream_response_drained(struct sl_stream *s) {
+  if (s->up) sl_upstream_resume(s);
+}
+
+void sl_stream_finish_metrics(struct sl_stream *s) {
+  sl_stats_request_done(s->conn->w, s->route ? s->route->name : "-", s->proto,
+                        s->resp.status);
+}

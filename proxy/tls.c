@@ -1,0 +1,71 @@
+/*
+ * sluice — TLS server contexts: TLS 1.2+, ALPN h2 then http/1.1, session
+ * tickets on, ECDSA or RSA certificates.
+ */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "proxy.h"
+
+/* ALPN (RFC 7301): prefer h2, fall back to http/1.1; a client offering
+ * neither gets no ALPN and speaks HTTP/1.1. */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg) {
+  static const unsigned char ours[] = "\x02h2\x08http/1.1";
+  (void)ssl;
+  (void)arg;
+  unsigned char *sel = NULL;
+  if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK;
+  *out = sel;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+static void tls_err(char *err, size_t errlen, const char *what, const char *path) {
+  char ossl[256] = "";
+  unsigned long e = ERR_get_error();
+  if (e) ERR_error_string_n(e, ossl, sizeof(ossl));
+  snprintf(err, errlen, "%s %s: %s", what, path, ossl[0] ? ossl : "failed");
+  ERR_clear_error();
+}
+
+SSL_CTX *sl_tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen) {
+  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+  if (!ctx) {
+    tls_err(err, errlen, "cannot create TLS context", "");
+    return NULL;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                               SSL_OP_NO_COMPRESSION);
+  /* Idle connections give their TLS buffers back (memory per idle
+   * tunnel); writes may complete partially and resume from the same
+   * chunk. */
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  /* RFC 9113 §9.2.2 forbids the TLS 1.2 cipher suites on its blocklist
+   * for h2: offer AEAD suites with forward secrecy only. */
+  SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!SHA1:!SHA256:!SHA384");
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+  SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"sluice", 6);
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+    tls_err(err, errlen, "cannot load certificate", cert);
+    goto fail;
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+    tls_err(err, errlen, "cannot load private key", key);
+    goto fail;
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    tls_err(err, errlen, "private key does not match certificate", key);
+    goto fail;
+  }
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+  return ctx;
+fail:
+  SSL_CTX_free(ctx);
+  return NULL;
+}

@@ -1,0 +1,686 @@
+/*
+ * sluice — upstream side: per-worker HTTP/1.1 keep-alive pools.
+ *
+ * Each worker has its own pool per upstream, holding its share of the
+ * upstream's max_connections and max_pending (so the totals hold across
+ * workers with no lock). A stream takes an idle connection (LIFO: the
+ * most recently used is the least likely to have been closed by the
+ * origin), opens a new one, or waits in the pool's queue; past
+ * max_pending it is shed with 503.
+ *
+ * A pooled connection the origin closed while idle is noticed by its read
+ * watcher and dropped. If the origin closes one just as a request is sent
+ * on it, the request is retried once on a fresh connection when nothing of
+ * the response arrived and no body byte has been consumed (the exchange
+ * can be replayed exactly), like nginx's proxy_next_upstream for
+ * keep-alive races.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <llhttp.h>
+
+#include "sluice/log.h"
+#include "proxy.h"
+#include "stats.h"
+
+enum up_state { UP_CONNECTING = 0, UP_IDLE, UP_ACTIVE };
+
+struct sl_upconn {
+  struct sl_pool *pool;
+  int fd;
+  ev_io rio, wio;
+  ev_timer timer;
+  enum up_state state;
+  struct sl_stream *s;
+  struct sl_upconn *next; /* idle list */
+  llhttp_t parser;
+  struct sl_pipe out;
+
+  char *field, *value;
+  size_t field_len, value_len;
+
+  bool reused;           /* taken from the idle list for this exchange */
+  bool req_chunked;      /* request body sent with chunked framing */
+  bool req_sent;         /* the whole request is queued in `out` */
+  bool resp_started;     /* a response byte arrived */
+  bool resp_complete;
+  bool keep_alive;
+  bool read_paused;
+  uint64_t body_taken;   /* request body bytes consumed from the stream */
+};
+
+static llhttp_settings_t up_settings;
+static __thread char up_scratch[SL_CHUNK_SIZE];
+
+static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void up_close(struct sl_upconn *u);
+static void up_attach(struct sl_upconn *u, struct sl_stream *s);
+static void up_flush(struct sl_upconn *u);
+static void pool_service_queue(struct sl_pool *p);
+
+/* ---- pools -------------------------------------------------------- */
+
+struct sl_pool *sl_pool_for(struct sl_worker *w, const struct sl_upstream_cfg *u) {
+  struct sl_pool *p;
+  for (p = w->pools; p; p = p->next) {
+    if (p->retired || strcmp(p->name, u->name) != 0) continue;
+    if (p->addr.len == u->address.len && memcmp(&p->addr.ss, &u->address.ss, u->address.len) == 0)
+      break;
+    /* Same name, new address: a reload moved the upstream. New streams
+     * go to a new pool; this one closes its connections as they free. */
+    p->retired = true;
+  }
+  if (!p) {
+    p = calloc(1, sizeof(*p));
+    if (!p) return NULL;
+    p->w = w;
+    p->name = strdup(u->name);
+    p->address_text = strdup(u->address.text ? u->address.text : "");
+    if (!p->name || !p->address_text) {
+      free(p->name);
+      free(p->address_text);
+      free(p);
+      return NULL;
+    }
+    memcpy(&p->addr.ss, &u->address.ss, u->address.len);
+    p->addr.len = u->address.len;
+    p->next = w->pools;
+    w->pools = p;
+  }
+  /* Limits follow the current configuration without a new pool. */
+  uint32_t nw = (uint32_t)(sl_n_workers > 0 ? sl_n_workers : 1);
+  p->max_conns = (u->max_connections + nw - 1) / nw;
+  p->max_pending = (u->max_pending + nw - 1) / nw;
+  p->connect_timeout_ms = u->connect_timeout_ms;
+  p->response_timeout_ms = u->response_timeout_ms;
+  p->idle_timeout_ms = u->idle_timeout_ms;
+  return p;
+}
+
+static void pool_queue_push(struct sl_pool *p, struct sl_stream *s) {
+  s->queue_next = NULL;
+  if (p->queue_tail)
+    p->queue_tail->queue_next = s;
+  else
+    p->queue_head = s;
+  p->queue_tail = s;
+  p->n_pending++;
+  s->queued = true;
+}
+
+static struct sl_stream *pool_queue_pop(struct sl_pool *p) {
+  struct sl_stream *s = p->queue_head;
+  if (!s) return NULL;
+  p->queue_head = s->queue_next;
+  if (!p->queue_head) p->queue_tail = NULL;
+  p->n_pending--;
+  s->queued = false;
+  s->queue_next = NULL;
+  return s;
+}
+
+static void pool_queue_remove(struct sl_pool *p, struct sl_stream *s) {
+  struct sl_stream **pp = &p->queue_head, *prev = NULL;
+  while (*pp && *pp != s) {
+    prev = *pp;
+    pp = &(*pp)->queue_next;
+  }
+  if (!*pp) return;
+  *pp = s->queue_next;
+  if (p->queue_tail == s) p->queue_tail = prev;
+  p->n_pending--;
+  s->queued = false;
+}
+
+static void pool_idle_remove(struct sl_pool *p, struct sl_upconn *u) {
+  for (struct sl_upconn **pp = &p->idle; *pp; pp = &(*pp)->next) {
+    if (*pp == u) {
+      *pp = u->next;
+      u->next = NULL;
+      return;
+    }
+  }
+}
+
+void sl_pool_close_all(struct sl_pool *p) {
+  while (p->idle) {
+    struct sl_upconn *u = p->idle;
+    p->idle = u->next;
+    u->next = NULL;
+    u->state = UP_ACTIVE; /* not in the idle list any more */
+    up_close(u);
+  }
+}
+
+/* ---- connections -------------------------------------------------- */
+
+static struct sl_upconn *up_connect(struct sl_pool *p) {
+  int fd = socket(p->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return NULL;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (connect(fd, (struct sockaddr *)&p->addr.ss, p->addr.len) != 0 && errno != EINPROGRESS) {
+    close(fd);
+    return NULL;
+  }
+  struct sl_upconn *u = calloc(1, sizeof(*u));
+  if (!u) {
+    close(fd);
+    return NULL;
+  }
+  u->pool = p;
+  u->fd = fd;
+  u->state = UP_CONNECTING;
+  sl_pipe_init(&u->out, SL_BODY_PIPE_CAP);
+  ev_io_init(&u->rio, up_read_cb, fd, EV_READ);
+  ev_io_init(&u->wio, up_write_cb, fd, EV_WRITE);
+  ev_init(&u->timer, up_timer_cb);
+  u->timer.repeat = (ev_tstamp)p->connect_timeout_ms / 1000.0;
+  ev_timer_again(p->w->loop, &u->timer);
+  ev_io_start(p->w->loop, &u->wio);
+  p->n_conns++;
+  return u;
+}
+
+static void up_close(struct sl_upconn *u) {
+  struct sl_pool *p = u->pool;
+  struct ev_loop *loop = p->w->loop;
+  ev_io_stop(loop, &u->rio);
+  ev_io_stop(loop, &u->wio);
+  ev_timer_stop(loop, &u->timer);
+  if (u->state == UP_IDLE) pool_idle_remove(p, u);
+  if (u->s) u->s->up = NULL;
+  close(u->fd);
+  sl_pipe_clear(&u->out);
+  p->n_conns--;
+  free(u);
+  /* A slot freed: a queued stream may now connect. */
+  pool_service_queue(p);
+}
+
+/* Returns the connection to the idle list, or closes it. */
+static void up_release(struct sl_upconn *u) {
+  struct sl_pool *p = u->pool;
+  struct sl_stream *s = u->s;
+  if (s) s->up = NULL;
+  u->s = NULL;
+  bool reusable = u->keep_alive && u->resp_complete && u->req_sent &&
+                  sl_pipe_empty(&u->out) && !p->retired && !p->w->draining;
+  if (!reusable) {
+    up_close(u);
+    return;
+  }
+  u->state = UP_IDLE;
+  u->reused = false;
+  ev_io_stop(p->w->loop, &u->wio);
+  if (u->read_paused) u->read_paused = false;
+  ev_io_start(p->w->loop, &u->rio); /* notice the origin closing it */
+  u->timer.repeat = (ev_tstamp)p->idle_timeout_ms / 1000.0;
+  ev_timer_again(p->w->loop, &u->timer);
+  struct sl_stream *next = pool_queue_pop(p);
+  if (next) {
+    u->reused = true;
+    up_attach(u, next);
+    return;
+  }
+  u->next = p->idle;
+  p->idle = u;
+}
+
+static void pool_service_queue(struct sl_pool *p) {
+  while (p->queue_head && p->n_conns < p->max_conns) {
+    struct sl_upconn *u = up_connect(p);
+    if (!u) break;
+    struct sl_stream *s = pool_queue_pop(p);
+    u->s = s;
+    s->up = u;
+  }
+}
+
+/* ---- request serialisation ---------------------------------------- */
+
+/* Hop-by-hop and framing fields are not forwarded (RFC 9110 §7.6.1);
+ * sluice writes its own Host, framing and forwarding headers. */
+static bool header_is_dropped(const struct sl_header *h, const char *connection_tokens) {
+  static const char *const drop[] = {
+      "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+      "upgrade", "host", "content-length", "expect", "x-forwarded-for", "x-forwarded-proto",
+      "forwarded", "http2-settings", NULL};
+  for (int i = 0; drop[i]; i++)
+    if (strcmp(h->name, drop[i]) == 0) return true;
+  if (connection_tokens) {
+    const char *s = connection_tokens;
+    while (*s) {
+      while (*s == ' ' || *s == ',' || *s == '\t') s++;
+      const char *e = s;
+      while (*e && *e != ',' && *e != ' ' && *e != '\t') e++;
+      if ((size_t)(e - s) == h->name_len && strncasecmp(s, h->name, h->name_len) == 0)
+        return true;
+      s = e;
+    }
+  }
+  return false;
+}
+
+static int up_write_request_head(struct sl_upconn *u, struct sl_stream *s) {
+  struct sl_pipe *o = &u->out;
+  const struct sl_request *r = &s->req;
+  const struct sl_header *conn_hdr = sl_request_header(r, "connection");
+  const char *conn_tokens = conn_hdr ? conn_hdr->value : NULL;
+  int rv = sl_pipe_printf(o, "%s %s HTTP/1.1\r\n", r->method, r->path);
+  rv |= sl_pipe_write(o, "host: ", 6);
+  const char *host = r->authority ? r->authority : u->pool->address_text;
+  rv |= sl_pipe_write(o, host, strlen(host));
+  rv |= sl_pipe_write(o, "\r\n", 2);
+  for (uint32_t i = 0; i < r->n_headers && rv == 0; i++) {
+    const struct sl_header *h = &r->headers[i];
+    if (header_is_dropped(h, conn_tokens)) continue;
+    /* h2 cookies arrive split; HTTP/1.1 wants one field (RFC 9113 §8.2.3):
+     * repeated cookie fields are acceptable to origins, keep it simple. */
+    rv |= sl_pipe_write(o, h->name, h->name_len);
+    rv |= sl_pipe_write(o, ": ", 2);
+    rv |= sl_pipe_write(o, h->value, h->value_len);
+    rv |= sl_pipe_write(o, "\r\n", 2);
+  }
+  const char *ip = s->conn->peer_ip;
+  bool v6 = strchr(ip, ':') != NULL;
+  rv |= sl_pipe_printf(o, "x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n", ip, r->scheme);
+  rv |= sl_pipe_printf(o, "forwarded: for=%s%s%s%s;proto=%s\r\n", v6 ? "\"[" : "", ip,
+                       v6 ? "]\"" : "", "", r->scheme);
+  if (r->content_length >= 0) {
+    rv |= sl_pipe_printf(o, "content-length: %lld\r\n", (long long)r->content_length);
+    u->req_chunked = false;
+  } else if (r->has_body) {
+    rv |= sl_pipe_write(o, "transfer-encoding: chunked\r\n", 28);
+    u->req_chunked = true;
+  }
+  rv |= sl_pipe_write(o, "\r\n", 2);
+  return rv;
+}
+
+/* Moves request body from the stream into `out`, framed; tells the
+ * frontend how much it may read again. */
+static void up_pump_body(struct sl_upconn *u) {
+  struct sl_stream *s = u->s;
+  if (!s || u->req_sent) return;
+  size_t moved = 0;
+  while (!sl_pipe_empty(&s->req_body) && !sl_pipe_full(&u->out)) {
+    size_t n = s->req_body.len;
+    if (u->req_chunked) sl_pipe_printf(&u->out, "%zx\r\n", n);
+    sl_pipe_splice(&u->out, &s->req_body);
+    if (u->req_chunked) sl_pipe_write(&u->out, "\r\n", 2);
+    moved += n;
+  }
+  if (s->req_done && sl_pipe_empty(&s->req_body)) {
+    if (u->req_chunked) sl_pipe_write(&u->out, "0\r\n\r\n", 5);
+    u->req_sent = true;
+  }
+  if (moved) {
+    u->body_taken += moved;
+    s->fe->request_body_drained(s, moved);
+  }
+}
+
+static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
+  struct sl_pool *p = u->pool;
+  u->s = s;
+  s->up = u;
+  u->state = UP_ACTIVE;
+  u->req_sent = u->resp_started = u->resp_complete = u->keep_alive = false;
+  u->body_taken = 0;
+  u->field = u->value = NULL;
+  u->field_len = u->value_len = 0;
+  llhttp_init(&u->parser, HTTP_RESPONSE, &up_settings);
+  u->parser.data = u;
+  s->upstream_started = ev_now(p->w->loop);
+  if (up_write_request_head(u, s) != 0) {
+    up_close(u);
+    sl_stream_upstream_failed(s, 503, "out_of_memory");
+    return;
+  }
+  if (!s->req.has_body) {
+    s->req_done = true;
+    u->req_sent = true;
+  }
+  up_pump_body(u);
+  ev_io_start(p->w->loop, &u->rio);
+  u->timer.repeat = (ev_tstamp)p->response_timeout_ms / 1000.0;
+  ev_timer_again(p->w->loop, &u->timer);
+  up_flush(u);
+}
+
+void sl_upstream_start(struct sl_stream *s) {
+  struct sl_pool *p = s->pool;
+  if (p->idle) {
+    struct sl_upconn *u = p->idle;
+    p->idle = u->next;
+    u->next = NULL;
+    u->reused = true;
+    up_attach(u, s);
+    return;
+  }
+  if (p->n_conns < p->max_conns) {
+    struct sl_upconn *u = up_connect(p);
+    if (!u) {
+      sl_stats_upstream_done(p->w, p->name, 0, -1);
+      sl_stream_upstream_failed(s, 502, "upstream_connect_failed");
+      return;
+    }
+    u->s = s;
+    s->up = u;
+    return;
+  }
+  if (p->n_pending < p->max_pending) {
+    pool_queue_push(p, s);
+    return;
+  }
+  sl_stream_respond_error(s, 503, "upstream_queue_full", p->name, 1);
+}
+
+void sl_upstream_request_body(struct sl_stream *s) {
+  struct sl_upconn *u = s->up;
+  if (!u || u->state != UP_ACTIVE) return;
+  up_pump_body(u);
+  up_flush(u);
+}
+
+void sl_upstream_resume(struct sl_stream *s) {
+  struct sl_upconn *u = s->up;
+  if (!u || !u->read_paused || sl_pipe_full(&s->resp_body)) return;
+  u->read_paused = false;
+  ev_io_start(u->pool->w->loop, &u->rio);
+}
+
+void sl_upstream_detach(struct sl_stream *s) {
+  if (s->queued) pool_queue_remove(s->pool, s);
+  struct sl_upconn *u = s->up;
+  if (!u) return;
+  s->up = NULL;
+  u->s = NULL;
+  if (u->state == UP_ACTIVE && u->resp_complete && u->req_sent)
+    up_release(u);
+  else
+    up_close(u); /* mid-exchange: the connection's framing is unknown */
+}
+
+/* ---- I/O ---------------------------------------------------------- */
+
+static void up_fail(struct sl_upconn *u, int status, const char *error, const char *metric) {
+  struct sl_stream *s = u->s;
+  struct sl_pool *p = u->pool;
+  u->s = NULL;
+  if (s) s->up = NULL;
+  up_close(u);
+  if (!s) return;
+  sl_stats_upstream_done(p->w, p->name, 0, -1);
+  (void)metric;
+  sl_stream_upstream_failed(s, status, error);
+}
+
+/* The origin closed or reset a reused connection before answering: if the
+ * request can be replayed exactly, send it again on a fresh connection. */
+static bool up_try_retry(struct sl_upconn *u) {
+  struct sl_stream *s = u->s;
+  if (!s || !u->reused || u->resp_started || u->body_taken > 0 || s->upstream_retried)
+    return false;
+  if (s->req.has_body && !(s->req_done && s->req.content_length == 0)) return false;
+  struct sl_pool *p = u->pool;
+  s->upstream_retried = true;
+  u->s = NULL;
+  s->up = NULL;
+  up_close(u);
+  if (p->n_conns >= p->max_conns) {
+    /* Cannot happen after a close, but keep the invariant honest. */
+    pool_queue_push(p, s);
+    return true;
+  }
+  struct sl_upconn *n = up_connect(p);
+  if (!n) {
+    sl_stream_upstream_failed(s, 502, "upstream_connect_failed");
+    return true;
+  }
+  n->s = s;
+  s->up = n;
+  return true;
+}
+
+static void up_flush(struct sl_upconn *u) {
+  while (!sl_pipe_empty(&u->out)) {
+    struct iovec iov[16];
+    int n = sl_pipe_iov(&u->out, iov, 16);
+    ssize_t w = writev(u->fd, iov, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        ev_io_start(u->pool->w->loop, &u->wio);
+        return;
+      }
+      if (up_try_retry(u)) return;
+      up_fail(u, 502, "upstream_write_failed", "reset");
+      return;
+    }
+    sl_pipe_consume(&u->out, (size_t)w);
+    /* Room again: take more of the request body. */
+    if (!u->req_sent) up_pump_body(u);
+  }
+  ev_io_stop(u->pool->w->loop, &u->wio);
+}
+
+static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  struct sl_upconn *u = SL_CONTAINER_OF(w, struct sl_upconn, wio);
+  (void)revents;
+  if (u->state == UP_CONNECTING) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    ev_io_stop(loop, &u->wio);
+    if (err != 0) {
+      up_fail(u, 502, "upstream_connect_failed", "connect_error");
+      return;
+    }
+    if (!u->s) {
+      /* The stream went away while connecting: park the connection. */
+      u->state = UP_ACTIVE;
+      u->keep_alive = u->resp_complete = u->req_sent = true;
+      up_release(u);
+      return;
+    }
+    up_attach(u, u->s);
+    return;
+  }
+  up_flush(u);
+}
+
+static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  struct sl_upconn *u = SL_CONTAINER_OF(w, struct sl_upconn, timer);
+  (void)loop;
+  (void)revents;
+  switch (u->state) {
+  case UP_CONNECTING:
+    up_fail(u, 504, "upstream_connect_timeout", "timeout");
+    break;
+  case UP_IDLE:
+    up_close(u);
+    break;
+  case UP_ACTIVE:
+    up_fail(u, 504, "upstream_timeout", "timeout");
+    break;
+  }
+}
+
+static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  struct sl_upconn *u = SL_CONTAINER_OF(w, struct sl_upconn, rio);
+  (void)revents;
+  if (u->state == UP_IDLE) {
+    /* An idle connection has nothing to say: EOF or stray bytes alike
+     * end it. */
+    up_close(u);
+    return;
+  }
+  struct sl_stream *s = u->s;
+  for (int i = 0; i < 4; i++) {
+    if (!s || u->s != s) return;
+    if (sl_pipe_full(&s->resp_body)) {
+      u->read_paused = true;
+      ev_io_stop(loop, &u->rio);
+      return;
+    }
+    ssize_t n = read(u->fd, up_scratch, sizeof(up_scratch));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (up_try_retry(u)) return;
+      up_fail(u, 502, "upstream_reset", "reset");
+      return;
+    }
+    if (n == 0) {
+      if (!u->resp_started && up_try_retry(u)) return;
+      /* A close-delimited body ends here (RFC 9112 §6.3 rule 8). */
+      if (u->resp_started && !u->resp_complete) llhttp_finish(&u->parser);
+      if (u->resp_complete && u->s) {
+        struct sl_stream *st = u->s;
+        u->keep_alive = false;
+        st->fe->response_body(st);
+        if (u->s == st) up_release(u); /* not reusable: closes */
+        return;
+      }
+      up_fail(u, 502, "upstream_closed", "reset");
+      return;
+    }
+    u->resp_started = true;
+    ev_timer_again(loop, &u->timer); /* progress: response timeout restarts */
+    llhttp_errno_t err = llhttp_execute(&u->parser, up_scratch, (size_t)n);
+    if (!u->s) return; /* released or failed from a callback */
+    if (err == HPE_PAUSED) {
+      /* Response complete. Trailing bytes from an origin that did not
+       * wait for the next request make the connection unusable. */
+      if (llhttp_get_error_pos(&u->parser) != up_scratch + n) u->keep_alive = false;
+      struct sl_stream *st = u->s;
+      st->fe->response_body(st);
+      if (u->req_sent) up_release(u);
+      return;
+    }
+    if (err != HPE_OK) {
+      if (SL_LOG_ENABLED(SL_LOG_DEBUG))
+        sl_log(SL_LOG_DEBUG, "upstream parse error", "upstream", u->pool->name, "reason",
+               llhttp_get_error_reason(&u->parser), NULL);
+      up_fail(u, 502, "upstream_bad_response", "bad_response");
+      return;
+    }
+    s->fe->response_body(s);
+    if ((size_t)n < sizeof(up_scratch)) return;
+  }
+}
+
+/* ---- response parsing --------------------------------------------- */
+
+static int piece_append(struct sl_arena *a, char **buf, size_t *len, const char *at, size_t n) {
+  char *nb = sl_arena_alloc(a, *len + n + 1);
+  if (!nb) return -1;
+  if (*len) memcpy(nb, *buf, *len);
+  memcpy(nb + *len, at, n);
+  nb[*len + n] = '\0';
+  *buf = nb;
+  *len += n;
+  return 0;
+}
+
+static int on_resp_header_field(llhttp_t *p, const char *at, size_t n) {
+  struct sl_upconn *u = p->data;
+  return piece_append(&u->s->arena, &u->field, &u->field_len, at, n);
+}
+
+static int on_resp_header_value(llhttp_t *p, const char *at, size_t n) {
+  struct sl_upconn *u = p->data;
+  return piece_append(&u->s->arena, &u->value, &u->value_len, at, n);
+}
+
+static int on_resp_header_value_complete(llhttp_t *p) {
+  struct sl_upconn *u = p->data;
+  static const char *const drop[] = {"connection", "keep-alive", "proxy-connection",
+                                     "transfer-encoding", "te", "trailer", "upgrade",
+                                     "content-length", NULL};
+  const char *f = u->field ? u->field : "";
+  bool dropped = false;
+  for (int i = 0; drop[i]; i++)
+    if (strlen(drop[i]) == u->field_len && strncasecmp(f, drop[i], u->field_len) == 0)
+      dropped = true;
+  int rv = 0;
+  if (!dropped) {
+    const char *v = u->value ? u->value : "";
+    size_t vl = u->value_len;
+    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+    rv = sl_response_add_header(u->s, f, u->field_len, v, vl);
+  }
+  u->field = u->value = NULL;
+  u->field_len = u->value_len = 0;
+  return rv;
+}
+
+static int on_resp_header_field_complete(llhttp_t *p) {
+  struct sl_upconn *u = p->data;
+  u->value = NULL;
+  u->value_len = 0;
+  return 0;
+}
+
+static int on_resp_headers_complete(llhttp_t *p) {
+  struct sl_upconn *u = p->data;
+  struct sl_stream *s = u->s;
+  int status = p->status_code;
+  if (status >= 100 && status < 200 && status != 101) {
+    /* Interim responses are not forwarded (100 Continue was answered
+     * by sluice itself); wait for the final one. */
+    s->resp.n_headers = 0;
+    return 0;
+  }
+  s->resp.status = status;
+  s->resp.content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
+  s->resp.no_body = s->req.is_head || status == 204 || status == 304 || status < 200;
+  if (status == 204 || status < 200) s->resp.content_length = -1;
+  s->resp_head_done = true;
+  u->keep_alive = llhttp_should_keep_alive(p);
+  struct sl_pool *pool = u->pool;
+  sl_stats_upstream_done(pool->w, pool->name, status,
+                         ev_now(pool->w->loop) - s->upstream_started);
+  s->fe->response_head(s);
+  /* HEAD responses carry no body whatever their framing headers say. */
+  return s->req.is_head ? 1 : 0;
+}
+
+static int on_resp_body(llhttp_t *p, const char *at, size_t n) {
+  struct sl_upconn *u = p->data;
+  return sl_pipe_write(&u->s->resp_body, at, n) == 0 ? 0 : -1;
+}
+
+static int on_resp_message_complete(llhttp_t *p) {
+  struct sl_upconn *u = p->data;
+  struct sl_stream *s = u->s;
+  if (!s->resp_head_done) return 0; /* an interim 1xx ended */
+  u->resp_complete = true;
+  s->resp_done = true;
+  if (!llhttp_should_keep_alive(p)) u->keep_alive = false;
+  return HPE_PAUSED;
+}
+
+__attribute__((constructor)) static void up_settings_init(void) {
+  llhttp_settings_init(&up_settings);
+  up_settings.on_header_field = on_resp_header_field;
+  up_settings.on_header_value = on_resp_header_value;
+  up_settings.on_header_field_complete = on_resp_header_field_complete;
+  up_settings.on_header_value_complete = on_resp_header_value_complete;
+  up_settings.on_headers_complete = on_resp_headers_complete;
+  up_settings.on_body = on_resp_body;
+  up_settings.on_message_complete = on_resp_message_complete;
+}

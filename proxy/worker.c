@@ -1,0 +1,175 @@
+/*
+ * sluice — worker threads. See worker.h.
+ *
+ * Each worker runs its own loop and accepts on its own SO_REUSEPORT socket
+ * per listener, so the kernel spreads connections and no lock is taken on
+ * the data path. The main thread talks to a worker only through atomics
+ * and one ev_async.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sluice/log.h"
+#include "proxy.h"
+#include "stats.h"
+#include "worker.h"
+
+static _Atomic uint64_t stop_timeout_ms;
+
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
+  struct sl_worker *wk = SL_CONTAINER_OF(w, struct sl_worker, flush_watcher);
+  (void)loop;
+  (void)revents;
+  sl_worker_flush_all(wk);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
+  struct sl_worker_listener *wl = SL_CONTAINER_OF(io, struct sl_worker_listener, io);
+  struct sl_worker *w = wl->w;
+  struct sl_listener *lis = wl->lis;
+  (void)loop;
+  (void)revents;
+  /* Bounded batch: accepting is cheap, but the loop must get back to
+   * serving established connections. */
+  for (int i = 0; i < 64; i++) {
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    int fd = accept4(io->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EMFILE || errno == ENFILE)
+        sl_log(SL_LOG_WARN, "accept: out of file descriptors", "listener", lis->name, NULL);
+      return;
+    }
+    if (atomic_load_explicit(&lis->n_connections, memory_order_relaxed) >= lis->max_connections) {
+      /* Over the listener's cap: refuse at once rather than queue work
+       * the process cannot serve. */
+      close(fd);
+      continue;
+    }
+    sl_conn_accept(w, lis, fd, &peer);
+  }
+}
+
+static void drain_check(struct sl_worker *w) {
+  if (w->draining && w->n_conns == 0) ev_break(w->loop, EVBREAK_ALL);
+}
+
+static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  struct sl_worker *w = SL_CONTAINER_OF(t, struct sl_worker, drain_timer);
+  (void)revents;
+  ev_tstamp deadline = w->drain_timer.data ? *(ev_tstamp *)w->drain_timer.data : 0;
+  if (w->n_conns == 0 || ev_now(loop) >= deadline) {
+    /* Drain deadline: whatever is still open is cut now. */
+    while (w->conns) sl_conn_close(w->conns);
+    sl_worker_flush_all(w);
+    ev_break(loop, EVBREAK_ALL);
+    return;
+  }
+  /* Connections that became idle since the last check close now. */
+  for (struct sl_conn *c = w->conns, *n; c; c = n) {
+    n = c->next;
+    if (!c->ops || (c->ops->idle && c->ops->idle(c))) sl_conn_close_after_flush(c);
+  }
+  drain_check(w);
+}
+
+static void worker_begin_drain(struct sl_worker *w) {
+  if (w->draining) return;
+  w->draining = true;
+  for (int i = 0; i < w->n_listeners; i++) ev_io_stop(w->loop, &w->listeners[i].io);
+  for (struct sl_conn *c = w->conns, *n; c; c = n) {
+    n = c->next;
+    if (!c->ops)
+      sl_conn_close(c);
+    else if (c->ops->drain)
+      c->ops->drain(c);
+  }
+  static __thread ev_tstamp deadline;
+  deadline = ev_now(w->loop) + (ev_tstamp)atomic_load(&stop_timeout_ms) / 1000.0;
+  w->drain_timer.data = &deadline;
+  ev_timer_init(&w->drain_timer, drain_timer_cb, 0.05, 0.05);
+  ev_timer_start(w->loop, &w->drain_timer);
+}
+
+static void wakeup_cb(struct ev_loop *loop, ev_async *a, int revents) {
+  struct sl_worker *w = SL_CONTAINER_OF(a, struct sl_worker, wakeup);
+  (void)loop;
+  (void)revents;
+  if (atomic_exchange(&w->reload_requested, false)) {
+    struct sl_gen *g = sl_gen_current_ref();
+    struct sl_gen *old = w->gen;
+    w->gen = g;
+    sl_gen_unref(old);
+  }
+  if (atomic_load(&w->stop_requested)) worker_begin_drain(w);
+}
+
+void sl_worker_init(struct sl_worker *w, int id, struct sl_listener **lis, int n,
+                    struct sl_gen *gen) {
+  memset(w, 0, sizeof(*w));
+  w->id = id;
+  w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+  if (!w->loop) abort();
+  w->gen = gen;
+  ev_async_init(&w->wakeup, wakeup_cb);
+  ev_async_start(w->loop, &w->wakeup);
+  ev_prepare_init(&w->flush_watcher, flush_cb);
+  ev_prepare_start(w->loop, &w->flush_watcher);
+  w->listeners = calloc((size_t)n, sizeof(*w->listeners));
+  if (!w->listeners && n) abort();
+  w->n_listeners = n;
+  for (int i = 0; i < n; i++) {
+    struct sl_worker_listener *wl = &w->listeners[i];
+    wl->lis = lis[i];
+    wl->w = w;
+    ev_io_init(&wl->io, accept_cb, lis[i]->fds[id], EV_READ);
+    ev_io_start(w->loop, &wl->io);
+  }
+}
+
+static void *worker_main(void *arg) {
+  struct sl_worker *w = arg;
+  ev_run(w->loop, 0);
+  /* Loop ended (drained): release everything this thread owns. */
+  while (w->conns) sl_conn_close(w->conns);
+  sl_worker_flush_all(w);
+  for (struct sl_pool *p = w->pools, *n; p; p = n) {
+    n = p->next;
+    sl_pool_close_all(p);
+    free(p->name);
+    free(p->address_text);
+    free(p);
+  }
+  w->pools = NULL;
+  sl_gen_unref(w->gen);
+  w->gen = NULL;
+  sl_chunk_cache_drain();
+  atomic_fetch_add(&sl_workers_exited, 1);
+  return NULL;
+}
+
+int sl_worker_start(struct sl_worker *w) {
+  return pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void sl_worker_notify_reload(struct sl_worker *w) {
+  atomic_store(&w->reload_requested, true);
+  ev_async_send(w->loop, &w->wakeup);
+}
+
+void sl_worker_notify_stop(struct sl_worker *w, uint64_t timeout_ms) {
+  atomic_store(&stop_timeout_ms, timeout_ms);
+  atomic_store(&w->stop_requested, true);
+  ev_async_send(w->loop, &w->wakeup);
+}
+
+void sl_worker_join(struct sl_worker *w) {
+  pthread_join(w->thread, NULL);
+  ev_loop_destroy(w->loop);
+  free(w->listeners);
+}
