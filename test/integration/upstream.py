@@ -29,7 +29,7 @@ Every answer carries x-upstream-conn (connection number) and
 x-upstream-request (request number on that connection). Any request may add
 ?close=1 to get "Connection: close" and a closed connection.
 
-Usage: upstream.py [--host 127.0.0.1] [--port 0] [--idle-close-ms MS]
+Usage: upstream.py [--host 127.0.0.1] [--port 0] [--idle-close-ms MS] [--drop-stale-ms MS]
 Prints "READY <port>" on stdout once listening; SIGTERM/SIGINT stop it.
 """
 
@@ -83,6 +83,7 @@ class Stats:
         self.errors = 0
         self.error_reasons = []
         self.ws_messages = 0
+        self.stale_drops = 0
         self.inflight = 0
         self.max_inflight = 0
 
@@ -98,6 +99,7 @@ class Stats:
             "errors": self.errors,
             "error_reasons": self.error_reasons[-20:],
             "ws_messages": self.ws_messages,
+            "stale_drops": self.stale_drops,
         }
 
 
@@ -369,6 +371,8 @@ class Conn:
     async def run(self):
         STATS.connections += 1
         STATS.open += 1
+        loop = asyncio.get_running_loop()
+        self.idle_since = loop.time()
         try:
             while True:
                 idle = self.args.idle_close_ms / 1000.0 if self.nreq and self.args.idle_close_ms else None
@@ -379,6 +383,12 @@ class Conn:
                     await self.send_error_and_close(e.status, e.why)
                     return
                 if head is None:
+                    return
+                if (self.nreq and self.args.drop_stale_ms
+                        and loop.time() - self.idle_since >= self.args.drop_stale_ms / 1000.0):
+                    # The race a pool must survive: the request arrives on a
+                    # connection the server has just decided to close.
+                    STATS.stale_drops += 1
                     return
                 self.nreq += 1
                 try:
@@ -405,6 +415,7 @@ class Conn:
                         STATS.inflight -= 1
                 if not keep:
                     return
+                self.idle_since = loop.time()
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
@@ -591,6 +602,9 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--idle-close-ms", type=int, default=0,
                     help="close a keep-alive connection idle for this long after a response")
+    ap.add_argument("--drop-stale-ms", type=int, default=0,
+                    help="close, unanswered, a request arriving on a keep-alive connection "
+                         "that was idle at least this long (counted in stats stale_drops)")
     args = ap.parse_args()
     asyncio.run(main_async(args))
 

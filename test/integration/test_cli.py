@@ -1,0 +1,202 @@
+"""Command line (SPEC §2): exit codes 0 ok, 1 invalid configuration or usage,
+2 runtime failure; configuration errors as FILE:LINE:COL: message."""
+
+import os
+import re
+import socket
+
+import pytest
+
+from helpers import H1Conn, reserve_port, run_cli
+
+GOOD = """\
+listeners:
+  - name: public
+    address: "127.0.0.1:${PORT}"
+    timeouts: { request_header: 1s, idle: 60s }
+admin: { address: "127.0.0.1:${ADMIN_PORT}" }
+upstreams:
+  identity:
+    address: "127.0.0.1:${UPSTREAM_PORT}"
+    timeouts: { connect: 1s, response: 2s, idle: 60s }
+routes:
+  - name: default
+    match: { path_prefix: "/" }
+    upstream: identity
+drain_timeout: 5s
+"""
+
+
+def write(tmp_path, text, name="sluice.yaml", port=18080, admin=19901, upstream=18081):
+    text = (text.replace("${PORT}", str(port)).replace("${ADMIN_PORT}", str(admin))
+            .replace("${UPSTREAM_PORT}", str(upstream)))
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def replace_line(text, lineno, new):
+    lines = text.split("\n")
+    lines[lineno - 1] = new
+    return "\n".join(lines)
+
+
+def error_location(stderr, path):
+    """(line, col) of the first `FILE:LINE:COL:` for |path| in |stderr|."""
+    m = re.search(r"(?:%s|%s):(\d+):(\d+):" % (re.escape(path), re.escape(os.path.basename(path))),
+                  stderr)
+    assert m, "no %s:LINE:COL: in stderr:\n%s" % (path, stderr)
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_version(sluice_bin):
+    p = run_cli(["version"], binary=sluice_bin)
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"\d+\.\d+", p.stdout + p.stderr), p.stdout
+
+
+def test_no_arguments_is_usage_error(sluice_bin):
+    p = run_cli([], binary=sluice_bin)
+    assert p.returncode == 1
+    assert "usage" in (p.stdout + p.stderr).lower()
+
+
+@pytest.mark.parametrize("args", [["frobnicate"], ["check"], ["run", "--bogus-flag"],
+                                  ["check", "-c"]], ids=["unknown-command", "check-without-c",
+                                                         "unknown-flag", "c-without-file"])
+def test_usage_errors(sluice_bin, args):
+    p = run_cli(args, binary=sluice_bin)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+
+
+def test_check_good_config(sluice_bin, tmp_path):
+    p = run_cli(["check", "-c", write(tmp_path, GOOD)], binary=sluice_bin)
+    assert p.returncode == 0, p.stderr
+
+
+def test_check_print_round_trips(sluice_bin, tmp_path):
+    p = run_cli(["check", "-c", write(tmp_path, GOOD), "--print"], binary=sluice_bin)
+    assert p.returncode == 0, p.stderr
+    assert "listeners" in p.stdout and "public" in p.stdout and "identity" in p.stdout
+    normalised = tmp_path / "normalised.yaml"
+    normalised.write_text(p.stdout)
+    p2 = run_cli(["check", "-c", str(normalised), "--print"], binary=sluice_bin)
+    assert p2.returncode == 0, p2.stderr
+    assert p2.stdout == p.stdout, "normalised output is not a fixed point"
+
+
+def test_bad_yaml_syntax(sluice_bin, tmp_path):
+    path = write(tmp_path, replace_line(GOOD, 4, "    timeouts: { request_header: 1s, idle: 60s"))
+    p = run_cli(["check", "-c", path], binary=sluice_bin)
+    assert p.returncode == 1
+    line, col = error_location(p.stderr, path)
+    assert 4 <= line <= 6, (line, col, p.stderr)
+
+
+def test_unknown_key_with_did_you_mean(sluice_bin, tmp_path):
+    path = write(tmp_path, replace_line(GOOD, 3, '    adress: "127.0.0.1:18080"'))
+    p = run_cli(["check", "-c", path], binary=sluice_bin)
+    assert p.returncode == 1
+    assert error_location(p.stderr, path) == (3, 5), p.stderr
+    assert "did you mean" in p.stderr.lower() and "address" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("lineno,text,needle", [
+    (4, "    timeouts: { request_header: 10 parsecs, idle: 60s }", "request_header"),
+    (4, "    max_connections: lots", "max_connections"),
+    (13, "    upstream: nosuch", "nosuch"),
+    (3, '    address: "127.0.0.1:99999"', "99999"),
+    (14, "drain_timeout: -5s", "drain_timeout"),
+], ids=["bad-duration", "wrong-type", "undefined-upstream", "bad-port", "negative-duration"])
+def test_invalid_values_are_located(sluice_bin, tmp_path, lineno, text, needle):
+    path = write(tmp_path, replace_line(GOOD, lineno, text))
+    p = run_cli(["check", "-c", path], binary=sluice_bin)
+    assert p.returncode == 1, p.stderr
+    line, _ = error_location(p.stderr, path)
+    assert line == lineno, p.stderr
+
+
+def test_error_in_drop_in_names_the_drop_in(sluice_bin, tmp_path):
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    (d / "10-emergency.yaml").write_text("blocklist:\n  firmwar:\n    - versions: \">=1.0.0\"\n")
+    path = write(tmp_path, GOOD + "include: \"%s\"\n" % d)
+    p = run_cli(["check", "-c", path], binary=sluice_bin)
+    assert p.returncode == 1
+    drop_in = str(d / "10-emergency.yaml")
+    assert error_location(p.stderr, drop_in)[0] == 2, p.stderr
+
+
+def test_missing_config_file(sluice_bin, tmp_path):
+    missing = str(tmp_path / "nope.yaml")
+    p = run_cli(["check", "-c", missing], binary=sluice_bin)
+    assert p.returncode in (1, 2)
+    assert "nope.yaml" in p.stderr
+
+
+def _held_listener():
+    r = reserve_port()
+    r.release()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", r.port))
+    s.listen(1)
+    return s, r.port
+
+
+@pytest.mark.parametrize("which", ["listener", "admin"])
+def test_run_with_port_in_use_exits_2(sluice_bin, tmp_path, which):
+    held, port = _held_listener()
+    try:
+        free = reserve_port()
+        free.release()
+        kw = {"port": port, "admin": free.port} if which == "listener" else \
+             {"port": free.port, "admin": port}
+        path = write(tmp_path, GOOD, **kw)
+        p = run_cli(["run", "-c", path, "--workers", "1"], binary=sluice_bin, timeout=20)
+        assert p.returncode == 2, (p.returncode, p.stderr)
+        assert str(port) in p.stderr
+    finally:
+        held.close()
+
+
+def test_run_with_missing_certificate_exits_2(sluice_bin, tmp_path):
+    r = reserve_port()
+    r.release()
+    a = reserve_port()
+    a.release()
+    text = GOOD.replace("    timeouts: { request_header: 1s, idle: 60s }\n",
+                        "    timeouts: { request_header: 1s, idle: 60s }\n"
+                        "    tls: { certificate: \"%s/missing.crt\", private_key: \"%s/missing.key\" }\n"
+                        % (tmp_path, tmp_path), 1)
+    path = write(tmp_path, text, port=r.port, admin=a.port)
+    p = run_cli(["run", "-c", path, "--workers", "1"], binary=sluice_bin, timeout=20)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "missing.crt" in p.stderr
+
+
+def test_run_with_invalid_config_exits_1(sluice_bin, tmp_path):
+    path = write(tmp_path, replace_line(GOOD, 3, '    adress: "127.0.0.1:18080"'))
+    p = run_cli(["run", "-c", path, "--workers", "1"], binary=sluice_bin, timeout=20)
+    assert p.returncode == 1
+    error_location(p.stderr, path)
+
+
+@pytest.mark.parametrize("args", [["--log-level", "bogus"], ["--workers", "abc"]])
+def test_run_with_bad_flag_values_exits_1(sluice_bin, tmp_path, args):
+    p = run_cli(["run", "-c", write(tmp_path, GOOD)] + args, binary=sluice_bin, timeout=20)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+
+
+def test_run_is_the_default_command(start_sluice):
+    s = start_sluice(GOOD, subcommand=None, args=["--log-level", "debug"])
+    with H1Conn(s.port) as c:
+        assert c.request("GET", "/v1/default-cmd").status == 200
+    assert s.stop() == 0
+
+
+def test_run_without_workers_flag(start_sluice):
+    s = start_sluice(GOOD, workers=None)
+    with H1Conn(s.port) as c:
+        assert c.request("GET", "/v1/auto-workers").status == 200
+    assert s.stop() == 0
