@@ -51,6 +51,8 @@ struct sl_h1 {
   bool resp_complete;
   bool eof;              /* client half-closed */
   bool http10;
+  bool prev_read_ended_lf; /* the previous llhttp_execute input ended in LF */
+  const char *exec_start;  /* input of the llhttp_execute in progress */
   struct sl_metric_series *m_active;
 };
 
@@ -116,6 +118,11 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
 static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   struct sl_h1 *h = p->data;
   if (h1_count_head(h, n)) return -1;
+  /* llhttp continues an obs-fold line (CRLF then SP/HTAB) as another value
+   * span starting right after the LF; a genuine value never does. RFC 9112
+   * §5.2 lets a server reject it, and a proxy must not pass it on. */
+  bool after_lf = at > h->exec_start ? at[-1] == '\n' : h->prev_read_ended_lf;
+  if (after_lf) return h1_fail(h, 400, "obs_fold");
   if (piece_append(&h->cur->arena, &h->value, &h->value_len, at, n))
     return h1_fail(h, 503, "oom");
   return 0;
@@ -185,6 +192,11 @@ static int on_headers_complete(llhttp_t *p) {
     return h1_fail(h, 400, "bad_request_target");
 
   r->is_head = p->method == HTTP_HEAD;
+  const struct sl_header *te = sl_request_header(r, "transfer-encoding");
+  /* Only "chunked" is understood; any other coding would be lost when the
+   * body is re-framed for the upstream (RFC 9112 §6.1: 501). */
+  if (te && strcasecmp(te->value, "chunked") != 0)
+    return h1_fail(h, 501, "unsupported_transfer_encoding");
   if (p->flags & F_CHUNKED) {
     r->has_body = true;
   } else if (p->flags & F_CONTENT_LENGTH) {
@@ -294,7 +306,7 @@ static void h1_write_error_and_close(struct sl_h1 *h, int status, const char *er
   sl_pipe_printf(&c->out,
                  "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
                  "connection: close\r\n\r\n",
-                 status, llhttp_status_name((llhttp_status_t)status), blen);
+                 status, sl_http_reason(status), blen);
   sl_pipe_write(&c->out, body, blen);
   sl_stats_request_done(c->w, "-", SL_PROTO_H1, status);
   h->state = H1_IDLE;
@@ -310,11 +322,14 @@ static void h1_request_done_reading(struct sl_h1 *h) {
 static ssize_t h1_on_read(struct sl_conn *c, const char *data, size_t len) {
   struct sl_h1 *h = h1_of(c);
   if (h->state == H1_WAIT_RESPONSE) return 0; /* paused; keep bytes */
+  h->exec_start = data;
   llhttp_errno_t err = llhttp_execute(&h->parser, data, len);
   size_t used = len;
   if (err == HPE_PAUSED) {
     used = (size_t)(llhttp_get_error_pos(&h->parser) - data);
     h1_request_done_reading(h);
+    h->prev_read_ended_lf = used > 0 && data[used - 1] == '\n';
+    goto parsed;
   } else if (err != HPE_OK) {
     int status = h->err_status ? h->err_status : 400;
     const char *what = h->err_what ? h->err_what : "bad_request";
@@ -324,6 +339,8 @@ static ssize_t h1_on_read(struct sl_conn *c, const char *data, size_t len) {
     h1_write_error_and_close(h, status, what);
     return (ssize_t)len;
   }
+  h->prev_read_ended_lf = len > 0 && data[len - 1] == '\n';
+parsed:;
   struct sl_stream *s = h->cur;
   if (s && !s->local_response && s->route) {
     if (!sl_pipe_empty(&s->req_body) || s->req_done) sl_stream_request_body(s);
@@ -348,9 +365,7 @@ static void h1_response_head(struct sl_stream *s) {
   } else if (r->content_length < 0 && !r->no_body) {
     h->resp_chunked = true;
   }
-  const char *reason = llhttp_status_name((llhttp_status_t)r->status);
-  if (!reason || strcmp(reason, "<unknown>") == 0) reason = "Status";
-  int rv = sl_pipe_printf(o, "HTTP/1.1 %d %s\r\n", r->status, reason);
+  int rv = sl_pipe_printf(o, "HTTP/1.1 %d %s\r\n", r->status, sl_http_reason(r->status));
   for (uint32_t i = 0; i < r->n_headers && rv == 0; i++) {
     const struct sl_header *hd = &r->headers[i];
     rv |= sl_pipe_write(o, hd->name, hd->name_len);

@@ -196,6 +196,8 @@ void sl_stream_upstream_failed(struct sl_stream *s, int status, const char *erro
 /* Called by the frontend once the response is fully written (or the
  * stream is torn down): reports the outcome to metrics. */
 void sl_stream_finish_metrics(struct sl_stream *s);
+/* RFC 9110 §15 reason phrase for |status|. */
+const char *sl_http_reason(int status);
 
 /* ---- client connections ------------------------------------------- */
 
