@@ -1,0 +1,88 @@
+/*
+ * sluice — retry-after values and rejection bodies. See retry.h for the
+ * reasoning behind the spread.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "sluice/retry.h"
+
+uint32_t sl_retry_after_s(const struct sl_reject_cfg *cfg, uint64_t wait_ns, uint64_t rnd) {
+  uint64_t min_s = (cfg->retry_after_min_ms + 999) / 1000;
+  uint64_t max_s = cfg->retry_after_max_ms / 1000;
+  if (max_s < min_s) max_s = min_s;
+  if (max_s > UINT32_MAX) max_s = UINT32_MAX;
+  uint64_t base = wait_ns / 1000000000u + (wait_ns % 1000000000u != 0);
+  bool capped = base >= max_s;
+  if (base < min_s) base = min_s;
+  if (base > max_s) base = max_s;
+
+  double j = cfg->jitter;
+  if (!(j > 0)) j = 0; /* also NaN */
+  if (j > 1) j = 1;
+  uint64_t w = (uint64_t)((double)base * j + 0.5);
+  if (j > 0 && w == 0) w = 1;
+
+  uint64_t lo = base, hi = base + w;
+  if (capped) {
+    hi = max_s;
+    lo = max_s - min_s >= w ? max_s - w : min_s;
+  } else if (hi > max_s) {
+    hi = max_s;
+  }
+  uint64_t span = hi - lo + 1;
+  uint64_t off = (uint64_t)(((unsigned __int128)rnd * span) >> 64);
+  return (uint32_t)(lo + off);
+}
+
+/* Appends |s| as a JSON string body (no quotes); false when out of room. */
+static bool put_escaped(char *buf, size_t cap, size_t *len, const char *s) {
+  static const char hex[] = "0123456789abcdef";
+  for (; s && *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    char esc[7];
+    size_t n;
+    if (c == '"' || c == '\\') {
+      esc[0] = '\\', esc[1] = (char)c, n = 2;
+    } else if (c < 0x20) {
+      switch (c) {
+      case '\n': memcpy(esc, "\\n", 2), n = 2; break;
+      case '\r': memcpy(esc, "\\r", 2), n = 2; break;
+      case '\t': memcpy(esc, "\\t", 2), n = 2; break;
+      default:
+        memcpy(esc, "\\u00", 4);
+        esc[4] = hex[c >> 4], esc[5] = hex[c & 15], n = 6;
+      }
+    } else {
+      esc[0] = (char)c, n = 1;
+    }
+    if (cap - *len <= n) return false; /* keep one byte for the NUL */
+    memcpy(buf + *len, esc, n);
+    *len += n;
+  }
+  return true;
+}
+
+static bool put_raw(char *buf, size_t cap, size_t *len, const char *s) {
+  size_t n = strlen(s);
+  if (cap - *len <= n) return false;
+  memcpy(buf + *len, s, n);
+  *len += n;
+  return true;
+}
+
+int sl_reject_body_json(char *buf, size_t cap, const char *error, const char *policy,
+                        uint32_t retry_after_s) {
+  size_t len = 0;
+  char num[32];
+  if (cap == 0) return -1;
+  snprintf(num, sizeof(num), "\",\"retry_after\":%u}", retry_after_s);
+  if (!put_raw(buf, cap, &len, "{\"error\":\"") || !put_escaped(buf, cap, &len, error) ||
+      !put_raw(buf, cap, &len, "\",\"policy\":\"") || !put_escaped(buf, cap, &len, policy) ||
+      !put_raw(buf, cap, &len, num)) {
+    buf[0] = '\0';
+    return -1;
+  }
+  buf[len] = '\0';
+  return (int)len;
+}
