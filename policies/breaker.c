@@ -1,0 +1,248 @@
+/*
+ * sluice — per-upstream circuit breaker (see breaker.h for the states).
+ *
+ * Shared state read without the mutex: `state`, `epoch`, `open_until` and
+ * the ramp bounds, all atomics. Writers hold the mutex and publish `state`
+ * last (release), so an admission that sees a state (acquire) also sees
+ * the open_until / ramp values that came with it.
+ *
+ * The failure-ratio window is a ring of 10 slots, each window/10 wide,
+ * keyed by slot number (now / width), so old slots expire by themselves
+ * without a timer: the ratio is over the last 9 to 10 tenths of `window`.
+ *
+ * Epochs. Every transition increments `epoch`, and a verdict carries the
+ * epoch it was given in; a report from another epoch is ignored. That keeps
+ * the state machine honest with slow responses: a request admitted while
+ * closed that fails after the breaker opened does not extend the open
+ * period, nor count as a failed probe in half-open, nor as a failure of the
+ * new closed period.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/breaker.h"
+
+#define NSLOTS 10
+#define MS 1000000ull
+
+struct slot {
+  uint64_t id; /* now / width when it was last written; UINT64_MAX: unused */
+  uint32_t total, failures;
+};
+
+struct sl_breaker {
+  struct sl_breaker_cfg cfg;
+  uint64_t slot_ns;
+  _Atomic uint32_t state;
+  _Atomic uint32_t epoch;
+  _Atomic uint64_t open_until;
+  _Atomic uint64_t ramp_start, ramp_end; /* ramp_end 0: no ramp */
+  _Atomic uint64_t opened_total;
+  pthread_mutex_t mu;
+  /* Under mu: */
+  uint32_t consecutive;
+  uint32_t probes_in_flight, probe_successes;
+  struct slot slots[NSLOTS];
+};
+
+static uint64_t sat_add(uint64_t a, uint64_t b) {
+  uint64_t r;
+  return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+static uint64_t ms_to_ns(uint64_t ms) {
+  uint64_t r;
+  return __builtin_mul_overflow(ms, MS, &r) ? UINT64_MAX : r;
+}
+
+static void window_reset(struct sl_breaker *b) {
+  for (int i = 0; i < NSLOTS; i++) b->slots[i] = (struct slot){UINT64_MAX, 0, 0};
+}
+
+struct sl_breaker *sl_breaker_new(const struct sl_breaker_cfg *cfg) {
+  struct sl_breaker *b = calloc(1, sizeof(*b));
+  if (!b) return NULL;
+  b->cfg = *cfg;
+  if (b->cfg.half_open_probes == 0) b->cfg.half_open_probes = 1;
+  uint64_t win = ms_to_ns(cfg->window_ms ? cfg->window_ms : 10000);
+  b->slot_ns = win / NSLOTS ? win / NSLOTS : 1;
+  if (pthread_mutex_init(&b->mu, NULL) != 0) {
+    free(b);
+    return NULL;
+  }
+  window_reset(b);
+  return b;
+}
+
+void sl_breaker_del(struct sl_breaker *b) {
+  if (!b) return;
+  pthread_mutex_destroy(&b->mu);
+  free(b);
+}
+
+enum sl_breaker_state sl_breaker_state(const struct sl_breaker *b) {
+  return (enum sl_breaker_state)atomic_load_explicit(&b->state, memory_order_acquire);
+}
+
+/* Admitted share while ramping, in permille: 100 -> 1000 linearly. */
+static uint32_t ramp_permille(const struct sl_breaker *b, uint64_t now) {
+  uint64_t end = atomic_load_explicit(&b->ramp_end, memory_order_relaxed);
+  if (!end || now >= end) return 1000;
+  uint64_t start = atomic_load_explicit(&b->ramp_start, memory_order_relaxed);
+  if (now <= start || end <= start) return 100;
+  return (uint32_t)(100 + (unsigned __int128)900 * (now - start) / (end - start));
+}
+
+/* ---- transitions (mu held) ----------------------------------------- */
+
+static void trip(struct sl_breaker *b, uint64_t now) {
+  b->consecutive = 0;
+  b->probes_in_flight = b->probe_successes = 0;
+  window_reset(b);
+  atomic_store_explicit(&b->ramp_end, 0, memory_order_relaxed);
+  atomic_store_explicit(&b->open_until, sat_add(now, ms_to_ns(b->cfg.open_for_ms)), memory_order_relaxed);
+  atomic_fetch_add_explicit(&b->epoch, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&b->opened_total, 1, memory_order_relaxed);
+  atomic_store_explicit(&b->state, SL_BREAKER_OPEN, memory_order_release);
+}
+
+static void close_breaker(struct sl_breaker *b, uint64_t now) {
+  b->consecutive = 0;
+  b->probes_in_flight = b->probe_successes = 0;
+  window_reset(b);
+  atomic_store_explicit(&b->ramp_start, now, memory_order_relaxed);
+  atomic_store_explicit(&b->ramp_end, b->cfg.recovery_ramp_ms ? sat_add(now, ms_to_ns(b->cfg.recovery_ramp_ms)) : 0,
+                        memory_order_relaxed);
+  atomic_fetch_add_explicit(&b->epoch, 1, memory_order_relaxed);
+  atomic_store_explicit(&b->state, SL_BREAKER_CLOSED, memory_order_release);
+}
+
+static void half_open(struct sl_breaker *b) {
+  b->probes_in_flight = b->probe_successes = 0;
+  atomic_fetch_add_explicit(&b->epoch, 1, memory_order_relaxed);
+  atomic_store_explicit(&b->state, SL_BREAKER_HALF_OPEN, memory_order_release);
+}
+
+static void window_add(struct sl_breaker *b, uint64_t now, bool failure) {
+  uint64_t id = now / b->slot_ns;
+  struct slot *s = &b->slots[id % NSLOTS];
+  if (s->id != id) *s = (struct slot){id, 0, 0};
+  s->total++;
+  s->failures += failure;
+}
+
+static void window_sum(const struct sl_breaker *b, uint64_t now, uint32_t *total, uint32_t *failures) {
+  uint64_t id = now / b->slot_ns;
+  *total = *failures = 0;
+  for (int i = 0; i < NSLOTS; i++) {
+    const struct slot *s = &b->slots[i];
+    if (s->id == UINT64_MAX || s->id > id || id - s->id >= NSLOTS) continue;
+    *total += s->total;
+    *failures += s->failures;
+  }
+}
+
+static bool should_trip(struct sl_breaker *b, uint64_t now) {
+  if (b->cfg.consecutive_failures && b->consecutive >= b->cfg.consecutive_failures) return true;
+  if (b->cfg.failure_ratio > 0) {
+    uint32_t total, failures;
+    window_sum(b, now, &total, &failures);
+    if (total && total >= b->cfg.min_requests && (double)failures >= b->cfg.failure_ratio * (double)total)
+      return true;
+  }
+  return false;
+}
+
+/* ---- admission and outcomes ---------------------------------------- */
+
+bool sl_breaker_admit(struct sl_breaker *b, uint64_t now_ns, uint64_t rnd,
+                      struct sl_breaker_verdict *v) {
+  v->probe = false;
+  v->retry_after_ns = 0;
+  uint32_t st = atomic_load_explicit(&b->state, memory_order_acquire);
+  v->epoch = atomic_load_explicit(&b->epoch, memory_order_relaxed);
+  v->state = (enum sl_breaker_state)st;
+  if (!b->cfg.enabled) {
+    v->admitted = true;
+    return true;
+  }
+  if (st == SL_BREAKER_CLOSED) {
+    uint32_t p = ramp_permille(b, now_ns);
+    v->admitted = p >= 1000 || (uint32_t)(((rnd >> 32) * 1000) >> 32) < p;
+    return v->admitted;
+  }
+  if (st == SL_BREAKER_OPEN) {
+    uint64_t until = atomic_load_explicit(&b->open_until, memory_order_relaxed);
+    if (now_ns < until) {
+      v->admitted = false;
+      v->retry_after_ns = until - now_ns;
+      return false;
+    }
+  }
+  pthread_mutex_lock(&b->mu);
+  st = atomic_load_explicit(&b->state, memory_order_relaxed);
+  if (st == SL_BREAKER_OPEN && now_ns >= atomic_load_explicit(&b->open_until, memory_order_relaxed)) {
+    half_open(b);
+    st = SL_BREAKER_HALF_OPEN;
+  }
+  v->state = (enum sl_breaker_state)st;
+  v->epoch = atomic_load_explicit(&b->epoch, memory_order_relaxed);
+  if (st == SL_BREAKER_HALF_OPEN) {
+    v->admitted = b->probes_in_flight + b->probe_successes < b->cfg.half_open_probes;
+    if (v->admitted) {
+      b->probes_in_flight++;
+      v->probe = true;
+    }
+  } else if (st == SL_BREAKER_OPEN) {
+    v->admitted = false;
+    v->retry_after_ns = atomic_load_explicit(&b->open_until, memory_order_relaxed) - now_ns;
+  } else { /* closed meanwhile */
+    uint32_t p = ramp_permille(b, now_ns);
+    v->admitted = p >= 1000 || (uint32_t)(((rnd >> 32) * 1000) >> 32) < p;
+  }
+  pthread_mutex_unlock(&b->mu);
+  return v->admitted;
+}
+
+void sl_breaker_report(struct sl_breaker *b, const struct sl_breaker_verdict *v,
+                       enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns) {
+  if (!b->cfg.enabled || !v->admitted) return;
+  bool failure = outcome == SL_OUTCOME_FAILURE ||
+                 (outcome == SL_OUTCOME_SUCCESS && b->cfg.slow_call_ms &&
+                  latency_ns >= ms_to_ns(b->cfg.slow_call_ms));
+  pthread_mutex_lock(&b->mu);
+  if (v->epoch != atomic_load_explicit(&b->epoch, memory_order_relaxed)) goto out;
+  uint32_t st = atomic_load_explicit(&b->state, memory_order_relaxed);
+  if (st == SL_BREAKER_HALF_OPEN && v->probe) {
+    if (b->probes_in_flight) b->probes_in_flight--;
+    if (outcome == SL_OUTCOME_CANCELLED) goto out;
+    if (failure) {
+      trip(b, now_ns);
+    } else if (++b->probe_successes >= b->cfg.half_open_probes) {
+      close_breaker(b, now_ns);
+    }
+  } else if (st == SL_BREAKER_CLOSED && outcome != SL_OUTCOME_CANCELLED) {
+    window_add(b, now_ns, failure);
+    b->consecutive = failure ? b->consecutive + 1 : 0;
+    if (failure && should_trip(b, now_ns)) trip(b, now_ns);
+  }
+out:
+  pthread_mutex_unlock(&b->mu);
+}
+
+void sl_breaker_snapshot(struct sl_breaker *b, uint64_t now_ns, struct sl_breaker_snapshot *out) {
+  memset(out, 0, sizeof(*out));
+  pthread_mutex_lock(&b->mu);
+  out->state = (enum sl_breaker_state)atomic_load_explicit(&b->state, memory_order_relaxed);
+  out->consecutive_failures = b->consecutive;
+  window_sum(b, now_ns, &out->window_requests, &out->window_failures);
+  out->probes_in_flight = b->probes_in_flight;
+  out->probe_successes = b->probe_successes;
+  out->admit_permille = out->state == SL_BREAKER_CLOSED ? ramp_permille(b, now_ns) : 0;
+  uint64_t until = atomic_load_explicit(&b->open_until, memory_order_relaxed);
+  out->open_remaining_ns = out->state == SL_BREAKER_OPEN && until > now_ns ? until - now_ns : 0;
+  out->opened_total = atomic_load_explicit(&b->opened_total, memory_order_relaxed);
+  pthread_mutex_unlock(&b->mu);
+}
