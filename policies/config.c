@@ -21,8 +21,12 @@
 
 /* ---- errors ------------------------------------------------------- */
 
+/* At most CFG_MAX_ERRORS errors are kept, then one "too many errors": a
+ * broken file must not cost memory in proportion to its size. */
 void cfg_error_addv(struct sl_config_errors *errs, const char *file, uint32_t line, uint32_t col,
                     const char *fmt, va_list ap) {
+  if (errs->n > CFG_MAX_ERRORS) return;
+  bool last = errs->n == CFG_MAX_ERRORS;
   if (errs->n == errs->cap) {
     size_t cap = errs->cap ? errs->cap * 2 : 16;
     struct sl_config_error *items = realloc(errs->items, cap * sizeof(*items));
@@ -31,11 +35,16 @@ void cfg_error_addv(struct sl_config_errors *errs, const char *file, uint32_t li
     errs->cap = cap;
   }
   struct sl_config_error *e = &errs->items[errs->n];
+  if (last) file = NULL;
   e->file = NULL;
   if (file && !(e->file = strdup(file))) abort();
   e->line = file ? line : 0;
   e->col = file ? col : 0;
-  if (vasprintf(&e->message, fmt, ap) < 0) abort();
+  if (last) {
+    if (!(e->message = strdup("too many errors; fix these first"))) abort();
+  } else if (vasprintf(&e->message, fmt, ap) < 0) {
+    abort();
+  }
   errs->n++;
 }
 

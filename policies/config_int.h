@@ -27,6 +27,7 @@
 #define CFG_MAX_ANCHORS 10000u         /* anchors per file */
 #define CFG_MAX_NODES 10000000u        /* nodes per file, aliases expanded */
 #define CFG_MAX_DEPTH 256u             /* nesting */
+#define CFG_MAX_ERRORS 1000u           /* per error list; then one "too many" */
 
 enum cfg_kind { CFG_NULL = 0, CFG_SCALAR, CFG_MAP, CFG_SEQ };
 

@@ -1121,6 +1121,6 @@ void cfg_schema_apply(struct sl_config *cfg, const struct cfg_node *root,
   int li;
   if (get_enum(s, root, "access_log", logs, &li) > 0) cfg->access_log = (enum sl_access_log)li;
   get_u32(s, root, "rejection_log_per_sec", 0, 1000000, &cfg->rejection_log_per_sec);
-  node_t *inc;
-  get_text(s, root, "include", &inc); /* resolved by the loader */
+  const char *inc;
+  get_str(s, root, "include", &inc); /* resolved and read by the loader */
 }

@@ -980,6 +980,24 @@ static void test_multiple_errors(void **state) {
   assert_null(errs.items);
 }
 
+static void test_error_cap(void **state) {
+  (void)state;
+  size_t cap = 64 * 1024, off;
+  char *yaml = malloc(cap);
+  assert_non_null(yaml);
+  off = (size_t)snprintf(yaml, cap, "%sidentify: { client_ip: { trusted_proxies: [", BASE);
+  for (int i = 0; i < 3000; i++) off += (size_t)snprintf(yaml + off, cap - off, "%sx", i ? "," : "");
+  snprintf(yaml + off, cap - off, "] } }\n");
+  struct sl_config_errors errs = {0};
+  assert_null(load_text(yaml, &errs));
+  assert_int_equal(errs.n, 1001);
+  assert_string_equal(errs.items[0].message, "trusted_proxies: 'x' is not an IPv4 address");
+  assert_null(errs.items[1000].file);
+  assert_string_equal(errs.items[1000].message, "too many errors; fix these first");
+  sl_config_errors_free(&errs);
+  free(yaml);
+}
+
 static void test_yaml_syntax_errors(void **state) {
   (void)state;
   expect_only_error(BASE "mode: [enforce\n", 11, 1, "syntax error: did not find expected ',' or ']'");
@@ -1187,6 +1205,7 @@ static void test_include_missing_dir(void **state) {
   assert_non_null(strstr(errs.items[0].message, "/nothere' does not exist"));
   sl_config_errors_free(&errs);
   expect_only_error("include: [a]\n" BASE, 1, 10, "include: expected a string, got a list");
+  expect_only_error("include: \"\"\n" BASE, 1, 10, "include: must not be empty");
   /* an absolute directory */
   char text[1024];
   write_file("abs/x.yaml", "mode: shadow\n");
@@ -1403,6 +1422,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_did_you_mean, setup, teardown),
       cmocka_unit_test_setup_teardown(test_duplicate_keys, setup, teardown),
       cmocka_unit_test_setup_teardown(test_multiple_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_error_cap, setup, teardown),
       cmocka_unit_test_setup_teardown(test_yaml_syntax_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_billion_laughs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_dropin_merge, setup, teardown),
