@@ -290,6 +290,19 @@ static yaml_mark_t mark_of_offset(const unsigned char *buf, size_t len, size_t o
   return m;
 }
 
+/* The byte at |m| (line and column, in characters), or -1. */
+static int char_at_mark(const unsigned char *buf, size_t len, const yaml_mark_t *m) {
+  size_t i = 0, line = 0, col = 0;
+  while (i < len && line < m->line)
+    if (buf[i++] == '\n') line++;
+  while (i < len && col < m->column && buf[i] != '\n') {
+    i++;
+    while (i < len && (buf[i] & 0xc0) == 0x80) i++;
+    col++;
+  }
+  return i < len ? buf[i] : -1;
+}
+
 static void syntax_error(struct builder *b, const yaml_parser_t *p, const unsigned char *buf,
                          size_t len) {
   if (p->error == YAML_MEMORY_ERROR) abort();
@@ -302,9 +315,15 @@ static void syntax_error(struct builder *b, const yaml_parser_t *p, const unsign
     return;
   }
   const char *problem = p->problem ? p->problem : "unknown error";
+  /* the usual way to get there: versions: >=3.8.0 (a folded block
+   * scalar in block context, an invalid token in flow context) */
+  int c = char_at_mark(buf, len, &p->problem_mark);
+  const char *hint = (p->context && strstr(p->context, "block scalar")) || c == '>' || c == '|'
+                         ? "; a value starting with '>' or '|' must be quoted"
+                         : "";
   if (p->context)
-    build_error(b, &p->problem_mark, "syntax error: %s (%s at line %zu, column %zu)", problem,
-                p->context, p->context_mark.line + 1, p->context_mark.column + 1);
+    build_error(b, &p->problem_mark, "syntax error: %s (%s at line %zu, column %zu)%s", problem,
+                p->context, p->context_mark.line + 1, p->context_mark.column + 1, hint);
   else
     build_error(b, &p->problem_mark, "syntax error: %s", problem);
 }

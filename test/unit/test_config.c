@@ -1004,6 +1004,10 @@ static void test_yaml_syntax_errors(void **state) {
   expect_only_error(BASE "  bad indentation: here\n", 10, 3, "syntax error");
   expect_only_error(BASE "mode: \"unterminated\n", 11, 1, "syntax error: found unexpected end of stream");
   expect_only_error(BASE "---\nmode: shadow\n", 10, 1, "only one YAML document per file");
+  expect_only_error(BASE "blocklist: { firmware: [ { versions: >=3.8.0 } ] }\n", 10, 38,
+                    "a value starting with '>' or '|' must be quoted");
+  expect_only_error(BASE "blocklist:\n  firmware:\n    - versions: >=3.8.0\n", 12, 18,
+                    "a value starting with '>' or '|' must be quoted");
   expect_only_error(BASE "mode: *nowhere\n", 10, 7, "alias '*nowhere' refers to no (finished) anchor");
   expect_only_error(BASE "? [a, b]\n: c\n", 10, 3, "mapping keys must be plain strings, not a list");
   /* invalid UTF-8: a reader error, positioned from its byte offset */
