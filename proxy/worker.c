@@ -81,7 +81,16 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
 static void worker_begin_drain(struct sl_worker *w) {
   if (w->draining) return;
   w->draining = true;
-  for (int i = 0; i < w->n_listeners; i++) ev_io_stop(w->loop, &w->listeners[i].io);
+  /* Close (not just stop watching) this worker's listening sockets: the
+   * kernel would otherwise keep completing handshakes into the backlog,
+   * and clients would wait on connections nobody accepts. With every
+   * worker's socket closed, new connections are refused at once. */
+  for (int i = 0; i < w->n_listeners; i++) {
+    struct sl_worker_listener *wl = &w->listeners[i];
+    ev_io_stop(w->loop, &wl->io);
+    close(wl->lis->fds[w->id]);
+    wl->lis->fds[w->id] = -1;
+  }
   for (struct sl_conn *c = w->conns, *n; c; c = n) {
     n = c->next;
     if (!c->ops)
