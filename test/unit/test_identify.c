@@ -275,6 +275,30 @@ static void test_cidr_match(void **st) {
   assert_false(sl_cidr_match(c, 1, AF_INET6, a)); /* family mismatch */
 }
 
+/* Every prefix of forwarding and identity header values, each in a heap
+ * buffer of exactly its size (ASan catches a read past value_len). */
+static void test_every_prefix(void **st) {
+  (void)st;
+  struct sl_identify_cfg cfg = base_cfg();
+  const char *vals[][2] = {
+      {"x-forwarded-for", "6.6.6.6, [2001:db8::1]:443, 198.51.100.4:80, 10.0.0.1"},
+      {"forwarded", "for=\"[2001:db8:cafe::17]:4711\";proto=https, For=192.0.2.43;by=\"a,b\""},
+      {"forwarded", "for=\"a\\\"b\", for=unknown"},
+      {"x-firmware-version", " 3.8.0-rc.1+build "},
+  };
+  for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+    size_t n = strlen(vals[i][1]);
+    for (size_t l = 0; l <= n; l++) {
+      char *b = malloc(l ? l : 1);
+      memcpy(b, vals[i][1], l);
+      struct sl_hdr h = {vals[i][0], strlen(vals[i][0]), b, l};
+      struct sl_identity id;
+      assert_int_equal(sl_identify(&cfg, peer("10.1.1.1"), &h, 1, &id), SL_IDENTIFY_OK);
+      free(b);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_client_address),
@@ -283,6 +307,7 @@ int main(void) {
       cmocka_unit_test(test_conflicts),
       cmocka_unit_test(test_device_class_from_user_agent),
       cmocka_unit_test(test_cidr_match),
+      cmocka_unit_test(test_every_prefix),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -95,6 +95,33 @@ static void test_parse_not_nul_terminated(void **st) {
   assert_string_equal(v.pre, "b3xy");
 }
 
+/* Every prefix of every case, in a buffer of exactly that size (ASan
+ * catches a read past |len|), and every prefix of every range. */
+static void test_parse_every_prefix(void **st) {
+  (void)st;
+  for (size_t i = 0; i < sizeof(parse_cases) / sizeof(parse_cases[0]); i++) {
+    const char *in = parse_cases[i].in;
+    size_t n = strlen(in);
+    for (size_t l = 0; l <= n; l++) {
+      char *b = malloc(l ? l : 1);
+      memcpy(b, in, l);
+      struct sl_version v;
+      if (sl_version_parse(b, l, &v) == 0) assert_true(v.pre[SL_VERSION_PRE_MAX - 1] == '\0');
+      free(b);
+    }
+  }
+  const char *ranges[] = {">=3.8.0-b3 <3.8.1", "=1.2.3 || >2", "3.8.x || v4.*", "<= 1.0.0-rc.1+b"};
+  for (size_t i = 0; i < 4; i++)
+    for (size_t l = 0; l <= strlen(ranges[i]); l++) {
+      char *b = strndup(ranges[i], l);
+      struct sl_vrange r;
+      size_t off = 0;
+      if (sl_vrange_parse(b, &r, NULL, 0, &off) == 0) sl_vrange_free(&r);
+      else assert_true(off <= l);
+      free(b);
+    }
+}
+
 /* ---- ordering ----------------------------------------------------- */
 
 struct order_case {
@@ -289,6 +316,7 @@ static void test_wildcard_bounds(void **st) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_table),    cmocka_unit_test(test_parse_not_nul_terminated),
+      cmocka_unit_test(test_parse_every_prefix),
       cmocka_unit_test(test_order_table),    cmocka_unit_test(test_order_chain),
       cmocka_unit_test(test_range_table),    cmocka_unit_test(test_range_errors),
       cmocka_unit_test(test_wildcard_bounds),
