@@ -19,6 +19,7 @@
 #include <llhttp.h>
 
 #include "sluice/log.h"
+#include "sluice/retry.h"
 #include "proxy.h"
 #include "stats.h"
 
@@ -302,7 +303,8 @@ static void h1_write_error_and_close(struct sl_h1 *h, int status, const char *er
     h->cur = NULL;
   }
   char body[256];
-  size_t blen = sl_json_error_body(body, sizeof(body), error, "http", 0);
+  int bl = sl_reject_body_json(body, sizeof(body), error, "http", 0);
+  size_t blen = bl > 0 ? (size_t)bl : 0;
   sl_pipe_printf(&c->out,
                  "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
                  "connection: close\r\n\r\n",

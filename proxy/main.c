@@ -23,7 +23,11 @@
 
 #include <openssl/sha.h>
 
+#include "sluice/blocklist.h"
 #include "sluice/config.h"
+#include "sluice/policy_state.h"
+#include "sluice/breaker.h"
+#include "sluice/ratelimit.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/route.h"
@@ -51,6 +55,8 @@ struct sl_gen *sl_gen_ref(struct sl_gen *g) {
 void sl_gen_unref(struct sl_gen *g) {
   if (!g) return;
   if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
+    sl_blocklist_del(g->blocklist);
+    sl_policies_detach(g->cfg);
     sl_config_free(g->cfg);
     free(g);
   }
@@ -63,12 +69,23 @@ struct sl_gen *sl_gen_current_ref(void) {
   return g;
 }
 
-/* Publishes |cfg| as the current generation; takes ownership. */
+/* Publishes |cfg| as the current generation; takes ownership. Policy
+ * state of unchanged policies is carried over from the running generation
+ * (limiter tables, breakers, concurrency counters). Start-up and reload
+ * path: aborts on out-of-memory. */
 static struct sl_gen *gen_publish(struct sl_config *cfg) {
   struct sl_gen *g = calloc(1, sizeof(*g));
   if (!g) abort();
+  pthread_mutex_lock(&gen_lock);
+  const struct sl_config *prev = gen_current ? gen_current->cfg : NULL;
+  int rv = sl_policies_attach(cfg, prev);
+  pthread_mutex_unlock(&gen_lock);
+  if (rv != 0) abort();
+  g->blocklist = sl_blocklist_new(&cfg->blocklist, cfg->mode);
+  if (!g->blocklist) abort();
   g->cfg = cfg;
   atomic_init(&g->refs, 1);
+  sl_stats_set_rejection_log_rate(cfg->rejection_log_per_sec);
   cfg->generation = ++gen_counter;
   pthread_mutex_lock(&gen_lock);
   struct sl_gen *old = gen_current;
@@ -93,6 +110,7 @@ struct sl_main {
   ev_signal sig_term, sig_int, sig_hup;
   ev_async worker_exit;
   ev_timer exit_poll;
+  ev_timer housekeeping;
   char last_reload_error[1024];
 };
 
@@ -446,6 +464,38 @@ static void hook_explain(void *ud, const char *query, int *status, char **body, 
   free(q);
 }
 
+/* ---- housekeeping -------------------------------------------------- */
+
+/* Once a second on the main thread: gauges that are cheaper to sample
+ * than to maintain on the request path, and a bounded sweep of idle
+ * limiter keys (so sluice_limiter_keys reflects active keys). */
+static void housekeeping_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop;
+  (void)w;
+  (void)revents;
+  struct sl_gen *g = sl_gen_current_ref();
+  const struct sl_config *cfg = g->cfg;
+  uint64_t now = sl_now_ns();
+  for (size_t i = 0; i < cfg->n_routes; i++) {
+    const struct sl_route_cfg *r = &cfg->routes[i];
+    for (size_t j = 0; j < r->n_rate_limits; j++) {
+      struct sl_ratelimit_table *t = sl_policy_state_ratelimit(r->rate_limits[j].state);
+      if (!t) continue;
+      sl_ratelimit_sweep(t, now, 4096);
+      const char *values[2] = {r->name, r->rate_limits[j].name};
+      struct sl_metric_series *ks = sl_metrics_series(sl_stats.limiter_keys, values);
+      if (ks) sl_metric_gauge_set(ks, (int64_t)sl_ratelimit_keys(t));
+    }
+  }
+  for (size_t i = 0; i < cfg->n_upstreams; i++) {
+    struct sl_breaker *b = sl_policy_state_breaker(cfg->upstreams[i].breaker_state);
+    const char *values[1] = {cfg->upstreams[i].name};
+    struct sl_metric_series *bs = sl_metrics_series(sl_stats.breaker_state, values);
+    if (bs) sl_metric_gauge_set(bs, b ? (int64_t)sl_breaker_state(b) : 0);
+  }
+  sl_gen_unref(g);
+}
+
 /* ---- signals and shutdown ----------------------------------------- */
 
 static void begin_shutdown(const char *why) {
@@ -609,6 +659,8 @@ static int cmd_run(const char *path, int workers) {
   ev_signal_start(M.loop, &M.sig_hup);
   ev_timer_init(&M.exit_poll, exit_poll_cb, 0.05, 0.05);
   ev_timer_start(M.loop, &M.exit_poll);
+  ev_timer_init(&M.housekeeping, housekeeping_cb, 0.0, 1.0);
+  ev_timer_start(M.loop, &M.housekeeping);
 
   char nw[16];
   snprintf(nw, sizeof(nw), "%d", M.n_workers);

@@ -35,7 +35,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "sluice/admission.h"
 #include "sluice/arena.h"
+#include "sluice/identify-t.h"
 #include "sluice/config-t.h"
 #include "sluice/metrics.h"
 #include "pipe.h"
@@ -60,7 +62,8 @@ struct sl_pool;
  * stream holds a reference for its whole life, so in-flight requests
  * finish on the configuration they started with. */
 struct sl_gen {
-  struct sl_config *cfg;
+  struct sl_config *cfg;     /* policy state attached (sl_policies_attach) */
+  struct sl_blocklist *blocklist; /* compiled from cfg->blocklist */
   atomic_long refs;
 };
 
@@ -162,6 +165,12 @@ struct sl_stream {
   bool local_response; /* answered by sluice itself, not the upstream */
   bool queued;
   bool upstream_retried;
+  bool admitted;       /* adm holds resources until sl_admission_finish */
+  bool xff_trusted;    /* the client address came from a trusted proxy */
+  char client_ip[46];  /* as identified (XFF from trusted proxies) */
+
+  struct sl_admission adm;
+  ev_timer delay_timer; /* shaping delay before going upstream */
 
   ev_tstamp started;
   ev_tstamp upstream_started;
@@ -193,6 +202,9 @@ void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
 /* Called by the upstream side: the exchange failed. Answers 502/504 if the
  * head has not gone out, else aborts. */
 void sl_stream_upstream_failed(struct sl_stream *s, int status, const char *error);
+/* Called by the upstream side when the exchange's outcome is known
+ * (response head, or failure): feeds the circuit breaker. */
+void sl_stream_outcome(struct sl_stream *s, bool failure);
 /* Called by the frontend once the response is fully written (or the
  * stream is torn down): reports the outcome to metrics. */
 void sl_stream_finish_metrics(struct sl_stream *s);
@@ -221,6 +233,11 @@ struct sl_proto_ops {
 
 struct sl_conn {
   struct sl_worker *w;
+  /* Device facts of the last request on this connection, so an emergency
+   * blocklist reload can close the keep-alive connections of a newly
+   * blocked firmware (SPEC section 4). */
+  char last_class[32];
+  char last_firmware[32];
   struct sl_listener *lis;
   int fd;
   ev_io rio, wio;
@@ -339,6 +356,10 @@ struct sl_worker {
 };
 
 extern int sl_n_workers;
+
+/* Monotonic nanoseconds (vDSO clock, no syscall): limiter and breaker
+ * time, identical across workers. */
+uint64_t sl_now_ns(void);
 /* Incremented by each worker thread as it finishes (main polls it). */
 extern atomic_int sl_workers_exited;
 

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <stdatomic.h>
+
 #include "sluice/log.h"
 #include "proxy.h"
 #include "stats.h"
@@ -37,6 +39,19 @@ void sl_stats_init(void) {
       "Unix time of the last successful configuration load.", SL_METRIC_GAUGE, "");
   sl_stats.config_reloads = sl_metrics_family(
       "sluice_config_reloads_total", "Reload attempts by result.", SL_METRIC_COUNTER, "result");
+  sl_stats.rejections = sl_metrics_family(
+      "sluice_rejections_total", "Requests refused by a policy.", SL_METRIC_COUNTER,
+      "route,policy,reason");
+  sl_stats.shadow_rejections = sl_metrics_family(
+      "sluice_shadow_rejections_total",
+      "Requests a shadow-mode policy would have refused (they were admitted).",
+      SL_METRIC_COUNTER, "route,policy,reason");
+  sl_stats.limiter_keys = sl_metrics_family("sluice_limiter_keys",
+                                            "Keys resident in a rate limiter's table.",
+                                            SL_METRIC_GAUGE, "route,policy");
+  sl_stats.breaker_state = sl_metrics_family(
+      "sluice_circuit_breaker_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+      SL_METRIC_GAUGE, "upstream");
   sl_stats.draining = sl_metrics_family("sluice_draining", "1 while shutting down.",
                                         SL_METRIC_GAUGE, "");
 }
@@ -111,23 +126,70 @@ struct sl_metric_series *sl_stats_conn_series(const char *listener, int proto) {
   return sl_metrics_series(sl_stats.connections_active, values);
 }
 
-size_t sl_json_error_body(char *buf, size_t cap, const char *error, const char *policy,
-                          uint32_t retry_after) {
-  size_t len = 0;
-  char tail[32];
-  int tn = snprintf(tail, sizeof(tail), "\",\"retry_after\":%u}", retry_after);
-  static const char head[] = "{\"error\":\"";
-  static const char mid[] = "\",\"policy\":\"";
-  if (cap < sizeof(head) + sizeof(mid) + (size_t)tn + 4) return 0;
-  size_t reserve = sizeof(mid) + (size_t)tn + 1;
-  memcpy(buf, head, sizeof(head) - 1);
-  len = sizeof(head) - 1;
-  sl_json_escape(buf, cap - reserve, &len, error);
-  memcpy(buf + len, mid, sizeof(mid) - 1);
-  len += sizeof(mid) - 1;
-  sl_json_escape(buf, cap - (size_t)tn - 1, &len, policy);
-  memcpy(buf + len, tail, (size_t)tn);
-  len += (size_t)tn;
-  buf[len] = '\0';
-  return len;
+/* ---- rejections ---------------------------------------------------- */
+
+#define REJ_CACHE_SIZE 128
+struct rej_cache_entry {
+  uint64_t hash;
+  struct sl_metric_series *series;
+};
+static __thread struct rej_cache_entry rej_cache[2][REJ_CACHE_SIZE];
+
+static uint64_t fnv1a(uint64_t h, const char *s) {
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+  return (h ^ 0xff) * 0x100000001b3ull;
+}
+
+/* Log throttle: per policy (hashed into a fixed table shared by all
+ * workers), at most `rejection_log_per_sec` lines per second; the first
+ * line of the next second reports how many were suppressed. A storm of a
+ * million rejections costs one atomic add each, not a write(2). */
+#define REJ_LOG_SLOTS 256
+static struct {
+  _Atomic int64_t second;
+  atomic_uint lines;
+  atomic_uint suppressed;
+} rej_log[REJ_LOG_SLOTS];
+static atomic_uint rej_log_per_sec = 10;
+
+void sl_stats_set_rejection_log_rate(uint32_t per_sec) { atomic_store(&rej_log_per_sec, per_sec); }
+
+void sl_stats_rejection(struct sl_worker *w, const char *route, const char *policy,
+                        enum sl_reject_reason reason, bool shadow, const char *client_ip) {
+  uint64_t h = fnv1a(fnv1a(fnv1a(0xcbf29ce484222325ull, route), policy),
+                     sl_reject_reason_name(reason));
+  struct rej_cache_entry *e = &rej_cache[shadow][h % REJ_CACHE_SIZE];
+  if (e->hash != h || !e->series) {
+    const char *values[3] = {route, policy, sl_reject_reason_name(reason)};
+    e->series = sl_metrics_series(shadow ? sl_stats.shadow_rejections : sl_stats.rejections,
+                                  values);
+    e->hash = h;
+  }
+  if (e->series) sl_metric_inc(e->series);
+
+  size_t slot = (size_t)(h >> 32) % REJ_LOG_SLOTS;
+  int64_t now = (int64_t)ev_now(w->loop);
+  int64_t seen = atomic_load_explicit(&rej_log[slot].second, memory_order_relaxed);
+  unsigned suppressed = 0;
+  if (seen != now &&
+      atomic_compare_exchange_strong(&rej_log[slot].second, &seen, now)) {
+    atomic_store(&rej_log[slot].lines, 0);
+    suppressed = atomic_exchange(&rej_log[slot].suppressed, 0);
+  }
+  if (atomic_fetch_add(&rej_log[slot].lines, 1) >= atomic_load(&rej_log_per_sec)) {
+    atomic_fetch_add(&rej_log[slot].suppressed, 1);
+    return;
+  }
+  char esc_route[128], esc_policy[256], esc_ip[64];
+  size_t a = 0, b = 0, c = 0;
+  sl_json_escape(esc_route, sizeof(esc_route), &a, route);
+  esc_route[a] = '\0';
+  sl_json_escape(esc_policy, sizeof(esc_policy), &b, policy);
+  esc_policy[b] = '\0';
+  sl_json_escape(esc_ip, sizeof(esc_ip), &c, client_ip ? client_ip : "");
+  esc_ip[c] = '\0';
+  sl_log_json(SL_LOG_WARN, shadow ? "shadow rejection" : "rejected",
+              "\"route\":\"%s\",\"policy\":\"%s\",\"reason\":\"%s\",\"client_ip\":\"%s\","
+              "\"suppressed\":%u",
+              esc_route, esc_policy, sl_reject_reason_name(reason), esc_ip, suppressed);
 }

@@ -12,6 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdbool.h>
+
+#include "sluice/admission.h"
 #include "sluice/metrics.h"
 
 struct sl_worker;
@@ -27,6 +30,10 @@ struct sl_stats {
   struct sl_metric_family *config_last_ok_ts;
   struct sl_metric_family *config_reloads;      /* result */
   struct sl_metric_family *draining;
+  struct sl_metric_family *rejections;          /* route,policy,reason */
+  struct sl_metric_family *shadow_rejections;   /* route,policy,reason */
+  struct sl_metric_family *limiter_keys;        /* route,policy */
+  struct sl_metric_family *breaker_state;       /* upstream */
 };
 
 extern struct sl_stats sl_stats;
@@ -39,9 +46,10 @@ void sl_stats_upstream_done(struct sl_worker *w, const char *upstream, int statu
                             double seconds);
 struct sl_metric_series *sl_stats_conn_series(const char *listener, int proto);
 
-/* Renders {"error":E,"policy":P,"retry_after":N} into |buf|; returns its
- * length (truncated JSON is never produced: |cap| >= 64 + strings). */
-size_t sl_json_error_body(char *buf, size_t cap, const char *error, const char *policy,
-                          uint32_t retry_after);
+/* Counts a refusal (or, with |shadow|, a shadow-mode one) and logs it,
+ * throttled per policy. */
+void sl_stats_rejection(struct sl_worker *w, const char *route, const char *policy,
+                        enum sl_reject_reason reason, bool shadow, const char *client_ip);
+void sl_stats_set_rejection_log_rate(uint32_t per_sec);
 
 #endif

@@ -7,10 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
+#include "sluice/admission.h"
+#include "sluice/identify.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
+#include "sluice/retry.h"
 #include "sluice/route.h"
 #include "proxy.h"
+#include "sluice/breaker.h"
 #include "stats.h"
 
 struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops *fe,
@@ -30,7 +36,42 @@ struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops 
   return s;
 }
 
+uint64_t sl_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* xorshift64*: per-thread, seeded from the clock and the thread's stack
+ * address; only spreads retry-after and shaping draws, never security. */
+static uint64_t stream_random(void) {
+  static __thread uint64_t x;
+  if (!x) x = sl_now_ns() ^ (uint64_t)(uintptr_t)&x ^ 0x9e3779b97f4a7c15ull;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  return x * 0x2545f4914f6cdd1dull;
+}
+
+void sl_stream_outcome(struct sl_stream *s, bool failure) {
+  if (!s->admitted || s->adm.finished || !s->adm.breaker) return;
+  uint64_t now = sl_now_ns();
+  uint64_t started = (uint64_t)(s->upstream_started * 1e9);
+  uint64_t wall_now = (uint64_t)(ev_now(s->conn->w->loop) * 1e9);
+  uint64_t latency = wall_now > started ? wall_now - started : 0;
+  /* Only the breaker learns here; the concurrency slot is held until the
+   * exchange ends (a streaming response is still in flight). */
+  sl_breaker_report(s->adm.breaker, &s->adm.breaker_verdict,
+                    failure ? SL_OUTCOME_FAILURE : SL_OUTCOME_SUCCESS, latency, now);
+  s->adm.breaker = NULL;
+}
+
 void sl_stream_del(struct sl_stream *s) {
+  if (s->admitted) {
+    ev_timer_stop(s->conn->w->loop, &s->delay_timer);
+    /* A breaker ticket never reported means the client left first. */
+    sl_admission_finish(&s->adm, SL_OUTCOME_CANCELLED, 0, sl_now_ns());
+  }
   sl_upstream_detach(s);
   sl_pipe_clear(&s->req_body);
   sl_pipe_clear(&s->resp_body);
@@ -98,7 +139,8 @@ void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
   sl_pipe_clear(&s->resp_body);
 
   char body[512];
-  size_t blen = sl_json_error_body(body, sizeof(body), error, policy, retry_after);
+  int bl = sl_reject_body_json(body, sizeof(body), error, policy, retry_after);
+  size_t blen = bl > 0 ? (size_t)bl : 0;
   s->resp.status = status;
   s->resp.content_length = (int64_t)blen;
   s->resp.no_body = s->req.is_head;
@@ -131,13 +173,51 @@ void sl_stream_upstream_failed(struct sl_stream *s, int status, const char *erro
   sl_stream_respond_error(s, status, error, policy, ra);
 }
 
+static void stream_go_upstream(struct sl_stream *s) {
+  s->pool = sl_pool_for(s->conn->w, s->route->upstream);
+  if (!s->pool) {
+    sl_stream_respond_error(s, 503, "out_of_memory", "upstream", 1);
+    return;
+  }
+  sl_upstream_start(s);
+}
+
+static void delay_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  struct sl_stream *s = SL_CONTAINER_OF(t, struct sl_stream, delay_timer);
+  (void)loop;
+  (void)revents;
+  stream_go_upstream(s);
+  sl_conn_schedule_flush(s->conn);
+}
+
+/* Remembers the device facts of the connection's latest request, for the
+ * emergency close of blocked devices' idle connections after a reload. */
+static void remember_device(struct sl_conn *c, const struct sl_identity *id) {
+  size_t n = 0;
+  if (id->device_class) {
+    n = id->device_class_len < sizeof(c->last_class) - 1 ? id->device_class_len
+                                                           : sizeof(c->last_class) - 1;
+    memcpy(c->last_class, id->device_class, n);
+  }
+  c->last_class[n] = '\0';
+  n = 0;
+  if (id->firmware) {
+    n = id->firmware_len < sizeof(c->last_firmware) - 1 ? id->firmware_len
+                                                        : sizeof(c->last_firmware) - 1;
+    memcpy(c->last_firmware, id->firmware, n);
+  }
+  c->last_firmware[n] = '\0';
+}
+
 void sl_stream_dispatch(struct sl_stream *s) {
-  const struct sl_config *cfg = s->gen->cfg;
+  struct sl_gen *g = s->gen;
+  const struct sl_config *cfg = g->cfg;
+  struct sl_conn *c = s->conn;
   struct sl_request_facts f = {
       .method = s->req.method,
       .path = s->req.path,
       .host = s->req.authority,
-      .listener = s->conn->lis->name,
+      .listener = c->lis->name,
       .websocket = s->req.upgrade_websocket,
       .header = facts_header,
       .header_ctx = &s->req,
@@ -147,12 +227,61 @@ void sl_stream_dispatch(struct sl_stream *s) {
     sl_stream_respond_error(s, 404, "no_route", "routes", 0);
     return;
   }
-  s->pool = sl_pool_for(s->conn->w, s->route->upstream);
-  if (!s->pool) {
-    sl_stream_respond_error(s, 503, "out_of_memory", "upstream", 1);
+
+  /* Identify: header slices in, facts out (no copies). */
+  struct sl_hdr *hv = sl_arena_alloc(&s->arena, (s->req.n_headers + 1) * sizeof(*hv));
+  if (!hv) {
+    sl_stream_respond_error(s, 503, "out_of_memory", "identify", 1);
     return;
   }
-  sl_upstream_start(s);
+  for (uint32_t i = 0; i < s->req.n_headers; i++) {
+    hv[i].name = s->req.headers[i].name;
+    hv[i].name_len = s->req.headers[i].name_len;
+    hv[i].value = s->req.headers[i].value;
+    hv[i].value_len = s->req.headers[i].value_len;
+  }
+  struct sl_identity id;
+  if (sl_identify(&cfg->identify, (const struct sockaddr *)&c->peer, hv, s->req.n_headers, &id) !=
+      SL_IDENTIFY_OK) {
+    /* Two answers to "which device is this?": fail closed. */
+    sl_stream_respond_error(s, 400, "ambiguous_identity", id.conflict ? id.conflict : "identify",
+                            0);
+    return;
+  }
+  s->xff_trusted = id.forwarded;
+  if (sl_identify_format_addr(&id, s->client_ip, sizeof(s->client_ip)) < 0)
+    snprintf(s->client_ip, sizeof(s->client_ip), "%s", c->peer_ip);
+  remember_device(c, &id);
+
+  struct sl_admission_input in = {
+      .cfg = cfg,
+      .route = s->route,
+      .id = &id,
+      .blocklist = g->blocklist,
+      .facts = &f,
+      .now_ns = sl_now_ns(),
+      .now_unix = (int64_t)ev_now(c->w->loop),
+      .rnd = stream_random(),
+  };
+  sl_admission_decide(&in, &s->adm);
+  for (unsigned i = 0; i < s->adm.n_shadow; i++)
+    sl_stats_rejection(c->w, s->route->name, s->adm.shadow[i].policy, s->adm.shadow[i].reason,
+                       true, s->client_ip);
+  if (!s->adm.admit) {
+    sl_stats_rejection(c->w, s->route->name, s->adm.policy, s->adm.reason, false, s->client_ip);
+    sl_stream_respond_error(s, s->adm.status, s->adm.error, s->adm.policy,
+                            s->adm.retry_after_s);
+    return;
+  }
+  s->admitted = true;
+  ev_init(&s->delay_timer, delay_timer_cb);
+  if (s->adm.delay_ms) {
+    s->delay_timer.repeat = 0;
+    ev_timer_set(&s->delay_timer, (ev_tstamp)s->adm.delay_ms / 1000.0, 0);
+    ev_timer_start(c->w->loop, &s->delay_timer);
+    return;
+  }
+  stream_go_upstream(s);
 }
 
 void sl_stream_request_body(struct sl_stream *s) {

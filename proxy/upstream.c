@@ -293,9 +293,17 @@ static int up_write_request_head(struct sl_upconn *u, struct sl_stream *s) {
     rv |= sl_pipe_write(o, h->value, h->value_len);
     rv |= sl_pipe_write(o, "\r\n", 2);
   }
-  const char *ip = s->conn->peer_ip;
+  /* X-Forwarded-For: the chain is kept only when it came through a
+   * trusted proxy (identify.client_ip.trusted_proxies); otherwise a client
+   * could forge the hops the origin reads, so it is replaced by the peer. */
+  const char *ip = s->client_ip[0] ? s->client_ip : s->conn->peer_ip;
   bool v6 = strchr(ip, ':') != NULL;
-  rv |= sl_pipe_printf(o, "x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n", ip, r->scheme);
+  const struct sl_header *xff = sl_request_header(r, "x-forwarded-for");
+  if (s->xff_trusted && xff)
+    rv |= sl_pipe_printf(o, "x-forwarded-for: %s, %s\r\n", xff->value, s->conn->peer_ip);
+  else
+    rv |= sl_pipe_printf(o, "x-forwarded-for: %s\r\n", s->conn->peer_ip);
+  rv |= sl_pipe_printf(o, "x-forwarded-proto: %s\r\n", r->scheme);
   rv |= sl_pipe_printf(o, "forwarded: for=%s%s%s%s;proto=%s\r\n", v6 ? "\"[" : "", ip,
                        v6 ? "]\"" : "", "", r->scheme);
   if (r->content_length >= 0) {
@@ -374,6 +382,7 @@ void sl_upstream_start(struct sl_stream *s) {
     struct sl_upconn *u = up_connect(p);
     if (!u) {
       sl_stats_upstream_done(p->w, p->name, 0, -1);
+      sl_stream_outcome(s, true);
       sl_stream_upstream_failed(s, 502, "upstream_connect_failed");
       return;
     }
@@ -425,6 +434,7 @@ static void up_fail(struct sl_upconn *u, int status, const char *error, const ch
   if (!s) return;
   sl_stats_upstream_done(p->w, p->name, 0, -1);
   (void)metric;
+  sl_stream_outcome(s, true);
   sl_stream_upstream_failed(s, status, error);
 }
 
@@ -654,6 +664,7 @@ static int on_resp_headers_complete(llhttp_t *p) {
   struct sl_pool *pool = u->pool;
   sl_stats_upstream_done(pool->w, pool->name, status,
                          ev_now(pool->w->loop) - s->upstream_started);
+  sl_stream_outcome(s, status >= 500);
   s->fe->response_head(s);
   /* HEAD responses carry no body whatever their framing headers say. */
   return s->req.is_head ? 1 : 0;

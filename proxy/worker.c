@@ -13,7 +13,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "sluice/blocklist.h"
 #include "sluice/log.h"
+#include "sluice/version.h"
 #include "proxy.h"
 #include "stats.h"
 #include "worker.h"
@@ -105,6 +107,38 @@ static void worker_begin_drain(struct sl_worker *w) {
   ev_timer_start(w->loop, &w->drain_timer);
 }
 
+/* After a reload: close idle connections whose last request came from a
+ * device the new blocklist refuses (SPEC section 4, emergency blocks reach
+ * open connections). Busy connections are left to finish; their next
+ * request meets the new blocklist anyway. */
+static void close_newly_blocked(struct sl_worker *w) {
+  const struct sl_blocklist *bl = w->gen->blocklist;
+  if (!bl || sl_blocklist_size(bl) == 0) return;
+  int64_t now_unix = (int64_t)ev_now(w->loop);
+  unsigned closed = 0;
+  for (struct sl_conn *c = w->conns, *n; c; c = n) {
+    n = c->next;
+    if (!c->ops || !c->ops->idle || !c->ops->idle(c)) continue;
+    if (!c->last_class[0] && !c->last_firmware[0]) continue;
+    struct sl_version v;
+    bool have_v = c->last_firmware[0] &&
+                  sl_version_parse(c->last_firmware, strlen(c->last_firmware), &v) == 0;
+    struct sl_block_verdict bv;
+    sl_blocklist_check(bl, c->last_class[0] ? c->last_class : NULL, strlen(c->last_class),
+                       have_v ? &v : NULL, now_unix, &bv);
+    /* Only firmware the list names: `unknown: deny` alone does not cut
+     * every device that never sent a version. */
+    if (bv.deny && bv.entry) {
+      if (c->ops->drain) c->ops->drain(c);
+      sl_conn_close_after_flush(c);
+      closed++;
+    }
+  }
+  if (closed)
+    sl_log_json(SL_LOG_INFO, "closed idle connections of newly blocked devices",
+                "\"worker\":%d,\"connections\":%u", w->id, closed);
+}
+
 static void wakeup_cb(struct ev_loop *loop, ev_async *a, int revents) {
   struct sl_worker *w = SL_CONTAINER_OF(a, struct sl_worker, wakeup);
   (void)loop;
@@ -114,6 +148,7 @@ static void wakeup_cb(struct ev_loop *loop, ev_async *a, int revents) {
     struct sl_gen *old = w->gen;
     w->gen = g;
     sl_gen_unref(old);
+    close_newly_blocked(w);
   }
   if (atomic_load(&w->stop_requested)) worker_begin_drain(w);
 }

@@ -1,0 +1,101 @@
+/*
+ * sluice — the admission pipeline (pure): one request's facts and the
+ * time in, one verdict out. SPEC section 4 "Admission order":
+ *
+ *   blocklist -> route rate limits -> concurrency -> circuit breaker -> shaping
+ *
+ * (connection-rate is checked at accept, before any of this). The first
+ * enforcing policy that refuses decides; a policy in shadow mode (its own
+ * `mode: shadow` or the global one) records what it would have done and
+ * lets the request on. A refused request consumes no quota.
+ *
+ * Resources: an admitted verdict may hold a concurrency slot and a breaker
+ * ticket. The caller must call sl_admission_finish() exactly once when the
+ * exchange ends (tunnels: when they close), with the outcome.
+ */
+#ifndef SLUICE_ADMISSION_H
+#define SLUICE_ADMISSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "sluice/breaker-t.h"
+#include "sluice/config-t.h"
+#include "sluice/identify-t.h"
+#include "sluice/route.h"
+
+struct sl_blocklist;
+struct sl_concurrency;
+struct sl_breaker;
+
+enum sl_reject_reason {
+  SL_REASON_NONE = 0,
+  SL_REASON_RATE_LIMIT,
+  SL_REASON_CONCURRENCY,
+  SL_REASON_BLOCKLIST,
+  SL_REASON_BREAKER,
+  SL_REASON_QUEUE_FULL,
+  SL_REASON_CONNECT_RATE,
+  SL_REASON_SHAPING,
+  SL_REASON__COUNT
+};
+
+/* "rate_limit", "concurrency", ... (the metric label). */
+const char *sl_reject_reason_name(enum sl_reject_reason r);
+
+struct sl_admission_input {
+  const struct sl_config *cfg;
+  const struct sl_route_cfg *route;
+  const struct sl_identity *id;
+  const struct sl_blocklist *blocklist; /* compiled for |cfg|; NULL: none */
+  const struct sl_request_facts *facts; /* for shaping matches */
+  uint64_t now_ns;   /* monotonic clock (limiters, breaker) */
+  int64_t now_unix;  /* wall clock (blocklist `expires`) */
+  uint64_t rnd;      /* uniformly random (retry-after jitter, ramps) */
+  FILE *trace;       /* explain: one JSON object per policy, or NULL */
+};
+
+#define SL_ADMISSION_MAX_SHADOW 4
+#define SL_POLICY_NAME_MAX 96
+
+struct sl_admission_shadow {
+  enum sl_reject_reason reason;
+  char policy[SL_POLICY_NAME_MAX];
+};
+
+struct sl_admission {
+  bool admit;
+  /* When refused: */
+  uint16_t status;
+  enum sl_reject_reason reason;
+  const char *error; /* JSON "error": "rate_limited", "blocked", ... */
+  char policy[SL_POLICY_NAME_MAX];
+  uint32_t retry_after_s;
+  const struct sl_block_entry *block; /* blocklist refusals */
+  /* Shadow refusals (counted and logged by the caller). */
+  struct sl_admission_shadow shadow[SL_ADMISSION_MAX_SHADOW];
+  unsigned n_shadow;
+  /* Shaping for an admitted request. */
+  uint64_t delay_ms;
+  /* Held while admitted; released by sl_admission_finish(). */
+  struct sl_concurrency *conc;
+  struct sl_breaker *breaker;
+  struct sl_breaker_verdict breaker_verdict;
+  bool finished;
+};
+
+void sl_admission_decide(const struct sl_admission_input *in, struct sl_admission *out);
+
+/* The exchange ended: release the concurrency slot and tell the breaker
+ * how it went. Idempotent. */
+void sl_admission_finish(struct sl_admission *a, enum sl_outcome outcome, uint64_t latency_ns,
+                         uint64_t now_ns);
+
+/* The rate-limit key of |rl| for |id|: writes it to |buf| and returns its
+ * length, or 0 when the request carries no such key (e.g. no device class
+ * header), in which case the policy does not apply. */
+size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
+                              const struct sl_identity *id, uint8_t *buf, size_t cap);
+
+#endif

@@ -1,0 +1,298 @@
+/*
+ * sluice — the admission pipeline. See include/sluice/admission.h.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "sluice/admission.h"
+#include "sluice/blocklist.h"
+#include "sluice/breaker.h"
+#include "sluice/concurrency.h"
+#include "sluice/policy_state.h"
+#include "sluice/ratelimit.h"
+#include "sluice/retry.h"
+
+static const char *const reason_names[SL_REASON__COUNT] = {
+    "none", "rate_limit", "concurrency", "blocklist", "breaker", "queue_full", "connect_rate",
+    "shaping"};
+
+const char *sl_reject_reason_name(enum sl_reject_reason r) {
+  return (unsigned)r < SL_REASON__COUNT ? reason_names[r] : "unknown";
+}
+
+static bool is_shadow(const struct sl_config *cfg, enum sl_mode own) {
+  if (own == SL_MODE_SHADOW) return true;
+  if (own == SL_MODE_ENFORCE) return false;
+  return cfg->mode == SL_MODE_SHADOW;
+}
+
+size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
+                              const struct sl_identity *id, uint8_t *buf, size_t cap) {
+  const char *s = NULL;
+  size_t n = 0;
+  switch (rl->key) {
+  case SL_KEY_CLIENT_IP:
+    if (cap < sizeof(id->key)) return 0;
+    memcpy(buf, id->key, sizeof(id->key));
+    return sizeof(id->key);
+  case SL_KEY_DEVICE_CLASS:
+    s = id->device_class;
+    n = id->device_class_len;
+    break;
+  case SL_KEY_DEVICE_ID:
+    s = id->device_id;
+    n = id->device_id_len;
+    break;
+  case SL_KEY_ROUTE:
+    s = route->name;
+    n = strlen(s);
+    break;
+  }
+  if (!s || n == 0) return 0;
+  if (n > cap) n = cap; /* long ids share a prefix bucket: still bounded */
+  memcpy(buf, s, n);
+  return n;
+}
+
+/* Rate and burst for |rl| given the key value (overrides match the key,
+ * e.g. a device class). */
+static void limit_params(const struct sl_rate_limit_cfg *rl, const uint8_t *key, size_t klen,
+                         uint64_t *period_ns, uint32_t *burst) {
+  *period_ns = rl->rate.period_ns;
+  *burst = rl->burst;
+  if (rl->key == SL_KEY_CLIENT_IP) return;
+  for (size_t i = 0; i < rl->n_overrides; i++) {
+    const struct sl_rate_override *o = &rl->overrides[i];
+    if (strlen(o->match) == klen && memcmp(o->match, key, klen) == 0) {
+      *period_ns = o->rate.period_ns;
+      if (o->burst) *burst = o->burst;
+      return;
+    }
+  }
+}
+
+static void set_policy(struct sl_admission *out, const char *route, const char *what) {
+  snprintf(out->policy, sizeof(out->policy), "%s/%s", route, what);
+}
+
+static void add_shadow(struct sl_admission *out, enum sl_reject_reason r, const char *route,
+                       const char *what) {
+  if (out->n_shadow >= SL_ADMISSION_MAX_SHADOW) return;
+  struct sl_admission_shadow *s = &out->shadow[out->n_shadow++];
+  s->reason = r;
+  if (what)
+    snprintf(s->policy, sizeof(s->policy), "%s/%s", route, what);
+  else
+    snprintf(s->policy, sizeof(s->policy), "%s", route);
+}
+
+static void trace(FILE *f, bool *first, const char *policy, const char *kind,
+                  const char *verdict, const char *why) {
+  if (!f) return;
+  fprintf(f, "%s{\"policy\":\"%s\",\"kind\":\"%s\",\"verdict\":\"%s\",\"why\":\"%s\"}",
+          *first ? "" : ",", policy, kind, verdict, why);
+  *first = false;
+}
+
+static void refuse(struct sl_admission *out, uint16_t status, enum sl_reject_reason reason,
+                   const char *error, uint32_t retry_after_s) {
+  out->admit = false;
+  out->status = status;
+  out->reason = reason;
+  out->error = error;
+  out->retry_after_s = retry_after_s;
+}
+
+void sl_admission_decide(const struct sl_admission_input *in, struct sl_admission *out) {
+  const struct sl_config *cfg = in->cfg;
+  const struct sl_route_cfg *route = in->route;
+  const struct sl_identity *id = in->id;
+  FILE *tf = in->trace;
+  bool first = true;
+  char why[160], pname[SL_POLICY_NAME_MAX];
+  memset(out, 0, sizeof(*out));
+  out->admit = true;
+
+  /* 1. Firmware blocklist. */
+  if (in->blocklist) {
+    struct sl_block_verdict bv;
+    const char *cls = id->device_class;
+    sl_blocklist_check(in->blocklist, cls, cls ? id->device_class_len : 0,
+                       id->firmware_valid ? &id->firmware_version : NULL, in->now_unix, &bv);
+    snprintf(pname, sizeof(pname), "blocklist/firmware");
+    if (bv.shadow_deny || (bv.deny && is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT))) {
+      add_shadow(out, SL_REASON_BLOCKLIST, "blocklist", "firmware");
+      trace(tf, &first, pname, "blocklist", "shadow_deny",
+            bv.shadow && bv.shadow->reason ? bv.shadow->reason : "matched a shadow entry");
+    }
+    if (bv.deny && !is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT)) {
+      snprintf(out->policy, sizeof(out->policy), "blocklist/firmware");
+      out->block = bv.entry;
+      refuse(out, bv.status ? bv.status : 403, SL_REASON_BLOCKLIST, "blocked",
+             sl_retry_after_s(&cfg->reject, 0, in->rnd));
+      snprintf(why, sizeof(why), "%s",
+               bv.entry && bv.entry->reason ? bv.entry->reason
+                                            : (bv.unknown ? "unknown firmware: deny" : "blocked"));
+      trace(tf, &first, pname, "blocklist", "deny", why);
+      return;
+    }
+    if (!bv.deny && !bv.shadow_deny)
+      trace(tf, &first, pname, "blocklist", "allow",
+            bv.unknown ? "firmware absent or unparseable: allowed (unknown: allow)"
+                       : "no entry matches");
+  }
+
+  /* 2. Route rate limits: look first, commit only if every one admits, so
+   * a refused request consumes nothing. */
+  uint8_t keys[8][64];
+  size_t klen[8];
+  uint64_t periods[8];
+  uint32_t bursts[8];
+  size_t n_rl = route->n_rate_limits < 8 ? route->n_rate_limits : 8;
+  for (size_t i = 0; i < n_rl; i++) {
+    const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
+    struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
+    klen[i] = sl_admission_limit_key(rl, route, id, keys[i], sizeof(keys[i]));
+    /* The loader names every limit ("<route>/<key>" unless named). */
+    snprintf(pname, sizeof(pname), "%s", rl->name);
+    if (!t || klen[i] == 0) {
+      klen[i] = 0;
+      trace(tf, &first, pname, "rate_limit", "skip", "request carries no such key");
+      continue;
+    }
+    limit_params(rl, keys[i], klen[i], &periods[i], &bursts[i]);
+    if (periods[i] == 0) {
+      klen[i] = 0;
+      continue;
+    }
+    struct sl_rl_verdict v;
+    sl_ratelimit_peek(t, keys[i], klen[i], periods[i], bursts[i], in->now_ns, &v);
+    if (v.admitted) {
+      snprintf(why, sizeof(why), "%u more allowed now", v.remaining);
+      trace(tf, &first, pname, "rate_limit", "admit", why);
+      continue;
+    }
+    snprintf(why, sizeof(why), "over %s (burst %u); admits again in %llu ms", rl->rate.text,
+             bursts[i], (unsigned long long)(v.retry_after_ns / 1000000));
+    if (is_shadow(cfg, rl->mode)) {
+      add_shadow(out, SL_REASON_RATE_LIMIT, pname, NULL);
+      trace(tf, &first, pname, "rate_limit", "shadow_reject", why);
+      klen[i] = 0; /* shadow: never consumes */
+      continue;
+    }
+    snprintf(out->policy, sizeof(out->policy), "%s", pname);
+    refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
+           sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
+    trace(tf, &first, pname, "rate_limit", "reject", why);
+    return;
+  }
+
+  /* 3. Concurrency. */
+  struct sl_concurrency *conc = sl_policy_state_concurrency(route->concurrency.state);
+  if (conc && route->concurrency.max) {
+    snprintf(pname, sizeof(pname), "%s/concurrency", route->name);
+    uint32_t limit = sl_concurrency_limit(route->concurrency.max, route->priority);
+    if (in->trace) {
+      /* Explain does not take a slot. */
+      uint32_t now_in = sl_concurrency_in_flight(conc);
+      snprintf(why, sizeof(why), "%u in flight, limit %u for this priority", now_in, limit);
+      trace(tf, &first, pname, "concurrency", now_in < limit ? "admit" : "reject", why);
+      conc = NULL;
+    } else if (!sl_concurrency_try_acquire(conc, route->concurrency.max, route->priority)) {
+      if (is_shadow(cfg, route->concurrency.mode)) {
+        add_shadow(out, SL_REASON_CONCURRENCY, route->name, "concurrency");
+        conc = NULL;
+      } else {
+        set_policy(out, route->name, "concurrency");
+        refuse(out, 429, SL_REASON_CONCURRENCY, "concurrency_limited",
+               sl_retry_after_s(&cfg->reject, 0, in->rnd));
+        return;
+      }
+    }
+    out->conc = conc;
+  }
+
+  /* 4. Circuit breaker of the route's upstream. */
+  struct sl_breaker *br = sl_policy_state_breaker(route->upstream->breaker_state);
+  if (br) {
+    snprintf(pname, sizeof(pname), "upstream/%s", route->upstream->name);
+    struct sl_breaker_verdict bv;
+    if (in->trace) {
+      struct sl_breaker_snapshot snap;
+      sl_breaker_snapshot(br, in->now_ns, &snap);
+      static const char *const st[] = {"closed", "open", "half-open"};
+      snprintf(why, sizeof(why), "breaker %s", st[snap.state]);
+      trace(tf, &first, pname, "breaker", snap.state == SL_BREAKER_OPEN ? "reject" : "admit",
+            why);
+    } else if (!sl_breaker_admit(br, in->now_ns, in->rnd, &bv)) {
+      if (is_shadow(cfg, route->upstream->breaker.mode)) {
+        add_shadow(out, SL_REASON_BREAKER, "upstream", route->upstream->name);
+      } else {
+        if (out->conc) sl_concurrency_release(out->conc);
+        out->conc = NULL;
+        snprintf(out->policy, sizeof(out->policy), "upstream/%s", route->upstream->name);
+        refuse(out, 503, SL_REASON_BREAKER, "circuit_open",
+               sl_retry_after_s(&cfg->reject, bv.retry_after_ns, in->rnd));
+        return;
+      }
+    } else {
+      out->breaker = br;
+      out->breaker_verdict = bv;
+    }
+  }
+
+  /* 5. Shaping (staging): first matching rule. */
+  for (size_t i = 0; i < cfg->n_shaping && in->facts; i++) {
+    const struct sl_shaping_rule *r = &cfg->shaping[i];
+    if (!sl_route_match_one(&r->match, in->facts)) continue;
+    if (is_shadow(cfg, r->mode)) break;
+    if (r->delay_fixed_ms || r->delay_jitter_ms) {
+      uint64_t j = r->delay_jitter_ms ? (in->rnd >> 11) % (r->delay_jitter_ms + 1) : 0;
+      out->delay_ms = r->delay_fixed_ms + j;
+    }
+    /* Use the low bits for the abort draw so it is independent of the
+     * delay draw above. */
+    if (r->abort_percent > 0 && (double)(in->rnd & 0xffff) / 65536.0 * 100.0 < r->abort_percent) {
+      snprintf(out->policy, sizeof(out->policy), "shaping/%zu", i);
+      sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
+      refuse(out, r->abort_status ? r->abort_status : 503, SL_REASON_SHAPING, "shaped_abort", 0);
+      out->finished = false;
+      return;
+    }
+    if (tf) {
+      snprintf(why, sizeof(why), "delay %llu ms, abort %.1f%%",
+               (unsigned long long)r->delay_fixed_ms, r->abort_percent);
+      trace(tf, &first, "shaping", "shaping", "shape", why);
+    }
+    break;
+  }
+
+  /* Everything admits: now consume rate-limit quota. */
+  if (!in->trace) {
+    for (size_t i = 0; i < n_rl; i++) {
+      if (!klen[i]) continue;
+      const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
+      struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
+      struct sl_rl_verdict v;
+      if (!sl_ratelimit_admit(t, keys[i], klen[i], periods[i], bursts[i], in->now_ns, &v)) {
+        /* Another worker took the last token between look and commit. */
+        sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
+        out->finished = false;
+        snprintf(out->policy, sizeof(out->policy), "%s", rl->name);
+        refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
+               sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
+        return;
+      }
+    }
+  }
+}
+
+void sl_admission_finish(struct sl_admission *a, enum sl_outcome outcome, uint64_t latency_ns,
+                         uint64_t now_ns) {
+  if (a->finished) return;
+  a->finished = true;
+  if (a->conc) sl_concurrency_release(a->conc);
+  a->conc = NULL;
+  if (a->breaker) sl_breaker_report(a->breaker, &a->breaker_verdict, outcome, latency_ns, now_ns);
+  a->breaker = NULL;
+}
