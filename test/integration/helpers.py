@@ -170,6 +170,32 @@ def closed_port():
     return r.port
 
 
+class Blackhole:
+    """A port where TCP connects hang (SYNs dropped): a listener with a full
+    accept queue that never accepts. For connect-timeout tests."""
+
+    def __init__(self):
+        self._ls = socket.socket()
+        self._ls.bind(("127.0.0.1", 0))
+        self._ls.listen(0)
+        self.port = self._ls.getsockname()[1]
+        self._held = []
+        for _ in range(4):  # fill the accept queue (backlog 0 holds one or two)
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self._held.append(c)
+        time.sleep(0.05)
+
+    def close(self):
+        for c in self._held:
+            c.close()
+        self._ls.close()
+
+
 # ---- processes -------------------------------------------------------------
 
 def _read_line_bounded(proc, timeout):
@@ -806,6 +832,7 @@ class H1Conn:
 
     def __init__(self, port, host="127.0.0.1", timeout=10.0, tls=None, server_hostname="localhost"):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
             self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname)
         self.timeout = timeout
@@ -1129,6 +1156,7 @@ class H2Client:
         self.scheme = "https" if tls else "http"
         self.authority = "%s:%d" % (host, port)
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms Nagle stalls
         if tls is not None:
             self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname)
             if self.sock.selected_alpn_protocol() != "h2":
@@ -1137,12 +1165,27 @@ class H2Client:
                                         validate_outbound_headers=validate,
                                         normalize_outbound_headers=validate)
         self.conn = h2.connection.H2Connection(config=cfg)
+        self._accept_frames_after_goaway()
         self.conn.initiate_connection()
         self.streams = {}
         self.goaway = None     # h2.events.ConnectionTerminated once received
         self.ping_acks = 0
         self.closed = False
         self.flush()
+
+    def _accept_frames_after_goaway(self):
+        """python-h2 treats a received GOAWAY as the end of the connection and
+        refuses the frames of the streams that GOAWAY lets finish (RFC 9113
+        §6.8: streams up to last_stream_id complete normally). Let the
+        connection state machine take them in its CLOSED state."""
+        from h2.connection import ConnectionInputs as CI, ConnectionState as CS
+        sm = self.conn.state_machine
+        table = dict(sm._transitions)
+        for (state, inp), (func, _) in sm._transitions.items():
+            if state == CS.CLIENT_OPEN and (inp.name.startswith("RECV_") or inp in (
+                    CI.SEND_WINDOW_UPDATE, CI.SEND_RST_STREAM, CI.SEND_PING)):
+                table.setdefault((CS.CLOSED, inp), (func, CS.CLOSED))
+        sm._transitions = table
 
     def flush(self):
         data = self.conn.data_to_send()

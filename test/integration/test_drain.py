@@ -48,11 +48,8 @@ def test_inflight_request_completes_during_drain(sluice, upstream, sig):
     wait_for(lambda: upstream.stats()["inflight"] >= 1, 5, what="the slow request at the upstream")
     t0 = time.monotonic()
     sluice.send_signal(sig)
-
-    # New connections are refused once draining starts.
-    wait_for(lambda: port_refuses(sluice.port), 1.0, interval=0.02,
-             what="the listener to stop accepting")
-    # /readyz is 503 while the request is still in flight.
+    time.sleep(0.2)
+    # /readyz is 503 while the request is still in flight; the process is alive.
     status = sluice.admin_get("/readyz", timeout=1)[0]
     assert status == 503, "/readyz during drain: %d" % status
     assert sluice.admin_get("/healthz", timeout=1)[0] == 200
@@ -65,6 +62,22 @@ def test_inflight_request_completes_during_drain(sluice, upstream, sig):
     assert rc == 0
     assert time.monotonic() - t0 < 5, "drain took longer than needed"
     sluice.stop()  # checks stderr
+
+
+@pytest.mark.timeout(60)
+def test_new_connections_refused_during_drain(sluice, upstream):
+    """Once draining, the listening sockets are closed: a new connection is
+    refused at once (a load balancer retries elsewhere) rather than queued
+    unanswered in the backlog until exit."""
+    bg = slow_h1(sluice.port, 1500)
+    wait_for(lambda: upstream.stats()["inflight"] >= 1, 5, what="the slow request at the upstream")
+    sluice.send_signal(signal.SIGTERM)
+    wait_for(lambda: port_refuses(sluice.port), 1.0, interval=0.02,
+             what="the listener to stop accepting")
+    assert sluice.running(), "exited before the in-flight request finished"
+    assert bg.result(10)[0].status == 200
+    assert sluice.wait(10) == 0
+    sluice.stop()
 
 
 @pytest.mark.timeout(60)
