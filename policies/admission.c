@@ -86,11 +86,28 @@ static void add_shadow(struct sl_admission *out, enum sl_reject_reason r, const 
     snprintf(s->policy, sizeof(s->policy), "%s", route);
 }
 
+static void json_escaped(FILE *f, const char *s) {
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      fprintf(f, "\\%c", c);
+    else if (c < 0x20 || c == 0x7f)
+      fprintf(f, "\\u%04x", c);
+    else
+      fputc(c, f);
+  }
+}
+
+/* Explain output: one JSON object per policy evaluated. Policy names and
+ * reasons come from configuration, so they are escaped. */
 static void trace(FILE *f, bool *first, const char *policy, const char *kind,
                   const char *verdict, const char *why) {
   if (!f) return;
-  fprintf(f, "%s{\"policy\":\"%s\",\"kind\":\"%s\",\"verdict\":\"%s\",\"why\":\"%s\"}",
-          *first ? "" : ",", policy, kind, verdict, why);
+  fputs(*first ? "{\"policy\":\"" : ",{\"policy\":\"", f);
+  json_escaped(f, policy);
+  fprintf(f, "\",\"kind\":\"%s\",\"verdict\":\"%s\",\"why\":\"", kind, verdict);
+  json_escaped(f, why);
+  fputs("\"}", f);
   *first = false;
 }
 

@@ -25,6 +25,7 @@
 
 #include "sluice/blocklist.h"
 #include "sluice/config.h"
+#include "sluice/explain.h"
 #include "sluice/policy_state.h"
 #include "sluice/breaker.h"
 #include "sluice/ratelimit.h"
@@ -360,48 +361,6 @@ static void hook_reload(void *ud, int *status, char **body, size_t *len) {
   if (f) fclose(f);
 }
 
-struct explain_headers {
-  const char **names, **values;
-  int n;
-};
-
-static const char *explain_header(const void *ctx, const char *name) {
-  const struct explain_headers *h = ctx;
-  for (int i = 0; i < h->n; i++)
-    if (strcasecmp(h->names[i], name) == 0) return h->values[i];
-  return NULL;
-}
-
-/* Writes the verdict for a hypothetical request as JSON. */
-static void explain_write(FILE *f, const struct sl_config *cfg, const char *method,
-                          const char *path, const char *ip, const struct explain_headers *h) {
-  const char *host = explain_header(h, "host");
-  const char *upg = explain_header(h, "upgrade");
-  struct sl_request_facts facts = {
-      .method = method,
-      .path = path,
-      .host = host,
-      .listener = NULL,
-      .websocket = upg && strcasecmp(upg, "websocket") == 0,
-      .header = explain_header,
-      .header_ctx = h,
-  };
-  const struct sl_route_cfg *r = sl_route_select(cfg, &facts);
-  char esc[1024];
-  size_t n = 0;
-  sl_json_escape(esc, sizeof(esc), &n, path);
-  esc[n] = '\0';
-  fprintf(f, "{\"request\":{\"method\":\"%s\",\"path\":\"%s\",\"ip\":\"%s\"},", method, esc,
-          ip ? ip : "");
-  if (!r) {
-    fprintf(f, "\"route\":null,\"verdict\":{\"status\":404,\"error\":\"no_route\"}}\n");
-    return;
-  }
-  fprintf(f, "\"route\":\"%s\",\"upstream\":\"%s\",\"policies\":[],", r->name,
-          r->upstream->name);
-  fprintf(f, "\"verdict\":{\"status\":\"admit\"}}\n");
-}
-
 static int hexval(int c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -426,10 +385,10 @@ static void url_decode(char *s) {
 
 static void hook_explain(void *ud, const char *query, int *status, char **body, size_t *len) {
   (void)ud;
-  char *q = strdup(query);
+  char *q = strdup(query ? query : "");
   const char *names[32], *values[32];
-  struct explain_headers h = {names, values, 0};
-  const char *path = "/", *ip = NULL, *method = "GET";
+  struct sl_explain_request r = {.method = "GET", .path = "/", .header_names = names,
+                                 .header_values = values};
   char *save = NULL;
   for (char *tok = q ? strtok_r(q, "&", &save) : NULL; tok; tok = strtok_r(NULL, "&", &save)) {
     char *eq = strchr(tok, '=');
@@ -438,28 +397,35 @@ static void hook_explain(void *ud, const char *query, int *status, char **body, 
     char *v = eq + 1;
     url_decode(v);
     if (strcmp(tok, "path") == 0) {
-      path = v;
+      r.path = v;
     } else if (strcmp(tok, "ip") == 0) {
-      ip = v;
+      r.ip = v;
     } else if (strcmp(tok, "method") == 0) {
-      method = v;
-    } else if (strcmp(tok, "header") == 0 && h.n < 32) {
+      r.method = v;
+    } else if (strcmp(tok, "listener") == 0) {
+      r.listener = v;
+    } else if (strcmp(tok, "header") == 0 && r.n_headers < 32) {
       char *colon = strchr(v, ':');
       if (!colon) continue;
       *colon = '\0';
       char *val = colon + 1;
       while (*val == ' ') val++;
-      names[h.n] = v;
-      values[h.n++] = val;
+      names[r.n_headers] = v;
+      values[r.n_headers++] = val;
     }
   }
   struct sl_gen *g = sl_gen_current_ref();
   FILE *f = open_memstream(body, len);
+  char err[128];
+  *status = 200;
   if (f) {
-    explain_write(f, g->cfg, method, path, ip, &h);
+    if (sl_explain(g->cfg, g->blocklist, &r, sl_now_ns(), (int64_t)time(NULL), f, err,
+                   sizeof(err)) != 0) {
+      *status = 400;
+      fprintf(f, "{\"error\":\"%s\"}\n", err);
+    }
     fclose(f);
   }
-  *status = 200;
   sl_gen_unref(g);
   free(q);
 }
@@ -561,32 +527,47 @@ static int cmd_check(const char *path, bool print) {
   return 0;
 }
 
+/* Evaluates against fresh policy state (full buckets, closed breakers):
+ * what the configuration does to this request in a quiet moment. For the
+ * live state of a running proxy, use GET /explain on the admin listener. */
 static int cmd_explain(const char *path, const char *method, const char *ip, const char **hdrs,
                        int n_hdrs, const char *req_path) {
   struct sl_config *cfg = load_or_report(path, false);
   if (!cfg) return 1;
+  if (sl_policies_attach(cfg, NULL) != 0) abort();
+  struct sl_blocklist *bl = sl_blocklist_new(&cfg->blocklist, cfg->mode);
+  if (!bl) abort();
   const char *names[64], *values[64];
   char *copies[64];
-  struct explain_headers h = {names, values, 0};
+  int n = 0, rc = 0;
   for (int i = 0; i < n_hdrs && i < 64; i++) {
-    copies[i] = strdup(hdrs[i]);
-    char *colon = copies[i] ? strchr(copies[i], ':') : NULL;
+    copies[n] = strdup(hdrs[i]);
+    char *colon = copies[n] ? strchr(copies[n], ':') : NULL;
     if (!colon) {
       fprintf(stderr, "sluice explain: --header wants 'Name: value', got '%s'\n", hdrs[i]);
-      for (int j = 0; j <= i; j++) free(copies[j]);
-      sl_config_free(cfg);
-      return 1;
+      free(copies[n]);
+      rc = 1;
+      goto out;
     }
     *colon = '\0';
     char *v = colon + 1;
     while (*v == ' ') v++;
-    names[h.n] = copies[i];
-    values[h.n++] = v;
+    names[n] = copies[n];
+    values[n++] = v;
   }
-  explain_write(stdout, cfg, method, req_path, ip, &h);
-  for (int i = 0; i < h.n; i++) free(copies[i]);
+  struct sl_explain_request r = {.method = method, .path = req_path, .ip = ip,
+                                 .header_names = names, .header_values = values, .n_headers = n};
+  char err[128];
+  if (sl_explain(cfg, bl, &r, sl_now_ns(), (int64_t)time(NULL), stdout, err, sizeof(err)) != 0) {
+    fprintf(stderr, "sluice explain: %s\n", err);
+    rc = 1;
+  }
+out:
+  for (int i = 0; i < n; i++) free(copies[i]);
+  sl_blocklist_del(bl);
+  sl_policies_detach(cfg);
   sl_config_free(cfg);
-  return 0;
+  return rc;
 }
 
 static int cmd_run(const char *path, int workers) {
