@@ -1,4 +1,3 @@
-import socket
 """Upstream failures: refused, timeouts, resets, stale keep-alive connections.
 
 sluice answers its own errors with a JSON body
@@ -109,28 +108,6 @@ def test_stale_keepalive_race_is_retried(start_sluice, upstream_factory, method)
     st = up.stats()
     assert st["stale_drops"] >= 1, "the race did not happen (test broken): %r" % st
     assert sum(v for k, v in st["paths"].items() if k.startswith("/v1/race")) == 5
-
-
-def _loopback_blackhole():
-    """A loopback address whose SYNs go unanswered: a listener with a
-    backlog of 0 whose accept queue is already full drops further SYNs, so
-    a connect to it hangs until the client's own timeout. Returns the
-    listener and the sockets filling its queue (close them all after)."""
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(0)
-    port = lsock.getsockname()[1]
-    fillers = []
-    for _ in range(4):
-        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        c.setblocking(False)
-        try:
-            c.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        fillers.append(c)
-    time.sleep(0.2)
-    return port, [lsock] + fillers
 
 
 def test_connect_timeout_is_bounded(start_sluice):
