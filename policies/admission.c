@@ -160,41 +160,37 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   }
 
   /* 2. Route rate limits: look first, commit only if every one admits, so
-   * a refused request consumes nothing. */
-  uint8_t keys[8][64];
-  size_t klen[8];
-  uint64_t periods[8];
-  uint32_t bursts[8];
-  size_t n_rl = route->n_rate_limits < 8 ? route->n_rate_limits : 8;
-  for (size_t i = 0; i < n_rl; i++) {
+   * a refused request consumes nothing. Nothing is kept per limit between
+   * the two passes (a route may have any number of limits): the commit
+   * recomputes keys and parameters, which is cheap and pure. */
+  uint8_t key[64];
+  for (size_t i = 0; i < route->n_rate_limits; i++) {
     const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
     struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
-    klen[i] = sl_admission_limit_key(rl, route, id, keys[i], sizeof(keys[i]));
+    size_t klen = sl_admission_limit_key(rl, route, id, key, sizeof(key));
     /* The loader names every limit ("<route>/<key>" unless named). */
     snprintf(pname, sizeof(pname), "%s", rl->name);
-    if (!t || klen[i] == 0) {
-      klen[i] = 0;
+    if (!t || klen == 0) {
       trace(tf, &first, pname, "rate_limit", "skip", "request carries no such key");
       continue;
     }
-    limit_params(rl, keys[i], klen[i], &periods[i], &bursts[i]);
-    if (periods[i] == 0) {
-      klen[i] = 0;
-      continue;
-    }
+    uint64_t period;
+    uint32_t burst;
+    limit_params(rl, key, klen, &period, &burst);
+    if (period == 0) continue;
     struct sl_rl_verdict v;
-    sl_ratelimit_peek(t, keys[i], klen[i], periods[i], bursts[i], in->now_ns, &v);
+    sl_ratelimit_peek(t, key, klen, period, burst, in->now_ns, &v);
     if (v.admitted) {
       snprintf(why, sizeof(why), "%u more allowed now", v.remaining);
       trace(tf, &first, pname, "rate_limit", "admit", why);
       continue;
     }
     snprintf(why, sizeof(why), "over %s (burst %u); admits again in %llu ms", rl->rate.text,
-             bursts[i], (unsigned long long)(v.retry_after_ns / 1000000));
+             burst, (unsigned long long)(v.retry_after_ns / 1000000));
     if (is_shadow(cfg, rl->mode)) {
+      /* Shadow: reported; the commit below charges it only if it admits. */
       add_shadow(out, SL_REASON_RATE_LIMIT, pname, NULL);
       trace(tf, &first, pname, "rate_limit", "shadow_reject", why);
-      klen[i] = 0; /* shadow: never consumes */
       continue;
     }
     snprintf(out->policy, sizeof(out->policy), "%s", pname);
@@ -284,22 +280,31 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     break;
   }
 
-  /* Everything admits: now consume rate-limit quota. */
+  /* Everything admits: now consume rate-limit quota. A limit that refuses
+   * here consumes nothing: in shadow mode that is the refusal reported
+   * above; enforcing, another worker took the last token between look and
+   * commit. */
   if (!in->trace) {
-    for (size_t i = 0; i < n_rl; i++) {
-      if (!klen[i]) continue;
+    for (size_t i = 0; i < route->n_rate_limits; i++) {
       const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
       struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
+      size_t klen = sl_admission_limit_key(rl, route, id, key, sizeof(key));
+      if (!t || klen == 0) continue;
+      uint64_t period;
+      uint32_t burst;
+      limit_params(rl, key, klen, &period, &burst);
+      if (period == 0) continue;
       struct sl_rl_verdict v;
-      if (!sl_ratelimit_admit(t, keys[i], klen[i], periods[i], bursts[i], in->now_ns, &v)) {
-        /* Another worker took the last token between look and commit. */
-        sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
-        out->finished = false;
-        snprintf(out->policy, sizeof(out->policy), "%s", rl->name);
-        refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
-               sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
-        return;
-      }
+      if (sl_ratelimit_admit(t, key, klen, period, burst, in->now_ns, &v) ||
+          is_shadow(cfg, rl->mode))
+        continue;
+      sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
+      out->finished = false;
+      out->delay_ms = 0;
+      snprintf(out->policy, sizeof(out->policy), "%s", rl->name);
+      refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
+             sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
+      return;
     }
   }
 }
