@@ -205,16 +205,24 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   if (conc && route->concurrency.max) {
     snprintf(pname, sizeof(pname), "%s/concurrency", route->name);
     uint32_t limit = sl_concurrency_limit(route->concurrency.max, route->priority);
+    bool full;
     if (in->trace) {
-      /* Explain does not take a slot. */
+      /* Explain does not take a slot, but answers what a request arriving
+       * now would meet. */
       uint32_t now_in = sl_concurrency_in_flight(conc);
+      full = now_in >= limit;
       snprintf(why, sizeof(why), "%u in flight, limit %u for this priority", now_in, limit);
-      trace(tf, &first, pname, "concurrency", now_in < limit ? "admit" : "reject", why);
+      trace(tf, &first, pname, "concurrency",
+            !full ? "admit" : is_shadow(cfg, route->concurrency.mode) ? "shadow_reject" : "reject",
+            why);
       conc = NULL;
-    } else if (!sl_concurrency_try_acquire(conc, route->concurrency.max, route->priority)) {
+    } else {
+      full = !sl_concurrency_try_acquire(conc, route->concurrency.max, route->priority);
+      if (full) conc = NULL;
+    }
+    if (full) {
       if (is_shadow(cfg, route->concurrency.mode)) {
         add_shadow(out, SL_REASON_CONCURRENCY, route->name, "concurrency");
-        conc = NULL;
       } else {
         set_policy(out, route->name, "concurrency");
         refuse(out, 429, SL_REASON_CONCURRENCY, "concurrency_limited",
@@ -230,14 +238,47 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   if (br) {
     snprintf(pname, sizeof(pname), "upstream/%s", route->upstream->name);
     struct sl_breaker_verdict bv;
+    bool refused;
+    uint64_t wait_ns = 0;
     if (in->trace) {
+      /* What sl_breaker_admit() would answer now, without taking a probe
+       * ticket or changing state. */
+      const struct sl_breaker_cfg *bc = &route->upstream->breaker;
       struct sl_breaker_snapshot snap;
       sl_breaker_snapshot(br, in->now_ns, &snap);
-      static const char *const st[] = {"closed", "open", "half-open"};
-      snprintf(why, sizeof(why), "breaker %s", st[snap.state]);
-      trace(tf, &first, pname, "breaker", snap.state == SL_BREAKER_OPEN ? "reject" : "admit",
-            why);
-    } else if (!sl_breaker_admit(br, in->now_ns, in->rnd, &bv)) {
+      uint32_t probes = bc->half_open_probes ? bc->half_open_probes : 1;
+      refused = false;
+      if (!bc->enabled) {
+        snprintf(why, sizeof(why), "breaker disabled");
+      } else if (snap.state == SL_BREAKER_OPEN && snap.open_remaining_ns > 0) {
+        refused = true;
+        wait_ns = snap.open_remaining_ns;
+        snprintf(why, sizeof(why), "breaker open; half-opens in %llu ms",
+                 (unsigned long long)(wait_ns / 1000000));
+      } else if (snap.state == SL_BREAKER_OPEN) {
+        snprintf(why, sizeof(why), "breaker open for long enough: a half-open probe");
+      } else if (snap.state == SL_BREAKER_HALF_OPEN) {
+        refused = snap.probes_in_flight + snap.probe_successes >= probes;
+        snprintf(why, sizeof(why), "breaker half-open; %u of %u probes in flight",
+                 snap.probes_in_flight, probes);
+      } else if (snap.admit_permille < 1000) {
+        snprintf(why, sizeof(why), "breaker closed, recovering: %u per mille admitted",
+                 snap.admit_permille);
+      } else {
+        snprintf(why, sizeof(why), "breaker closed");
+      }
+      bool shadow = refused && is_shadow(cfg, route->upstream->breaker.mode);
+      trace(tf, &first, pname, "breaker",
+            !refused ? "admit" : shadow ? "shadow_reject" : "reject", why);
+    } else {
+      refused = !sl_breaker_admit(br, in->now_ns, in->rnd, &bv);
+      wait_ns = bv.retry_after_ns;
+      if (!refused) {
+        out->breaker = br;
+        out->breaker_verdict = bv;
+      }
+    }
+    if (refused) {
       if (is_shadow(cfg, route->upstream->breaker.mode)) {
         add_shadow(out, SL_REASON_BREAKER, "upstream", route->upstream->name);
       } else {
@@ -245,12 +286,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
         out->conc = NULL;
         snprintf(out->policy, sizeof(out->policy), "upstream/%s", route->upstream->name);
         refuse(out, 503, SL_REASON_BREAKER, "circuit_open",
-               sl_retry_after_s(&cfg->reject, bv.retry_after_ns, in->rnd));
+               sl_retry_after_s(&cfg->reject, wait_ns, in->rnd));
         return;
       }
-    } else {
-      out->breaker = br;
-      out->breaker_verdict = bv;
     }
   }
 
@@ -264,18 +302,24 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       out->delay_ms = r->delay_fixed_ms + j;
     }
     /* Use the low bits for the abort draw so it is independent of the
-     * delay draw above. */
-    if (r->abort_percent > 0 && (double)(in->rnd & 0xffff) / 65536.0 * 100.0 < r->abort_percent) {
-      snprintf(out->policy, sizeof(out->policy), "shaping/%zu", i);
-      sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
-      refuse(out, r->abort_status ? r->abort_status : 503, SL_REASON_SHAPING, "shaped_abort", 0);
-      out->finished = false;
-      return;
-    }
+     * delay draw above. Explain has no dice to roll: it reports a certain
+     * abort as the verdict and describes a probable one. */
+    bool abort_now = in->trace ? r->abort_percent >= 100
+                               : r->abort_percent > 0 &&
+                                     (double)(in->rnd & 0xffff) / 65536.0 * 100.0 < r->abort_percent;
+    snprintf(pname, sizeof(pname), "shaping/%zu", i);
     if (tf) {
       snprintf(why, sizeof(why), "delay %llu ms, abort %.1f%%",
                (unsigned long long)r->delay_fixed_ms, r->abort_percent);
-      trace(tf, &first, "shaping", "shaping", "shape", why);
+      trace(tf, &first, pname, "shaping", abort_now ? "abort" : "shape", why);
+    }
+    if (abort_now) {
+      snprintf(out->policy, sizeof(out->policy), "%s", pname);
+      sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
+      refuse(out, r->abort_status ? r->abort_status : 503, SL_REASON_SHAPING, "shaped_abort", 0);
+      out->finished = false;
+      out->delay_ms = 0;
+      return;
     }
     break;
   }
