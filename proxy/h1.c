@@ -22,12 +22,14 @@
 #include "sluice/retry.h"
 #include "proxy.h"
 #include "stats.h"
+#include "ws.h"
 
 enum h1_state {
   H1_IDLE = 0,      /* between requests */
   H1_HEADERS,       /* inside a request head */
   H1_BODY,          /* head dispatched, body still arriving */
   H1_WAIT_RESPONSE, /* request complete, response in progress */
+  H1_TUNNEL,        /* after a 101: raw bytes both ways */
 };
 
 struct sl_h1 {
@@ -46,6 +48,7 @@ struct sl_h1 {
 
   int err_status;        /* set by a callback before returning an error */
   const char *err_what;
+  const char *err_header; /* an extra "name: value\r\n" for that answer */
   bool keep_alive;       /* this exchange allows another after it */
   bool resp_chunked;     /* response framed with chunked encoding */
   bool resp_close_delim; /* HTTP/1.0 client, unknown length */
@@ -210,9 +213,29 @@ static int on_headers_complete(llhttp_t *p) {
     r->expect_continue = r->has_body && !h->http10;
   }
   const struct sl_header *upg = sl_request_header(r, "upgrade");
-  if (upg && header_has_token(upg->value, "websocket")) r->upgrade_websocket = true;
+  const struct sl_header *conn_hdr = sl_request_header(r, "connection");
+  if (upg && header_has_token(upg->value, "websocket") && conn_hdr &&
+      header_has_token(conn_hdr->value, "upgrade")) {
+    /* RFC 6455 §4.1/§4.2.1: a GET with a 16-byte base64 key and version
+     * 13; another version is answered 426 naming the one sluice speaks. */
+    if (p->method != HTTP_GET) return h1_fail(h, 400, "websocket_needs_get");
+    const struct sl_header *key = sl_request_header(r, "sec-websocket-key");
+    if (!key || !sl_ws_key_valid(key->value, key->value_len))
+      return h1_fail(h, 400, "bad_websocket_key");
+    const struct sl_header *ver = sl_request_header(r, "sec-websocket-version");
+    if (!ver || strcmp(ver->value, "13") != 0) {
+      h->err_header = "sec-websocket-version: 13\r\n";
+      return h1_fail(h, 426, "websocket_version_unsupported");
+    }
+    r->upgrade_websocket = true;
+  }
+  /* Any other Upgrade (h2c included) is never forwarded: the header is
+   * hop-by-hop and dropped, and the request proceeds as plain HTTP/1.1. */
 
   h->keep_alive = llhttp_should_keep_alive(p) && !c->w->draining;
+  /* A refused or failed upgrade leaves llhttp in its upgrade state: close
+   * after answering rather than parse further bytes as HTTP. */
+  if (r->upgrade_websocket || p->upgrade) h->keep_alive = false;
   h->state = r->has_body ? H1_BODY : H1_WAIT_RESPONSE;
   /* The head is in: the header timeout ends, the idle timeout guards the
    * rest of the exchange. */
@@ -223,7 +246,7 @@ static int on_headers_complete(llhttp_t *p) {
    * answer (error, rejection) goes out instead and the body is never
    * solicited (RFC 9110 §10.1.1). */
   if (r->expect_continue && !s->local_response && !s->resp_head_sent)
-    sl_pipe_write(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    SL_PIPE_LIT(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
   /* Upgrade requests are proxied as plain requests until tunnels exist:
    * tell llhttp to keep parsing rather than hand over raw bytes. */
   return 0;
@@ -307,8 +330,8 @@ static void h1_write_error_and_close(struct sl_h1 *h, int status, const char *er
   size_t blen = bl > 0 ? (size_t)bl : 0;
   sl_pipe_printf(&c->out,
                  "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
-                 "connection: close\r\n\r\n",
-                 status, sl_http_reason(status), blen);
+                 "%sconnection: close\r\n\r\n",
+                 status, sl_http_reason(status), blen, h->err_header ? h->err_header : "");
   sl_pipe_write(&c->out, body, blen);
   sl_stats_request_done(c->w, "-", SL_PROTO_H1, status);
   h->state = H1_IDLE;
@@ -321,8 +344,19 @@ static void h1_request_done_reading(struct sl_h1 *h) {
   sl_conn_pause_read(h->c);
 }
 
+/* Tunnel bytes from the client go to the upstream as they are. */
+static ssize_t h1_tunnel_read(struct sl_h1 *h, const char *data, size_t len) {
+  struct sl_stream *s = h->cur;
+  if (!s || s->req_done) return (ssize_t)len;
+  if (sl_pipe_write(&s->req_body, data, len) != 0) return -1;
+  sl_stream_request_body(s);
+  if (h->cur == s && sl_pipe_full(&s->req_body)) sl_conn_pause_read(h->c);
+  return (ssize_t)len;
+}
+
 static ssize_t h1_on_read(struct sl_conn *c, const char *data, size_t len) {
   struct sl_h1 *h = h1_of(c);
+  if (h->state == H1_TUNNEL) return h1_tunnel_read(h, data, len);
   if (h->state == H1_WAIT_RESPONSE) return 0; /* paused; keep bytes */
   h->exec_start = data;
   llhttp_errno_t err = llhttp_execute(&h->parser, data, len);
@@ -360,6 +394,33 @@ static void h1_response_head(struct sl_stream *s) {
   struct sl_pipe *o = &c->out;
   s->resp_head_sent = true;
 
+  if (s->tunnel) {
+    static const char line[] = "HTTP/1.1 101 Switching Protocols\r\n";
+    int rv = sl_pipe_write(o, line, sizeof(line) - 1);
+    for (uint32_t i = 0; i < r->n_headers && rv == 0; i++) {
+      const struct sl_header *hd = &r->headers[i];
+      rv |= sl_pipe_write(o, hd->name, hd->name_len);
+      rv |= SL_PIPE_LIT(o, ": ");
+      rv |= sl_pipe_write(o, hd->value, hd->value_len);
+      rv |= SL_PIPE_LIT(o, "\r\n");
+    }
+    static const char tail[] = "connection: upgrade\r\nupgrade: websocket\r\n\r\n";
+    rv |= sl_pipe_write(o, tail, sizeof(tail) - 1);
+    if (rv) {
+      sl_conn_close(c);
+      return;
+    }
+    /* From here on both directions are raw bytes; the upstream side's
+     * timer closes the tunnel when it goes idle. */
+    h->state = H1_TUNNEL;
+    h->keep_alive = false;
+    s->req_done = false;
+    sl_conn_set_timeout(c, 0);
+    sl_conn_resume_read(c);
+    sl_conn_schedule_flush(c);
+    return;
+  }
+
   if (!s->req_done) h->keep_alive = false; /* body not read: cannot reuse */
   if (h->http10 && r->content_length < 0 && !r->no_body) {
     h->resp_close_delim = true;
@@ -371,18 +432,18 @@ static void h1_response_head(struct sl_stream *s) {
   for (uint32_t i = 0; i < r->n_headers && rv == 0; i++) {
     const struct sl_header *hd = &r->headers[i];
     rv |= sl_pipe_write(o, hd->name, hd->name_len);
-    rv |= sl_pipe_write(o, ": ", 2);
+    rv |= SL_PIPE_LIT(o, ": ");
     rv |= sl_pipe_write(o, hd->value, hd->value_len);
-    rv |= sl_pipe_write(o, "\r\n", 2);
+    rv |= SL_PIPE_LIT(o, "\r\n");
   }
   if (r->content_length >= 0 && !(r->no_body && r->status == 304))
     rv |= sl_pipe_printf(o, "content-length: %lld\r\n", (long long)r->content_length);
-  if (h->resp_chunked) rv |= sl_pipe_write(o, "transfer-encoding: chunked\r\n", 28);
+  if (h->resp_chunked) rv |= SL_PIPE_LIT(o, "transfer-encoding: chunked\r\n");
   if (!h->keep_alive)
-    rv |= sl_pipe_write(o, "connection: close\r\n", 19);
+    rv |= SL_PIPE_LIT(o, "connection: close\r\n");
   else if (h->http10)
-    rv |= sl_pipe_write(o, "connection: keep-alive\r\n", 24);
-  rv |= sl_pipe_write(o, "\r\n", 2);
+    rv |= SL_PIPE_LIT(o, "connection: keep-alive\r\n");
+  rv |= SL_PIPE_LIT(o, "\r\n");
   if (rv) {
     sl_conn_close(c);
     return;
@@ -396,7 +457,8 @@ static void h1_request_body_drained(struct sl_stream *s, size_t n) {
   struct sl_conn *c = s->conn;
   struct sl_h1 *h = h1_of(c);
   (void)n;
-  if (h->state == H1_BODY && !sl_pipe_full(&s->req_body)) sl_conn_resume_read(c);
+  if ((h->state == H1_BODY || h->state == H1_TUNNEL) && !sl_pipe_full(&s->req_body) && !h->eof)
+    sl_conn_resume_read(c);
 }
 
 static void h1_abort(struct sl_stream *s) { sl_conn_close(s->conn); }
@@ -433,13 +495,28 @@ static void h1_produce(struct sl_conn *c) {
   struct sl_h1 *h = h1_of(c);
   struct sl_stream *s = h->cur;
   if (!s || !s->resp_head_sent || h->resp_complete) return;
+  if (h->state == H1_TUNNEL) {
+    bool moved_any = false;
+    while (!sl_pipe_empty(&s->resp_body) && !sl_pipe_full(&c->out)) {
+      sl_pipe_splice(&c->out, &s->resp_body);
+      moved_any = true;
+    }
+    if (moved_any) sl_stream_response_drained(s);
+    if (c->dead || h->cur != s) return;
+    /* The origin closed the tunnel: finish writing, then close. */
+    if (s->resp_done && sl_pipe_empty(&s->resp_body)) {
+      h->resp_complete = true;
+      sl_conn_close_after_flush(c);
+    }
+    return;
+  }
   size_t moved = 0;
   if (!s->resp.no_body) {
     while (!sl_pipe_empty(&s->resp_body) && !sl_pipe_full(&c->out)) {
       size_t n = s->resp_body.len;
       if (h->resp_chunked) sl_pipe_printf(&c->out, "%zx\r\n", n);
       sl_pipe_splice(&c->out, &s->resp_body);
-      if (h->resp_chunked) sl_pipe_write(&c->out, "\r\n", 2);
+      if (h->resp_chunked) SL_PIPE_LIT(&c->out, "\r\n");
       moved += n;
     }
   } else {
@@ -451,7 +528,7 @@ static void h1_produce(struct sl_conn *c) {
     if (c->dead || h->cur != s) return;
   }
   if (s->resp_done && sl_pipe_empty(&s->resp_body)) {
-    if (h->resp_chunked && !s->resp.no_body) sl_pipe_write(&c->out, "0\r\n\r\n", 5);
+    if (h->resp_chunked && !s->resp.no_body) SL_PIPE_LIT(&c->out, "0\r\n\r\n");
     h->resp_complete = true;
     h1_exchange_done(h);
   }
@@ -460,6 +537,12 @@ static void h1_produce(struct sl_conn *c) {
 static void h1_on_eof(struct sl_conn *c) {
   struct sl_h1 *h = h1_of(c);
   h->eof = true;
+  if (h->state == H1_TUNNEL) {
+    /* The client half-closed: pass it on and let the origin finish. */
+    h->cur->req_done = true;
+    sl_stream_request_body(h->cur);
+    return;
+  }
   if (h->state == H1_IDLE || !h->cur) {
     sl_conn_close_after_flush(c);
     return;
@@ -498,6 +581,10 @@ static void h1_destroy(struct sl_conn *c) {
 
 static void h1_drain(struct sl_conn *c) {
   struct sl_h1 *h = h1_of(c);
+  if (h->state == H1_TUNNEL) {
+    sl_stream_tunnel_close(h->cur, 1001, "server shutting down");
+    return;
+  }
   if (h->state == H1_IDLE) {
     sl_conn_close_after_flush(c);
     return;
@@ -520,6 +607,7 @@ void sl_h1_on_timeout(struct sl_conn *c) {
     h1_write_error_and_close(h, 408, "request_body_timeout");
     break;
   case H1_WAIT_RESPONSE:
+  case H1_TUNNEL:
     /* The client stopped reading our response (the upstream side has its
      * own timeouts). */
     sl_conn_close(c);

@@ -181,6 +181,34 @@ static void h2_dispatch(struct sl_h2 *h, struct sl_stream *s, bool end_stream) {
   }
   h2_join_cookies(s);
   r->is_head = strcmp(r->method, "HEAD") == 0;
+  if (strcmp(r->method, "CONNECT") == 0) {
+    /* Only RFC 8441 WebSocket bootstrapping; a classic CONNECT proxy is
+     * not what sluice is. nghttp2 checked :protocol/:path/:scheme. */
+    if (!r->protocol || strcmp(r->protocol, "websocket") != 0) {
+      s->req_done = end_stream;
+      sl_stream_respond_error(s, 501, "connect_not_supported", "http", 0);
+      return;
+    }
+    const struct sl_header *ver = sl_request_header(r, "sec-websocket-version");
+    if (ver && strcmp(ver->value, "13") != 0) {
+      s->req_done = end_stream;
+      s->err_header_name = "sec-websocket-version";
+      s->err_header_value = "13";
+      sl_stream_respond_error(s, 426, "websocket_version_unsupported", "http", 0);
+      return;
+    }
+    if (sl_ws_new_key(s->ws_key) != 0) {
+      sl_stream_respond_error(s, 503, "no_randomness", "http", 1);
+      return;
+    }
+    s->ws_h2 = true;
+    r->upgrade_websocket = true;
+    r->has_body = !end_stream;
+    s->req_done = end_stream;
+    r->content_length = -1;
+    sl_stream_dispatch(s);
+    return;
+  }
   const struct sl_header *cl = sl_request_header(r, "content-length");
   if (cl) {
     char *end;
@@ -305,10 +333,14 @@ static void h2_response_head(struct sl_stream *s) {
   if (!status || !clen) return;
   snprintf(status, 4, "%03d", r->status);
   size_t k = 0;
+  /* A tunnel answers the extended CONNECT with 200 (RFC 8441 §5); the
+   * origin's Sec-WebSocket-Accept belongs to the hop sluice checked. */
+  if (s->tunnel) snprintf(status, 4, "200");
   nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3,
                           NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
   for (uint32_t i = 0; i < r->n_headers; i++) {
     const struct sl_header *hd = &r->headers[i];
+    if (s->tunnel && strcmp(hd->name, "sec-websocket-accept") == 0) continue;
     nva[k++] = (nghttp2_nv){(uint8_t *)hd->name, (uint8_t *)hd->value, hd->name_len,
                             hd->value_len,
                             NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
@@ -422,6 +454,8 @@ static void h2_destroy(struct sl_conn *c) {
   c->proto_data = NULL;
 }
 
+/* Draining closes this connection's tunnels with 1001 (the worker walks
+ * its tunnel list); streams in flight finish under the GOAWAY. */
 static void h2_drain(struct sl_conn *c) {
   struct sl_h2 *h = h2_of(c);
   if (h->goaway_sent) return;
@@ -494,6 +528,7 @@ int sl_h2_start(struct sl_conn *c) {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->lis->h2_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, SL_BODY_PIPE_CAP - 1},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, c->lis->header_bytes},
+      {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441 WebSockets */
   };
   if (nghttp2_submit_settings(h->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) ||
       nghttp2_session_set_local_window_size(h->session, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW)) {

@@ -49,6 +49,8 @@ void sl_chunk_cache_drain(void);
 
 /* Appends |n| bytes. Returns 0, or -1 on OOM (the exchange must then fail). */
 int sl_pipe_write(struct sl_pipe *p, const void *data, size_t n);
+/* Appends a string literal (its length computed by the compiler). */
+#define SL_PIPE_LIT(p, lit) sl_pipe_write((p), "" lit, sizeof(lit) - 1)
 /* printf-style append for small heads (< 1 KiB each call). */
 int sl_pipe_printf(struct sl_pipe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Returns the writable tail span of at least |min| bytes (allocating a chunk

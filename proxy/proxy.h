@@ -41,6 +41,7 @@
 #include "sluice/config-t.h"
 #include "sluice/metrics.h"
 #include "pipe.h"
+#include "ws.h"
 
 #define SL_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -64,6 +65,14 @@ struct sl_pool;
 struct sl_gen {
   struct sl_config *cfg;     /* policy state attached (sl_policies_attach) */
   struct sl_blocklist *blocklist; /* compiled from cfg->blocklist */
+  /* The listeners workers accept on while this generation is current
+   * (the array is the generation's; the listeners are the main
+   * thread's). A worker reads it only when it picks the generation up:
+   * a listener a later generation retires is freed once every worker
+   * has acknowledged that later generation (sl_worker.acked_generation)
+   * and its last connection has closed. */
+  struct sl_listener **listeners;
+  int n_listeners;
   atomic_long refs;
 };
 
@@ -75,20 +84,35 @@ struct sl_gen *sl_gen_current_ref(void);
 /* ---- listeners ---------------------------------------------------- */
 
 /* A bound listener: one socket per worker (SO_REUSEPORT). Created and
- * owned by the main thread; workers only watch their own fd. */
+ * owned by the main thread; workers only watch their own fd.
+ *
+ * A reload keeps a listener whose name, address and TLS mode are
+ * unchanged: its limits are stored again (atomics, so workers read them
+ * without a lock; a connection meets new values at its next request or
+ * timer) and a changed certificate swaps `ssl_ctx` (the old context is
+ * freed once every worker has acknowledged the reload; an SSL made from
+ * it holds its own reference). Any other change makes a new listener: on
+ * a new address it is bound, on the address of a listener it replaces
+ * (renamed, TLS switched on or off) it takes over that listener's
+ * sockets, so no connection waiting in the backlog is lost. */
 struct sl_listener {
   char *name;
   char *address;
   bool tls;
-  SSL_CTX *ssl_ctx; /* NULL for cleartext */
-  int *fds;         /* [n_workers] */
+  _Atomic(SSL_CTX *) ssl_ctx; /* NULL for cleartext */
+  int *fds;         /* [n_workers]; -1 once closed or handed over */
   int n_fds;
-  /* Limits copied from the listener configuration at bind time. */
-  uint32_t max_connections;
-  uint64_t request_header_timeout_ms, idle_timeout_ms;
-  uint32_t header_bytes, headers, h2_streams;
+  /* Limits from the listener configuration, stored at bind time and at
+   * each reload. */
+  _Atomic uint32_t max_connections;
+  _Atomic uint64_t request_header_timeout_ms, idle_timeout_ms;
+  _Atomic uint32_t header_bytes, headers, h2_streams;
   atomic_uint n_connections; /* across workers */
   struct sl_metric_series *m_conn_h1, *m_conn_h2;
+  /* Main thread only: what `ssl_ctx` was built from, so a reload rebuilds
+   * it only when the paths or the files (inode, size, mtime) changed. */
+  char *tls_certificate, *tls_private_key;
+  uint64_t tls_files_fp;
 };
 
 /* ---- header slices ------------------------------------------------ */
@@ -172,6 +196,23 @@ struct sl_stream {
   struct sl_admission adm;
   ev_timer delay_timer; /* shaping delay before going upstream */
 
+  /* WebSocket. After the upstream's 101 the stream is a tunnel: both
+   * pipes carry raw bytes until one side closes. */
+  bool tunnel;
+  bool ws_h2;             /* RFC 8441 extended CONNECT: sluice made the key */
+  bool ws_close_pending;  /* inject a close frame at the next boundary */
+  uint16_t ws_close_code;
+  const char *ws_close_reason;
+  char ws_key[25];        /* Sec-WebSocket-Key sent upstream (ws_h2) */
+  struct sl_ws_tracker ws_down; /* frame boundaries, upstream -> client */
+  char dev_class[32], dev_firmware[32]; /* for emergency blocks of tunnels */
+  ev_tstamp tunnel_started;
+  uint64_t tunnel_bytes_up, tunnel_bytes_down;
+  struct sl_metric_series *m_tunnels;
+  struct sl_stream *tunnel_next, *tunnel_prev; /* worker's open tunnels */
+  /* An extra header on a local answer (426's Sec-WebSocket-Version). */
+  const char *err_header_name, *err_header_value;
+
   ev_tstamp started;
   ev_tstamp upstream_started;
 };
@@ -202,6 +243,15 @@ void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
 /* Called by the upstream side: the exchange failed. Answers 502/504 if the
  * head has not gone out, else aborts. */
 void sl_stream_upstream_failed(struct sl_stream *s, int status, const char *error);
+/* The upstream answered 101 to a WebSocket request: the stream becomes a
+ * tunnel (counted, listed on the worker for emergency closes). */
+void sl_stream_tunnel_open(struct sl_stream *s);
+/* Ends a tunnel with a WebSocket close frame (|code|, |reason|) sent to
+ * the client at the next frame boundary of the upstream-to-client stream,
+ * then closes both sides. */
+void sl_stream_tunnel_close(struct sl_stream *s, uint16_t code, const char *reason);
+/* Upstream side: tunnel bytes from the origin are in s->resp_body. */
+void sl_stream_tunnel_down(struct sl_stream *s, const char *data, size_t n);
 /* Called by the upstream side when the exchange's outcome is known
  * (response head, or failure): feeds the circuit breaker. */
 void sl_stream_outcome(struct sl_stream *s, bool failure);
@@ -315,6 +365,8 @@ struct sl_pool {
 };
 
 /* upstream.c */
+/* Ends the upstream half of a tunnel now (emergency close, idle). */
+void sl_upstream_tunnel_end(struct sl_stream *s);
 struct sl_pool *sl_pool_for(struct sl_worker *w, const struct sl_upstream_cfg *u);
 /* Starts the upstream half of |s| (connect, reuse or queue). On failure
  * answers the stream itself (503 queue full, 502). */
@@ -329,11 +381,13 @@ void sl_pool_close_all(struct sl_pool *p);
 
 /* ---- workers ------------------------------------------------------ */
 
+/* One listener this worker accepts on; allocated one by one, since the
+ * embedded watcher must not move while it is active. */
 struct sl_worker_listener {
   struct sl_listener *lis;
   ev_io io;
   struct sl_worker *w;
-  bool paused; /* max_connections reached or draining */
+  struct sl_worker_listener *next;
 };
 
 struct sl_worker {
@@ -344,14 +398,20 @@ struct sl_worker {
   ev_prepare flush_watcher;
   ev_timer drain_timer;
   struct sl_gen *gen; /* current configuration for new streams */
-  struct sl_worker_listener *listeners;
+  struct sl_worker_listener *listeners; /* the set of w->gen (list) */
   int n_listeners;
   struct sl_conn *conns; /* all client connections */
+  struct sl_stream *tunnels; /* open WebSocket tunnels */
+  uint32_t n_tunnels;
   uint32_t n_conns;
   struct sl_conn *flush_list;
   struct sl_pool *pools;
   atomic_bool stop_requested;
   atomic_bool reload_requested;
+  /* Generation number of the configuration (and listener set) this
+   * worker has picked up; the main thread waits on it before it frees
+   * what an older generation used. */
+  _Atomic uint64_t acked_generation;
   bool draining;
 };
 

@@ -52,6 +52,18 @@ void sl_stats_init(void) {
   sl_stats.breaker_state = sl_metrics_family(
       "sluice_circuit_breaker_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
       SL_METRIC_GAUGE, "upstream");
+  sl_stats.ws_tunnels = sl_metrics_family("sluice_websocket_tunnels_active",
+                                          "Open WebSocket tunnels.", SL_METRIC_GAUGE, "route");
+  sl_stats.ws_upgrades = sl_metrics_family(
+      "sluice_websocket_upgrades_total",
+      "WebSocket upgrade attempts by result (success, rejected, failed).", SL_METRIC_COUNTER,
+      "route,result");
+  sl_stats.ws_duration = sl_metrics_family("sluice_websocket_tunnel_duration_seconds",
+                                           "How long WebSocket tunnels stayed open.",
+                                           SL_METRIC_HISTOGRAM, "route");
+  sl_stats.ws_bytes = sl_metrics_family("sluice_websocket_bytes_total",
+                                        "Bytes carried by WebSocket tunnels.", SL_METRIC_COUNTER,
+                                        "route,direction");
   sl_stats.draining = sl_metrics_family("sluice_draining", "1 while shutting down.",
                                         SL_METRIC_GAUGE, "");
 }
@@ -192,4 +204,29 @@ void sl_stats_rejection(struct sl_worker *w, const char *route, const char *poli
               "\"route\":\"%s\",\"policy\":\"%s\",\"reason\":\"%s\",\"client_ip\":\"%s\","
               "\"suppressed\":%u",
               esc_route, esc_policy, sl_reject_reason_name(reason), esc_ip, suppressed);
+}
+
+/* ---- WebSocket tunnels ---------------------------------------------- */
+
+struct sl_metric_series *sl_stats_tunnel_series(const char *route) {
+  const char *values[1] = {route};
+  return sl_metrics_series(sl_stats.ws_tunnels, values);
+}
+
+void sl_stats_ws_upgrade(const char *route, const char *result) {
+  const char *values[2] = {route, result};
+  struct sl_metric_series *m = sl_metrics_series(sl_stats.ws_upgrades, values);
+  if (m) sl_metric_inc(m);
+}
+
+void sl_stats_tunnel_closed(const char *route, double seconds, uint64_t bytes_up,
+                            uint64_t bytes_down) {
+  const char *r[1] = {route};
+  struct sl_metric_series *d = sl_metrics_series(sl_stats.ws_duration, r);
+  if (d) sl_metric_observe(d, seconds);
+  const char *up[2] = {route, "upstream"}, *down[2] = {route, "downstream"};
+  struct sl_metric_series *bu = sl_metrics_series(sl_stats.ws_bytes, up);
+  struct sl_metric_series *bd = sl_metrics_series(sl_stats.ws_bytes, down);
+  if (bu) sl_metric_add(bu, bytes_up);
+  if (bd) sl_metric_add(bd, bytes_down);
 }

@@ -34,6 +34,10 @@ struct sl_stats {
   struct sl_metric_family *shadow_rejections;   /* route,policy,reason */
   struct sl_metric_family *limiter_keys;        /* route,policy */
   struct sl_metric_family *breaker_state;       /* upstream */
+  struct sl_metric_family *ws_tunnels;          /* route */
+  struct sl_metric_family *ws_upgrades;         /* route,result */
+  struct sl_metric_family *ws_duration;         /* route */
+  struct sl_metric_family *ws_bytes;            /* route,direction */
 };
 
 extern struct sl_stats sl_stats;
@@ -51,5 +55,11 @@ struct sl_metric_series *sl_stats_conn_series(const char *listener, int proto);
 void sl_stats_rejection(struct sl_worker *w, const char *route, const char *policy,
                         enum sl_reject_reason reason, bool shadow, const char *client_ip);
 void sl_stats_set_rejection_log_rate(uint32_t per_sec);
+
+/* WebSocket tunnels (rare events: registry lookups are fine). */
+struct sl_metric_series *sl_stats_tunnel_series(const char *route);
+void sl_stats_ws_upgrade(const char *route, const char *result);
+void sl_stats_tunnel_closed(const char *route, double seconds, uint64_t bytes_up,
+                            uint64_t bytes_down);
 
 #endif

@@ -66,7 +66,22 @@ void sl_stream_outcome(struct sl_stream *s, bool failure) {
   s->adm.breaker = NULL;
 }
 
+static void tunnel_unlink(struct sl_stream *s) {
+  struct sl_worker *w = s->conn->w;
+  if (s->tunnel_prev)
+    s->tunnel_prev->tunnel_next = s->tunnel_next;
+  else
+    w->tunnels = s->tunnel_next;
+  if (s->tunnel_next) s->tunnel_next->tunnel_prev = s->tunnel_prev;
+  s->tunnel_next = s->tunnel_prev = NULL;
+  w->n_tunnels--;
+  if (s->m_tunnels) sl_metric_gauge_add(s->m_tunnels, -1);
+  sl_stats_tunnel_closed(s->route->name, ev_now(w->loop) - s->tunnel_started,
+                         s->tunnel_bytes_up, s->tunnel_bytes_down);
+}
+
 void sl_stream_del(struct sl_stream *s) {
+  if (s->tunnel) tunnel_unlink(s);
   if (s->admitted) {
     ev_timer_stop(s->conn->w->loop, &s->delay_timer);
     /* A breaker ticket never reported means the client left first. */
@@ -146,6 +161,9 @@ void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
   s->resp.no_body = s->req.is_head;
   static const char ct[] = "application/json";
   sl_response_add_header(s, "content-type", 12, ct, sizeof(ct) - 1);
+  if (s->err_header_name)
+    sl_response_add_header(s, s->err_header_name, strlen(s->err_header_name),
+                           s->err_header_value, strlen(s->err_header_value));
   if (retry_after > 0) {
     char ra[16];
     int n = snprintf(ra, sizeof(ra), "%u", retry_after);
@@ -252,6 +270,10 @@ void sl_stream_dispatch(struct sl_stream *s) {
   if (sl_identify_format_addr(&id, s->client_ip, sizeof(s->client_ip)) < 0)
     snprintf(s->client_ip, sizeof(s->client_ip), "%s", c->peer_ip);
   remember_device(c, &id);
+  if (s->req.upgrade_websocket) {
+    memcpy(s->dev_class, c->last_class, sizeof(s->dev_class));
+    memcpy(s->dev_firmware, c->last_firmware, sizeof(s->dev_firmware));
+  }
 
   struct sl_admission_input in = {
       .cfg = cfg,
@@ -269,6 +291,7 @@ void sl_stream_dispatch(struct sl_stream *s) {
                        true, s->client_ip);
   if (!s->adm.admit) {
     sl_stats_rejection(c->w, s->route->name, s->adm.policy, s->adm.reason, false, s->client_ip);
+    if (s->req.upgrade_websocket) sl_stats_ws_upgrade(s->route->name, "rejected");
     sl_stream_respond_error(s, s->adm.status, s->adm.error, s->adm.policy,
                             s->adm.retry_after_s);
     return;
@@ -337,4 +360,70 @@ const char *sl_http_reason(int status) {
   default: return status < 200 ? "Informational" : status < 300 ? "Success" :
                   status < 400 ? "Redirection" : status < 500 ? "Client Error" : "Server Error";
   }
+}
+
+/* ---- tunnels -------------------------------------------------------- */
+
+void sl_stream_tunnel_open(struct sl_stream *s) {
+  struct sl_worker *w = s->conn->w;
+  s->tunnel = true;
+  s->tunnel_started = ev_now(w->loop);
+  s->tunnel_next = w->tunnels;
+  s->tunnel_prev = NULL;
+  if (w->tunnels) w->tunnels->tunnel_prev = s;
+  w->tunnels = s;
+  w->n_tunnels++;
+  s->m_tunnels = sl_stats_tunnel_series(s->route->name);
+  if (s->m_tunnels) sl_metric_gauge_add(s->m_tunnels, 1);
+  sl_stats_ws_upgrade(s->route->name, "success");
+}
+
+/* Appends the pending close frame and ends the tunnel's downstream half;
+ * the upstream connection closes at once. */
+static void tunnel_inject_close(struct sl_stream *s) {
+  uint8_t frame[140];
+  s->ws_close_pending = false;
+  if (!s->ws_down.broken) {
+    size_t n = sl_ws_close_frame(frame, s->ws_close_code, s->ws_close_reason, NULL);
+    if (sl_pipe_write(&s->resp_body, frame, n) != 0) {
+      s->fe->abort(s);
+      return;
+    }
+  }
+  s->resp_done = true;
+  sl_upstream_tunnel_end(s);
+  s->fe->response_body(s);
+}
+
+void sl_stream_tunnel_down(struct sl_stream *s, const char *data, size_t n) {
+  s->tunnel_bytes_down += n;
+  if (!s->ws_close_pending) {
+    sl_ws_track(&s->ws_down, (const uint8_t *)data, n);
+    if (sl_pipe_write(&s->resp_body, data, n) != 0) s->fe->abort(s);
+    return;
+  }
+  /* A close is waiting for a frame boundary: pass bytes up to it (payloads
+   * skipped by length, headers a byte at a time), drop the rest. */
+  size_t i = 0;
+  while (i < n && !sl_ws_at_boundary(&s->ws_down) && !s->ws_down.broken) {
+    size_t step = 1;
+    if (s->ws_down.payload_left)
+      step = s->ws_down.payload_left < n - i ? (size_t)s->ws_down.payload_left : n - i;
+    sl_ws_track(&s->ws_down, (const uint8_t *)data + i, step);
+    i += step;
+  }
+  if (i && sl_pipe_write(&s->resp_body, data, i) != 0) {
+    s->fe->abort(s);
+    return;
+  }
+  if (sl_ws_at_boundary(&s->ws_down) || s->ws_down.broken) tunnel_inject_close(s);
+}
+
+void sl_stream_tunnel_close(struct sl_stream *s, uint16_t code, const char *reason) {
+  if (!s->tunnel || s->resp_done) return;
+  s->ws_close_code = code;
+  s->ws_close_reason = reason;
+  s->ws_close_pending = true;
+  /* Already between frames: close now; otherwise at the next boundary. */
+  if (sl_ws_at_boundary(&s->ws_down) || s->ws_down.broken) tunnel_inject_close(s);
 }

@@ -55,6 +55,9 @@ struct sl_upconn {
   bool resp_complete;
   bool keep_alive;
   bool read_paused;
+  bool tunnel;           /* after a 101: raw bytes both ways */
+  bool accept_mismatch;  /* the origin's Sec-WebSocket-Accept was wrong */
+  bool shut_wr;          /* tunnel: client finished sending, FIN sent */
   uint64_t body_taken;   /* request body bytes consumed from the stream */
 };
 
@@ -278,20 +281,24 @@ static int up_write_request_head(struct sl_upconn *u, struct sl_stream *s) {
   const struct sl_request *r = &s->req;
   const struct sl_header *conn_hdr = sl_request_header(r, "connection");
   const char *conn_tokens = conn_hdr ? conn_hdr->value : NULL;
-  int rv = sl_pipe_printf(o, "%s %s HTTP/1.1\r\n", r->method, r->path);
-  rv |= sl_pipe_write(o, "host: ", 6);
+  /* RFC 8441: an h2 extended CONNECT becomes an HTTP/1.1 GET upgrade. */
+  int rv = sl_pipe_printf(o, "%s %s HTTP/1.1\r\n", s->ws_h2 ? "GET" : r->method, r->path);
+  rv |= SL_PIPE_LIT(o, "host: ");
   const char *host = r->authority ? r->authority : u->pool->address_text;
   rv |= sl_pipe_write(o, host, strlen(host));
-  rv |= sl_pipe_write(o, "\r\n", 2);
+  rv |= SL_PIPE_LIT(o, "\r\n");
   for (uint32_t i = 0; i < r->n_headers && rv == 0; i++) {
     const struct sl_header *h = &r->headers[i];
     if (header_is_dropped(h, conn_tokens)) continue;
+    if (s->ws_h2 && (strcmp(h->name, "sec-websocket-key") == 0 ||
+                     strcmp(h->name, "sec-websocket-version") == 0))
+      continue;
     /* h2 cookies arrive split; HTTP/1.1 wants one field (RFC 9113 §8.2.3):
      * repeated cookie fields are acceptable to origins, keep it simple. */
     rv |= sl_pipe_write(o, h->name, h->name_len);
-    rv |= sl_pipe_write(o, ": ", 2);
+    rv |= SL_PIPE_LIT(o, ": ");
     rv |= sl_pipe_write(o, h->value, h->value_len);
-    rv |= sl_pipe_write(o, "\r\n", 2);
+    rv |= SL_PIPE_LIT(o, "\r\n");
   }
   /* X-Forwarded-For: the chain is kept only when it came through a
    * trusted proxy (identify.client_ip.trusted_proxies); otherwise a client
@@ -306,32 +313,60 @@ static int up_write_request_head(struct sl_upconn *u, struct sl_stream *s) {
   rv |= sl_pipe_printf(o, "x-forwarded-proto: %s\r\n", r->scheme);
   rv |= sl_pipe_printf(o, "forwarded: for=%s%s%s%s;proto=%s\r\n", v6 ? "\"[" : "", ip,
                        v6 ? "]\"" : "", "", r->scheme);
-  if (r->content_length >= 0) {
+  if (r->upgrade_websocket) {
+    /* Upgrade and Connection are hop-by-hop: sluice asks for the upgrade
+     * itself (Upgrade: h2c or anything else is never forwarded). */
+    static const char upg[] = "connection: upgrade\r\nupgrade: websocket\r\n";
+    rv |= sl_pipe_write(o, upg, sizeof(upg) - 1);
+    if (s->ws_h2)
+      rv |= sl_pipe_printf(o, "sec-websocket-key: %s\r\nsec-websocket-version: 13\r\n",
+                           s->ws_key);
+    u->req_chunked = false;
+  } else if (r->content_length >= 0) {
     rv |= sl_pipe_printf(o, "content-length: %lld\r\n", (long long)r->content_length);
     u->req_chunked = false;
   } else if (r->has_body) {
-    rv |= sl_pipe_write(o, "transfer-encoding: chunked\r\n", 28);
+    rv |= SL_PIPE_LIT(o, "transfer-encoding: chunked\r\n");
     u->req_chunked = true;
   }
-  rv |= sl_pipe_write(o, "\r\n", 2);
+  rv |= SL_PIPE_LIT(o, "\r\n");
   return rv;
 }
 
 /* Moves request body from the stream into `out`, framed; tells the
  * frontend how much it may read again. */
+static void up_pump_tunnel(struct sl_upconn *u) {
+  struct sl_stream *s = u->s;
+  size_t moved = 0;
+  while (!sl_pipe_empty(&s->req_body) && !sl_pipe_full(&u->out)) {
+    moved += s->req_body.len;
+    sl_pipe_splice(&u->out, &s->req_body);
+  }
+  if (moved) {
+    s->tunnel_bytes_up += moved;
+    ev_timer_again(u->pool->w->loop, &u->timer); /* traffic: not idle */
+    s->fe->request_body_drained(s, moved);
+  }
+}
+
 static void up_pump_body(struct sl_upconn *u) {
   struct sl_stream *s = u->s;
-  if (!s || u->req_sent) return;
+  if (!s) return;
+  if (u->tunnel) {
+    up_pump_tunnel(u);
+    return;
+  }
+  if (u->req_sent) return;
   size_t moved = 0;
   while (!sl_pipe_empty(&s->req_body) && !sl_pipe_full(&u->out)) {
     size_t n = s->req_body.len;
     if (u->req_chunked) sl_pipe_printf(&u->out, "%zx\r\n", n);
     sl_pipe_splice(&u->out, &s->req_body);
-    if (u->req_chunked) sl_pipe_write(&u->out, "\r\n", 2);
+    if (u->req_chunked) SL_PIPE_LIT(&u->out, "\r\n");
     moved += n;
   }
   if (s->req_done && sl_pipe_empty(&s->req_body)) {
-    if (u->req_chunked) sl_pipe_write(&u->out, "0\r\n\r\n", 5);
+    if (u->req_chunked) SL_PIPE_LIT(&u->out, "0\r\n\r\n");
     u->req_sent = true;
   }
   if (moved) {
@@ -359,6 +394,10 @@ static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
   }
   if (!s->req.has_body) {
     s->req_done = true;
+    u->req_sent = true;
+  } else if (s->req.upgrade_websocket) {
+    /* Bytes the client sends before the 101 wait in req_body (bounded by
+     * the h2 window / paused h1 reads) and flow once tunnelled. */
     u->req_sent = true;
   }
   up_pump_body(u);
@@ -482,9 +521,70 @@ static void up_flush(struct sl_upconn *u) {
     }
     sl_pipe_consume(&u->out, (size_t)w);
     /* Room again: take more of the request body. */
-    if (!u->req_sent) up_pump_body(u);
+    if (!u->req_sent || u->tunnel) up_pump_body(u);
   }
   ev_io_stop(u->pool->w->loop, &u->wio);
+  /* A tunnel whose client finished sending: pass the half-close on. */
+  if (u->tunnel && !u->shut_wr && u->s && u->s->req_done && sl_pipe_empty(&u->s->req_body)) {
+    u->shut_wr = true;
+    shutdown(u->fd, SHUT_WR);
+  }
+}
+
+void sl_upstream_tunnel_end(struct sl_stream *s) {
+  struct sl_upconn *u = s->up;
+  if (!u) return;
+  s->up = NULL;
+  u->s = NULL;
+  up_close(u);
+}
+
+/* Switches |u| to raw tunnel mode after the 101 head; |rest| are bytes
+ * the origin sent after it (already WebSocket frames). */
+static void up_enter_tunnel(struct sl_upconn *u, const char *rest, size_t n) {
+  struct sl_stream *s = u->s;
+  struct sl_pool *p = u->pool;
+  u->tunnel = true;
+  u->keep_alive = false;
+  uint64_t idle_ms = s->route->idle_timeout_ms ? s->route->idle_timeout_ms
+                                               : s->conn->lis->idle_timeout_ms;
+  u->timer.repeat = (ev_tstamp)idle_ms / 1000.0;
+  ev_timer_again(p->w->loop, &u->timer);
+  if (n) sl_stream_tunnel_down(s, rest, n);
+  if (u->s != s) return; /* closed while injecting */
+  s->fe->response_body(s);
+  up_pump_tunnel(u);
+  up_flush(u);
+}
+
+/* Tunnel bytes from the origin. Returns after at most a few reads. */
+static void up_read_tunnel(struct sl_upconn *u) {
+  struct sl_stream *s = u->s;
+  struct ev_loop *loop = u->pool->w->loop;
+  for (int i = 0; i < 4 && u->s == s; i++) {
+    if (sl_pipe_full(&s->resp_body)) {
+      u->read_paused = true;
+      ev_io_stop(loop, &u->rio);
+      return;
+    }
+    ssize_t n = read(u->fd, up_scratch, sizeof(up_scratch));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    }
+    if (n <= 0) {
+      /* The origin ended the tunnel: deliver what is buffered, then end. */
+      s->resp_done = true;
+      sl_upstream_tunnel_end(s);
+      s->fe->response_body(s);
+      return;
+    }
+    ev_timer_again(loop, &u->timer);
+    sl_stream_tunnel_down(s, up_scratch, (size_t)n);
+    if (u->s != s) return;
+    s->fe->response_body(s);
+    if ((size_t)n < sizeof(up_scratch)) return;
+  }
 }
 
 static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
@@ -524,6 +624,18 @@ static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     up_close(u);
     break;
   case UP_ACTIVE:
+    if (u->tunnel && u->s) {
+      /* Idle tunnel: a close frame if sluice is between frames, else
+       * just end it. */
+      struct sl_stream *s = u->s;
+      sl_stream_tunnel_close(s, 1001, "idle timeout");
+      if (s->up == u) {
+        s->resp_done = true;
+        sl_upstream_tunnel_end(s);
+        s->fe->response_body(s);
+      }
+      break;
+    }
     up_fail(u, 504, "upstream_timeout", "timeout");
     break;
   }
@@ -539,6 +651,10 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     return;
   }
   struct sl_stream *s = u->s;
+  if (u->tunnel) {
+    if (s) up_read_tunnel(u);
+    return;
+  }
   for (int i = 0; i < 4; i++) {
     if (!s || u->s != s) return;
     if (sl_pipe_full(&s->resp_body)) {
@@ -572,6 +688,12 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     ev_timer_again(loop, &u->timer); /* progress: response timeout restarts */
     llhttp_errno_t err = llhttp_execute(&u->parser, up_scratch, (size_t)n);
     if (!u->s) return; /* released or failed from a callback */
+    if (err == HPE_PAUSED_UPGRADE || (err == HPE_PAUSED && s->tunnel)) {
+      const char *pos = llhttp_get_error_pos(&u->parser);
+      size_t rest = pos ? (size_t)(up_scratch + n - pos) : 0;
+      up_enter_tunnel(u, pos, rest);
+      return;
+    }
     if (err == HPE_PAUSED) {
       /* Response complete. Trailing bytes from an origin that did not
        * wait for the next request make the connection unusable. */
@@ -585,7 +707,9 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
       if (SL_LOG_ENABLED(SL_LOG_DEBUG))
         sl_log(SL_LOG_DEBUG, "upstream parse error", "upstream", u->pool->name, "reason",
                llhttp_get_error_reason(&u->parser), NULL);
-      up_fail(u, 502, "upstream_bad_response", "bad_response");
+      if (u->accept_mismatch && u->s) sl_stats_ws_upgrade(u->s->route->name, "failed");
+      up_fail(u, 502, u->accept_mismatch ? "upstream_bad_handshake" : "upstream_bad_response",
+              "bad_response");
       return;
     }
     s->fe->response_body(s);
@@ -655,6 +779,22 @@ static int on_resp_headers_complete(llhttp_t *p) {
     s->resp.n_headers = 0;
     return 0;
   }
+  bool upgrade = status == 101 && s->req.upgrade_websocket;
+  if (status == 101 && !upgrade) return -1; /* a 101 nobody asked for */
+  if (s->req.upgrade_websocket && !upgrade) sl_stats_ws_upgrade(s->route->name, "failed");
+  if (upgrade && s->ws_h2) {
+    /* sluice made the key, so it checks the answer (RFC 6455 §4.1). */
+    char want[29];
+    sl_ws_accept(s->ws_key, strlen(s->ws_key), want);
+    const struct sl_header *acc = NULL;
+    for (uint32_t i = 0; i < s->resp.n_headers; i++)
+      if (strcasecmp(s->resp.headers[i].name, "sec-websocket-accept") == 0)
+        acc = &s->resp.headers[i];
+    if (!acc || strcmp(acc->value, want) != 0) {
+      u->accept_mismatch = true;
+      return -1;
+    }
+  }
   s->resp.status = status;
   s->resp.content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
   s->resp.no_body = s->req.is_head || status == 204 || status == 304 || status < 200;
@@ -665,6 +805,13 @@ static int on_resp_headers_complete(llhttp_t *p) {
   sl_stats_upstream_done(pool->w, pool->name, status,
                          ev_now(pool->w->loop) - s->upstream_started);
   sl_stream_outcome(s, status >= 500);
+  if (upgrade) {
+    s->resp.no_body = false;
+    s->resp.content_length = -1;
+    sl_stream_tunnel_open(s);
+    s->fe->response_head(s);
+    return 2; /* no body: the rest of the bytes are the tunnel's */
+  }
   s->fe->response_head(s);
   /* HEAD responses carry no body whatever their framing headers say. */
   return s->req.is_head ? 1 : 0;
@@ -679,6 +826,7 @@ static int on_resp_message_complete(llhttp_t *p) {
   struct sl_upconn *u = p->data;
   struct sl_stream *s = u->s;
   if (!s->resp_head_done) return 0; /* an interim 1xx ended */
+  if (s->tunnel) return 0;           /* the 101's head: the tunnel starts */
   u->resp_complete = true;
   s->resp_done = true;
   if (!llhttp_should_keep_alive(p)) u->keep_alive = false;
