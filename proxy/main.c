@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +36,7 @@
 #include "admin.h"
 #include "proxy.h"
 #include "stats.h"
+#include "watch.h"
 #include "worker.h"
 
 #define SLUICE_VERSION "0.1.0"
@@ -59,6 +61,7 @@ void sl_gen_unref(struct sl_gen *g) {
     sl_blocklist_del(g->blocklist);
     sl_policies_detach(g->cfg);
     sl_config_free(g->cfg);
+    free(g->listeners);
     free(g);
   }
 }
@@ -72,9 +75,11 @@ struct sl_gen *sl_gen_current_ref(void) {
 
 /* Publishes |cfg| as the current generation; takes ownership. Policy
  * state of unchanged policies is carried over from the running generation
- * (limiter tables, breakers, concurrency counters). Start-up and reload
- * path: aborts on out-of-memory. */
-static struct sl_gen *gen_publish(struct sl_config *cfg) {
+ * (limiter tables, breakers, concurrency counters). The generation gets a
+ * copy of |listeners[0..n)|, the set workers accept on once they pick it
+ * up. Start-up and reload path: aborts on out-of-memory. */
+static struct sl_gen *gen_publish(struct sl_config *cfg, struct sl_listener *const *listeners,
+                                  int n) {
   struct sl_gen *g = calloc(1, sizeof(*g));
   if (!g) abort();
   pthread_mutex_lock(&gen_lock);
@@ -85,6 +90,10 @@ static struct sl_gen *gen_publish(struct sl_config *cfg) {
   g->blocklist = sl_blocklist_new(&cfg->blocklist, cfg->mode);
   if (!g->blocklist) abort();
   g->cfg = cfg;
+  g->n_listeners = n;
+  g->listeners = calloc(n > 0 ? (size_t)n : 1, sizeof(*g->listeners));
+  if (!g->listeners) abort();
+  for (int i = 0; i < n; i++) g->listeners[i] = listeners[i];
   atomic_init(&g->refs, 1);
   sl_stats_set_rejection_log_rate(cfg->rejection_log_per_sec);
   cfg->generation = ++gen_counter;
@@ -113,6 +122,20 @@ struct sl_main {
   ev_timer exit_poll;
   ev_timer housekeeping;
   char last_reload_error[1024];
+  char last_reload_summary[512];
+  /* Reload triggers (SIGHUP, file changes) only set `reload_pending`; one
+   * zero-delay timer runs the reload, so however many triggers arrive
+   * while a reload runs, at most one more follows it. POST /reload runs
+   * at once (its answer says how it went) and absorbs a pending one. */
+  bool reload_pending;
+  unsigned reload_triggers; /* coalesced into the pending reload */
+  const char *reload_trigger;
+  ev_timer reload_timer;
+  struct sl_watch *watch;
+  /* Generation of the last listener-set or certificate change; workers
+   * have applied it once every acked_generation reached it. */
+  uint64_t listeners_gen;
+  struct retired *retired; /* waiting for workers and connections */
 };
 
 static struct sl_main M;
@@ -175,29 +198,102 @@ static int bind_socket(const struct sl_sockaddr *a, bool reuseport, char *err, s
   return fd;
 }
 
+/* Device, inode, size and mtime of the certificate and key files: a
+ * reload rebuilds a listener's TLS context only when these or the paths
+ * changed (a rotated certificate keeps its path, e.g. a Secret's ..data
+ * swap). Taken before the files are read. */
+static uint64_t tls_files_fp(const char *cert, const char *key) {
+  uint64_t h = 1469598103934665603ULL;
+  const char *paths[2] = {cert, key};
+  for (int i = 0; i < 2; i++) {
+    struct stat st;
+    uint64_t v[5] = {0};
+    if (stat(paths[i], &st) == 0) {
+      v[0] = (uint64_t)st.st_dev;
+      v[1] = (uint64_t)st.st_ino;
+      v[2] = (uint64_t)st.st_size;
+      v[3] = (uint64_t)st.st_mtim.tv_sec;
+      v[4] = (uint64_t)st.st_mtim.tv_nsec;
+    }
+    const unsigned char *b = (const unsigned char *)v;
+    for (size_t j = 0; j < sizeof(v); j++) h = (h ^ b[j]) * 1099511628211ULL;
+  }
+  return h;
+}
+
+/* Stores |lc|'s limits; workers read them atomically, new connections
+ * (and existing ones at their next request or timer) meet them. */
+static void listener_set_limits(struct sl_listener *l, const struct sl_listener_cfg *lc) {
+  atomic_store(&l->max_connections, lc->max_connections);
+  atomic_store(&l->request_header_timeout_ms, lc->request_header_timeout_ms);
+  atomic_store(&l->idle_timeout_ms, lc->idle_timeout_ms);
+  atomic_store(&l->header_bytes, lc->header_bytes);
+  atomic_store(&l->headers, lc->headers);
+  atomic_store(&l->h2_streams, lc->h2_streams);
+}
+
+static bool listener_limits_differ(const struct sl_listener *l, const struct sl_listener_cfg *lc) {
+  return atomic_load(&l->max_connections) != lc->max_connections ||
+         atomic_load(&l->request_header_timeout_ms) != lc->request_header_timeout_ms ||
+         atomic_load(&l->idle_timeout_ms) != lc->idle_timeout_ms ||
+         atomic_load(&l->header_bytes) != lc->header_bytes ||
+         atomic_load(&l->headers) != lc->headers || atomic_load(&l->h2_streams) != lc->h2_streams;
+}
+
+/* Frees |l|: its remaining sockets, its TLS context, its strings. The
+ * caller knows no worker watches it and no connection points to it. */
+static void listener_close(struct sl_listener *l) {
+  for (int i = 0; i < l->n_fds; i++)
+    if (l->fds[i] >= 0) close(l->fds[i]);
+  SSL_CTX *ctx = atomic_load(&l->ssl_ctx);
+  if (ctx) SSL_CTX_free(ctx);
+  free(l->fds);
+  free(l->name);
+  free(l->address);
+  free(l->tls_certificate);
+  free(l->tls_private_key);
+  free(l);
+}
+
+/* A listener for |lc| with its TLS context but no socket yet (fds all
+ * -1). Returns NULL with a message in |err| if the certificate or key
+ * cannot be loaded. Aborts on out-of-memory (start-up and reload). */
+static struct sl_listener *listener_new(const struct sl_listener_cfg *lc, int n_workers,
+                                        char *err, size_t errlen) {
+  struct sl_listener *l = calloc(1, sizeof(*l));
+  if (!l) abort();
+  l->name = strdup(lc->name);
+  l->address = strdup(lc->address.text);
+  listener_set_limits(l, lc);
+  l->fds = calloc((size_t)n_workers, sizeof(int));
+  if (!l->name || !l->address || !l->fds) abort();
+  for (int i = 0; i < n_workers; i++) l->fds[i] = -1;
+  l->n_fds = n_workers;
+  if (lc->tls_certificate) {
+    l->tls = true;
+    l->tls_certificate = strdup(lc->tls_certificate);
+    l->tls_private_key = strdup(lc->tls_private_key);
+    if (!l->tls_certificate || !l->tls_private_key) abort();
+    l->tls_files_fp = tls_files_fp(lc->tls_certificate, lc->tls_private_key);
+    SSL_CTX *ctx = sl_tls_ctx_new(lc->tls_certificate, lc->tls_private_key, err, errlen);
+    if (!ctx) {
+      listener_close(l);
+      return NULL;
+    }
+    atomic_init(&l->ssl_ctx, ctx);
+  }
+  l->m_conn_h1 = sl_stats_conn_series(l->name, SL_PROTO_H1);
+  l->m_conn_h2 = sl_stats_conn_series(l->name, SL_PROTO_H2);
+  return l;
+}
+
 /* Binds one socket per worker for |lc|. The first bind checks the address
  * is free: SO_REUSEPORT would otherwise let two sluice processes share a
  * port silently, so probe with an exclusive bind first. */
 static struct sl_listener *listener_open(const struct sl_listener_cfg *lc, int n_workers,
                                          char *err, size_t errlen) {
-  struct sl_listener *l = calloc(1, sizeof(*l));
-  if (!l) abort();
-  l->name = strdup(lc->name);
-  l->address = strdup(lc->address.text);
-  l->max_connections = lc->max_connections;
-  l->request_header_timeout_ms = lc->request_header_timeout_ms;
-  l->idle_timeout_ms = lc->idle_timeout_ms;
-  l->header_bytes = lc->header_bytes;
-  l->headers = lc->headers;
-  l->h2_streams = lc->h2_streams;
-  l->fds = calloc((size_t)n_workers, sizeof(int));
-  if (!l->name || !l->address || !l->fds) abort();
-  for (int i = 0; i < n_workers; i++) l->fds[i] = -1;
-  if (lc->tls_certificate) {
-    l->tls = true;
-    l->ssl_ctx = sl_tls_ctx_new(lc->tls_certificate, lc->tls_private_key, err, errlen);
-    if (!l->ssl_ctx) goto fail;
-  }
+  struct sl_listener *l = listener_new(lc, n_workers, err, errlen);
+  if (!l) return NULL;
   int probe = bind_socket(&lc->address, false, err, errlen);
   if (probe < 0) goto fail;
   close(probe);
@@ -205,29 +301,239 @@ static struct sl_listener *listener_open(const struct sl_listener_cfg *lc, int n
     l->fds[i] = bind_socket(&lc->address, true, err, errlen);
     if (l->fds[i] < 0) goto fail;
   }
-  l->n_fds = n_workers;
-  l->m_conn_h1 = sl_stats_conn_series(l->name, SL_PROTO_H1);
-  l->m_conn_h2 = sl_stats_conn_series(l->name, SL_PROTO_H2);
   return l;
 fail:
-  for (int i = 0; i < n_workers; i++)
-    if (l->fds[i] >= 0) close(l->fds[i]);
-  if (l->ssl_ctx) SSL_CTX_free(l->ssl_ctx);
-  free(l->fds);
-  free(l->name);
-  free(l->address);
-  free(l);
+  listener_close(l);
   return NULL;
 }
 
-static void listener_close(struct sl_listener *l) {
-  for (int i = 0; i < l->n_fds; i++)
-    if (l->fds[i] >= 0) close(l->fds[i]);
-  if (l->ssl_ctx) SSL_CTX_free(l->ssl_ctx);
-  free(l->fds);
-  free(l->name);
-  free(l->address);
-  free(l);
+/* ---- retiring what workers may still use --------------------------- */
+
+/* A TLS context replaced by a reload, or a listener a reload removed,
+ * freed once every worker has acknowledged generation `gen` (so none can
+ * load the old pointer again) and, for a listener, its last connection
+ * has closed (connections point to their listener). Main thread only. */
+struct retired {
+  SSL_CTX *ctx;
+  struct sl_listener *lis;
+  uint64_t gen;
+  struct retired *next;
+};
+
+static void retire(SSL_CTX *ctx, struct sl_listener *lis, uint64_t gen) {
+  struct retired *r = calloc(1, sizeof(*r));
+  if (!r) abort();
+  r->ctx = ctx;
+  r->lis = lis;
+  r->gen = gen;
+  r->next = M.retired;
+  M.retired = r;
+}
+
+static bool workers_acked(uint64_t gen) {
+  for (int i = 0; i < M.n_workers; i++)
+    if (atomic_load(&M.workers[i].acked_generation) < gen) return false;
+  return true;
+}
+
+/* Waits up to |timeout_ms| for every worker to acknowledge |gen|. Workers
+ * answer their wakeup within one loop iteration, so this is short unless
+ * one is stuck; the wait keeps a reload's answer true (a removed listener
+ * refuses connections once POST /reload has returned). */
+static bool workers_wait(uint64_t gen, int timeout_ms) {
+  for (int waited = 0; !workers_acked(gen); waited++) {
+    if (waited >= timeout_ms) return false;
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  return true;
+}
+
+/* Frees what no worker and no connection uses any more. |all|: at exit,
+ * after the workers were joined. */
+static void retired_collect(bool all) {
+  for (struct retired **pp = &M.retired; *pp;) {
+    struct retired *r = *pp;
+    bool done = all || (workers_acked(r->gen) &&
+                        (!r->lis || atomic_load(&r->lis->n_connections) == 0));
+    if (!done) {
+      pp = &r->next;
+      continue;
+    }
+    if (r->ctx) SSL_CTX_free(r->ctx);
+    if (r->lis) listener_close(r->lis);
+    *pp = r->next;
+    free(r);
+  }
+}
+
+/* ---- listener changes on reload ------------------------------------ */
+
+/* A name list for the reload log line, bounded: the first names that fit
+ * and a count of the rest. */
+struct namelist {
+  char buf[120];
+  size_t len;
+  unsigned n, shown;
+};
+
+static void namelist_add(struct namelist *nl, const char *name) {
+  nl->n++;
+  size_t need = strlen(name) + (nl->len ? 1 : 0);
+  if (nl->len + need >= sizeof(nl->buf)) return;
+  if (nl->len) nl->buf[nl->len++] = ',';
+  memcpy(nl->buf + nl->len, name, strlen(name) + 1);
+  nl->len += strlen(name);
+  nl->shown++;
+}
+
+/* What a reload does to each listener of the new configuration. */
+struct lis_plan {
+  const struct sl_listener_cfg *lc;
+  struct sl_listener *keep; /* running, same name, address and TLS mode */
+  struct sl_listener *from; /* running, same address: `made` takes its sockets */
+  struct sl_listener *made; /* new (bound, or waiting for `from`'s sockets) */
+  SSL_CTX *new_ctx;         /* `keep` only: its certificate or key changed */
+  uint64_t new_fp;
+};
+
+struct lis_change {
+  struct lis_plan *plans; /* [cfg->n_listeners] */
+  size_t n;
+  bool *claimed;          /* [M.n_listeners]: kept or taken over */
+  bool needs_ack;         /* sockets or TLS contexts changed hands */
+  struct namelist added, removed, changed, tls;
+};
+
+static void lis_change_free(struct lis_change *ch, bool failed) {
+  for (size_t i = 0; failed && i < ch->n; i++) {
+    if (ch->plans[i].made) listener_close(ch->plans[i].made);
+    if (ch->plans[i].new_ctx) SSL_CTX_free(ch->plans[i].new_ctx);
+  }
+  free(ch->plans);
+  free(ch->claimed);
+}
+
+/* Prepares every listener of |cfg| without touching the running ones:
+ * loads changed certificates, binds new addresses. Returns 0, or -1 with
+ * a message in |err| after undoing what it prepared (the running
+ * configuration stays as it is). */
+static int listeners_prepare(const struct sl_config *cfg, struct lis_change *ch, char *err,
+                             size_t errlen) {
+  memset(ch, 0, sizeof(*ch));
+  ch->n = cfg->n_listeners;
+  ch->plans = calloc(ch->n ? ch->n : 1, sizeof(*ch->plans));
+  ch->claimed = calloc(M.n_listeners ? (size_t)M.n_listeners : 1, sizeof(bool));
+  if (!ch->plans || !ch->claimed) abort();
+  /* First the listeners that stay, so that one replaced by another name
+   * cannot steal a socket from a listener that is kept. */
+  for (size_t i = 0; i < ch->n; i++) {
+    const struct sl_listener_cfg *lc = &cfg->listeners[i];
+    struct lis_plan *p = &ch->plans[i];
+    p->lc = lc;
+    for (int j = 0; j < M.n_listeners; j++) {
+      struct sl_listener *l = M.listeners[j];
+      if (ch->claimed[j] || strcmp(l->name, lc->name) != 0 ||
+          strcmp(l->address, lc->address.text) != 0 || l->tls != (lc->tls_certificate != NULL))
+        continue;
+      ch->claimed[j] = true;
+      p->keep = l;
+      break;
+    }
+  }
+  for (size_t i = 0; i < ch->n; i++) {
+    struct lis_plan *p = &ch->plans[i];
+    const struct sl_listener_cfg *lc = p->lc;
+    char why[400];
+    if (p->keep) {
+      if (!lc->tls_certificate) continue;
+      uint64_t fp = tls_files_fp(lc->tls_certificate, lc->tls_private_key);
+      if (fp == p->keep->tls_files_fp && strcmp(p->keep->tls_certificate, lc->tls_certificate) == 0 &&
+          strcmp(p->keep->tls_private_key, lc->tls_private_key) == 0)
+        continue;
+      p->new_fp = fp;
+      p->new_ctx = sl_tls_ctx_new(lc->tls_certificate, lc->tls_private_key, why, sizeof(why));
+      if (!p->new_ctx) goto fail;
+      continue;
+    }
+    for (int j = 0; j < M.n_listeners && !p->from; j++) {
+      if (!ch->claimed[j] && strcmp(M.listeners[j]->address, lc->address.text) == 0) {
+        ch->claimed[j] = true;
+        p->from = M.listeners[j];
+      }
+    }
+    p->made = p->from ? listener_new(lc, M.n_workers, why, sizeof(why))
+                      : listener_open(lc, M.n_workers, why, sizeof(why));
+    if (!p->made) goto fail;
+    continue;
+  fail:
+    snprintf(err, errlen, "listener %s: %s", lc->name, why);
+    lis_change_free(ch, true);
+    return -1;
+  }
+  return 0;
+}
+
+/* Applies a prepared change (cannot fail): stores limits, swaps TLS
+ * contexts, moves sockets to successors, retires what is gone as of
+ * generation |gen|, and makes the new set M.listeners. Call before the
+ * generation is published, so workers see the moved sockets with it. */
+static void listeners_commit(struct lis_change *ch, uint64_t gen) {
+  struct sl_listener **next = calloc(ch->n ? ch->n : 1, sizeof(*next));
+  if (!next) abort();
+  for (size_t i = 0; i < ch->n; i++) {
+    struct lis_plan *p = &ch->plans[i];
+    if (p->keep) {
+      if (listener_limits_differ(p->keep, p->lc)) namelist_add(&ch->changed, p->keep->name);
+      listener_set_limits(p->keep, p->lc);
+      if (p->new_ctx) {
+        retire(atomic_exchange(&p->keep->ssl_ctx, p->new_ctx), NULL, gen);
+        free(p->keep->tls_certificate);
+        free(p->keep->tls_private_key);
+        p->keep->tls_certificate = strdup(p->lc->tls_certificate);
+        p->keep->tls_private_key = strdup(p->lc->tls_private_key);
+        if (!p->keep->tls_certificate || !p->keep->tls_private_key) abort();
+        p->keep->tls_files_fp = p->new_fp;
+        p->new_ctx = NULL;
+        namelist_add(&ch->tls, p->keep->name);
+        ch->needs_ack = true;
+      }
+      next[i] = p->keep;
+      continue;
+    }
+    if (p->from) {
+      for (int w = 0; w < M.n_workers; w++) {
+        p->made->fds[w] = p->from->fds[w];
+        p->from->fds[w] = -1;
+      }
+      namelist_add(&ch->changed, p->made->name);
+    } else {
+      namelist_add(&ch->added, p->made->name);
+    }
+    sl_log(SL_LOG_INFO, "listening", "listener", p->made->name, "address", p->made->address,
+           "tls", p->made->tls ? "on" : "off", NULL);
+    next[i] = p->made;
+    p->made = NULL;
+    ch->needs_ack = true;
+  }
+  for (int j = 0; j < M.n_listeners; j++) {
+    struct sl_listener *l = M.listeners[j];
+    bool stays = false;
+    for (size_t i = 0; i < ch->n && !stays; i++) stays = next[i] == l;
+    if (stays) continue;
+    bool replaced = false;
+    for (size_t i = 0; i < ch->n && !replaced; i++) replaced = ch->plans[i].from == l;
+    if (!replaced) {
+      namelist_add(&ch->removed, l->name);
+      sl_log(SL_LOG_INFO, "stopped listening; open connections carry on", "listener", l->name,
+             "address", l->address, NULL);
+    }
+    retire(NULL, l, gen);
+    ch->needs_ack = true;
+  }
+  free(M.listeners);
+  M.listeners = next;
+  M.n_listeners = (int)ch->n;
 }
 
 /* ---- configuration loading ---------------------------------------- */
@@ -255,22 +561,287 @@ static void set_reload_metrics(bool ok, const struct sl_config *cfg) {
   }
 }
 
-/* Listener settings a running process cannot change without re-binding. */
-static bool listeners_changed(const struct sl_config *a, const struct sl_config *b) {
-  if (a->n_listeners != b->n_listeners) return true;
-  for (size_t i = 0; i < a->n_listeners; i++) {
-    const struct sl_listener_cfg *x = &a->listeners[i], *y = &b->listeners[i];
-    if (strcmp(x->name, y->name) != 0 || strcmp(x->address.text, y->address.text) != 0)
-      return true;
-    if ((x->tls_certificate == NULL) != (y->tls_certificate == NULL)) return true;
-  }
-  return false;
+/* ---- what a reload changed ----------------------------------------- */
+
+/* FNV-1a over the fields that define behaviour, to tell "changed" from
+ * "same" per route, upstream and section. Not stored anywhere: a
+ * collision only makes a log line say "unchanged". */
+#define DH_OFFSET 1469598103934665603ULL
+static uint64_t dh_bytes(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
+  return h;
+}
+static uint64_t dh_u64(uint64_t h, uint64_t v) { return dh_bytes(h, &v, sizeof(v)); }
+static uint64_t dh_str(uint64_t h, const char *s) {
+  return s ? dh_bytes(h, s, strlen(s) + 1) : dh_u64(h, 0x9e3779b97f4a7c15ULL);
 }
 
-/* Loads, validates and publishes the configuration file. Returns 0 on
- * success; on failure the running configuration is untouched and a
- * message is left in M.last_reload_error. */
-static int reload_config(const char *trigger) {
+static uint64_t dh_match(uint64_t h, const struct sl_route_match *m) {
+  h = dh_str(dh_str(dh_str(dh_str(h, m->path_prefix), m->method), m->host), m->listener);
+  h = dh_u64(h, (uint64_t)(int64_t)m->websocket);
+  for (size_t i = 0; i < m->n_headers; i++)
+    h = dh_str(dh_str(h, m->headers[i].name), m->headers[i].value);
+  return dh_u64(h, m->n_headers);
+}
+
+static uint64_t route_hash(const struct sl_route_cfg *r) {
+  uint64_t h = dh_match(dh_str(DH_OFFSET, r->name), &r->match);
+  h = dh_str(h, r->upstream ? r->upstream->name : NULL);
+  for (size_t i = 0; i < r->n_rate_limits; i++)
+    h = dh_u64(dh_u64(h, r->rate_limits[i].identity), (uint64_t)r->rate_limits[i].mode);
+  h = dh_u64(dh_u64(h, r->concurrency.identity), (uint64_t)r->concurrency.mode);
+  h = dh_u64(dh_u64(h, r->n_rate_limits), (uint64_t)r->priority);
+  return dh_u64(h, r->idle_timeout_ms);
+}
+
+static uint64_t upstream_hash(const struct sl_upstream_cfg *u) {
+  uint64_t h = dh_str(dh_str(DH_OFFSET, u->name), u->address.text);
+  h = dh_u64(dh_u64(h, u->max_connections), u->max_pending);
+  h = dh_u64(dh_u64(dh_u64(h, u->connect_timeout_ms), u->response_timeout_ms),
+             u->idle_timeout_ms);
+  return dh_u64(dh_u64(dh_u64(h, u->breaker.identity), (uint64_t)u->breaker.mode),
+                (uint64_t)u->breaker.enabled);
+}
+
+static uint64_t identify_hash(const struct sl_identify_cfg *id) {
+  uint64_t h = dh_bytes(DH_OFFSET, id->trusted_proxies,
+                        id->n_trusted_proxies * sizeof(*id->trusted_proxies));
+  h = dh_u64(dh_u64(h, id->n_trusted_proxies), id->ipv6_prefix);
+  h = dh_str(dh_str(h, id->device_class_header), id->device_class_ua_regex);
+  return dh_str(dh_str(h, id->firmware_header), id->device_id_header);
+}
+
+static uint64_t shaping_hash(const struct sl_config *c) {
+  uint64_t h = dh_u64(DH_OFFSET, c->n_shaping);
+  for (size_t i = 0; i < c->n_shaping; i++) {
+    const struct sl_shaping_rule *r = &c->shaping[i];
+    h = dh_match(dh_str(h, r->name), &r->match);
+    h = dh_u64(dh_u64(dh_u64(h, r->delay_fixed_ms), r->delay_jitter_ms), r->abort_status);
+    h = dh_bytes(h, &r->abort_percent, sizeof(r->abort_percent));
+    h = dh_u64(dh_u64(h, r->rate_cap.period_ns), (uint64_t)r->mode);
+  }
+  return h;
+}
+
+/* Sections other than routes, upstreams, listeners and the blocklist. */
+static void diff_sections(const struct sl_config *a, const struct sl_config *b,
+                          struct namelist *out) {
+  if (identify_hash(&a->identify) != identify_hash(&b->identify)) namelist_add(out, "identify");
+  if (memcmp(&a->reject, &b->reject, sizeof(a->reject)) != 0) namelist_add(out, "reject");
+  if (shaping_hash(a) != shaping_hash(b)) namelist_add(out, "shaping");
+  if (a->mode != b->mode) namelist_add(out, "mode");
+  if (a->drain_timeout_ms != b->drain_timeout_ms) namelist_add(out, "drain_timeout");
+  if (a->access_log != b->access_log) namelist_add(out, "access_log");
+  if (a->rejection_log_per_sec != b->rejection_log_per_sec) namelist_add(out, "rejection_log");
+  if (!a->include_dir != !b->include_dir ||
+      (a->include_dir && strcmp(a->include_dir, b->include_dir) != 0))
+    namelist_add(out, "include");
+}
+
+static void diff_routes(const struct sl_config *a, const struct sl_config *b,
+                        struct namelist *added, struct namelist *removed,
+                        struct namelist *changed) {
+  for (size_t i = 0; i < b->n_routes; i++) {
+    const struct sl_route_cfg *r = &b->routes[i], *o = NULL;
+    for (size_t j = 0; j < a->n_routes && !o; j++)
+      if (strcmp(a->routes[j].name, r->name) == 0) o = &a->routes[j];
+    if (!o) namelist_add(added, r->name);
+    else if (route_hash(o) != route_hash(r)) namelist_add(changed, r->name);
+  }
+  for (size_t j = 0; j < a->n_routes; j++) {
+    bool kept = false;
+    for (size_t i = 0; i < b->n_routes && !kept; i++)
+      kept = strcmp(a->routes[j].name, b->routes[i].name) == 0;
+    if (!kept) namelist_add(removed, a->routes[j].name);
+  }
+}
+
+static void diff_upstreams(const struct sl_config *a, const struct sl_config *b,
+                           struct namelist *added, struct namelist *removed,
+                           struct namelist *changed) {
+  for (size_t i = 0; i < b->n_upstreams; i++) {
+    const struct sl_upstream_cfg *u = &b->upstreams[i], *o = NULL;
+    for (size_t j = 0; j < a->n_upstreams && !o; j++)
+      if (strcmp(a->upstreams[j].name, u->name) == 0) o = &a->upstreams[j];
+    if (!o) namelist_add(added, u->name);
+    else if (upstream_hash(o) != upstream_hash(u)) namelist_add(changed, u->name);
+  }
+  for (size_t j = 0; j < a->n_upstreams; j++) {
+    bool kept = false;
+    for (size_t i = 0; i < b->n_upstreams && !kept; i++)
+      kept = strcmp(a->upstreams[j].name, b->upstreams[i].name) == 0;
+    if (!kept) namelist_add(removed, a->upstreams[j].name);
+  }
+}
+
+static int ptr_cmp(const void *x, const void *y) {
+  uintptr_t a = (uintptr_t) * (void *const *)x, b = (uintptr_t) * (void *const *)y;
+  return a < b ? -1 : a > b;
+}
+
+/* Every policy of |b| that has state: carried over from |a| (the same
+ * state object: sl_policies_attach matched kind and identity) or fresh. */
+static void diff_policies(const struct sl_config *a, const struct sl_config *b,
+                          struct namelist *carried, struct namelist *fresh) {
+  size_t n = 0, cap = a->n_upstreams;
+  for (size_t i = 0; i < a->n_routes; i++) cap += a->routes[i].n_rate_limits + 1;
+  void **prev = calloc(cap ? cap : 1, sizeof(*prev));
+  if (!prev) abort();
+  for (size_t i = 0; i < a->n_routes; i++) {
+    for (size_t j = 0; j < a->routes[i].n_rate_limits; j++)
+      if (a->routes[i].rate_limits[j].state) prev[n++] = a->routes[i].rate_limits[j].state;
+    if (a->routes[i].concurrency.state) prev[n++] = a->routes[i].concurrency.state;
+  }
+  for (size_t i = 0; i < a->n_upstreams; i++)
+    if (a->upstreams[i].breaker_state) prev[n++] = a->upstreams[i].breaker_state;
+  qsort(prev, n, sizeof(*prev), ptr_cmp);
+#define CLASSIFY(state, label)                                                     \
+  do {                                                                             \
+    void *st_ = (state);                                                           \
+    if (st_) namelist_add(bsearch(&st_, prev, n, sizeof(*prev), ptr_cmp) ? carried \
+                                                                        : fresh,   \
+                          (label));                                                \
+  } while (0)
+  char label[256];
+  for (size_t i = 0; i < b->n_routes; i++) {
+    const struct sl_route_cfg *r = &b->routes[i];
+    for (size_t j = 0; j < r->n_rate_limits; j++) CLASSIFY(r->rate_limits[j].state, r->rate_limits[j].name);
+    snprintf(label, sizeof(label), "%s/concurrency", r->name);
+    CLASSIFY(r->concurrency.state, label);
+  }
+  for (size_t i = 0; i < b->n_upstreams; i++) {
+    snprintf(label, sizeof(label), "%s/breaker", b->upstreams[i].name);
+    CLASSIFY(b->upstreams[i].breaker_state, label);
+  }
+#undef CLASSIFY
+  free(prev);
+}
+
+/* A JSON fragment ("k":v,...) for sl_log_json, bounded so that the log
+ * line stays whole: a field that would not fit is left out. */
+struct frag {
+  char buf[1700];
+  size_t len;
+};
+
+static void frag_names(struct frag *f, const char *key, const struct namelist *nl) {
+  if (!nl->n) return;
+  char v[sizeof(nl->buf) + 64];
+  size_t vl = 0;
+  sl_json_escape(v, sizeof(v), &vl, nl->buf);
+  if (nl->n > nl->shown) vl += (size_t)snprintf(v + vl, sizeof(v) - vl, " (+%u more)", nl->n - nl->shown);
+  if (f->len + strlen(key) + vl + 8 >= sizeof(f->buf)) return;
+  f->len += (size_t)snprintf(f->buf + f->len, sizeof(f->buf) - f->len, "%s\"%s\":\"%.*s\"",
+                             f->len ? "," : "", key, (int)vl, v);
+}
+
+static void frag_str(struct frag *f, const char *key, const char *value) {
+  char v[256];
+  size_t vl = 0;
+  sl_json_escape(v, sizeof(v), &vl, value);
+  if (f->len + strlen(key) + vl + 8 >= sizeof(f->buf)) return;
+  f->len += (size_t)snprintf(f->buf + f->len, sizeof(f->buf) - f->len, "%s\"%s\":\"%.*s\"",
+                             f->len ? "," : "", key, (int)vl, v);
+}
+
+static void frag_num(struct frag *f, const char *key, unsigned long long v) {
+  if (f->len + strlen(key) + 32 >= sizeof(f->buf)) return;
+  f->len += (size_t)snprintf(f->buf + f->len, sizeof(f->buf) - f->len, "%s\"%s\":%llu",
+                             f->len ? "," : "", key, v);
+}
+
+/* Logs the one line a reload leaves: what triggered it, the generation,
+ * and what changed between |a| (the previous configuration) and |b|.
+ * Also leaves a short summary in M.last_reload_summary for POST /reload. */
+static void log_reload(const char *trigger, unsigned triggers, const struct sl_config *a,
+                       const struct sl_config *b, size_t bl_before, size_t bl_after,
+                       const struct lis_change *lc, double ms) {
+  struct namelist r_add = {0}, r_del = {0}, r_chg = {0}, u_add = {0}, u_del = {0}, u_chg = {0};
+  struct namelist sect = {0}, carried = {0}, fresh = {0};
+  diff_routes(a, b, &r_add, &r_del, &r_chg);
+  diff_upstreams(a, b, &u_add, &u_del, &u_chg);
+  diff_sections(a, b, &sect);
+  diff_policies(a, b, &carried, &fresh);
+  struct frag f = {.len = 0};
+  frag_str(&f, "trigger", trigger);
+  if (triggers > 1) frag_num(&f, "coalesced_triggers", triggers);
+  frag_num(&f, "generation", b->generation);
+  char dur[32];
+  snprintf(dur, sizeof(dur), "%.3f", ms);
+  frag_str(&f, "duration_ms", dur);
+  snprintf(M.last_reload_summary, sizeof(M.last_reload_summary),
+           "routes +%u -%u ~%u; upstreams +%u -%u ~%u; listeners +%u -%u ~%u tls %u; "
+           "blocklist %zu->%zu; policies %u carried, %u fresh; other: %s",
+           r_add.n, r_del.n, r_chg.n, u_add.n, u_del.n, u_chg.n, lc->added.n, lc->removed.n,
+           lc->changed.n, lc->tls.n, bl_before, bl_after, carried.n, fresh.n,
+           sect.n ? sect.buf : "none");
+  frag_str(&f, "summary", M.last_reload_summary);
+  frag_names(&f, "routes_added", &r_add);
+  frag_names(&f, "routes_removed", &r_del);
+  frag_names(&f, "routes_changed", &r_chg);
+  frag_names(&f, "upstreams_added", &u_add);
+  frag_names(&f, "upstreams_removed", &u_del);
+  frag_names(&f, "upstreams_changed", &u_chg);
+  frag_names(&f, "listeners_added", &lc->added);
+  frag_names(&f, "listeners_removed", &lc->removed);
+  frag_names(&f, "listeners_changed", &lc->changed);
+  frag_names(&f, "listeners_tls_reloaded", &lc->tls);
+  char bl[48];
+  snprintf(bl, sizeof(bl), "%zu->%zu", bl_before, bl_after);
+  frag_str(&f, "blocklist_entries", bl);
+  frag_num(&f, "policies_carried", carried.n);
+  frag_num(&f, "policies_fresh", fresh.n);
+  frag_names(&f, "policies_fresh_names", &fresh);
+  frag_names(&f, "policies_carried_names", &carried);
+  frag_names(&f, "sections_changed", &sect);
+  f.buf[f.len] = '\0';
+  sl_log_json(SL_LOG_INFO, "configuration reloaded", "%s", f.buf);
+}
+
+/* ---- reloading ----------------------------------------------------- */
+
+static void reload_failed(const char *msg) {
+  snprintf(M.last_reload_error, sizeof(M.last_reload_error), "%s", msg);
+  sl_log(SL_LOG_ERROR, "reload rejected; the running configuration is unchanged", "error", msg,
+         NULL);
+  set_reload_metrics(false, NULL);
+}
+
+/* Tells the watcher which files beyond the main one the running
+ * configuration was read from (drop-ins, certificates); returns true if
+ * that set changed. */
+static bool watch_files_of(const struct sl_config *cfg) {
+  if (!M.watch) return false;
+  const char *extra[2 * 64];
+  size_t n = 0;
+  for (size_t i = 0; i < cfg->n_listeners && n + 2 <= sizeof(extra) / sizeof(extra[0]); i++) {
+    if (!cfg->listeners[i].tls_certificate) continue;
+    extra[n++] = cfg->listeners[i].tls_certificate;
+    extra[n++] = cfg->listeners[i].tls_private_key;
+  }
+  return sl_watch_set_files(M.watch, cfg->include_dir, extra, n);
+}
+
+/* Loads, validates and publishes the configuration file: the whole new
+ * configuration is checked (YAML, schema, certificates, new listener
+ * addresses bound) before anything running is touched. Returns 0 on
+ * success; on failure the running configuration is untouched, the error
+ * is logged and left in M.last_reload_error, and the reload metrics say
+ * so. Main thread; blocks at most ~1 s waiting for workers when
+ * listeners change. */
+static int reload_config(const char *trigger, unsigned triggers) {
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  M.last_reload_summary[0] = '\0';
+  if (M.draining) {
+    reload_failed("draining: the process is shutting down");
+    return -1;
+  }
+  /* Fingerprint first: a file changed while it is read counts as a change
+   * still to load, and a file that fails to load is not retried until it
+   * changes again. */
+  uint64_t fp = M.watch ? sl_watch_fingerprint(M.watch) : 0;
   struct sl_config_errors errs = {0};
   struct sl_config *cfg = sl_config_load(M.config_path, &errs);
   if (!cfg) {
@@ -286,23 +857,80 @@ static int reload_config(const char *trigger) {
     }
     sl_config_errors_free(&errs);
     set_reload_metrics(false, NULL);
+    if (M.watch) sl_watch_loaded(M.watch, fp);
+    return -1;
+  }
+  /* A listener change moves sockets between listeners: the previous one
+   * must have reached every worker first. */
+  if (!workers_wait(M.listeners_gen, 1000)) {
+    sl_config_free(cfg);
+    reload_failed("workers have not applied the previous listener change yet; retry");
+    return -1;
+  }
+  struct lis_change ch;
+  char err[512];
+  if (listeners_prepare(cfg, &ch, err, sizeof(err)) != 0) {
+    sl_config_free(cfg);
+    reload_failed(err);
+    if (M.watch) sl_watch_loaded(M.watch, fp);
     return -1;
   }
   struct sl_gen *cur = sl_gen_current_ref();
-  if (listeners_changed(cur->cfg, cfg))
-    sl_log(SL_LOG_WARN,
-           "listener addresses changed: they take effect at the next restart; the rest of the "
-           "configuration is applied now",
-           NULL);
-  sl_gen_unref(cur);
-  struct sl_gen *g = gen_publish(cfg);
+  if (cur->cfg->admin_address.len != cfg->admin_address.len ||
+      memcmp(&cur->cfg->admin_address.ss, &cfg->admin_address.ss, cfg->admin_address.len) != 0)
+    sl_log(SL_LOG_WARN, "admin address changed: it takes effect at the next restart", NULL);
+  uint64_t gen_next = gen_counter + 1;
+  listeners_commit(&ch, gen_next);
+  struct sl_gen *g = gen_publish(cfg, M.listeners, M.n_listeners);
   for (int i = 0; i < M.n_workers; i++) sl_worker_notify_reload(&M.workers[i]);
+  if (ch.needs_ack) {
+    M.listeners_gen = g->cfg->generation;
+    if (!workers_wait(g->cfg->generation, 1000))
+      sl_log(SL_LOG_WARN, "workers slow to apply the listener change; old sockets close later",
+             NULL);
+  }
+  retired_collect(false);
   set_reload_metrics(true, g->cfg);
-  char gen[24];
-  snprintf(gen, sizeof(gen), "%llu", (unsigned long long)g->cfg->generation);
-  sl_log(SL_LOG_INFO, "configuration reloaded", "trigger", trigger, "generation", gen, NULL);
+  if (M.watch) {
+    if (watch_files_of(g->cfg)) fp = sl_watch_fingerprint(M.watch);
+    sl_watch_loaded(M.watch, fp);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+  log_reload(trigger, triggers, cur->cfg, g->cfg, sl_blocklist_size(cur->blocklist),
+             sl_blocklist_size(g->blocklist), &ch, ms);
+  lis_change_free(&ch, false);
+  sl_gen_unref(cur);
   M.last_reload_error[0] = '\0';
   return 0;
+}
+
+static void reload_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)t;
+  (void)revents;
+  if (!M.reload_pending) return;
+  M.reload_pending = false;
+  unsigned n = M.reload_triggers;
+  M.reload_triggers = 0;
+  reload_config(M.reload_trigger, n);
+}
+
+/* Asks for a reload at the next loop iteration; triggers that arrive
+ * before it runs join it (bounded: one pending reload at most). */
+static void reload_request(const char *trigger) {
+  if (!M.reload_pending) M.reload_trigger = trigger;
+  M.reload_pending = true;
+  M.reload_triggers++;
+  if (!ev_is_active(&M.reload_timer)) {
+    ev_timer_set(&M.reload_timer, 0.0, 0.0);
+    ev_timer_start(M.loop, &M.reload_timer);
+  }
+}
+
+static void on_files_changed(void *ud) {
+  (void)ud;
+  reload_request("file");
 }
 
 /* ---- admin hooks -------------------------------------------------- */
@@ -340,13 +968,24 @@ static void hook_config(void *ud, char **body, size_t *len) {
 
 static void hook_reload(void *ud, int *status, char **body, size_t *len) {
   (void)ud;
-  int rv = reload_config("admin");
+  /* Runs now, so the answer can say how it went; a reload already
+   * pending is part of this one. */
+  unsigned triggers = M.reload_triggers + 1;
+  M.reload_pending = false;
+  M.reload_triggers = 0;
+  int rv = reload_config("admin", triggers);
   FILE *f = open_memstream(body, len);
   if (rv == 0) {
     struct sl_gen *g = sl_gen_current_ref();
     *status = 200;
-    if (f) fprintf(f, "{\"result\":\"success\",\"generation\":%llu}\n",
-                   (unsigned long long)g->cfg->generation);
+    if (f) {
+      char esc[1024];
+      size_t n_esc = 0;
+      sl_json_escape(esc, sizeof(esc), &n_esc, M.last_reload_summary);
+      esc[n_esc] = '\0';
+      fprintf(f, "{\"result\":\"success\",\"generation\":%llu,\"changes\":\"%s\"}\n",
+              (unsigned long long)g->cfg->generation, esc);
+    }
     sl_gen_unref(g);
   } else {
     *status = 400;
@@ -480,7 +1119,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
   (void)loop;
   (void)revents;
   if (w->signum == SIGHUP) {
-    reload_config("SIGHUP");
+    reload_request("SIGHUP");
     return;
   }
   begin_shutdown(w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -583,7 +1222,7 @@ static int cmd_run(const char *path, int workers) {
   signal(SIGPIPE, SIG_IGN);
 
   M.n_listeners = (int)cfg->n_listeners;
-  M.listeners = calloc(cfg->n_listeners, sizeof(*M.listeners));
+  M.listeners = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*M.listeners));
   if (!M.listeners) abort();
   for (size_t i = 0; i < cfg->n_listeners; i++) {
     char err[512];
@@ -596,10 +1235,16 @@ static int cmd_run(const char *path, int workers) {
       return 2;
     }
   }
-  struct sl_gen *g = gen_publish(cfg);
+  struct sl_gen *g = gen_publish(cfg, M.listeners, M.n_listeners);
   set_reload_metrics(true, cfg);
 
   M.loop = EV_DEFAULT;
+  /* Watch from the files as loaded; a change between the load and this
+   * fingerprint (microseconds) would wait for the next one. */
+  M.watch = sl_watch_new(M.loop, path, on_files_changed, NULL);
+  watch_files_of(cfg);
+  sl_watch_loaded(M.watch, sl_watch_fingerprint(M.watch));
+  ev_init(&M.reload_timer, reload_timer_cb);
   if (cfg->admin_address.len) {
     static const struct sl_admin_hooks hooks = {
         .ready = hook_ready, .config = hook_config, .reload = hook_reload,
@@ -623,7 +1268,7 @@ static int cmd_run(const char *path, int workers) {
   M.workers = calloc((size_t)M.n_workers, sizeof(*M.workers));
   if (!M.workers) abort();
   for (int i = 0; i < M.n_workers; i++) {
-    sl_worker_init(&M.workers[i], i, M.listeners, M.n_listeners, sl_gen_ref(g));
+    sl_worker_init(&M.workers[i], i, sl_gen_ref(g));
     if (sl_worker_start(&M.workers[i]) != 0) {
       sl_log(SL_LOG_ERROR, "cannot start worker thread", NULL);
       return 2;
@@ -655,7 +1300,11 @@ static int cmd_run(const char *path, int workers) {
   for (int i = 0; i < M.n_workers; i++) sl_worker_join(&M.workers[i]);
   M.workers_running = 0;
   sl_admin_del(M.admin);
+  ev_timer_stop(M.loop, &M.reload_timer);
+  sl_watch_del(M.watch);
+  M.watch = NULL;
   for (int i = 0; i < M.n_listeners; i++) listener_close(M.listeners[i]);
+  retired_collect(true);
   free(M.listeners);
   free(M.workers);
   pthread_mutex_lock(&gen_lock);

@@ -87,12 +87,15 @@ static void worker_begin_drain(struct sl_worker *w) {
    * kernel would otherwise keep completing handshakes into the backlog,
    * and clients would wait on connections nobody accepts. With every
    * worker's socket closed, new connections are refused at once. */
-  for (int i = 0; i < w->n_listeners; i++) {
-    struct sl_worker_listener *wl = &w->listeners[i];
+  while (w->listeners) {
+    struct sl_worker_listener *wl = w->listeners;
+    w->listeners = wl->next;
     ev_io_stop(w->loop, &wl->io);
     close(wl->lis->fds[w->id]);
     wl->lis->fds[w->id] = -1;
+    free(wl);
   }
+  w->n_listeners = 0;
   for (struct sl_conn *c = w->conns, *n; c; c = n) {
     n = c->next;
     if (!c->ops)
@@ -139,6 +142,64 @@ static void close_newly_blocked(struct sl_worker *w) {
                 "\"worker\":%d,\"connections\":%u", w->id, closed);
 }
 
+static bool gen_has_listener(const struct sl_gen *g, const struct sl_listener *l) {
+  for (int i = 0; i < g->n_listeners; i++)
+    if (g->listeners[i] == l) return true;
+  return false;
+}
+
+static void worker_watch(struct sl_worker *w, struct sl_listener *l) {
+  struct sl_worker_listener *wl = calloc(1, sizeof(*wl));
+  if (!wl) abort(); /* start-up or reload path */
+  wl->lis = l;
+  wl->w = w;
+  ev_io_init(&wl->io, accept_cb, l->fds[w->id], EV_READ);
+  ev_io_start(w->loop, &wl->io);
+  wl->next = w->listeners;
+  w->listeners = wl;
+  w->n_listeners++;
+}
+
+/* Makes the listeners this worker accepts on those of w->gen. A listener
+ * the generation dropped stops accepting here and its socket is closed;
+ * its connections carry on. When a successor took the socket over, the
+ * main thread already moved the fd to it (the old slot reads -1), so the
+ * same socket is stopped here and watched again under the successor. A
+ * listener new to the generation is watched on this worker's socket.
+ * A listener's fds are written by the main thread only before the
+ * generation that changes them is published, and otherwise only by this
+ * worker for its own slot: no lock is needed. */
+static void worker_apply_listeners(struct sl_worker *w) {
+  const struct sl_gen *g = w->gen;
+  for (struct sl_worker_listener **pp = &w->listeners; *pp;) {
+    struct sl_worker_listener *wl = *pp;
+    if (gen_has_listener(g, wl->lis)) {
+      pp = &wl->next;
+      continue;
+    }
+    ev_io_stop(w->loop, &wl->io);
+    if (wl->lis->fds[w->id] >= 0) close(wl->lis->fds[w->id]);
+    wl->lis->fds[w->id] = -1;
+    *pp = wl->next;
+    w->n_listeners--;
+    free(wl);
+  }
+  for (int i = 0; i < g->n_listeners; i++) {
+    struct sl_listener *l = g->listeners[i];
+    bool watched = false;
+    for (struct sl_worker_listener *wl = w->listeners; wl && !watched; wl = wl->next)
+      watched = wl->lis == l;
+    if (watched || l->fds[w->id] < 0) continue;
+    if (w->draining) {
+      /* A reload raced with the drain: do not start accepting again. */
+      close(l->fds[w->id]);
+      l->fds[w->id] = -1;
+      continue;
+    }
+    worker_watch(w, l);
+  }
+}
+
 static void wakeup_cb(struct ev_loop *loop, ev_async *a, int revents) {
   struct sl_worker *w = SL_CONTAINER_OF(a, struct sl_worker, wakeup);
   (void)loop;
@@ -147,14 +208,15 @@ static void wakeup_cb(struct ev_loop *loop, ev_async *a, int revents) {
     struct sl_gen *g = sl_gen_current_ref();
     struct sl_gen *old = w->gen;
     w->gen = g;
+    worker_apply_listeners(w);
     sl_gen_unref(old);
     close_newly_blocked(w);
+    atomic_store(&w->acked_generation, g->cfg->generation);
   }
   if (atomic_load(&w->stop_requested)) worker_begin_drain(w);
 }
 
-void sl_worker_init(struct sl_worker *w, int id, struct sl_listener **lis, int n,
-                    struct sl_gen *gen) {
+void sl_worker_init(struct sl_worker *w, int id, struct sl_gen *gen) {
   memset(w, 0, sizeof(*w));
   w->id = id;
   w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
@@ -164,16 +226,8 @@ void sl_worker_init(struct sl_worker *w, int id, struct sl_listener **lis, int n
   ev_async_start(w->loop, &w->wakeup);
   ev_prepare_init(&w->flush_watcher, flush_cb);
   ev_prepare_start(w->loop, &w->flush_watcher);
-  w->listeners = calloc((size_t)n, sizeof(*w->listeners));
-  if (!w->listeners && n) abort();
-  w->n_listeners = n;
-  for (int i = 0; i < n; i++) {
-    struct sl_worker_listener *wl = &w->listeners[i];
-    wl->lis = lis[i];
-    wl->w = w;
-    ev_io_init(&wl->io, accept_cb, lis[i]->fds[id], EV_READ);
-    ev_io_start(w->loop, &wl->io);
-  }
+  worker_apply_listeners(w);
+  atomic_init(&w->acked_generation, gen->cfg->generation);
 }
 
 static void *worker_main(void *arg) {
@@ -215,5 +269,9 @@ void sl_worker_notify_stop(struct sl_worker *w, uint64_t timeout_ms) {
 void sl_worker_join(struct sl_worker *w) {
   pthread_join(w->thread, NULL);
   ev_loop_destroy(w->loop);
-  free(w->listeners);
+  while (w->listeners) {
+    struct sl_worker_listener *wl = w->listeners;
+    w->listeners = wl->next;
+    free(wl);
+  }
 }

@@ -6,12 +6,13 @@
 
 #include "proxy.h"
 
-/* Prepares worker |id| watching |lis[0..n)| (socket index |id| of each).
- * Aborts on out-of-memory (start-up). */
-void sl_worker_init(struct sl_worker *w, int id, struct sl_listener **lis, int n,
-                    struct sl_gen *gen);
+/* Prepares worker |id| on generation |gen| (takes the reference),
+ * watching socket |id| of each of gen->listeners. Aborts on
+ * out-of-memory (start-up). */
+void sl_worker_init(struct sl_worker *w, int id, struct sl_gen *gen);
 int sl_worker_start(struct sl_worker *w);
-/* Thread-safe: ask the worker to pick up the current generation. */
+/* Thread-safe: ask the worker to pick up the current generation and its
+ * listener set; w->acked_generation tells when it has. */
 void sl_worker_notify_reload(struct sl_worker *w);
 /* Thread-safe: stop accepting, drain within |timeout_ms|, then exit. */
 void sl_worker_notify_stop(struct sl_worker *w, uint64_t timeout_ms);
