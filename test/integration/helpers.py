@@ -1375,3 +1375,12 @@ def port_refuses(port, host="127.0.0.1", timeout=1.0):
     finally:
         s.close()
     return False
+
+
+def release_ports(sluice):
+    """Releases the ports Sluice.write_config() reserved for listeners that
+    appeared after start() (start() releases only those known then), so
+    that a reload can bind them."""
+    for r in sluice._reservations:
+        r.release()
+    sluice._reservations = []
