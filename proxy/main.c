@@ -1099,6 +1099,8 @@ static void housekeeping_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     if (bs) sl_metric_gauge_set(bs, b ? (int64_t)sl_breaker_state(b) : 0);
   }
   sl_gen_unref(g);
+  /* Listeners removed by a reload go once their last connection closed. */
+  retired_collect(false);
 }
 
 /* ---- signals and shutdown ----------------------------------------- */
