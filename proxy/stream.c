@@ -378,9 +378,12 @@ void sl_stream_tunnel_open(struct sl_stream *s) {
   sl_stats_ws_upgrade(s->route->name, "success");
 }
 
-/* Appends the pending close frame and ends the tunnel's downstream half;
- * the upstream connection closes at once. */
-static void tunnel_inject_close(struct sl_stream *s) {
+/* Appends the pending close frame and ends the tunnel's downstream half.
+ * |end_upstream|: close the upstream connection now. The upstream side's
+ * own read path passes false (sl_stream_tunnel_down): it still holds its
+ * connection when this returns, so that connection closes with the stream
+ * instead, and what the origin sends meanwhile is dropped. */
+static void tunnel_inject_close(struct sl_stream *s, bool end_upstream) {
   uint8_t frame[140];
   s->ws_close_pending = false;
   if (!s->ws_down.broken) {
@@ -391,11 +394,14 @@ static void tunnel_inject_close(struct sl_stream *s) {
     }
   }
   s->resp_done = true;
-  sl_upstream_tunnel_end(s);
+  if (end_upstream) sl_upstream_tunnel_end(s);
   s->fe->response_body(s);
 }
 
 void sl_stream_tunnel_down(struct sl_stream *s, const char *data, size_t n) {
+  /* The close frame went in already: nothing may follow it (RFC 6455
+   * §5.5.1). */
+  if (s->resp_done) return;
   s->tunnel_bytes_down += n;
   if (!s->ws_close_pending) {
     sl_ws_track(&s->ws_down, (const uint8_t *)data, n);
@@ -416,7 +422,7 @@ void sl_stream_tunnel_down(struct sl_stream *s, const char *data, size_t n) {
     s->fe->abort(s);
     return;
   }
-  if (sl_ws_at_boundary(&s->ws_down) || s->ws_down.broken) tunnel_inject_close(s);
+  if (sl_ws_at_boundary(&s->ws_down) || s->ws_down.broken) tunnel_inject_close(s, false);
 }
 
 void sl_stream_tunnel_close(struct sl_stream *s, uint16_t code, const char *reason) {
@@ -425,5 +431,5 @@ void sl_stream_tunnel_close(struct sl_stream *s, uint16_t code, const char *reas
   s->ws_close_reason = reason;
   s->ws_close_pending = true;
   /* Already between frames: close now; otherwise at the next boundary. */
-  if (sl_ws_at_boundary(&s->ws_down) || s->ws_down.broken) tunnel_inject_close(s);
+  if (sl_ws_at_boundary(&s->ws_down) || s->ws_down.broken) tunnel_inject_close(s, true);
 }
