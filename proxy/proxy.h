@@ -221,6 +221,8 @@ struct sl_stream {
 struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops *fe,
                                 enum sl_proto proto);
 void sl_stream_del(struct sl_stream *s);
+/* Frees the calling thread's recycled streams (worker exit). */
+void sl_stream_cache_drain(void);
 /* Appends a request header (copied into the stream arena; |name| is
  * lowercased). Returns 0, or -1 on OOM. */
 int sl_stream_add_header(struct sl_stream *s, const char *name, size_t nlen,

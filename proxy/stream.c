@@ -19,14 +19,40 @@
 #include "sluice/breaker.h"
 #include "stats.h"
 
+/* Recycled streams, per worker thread: a stream and the first chunk of its
+ * arena are reused, so a request costs no malloc in steady state. Bounded
+ * so a burst does not pin memory afterwards. */
+#define STREAM_CACHE_MAX 256
+static __thread struct sl_stream *stream_cache;
+static __thread unsigned stream_cache_len;
+
+void sl_stream_cache_drain(void) {
+  while (stream_cache) {
+    struct sl_stream *s = stream_cache;
+    stream_cache = s->queue_next;
+    sl_arena_free(&s->arena);
+    free(s);
+  }
+  stream_cache_len = 0;
+}
+
 struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops *fe,
                                 enum sl_proto proto) {
-  struct sl_stream *s = calloc(1, sizeof(*s));
-  if (!s) return NULL;
+  struct sl_stream *s = stream_cache;
+  if (s) {
+    stream_cache = s->queue_next;
+    stream_cache_len--;
+    struct sl_arena keep = s->arena;
+    memset(s, 0, sizeof(*s));
+    s->arena = keep;
+  } else {
+    s = calloc(1, sizeof(*s));
+    if (!s) return NULL;
+    sl_arena_init(&s->arena, 2048);
+  }
   s->conn = c;
   s->fe = fe;
   s->proto = proto;
-  sl_arena_init(&s->arena, 2048);
   s->req.content_length = -1;
   s->resp.content_length = -1;
   sl_pipe_init(&s->req_body, SL_BODY_PIPE_CAP);
@@ -90,8 +116,15 @@ void sl_stream_del(struct sl_stream *s) {
   sl_upstream_detach(s);
   sl_pipe_clear(&s->req_body);
   sl_pipe_clear(&s->resp_body);
-  sl_arena_free(&s->arena);
   sl_gen_unref(s->gen);
+  if (stream_cache_len < STREAM_CACHE_MAX) {
+    sl_arena_reset(&s->arena);
+    s->queue_next = stream_cache;
+    stream_cache = s;
+    stream_cache_len++;
+    return;
+  }
+  sl_arena_free(&s->arena);
   free(s);
 }
 

@@ -96,6 +96,12 @@ static void worker_begin_drain(struct sl_worker *w) {
     free(wl);
   }
   w->n_listeners = 0;
+  /* Tunnels get a WebSocket close 1001 (going away) at a frame boundary
+   * well before drain_timeout cuts whatever is left. */
+  for (struct sl_stream *t = w->tunnels, *tn; t; t = tn) {
+    tn = t->tunnel_next;
+    sl_stream_tunnel_close(t, 1001, "server shutting down");
+  }
   for (struct sl_conn *c = w->conns, *n; c; c = n) {
     n = c->next;
     if (!c->ops)
@@ -137,6 +143,27 @@ static void close_newly_blocked(struct sl_worker *w) {
       closed++;
     }
   }
+  /* Open tunnels of newly blocked devices: close frame 1008 (policy
+   * violation) with the entry's reason, at a frame boundary. */
+  unsigned tunnels = 0;
+  for (struct sl_stream *t = w->tunnels, *tn; t; t = tn) {
+    tn = t->tunnel_next;
+    if (!t->dev_class[0] && !t->dev_firmware[0]) continue;
+    struct sl_version v;
+    bool have_v = t->dev_firmware[0] &&
+                  sl_version_parse(t->dev_firmware, strlen(t->dev_firmware), &v) == 0;
+    struct sl_block_verdict bv;
+    sl_blocklist_check(bl, t->dev_class[0] ? t->dev_class : NULL, strlen(t->dev_class),
+                       have_v ? &v : NULL, now_unix, &bv);
+    if (bv.deny && bv.entry) {
+      sl_stream_tunnel_close(t, 1008, bv.entry->reason ? bv.entry->reason : "blocked");
+      sl_conn_schedule_flush(t->conn);
+      tunnels++;
+    }
+  }
+  if (tunnels)
+    sl_log_json(SL_LOG_INFO, "closed tunnels of newly blocked devices",
+                "\"worker\":%d,\"tunnels\":%u", w->id, tunnels);
   if (closed)
     sl_log_json(SL_LOG_INFO, "closed idle connections of newly blocked devices",
                 "\"worker\":%d,\"connections\":%u", w->id, closed);
@@ -246,6 +273,7 @@ static void *worker_main(void *arg) {
   w->pools = NULL;
   sl_gen_unref(w->gen);
   w->gen = NULL;
+  sl_stream_cache_drain();
   sl_chunk_cache_drain();
   atomic_fetch_add(&sl_workers_exited, 1);
   return NULL;
