@@ -234,7 +234,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   }
 
   /* 4. Circuit breaker of the route's upstream. */
-  struct sl_breaker *br = sl_policy_state_breaker(route->upstream->breaker_state);
+  struct sl_breaker *br = route->upstream->breaker.enabled
+                              ? sl_policy_state_breaker(route->upstream->breaker_state)
+                              : NULL;
   if (br) {
     snprintf(pname, sizeof(pname), "upstream/%s", route->upstream->name);
     struct sl_breaker_verdict bv;

@@ -111,6 +111,14 @@ static int for_each_slot(struct sl_config *cfg, slot_fn fn, void *ctx) {
     struct sl_upstream_cfg *up = &cfg->upstreams[u];
     if (fn(ctx, SL_POLICY_BREAKER, up->breaker.identity, &up->breaker_state, up) < 0) return -1;
   }
+  /* Connection-rate limits at accept: a limiter table per listener (the
+   * NULL policy tells give() it is one; only listeners with a rate). */
+  for (size_t l = 0; l < cfg->n_listeners; l++) {
+    struct sl_listener_cfg *lc = &cfg->listeners[l];
+    if (!lc->connect_rate.per_ip.period_ns) continue;
+    if (fn(ctx, SL_POLICY_RATELIMIT, lc->connect_rate.identity, &lc->connect_rate.state, NULL) < 0)
+      return -1;
+  }
   return 0;
 }
 
@@ -177,11 +185,11 @@ static int give(void *ctx, enum sl_policy_kind kind, uint64_t identity, struct s
   }
   switch (kind) {
   case SL_POLICY_RATELIMIT: {
-    const struct sl_rate_limit_cfg *rl = policy;
-    if (!rate_limit_has_rate(rl)) return 0;
+    const struct sl_rate_limit_cfg *rl = policy; /* NULL: a listener's connect rate */
+    if (rl && !rate_limit_has_rate(rl)) return 0;
     uint8_t seed[16];
     random_seed(seed);
-    *slot = sl_policy_state_new_ratelimit(identity, rl->max_keys, seed);
+    *slot = sl_policy_state_new_ratelimit(identity, rl ? rl->max_keys : 0, seed);
     break;
   }
   case SL_POLICY_CONCURRENCY:

@@ -8,12 +8,16 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "sluice/blocklist.h"
+#include "sluice/identify.h"
+#include "sluice/policy_state.h"
+#include "sluice/ratelimit.h"
 #include "sluice/log.h"
 #include "sluice/version.h"
 #include "proxy.h"
@@ -27,6 +31,32 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
   (void)loop;
   (void)revents;
   sl_worker_flush_all(wk);
+}
+
+/* The connection-rate limit of SPEC section 4, checked at accept before
+ * any TLS or HTTP work: per client address (the TCP peer; there are no
+ * headers yet), refused by closing the socket. Returns true to accept. */
+static bool connect_rate_admits(struct sl_worker *w, const struct sl_listener *lis,
+                                const struct sockaddr_storage *peer) {
+  const struct sl_config *cfg = w->gen->cfg;
+  const struct sl_listener_cfg *lc = NULL;
+  for (size_t i = 0; i < cfg->n_listeners; i++)
+    if (strcmp(cfg->listeners[i].name, lis->name) == 0) lc = &cfg->listeners[i];
+  struct sl_ratelimit_table *t = lc ? sl_policy_state_ratelimit(lc->connect_rate.state) : NULL;
+  if (!t) return true;
+  struct sl_identity id;
+  sl_identify_peer(&cfg->identify, (const struct sockaddr *)peer, &id);
+  struct sl_rl_verdict v;
+  if (sl_ratelimit_admit(t, id.key, sizeof(id.key), lc->connect_rate.per_ip.period_ns,
+                         lc->connect_rate.burst, sl_now_ns(), &v))
+    return true;
+  char policy[SL_POLICY_NAME_MAX], ip[64] = "";
+  snprintf(policy, sizeof(policy), "%s/connect_rate", lc->name);
+  sl_identify_format_addr(&id, ip, sizeof(ip));
+  bool shadow = lc->connect_rate.mode == SL_MODE_SHADOW ||
+                (lc->connect_rate.mode == SL_MODE_INHERIT && cfg->mode == SL_MODE_SHADOW);
+  sl_stats_rejection(w, "-", policy, SL_REASON_CONNECT_RATE, shadow, ip);
+  return shadow;
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
@@ -50,6 +80,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
     if (atomic_load_explicit(&lis->n_connections, memory_order_relaxed) >= lis->max_connections) {
       /* Over the listener's cap: refuse at once rather than queue work
        * the process cannot serve. */
+      close(fd);
+      continue;
+    }
+    if (!connect_rate_admits(w, lis, &peer)) {
       close(fd);
       continue;
     }

@@ -65,6 +65,7 @@ struct sl_listener_cfg {
     uint32_t burst;
     enum sl_mode mode;
     uint64_t identity;         /* like sl_rate_limit_cfg.identity */
+    struct sl_policy_state *state; /* limiter table, keyed by client address */
   } connect_rate;
   uint64_t request_header_timeout_ms; /* default 10000 */
   uint64_t idle_timeout_ms;           /* default 60000 */
