@@ -310,6 +310,23 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
                                : r->abort_percent > 0 &&
                                      (double)(in->rnd & 0xffff) / 65536.0 * 100.0 < r->abort_percent;
     snprintf(pname, sizeof(pname), "shaping/%zu", i);
+    /* Rate cap (staging): a single bucket for all traffic the rule
+     * matches, burst 1, shared by every worker. */
+    struct sl_ratelimit_table *cap = sl_policy_state_ratelimit(r->state);
+    if (cap && !tf) {
+      static const char cap_key[] = "cap";
+      struct sl_rl_verdict v;
+      if (!sl_ratelimit_admit(cap, cap_key, sizeof(cap_key) - 1, r->rate_cap.period_ns, 1, in->now_ns,
+                              &v)) {
+        snprintf(out->policy, sizeof(out->policy), "shaping/%s",
+                 r->name ? r->name : "rate");
+        sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
+        out->finished = false;
+        refuse(out, 429, SL_REASON_SHAPING, "shaped_rate",
+               sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
+        return;
+      }
+    }
     if (tf) {
       snprintf(why, sizeof(why), "delay %llu ms, abort %.1f%%",
                (unsigned long long)r->delay_fixed_ms, r->abort_percent);

@@ -1073,6 +1073,11 @@ static void parse_shaping_rule(struct schema *s, node_t *m, struct sl_shaping_ru
   }
   get_rate(s, m, "rate", &sr->rate_cap);
   get_mode(s, m, &sr->mode);
+  /* The cap's state survives a reload while its rate and position in the
+   * rule list stay the same. */
+  sr->identity = cfg_fnv_str(0xcbf29ce484222325ull, "shaping-rate");
+  sr->identity = (sr->identity ^ sr->rate_cap.period_ns) * 0x100000001b3ull;
+  sr->identity = (sr->identity ^ (uint64_t)(sr - s->cfg->shaping)) * 0x100000001b3ull;
 }
 
 static void parse_shaping(struct schema *s, node_t *root) {

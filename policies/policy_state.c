@@ -111,6 +111,12 @@ static int for_each_slot(struct sl_config *cfg, slot_fn fn, void *ctx) {
     struct sl_upstream_cfg *up = &cfg->upstreams[u];
     if (fn(ctx, SL_POLICY_BREAKER, up->breaker.identity, &up->breaker_state, up) < 0) return -1;
   }
+  /* Shaping rate caps: one limiter (one key) per capped rule. */
+  for (size_t i = 0; i < cfg->n_shaping; i++) {
+    struct sl_shaping_rule *sr = &cfg->shaping[i];
+    if (!sr->rate_cap.period_ns) continue;
+    if (fn(ctx, SL_POLICY_RATELIMIT, sr->identity, &sr->state, NULL) < 0) return -1;
+  }
   /* Connection-rate limits at accept: a limiter table per listener (the
    * NULL policy tells give() it is one; only listeners with a rate). */
   for (size_t l = 0; l < cfg->n_listeners; l++) {
@@ -185,7 +191,8 @@ static int give(void *ctx, enum sl_policy_kind kind, uint64_t identity, struct s
   }
   switch (kind) {
   case SL_POLICY_RATELIMIT: {
-    const struct sl_rate_limit_cfg *rl = policy; /* NULL: a listener's connect rate */
+    /* NULL: a listener's connect rate or a shaping cap (always rated). */
+    const struct sl_rate_limit_cfg *rl = policy;
     if (rl && !rate_limit_has_rate(rl)) return 0;
     uint8_t seed[16];
     random_seed(seed);

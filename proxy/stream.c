@@ -348,9 +348,34 @@ void sl_stream_response_drained(struct sl_stream *s) {
   if (s->up) sl_upstream_resume(s);
 }
 
+/* access_log: on (every request) or sampled (one in 100, drawn at
+ * random so periodic clients are not always or never logged). A line
+ * costs a write(2), which is why it is off by default. */
+static void access_log(struct sl_stream *s) {
+  enum sl_access_log mode = s->gen->cfg->access_log;
+  if (mode == SL_ACCESS_LOG_OFF || !SL_LOG_ENABLED(SL_LOG_INFO)) return;
+  if (mode == SL_ACCESS_LOG_SAMPLED && stream_random() % 100 != 0) return;
+  char path[512], method[32];
+  size_t pl = 0, ml = 0;
+  sl_json_escape(path, sizeof(path), &pl, s->req.path ? s->req.path : "");
+  path[pl] = '\0';
+  sl_json_escape(method, sizeof(method), &ml, s->req.method ? s->req.method : "");
+  method[ml] = '\0';
+  double ms = (ev_now(s->conn->w->loop) - s->started) * 1000.0;
+  sl_log_json(SL_LOG_INFO, "access",
+              "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"route\":\"%s\","
+              "\"protocol\":\"%s\",\"client_ip\":\"%s\",\"duration_ms\":%.3f,"
+              "\"local\":%s",
+              method, path, s->resp.status, s->route ? s->route->name : "-",
+              s->proto == SL_PROTO_H2 ? "h2" : "h1",
+              s->client_ip[0] ? s->client_ip : s->conn->peer_ip, ms,
+              s->local_response ? "true" : "false");
+}
+
 void sl_stream_finish_metrics(struct sl_stream *s) {
   sl_stats_request_done(s->conn->w, s->route ? s->route->name : "-", s->proto,
                         s->resp.status);
+  access_log(s);
 }
 
 const char *sl_http_reason(int status) {
@@ -460,9 +485,17 @@ void sl_stream_tunnel_down(struct sl_stream *s, const char *data, size_t n) {
 
 void sl_stream_tunnel_close(struct sl_stream *s, uint16_t code, const char *reason) {
   if (!s->tunnel || s->resp_done) return;
-  s->ws_close_code = code;
-  s->ws_close_reason = reason;
-  s->ws_close_pending = true;
+  /* A close already waiting for its frame boundary keeps the code and
+   * reason it was decided with (a later reload or a drain does not
+   * rewrite it). |reason| may belong to a configuration generation that a
+   * reload frees before the boundary comes (an emergency block lifted
+   * again): the stream keeps its own copy. */
+  if (!s->ws_close_pending) {
+    s->ws_close_code = code;
+    /* On out-of-memory the close frame goes without a reason. */
+    s->ws_close_reason = reason ? sl_arena_strndup(&s->arena, reason, strlen(reason)) : NULL;
+    s->ws_close_pending = true;
+  }
   /* Already between frames: close now; otherwise at the next boundary. */
   if (sl_ws_at_boundary(&s->ws_down) || s->ws_down.broken) tunnel_inject_close(s, true);
 }

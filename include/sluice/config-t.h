@@ -227,8 +227,10 @@ struct sl_shaping_rule {
   uint64_t delay_fixed_ms, delay_jitter_ms;
   double abort_percent;
   uint16_t abort_status;
-  struct sl_rate rate_cap;     /* period_ns 0: none */
+  struct sl_rate rate_cap;     /* period_ns 0: none; burst 1, across workers */
   enum sl_mode mode;
+  uint64_t identity;           /* rate cap's identity, for state carry-over */
+  struct sl_policy_state *state; /* rate cap limiter (one key) */
 };
 
 enum sl_access_log { SL_ACCESS_LOG_OFF = 0, SL_ACCESS_LOG_ON, SL_ACCESS_LOG_SAMPLED };
