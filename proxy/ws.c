@@ -55,7 +55,13 @@ void sl_ws_track(struct sl_ws_tracker *t, const uint8_t *p, size_t n) {
 
 size_t sl_ws_close_frame(uint8_t *out, uint16_t code, const char *reason, const uint8_t *mask) {
   size_t rlen = reason ? strlen(reason) : 0;
-  if (rlen > 123) rlen = 123; /* control frames carry at most 125 bytes */
+  if (rlen > 123) {
+    /* Control frames carry at most 125 bytes, and the reason must stay
+     * valid UTF-8 (RFC 6455 §5.5, §5.5.1): cut before the character that
+     * straddles byte 123, never inside it. */
+    rlen = 123;
+    while (rlen > 0 && ((unsigned char)reason[rlen] & 0xc0) == 0x80) rlen--;
+  }
   size_t plen = 2 + rlen;
   size_t i = 0;
   out[i++] = 0x88; /* FIN + opcode close */
