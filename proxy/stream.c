@@ -348,9 +348,34 @@ void sl_stream_response_drained(struct sl_stream *s) {
   if (s->up) sl_upstream_resume(s);
 }
 
+/* access_log: on (every request) or sampled (one in 100, drawn at
+ * random so periodic clients are not always or never logged). A line
+ * costs a write(2), which is why it is off by default. */
+static void access_log(struct sl_stream *s) {
+  enum sl_access_log mode = s->gen->cfg->access_log;
+  if (mode == SL_ACCESS_LOG_OFF || !SL_LOG_ENABLED(SL_LOG_INFO)) return;
+  if (mode == SL_ACCESS_LOG_SAMPLED && stream_random() % 100 != 0) return;
+  char path[512], method[32];
+  size_t pl = 0, ml = 0;
+  sl_json_escape(path, sizeof(path), &pl, s->req.path ? s->req.path : "");
+  path[pl] = '\0';
+  sl_json_escape(method, sizeof(method), &ml, s->req.method ? s->req.method : "");
+  method[ml] = '\0';
+  double ms = (ev_now(s->conn->w->loop) - s->started) * 1000.0;
+  sl_log_json(SL_LOG_INFO, "access",
+              "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"route\":\"%s\","
+              "\"protocol\":\"%s\",\"client_ip\":\"%s\",\"duration_ms\":%.3f,"
+              "\"local\":%s",
+              method, path, s->resp.status, s->route ? s->route->name : "-",
+              s->proto == SL_PROTO_H2 ? "h2" : "h1",
+              s->client_ip[0] ? s->client_ip : s->conn->peer_ip, ms,
+              s->local_response ? "true" : "false");
+}
+
 void sl_stream_finish_metrics(struct sl_stream *s) {
   sl_stats_request_done(s->conn->w, s->route ? s->route->name : "-", s->proto,
                         s->resp.status);
+  access_log(s);
 }
 
 const char *sl_http_reason(int status) {
