@@ -44,6 +44,18 @@ static const char *json_string(const char *p) {
     unsigned char c = (unsigned char)*p++;
     if (c == '"') return p;
     if (c < 0x20) return NULL; /* includes the NUL: unterminated */
+    if (c >= 0x80) {           /* well-formed UTF-8 (RFC 3629), no overlongs */
+      unsigned need = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2
+                    : c >= 0xf0 && c <= 0xf4 ? 3 : 0;
+      if (!need) return NULL;
+      unsigned char c1 = (unsigned char)*p;
+      if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) ||
+          (c == 0xf4 && c1 > 0x8f))
+        return NULL;
+      for (unsigned i = 0; i < need; i++, p++)
+        if ((unsigned char)*p < 0x80 || (unsigned char)*p > 0xbf) return NULL;
+      continue;
+    }
     if (c != '\\') continue;
     c = (unsigned char)*p++;
     if (c == 'u') {
@@ -133,6 +145,11 @@ static void test_json_checker(void **st) {
   assert_false(json_valid_object("{\"a\":01}"));
   assert_false(json_valid_object("{\"a\":1}{}"));
   assert_false(json_valid_object("{\"a\":\"open}"));
+  assert_true(json_valid_object("{\"a\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}"));
+  assert_false(json_valid_object("{\"a\":\"\xff\"}"));
+  assert_false(json_valid_object("{\"a\":\"\xc3(\"}"));
+  assert_false(json_valid_object("{\"a\":\"\xc0\xaf\"}"));     /* overlong '/' */
+  assert_false(json_valid_object("{\"a\":\"\xed\xa0\x80\"}")); /* surrogate */
 }
 
 /* ---- fixtures ----------------------------------------------------- */
@@ -446,6 +463,21 @@ static void test_ambiguous_identity(void **state) {
   free(out);
 }
 
+/* Paths and header values are bytes: whatever a device sends, the answer
+ * is valid JSON (UTF-8), with U+FFFD for what is not text. */
+static void test_not_utf8(void **state) {
+  struct env *e = *state;
+  int rc;
+  char *out = explain(e, "192.0.2.1", "/v1/connect/\xff\xfe\xc3(\xe2\x82", T0, &rc, 2,
+                      "x-device-class", "caf\xc3\xa9\xc0\xaf", "x-device-id",
+                      "\xed\xa0\x80\xf4\x90\x80\x80\xe2\x82\xac");
+  assert_int_equal(rc, 0);
+  assert_has(out, "\"path\":\"/v1/connect/\\ufffd\\ufffd\\ufffd(\\ufffd\\ufffd\"");
+  assert_has(out, "\"device_class\":\"caf\xc3\xa9\\ufffd\\ufffd\"");
+  assert_has(out, "\"device_id\":\"\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\xe2\x82\xac\"");
+  free(out);
+}
+
 static void test_bad_ip(void **state) {
   struct env *e = *state;
   int rc;
@@ -479,6 +511,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_breaker_open, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shaping, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ambiguous_identity, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_not_utf8, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_ip, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
