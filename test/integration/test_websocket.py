@@ -203,6 +203,52 @@ def test_h2_many_tunnels_on_one_connection(start_sluice, h2ws_factory):
     assert ws_metrics(s)["success"] == 20
 
 
+@pytest.mark.timeout(30)
+def test_subprotocol_is_negotiated_end_to_end(start_sluice, h2ws_factory):
+    """Sec-WebSocket-Protocol is the origin's to choose: the client's offer
+    reaches it and its answer comes back, on h1 and on h2."""
+    s = start_sluice(ws_config())
+
+    async def run():
+        async with websockets.connect("ws://127.0.0.1:%d/ws" % s.port, subprotocols=["chat.v2"],
+                                      compression=None, open_timeout=5, close_timeout=5,
+                                      ping_interval=None) as ws:
+            assert ws.subprotocol == "chat.v2"
+            await ws.send("hi")
+            assert await asyncio.wait_for(ws.recv(), 5) == "hi"
+    asyncio.run(run())
+    c = h2ws_factory(s.port)
+    sid = c.open_ws(headers=[("sec-websocket-protocol", "chat.v2, chat.v1")])
+    assert c.streams[sid].header("sec-websocket-protocol") == "chat.v2"
+    assert c.echo(sid, b"hi") == b"hi"
+
+
+@pytest.mark.timeout(30)
+def test_client_vanishing_releases_tunnels(start_sluice, upstream):
+    """Clients that drop their connections without a close handshake (h1
+    sockets, an h2 connection carrying several tunnels): every tunnel is
+    torn down, the gauge returns to 0 and the origin's connections close."""
+    s = start_sluice(ws_config(ws=ws_route(concurrency={"max": 8})))
+    h1 = [ws_open(s.port) for _ in range(3)]
+    c = h2ws(s.port)
+    sids = [c.open_ws() for _ in range(5)]
+    for w in h1:
+        assert w.echo(b"x") == b"x"
+    for sid in sids:
+        assert c.echo(sid, b"y") == b"y"
+    wait_active(s, 8)
+    for w in h1:
+        w.close()
+    c.sock.close()  # no GOAWAY, no RST_STREAM: the TCP connection just goes
+    wait_active(s, 0)
+    wait_for(lambda: upstream.stats()["open_connections"] <= 1, 5,
+             what="the origin's tunnel connections to close")
+    # The concurrency slots came back with them.
+    more = [ws_open(s.port) for _ in range(8)]
+    for w in more:
+        w.close()
+
+
 # ---- handshake -------------------------------------------------------------------
 
 @pytest.mark.timeout(30)
@@ -783,4 +829,63 @@ def test_sigterm_closes_tunnels_with_1001(start_sluice):
         s.stop()  # checks stderr
     finally:
         a.close()
+        c.close()
+
+
+@pytest.mark.timeout(40)
+def test_pending_block_close_survives_another_reload(start_sluice, upstream):
+    """The close frame waits for a frame boundary; meanwhile on-call may
+    reload again (here: the block is lifted, as a wrong one would be). The
+    tunnel still closes as decided, and the close frame that finally goes
+    out carries the block's reason, not the bytes of a configuration freed
+    in between."""
+    cfg = ws_config()
+    s = start_sluice(cfg)
+    big = payload_for(OP_BINARY, MiB, 7)
+    c = H2WSClient(s.port, auto_ack=False)
+    try:
+        c.wait_connect_protocol()
+        sid = c.open_ws(headers=HUB_B3)
+        st = c.streams[sid]
+        c.send_ws(sid, big)
+        deadline = time.monotonic() + 10
+        while st.parser.bytes_seen < 65535 - 9:
+            assert time.monotonic() < deadline, "echo did not start"
+            c.pump(0.1)
+        time.sleep(0.3)
+        apply_block(s, cfg)  # the close is now pending, mid-frame
+        for _ in range(3):  # generations come and go while the client is slow
+            s.write_config(cfg)
+            assert s.reload() == 1.0
+        time.sleep(0.3)
+        c.auto_ack = True
+        c.ack()
+        f = c.recv_frame(sid, 10)
+        assert f is not None and f.payload == big, f
+        f = c.recv_frame(sid, 5)
+        assert f is not None and f.opcode == OP_CLOSE and f.close_code == 1008, f
+        assert f.close_reason == "INC-2041", f
+        assert c.recv_frame(sid, 5) is None
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(30)
+def test_long_block_reason_makes_a_valid_close_frame(start_sluice):
+    """A close frame carries at most 123 bytes of reason, and the reason
+    must be valid UTF-8 (RFC 6455 §5.5, §5.5.1): a long reason with
+    non-ASCII characters is cut at a character boundary."""
+    cfg = ws_config()
+    s = start_sluice(cfg)
+    reason = "INC-2041: " + "\u00e9" * 100  # 10 + 200 bytes: byte 123 is mid-character
+    c = ws_open(s.port, headers=HUB_B3)
+    try:
+        assert c.echo(b"x") == b"x"
+        s.write_config(dict(cfg, blocklist={"firmware": [dict(BLOCK_ENTRY, reason=reason)]}))
+        assert s.reload() == 1.0
+        f, _ = c.expect_close(5)  # FrameParser checks the length and the UTF-8
+        assert f is not None and f.close_code == 1008, f
+        assert len(f.payload) <= 125
+        assert reason.startswith(f.close_reason) and len(f.close_reason) >= 60, f.close_reason
+    finally:
         c.close()
