@@ -249,6 +249,31 @@ def test_client_vanishing_releases_tunnels(start_sluice, upstream):
         w.close()
 
 
+@pytest.mark.timeout(30)
+def test_tunnels_over_tls(start_sluice, tls_cert):
+    """The same tunnels behind a TLS listener: an upgrade on ALPN
+    http/1.1, and RFC 8441 on ALPN h2."""
+    cfg = ws_config()
+    cfg["listeners"][0]["tls"] = {"certificate": tls_cert.ecdsa.cert,
+                                  "private_key": tls_cert.ecdsa.key}
+    s = start_sluice(cfg)
+    big = payload_for(OP_BINARY, MiB, 8)
+    with ws_open(s.port, tls=tls_cert.ecdsa.client_context(alpn=("http/1.1",))) as c:
+        assert c.sock.selected_alpn_protocol() == "http/1.1"
+        assert c.echo(big) == big and c.echo("t\u00e9xt", OP_TEXT) == "t\u00e9xt".encode()
+        assert c.close_handshake().close_code == 1000
+    h = H2WSClient(s.port, tls=tls_cert.ecdsa.client_context())
+    try:
+        h.wait_connect_protocol()
+        sid = h.open_ws()
+        assert h.streams[sid].status == 200
+        assert h.echo(sid, big) == big
+        assert h.close_ws(sid).close_code == 1000
+    finally:
+        h.close()
+    assert ws_metrics(s)["success"] == 2
+
+
 # ---- handshake -------------------------------------------------------------------
 
 @pytest.mark.timeout(30)

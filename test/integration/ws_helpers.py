@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 
@@ -224,7 +225,8 @@ class WSConn(H1Conn):
     frames. |rcvbuf|/|sndbuf| (bytes) are set before connecting, so a test
     can make a slow reader whose kernel buffers are small."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10.0, rcvbuf=None, sndbuf=None):
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, rcvbuf=None, sndbuf=None, tls=None,
+                 server_hostname="localhost"):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -233,6 +235,8 @@ class WSConn(H1Conn):
         s.settimeout(timeout)
         s.connect((host, port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:  # an SSLContext (ALPN http/1.1 for an upgrade)
+            s = tls.wrap_socket(s, server_hostname=server_hostname)
         self.sock = s
         self.timeout = timeout
         self.buf = b""
@@ -351,7 +355,8 @@ class WSConn(H1Conn):
 
 def ws_open(port, path="/ws", headers=(), timeout=10.0, **kw):
     """A WSConn upgraded to a tunnel (101 asserted)."""
-    c = WSConn(port, timeout=timeout, **{k: kw.pop(k) for k in ("rcvbuf", "sndbuf") if k in kw})
+    c = WSConn(port, timeout=timeout,
+               **{k: kw.pop(k) for k in ("rcvbuf", "sndbuf", "tls") if k in kw})
     r = c.upgrade(path, headers, **kw)
     if r.status != 101:
         c.close()
@@ -394,7 +399,7 @@ class H2WSClient(H2Client):
             data = self.sock.recv(262144)
         except socket.timeout:
             return False
-        except (ConnectionResetError, BrokenPipeError):
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
             data = b""
         if not data:
             self.closed = True
