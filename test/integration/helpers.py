@@ -1018,23 +1018,6 @@ def chunked(data, size=16384):
     return bytes(out + b"0\r\n\r\n")
 
 
-def get_json(url, timeout=10.0, headers=None):
-    """(status, headers dict lower-case, parsed JSON or raw bytes)."""
-    m = re.match(r"^http://([^:/]+):(\d+)(/.*)?$", url)
-    c = http.client.HTTPConnection(m.group(1), int(m.group(2)), timeout=timeout)
-    try:
-        c.request("GET", m.group(3) or "/", headers=headers or {})
-        r = c.getresponse()
-        body = r.read()
-        h = {k.lower(): v for k, v in r.getheaders()}
-        try:
-            return r.status, h, json.loads(body)
-        except ValueError:
-            return r.status, h, body
-    finally:
-        c.close()
-
-
 # ---- bodies -----------------------------------------------------------------
 
 def pattern_bytes(offset, n):
