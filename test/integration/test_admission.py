@@ -12,7 +12,7 @@ import pytest
 from admission_helpers import (KeepAlive, Paced, admission_config, check_h1_rejection,
                                check_h2_rejection, check_rejection, device_headers, h2_requests,
                                pipelined, route)
-from helpers import (H1Conn, H2Client, build_request, curl, metric_series, metric_sum,
+from helpers import (H1Conn, build_request, closed_port, curl, metric_series, metric_sum,
                      parse_prometheus, run_cli, run_h2load, wait_for)
 
 BLOCK_AIRTAME = {"firmware": [{
@@ -306,6 +306,27 @@ def test_explain_admin_reflects_live_state(start_sluice):
     assert status == 400 and "not an IP address" in json.loads(body)["error"]
 
 
+def test_explain_admin_answers_json_for_any_bytes(start_sluice):
+    s = start_sluice(admission_config(routes=EXPLAIN_ROUTES))
+    status, headers, body = s.admin_get(
+        "/explain?ip=198.51.100.12&path=/v1/connect/%FF%C3%28&header=x-device-class:caf%C3%A9%FE")
+    assert status == 200
+    doc = json.loads(body.decode("utf-8"))  # strict: raises on bytes that are not UTF-8
+    assert doc["request"]["path"] == "/v1/connect/\ufffd\ufffd("
+    assert doc["identity"]["device_class"] == "caf\u00e9\ufffd"
+    assert doc["route"] == "connect"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "proxy/main.c hook_explain: the sl_explain error message (which quotes the ip "
+    "parameter) is printed into {\"error\":\"%s\"} without JSON escaping"))
+def test_explain_admin_bad_ip_error_is_json(start_sluice):
+    s = start_sluice(admission_config(routes=EXPLAIN_ROUTES))
+    status, _, body = s.admin_get('/explain?ip=a%22b%5C&path=/')
+    assert status == 400
+    assert "not an IP address" in json.loads(body)["error"]
+
+
 # ---- emergency block by reload ---------------------------------------------------
 
 
@@ -463,6 +484,46 @@ def test_circuit_breaker_failed_probe_reopens(start_sluice, upstream):
         r = ka.request("/v1/x")
         check_h1_rejection(r, 503, "circuit_open", "upstream/identity")
     assert upstream.seen("/v1/x") == 0
+
+
+@pytest.mark.timeout(30)
+def test_circuit_breaker_opens_on_refused_connections(start_sluice):
+    """Connection refusals count as failures: after consecutive_failures 502s
+    the breaker answers 503 without trying the dead upstream again."""
+    cfg = admission_config(breaker={"consecutive_failures": 2, "open_for": "30s",
+                                    "half_open_probes": 1})
+    cfg["upstreams"]["identity"]["address"] = "127.0.0.1:%d" % closed_port()
+    s = start_sluice(cfg, upstream=False)
+    for _ in range(2):
+        r = curl(s.url("/v1/x"))
+        assert r.status == 502, r
+    for _ in range(3):
+        r = curl(s.url("/v1/x"))
+        check_rejection(r.status, r.header, r.body, 503, "circuit_open", "upstream/identity", 28, 45)
+    assert rejections(s, policy="upstream/identity", reason="breaker") == 3
+    wait_for(lambda: s.metric("sluice_circuit_breaker_state", upstream="identity") == 1, 3,
+             what="breaker state 1 (open)")
+
+
+# ---- shaping -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_shaping_delay_and_abort(start_sluice, upstream):
+    s = start_sluice(admission_config(shaping=[
+        {"match": {"path_prefix": "/v1/abort"}, "abort": {"percent": 100, "status": 418}},
+        {"match": {"path_prefix": "/v1/slowed"}, "delay": {"fixed": "400ms"}},
+    ]))
+    r = curl(s.url("/v1/abort"))
+    assert r.status == 418
+    assert r.json() == {"error": "shaped_abort", "policy": "shaping/0", "retry_after": 0}
+    assert upstream.seen("/v1/abort") == 0
+    t0 = time.monotonic()
+    r = curl(s.url("/v1/slowed"), "--http2-prior-knowledge")
+    assert r.status == 200
+    assert time.monotonic() - t0 >= 0.4
+    r = curl(s.url("/v1/plain"))
+    assert r.status == 200 and r.time_total < 0.4
 
 
 # ---- HTTP/1.1 connections after a refusal (data-plane bugs, reported) -----------
