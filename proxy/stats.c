@@ -152,19 +152,43 @@ static uint64_t fnv1a(uint64_t h, const char *s) {
   return (h ^ 0xff) * 0x100000001b3ull;
 }
 
-/* Log throttle: per policy (hashed into a fixed table shared by all
- * workers), at most `rejection_log_per_sec` lines per second; the first
- * line of the next second reports how many were suppressed. A storm of a
- * million rejections costs one atomic add each, not a write(2). */
-#define REJ_LOG_SLOTS 256
-static struct {
+/* Log throttle: per policy (route, policy, reason; shadow apart), at most
+ * `rejection_log_per_sec` lines per second; the first line of the next
+ * second reports how many were suppressed. A storm of a million
+ * rejections costs a few atomic operations each, not a write(2).
+ *
+ * Each policy has a slot of its own, claimed once by CAS in a fixed table
+ * shared by all workers (open addressing by the key's hash; the keys are
+ * bounded by the configuration), so a storm on one policy never silences
+ * another nor lends it its suppressed count. Only if REJ_LOG_PROBES slots
+ * in a row are taken do policies share one. */
+#define REJ_LOG_SLOTS 1024
+#define REJ_LOG_PROBES 16
+struct rej_log_slot {
+  _Atomic uint64_t key; /* 0: free */
   _Atomic int64_t second;
   atomic_uint lines;
   atomic_uint suppressed;
-} rej_log[REJ_LOG_SLOTS];
+};
+static struct rej_log_slot rej_log[REJ_LOG_SLOTS];
 static atomic_uint rej_log_per_sec = 10;
 
 void sl_stats_set_rejection_log_rate(uint32_t per_sec) { atomic_store(&rej_log_per_sec, per_sec); }
+
+static struct rej_log_slot *rej_log_slot(uint64_t key) {
+  if (key == 0) key = 1;
+  size_t home = (size_t)(key ^ (key >> 32)) % REJ_LOG_SLOTS;
+  for (size_t i = 0; i < REJ_LOG_PROBES; i++) {
+    struct rej_log_slot *sl = &rej_log[(home + i) % REJ_LOG_SLOTS];
+    uint64_t k = atomic_load_explicit(&sl->key, memory_order_relaxed);
+    if (k == 0) {
+      atomic_compare_exchange_strong(&sl->key, &k, key); /* k: the winner's key */
+      if (k == 0) k = key;
+    }
+    if (k == key) return sl;
+  }
+  return &rej_log[home];
+}
 
 void sl_stats_rejection(struct sl_worker *w, const char *route, const char *policy,
                         enum sl_reject_reason reason, bool shadow, const char *client_ip) {
@@ -179,17 +203,18 @@ void sl_stats_rejection(struct sl_worker *w, const char *route, const char *poli
   }
   if (e->series) sl_metric_inc(e->series);
 
-  size_t slot = (size_t)(h >> 32) % REJ_LOG_SLOTS;
+  struct rej_log_slot *sl = rej_log_slot(shadow ? ~h : h);
   int64_t now = (int64_t)ev_now(w->loop);
-  int64_t seen = atomic_load_explicit(&rej_log[slot].second, memory_order_relaxed);
+  int64_t seen = atomic_load_explicit(&sl->second, memory_order_relaxed);
   unsigned suppressed = 0;
-  if (seen != now &&
-      atomic_compare_exchange_strong(&rej_log[slot].second, &seen, now)) {
-    atomic_store(&rej_log[slot].lines, 0);
-    suppressed = atomic_exchange(&rej_log[slot].suppressed, 0);
+  /* Only forward: workers cache their loop clocks independently, and one
+   * still in the previous second must not reopen that second's window. */
+  if (now > seen && atomic_compare_exchange_strong(&sl->second, &seen, now)) {
+    atomic_store(&sl->lines, 0);
+    suppressed = atomic_exchange(&sl->suppressed, 0);
   }
-  if (atomic_fetch_add(&rej_log[slot].lines, 1) >= atomic_load(&rej_log_per_sec)) {
-    atomic_fetch_add(&rej_log[slot].suppressed, 1);
+  if (atomic_fetch_add(&sl->lines, 1) >= atomic_load(&rej_log_per_sec)) {
+    atomic_fetch_add(&sl->suppressed, 1);
     return;
   }
   char esc_route[128], esc_policy[256], esc_ip[64];
