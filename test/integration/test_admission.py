@@ -206,6 +206,30 @@ def test_concurrency_limit_third_request_429(start_sluice, upstream):
     assert rejections(s, route="slowpoke", policy="slowpoke/concurrency", reason="concurrency") == 2
 
 
+@pytest.mark.timeout(30)
+def test_concurrency_slot_released_when_client_leaves(start_sluice, upstream, h2_client_factory):
+    """A client that resets its h2 stream, or gives up on its h1 request,
+    while the upstream is still working gives its slot back (at the latest
+    when the upstream exchange ends): the route is not left full for ever."""
+    s = start_sluice(admission_config(routes=[route(name="one", concurrency={"max": 1})]))
+    c = h2_client_factory(s.port)
+    sid = c.start("GET", "/slow?ms=1000&who=h2")
+    wait_for(lambda: upstream.stats()["inflight"] == 1, 5, what="the slow request upstream")
+    c.conn.reset_stream(sid)
+    c.flush()
+
+    def h1_takes_slot_then_leaves():
+        # Admitted: curl gives up after 0.5 s (status 0) and closes its
+        # connection mid-request. Refused: 429 at once.
+        return curl(s.url("/slow?ms=1000&who=h1"), "--max-time", "0.5", check=False).status == 0
+    wait_for(h1_takes_slot_then_leaves, 10, what="the h2 stream's slot back")
+    wait_for(lambda: upstream.stats()["inflight"] == 0, 5, what="the upstream to finish")
+    wait_for(lambda: curl(s.url("/v1/after")).status == 200, 5,
+             what="the h1 request's slot back")
+    assert c.ping_ok(2.0)
+    assert upstream.seen("/slow") == 2
+
+
 # ---- shadow mode ---------------------------------------------------------------
 
 
