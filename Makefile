@@ -112,9 +112,10 @@ run: deps
 	$(PYTHON) deploy/demo.py --sluice ./build/sluice --forever
 
 bench: build/sluice
+	./scripts/bench-deps.sh
 	$(MAKE) -C . build/bench/bench_policies
 	./build/bench/bench_policies
-	$(PYTHON) test/bench/proxy_bench.py --sluice ./build/sluice
+	$(PYTHON) test/bench/proxy_bench.py --sluice ./build/sluice --out build/bench/results.json $(BENCH_ARGS)
 
 build/bench/%: test/bench/%.c build/libsluice.a
 	@mkdir -p $(dir $@)
