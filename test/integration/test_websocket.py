@@ -71,7 +71,7 @@ def h2ws_factory():
 
 # ---- echo ----------------------------------------------------------------------
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY], ids=["text", "binary"])
 def test_h1_echo_sizes_with_websockets_client(start_sluice, opcode):
     s = start_sluice(ws_config())
@@ -93,7 +93,7 @@ def test_h1_echo_sizes_with_websockets_client(start_sluice, opcode):
     wait_active(s, 0)
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_h1_fragments_and_ping_with_websockets_client(start_sluice):
     s = start_sluice(ws_config())
 
@@ -113,7 +113,7 @@ def test_h1_fragments_and_ping_with_websockets_client(start_sluice):
     asyncio.run(run())
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_h1_raw_frames_pass_unchanged(start_sluice):
     """Frame by frame on a raw socket: fragments, a ping between them, the
     pong and the echoed fragments come back as the origin wrote them."""
@@ -133,7 +133,7 @@ def test_h1_raw_frames_pass_unchanged(start_sluice):
         assert c.wait_closed(3)
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY], ids=["text", "binary"])
 def test_h2_echo_sizes(start_sluice, h2ws_factory, opcode):
     s = start_sluice(ws_config())
@@ -153,7 +153,7 @@ def test_h2_echo_sizes(start_sluice, h2ws_factory, opcode):
     assert c.ping_ok(), "the h2 connection outlives its tunnel"
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_h2_fragments_and_ping(start_sluice, h2ws_factory):
     s = start_sluice(ws_config())
     c = h2ws_factory(s.port)
@@ -175,7 +175,7 @@ def test_h2_fragments_and_ping(start_sluice, h2ws_factory):
     assert c.close_ws(sid).close_code == 1000
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_h2_many_tunnels_on_one_connection(start_sluice, h2ws_factory):
     """20 tunnels multiplexed on one connection, each echoing its own data,
     sends interleaved across streams."""
@@ -203,7 +203,7 @@ def test_h2_many_tunnels_on_one_connection(start_sluice, h2ws_factory):
     assert ws_metrics(s)["success"] == 20
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_subprotocol_is_negotiated_end_to_end(start_sluice, h2ws_factory):
     """Sec-WebSocket-Protocol is the origin's to choose: the client's offer
     reaches it and its answer comes back, on h1 and on h2."""
@@ -223,7 +223,7 @@ def test_subprotocol_is_negotiated_end_to_end(start_sluice, h2ws_factory):
     assert c.echo(sid, b"hi") == b"hi"
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_client_vanishing_releases_tunnels(start_sluice, upstream):
     """Clients that drop their connections without a close handshake (h1
     sockets, an h2 connection carrying several tunnels): every tunnel is
@@ -249,7 +249,7 @@ def test_client_vanishing_releases_tunnels(start_sluice, upstream):
         w.close()
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_tunnels_over_tls(start_sluice, tls_cert):
     """The same tunnels behind a TLS listener: an upgrade on ALPN
     http/1.1, and RFC 8441 on ALPN h2."""
@@ -276,7 +276,7 @@ def test_tunnels_over_tls(start_sluice, tls_cert):
 
 # ---- handshake -------------------------------------------------------------------
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 @pytest.mark.parametrize("kw,status,error", [
     ({"method": "POST"}, 400, "websocket_needs_get"),
     ({"key": None}, 400, "bad_websocket_key"),
@@ -305,7 +305,7 @@ def test_h1_handshake_validation(start_sluice, upstream, kw, status, error):
     assert m["active"] == 0 and m["success"] == 0
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_h1_upgrade_h2c_is_never_forwarded(start_sluice, upstream):
     """Upgrade: h2c (RFC 7540 §3.2, gone in RFC 9113) is hop-by-hop: the
     origin sees a plain request without Upgrade or HTTP2-Settings, and the
@@ -327,7 +327,7 @@ def test_h1_upgrade_h2c_is_never_forwarded(start_sluice, upstream):
     assert ws_metrics(s)["success"] == 0
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_h1_upstream_refusing_the_upgrade_is_passed_through(start_sluice, upstream):
     """A non-101 answer to an upgrade goes back as it is, and the connection
     does not become a tunnel (it closes after the answer)."""
@@ -349,7 +349,7 @@ def test_h1_upstream_refusing_the_upgrade_is_passed_through(start_sluice, upstre
     assert upstream.stats()["ws_messages"] == 0
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_h2_upstream_refusing_the_upgrade_is_passed_through(start_sluice, upstream,
                                                             h2ws_factory):
     s = start_sluice(ws_config(ws=ws_route(prefix="/")))
@@ -362,7 +362,7 @@ def test_h2_upstream_refusing_the_upgrade_is_passed_through(start_sluice, upstre
     assert c.ping_ok()
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 @pytest.mark.parametrize("proto", ["h1", "h2"])
 def test_upgrade_to_an_unreachable_upstream(start_sluice, h2ws_factory, proto):
     """A route whose upstream refuses connections: 502 with sluice's JSON
@@ -388,7 +388,7 @@ def test_upgrade_to_an_unreachable_upstream(start_sluice, h2ws_factory, proto):
     assert m["active"] == 0 and m["success"] == 0
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_h2_extended_connect_validation(start_sluice, upstream, h2ws_factory):
     """RFC 8441 on sluice's side: another :protocol is not tunnelled (501),
     a WebSocket version other than 13 gets 426 naming 13; none of it
@@ -409,7 +409,7 @@ def test_h2_extended_connect_validation(start_sluice, upstream, h2ws_factory):
 
 # ---- admission ---------------------------------------------------------------------
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 @pytest.mark.parametrize("proto", ["h1", "h2"])
 def test_concurrency_caps_open_tunnels(start_sluice, upstream, h2ws_factory, proto):
     """Open tunnels count against the route's concurrency while they are
@@ -456,7 +456,7 @@ def test_concurrency_caps_open_tunnels(start_sluice, upstream, h2ws_factory, pro
     assert upstream.stats()["paths"].get("/ws") == 3
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 @pytest.mark.parametrize("proto", ["h1", "h2"])
 def test_rate_limit_applies_to_upgrades(start_sluice, upstream, h2ws_factory, proto):
     """Upgrades spend the route's rate-limit quota like requests: burst 2,
@@ -524,7 +524,7 @@ def watch_rss_until_stalled(pid, progress, stall_s=1.0, limit_s=8.0):
     return peak, last
 
 
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(15)
 def test_h1_slow_reader_does_not_grow_memory(start_sluice, upstream):
     """A client that sends 20 MiB to the echo without reading: sluice stops
     reading the origin (and so, through the origin, the client) instead of
@@ -556,7 +556,7 @@ def test_h1_slow_reader_does_not_grow_memory(start_sluice, upstream):
     c.close()
 
 
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(15)
 def test_h2_slow_reader_does_not_grow_memory(start_sluice, upstream):
     """The HTTP/2 form of a slow reader: the client keeps reading the socket
     but acknowledges no DATA, so sluice's flow-control window towards it
@@ -579,7 +579,7 @@ def test_h2_slow_reader_does_not_grow_memory(start_sluice, upstream):
         acking = False
         last_progress = time.monotonic()
         got = []
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 12
         while len(got) < SLOW_COUNT:
             assert time.monotonic() < deadline, "h2 slow reader: %d sent, %d echoed" % (
                 off, len(got))
@@ -616,7 +616,7 @@ def test_h2_slow_reader_does_not_grow_memory(start_sluice, upstream):
 
 # ---- idle timeout ------------------------------------------------------------------------
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 @pytest.mark.parametrize("proto", ["h1", "h2"])
 def test_idle_tunnel_is_closed_active_one_is_not(start_sluice, h2ws_factory, proto):
     """Route idle_timeout 1s: a tunnel with no traffic gets a close frame
@@ -677,7 +677,7 @@ def apply_block(s, cfg):
     assert s.reload() == 1.0, "reload with the block failed"
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 @pytest.mark.parametrize("proto", ["h1", "h2"])
 def test_emergency_block_closes_only_matching_tunnels(start_sluice, h2ws_factory, proto):
     """SPEC section 4: a reload that adds a blocklist entry reaches open
@@ -740,7 +740,7 @@ def tcp_wmem_max():
         return 4 * MiB
 
 
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(15)
 def test_h1_block_close_frame_waits_for_the_frame_boundary(start_sluice, upstream):
     """The block lands while the origin is in the middle of streaming one
     big frame to a slow client: the client gets that frame complete, then a
@@ -760,16 +760,16 @@ def test_h1_block_close_frame_waits_for_the_frame_boundary(start_sluice, upstrea
         sender.start()
         # Read the first 64 KiB of the echo, then stop reading.
         raw = bytearray()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 10
         while len(raw) < 65536:
             c.sock.settimeout(max(0.01, deadline - time.monotonic()))
             data = c.sock.recv(65536 - len(raw))
             assert data, "closed before the echo"
             raw += data
-        sender.finish(15)
+        sender.finish(10)
         time.sleep(0.5)  # every buffer on the way fills up
         apply_block(s, cfg)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 10
         while True:
             c.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
@@ -792,7 +792,7 @@ def test_h1_block_close_frame_waits_for_the_frame_boundary(start_sluice, upstrea
     assert "INC-2041" in frames[1].close_reason
 
 
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(15)
 def test_h2_block_close_frame_waits_for_the_frame_boundary(start_sluice, upstream):
     """The same on an RFC 8441 stream, where the client's flow-control
     window (64 KiB, not acknowledged) holds the 1 MiB frame back: the block
@@ -828,7 +828,7 @@ def test_h2_block_close_frame_waits_for_the_frame_boundary(start_sluice, upstrea
 
 # ---- drain ----------------------------------------------------------------------------------
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_sigterm_closes_tunnels_with_1001(start_sluice):
     """SIGTERM: every open tunnel (h1 and h2) gets a close frame 1001 (going
     away) and sluice exits 0 well within drain_timeout (5 s here)."""
@@ -857,7 +857,7 @@ def test_sigterm_closes_tunnels_with_1001(start_sluice):
         c.close()
 
 
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(15)
 def test_pending_block_close_survives_another_reload(start_sluice, upstream):
     """The close frame waits for a frame boundary; meanwhile on-call may
     reload again (here: the block is lifted, as a wrong one would be). The
@@ -895,7 +895,7 @@ def test_pending_block_close_survives_another_reload(start_sluice, upstream):
         c.close()
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(15)
 def test_long_block_reason_makes_a_valid_close_frame(start_sluice):
     """A close frame carries at most 123 bytes of reason, and the reason
     must be valid UTF-8 (RFC 6455 §5.5, §5.5.1): a long reason with
