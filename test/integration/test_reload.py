@@ -146,6 +146,22 @@ def test_file_change_takes_effect_within_2s(start_sluice):
 
 
 @pytest.mark.timeout(30)
+def test_poll_finds_changes_without_inotify(start_sluice):
+    """Filesystems where inotify sees nothing (NFS, some overlays): the 1 s
+    poll of the files' fingerprint still applies a change within 2 s. The
+    sanitizer build (SLUICE_TESTING) turns inotify off on request."""
+    s = start_sluice(admission_config(), env=dict(os.environ, SLUICE_TEST_NO_INOTIFY="1"))
+    if not any(l["msg"].startswith("inotify unavailable") for l in s.logs()):
+        pytest.skip("not a SLUICE_TESTING build: inotify cannot be switched off")
+    g0 = generation(s)
+    t0 = time.monotonic()
+    s.write_config(block_config())
+    wait_for(lambda: blocked_now(s), 2.0, interval=0.02, what="the poll to apply the change")
+    assert time.monotonic() - t0 < 2.0
+    assert generation(s) == g0 + 1
+
+
+@pytest.mark.timeout(30)
 def test_configmap_symlink_swap(start_sluice):
     """The kubelet's AtomicWriter: the visible file is a symlink through
     ..data to a timestamped directory; an update writes a new directory,
