@@ -550,3 +550,50 @@ def test_100k_h2_requests_across_reloads(start_sluice):
     assert n >= 10, "only %d reloads during the run (%d flips)" % (n, flips[0])
     assert reloads(s, "failure") == 0
     assert s.running()
+
+
+@pytest.mark.timeout(60)
+def test_listener_churn_under_load(start_sluice):
+    """A listener added and removed every 100 ms while h2 load runs on
+    another: sockets are bound, handed to the workers, closed and freed
+    over and over; the loaded listener loses nothing."""
+    s = start_sluice(base_config())
+    texts = [_render(s, base_config()), _render(s, two_listeners(base_config()))]
+    release_ports(s)
+    extra = s.ports["extra"]
+    stop = threading.Event()
+    seen = {"accepting": 0, "refusing": 0}
+
+    def churn():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            tmp = s.config_path + ".churn"
+            with open(tmp, "w") as f:
+                f.write(texts[i % 2])
+            os.replace(tmp, s.config_path)
+            status, doc = post_reload(s)
+            assert status == 200, doc
+            seen["refusing" if port_refuses(extra) else "accepting"] += 1
+            stop.wait(0.1)
+
+    errors = []
+
+    def run():
+        try:
+            churn()
+        except Exception as e:  # reported by the test thread below
+            errors.append(e)
+    th = threading.Thread(target=run)
+    th.start()
+    try:
+        r = run_h2load(s.url("/v1/load"), "-n", "20000", "-c", "8", "-m", "8", timeout=50)
+    finally:
+        stop.set()
+        th.join(10)
+    assert not errors, errors
+    assert (r["failed"], r["errored"], r["timeout"]) == (0, 0, 0), r["output"][-800:]
+    assert r["succeeded"] == 20000
+    assert seen["accepting"] >= 3 and seen["refusing"] >= 3, seen
+    assert reloads(s, "failure") == 0
+    assert get_status(s.port) == 200
