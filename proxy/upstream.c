@@ -56,6 +56,8 @@ struct sl_upconn {
   bool keep_alive;
   bool read_paused;
   bool tunnel;           /* after a 101: raw bytes both ways */
+  bool dead;             /* closed; freed once no callback of its own runs */
+  unsigned busy;         /* callbacks of this connection on the stack */
   bool accept_mismatch;  /* the origin's Sec-WebSocket-Accept was wrong */
   bool shut_wr;          /* tunnel: client finished sending, FIN sent */
   uint64_t body_taken;   /* request body bytes consumed from the stream */
@@ -196,7 +198,13 @@ static struct sl_upconn *up_connect(struct sl_pool *p) {
   return u;
 }
 
+/* Closes |u| and gives its slot back. The memory is freed at once unless
+ * one of u's own callbacks is on the stack (busy): frontends called from
+ * there may tear the exchange down (an aborted h1 connection deletes its
+ * stream, which closes u), and the callback must still be able to look at
+ * u->dead / u->s afterwards. */
 static void up_close(struct sl_upconn *u) {
+  if (u->dead) return;
   struct sl_pool *p = u->pool;
   struct ev_loop *loop = p->w->loop;
   ev_io_stop(loop, &u->rio);
@@ -204,12 +212,26 @@ static void up_close(struct sl_upconn *u) {
   ev_timer_stop(loop, &u->timer);
   if (u->state == UP_IDLE) pool_idle_remove(p, u);
   if (u->s) u->s->up = NULL;
+  u->s = NULL;
   close(u->fd);
+  u->fd = -1;
   sl_pipe_clear(&u->out);
   p->n_conns--;
-  free(u);
+  u->dead = true;
+  if (u->busy == 0) free(u);
   /* A slot freed: a queued stream may now connect. */
   pool_service_queue(p);
+}
+
+static void up_enter(struct sl_upconn *u) { u->busy++; }
+
+/* Leaves a callback of |u|; returns true if |u| was freed. */
+static bool up_leave(struct sl_upconn *u) {
+  if (--u->busy == 0 && u->dead) {
+    free(u);
+    return true;
+  }
+  return false;
 }
 
 /* Returns the connection to the idle list, or closes it. */
@@ -551,7 +573,7 @@ static void up_enter_tunnel(struct sl_upconn *u, const char *rest, size_t n) {
   u->timer.repeat = (ev_tstamp)idle_ms / 1000.0;
   ev_timer_again(p->w->loop, &u->timer);
   if (n) sl_stream_tunnel_down(s, rest, n);
-  if (u->s != s) return; /* closed while injecting */
+  if (u->dead || u->s != s) return; /* closed while injecting */
   s->fe->response_body(s);
   up_pump_tunnel(u);
   up_flush(u);
@@ -561,7 +583,7 @@ static void up_enter_tunnel(struct sl_upconn *u, const char *rest, size_t n) {
 static void up_read_tunnel(struct sl_upconn *u) {
   struct sl_stream *s = u->s;
   struct ev_loop *loop = u->pool->w->loop;
-  for (int i = 0; i < 4 && u->s == s; i++) {
+  for (int i = 0; i < 4 && !u->dead && u->s == s; i++) {
     if (sl_pipe_full(&s->resp_body)) {
       u->read_paused = true;
       ev_io_stop(loop, &u->rio);
@@ -587,9 +609,7 @@ static void up_read_tunnel(struct sl_upconn *u) {
   }
 }
 
-static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
-  struct sl_upconn *u = SL_CONTAINER_OF(w, struct sl_upconn, wio);
-  (void)revents;
+static void up_on_writable(struct ev_loop *loop, struct sl_upconn *u) {
   if (u->state == UP_CONNECTING) {
     int err = 0;
     socklen_t len = sizeof(err);
@@ -612,10 +632,7 @@ static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
   up_flush(u);
 }
 
-static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
-  struct sl_upconn *u = SL_CONTAINER_OF(w, struct sl_upconn, timer);
-  (void)loop;
-  (void)revents;
+static void up_on_timeout(struct sl_upconn *u) {
   switch (u->state) {
   case UP_CONNECTING:
     up_fail(u, 504, "upstream_connect_timeout", "timeout");
@@ -641,9 +658,7 @@ static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   }
 }
 
-static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
-  struct sl_upconn *u = SL_CONTAINER_OF(w, struct sl_upconn, rio);
-  (void)revents;
+static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
   if (u->state == UP_IDLE) {
     /* An idle connection has nothing to say: EOF or stray bytes alike
      * end it. */
@@ -656,7 +671,7 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     return;
   }
   for (int i = 0; i < 4; i++) {
-    if (!s || u->s != s) return;
+    if (u->dead || !s || u->s != s) return;
     if (sl_pipe_full(&s->resp_body)) {
       u->read_paused = true;
       ev_io_stop(loop, &u->rio);
@@ -687,7 +702,7 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     u->resp_started = true;
     ev_timer_again(loop, &u->timer); /* progress: response timeout restarts */
     llhttp_errno_t err = llhttp_execute(&u->parser, up_scratch, (size_t)n);
-    if (!u->s) return; /* released or failed from a callback */
+    if (u->dead || !u->s) return; /* released or failed from a callback */
     if (err == HPE_PAUSED_UPGRADE || (err == HPE_PAUSED && s->tunnel)) {
       const char *pos = llhttp_get_error_pos(&u->parser);
       size_t rest = pos ? (size_t)(up_scratch + n - pos) : 0;
@@ -842,4 +857,32 @@ __attribute__((constructor)) static void up_settings_init(void) {
   up_settings.on_headers_complete = on_resp_headers_complete;
   up_settings.on_body = on_resp_body;
   up_settings.on_message_complete = on_resp_message_complete;
+}
+
+/* ---- libev entry points: every callback of a connection runs between
+ * up_enter and up_leave (see up_close). */
+
+static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  struct sl_upconn *u = SL_CONTAINER_OF(w, struct sl_upconn, rio);
+  (void)revents;
+  up_enter(u);
+  up_on_readable(loop, u);
+  up_leave(u);
+}
+
+static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  struct sl_upconn *u = SL_CONTAINER_OF(w, struct sl_upconn, wio);
+  (void)revents;
+  up_enter(u);
+  up_on_writable(loop, u);
+  up_leave(u);
+}
+
+static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  struct sl_upconn *u = SL_CONTAINER_OF(w, struct sl_upconn, timer);
+  (void)loop;
+  (void)revents;
+  up_enter(u);
+  up_on_timeout(u);
+  up_leave(u);
 }

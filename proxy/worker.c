@@ -183,6 +183,7 @@ static void close_newly_blocked(struct sl_worker *w) {
   for (struct sl_stream *t = w->tunnels, *tn; t; t = tn) {
     tn = t->tunnel_next;
     if (!t->dev_class[0] && !t->dev_firmware[0]) continue;
+    if (t->ws_close_pending || t->resp_done) continue; /* already closing */
     struct sl_version v;
     bool have_v = t->dev_firmware[0] &&
                   sl_version_parse(t->dev_firmware, strlen(t->dev_firmware), &v) == 0;
