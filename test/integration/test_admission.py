@@ -3,7 +3,6 @@ limits, blocklist, concurrency, circuit breaker, shadow mode, explain,
 emergency blocks by reload, rejection metrics and throttled logs."""
 
 import json
-import signal
 import threading
 import time
 
