@@ -680,6 +680,14 @@ static int ptr_cmp(const void *x, const void *y) {
   return a < b ? -1 : a > b;
 }
 
+/* |state| (NULL: the policy has none) is carried over if it is one of
+ * the previous configuration's, |prev[0..n)| sorted. */
+static void policy_classify(void *state, const char *label, void *const *prev, size_t n,
+                            struct namelist *carried, struct namelist *fresh) {
+  if (!state) return;
+  namelist_add(bsearch(&state, prev, n, sizeof(*prev), ptr_cmp) ? carried : fresh, label);
+}
+
 /* Every policy of |b| that has state: carried over from |a| (the same
  * state object: sl_policies_attach matched kind and identity) or fresh. */
 static void diff_policies(const struct sl_config *a, const struct sl_config *b,
@@ -696,25 +704,18 @@ static void diff_policies(const struct sl_config *a, const struct sl_config *b,
   for (size_t i = 0; i < a->n_upstreams; i++)
     if (a->upstreams[i].breaker_state) prev[n++] = a->upstreams[i].breaker_state;
   qsort(prev, n, sizeof(*prev), ptr_cmp);
-#define CLASSIFY(state, label)                                                     \
-  do {                                                                             \
-    void *st_ = (state);                                                           \
-    if (st_) namelist_add(bsearch(&st_, prev, n, sizeof(*prev), ptr_cmp) ? carried \
-                                                                        : fresh,   \
-                          (label));                                                \
-  } while (0)
   char label[256];
   for (size_t i = 0; i < b->n_routes; i++) {
     const struct sl_route_cfg *r = &b->routes[i];
-    for (size_t j = 0; j < r->n_rate_limits; j++) CLASSIFY(r->rate_limits[j].state, r->rate_limits[j].name);
+    for (size_t j = 0; j < r->n_rate_limits; j++)
+      policy_classify(r->rate_limits[j].state, r->rate_limits[j].name, prev, n, carried, fresh);
     snprintf(label, sizeof(label), "%s/concurrency", r->name);
-    CLASSIFY(r->concurrency.state, label);
+    policy_classify(r->concurrency.state, label, prev, n, carried, fresh);
   }
   for (size_t i = 0; i < b->n_upstreams; i++) {
     snprintf(label, sizeof(label), "%s/breaker", b->upstreams[i].name);
-    CLASSIFY(b->upstreams[i].breaker_state, label);
+    policy_classify(b->upstreams[i].breaker_state, label, prev, n, carried, fresh);
   }
-#undef CLASSIFY
   free(prev);
 }
 
@@ -767,9 +768,8 @@ static void log_reload(const char *trigger, unsigned triggers, const struct sl_c
   frag_str(&f, "trigger", trigger);
   if (triggers > 1) frag_num(&f, "coalesced_triggers", triggers);
   frag_num(&f, "generation", b->generation);
-  char dur[32];
-  snprintf(dur, sizeof(dur), "%.3f", ms);
-  frag_str(&f, "duration_ms", dur);
+  if (f.len + 40 < sizeof(f.buf))
+    f.len += (size_t)snprintf(f.buf + f.len, sizeof(f.buf) - f.len, ",\"duration_ms\":%.3f", ms);
   snprintf(M.last_reload_summary, sizeof(M.last_reload_summary),
            "routes +%u -%u ~%u; upstreams +%u -%u ~%u; listeners +%u -%u ~%u tls %u; "
            "blocklist %zu->%zu; policies %u carried, %u fresh; other: %s",
