@@ -101,10 +101,15 @@ void sl_conn_resume_read(struct sl_conn *c) {
   if (!c->read_paused || c->dead) return;
   c->read_paused = false;
   ev_io_start(c->w->loop, &c->rio);
-  /* Bytes left over from a pause (pipelined requests) are parsed now, not
-   * when the socket next becomes readable. Feed them via an immediate
-   * callback so the caller's stack unwinds first. */
-  if (!sl_pipe_empty(&c->in)) ev_feed_event(c->w->loop, &c->rio, EV_CUSTOM);
+  /* Bytes left over from a pause (pipelined requests) are parsed in this
+   * loop iteration's flush pass, after the caller's stack unwinds, and
+   * before the loop blocks: the socket may never become readable again
+   * for them (they are already read). */
+  if (!sl_pipe_empty(&c->in) && !c->input_pending) {
+    c->input_pending = true;
+    c->input_next = c->w->input_list;
+    c->w->input_list = c;
+  }
 }
 
 void sl_conn_schedule_flush(struct sl_conn *c) {
@@ -121,9 +126,19 @@ void sl_conn_close_after_flush(struct sl_conn *c) {
 }
 
 void sl_worker_flush_all(struct sl_worker *w) {
-  /* A flush may queue more connections (an h2 stream finishing frees an
-   * upstream connection that serves another client): loop until empty. */
-  while (w->flush_list) {
+  /* Parsing input may queue writes and writing may resume input (an h1
+   * response done lets the next pipelined request in): alternate until
+   * both lists are empty. Input goes first so a connection is never freed
+   * while it is still on the input list. */
+  for (;;) {
+    if (w->input_list) {
+      struct sl_conn *c = w->input_list;
+      w->input_list = c->input_next;
+      c->input_pending = false;
+      if (!c->dead && !c->read_paused) conn_process_input(c);
+      continue;
+    }
+    if (!w->flush_list) break;
     struct sl_conn *c = w->flush_list;
     w->flush_list = c->flush_next;
     c->flush_pending = false;
@@ -218,10 +233,6 @@ static void conn_process_input(struct sl_conn *c) {
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
   struct sl_conn *c = SL_CONTAINER_OF(w, struct sl_conn, rio);
   (void)loop;
-  if (revents & EV_CUSTOM) {
-    conn_process_input(c);
-    return;
-  }
   if (c->handshaking) {
     int rv = conn_tls_handshake(c);
     if (rv < 0) {

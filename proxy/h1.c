@@ -421,7 +421,12 @@ static void h1_response_head(struct sl_stream *s) {
     return;
   }
 
-  if (!s->req_done) h->keep_alive = false; /* body not read: cannot reuse */
+  /* A request whose body sluice has not read cannot share the connection
+   * with the next one. A local answer (a refusal) is rendered from the
+   * head, before llhttp reports the message complete: a request without a
+   * body is complete all the same, and keeping its connection spares a
+   * throttled client a reconnect (and TLS handshake) per retry. */
+  if (!s->req_done && !(s->local_response && !s->req.has_body)) h->keep_alive = false;
   if (h->http10 && r->content_length < 0 && !r->no_body) {
     h->resp_close_delim = true;
     h->keep_alive = false;

@@ -1061,7 +1061,11 @@ static void hook_explain(void *ud, const char *query, int *status, char **body, 
     if (sl_explain(g->cfg, g->blocklist, &r, sl_now_ns(), (int64_t)time(NULL), f, err,
                    sizeof(err)) != 0) {
       *status = 400;
-      fprintf(f, "{\"error\":\"%s\"}\n", err);
+      char esc[256];
+      size_t n = 0;
+      sl_json_escape(esc, sizeof(esc), &n, err);
+      esc[n] = '\0';
+      fprintf(f, "{\"error\":\"%s\"}\n", esc);
     }
     fclose(f);
   }

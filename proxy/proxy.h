@@ -312,6 +312,8 @@ struct sl_conn {
   struct sockaddr_storage peer;
   struct sl_conn *next, *prev;     /* worker's connection list */
   struct sl_conn *flush_next;
+  struct sl_conn *input_next; /* worker's input list (buffered bytes to parse) */
+  bool input_pending;
   ev_tstamp last_activity;
 };
 
@@ -327,7 +329,9 @@ void sl_conn_pause_read(struct sl_conn *c);
 void sl_conn_resume_read(struct sl_conn *c);
 /* (Re)arms the connection timer to fire after |ms| (0: stop). */
 void sl_conn_set_timeout(struct sl_conn *c, uint64_t ms);
-/* Flush list processing, run once per loop iteration. */
+/* Runs once per loop iteration, before the loop blocks (ev_prepare):
+ * parses buffered input of resumed connections and writes every queued
+ * connection, until neither list has work, then frees closed ones. */
 void sl_worker_flush_all(struct sl_worker *w);
 
 /* h1.c / h2.c */
@@ -407,6 +411,7 @@ struct sl_worker {
   uint32_t n_tunnels;
   uint32_t n_conns;
   struct sl_conn *flush_list;
+  struct sl_conn *input_list; /* connections with buffered input to parse */
   struct sl_pool *pools;
   atomic_bool stop_requested;
   atomic_bool reload_requested;

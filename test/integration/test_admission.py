@@ -340,9 +340,6 @@ def test_explain_admin_answers_json_for_any_bytes(start_sluice):
     assert doc["route"] == "connect"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy/main.c hook_explain: the sl_explain error message (which quotes the ip "
-    "parameter) is printed into {\"error\":\"%s\"} without JSON escaping"))
 def test_explain_admin_bad_ip_error_is_json(start_sluice):
     s = start_sluice(admission_config(routes=EXPLAIN_ROUTES))
     status, _, body = s.admin_get('/explain?ip=a%22b%5C&path=/')
@@ -552,10 +549,6 @@ def test_shaping_delay_and_abort(start_sluice, upstream):
 # ---- HTTP/1.1 connections after a refusal (data-plane bugs, reported) -----------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy/h1.c h1_response_head: a local answer is rendered from on_headers_complete, "
-    "before on_message_complete sets req_done, so `if (!s->req_done) keep_alive = false` "
-    "closes the connection after every refusal, even of a body-less GET"))
 @pytest.mark.timeout(30)
 def test_h1_refusal_keeps_connection_alive(start_sluice, upstream):
     """A client refused with 429 may retry on the same connection (a crash-
@@ -575,11 +568,6 @@ def test_h1_refusal_keeps_connection_alive(start_sluice, upstream):
         assert r.status == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy/conn.c + proxy/worker.c: sl_conn_resume_read() feeds pipelined bytes with "
-    "ev_feed_event from inside the ev_prepare flush; a request answered locally then "
-    "queues its flush after flush_cb ran, and the loop blocks in poll with the answer "
-    "unsent until some other event wakes the worker (or the idle timeout closes it)"))
 @pytest.mark.timeout(30)
 def test_h1_pipelined_refusal_answered(start_sluice, upstream):
     """Two pipelined requests: the first proxied, the second refused. Both
