@@ -136,10 +136,10 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     const char *cls = id->device_class;
     sl_blocklist_check(in->blocklist, cls, cls ? id->device_class_len : 0,
                        id->firmware_valid ? &id->firmware_version : NULL, in->now_unix, &bv);
-    snprintf(pname, sizeof(pname), "blocklist/firmware");
+    static const char bl_name[] = "blocklist/firmware";
     if (bv.shadow_deny || (bv.deny && is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT))) {
       add_shadow(out, SL_REASON_BLOCKLIST, "blocklist", "firmware");
-      trace(tf, &first, pname, "blocklist", "shadow_deny",
+      trace(tf, &first, bl_name, "blocklist", "shadow_deny",
             bv.shadow && bv.shadow->reason ? bv.shadow->reason : "matched a shadow entry");
     }
     if (bv.deny && !is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT)) {
@@ -150,11 +150,11 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       snprintf(why, sizeof(why), "%s",
                bv.entry && bv.entry->reason ? bv.entry->reason
                                             : (bv.unknown ? "unknown firmware: deny" : "blocked"));
-      trace(tf, &first, pname, "blocklist", "deny", why);
+      trace(tf, &first, bl_name, "blocklist", "deny", why);
       return;
     }
     if (!bv.deny && !bv.shadow_deny)
-      trace(tf, &first, pname, "blocklist", "allow",
+      trace(tf, &first, bl_name, "blocklist", "allow",
             bv.unknown ? "firmware absent or unparseable: allowed (unknown: allow)"
                        : "no entry matches");
   }
@@ -169,9 +169,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
     size_t klen = sl_admission_limit_key(rl, route, id, key, sizeof(key));
     /* The loader names every limit ("<route>/<key>" unless named). */
-    snprintf(pname, sizeof(pname), "%s", rl->name);
+    const char *rl_name = rl->name;
     if (!t || klen == 0) {
-      trace(tf, &first, pname, "rate_limit", "skip", "request carries no such key");
+      trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
       continue;
     }
     uint64_t period;
@@ -181,29 +181,31 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     struct sl_rl_verdict v;
     sl_ratelimit_peek(t, key, klen, period, burst, in->now_ns, &v);
     if (v.admitted) {
-      snprintf(why, sizeof(why), "%u more allowed now", v.remaining);
-      trace(tf, &first, pname, "rate_limit", "admit", why);
+      if (tf) {
+        snprintf(why, sizeof(why), "%u more allowed now", v.remaining);
+        trace(tf, &first, rl_name, "rate_limit", "admit", why);
+      }
       continue;
     }
     snprintf(why, sizeof(why), "over %s (burst %u); admits again in %llu ms", rl->rate.text,
              burst, (unsigned long long)(v.retry_after_ns / 1000000));
     if (is_shadow(cfg, rl->mode)) {
       /* Shadow: reported; the commit below charges it only if it admits. */
-      add_shadow(out, SL_REASON_RATE_LIMIT, pname, NULL);
-      trace(tf, &first, pname, "rate_limit", "shadow_reject", why);
+      add_shadow(out, SL_REASON_RATE_LIMIT, rl_name, NULL);
+      trace(tf, &first, rl_name, "rate_limit", "shadow_reject", why);
       continue;
     }
-    snprintf(out->policy, sizeof(out->policy), "%s", pname);
+    snprintf(out->policy, sizeof(out->policy), "%s", rl_name);
     refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
            sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
-    trace(tf, &first, pname, "rate_limit", "reject", why);
+    trace(tf, &first, rl_name, "rate_limit", "reject", why);
     return;
   }
 
   /* 3. Concurrency. */
   struct sl_concurrency *conc = sl_policy_state_concurrency(route->concurrency.state);
   if (conc && route->concurrency.max) {
-    snprintf(pname, sizeof(pname), "%s/concurrency", route->name);
+    if (tf) snprintf(pname, sizeof(pname), "%s/concurrency", route->name);
     uint32_t limit = sl_concurrency_limit(route->concurrency.max, route->priority);
     bool full;
     if (in->trace) {
@@ -238,7 +240,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
                               ? sl_policy_state_breaker(route->upstream->breaker_state)
                               : NULL;
   if (br) {
-    snprintf(pname, sizeof(pname), "upstream/%s", route->upstream->name);
+    if (tf) snprintf(pname, sizeof(pname), "upstream/%s", route->upstream->name);
     struct sl_breaker_verdict bv;
     bool refused;
     uint64_t wait_ns = 0;

@@ -89,18 +89,18 @@ void sl_conn_set_timeout(struct sl_conn *c, uint64_t ms) {
   ev_timer_again(c->w->loop, &c->timer);
 }
 
-void sl_conn_pause_read(struct sl_conn *c) {
-  if (c->read_paused) return;
-  c->read_paused = true;
-  ev_io_stop(c->w->loop, &c->rio);
-}
+/* Lazy pause: the watcher stays armed and is only stopped if the socket
+ * becomes readable while paused. An h1 connection pauses after every
+ * request and resumes after its response; doing that eagerly cost an
+ * epoll_ctl per request. */
+void sl_conn_pause_read(struct sl_conn *c) { c->read_paused = true; }
 
 static void conn_process_input(struct sl_conn *c);
 
 void sl_conn_resume_read(struct sl_conn *c) {
   if (!c->read_paused || c->dead) return;
   c->read_paused = false;
-  ev_io_start(c->w->loop, &c->rio);
+  if (!ev_is_active(&c->rio)) ev_io_start(c->w->loop, &c->rio);
   /* Bytes left over from a pause (pipelined requests) are parsed in this
    * loop iteration's flush pass, after the caller's stack unwinds, and
    * before the loop blocks: the socket may never become readable again
@@ -233,6 +233,10 @@ static void conn_process_input(struct sl_conn *c) {
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
   struct sl_conn *c = SL_CONTAINER_OF(w, struct sl_conn, rio);
   (void)loop;
+  if (c->read_paused) {
+    ev_io_stop(loop, &c->rio); /* see sl_conn_pause_read */
+    return;
+  }
   if (c->handshaking) {
     int rv = conn_tls_handshake(c);
     if (rv < 0) {

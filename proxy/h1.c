@@ -433,7 +433,11 @@ static void h1_response_head(struct sl_stream *s) {
   } else if (r->content_length < 0 && !r->no_body) {
     h->resp_chunked = true;
   }
-  int rv = sl_pipe_printf(o, "HTTP/1.1 %d %s\r\n", r->status, sl_http_reason(r->status));
+  int rv = SL_PIPE_LIT(o, "HTTP/1.1 ");
+  rv |= sl_pipe_put_uint(o, (uint64_t)r->status, false);
+  rv |= SL_PIPE_LIT(o, " ");
+  rv |= sl_pipe_puts(o, sl_http_reason(r->status));
+  rv |= SL_PIPE_LIT(o, "\r\n");
   for (uint32_t i = 0; i < r->n_headers && rv == 0; i++) {
     const struct sl_header *hd = &r->headers[i];
     rv |= sl_pipe_write(o, hd->name, hd->name_len);
@@ -442,7 +446,11 @@ static void h1_response_head(struct sl_stream *s) {
     rv |= SL_PIPE_LIT(o, "\r\n");
   }
   if (r->content_length >= 0 && !(r->no_body && r->status == 304))
-    rv |= sl_pipe_printf(o, "content-length: %lld\r\n", (long long)r->content_length);
+  {
+    rv |= SL_PIPE_LIT(o, "content-length: ");
+    rv |= sl_pipe_put_uint(o, (uint64_t)r->content_length, false);
+    rv |= SL_PIPE_LIT(o, "\r\n");
+  }
   if (h->resp_chunked) rv |= SL_PIPE_LIT(o, "transfer-encoding: chunked\r\n");
   if (!h->keep_alive)
     rv |= SL_PIPE_LIT(o, "connection: close\r\n");
@@ -519,7 +527,10 @@ static void h1_produce(struct sl_conn *c) {
   if (!s->resp.no_body) {
     while (!sl_pipe_empty(&s->resp_body) && !sl_pipe_full(&c->out)) {
       size_t n = s->resp_body.len;
-      if (h->resp_chunked) sl_pipe_printf(&c->out, "%zx\r\n", n);
+      if (h->resp_chunked) {
+        sl_pipe_put_uint(&c->out, n, true);
+        SL_PIPE_LIT(&c->out, "\r\n");
+      }
       sl_pipe_splice(&c->out, &s->resp_body);
       if (h->resp_chunked) SL_PIPE_LIT(&c->out, "\r\n");
       moved += n;

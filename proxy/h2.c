@@ -341,9 +341,13 @@ static void h2_response_head(struct sl_stream *s) {
   for (uint32_t i = 0; i < r->n_headers; i++) {
     const struct sl_header *hd = &r->headers[i];
     if (s->tunnel && strcmp(hd->name, "sec-websocket-accept") == 0) continue;
+    uint8_t flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+    /* retry-after changes with every refusal: indexing it would churn the
+     * HPACK table for nothing. */
+    if (s->local_response && strcmp(hd->name, "retry-after") == 0)
+      flags |= NGHTTP2_NV_FLAG_NO_INDEX;
     nva[k++] = (nghttp2_nv){(uint8_t *)hd->name, (uint8_t *)hd->value, hd->name_len,
-                            hd->value_len,
-                            NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+                            hd->value_len, flags};
   }
   if (r->content_length >= 0 && r->status != 204) {
     int cl = snprintf(clen, 24, "%lld", (long long)r->content_length);

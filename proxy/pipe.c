@@ -165,3 +165,15 @@ void sl_pipe_clear(struct sl_pipe *p) {
   p->tail = NULL;
   p->len = 0;
 }
+
+int sl_pipe_put_uint(struct sl_pipe *p, uint64_t v, bool hex) {
+  static const char digits[] = "0123456789abcdef";
+  char buf[24];
+  size_t i = sizeof(buf);
+  unsigned base = hex ? 16 : 10;
+  do {
+    buf[--i] = digits[v % base];
+    v /= base;
+  } while (v);
+  return sl_pipe_write(p, buf + i, sizeof(buf) - i);
+}

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/uio.h>
 
 #define SL_CHUNK_SIZE 16384
@@ -51,6 +52,14 @@ void sl_chunk_cache_drain(void);
 int sl_pipe_write(struct sl_pipe *p, const void *data, size_t n);
 /* Appends a string literal (its length computed by the compiler). */
 #define SL_PIPE_LIT(p, lit) sl_pipe_write((p), "" lit, sizeof(lit) - 1)
+/* Appends a NUL-terminated string. */
+static inline int sl_pipe_puts(struct sl_pipe *p, const char *str) {
+  return sl_pipe_write(p, str, strlen(str));
+}
+/* Appends |v| in decimal, or in hex with |hex| (chunk sizes): the hot
+ * paths build heads without printf (a fifth of the instructions per
+ * request when they used it). */
+int sl_pipe_put_uint(struct sl_pipe *p, uint64_t v, bool hex);
 /* printf-style append for small heads (< 1 KiB each call). */
 int sl_pipe_printf(struct sl_pipe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Returns the writable tail span of at least |min| bytes (allocating a chunk

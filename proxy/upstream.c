@@ -304,7 +304,10 @@ static int up_write_request_head(struct sl_upconn *u, struct sl_stream *s) {
   const struct sl_header *conn_hdr = sl_request_header(r, "connection");
   const char *conn_tokens = conn_hdr ? conn_hdr->value : NULL;
   /* RFC 8441: an h2 extended CONNECT becomes an HTTP/1.1 GET upgrade. */
-  int rv = sl_pipe_printf(o, "%s %s HTTP/1.1\r\n", s->ws_h2 ? "GET" : r->method, r->path);
+  int rv = sl_pipe_puts(o, s->ws_h2 ? "GET" : r->method);
+  rv |= SL_PIPE_LIT(o, " ");
+  rv |= sl_pipe_puts(o, r->path);
+  rv |= SL_PIPE_LIT(o, " HTTP/1.1\r\n");
   rv |= SL_PIPE_LIT(o, "host: ");
   const char *host = r->authority ? r->authority : u->pool->address_text;
   rv |= sl_pipe_write(o, host, strlen(host));
@@ -328,13 +331,22 @@ static int up_write_request_head(struct sl_upconn *u, struct sl_stream *s) {
   const char *ip = s->client_ip[0] ? s->client_ip : s->conn->peer_ip;
   bool v6 = strchr(ip, ':') != NULL;
   const struct sl_header *xff = sl_request_header(r, "x-forwarded-for");
-  if (s->xff_trusted && xff)
-    rv |= sl_pipe_printf(o, "x-forwarded-for: %s, %s\r\n", xff->value, s->conn->peer_ip);
-  else
-    rv |= sl_pipe_printf(o, "x-forwarded-for: %s\r\n", s->conn->peer_ip);
-  rv |= sl_pipe_printf(o, "x-forwarded-proto: %s\r\n", r->scheme);
-  rv |= sl_pipe_printf(o, "forwarded: for=%s%s%s%s;proto=%s\r\n", v6 ? "\"[" : "", ip,
-                       v6 ? "]\"" : "", "", r->scheme);
+  rv |= SL_PIPE_LIT(o, "x-forwarded-for: ");
+  if (s->xff_trusted && xff) {
+    rv |= sl_pipe_write(o, xff->value, xff->value_len);
+    rv |= SL_PIPE_LIT(o, ", ");
+  }
+  rv |= sl_pipe_puts(o, s->conn->peer_ip);
+  rv |= SL_PIPE_LIT(o, "\r\nx-forwarded-proto: ");
+  rv |= sl_pipe_puts(o, r->scheme);
+  /* RFC 7239 §6: an IPv6 node is quoted and bracketed. */
+  rv |= SL_PIPE_LIT(o, "\r\nforwarded: for=");
+  if (v6) rv |= SL_PIPE_LIT(o, "\"[");
+  rv |= sl_pipe_puts(o, ip);
+  if (v6) rv |= SL_PIPE_LIT(o, "]\"");
+  rv |= SL_PIPE_LIT(o, ";proto=");
+  rv |= sl_pipe_puts(o, r->scheme);
+  rv |= SL_PIPE_LIT(o, "\r\n");
   if (r->upgrade_websocket) {
     /* Upgrade and Connection are hop-by-hop: sluice asks for the upgrade
      * itself (Upgrade: h2c or anything else is never forwarded). */
@@ -345,7 +357,9 @@ static int up_write_request_head(struct sl_upconn *u, struct sl_stream *s) {
                            s->ws_key);
     u->req_chunked = false;
   } else if (r->content_length >= 0) {
-    rv |= sl_pipe_printf(o, "content-length: %lld\r\n", (long long)r->content_length);
+    rv |= SL_PIPE_LIT(o, "content-length: ");
+    rv |= sl_pipe_put_uint(o, (uint64_t)r->content_length, false);
+    rv |= SL_PIPE_LIT(o, "\r\n");
     u->req_chunked = false;
   } else if (r->has_body) {
     rv |= SL_PIPE_LIT(o, "transfer-encoding: chunked\r\n");
@@ -382,7 +396,10 @@ static void up_pump_body(struct sl_upconn *u) {
   size_t moved = 0;
   while (!sl_pipe_empty(&s->req_body) && !sl_pipe_full(&u->out)) {
     size_t n = s->req_body.len;
-    if (u->req_chunked) sl_pipe_printf(&u->out, "%zx\r\n", n);
+    if (u->req_chunked) {
+      sl_pipe_put_uint(&u->out, n, true);
+      SL_PIPE_LIT(&u->out, "\r\n");
+    }
     sl_pipe_splice(&u->out, &s->req_body);
     if (u->req_chunked) SL_PIPE_LIT(&u->out, "\r\n");
     moved += n;
