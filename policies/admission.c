@@ -145,14 +145,23 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     if (bv.deny && !is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT)) {
       snprintf(out->policy, sizeof(out->policy), "blocklist/firmware");
       out->block = bv.entry;
+      /* A block is an incident response, not a burst: tell the device to
+       * stay away until the entry expires, or as long as the reject
+       * config allows (a quick retry would only be refused again). */
+      uint64_t wait_ns = cfg->reject.retry_after_max_ms * 1000000ull;
+      if (bv.entry && bv.entry->expires_unix > in->now_unix) {
+        uint64_t until = (uint64_t)(bv.entry->expires_unix - in->now_unix) * 1000000000ull;
+        if (until < wait_ns) wait_ns = until;
+      }
       refuse(out, bv.status ? bv.status : 403, SL_REASON_BLOCKLIST, "blocked",
-             sl_retry_after_s(&cfg->reject, 0, in->rnd));
+             sl_retry_after_s(&cfg->reject, wait_ns, in->rnd));
       snprintf(why, sizeof(why), "%s",
                bv.entry && bv.entry->reason ? bv.entry->reason
                                             : (bv.unknown ? "unknown firmware: deny" : "blocked"));
       trace(tf, &first, bl_name, "blocklist", "deny", why);
       return;
     }
+    out->firmware_unknown = bv.unknown;
     if (!bv.deny && !bv.shadow_deny)
       trace(tf, &first, bl_name, "blocklist", "allow",
             bv.unknown ? "firmware absent or unparseable: allowed (unknown: allow)"

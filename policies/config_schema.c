@@ -797,6 +797,13 @@ static void parse_overrides(struct schema *s, node_t *ov, struct sl_rate_limit_c
     err(s, ov, "override: a limit keyed by route has one bucket; nothing to override");
     return;
   }
+  if (rl->key == SL_KEY_CLIENT_IP) {
+    /* Overrides name key values (a device class, a device id); per-address
+     * exceptions belong in identify.client_ip.trusted_proxies or a route. */
+    err(s, ov, "override: a limit keyed by client_ip has no named values to override "
+               "(use key: device_class or device_id)");
+    return;
+  }
   if (!ov->n) return;
   rl->overrides = sl_arena_xalloc(s->a, ov->n * sizeof(*rl->overrides));
   for (size_t i = 0; i < ov->n; i++) {

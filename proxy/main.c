@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <nghttp2/nghttp2.h>
 #include <openssl/sha.h>
 
 #include "sluice/blocklist.h"
@@ -1166,6 +1167,27 @@ static struct sl_config *load_or_report(const char *path, bool as_log) {
 static int cmd_check(const char *path, bool print) {
   struct sl_config *cfg = load_or_report(path, false);
   if (!cfg) return 1;
+  /* Validate exactly what `run` would load: certificates and keys are
+   * opened and matched too, so a deploy pipeline's check cannot pass a
+   * configuration that then fails to start (postmortem 003). */
+  int bad = 0;
+  for (size_t i = 0; i < cfg->n_listeners; i++) {
+    const struct sl_listener_cfg *lc = &cfg->listeners[i];
+    if (!lc->tls_certificate) continue;
+    char err[512];
+    SSL_CTX *ctx = sl_tls_ctx_new(lc->tls_certificate, lc->tls_private_key, err, sizeof(err));
+    if (!ctx) {
+      fprintf(stderr, "%s:%u:%u: listener '%s': %s\n", lc->mark.file ? lc->mark.file : path,
+              lc->mark.line, lc->mark.col, lc->name, err);
+      bad = 1;
+      continue;
+    }
+    SSL_CTX_free(ctx);
+  }
+  if (bad) {
+    sl_config_free(cfg);
+    return 1;
+  }
   if (print) sl_config_print(cfg, stdout);
   else fprintf(stderr, "%s: ok\n", path);
   sl_config_free(cfg);
@@ -1331,7 +1353,7 @@ int main(int argc, char **argv) {
     argi = 2;
   }
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-    printf("sluice %s (nghttp2 %s, %s)\n", SLUICE_VERSION, "libnghttp2",
+    printf("sluice %s (nghttp2 %s, %s)\n", SLUICE_VERSION, nghttp2_version(0)->version_str,
            OpenSSL_version(OPENSSL_VERSION));
     return 0;
   }

@@ -64,6 +64,10 @@ void sl_stats_init(void) {
   sl_stats.ws_bytes = sl_metrics_family("sluice_websocket_bytes_total",
                                         "Bytes carried by WebSocket tunnels.", SL_METRIC_COUNTER,
                                         "route,direction");
+  sl_stats.firmware_unknown = sl_metrics_family(
+      "sluice_firmware_unknown_total",
+      "Requests whose firmware header was absent or unparseable (decided by blocklist.unknown).",
+      SL_METRIC_COUNTER, "route,reason");
   sl_stats.draining = sl_metrics_family("sluice_draining", "1 while shutting down.",
                                         SL_METRIC_GAUGE, "");
 }
@@ -254,4 +258,37 @@ void sl_stats_tunnel_closed(const char *route, double seconds, uint64_t bytes_up
   struct sl_metric_series *bd = sl_metrics_series(sl_stats.ws_bytes, down);
   if (bu) sl_metric_add(bu, bytes_up);
   if (bd) sl_metric_add(bd, bytes_down);
+}
+
+/* Per-thread caches keyed by the name's address (configuration strings
+ * and listener names live as long as their owners). */
+#define NAME_CACHE_SIZE 32
+struct name_cache_entry {
+  const char *name;
+  bool flag;
+  struct sl_metric_series *series;
+};
+static __thread struct name_cache_entry fw_cache[NAME_CACHE_SIZE];
+static __thread struct name_cache_entry accept_cache[NAME_CACHE_SIZE];
+
+void sl_stats_firmware_unknown(const char *route, bool absent) {
+  struct name_cache_entry *e =
+      &fw_cache[(((uintptr_t)route >> 4) * 2 + (absent ? 1u : 0u)) % NAME_CACHE_SIZE];
+  if (e->name != route || e->flag != absent || !e->series) {
+    const char *values[2] = {route, absent ? "absent" : "unparseable"};
+    e->series = sl_metrics_series(sl_stats.firmware_unknown, values);
+    e->name = route;
+    e->flag = absent;
+  }
+  if (e->series) sl_metric_inc(e->series);
+}
+
+void sl_stats_connection_accepted(const char *listener) {
+  struct name_cache_entry *e = &accept_cache[((uintptr_t)listener >> 4) % NAME_CACHE_SIZE];
+  if (e->name != listener || !e->series) {
+    const char *values[1] = {listener};
+    e->series = sl_metrics_series(sl_stats.connections_total, values);
+    e->name = listener;
+  }
+  if (e->series) sl_metric_inc(e->series);
 }

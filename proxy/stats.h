@@ -38,6 +38,7 @@ struct sl_stats {
   struct sl_metric_family *ws_upgrades;         /* route,result */
   struct sl_metric_family *ws_duration;         /* route */
   struct sl_metric_family *ws_bytes;            /* route,direction */
+  struct sl_metric_family *firmware_unknown;    /* route,reason */
 };
 
 extern struct sl_stats sl_stats;
@@ -55,6 +56,11 @@ struct sl_metric_series *sl_stats_conn_series(const char *listener, int proto);
 void sl_stats_rejection(struct sl_worker *w, const char *route, const char *policy,
                         enum sl_reject_reason reason, bool shadow, const char *client_ip);
 void sl_stats_set_rejection_log_rate(uint32_t per_sec);
+
+/* A request without a usable firmware version (absent or unparseable). */
+void sl_stats_firmware_unknown(const char *route, bool absent);
+/* One more accepted connection on |listener| (cached per thread). */
+void sl_stats_connection_accepted(const char *listener);
 
 /* WebSocket tunnels (rare events: registry lookups are fine). */
 struct sl_metric_series *sl_stats_tunnel_series(const char *route);

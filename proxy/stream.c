@@ -174,6 +174,8 @@ static const char *facts_header(const void *ctx, const char *name) {
   return h ? h->value : NULL;
 }
 
+static bool cfg_body_json(const struct sl_stream *s) { return s->gen->cfg->reject.body_json; }
+
 void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
                              const char *policy, uint32_t retry_after) {
   if (s->resp_head_sent) {
@@ -187,13 +189,23 @@ void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
   sl_pipe_clear(&s->resp_body);
 
   char body[512];
-  int bl = sl_reject_body_json(body, sizeof(body), error, policy, retry_after);
+  int bl;
+  bool json = cfg_body_json(s);
+  if (json) {
+    bl = sl_reject_body_json(body, sizeof(body), error, policy, retry_after);
+  } else {
+    /* reject.body: text, for clients that cannot parse JSON (postmortem
+     * 002: an unparseable error body crashed the caller). */
+    bl = snprintf(body, sizeof(body), "%s (policy %s); retry after %u s\n", error,
+                  policy ? policy : "-", retry_after);
+    if (bl >= (int)sizeof(body)) bl = (int)sizeof(body) - 1;
+  }
   size_t blen = bl > 0 ? (size_t)bl : 0;
   s->resp.status = status;
   s->resp.content_length = (int64_t)blen;
   s->resp.no_body = s->req.is_head;
-  static const char ct[] = "application/json";
-  sl_response_add_header(s, "content-type", 12, ct, sizeof(ct) - 1);
+  const char *ct = json ? "application/json" : "text/plain; charset=utf-8";
+  sl_response_add_header(s, "content-type", 12, ct, strlen(ct));
   if (s->err_header_name)
     sl_response_add_header(s, s->err_header_name, strlen(s->err_header_name),
                            s->err_header_value, strlen(s->err_header_value));
@@ -321,6 +333,7 @@ void sl_stream_dispatch(struct sl_stream *s) {
       .rnd = stream_random(),
   };
   sl_admission_decide(&in, &s->adm);
+  if (s->adm.firmware_unknown) sl_stats_firmware_unknown(s->route->name, id.firmware == NULL);
   for (unsigned i = 0; i < s->adm.n_shadow; i++)
     sl_stats_rejection(c->w, s->route->name, s->adm.shadow[i].policy, s->adm.shadow[i].reason,
                        true, s->client_ip);

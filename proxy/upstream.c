@@ -472,7 +472,10 @@ void sl_upstream_start(struct sl_stream *s) {
     pool_queue_push(p, s);
     return;
   }
-  sl_stream_respond_error(s, 503, "upstream_queue_full", p->name, 1);
+  char policy[SL_POLICY_NAME_MAX];
+  snprintf(policy, sizeof(policy), "upstream/%s", p->name);
+  sl_stats_rejection(p->w, s->route->name, policy, SL_REASON_QUEUE_FULL, false, s->client_ip);
+  sl_stream_respond_error(s, 503, "upstream_queue_full", policy, 1);
 }
 
 void sl_upstream_request_body(struct sl_stream *s) {

@@ -87,6 +87,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
       close(fd);
       continue;
     }
+    sl_stats_connection_accepted(lis->name);
     sl_conn_accept(w, lis, fd, &peer);
   }
 }

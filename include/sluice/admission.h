@@ -76,6 +76,9 @@ struct sl_admission {
   /* Shadow refusals (counted and logged by the caller). */
   struct sl_admission_shadow shadow[SL_ADMISSION_MAX_SHADOW];
   unsigned n_shadow;
+  /* The firmware header was absent or unparseable (counted by the caller:
+   * SPEC section 4 wants unknown firmware visible). */
+  bool firmware_unknown;
   /* Shaping for an admitted request. */
   uint64_t delay_ms;
   /* Held while admitted; released by sl_admission_finish(). */

@@ -1,0 +1,124 @@
+"""Details of refusals and their accounting (SPEC sections 4-5): blocked
+firmware is told to stay away, text bodies for clients that cannot parse
+JSON, unknown firmware counted, upstream queue-full refusals counted,
+accepted connections counted, and `check` opening certificates."""
+import json
+import os
+import socket
+import threading
+
+from helpers import base_config, run_cli
+
+
+def get(port, path, headers=()):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        req = "GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" % path
+        req += "".join("%s: %s\r\n" % h for h in headers) + "\r\n"
+        s.sendall(req.encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    hdrs = {k.lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    return int(lines[0].split(" ")[1]), hdrs, body
+
+
+BLOCK = {"firmware": [{"class": "airtame-hub", "versions": ">=3.8.0-b3 <3.8.1",
+                       "reason": "INC-2041"}]}
+
+
+def test_blocked_firmware_is_told_to_stay_away(start_sluice):
+    cfg = base_config(blocklist=BLOCK,
+                      reject={"retry_after": {"min": "1s", "max": "90s", "jitter": 0}})
+    s = start_sluice(cfg)
+    status, hdrs, body = get(s.port, "/v1/connect", [("x-device-class", "airtame-hub"),
+                                                      ("x-firmware-version", "3.8.0-b3")])
+    assert status == 403
+    assert hdrs["retry-after"] == "90"
+    assert json.loads(body)["retry_after"] == 90
+
+
+def test_text_body_when_configured(start_sluice):
+    cfg = base_config(blocklist=BLOCK, reject={"body": "text"})
+    s = start_sluice(cfg)
+    status, hdrs, body = get(s.port, "/v1/connect", [("x-device-class", "airtame-hub"),
+                                                      ("x-firmware-version", "3.8.0")])
+    assert status == 403
+    assert hdrs["content-type"].startswith("text/plain")
+    assert body.startswith(b"blocked (policy blocklist/firmware); retry after ")
+
+
+def test_unknown_firmware_is_counted_and_allowed_by_default(start_sluice):
+    s = start_sluice(base_config(blocklist=BLOCK))
+    assert get(s.port, "/v1/a")[0] == 200
+    assert get(s.port, "/v1/a", [("x-firmware-version", "not-a-version")])[0] == 200
+    assert s.metric("sluice_firmware_unknown_total", route="default", reason="absent") == 1
+    assert s.metric("sluice_firmware_unknown_total", route="default", reason="unparseable") == 1
+
+
+def test_unknown_firmware_denied_when_configured(start_sluice):
+    block = dict(BLOCK, unknown="deny")
+    s = start_sluice(base_config(blocklist=block))
+    assert get(s.port, "/v1/a")[0] == 403
+    assert get(s.port, "/v1/a", [("x-device-class", "tv"), ("x-firmware-version", "1.0")])[0] == 200
+
+
+def test_queue_full_is_refused_503_and_counted(start_sluice):
+    cfg = base_config()
+    cfg["upstreams"]["identity"].update({"max_connections": 1, "max_pending": 1})
+    s = start_sluice(cfg, workers=1)
+    results = []
+
+    def slow():
+        results.append(get(s.port, "/slow?ms=1500")[0])
+
+    threads = [threading.Thread(target=slow) for _ in range(2)]
+    for t in threads:
+        t.start()
+    import time
+    time.sleep(0.5)  # one request holds the connection, one waits
+    status, hdrs, body = get(s.port, "/v1/shed")
+    for t in threads:
+        t.join(10)
+    assert status == 503
+    assert json.loads(body)["error"] == "upstream_queue_full"
+    assert sorted(results) == [200, 200]
+    assert s.metric("sluice_rejections_total", reason="queue_full") == 1
+
+
+def test_connections_total_counts_accepts(start_sluice):
+    s = start_sluice(base_config())
+    for _ in range(3):
+        get(s.port, "/v1/a")
+    assert s.metric("sluice_connections_total", listener="public") == 3
+
+
+def test_check_opens_certificates(sluice_bin, tmp_path):
+    path = os.path.join(str(tmp_path), "c.yaml")
+    with open(path, "w") as f:
+        f.write('listeners:\n  - name: p\n    address: "127.0.0.1:1"\n'
+                '    tls: { certificate: /nonexistent.crt, private_key: /nonexistent.key }\n'
+                'upstreams:\n  u: { address: "127.0.0.1:2" }\n'
+                'routes:\n  - { name: d, match: { path_prefix: "/" }, upstream: u }\n')
+    p = run_cli(["check", "-c", path], binary=sluice_bin)
+    assert p.returncode == 1
+    assert "%s:2:5: listener 'p': cannot load certificate /nonexistent.crt" % path in p.stderr
+
+
+def test_client_ip_override_is_a_config_error(sluice_bin, tmp_path):
+    path = os.path.join(str(tmp_path), "c.yaml")
+    with open(path, "w") as f:
+        f.write('listeners:\n  - name: p\n    address: "127.0.0.1:1"\n'
+                'upstreams:\n  u: { address: "127.0.0.1:2" }\n'
+                'routes:\n  - name: d\n    match: { path_prefix: "/" }\n    upstream: u\n'
+                '    rate_limits:\n      - { key: client_ip, rate: "5/s", override: { a: "1/s" } }\n')
+    p = run_cli(["check", "-c", path], binary=sluice_bin)
+    assert p.returncode == 1
+    assert "has no named values to override" in p.stderr
