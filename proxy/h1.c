@@ -65,18 +65,6 @@ static llhttp_settings_t h1_settings;
 
 static struct sl_h1 *h1_of(struct sl_conn *c) { return c->proto_data; }
 
-/* Appends a piece to an arena-backed growing string. Returns -1 on OOM. */
-static int piece_append(struct sl_arena *a, char **buf, size_t *len, const char *at, size_t n) {
-  char *nb = sl_arena_alloc(a, *len + n + 1);
-  if (!nb) return -1;
-  if (*len) memcpy(nb, *buf, *len);
-  memcpy(nb + *len, at, n);
-  nb[*len + n] = '\0';
-  *buf = nb;
-  *len += n;
-  return 0;
-}
-
 static int h1_fail(struct sl_h1 *h, int status, const char *what) {
   h->err_status = status;
   h->err_what = what;
@@ -107,14 +95,14 @@ static int on_message_begin(llhttp_t *p) {
 static int on_url(llhttp_t *p, const char *at, size_t n) {
   struct sl_h1 *h = p->data;
   if (h1_count_head(h, n)) return -1;
-  if (piece_append(&h->cur->arena, &h->url, &h->url_len, at, n)) return h1_fail(h, 503, "oom");
+  if (sl_arena_append(&h->cur->arena, &h->url, &h->url_len, at, n)) return h1_fail(h, 503, "oom");
   return 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t n) {
   struct sl_h1 *h = p->data;
   if (h1_count_head(h, n)) return -1;
-  if (piece_append(&h->cur->arena, &h->field, &h->field_len, at, n))
+  if (sl_arena_append(&h->cur->arena, &h->field, &h->field_len, at, n))
     return h1_fail(h, 503, "oom");
   return 0;
 }
@@ -127,7 +115,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n) {
    * §5.2 lets a server reject it, and a proxy must not pass it on. */
   bool after_lf = at > h->exec_start ? at[-1] == '\n' : h->prev_read_ended_lf;
   if (after_lf) return h1_fail(h, 400, "obs_fold");
-  if (piece_append(&h->cur->arena, &h->value, &h->value_len, at, n))
+  if (sl_arena_append(&h->cur->arena, &h->value, &h->value_len, at, n))
     return h1_fail(h, 503, "oom");
   return 0;
 }
@@ -386,6 +374,14 @@ parsed:;
   return (ssize_t)used;
 }
 
+static int h1_put_headers(struct sl_pipe *o, const struct sl_response *r) {
+  int rv = 0;
+  for (uint32_t i = 0; i < r->n_headers && rv == 0; i++)
+    rv |= sl_pipe_put_field(o, r->headers[i].name, r->headers[i].name_len, r->headers[i].value,
+                            r->headers[i].value_len);
+  return rv;
+}
+
 /* Renders the response head into c->out. */
 static void h1_response_head(struct sl_stream *s) {
   struct sl_conn *c = s->conn;
@@ -397,13 +393,7 @@ static void h1_response_head(struct sl_stream *s) {
   if (s->tunnel) {
     static const char line[] = "HTTP/1.1 101 Switching Protocols\r\n";
     int rv = sl_pipe_write(o, line, sizeof(line) - 1);
-    for (uint32_t i = 0; i < r->n_headers && rv == 0; i++) {
-      const struct sl_header *hd = &r->headers[i];
-      rv |= sl_pipe_write(o, hd->name, hd->name_len);
-      rv |= SL_PIPE_LIT(o, ": ");
-      rv |= sl_pipe_write(o, hd->value, hd->value_len);
-      rv |= SL_PIPE_LIT(o, "\r\n");
-    }
+    rv |= h1_put_headers(o, r);
     static const char tail[] = "connection: upgrade\r\nupgrade: websocket\r\n\r\n";
     rv |= sl_pipe_write(o, tail, sizeof(tail) - 1);
     if (rv) {
@@ -438,13 +428,7 @@ static void h1_response_head(struct sl_stream *s) {
   rv |= SL_PIPE_LIT(o, " ");
   rv |= sl_pipe_puts(o, sl_http_reason(r->status));
   rv |= SL_PIPE_LIT(o, "\r\n");
-  for (uint32_t i = 0; i < r->n_headers && rv == 0; i++) {
-    const struct sl_header *hd = &r->headers[i];
-    rv |= sl_pipe_write(o, hd->name, hd->name_len);
-    rv |= SL_PIPE_LIT(o, ": ");
-    rv |= sl_pipe_write(o, hd->value, hd->value_len);
-    rv |= SL_PIPE_LIT(o, "\r\n");
-  }
+  rv |= h1_put_headers(o, r);
   if (r->content_length >= 0 && !(r->no_body && r->status == 304))
   {
     rv |= SL_PIPE_LIT(o, "content-length: ");

@@ -60,6 +60,15 @@ static inline int sl_pipe_puts(struct sl_pipe *p, const char *str) {
  * paths build heads without printf (a fifth of the instructions per
  * request when they used it). */
 int sl_pipe_put_uint(struct sl_pipe *p, uint64_t v, bool hex);
+/* Appends "name: value\r\n". */
+static inline int sl_pipe_put_field(struct sl_pipe *p, const char *name, size_t nlen,
+                                    const char *value, size_t vlen) {
+  int rv = sl_pipe_write(p, name, nlen);
+  rv |= sl_pipe_write(p, ": ", 2);
+  rv |= sl_pipe_write(p, value, vlen);
+  rv |= sl_pipe_write(p, "\r\n", 2);
+  return rv;
+}
 /* printf-style append for small heads (< 1 KiB each call). */
 int sl_pipe_printf(struct sl_pipe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Returns the writable tail span of at least |min| bytes (allocating a chunk

@@ -320,10 +320,7 @@ static int up_write_request_head(struct sl_upconn *u, struct sl_stream *s) {
       continue;
     /* h2 cookies arrive split; HTTP/1.1 wants one field (RFC 9113 §8.2.3):
      * repeated cookie fields are acceptable to origins, keep it simple. */
-    rv |= sl_pipe_write(o, h->name, h->name_len);
-    rv |= SL_PIPE_LIT(o, ": ");
-    rv |= sl_pipe_write(o, h->value, h->value_len);
-    rv |= SL_PIPE_LIT(o, "\r\n");
+    rv |= sl_pipe_put_field(o, h->name, h->name_len, h->value, h->value_len);
   }
   /* X-Forwarded-For: the chain is kept only when it came through a
    * trusted proxy (identify.client_ip.trusted_proxies); otherwise a client
@@ -754,25 +751,14 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
 
 /* ---- response parsing --------------------------------------------- */
 
-static int piece_append(struct sl_arena *a, char **buf, size_t *len, const char *at, size_t n) {
-  char *nb = sl_arena_alloc(a, *len + n + 1);
-  if (!nb) return -1;
-  if (*len) memcpy(nb, *buf, *len);
-  memcpy(nb + *len, at, n);
-  nb[*len + n] = '\0';
-  *buf = nb;
-  *len += n;
-  return 0;
-}
-
 static int on_resp_header_field(llhttp_t *p, const char *at, size_t n) {
   struct sl_upconn *u = p->data;
-  return piece_append(&u->s->arena, &u->field, &u->field_len, at, n);
+  return sl_arena_append(&u->s->arena, &u->field, &u->field_len, at, n);
 }
 
 static int on_resp_header_value(llhttp_t *p, const char *at, size_t n) {
   struct sl_upconn *u = p->data;
-  return piece_append(&u->s->arena, &u->value, &u->value_len, at, n);
+  return sl_arena_append(&u->s->arena, &u->value, &u->value_len, at, n);
 }
 
 static int on_resp_header_value_complete(llhttp_t *p) {

@@ -1367,3 +1367,26 @@ def release_ports(sluice):
     for r in sluice._reservations:
         r.release()
     sluice._reservations = []
+
+
+def h1_once(port, path, headers=(), timeout=10):
+    """One HTTP/1.1 GET on a fresh connection (Connection: close), read to
+    EOF. Returns (status, {lowercase header: value}, body, seconds)."""
+    t0 = time.monotonic()
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        req = "GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" % path
+        req += "".join("%s: %s\r\n" % h for h in headers) + "\r\n"
+        s.sendall(req.encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    hdrs = {k.lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    return int(lines[0].split(" ")[1]), hdrs, body, time.monotonic() - t0

@@ -4,30 +4,13 @@ JSON, unknown firmware counted, upstream queue-full refusals counted,
 accepted connections counted, and `check` opening certificates."""
 import json
 import os
-import socket
 import threading
 
-from helpers import base_config, run_cli
+from helpers import base_config, h1_once, run_cli
 
 
 def get(port, path, headers=()):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        req = "GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" % path
-        req += "".join("%s: %s\r\n" % h for h in headers) + "\r\n"
-        s.sendall(req.encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    hdrs = {k.lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
-    return int(lines[0].split(" ")[1]), hdrs, body
+    return h1_once(port, path, headers)[:3]
 
 
 BLOCK = {"firmware": [{"class": "airtame-hub", "versions": ">=3.8.0-b3 <3.8.1",

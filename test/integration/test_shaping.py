@@ -1,28 +1,15 @@
 """Traffic shaping for staging (SPEC section 3 `shaping`) and the access
 log (`access_log: on|off|sampled`)."""
 import json
-import socket
 import time
 
-from helpers import base_config
+from helpers import base_config, h1_once
 
 
-def get(port, path, timeout=10):
-    """One HTTP/1.1 GET on a fresh connection: (status, body, seconds)."""
-    t0 = time.monotonic()
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        s.sendall(b"GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % path.encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body, time.monotonic() - t0
+def get(port, path):
+    """(status, body, seconds) of one GET on a fresh connection."""
+    status, _, body, took = h1_once(port, path)
+    return status, body, took
 
 
 def test_delay_applies_to_matching_requests_only(start_sluice):
