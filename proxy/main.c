@@ -56,15 +56,54 @@ struct sl_gen *sl_gen_ref(struct sl_gen *g) {
   return g;
 }
 
+static void gen_free(struct sl_gen *g) {
+  sl_blocklist_del(g->blocklist);
+  sl_policies_detach(g->cfg);
+  sl_config_free(g->cfg);
+  free(g->listeners);
+  free(g);
+}
+
+/* Retired generations whose last reference a worker dropped: freeing a
+ * large configuration (thousands of blocklist entries) is work for the
+ * main thread, not for a worker between two requests. */
+static pthread_mutex_t retired_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sl_gen *retired_gens;
+static struct ev_loop *retired_loop; /* the main loop, once it runs */
+static ev_async retired_async;
+static pthread_t main_thread;
+
+static void retired_free_all(void) {
+  pthread_mutex_lock(&retired_lock);
+  struct sl_gen *g = retired_gens;
+  retired_gens = NULL;
+  pthread_mutex_unlock(&retired_lock);
+  while (g) {
+    struct sl_gen *next = g->retired_next;
+    gen_free(g);
+    g = next;
+  }
+}
+
+static void retired_cb(struct ev_loop *loop, ev_async *w, int revents) {
+  (void)loop;
+  (void)w;
+  (void)revents;
+  retired_free_all();
+}
+
 void sl_gen_unref(struct sl_gen *g) {
   if (!g) return;
-  if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
-    sl_blocklist_del(g->blocklist);
-    sl_policies_detach(g->cfg);
-    sl_config_free(g->cfg);
-    free(g->listeners);
-    free(g);
+  if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1) return;
+  if (!retired_loop || pthread_equal(pthread_self(), main_thread)) {
+    gen_free(g);
+    return;
   }
+  pthread_mutex_lock(&retired_lock);
+  g->retired_next = retired_gens;
+  retired_gens = g;
+  pthread_mutex_unlock(&retired_lock);
+  ev_async_send(retired_loop, &retired_async);
 }
 
 struct sl_gen *sl_gen_current_ref(void) {
@@ -1267,6 +1306,10 @@ static int cmd_run(const char *path, int workers) {
   set_reload_metrics(true, cfg);
 
   M.loop = EV_DEFAULT;
+  main_thread = pthread_self();
+  ev_async_init(&retired_async, retired_cb);
+  ev_async_start(M.loop, &retired_async);
+  retired_loop = M.loop;
   /* Watch from the files as loaded; a change between the load and this
    * fingerprint (microseconds) would wait for the next one. */
   M.watch = sl_watch_new(M.loop, path, on_files_changed, NULL);
@@ -1324,9 +1367,13 @@ static int cmd_run(const char *path, int workers) {
   sl_log(SL_LOG_INFO, "started", "version", SLUICE_VERSION, "workers", nw, "config", path, NULL);
 
   ev_run(M.loop, 0);
+  /* Workers are gone after the joins below; what they retired late is
+   * freed here. */
 
   for (int i = 0; i < M.n_workers; i++) sl_worker_join(&M.workers[i]);
   M.workers_running = 0;
+  retired_loop = NULL; /* from here on the main thread frees directly */
+  retired_free_all();
   sl_admin_del(M.admin);
   ev_timer_stop(M.loop, &M.reload_timer);
   sl_watch_del(M.watch);

@@ -74,6 +74,7 @@ struct sl_gen {
   struct sl_listener **listeners;
   int n_listeners;
   atomic_long refs;
+  struct sl_gen *retired_next; /* main thread's free list (see sl_gen_unref) */
 };
 
 struct sl_gen *sl_gen_ref(struct sl_gen *g);
