@@ -71,6 +71,14 @@ static void limit_params(const struct sl_rate_limit_cfg *rl, const uint8_t *key,
   }
 }
 
+/* Bounded copy of a policy name (no printf on the refusal path). */
+static void set_name(char dst[SL_POLICY_NAME_MAX], const char *src) {
+  size_t n = strlen(src);
+  if (n >= SL_POLICY_NAME_MAX) n = SL_POLICY_NAME_MAX - 1;
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
 static void set_policy(struct sl_admission *out, const char *route, const char *what) {
   snprintf(out->policy, sizeof(out->policy), "%s/%s", route, what);
 }
@@ -143,7 +151,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
             bv.shadow && bv.shadow->reason ? bv.shadow->reason : "matched a shadow entry");
     }
     if (bv.deny && !is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT)) {
-      snprintf(out->policy, sizeof(out->policy), "blocklist/firmware");
+      set_name(out->policy, bl_name);
       out->block = bv.entry;
       /* A block is an incident response, not a burst: tell the device to
        * stay away until the entry expires, or as long as the reject
@@ -155,10 +163,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       }
       refuse(out, bv.status ? bv.status : 403, SL_REASON_BLOCKLIST, "blocked",
              sl_retry_after_s(&cfg->reject, wait_ns, in->rnd));
-      snprintf(why, sizeof(why), "%s",
-               bv.entry && bv.entry->reason ? bv.entry->reason
-                                            : (bv.unknown ? "unknown firmware: deny" : "blocked"));
-      trace(tf, &first, bl_name, "blocklist", "deny", why);
+      trace(tf, &first, bl_name, "blocklist", "deny",
+            bv.entry && bv.entry->reason ? bv.entry->reason
+                                         : (bv.unknown ? "unknown firmware: deny" : "blocked"));
       return;
     }
     out->firmware_unknown = bv.unknown;
@@ -196,15 +203,16 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       }
       continue;
     }
-    snprintf(why, sizeof(why), "over %s (burst %u); admits again in %llu ms", rl->rate.text,
-             burst, (unsigned long long)(v.retry_after_ns / 1000000));
+    if (tf)
+      snprintf(why, sizeof(why), "over %s (burst %u); admits again in %llu ms", rl->rate.text,
+               burst, (unsigned long long)(v.retry_after_ns / 1000000));
     if (is_shadow(cfg, rl->mode)) {
       /* Shadow: reported; the commit below charges it only if it admits. */
       add_shadow(out, SL_REASON_RATE_LIMIT, rl_name, NULL);
       trace(tf, &first, rl_name, "rate_limit", "shadow_reject", why);
       continue;
     }
-    snprintf(out->policy, sizeof(out->policy), "%s", rl_name);
+    set_name(out->policy, rl_name);
     refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
            sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
     trace(tf, &first, rl_name, "rate_limit", "reject", why);
@@ -320,7 +328,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     bool abort_now = in->trace ? r->abort_percent >= 100
                                : r->abort_percent > 0 &&
                                      (double)(in->rnd & 0xffff) / 65536.0 * 100.0 < r->abort_percent;
-    snprintf(pname, sizeof(pname), "shaping/%zu", i);
+    if (tf || abort_now) snprintf(pname, sizeof(pname), "shaping/%zu", i);
     /* Rate cap (staging): a single bucket for all traffic the rule
      * matches, burst 1, shared by every worker. */
     struct sl_ratelimit_table *cap = sl_policy_state_ratelimit(r->state);
@@ -344,7 +352,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       trace(tf, &first, pname, "shaping", abort_now ? "abort" : "shape", why);
     }
     if (abort_now) {
-      snprintf(out->policy, sizeof(out->policy), "%s", pname);
+      set_name(out->policy, pname);
       sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
       refuse(out, r->abort_status ? r->abort_status : 503, SL_REASON_SHAPING, "shaped_abort", 0);
       out->finished = false;
@@ -375,7 +383,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
       out->finished = false;
       out->delay_ms = 0;
-      snprintf(out->policy, sizeof(out->policy), "%s", rl->name);
+      set_name(out->policy, rl->name);
       refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
              sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
       return;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sluice/fmt.h"
 #include "sluice/retry.h"
 
 uint32_t sl_retry_after_s(const struct sl_reject_cfg *cfg, uint64_t wait_ns, uint64_t rnd) {
@@ -76,7 +77,11 @@ int sl_reject_body_json(char *buf, size_t cap, const char *error, const char *po
   size_t len = 0;
   char num[32];
   if (cap == 0) return -1;
-  snprintf(num, sizeof(num), "\",\"retry_after\":%u}", retry_after_s);
+  static const char pre[] = "\",\"retry_after\":";
+  memcpy(num, pre, sizeof(pre) - 1);
+  size_t nl = sizeof(pre) - 1 + sl_fmt_u64(num + sizeof(pre) - 1, retry_after_s);
+  num[nl] = '}';
+  num[nl + 1] = '\0';
   if (!put_raw(buf, cap, &len, "{\"error\":\"") || !put_escaped(buf, cap, &len, error) ||
       !put_raw(buf, cap, &len, "\",\"policy\":\"") || !put_escaped(buf, cap, &len, policy) ||
       !put_raw(buf, cap, &len, num)) {

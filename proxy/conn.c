@@ -80,13 +80,26 @@ void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
   ev_io_start(w->loop, &c->rio);
 }
 
+/* libev's "be smart about timeouts" (ev.pod): the deadline is
+ * timeout_at = activity + timeout, kept in the connection; the timer is
+ * only re-armed (a heap operation) when the new deadline is earlier than
+ * the armed one. Pushing a deadline later, which every request does
+ * several times, costs two stores; a timer that fires early re-arms
+ * itself for the remainder. */
 void sl_conn_set_timeout(struct sl_conn *c, uint64_t ms) {
+  struct ev_loop *loop = c->w->loop;
   if (ms == 0) {
-    ev_timer_stop(c->w->loop, &c->timer);
+    c->timeout_at = 0;
+    ev_timer_stop(loop, &c->timer);
     return;
   }
-  c->timer.repeat = (ev_tstamp)ms / 1000.0;
-  ev_timer_again(c->w->loop, &c->timer);
+  ev_tstamp at = ev_now(loop) + (ev_tstamp)ms / 1000.0;
+  c->timeout_at = at;
+  if (ev_is_active(&c->timer) && c->timer_armed_at <= at) return;
+  ev_timer_stop(loop, &c->timer);
+  ev_timer_set(&c->timer, at - ev_now(loop), 0.);
+  ev_timer_start(loop, &c->timer);
+  c->timer_armed_at = at;
 }
 
 /* Lazy pause: the watcher stays armed and is only stopped if the socket
@@ -343,9 +356,17 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
 
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   struct sl_conn *c = SL_CONTAINER_OF(w, struct sl_conn, timer);
-  (void)loop;
   (void)revents;
-  ev_timer_stop(c->w->loop, &c->timer);
+  if (c->timeout_at == 0) return;
+  ev_tstamp now = ev_now(loop);
+  if (c->timeout_at > now) {
+    /* Activity moved the deadline since the timer was armed. */
+    ev_timer_set(&c->timer, c->timeout_at - now, 0.);
+    ev_timer_start(loop, &c->timer);
+    c->timer_armed_at = c->timeout_at;
+    return;
+  }
+  c->timeout_at = 0;
   if (!c->ops) {
     sl_conn_close(c); /* handshake or preface never completed */
   } else if (c->proto == SL_PROTO_H2) {

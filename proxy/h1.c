@@ -509,6 +509,14 @@ static void h1_produce(struct sl_conn *c) {
   }
   size_t moved = 0;
   if (!s->resp.no_body) {
+    if (s->local_body_len) {
+      /* Local answers always carry a content-length: no chunk framing. */
+      if (sl_pipe_write(&c->out, s->local_body, s->local_body_len) != 0) {
+        sl_conn_close(c);
+        return;
+      }
+      s->local_body_len = 0;
+    }
     while (!sl_pipe_empty(&s->resp_body) && !sl_pipe_full(&c->out)) {
       size_t n = s->resp_body.len;
       if (h->resp_chunked) {

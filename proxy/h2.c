@@ -20,6 +20,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "sluice/fmt.h"
 #include "sluice/log.h"
 #include "proxy.h"
 #include "stats.h"
@@ -305,6 +306,15 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
   (void)stream_id;
   (void)ud;
   struct sl_stream *s = source->ptr;
+  if (s->local_body_len) {
+    size_t n = s->local_body_len < length ? s->local_body_len : length;
+    memcpy(buf, s->local_body, n);
+    s->local_body += n;
+    s->local_body_len -= n;
+    if (!s->local_body_len && s->resp_done && sl_pipe_empty(&s->resp_body))
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+  }
   size_t n = sl_pipe_read(&s->resp_body, buf, length);
   if (n == 0 && !s->resp_done) {
     xs(s)->deferred = true;
@@ -331,11 +341,15 @@ static void h2_response_head(struct sl_stream *s) {
   char *status = sl_arena_alloc(&s->arena, 4);
   char *clen = sl_arena_alloc(&s->arena, 24);
   if (!status || !clen) return;
-  snprintf(status, 4, "%03d", r->status);
+  int code = r->status >= 100 && r->status <= 999 ? r->status : 500;
+  status[0] = (char)('0' + code / 100);
+  status[1] = (char)('0' + code / 10 % 10);
+  status[2] = (char)('0' + code % 10);
+  status[3] = '\0';
   size_t k = 0;
   /* A tunnel answers the extended CONNECT with 200 (RFC 8441 §5); the
    * origin's Sec-WebSocket-Accept belongs to the hop sluice checked. */
-  if (s->tunnel) snprintf(status, 4, "200");
+  if (s->tunnel) memcpy(status, "200", 4);
   nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3,
                           NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
   for (uint32_t i = 0; i < r->n_headers; i++) {
@@ -350,7 +364,7 @@ static void h2_response_head(struct sl_stream *s) {
                             hd->value_len, flags};
   }
   if (r->content_length >= 0 && r->status != 204) {
-    int cl = snprintf(clen, 24, "%lld", (long long)r->content_length);
+    size_t cl = sl_fmt_u64(clen, (uint64_t)r->content_length);
     nva[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, (size_t)cl,
                             NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
   }

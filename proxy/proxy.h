@@ -183,6 +183,11 @@ struct sl_stream {
   struct sl_stream *queue_next; /* waiting for an upstream connection */
 
   struct sl_pipe req_body, resp_body;
+  /* A local answer's body (sluice's own JSON/text), in the arena: small,
+   * and it must not cost a 16 KiB pipe chunk per refusal when hundreds of
+   * streams are refused at once. Frontends send it before resp_body. */
+  const char *local_body;
+  size_t local_body_len;
   bool req_done;       /* the whole request body is in req_body */
   bool resp_head_done; /* s->resp is complete */
   bool resp_done;      /* the whole response body is in resp_body */
@@ -316,6 +321,8 @@ struct sl_conn {
   struct sl_conn *input_next; /* worker's input list (buffered bytes to parse) */
   bool input_pending;
   ev_tstamp last_activity;
+  ev_tstamp timeout_at;     /* current deadline (0: none), see sl_conn_set_timeout */
+  ev_tstamp timer_armed_at; /* deadline the libev timer is armed for */
 };
 
 /* conn.c */

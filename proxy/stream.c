@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "sluice/admission.h"
+#include "sluice/fmt.h"
 #include "sluice/identify.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
@@ -210,13 +211,20 @@ void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
     sl_response_add_header(s, s->err_header_name, strlen(s->err_header_name),
                            s->err_header_value, strlen(s->err_header_value));
   if (retry_after > 0) {
-    char ra[16];
-    int n = snprintf(ra, sizeof(ra), "%u", retry_after);
-    sl_response_add_header(s, "retry-after", 11, ra, (size_t)n);
+    char ra[24];
+    size_t n = sl_fmt_u64(ra, retry_after);
+    sl_response_add_header(s, "retry-after", 11, ra, n);
   }
-  if (!s->resp.no_body && sl_pipe_write(&s->resp_body, body, blen) != 0) {
-    s->fe->abort(s);
-    return;
+  s->local_body = NULL;
+  s->local_body_len = 0;
+  if (!s->resp.no_body && blen) {
+    char *copy = sl_arena_strndup(&s->arena, body, blen);
+    if (!copy) {
+      s->fe->abort(s);
+      return;
+    }
+    s->local_body = copy;
+    s->local_body_len = blen;
   }
   s->resp_head_done = true;
   s->resp_done = true;

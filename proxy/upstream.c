@@ -57,6 +57,9 @@ struct sl_upconn {
   bool read_paused;
   bool tunnel;           /* after a 101: raw bytes both ways */
   bool dead;             /* closed; freed once no callback of its own runs */
+  ev_tstamp timeout;     /* current timeout length, seconds */
+  ev_tstamp timeout_at;  /* deadline (see up_set_timeout) */
+  ev_tstamp armed_at;    /* deadline the libev timer is armed for */
   unsigned busy;         /* callbacks of this connection on the stack */
   bool accept_mismatch;  /* the origin's Sec-WebSocket-Accept was wrong */
   bool shut_wr;          /* tunnel: client finished sending, FIN sent */
@@ -70,6 +73,7 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void up_close(struct sl_upconn *u);
+static void up_set_timeout(struct sl_upconn *u, uint64_t ms);
 static void up_attach(struct sl_upconn *u, struct sl_stream *s);
 static void up_flush(struct sl_upconn *u);
 static void pool_service_queue(struct sl_pool *p);
@@ -191,8 +195,7 @@ static struct sl_upconn *up_connect(struct sl_pool *p) {
   ev_io_init(&u->rio, up_read_cb, fd, EV_READ);
   ev_io_init(&u->wio, up_write_cb, fd, EV_WRITE);
   ev_init(&u->timer, up_timer_cb);
-  u->timer.repeat = (ev_tstamp)p->connect_timeout_ms / 1000.0;
-  ev_timer_again(p->w->loop, &u->timer);
+  up_set_timeout(u, p->connect_timeout_ms);
   ev_io_start(p->w->loop, &u->wio);
   p->n_conns++;
   return u;
@@ -223,6 +226,24 @@ static void up_close(struct sl_upconn *u) {
   pool_service_queue(p);
 }
 
+/* Lazy timer (libev "be smart about timeouts"): setting or extending a
+ * deadline stores it; only an earlier deadline re-arms the heap timer,
+ * and a timer that fires early re-arms for the remainder. */
+static void up_set_timeout(struct sl_upconn *u, uint64_t ms) {
+  struct ev_loop *loop = u->pool->w->loop;
+  u->timeout = (ev_tstamp)ms / 1000.0;
+  ev_tstamp at = ev_now(loop) + u->timeout;
+  u->timeout_at = at;
+  if (ev_is_active(&u->timer) && u->armed_at <= at) return;
+  ev_timer_stop(loop, &u->timer);
+  ev_timer_set(&u->timer, u->timeout, 0.);
+  ev_timer_start(loop, &u->timer);
+  u->armed_at = at;
+}
+
+/* Progress: the current timeout starts over. */
+static void up_touch(struct sl_upconn *u) { u->timeout_at = ev_now(u->pool->w->loop) + u->timeout; }
+
 static void up_enter(struct sl_upconn *u) { u->busy++; }
 
 /* Leaves a callback of |u|; returns true if |u| was freed. */
@@ -251,8 +272,7 @@ static void up_release(struct sl_upconn *u) {
   ev_io_stop(p->w->loop, &u->wio);
   if (u->read_paused) u->read_paused = false;
   ev_io_start(p->w->loop, &u->rio); /* notice the origin closing it */
-  u->timer.repeat = (ev_tstamp)p->idle_timeout_ms / 1000.0;
-  ev_timer_again(p->w->loop, &u->timer);
+  up_set_timeout(u, p->idle_timeout_ms);
   struct sl_stream *next = pool_queue_pop(p);
   if (next) {
     u->reused = true;
@@ -278,12 +298,44 @@ static void pool_service_queue(struct sl_pool *p) {
 /* Hop-by-hop and framing fields are not forwarded (RFC 9110 §7.6.1);
  * sluice writes its own Host, framing and forwarding headers. */
 static bool header_is_dropped(const struct sl_header *h, const char *connection_tokens) {
-  static const char *const drop[] = {
-      "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-      "upgrade", "host", "content-length", "expect", "x-forwarded-for", "x-forwarded-proto",
-      "forwarded", "http2-settings", NULL};
-  for (int i = 0; drop[i]; i++)
-    if (strcmp(h->name, drop[i]) == 0) return true;
+  /* Names are lowercase; dispatch on length so a typical header costs
+   * one or two memcmp, not fourteen strcmp. */
+#define IS(lit) (memcmp(h->name, lit, sizeof(lit) - 1) == 0)
+  switch (h->name_len) {
+  case 2:
+    if (IS("te")) return true;
+    break;
+  case 4:
+    if (IS("host")) return true;
+    break;
+  case 6:
+    if (IS("expect")) return true;
+    break;
+  case 7:
+    if (IS("trailer") || IS("upgrade")) return true;
+    break;
+  case 9:
+    if (IS("forwarded")) return true;
+    break;
+  case 10:
+    if (IS("connection") || IS("keep-alive")) return true;
+    break;
+  case 14:
+    if (IS("content-length") || IS("http2-settings")) return true;
+    break;
+  case 15:
+    if (IS("x-forwarded-for")) return true;
+    break;
+  case 16:
+    if (IS("proxy-connection")) return true;
+    break;
+  case 17:
+    if (IS("transfer-encoding") || IS("x-forwarded-proto")) return true;
+    break;
+  default:
+    break;
+  }
+#undef IS
   if (connection_tokens) {
     const char *s = connection_tokens;
     while (*s) {
@@ -377,7 +429,7 @@ static void up_pump_tunnel(struct sl_upconn *u) {
   }
   if (moved) {
     s->tunnel_bytes_up += moved;
-    ev_timer_again(u->pool->w->loop, &u->timer); /* traffic: not idle */
+    up_touch(u); /* traffic: not idle */
     s->fe->request_body_drained(s, moved);
   }
 }
@@ -438,8 +490,7 @@ static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
   }
   up_pump_body(u);
   ev_io_start(p->w->loop, &u->rio);
-  u->timer.repeat = (ev_tstamp)p->response_timeout_ms / 1000.0;
-  ev_timer_again(p->w->loop, &u->timer);
+  up_set_timeout(u, p->response_timeout_ms);
   up_flush(u);
 }
 
@@ -582,13 +633,11 @@ void sl_upstream_tunnel_end(struct sl_stream *s) {
  * the origin sent after it (already WebSocket frames). */
 static void up_enter_tunnel(struct sl_upconn *u, const char *rest, size_t n) {
   struct sl_stream *s = u->s;
-  struct sl_pool *p = u->pool;
   u->tunnel = true;
   u->keep_alive = false;
   uint64_t idle_ms = s->route->idle_timeout_ms ? s->route->idle_timeout_ms
                                                : s->conn->lis->idle_timeout_ms;
-  u->timer.repeat = (ev_tstamp)idle_ms / 1000.0;
-  ev_timer_again(p->w->loop, &u->timer);
+  up_set_timeout(u, idle_ms);
   if (n) sl_stream_tunnel_down(s, rest, n);
   if (u->dead || u->s != s) return; /* closed while injecting */
   s->fe->response_body(s);
@@ -618,7 +667,7 @@ static void up_read_tunnel(struct sl_upconn *u) {
       s->fe->response_body(s);
       return;
     }
-    ev_timer_again(loop, &u->timer);
+    up_touch(u);
     sl_stream_tunnel_down(s, up_scratch, (size_t)n);
     if (u->s != s) return;
     s->fe->response_body(s);
@@ -650,6 +699,15 @@ static void up_on_writable(struct ev_loop *loop, struct sl_upconn *u) {
 }
 
 static void up_on_timeout(struct sl_upconn *u) {
+  struct ev_loop *loop = u->pool->w->loop;
+  ev_tstamp now = ev_now(loop);
+  if (u->timeout_at > now) {
+    /* The deadline moved on since the timer was armed: not yet. */
+    ev_timer_set(&u->timer, u->timeout_at - now, 0.);
+    ev_timer_start(loop, &u->timer);
+    u->armed_at = u->timeout_at;
+    return;
+  }
   switch (u->state) {
   case UP_CONNECTING:
     up_fail(u, 504, "upstream_connect_timeout", "timeout");
@@ -717,7 +775,7 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
       return;
     }
     u->resp_started = true;
-    ev_timer_again(loop, &u->timer); /* progress: response timeout restarts */
+    up_touch(u); /* progress: response timeout restarts */
     llhttp_errno_t err = llhttp_execute(&u->parser, up_scratch, (size_t)n);
     if (u->dead || !u->s) return; /* released or failed from a callback */
     if (err == HPE_PAUSED_UPGRADE || (err == HPE_PAUSED && s->tunnel)) {
