@@ -138,6 +138,31 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   memset(out, 0, sizeof(*out));
   out->admit = true;
 
+  /* Locate the route's limiter keys first: for a table of a million keys
+   * the bucket is a DRAM miss, and prefetching it here lets that latency
+   * overlap with the blocklist lookup instead of following it. The first
+   * limits' located keys are kept for both passes below (no second hash
+   * or bucket search); further ones are recomputed where needed. */
+  uint8_t key[64];
+  enum { KEPT = 8 };
+  struct {
+    struct sl_rl_ref ref;
+    uint64_t period;
+    uint32_t burst;
+    bool live; /* applies to this request */
+  } kept[KEPT];
+  for (size_t i = 0; i < route->n_rate_limits && i < KEPT; i++) {
+    const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
+    struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
+    kept[i].live = false;
+    size_t klen = t ? sl_admission_limit_key(rl, route, id, key, sizeof(key)) : 0;
+    if (!klen) continue;
+    limit_params(rl, key, klen, &kept[i].period, &kept[i].burst);
+    if (kept[i].period == 0) continue;
+    sl_ratelimit_locate(t, key, klen, &kept[i].ref);
+    kept[i].live = true;
+  }
+
   /* 1. Firmware blocklist. */
   if (in->blocklist) {
     struct sl_block_verdict bv;
@@ -179,23 +204,34 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
    * a refused request consumes nothing. Nothing is kept per limit between
    * the two passes (a route may have any number of limits): the commit
    * recomputes keys and parameters, which is cheap and pure. */
-  uint8_t key[64];
   for (size_t i = 0; i < route->n_rate_limits; i++) {
     const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
     struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
-    size_t klen = sl_admission_limit_key(rl, route, id, key, sizeof(key));
     /* The loader names every limit ("<route>/<key>" unless named). */
     const char *rl_name = rl->name;
-    if (!t || klen == 0) {
-      trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
-      continue;
-    }
     uint64_t period;
     uint32_t burst;
-    limit_params(rl, key, klen, &period, &burst);
-    if (period == 0) continue;
+    struct sl_rl_ref ref;
+    if (i < KEPT) {
+      if (!kept[i].live) {
+        trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
+        continue;
+      }
+      ref = kept[i].ref;
+      period = kept[i].period;
+      burst = kept[i].burst;
+    } else {
+      size_t klen = t ? sl_admission_limit_key(rl, route, id, key, sizeof(key)) : 0;
+      if (klen == 0) {
+        trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
+        continue;
+      }
+      limit_params(rl, key, klen, &period, &burst);
+      if (period == 0) continue;
+      sl_ratelimit_locate(t, key, klen, &ref);
+    }
     struct sl_rl_verdict v;
-    sl_ratelimit_peek(t, key, klen, period, burst, in->now_ns, &v);
+    sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, false, &v);
     if (v.admitted) {
       if (tf) {
         snprintf(why, sizeof(why), "%u more allowed now", v.remaining);
@@ -370,16 +406,22 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     for (size_t i = 0; i < route->n_rate_limits; i++) {
       const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
       struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
-      size_t klen = sl_admission_limit_key(rl, route, id, key, sizeof(key));
-      if (!t || klen == 0) continue;
-      uint64_t period;
-      uint32_t burst;
-      limit_params(rl, key, klen, &period, &burst);
-      if (period == 0) continue;
       struct sl_rl_verdict v;
-      if (sl_ratelimit_admit(t, key, klen, period, burst, in->now_ns, &v) ||
-          is_shadow(cfg, rl->mode))
-        continue;
+      bool ok;
+      if (i < KEPT) {
+        if (!kept[i].live) continue;
+        ok = sl_ratelimit_decide_ref(t, &kept[i].ref, kept[i].period, kept[i].burst, in->now_ns,
+                                     true, &v);
+      } else {
+        size_t klen = sl_admission_limit_key(rl, route, id, key, sizeof(key));
+        if (!t || klen == 0) continue;
+        uint64_t period;
+        uint32_t burst;
+        limit_params(rl, key, klen, &period, &burst);
+        if (period == 0) continue;
+        ok = sl_ratelimit_admit(t, key, klen, period, burst, in->now_ns, &v);
+      }
+      if (ok || is_shadow(cfg, rl->mode)) continue;
       sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
       out->finished = false;
       out->delay_ms = 0;

@@ -22,6 +22,14 @@ struct sl_rl_verdict {
   uint64_t reset_ns;       /* time until the key's bucket is full again */
 };
 
+/* A key located in a table: its fingerprint and candidate buckets.
+ * Computed once (hash, bucket prefetch) and reused for a look and then a
+ * commit of the same key in the same decision. Valid for one table. */
+struct sl_rl_ref {
+  uint64_t fp;
+  void *b1, *b2;
+};
+
 struct sl_rl_stats {
   uint64_t keys;           /* resident keys (sluice_limiter_keys) */
   uint64_t max_keys;

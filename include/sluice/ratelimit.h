@@ -48,6 +48,16 @@ bool sl_ratelimit_peek(struct sl_ratelimit_table *t, const void *key, size_t len
                        uint64_t period_ns, uint32_t burst, uint64_t now_ns,
                        struct sl_rl_verdict *v);
 
+/* Locates |key| in |t| and prefetches both candidate buckets, so that the
+ * memory latency of a large table overlaps with other work. */
+void sl_ratelimit_locate(const struct sl_ratelimit_table *t, const void *key, size_t len,
+                         struct sl_rl_ref *ref);
+/* sl_ratelimit_peek / sl_ratelimit_admit for a located key (|commit|
+ * false: look only). Same results as the keyed calls. */
+bool sl_ratelimit_decide_ref(struct sl_ratelimit_table *t, const struct sl_rl_ref *ref,
+                             uint64_t period_ns, uint32_t burst, uint64_t now_ns, bool commit,
+                             struct sl_rl_verdict *v);
+
 /* Resident keys, for the sluice_limiter_keys gauge. Relaxed read. */
 uint64_t sl_ratelimit_keys(const struct sl_ratelimit_table *t);
 void sl_ratelimit_stats(const struct sl_ratelimit_table *t, struct sl_rl_stats *out);
