@@ -347,9 +347,39 @@ static void test_two_threads_churn(void **st) {
   sl_ratelimit_table_del(t);
 }
 
+/* A located key gives the same answers as the keyed calls, look and
+ * commit alike, including for keys new to the table. */
+static void test_located_key_matches_keyed_calls(void **state) {
+  (void)state;
+  struct sl_ratelimit_table *a = mk(1000), *b = mk(1000);
+  uint64_t now = 1000000000000ull;
+  for (int round = 0; round < 50; round++) {
+    for (int k = 0; k < 20; k++) {
+      char key[16];
+      int n = snprintf(key, sizeof(key), "key-%d", k);
+      struct sl_rl_verdict va, vb;
+      struct sl_rl_ref ref;
+      sl_ratelimit_locate(b, key, (size_t)n, &ref);
+      bool pa = sl_ratelimit_peek(a, key, (size_t)n, 100000000, 3, now, &va);
+      bool pb = sl_ratelimit_decide_ref(b, &ref, 100000000, 3, now, false, &vb);
+      assert_int_equal(pa, pb);
+      assert_int_equal(va.retry_after_ns, vb.retry_after_ns);
+      bool ca = sl_ratelimit_admit(a, key, (size_t)n, 100000000, 3, now, &va);
+      bool cb = sl_ratelimit_decide_ref(b, &ref, 100000000, 3, now, true, &vb);
+      assert_int_equal(ca, cb);
+      assert_int_equal(va.remaining, vb.remaining);
+    }
+    now += 40000000; /* 40 ms: some admitted, some refused each round */
+  }
+  assert_int_equal(sl_ratelimit_keys(a), sl_ratelimit_keys(b));
+  sl_ratelimit_table_del(a);
+  sl_ratelimit_table_del(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_exact_rate_10s),
+      cmocka_unit_test(test_located_key_matches_keyed_calls),
       cmocka_unit_test(test_burst),
       cmocka_unit_test(test_reject_consumes_nothing),
       cmocka_unit_test(test_retry_after_accuracy),
