@@ -1,0 +1,96 @@
+"""Back-pressure on proxied responses (SPEC section 4 "Upstream"): a client
+that stops reading a large response must not make sluice buffer it. The
+upstream is throttled by TCP instead; once the client reads again every
+byte arrives intact."""
+import hashlib
+import socket
+import time
+
+import h2.config
+import h2.connection
+import h2.events
+
+from helpers import base_config
+
+SIZE = 64 << 20  # 64 MiB: far more than socket buffers and sluice's pipes
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def expected_sha(n):
+    # The upstream's /bytes pattern: byte i is i % 251.
+    block = bytes(i % 251 for i in range(251 * 4096))
+    h = hashlib.sha256()
+    left = n
+    while left:
+        take = min(left, len(block))
+        h.update(block[:take])
+        left -= take
+    return h.hexdigest()
+
+
+def test_h1_slow_reader_does_not_grow_memory(start_sluice):
+    s_ = start_sluice(base_config(), workers=1)
+    c = socket.create_connection(("127.0.0.1", s_.port), timeout=20)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    c.sendall(b"GET /bytes?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % SIZE)
+    time.sleep(0.3)
+    before = rss_kib(s_.pid)
+    time.sleep(1.5)  # client reads nothing: everything in flight stalls
+    after = rss_kib(s_.pid)
+    assert after - before < 16 * 1024, "RSS grew %d KiB while the client did not read" % (
+        after - before)
+    # Now read it all: intact.
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += c.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0]
+    h = hashlib.sha256(body)
+    got = len(body)
+    while got < SIZE:
+        chunk = c.recv(1 << 20)
+        assert chunk, "connection closed after %d bytes" % got
+        h.update(chunk)
+        got += len(chunk)
+    c.close()
+    assert got == SIZE
+    assert h.hexdigest() == expected_sha(SIZE)
+
+
+def test_h2_stream_without_window_does_not_grow_memory(start_sluice):
+    s_ = start_sluice(base_config(), workers=1)
+    sock = socket.create_connection(("127.0.0.1", s_.port), timeout=20)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "a"),
+                            (":path", "/bytes?n=%d" % SIZE)], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    # Read without acknowledging: the 65535-byte windows fill and stop the
+    # stream; sluice must stop reading the upstream.
+    received = 0
+    deadline = time.monotonic() + 2
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.DataReceived):
+                received += len(ev.data)
+        sock.sendall(conn.data_to_send())
+    assert received <= 65535
+    before = rss_kib(s_.pid)
+    time.sleep(1.5)
+    after = rss_kib(s_.pid)
+    assert after - before < 16 * 1024, "RSS grew %d KiB with the stream stalled" % (after - before)
+    sock.close()
