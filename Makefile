@@ -5,6 +5,7 @@
 #   make demo       install deps if missing, build, run the demo and exit
 #   make run        like demo, but keep running until Ctrl-C
 #   make bench      benchmarks (not part of make test)
+#   make fuzz       libFuzzer drivers of test/fuzz/, FUZZ_SECONDS each (not part of make test)
 #   make clean
 #
 # llhttp is compiled from Debian's node-llhttp sources in place
@@ -112,7 +113,7 @@ run: deps
 	$(PYTHON) deploy/demo.py --sluice ./build/sluice --forever
 
 bench: build/sluice
-	./scripts/bench-deps.sh
+	./scripts/deps.sh --bench
 	$(MAKE) -C . build/bench/bench_policies
 	./build/bench/bench_policies
 	$(PYTHON) test/bench/proxy_bench.py --sluice ./build/sluice --out build/bench/results.json $(BENCH_ARGS)
@@ -120,6 +121,45 @@ bench: build/sluice
 build/bench/%: test/bench/%.c build/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) $(OPTFLAGS) $(CPPFLAGS) -o $@ $< build/libsluice.a $(LIBS)
+
+# Fuzzing: one libFuzzer binary per test/fuzz/fuzz_*.c, built with clang
+# into build/fuzz/ (library and llhttp instrumented for coverage), each run
+# for FUZZ_SECONDS on its seed corpus. New inputs go to build/fuzz/corpus/,
+# crashes to build/fuzz/artifacts/; test/fuzz/corpus/ is only read.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_ARGS    ?=
+FUZZ_FLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZ_SRCS    := $(sort $(wildcard test/fuzz/fuzz_*.c))
+FUZZ_BINS    := $(patsubst test/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+FUZZ_OBJS    := $(call objs,build/fuzz)
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CSTD) $(WARN) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(CPPFLAGS) -DSLUICE_TESTING \
+		-MMD -MP -c $< -o $@
+
+build/fuzz/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CSTD) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -DLLHTTP_STRICT_MODE=1 \
+		-I$(LLHTTP_INC) -c $< -o $@
+
+build/fuzz/libsluice.a: $(FUZZ_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BINS): build/fuzz/%: test/fuzz/%.c build/fuzz/libsluice.a
+	$(FUZZ_CC) $(CSTD) $(WARN) $(FUZZ_FLAGS) -fsanitize=fuzzer $(CPPFLAGS) -DSLUICE_TESTING \
+		-MMD -MP -o $@ $< build/fuzz/libsluice.a $(LIBS)
+
+fuzz: $(FUZZ_BINS)
+	@set -e; mkdir -p build/fuzz/artifacts; for b in $(FUZZ_BINS); do \
+		n=$$(basename $$b); mkdir -p build/fuzz/corpus/$$n; echo "== $$n ($(FUZZ_SECONDS) s)"; \
+		$$b -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=build/fuzz/artifacts/$$n- $(FUZZ_ARGS) \
+			build/fuzz/corpus/$$n test/fuzz/corpus/$${n#fuzz_}; \
+	done
 
 clean:
 	rm -rf build

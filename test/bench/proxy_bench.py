@@ -589,7 +589,7 @@ def main():
     missing = sorted(t for t in need if not shutil.which(tools[t], path=os.environ.get(
         "PATH", "") + ":/usr/sbin:/sbin"))
     if missing:
-        print("proxy_bench: missing %s; run scripts/bench-deps.sh (skipped)" % ", ".join(missing))
+        print("proxy_bench: missing %s; run scripts/deps.sh --bench (skipped)" % ", ".join(missing))
         return 0
     os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
     if not os.access(args.sluice, os.X_OK):
