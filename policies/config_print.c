@@ -157,6 +157,7 @@ static void print_upstreams(FILE *out, const struct sl_config *cfg) {
     kv_str(out, 4, "address", u->address.text);
     kv_u64(out, 4, "max_connections", u->max_connections);
     kv_u64(out, 4, "max_pending", u->max_pending);
+    kv_u64(out, 4, "pipeline", u->pipeline);
     indent(out, 4);
     fputs("timeouts:\n", out);
     kv_ms(out, 6, "connect", u->connect_timeout_ms);

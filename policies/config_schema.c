@@ -519,7 +519,7 @@ static void parse_admin(struct schema *s, node_t *root) {
 
 /* ---- upstreams ---------------------------------------------------- */
 
-static const char *const UPSTREAM_KEYS[] = {"address",  "max_connections", "max_pending",
+static const char *const UPSTREAM_KEYS[] = {"address",  "max_connections", "max_pending", "pipeline",
                                             "timeouts", "circuit_breaker", NULL};
 static const char *const BREAKER_KEYS[] = {
     "enabled",  "consecutive_failures", "failure_ratio",    "window",        "min_requests",
@@ -578,6 +578,7 @@ static void parse_upstream(struct schema *s, node_t *key, node_t *m, struct sl_u
     err(s, key, "upstream name '%s' is not valid (1 to 64 letters, digits, '_', '.', '-')", key->str);
   u->max_connections = 256;
   u->max_pending = 1024;
+  u->pipeline = 1;
   u->connect_timeout_ms = 1000;
   u->response_timeout_ms = 10000;
   u->idle_timeout_ms = 60000;
@@ -591,6 +592,7 @@ static void parse_upstream(struct schema *s, node_t *key, node_t *m, struct sl_u
   }
   get_u32(s, m, "max_connections", 1, 1000000, &u->max_connections);
   get_u32(s, m, "max_pending", 0, 10000000, &u->max_pending);
+  get_u32(s, m, "pipeline", 1, SL_PIPELINE_MAX, &u->pipeline);
   node_t *to = get_node(s, m, "timeouts", CFG_MAP);
   if (to) {
     static const char *const keys[] = {"connect", "response", "idle", NULL};

@@ -151,6 +151,10 @@ void sl_worker_flush_all(struct sl_worker *w) {
       if (!c->dead && !c->read_paused) conn_process_input(c);
       continue;
     }
+    if (w->up_flush_list) {
+      sl_upstream_flush_scheduled(w);
+      continue;
+    }
     if (!w->flush_list) break;
     struct sl_conn *c = w->flush_list;
     w->flush_list = c->flush_next;

@@ -374,6 +374,8 @@ struct sl_pool {
   struct sl_stream *queue_head, *queue_tail;
   struct sl_pool *next;
   bool retired;         /* replaced by a reload: close when empty */
+  uint32_t pipeline;    /* pipelining depth (1: off) */
+  struct sl_upconn *pipe_candidate; /* busy connection taking pipelined requests */
   struct sl_metric_family *m_requests;
   struct sl_metric_series *m_duration;
 };
@@ -392,6 +394,10 @@ void sl_upstream_resume(struct sl_stream *s);
 /* The stream goes away: return or close its upstream connection. */
 void sl_upstream_detach(struct sl_stream *s);
 void sl_pool_close_all(struct sl_pool *p);
+/* Writes every upstream connection queued this loop iteration (one writev
+ * each, so pipelined requests go out together). Called by the worker's
+ * flush pass. */
+void sl_upstream_flush_scheduled(struct sl_worker *w);
 
 /* ---- workers ------------------------------------------------------ */
 
@@ -420,6 +426,7 @@ struct sl_worker {
   uint32_t n_conns;
   struct sl_conn *flush_list;
   struct sl_conn *input_list; /* connections with buffered input to parse */
+  struct sl_upconn *up_flush_list; /* upstream connections with queued writes */
   struct sl_pool *pools;
   atomic_bool stop_requested;
   atomic_bool reload_requested;

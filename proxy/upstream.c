@@ -64,6 +64,21 @@ struct sl_upconn {
   bool accept_mismatch;  /* the origin's Sec-WebSocket-Accept was wrong */
   bool shut_wr;          /* tunnel: client finished sending, FIN sent */
   uint64_t body_taken;   /* request body bytes consumed from the stream */
+
+  /* HTTP/1.1 pipelining (pool->pipeline > 1). u->s is the exchange whose
+   * response is being read; q holds the requests written after it, oldest
+   * first. A NULL entry is an orphan (its client went away): its response
+   * is still read, and discarded. */
+  struct {
+    struct sl_stream *s;
+    bool is_head;
+  } q[SL_PIPELINE_MAX];
+  uint8_t q_first, q_n;
+  bool pipelinable;      /* every request on it so far is a bodyless GET/HEAD */
+  bool discarding;       /* reading an orphan's response (u->s is NULL) */
+  bool cur_is_head;      /* the response being read answers a HEAD */
+  bool flush_pending;    /* on the worker's up_flush_list */
+  struct sl_upconn *flush_next;
 };
 
 static llhttp_settings_t up_settings;
@@ -111,6 +126,7 @@ struct sl_pool *sl_pool_for(struct sl_worker *w, const struct sl_upstream_cfg *u
   uint32_t nw = (uint32_t)(sl_n_workers > 0 ? sl_n_workers : 1);
   p->max_conns = (u->max_connections + nw - 1) / nw;
   p->max_pending = (u->max_pending + nw - 1) / nw;
+  p->pipeline = u->pipeline ? u->pipeline : 1;
   p->connect_timeout_ms = u->connect_timeout_ms;
   p->response_timeout_ms = u->response_timeout_ms;
   p->idle_timeout_ms = u->idle_timeout_ms;
@@ -206,10 +222,25 @@ static struct sl_upconn *up_connect(struct sl_pool *p) {
  * there may tear the exchange down (an aborted h1 connection deletes its
  * stream, which closes u), and the callback must still be able to look at
  * u->dead / u->s afterwards. */
+static void up_requeue(struct sl_stream *s);
+
 static void up_close(struct sl_upconn *u) {
   if (u->dead) return;
   struct sl_pool *p = u->pool;
   struct ev_loop *loop = p->w->loop;
+  if (p->pipe_candidate == u) p->pipe_candidate = NULL;
+  /* Pipelined requests written on this connection got no answer: take
+   * them back before the slot is given up (they are replayed below). */
+  struct sl_stream *orphaned[SL_PIPELINE_MAX];
+  unsigned n_orphaned = 0;
+  for (unsigned i = 0; i < u->q_n; i++) {
+    struct sl_stream *qs = u->q[(u->q_first + i) % SL_PIPELINE_MAX].s;
+    if (qs) {
+      qs->up = NULL;
+      orphaned[n_orphaned++] = qs;
+    }
+  }
+  u->q_n = 0;
   ev_io_stop(loop, &u->rio);
   ev_io_stop(loop, &u->wio);
   ev_timer_stop(loop, &u->timer);
@@ -224,6 +255,7 @@ static void up_close(struct sl_upconn *u) {
   if (u->busy == 0) free(u);
   /* A slot freed: a queued stream may now connect. */
   pool_service_queue(p);
+  for (unsigned i = 0; i < n_orphaned; i++) up_requeue(orphaned[i]);
 }
 
 /* Lazy timer (libev "be smart about timeouts"): setting or extending a
@@ -255,18 +287,40 @@ static bool up_leave(struct sl_upconn *u) {
   return false;
 }
 
+/* Queues |u| for one write at the end of this loop iteration, so that
+ * requests pipelined meanwhile leave in the same writev. */
+static void up_schedule_flush(struct sl_upconn *u) {
+  if (u->flush_pending || u->dead) return;
+  u->flush_pending = true;
+  up_enter(u); /* the list holds it: not freed while queued */
+  struct sl_worker *w = u->pool->w;
+  u->flush_next = w->up_flush_list;
+  w->up_flush_list = u;
+}
+
+void sl_upstream_flush_scheduled(struct sl_worker *w) {
+  while (w->up_flush_list) {
+    struct sl_upconn *u = w->up_flush_list;
+    w->up_flush_list = u->flush_next;
+    u->flush_pending = false;
+    if (!u->dead) up_flush(u);
+    up_leave(u);
+  }
+}
+
 /* Returns the connection to the idle list, or closes it. */
 static void up_release(struct sl_upconn *u) {
   struct sl_pool *p = u->pool;
   struct sl_stream *s = u->s;
   if (s) s->up = NULL;
   u->s = NULL;
-  bool reusable = u->keep_alive && u->resp_complete && u->req_sent &&
+  bool reusable = u->keep_alive && u->resp_complete && u->req_sent && u->q_n == 0 &&
                   sl_pipe_empty(&u->out) && !p->retired && !p->w->draining;
   if (!reusable) {
     up_close(u);
     return;
   }
+  if (p->pipe_candidate == u) p->pipe_candidate = NULL;
   u->state = UP_IDLE;
   u->reused = false;
   ev_io_stop(p->w->loop, &u->wio);
@@ -463,6 +517,22 @@ static void up_pump_body(struct sl_upconn *u) {
   }
 }
 
+/* Only bodyless GET and HEAD requests are pipelined: they can be replayed
+ * on another connection if this one fails before answering them. */
+static bool up_can_pipeline(const struct sl_pool *p, const struct sl_stream *s) {
+  if (p->pipeline <= 1 || s->req.has_body || s->req.upgrade_websocket) return false;
+  return strcmp(s->req.method, "GET") == 0 || strcmp(s->req.method, "HEAD") == 0;
+}
+
+/* A busy connection that can take one more pipelined request, or NULL. */
+static struct sl_upconn *pool_pipeline_conn(struct sl_pool *p) {
+  struct sl_upconn *u = p->pipe_candidate;
+  if (!u || u->dead || u->state != UP_ACTIVE || !u->pipelinable || u->tunnel || !u->req_sent ||
+      1u + u->q_n >= p->pipeline || p->retired)
+    return NULL;
+  return u;
+}
+
 static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
   struct sl_pool *p = u->pool;
   u->s = s;
@@ -474,6 +544,10 @@ static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
   u->field_len = u->value_len = 0;
   llhttp_init(&u->parser, HTTP_RESPONSE, &up_settings);
   u->parser.data = u;
+  u->discarding = false;
+  u->cur_is_head = s->req.is_head;
+  u->pipelinable = up_can_pipeline(p, s);
+  if (u->pipelinable) p->pipe_candidate = u;
   s->upstream_started = ev_now(p->w->loop);
   if (up_write_request_head(u, s) != 0) {
     up_close(u);
@@ -491,11 +565,37 @@ static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
   up_pump_body(u);
   ev_io_start(p->w->loop, &u->rio);
   up_set_timeout(u, p->response_timeout_ms);
-  up_flush(u);
+  up_schedule_flush(u);
+}
+
+/* Writes |s|'s request behind the ones in flight on |u| (pipelining). */
+static void up_pipeline(struct sl_upconn *u, struct sl_stream *s) {
+  struct sl_pool *p = u->pool;
+  unsigned idx = (u->q_first + u->q_n) % SL_PIPELINE_MAX;
+  u->q[idx].s = s;
+  u->q[idx].is_head = s->req.is_head;
+  u->q_n++;
+  s->up = u;
+  s->req_done = true;
+  s->upstream_started = ev_now(p->w->loop);
+  if (up_write_request_head(u, s) != 0) {
+    up_close(u); /* replays what was in flight, s included */
+    return;
+  }
+  up_schedule_flush(u);
 }
 
 void sl_upstream_start(struct sl_stream *s) {
   struct sl_pool *p = s->pool;
+  /* With pipelining on, fill the current connection first: requests
+   * that leave together cost one write, which is the point of it. */
+  if (up_can_pipeline(p, s)) {
+    struct sl_upconn *u = pool_pipeline_conn(p);
+    if (u) {
+      up_pipeline(u, s);
+      return;
+    }
+  }
   if (p->idle) {
     struct sl_upconn *u = p->idle;
     p->idle = u->next;
@@ -528,14 +628,14 @@ void sl_upstream_start(struct sl_stream *s) {
 
 void sl_upstream_request_body(struct sl_stream *s) {
   struct sl_upconn *u = s->up;
-  if (!u || u->state != UP_ACTIVE) return;
+  if (!u || u->state != UP_ACTIVE || u->s != s) return;
   up_pump_body(u);
   up_flush(u);
 }
 
 void sl_upstream_resume(struct sl_stream *s) {
   struct sl_upconn *u = s->up;
-  if (!u || !u->read_paused || sl_pipe_full(&s->resp_body)) return;
+  if (!u || u->s != s || !u->read_paused || sl_pipe_full(&s->resp_body)) return;
   u->read_paused = false;
   ev_io_start(u->pool->w->loop, &u->rio);
 }
@@ -545,6 +645,15 @@ void sl_upstream_detach(struct sl_stream *s) {
   struct sl_upconn *u = s->up;
   if (!u) return;
   s->up = NULL;
+  if (u->s != s) {
+    /* Written behind the current exchange: its response will still come
+     * and is read and dropped (the connection's framing stays intact). */
+    for (unsigned i = 0; i < u->q_n; i++) {
+      unsigned idx = (u->q_first + i) % SL_PIPELINE_MAX;
+      if (u->q[idx].s == s) u->q[idx].s = NULL;
+    }
+    return;
+  }
   u->s = NULL;
   if (u->state == UP_ACTIVE && u->resp_complete && u->req_sent)
     up_release(u);
@@ -553,6 +662,50 @@ void sl_upstream_detach(struct sl_stream *s) {
 }
 
 /* ---- I/O ---------------------------------------------------------- */
+
+/* A pipelined request whose connection closed before answering it: replay
+ * it once elsewhere (it is a bodyless GET/HEAD), else answer 502. */
+static void up_requeue(struct sl_stream *s) {
+  if (s->upstream_retried || s->resp_head_sent) {
+    sl_stream_upstream_failed(s, 502, "upstream_closed");
+    return;
+  }
+  s->upstream_retried = true;
+  sl_upstream_start(s);
+}
+
+/* The current response is complete: move on to the next pipelined one.
+ * Returns true if |u| is now reading another response (the caller parses
+ * on), false if it went idle, was given to a queued stream, or closed. */
+static bool up_advance(struct sl_upconn *u, bool bytes_left) {
+  struct sl_stream *s = u->s;
+  if (s) s->up = NULL;
+  u->s = NULL;
+  u->discarding = false;
+  if (u->q_n == 0) {
+    /* Bytes after the last answer were never asked for. */
+    if (bytes_left) u->keep_alive = false;
+    up_release(u);
+    return false;
+  }
+  if (!u->keep_alive) {
+    up_close(u); /* replays the pipelined requests */
+    return false;
+  }
+  unsigned idx = u->q_first;
+  u->q_first = (uint8_t)((u->q_first + 1) % SL_PIPELINE_MAX);
+  u->q_n--;
+  u->s = u->q[idx].s;
+  u->cur_is_head = u->q[idx].is_head;
+  u->discarding = u->s == NULL;
+  u->resp_started = u->resp_complete = false;
+  u->field = u->value = NULL;
+  u->field_len = u->value_len = 0;
+  llhttp_init(&u->parser, HTTP_RESPONSE, &up_settings);
+  u->parser.data = u;
+  up_set_timeout(u, u->pool->response_timeout_ms);
+  return true;
+}
 
 static void up_fail(struct sl_upconn *u, int status, const char *error, const char *metric) {
   struct sl_stream *s = u->s;
@@ -740,14 +893,14 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
     up_close(u);
     return;
   }
-  struct sl_stream *s = u->s;
   if (u->tunnel) {
-    if (s) up_read_tunnel(u);
+    if (u->s) up_read_tunnel(u);
     return;
   }
   for (int i = 0; i < 4; i++) {
-    if (u->dead || !s || u->s != s) return;
-    if (sl_pipe_full(&s->resp_body)) {
+    struct sl_stream *s = u->s;
+    if (u->dead || (!s && !u->discarding)) return;
+    if (s && sl_pipe_full(&s->resp_body)) {
       u->read_paused = true;
       ev_io_stop(loop, &u->rio);
       return;
@@ -764,45 +917,60 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
       if (!u->resp_started && up_try_retry(u)) return;
       /* A close-delimited body ends here (RFC 9112 §6.3 rule 8). */
       if (u->resp_started && !u->resp_complete) llhttp_finish(&u->parser);
-      if (u->resp_complete && u->s) {
+      if (u->resp_complete && !u->dead) {
         struct sl_stream *st = u->s;
         u->keep_alive = false;
-        st->fe->response_body(st);
-        if (u->s == st) up_release(u); /* not reusable: closes */
+        if (st) st->fe->response_body(st);
+        /* Not reusable: closes, replaying anything pipelined behind. */
+        if (!u->dead && u->s == st) up_advance(u, false);
         return;
       }
       up_fail(u, 502, "upstream_closed", "reset");
       return;
     }
-    u->resp_started = true;
     up_touch(u); /* progress: response timeout restarts */
-    llhttp_errno_t err = llhttp_execute(&u->parser, up_scratch, (size_t)n);
-    if (u->dead || !u->s) return; /* released or failed from a callback */
-    if (err == HPE_PAUSED_UPGRADE || (err == HPE_PAUSED && s->tunnel)) {
-      const char *pos = llhttp_get_error_pos(&u->parser);
-      size_t rest = pos ? (size_t)(up_scratch + n - pos) : 0;
-      up_enter_tunnel(u, pos, rest);
-      return;
+    /* One read may hold the end of this response and whole pipelined
+     * ones after it: parse on, response by response. */
+    const char *data = up_scratch;
+    size_t len = (size_t)n;
+    while (len > 0) {
+      struct sl_stream *cur = u->s;
+      u->resp_started = true;
+      llhttp_errno_t err = llhttp_execute(&u->parser, data, len);
+      if (u->dead || u->s != cur) return; /* released or failed from a callback */
+      if (cur && (err == HPE_PAUSED_UPGRADE || (err == HPE_PAUSED && cur->tunnel))) {
+        const char *pos = llhttp_get_error_pos(&u->parser);
+        size_t rest = pos ? (size_t)(data + len - pos) : 0;
+        up_enter_tunnel(u, pos, rest);
+        return;
+      }
+      if (err == HPE_PAUSED) {
+        const char *pos = llhttp_get_error_pos(&u->parser);
+        size_t used = pos ? (size_t)(pos - data) : len;
+        data += used;
+        len -= used;
+        if (cur) {
+          cur->fe->response_body(cur);
+          if (u->dead || u->s != cur) return;
+        }
+        /* A response that came before its request body was sent: the
+         * connection stays with the exchange until it is detached. */
+        if (!u->req_sent) return;
+        if (!up_advance(u, len > 0)) return;
+        continue;
+      }
+      if (err != HPE_OK) {
+        if (SL_LOG_ENABLED(SL_LOG_DEBUG))
+          sl_log(SL_LOG_DEBUG, "upstream parse error", "upstream", u->pool->name, "reason",
+                 llhttp_get_error_reason(&u->parser), NULL);
+        if (u->accept_mismatch && u->s) sl_stats_ws_upgrade(u->s->route->name, "failed");
+        up_fail(u, 502, u->accept_mismatch ? "upstream_bad_handshake" : "upstream_bad_response",
+                "bad_response");
+        return;
+      }
+      if (cur) cur->fe->response_body(cur);
+      break;
     }
-    if (err == HPE_PAUSED) {
-      /* Response complete. Trailing bytes from an origin that did not
-       * wait for the next request make the connection unusable. */
-      if (llhttp_get_error_pos(&u->parser) != up_scratch + n) u->keep_alive = false;
-      struct sl_stream *st = u->s;
-      st->fe->response_body(st);
-      if (u->req_sent) up_release(u);
-      return;
-    }
-    if (err != HPE_OK) {
-      if (SL_LOG_ENABLED(SL_LOG_DEBUG))
-        sl_log(SL_LOG_DEBUG, "upstream parse error", "upstream", u->pool->name, "reason",
-               llhttp_get_error_reason(&u->parser), NULL);
-      if (u->accept_mismatch && u->s) sl_stats_ws_upgrade(u->s->route->name, "failed");
-      up_fail(u, 502, u->accept_mismatch ? "upstream_bad_handshake" : "upstream_bad_response",
-              "bad_response");
-      return;
-    }
-    s->fe->response_body(s);
     if ((size_t)n < sizeof(up_scratch)) return;
   }
 }
@@ -811,16 +979,19 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
 
 static int on_resp_header_field(llhttp_t *p, const char *at, size_t n) {
   struct sl_upconn *u = p->data;
+  if (!u->s) return 0; /* an orphan's response: discarded */
   return sl_arena_append(&u->s->arena, &u->field, &u->field_len, at, n);
 }
 
 static int on_resp_header_value(llhttp_t *p, const char *at, size_t n) {
   struct sl_upconn *u = p->data;
+  if (!u->s) return 0;
   return sl_arena_append(&u->s->arena, &u->value, &u->value_len, at, n);
 }
 
 static int on_resp_header_value_complete(llhttp_t *p) {
   struct sl_upconn *u = p->data;
+  if (!u->s) return 0;
   static const char *const drop[] = {"connection", "keep-alive", "proxy-connection",
                                      "transfer-encoding", "te", "trailer", "upgrade",
                                      "content-length", NULL};
@@ -852,6 +1023,12 @@ static int on_resp_headers_complete(llhttp_t *p) {
   struct sl_upconn *u = p->data;
   struct sl_stream *s = u->s;
   int status = p->status_code;
+  if (!s) {
+    /* Discarding: only the framing matters (a HEAD's answer has none). */
+    if (status >= 200 || status == 101) u->keep_alive = llhttp_should_keep_alive(p);
+    if (status == 101) return -1; /* nobody asked to switch protocols */
+    return u->cur_is_head ? 1 : 0;
+  }
   if (status >= 100 && status < 200 && status != 101) {
     /* Interim responses are not forwarded (100 Continue was answered
      * by sluice itself); wait for the final one. */
@@ -880,6 +1057,7 @@ static int on_resp_headers_complete(llhttp_t *p) {
   if (status == 204 || status < 200) s->resp.content_length = -1;
   s->resp_head_done = true;
   u->keep_alive = llhttp_should_keep_alive(p);
+  if (!u->keep_alive) u->pipelinable = false; /* the origin will close it */
   struct sl_pool *pool = u->pool;
   sl_stats_upstream_done(pool->w, pool->name, status,
                          ev_now(pool->w->loop) - s->upstream_started);
@@ -898,12 +1076,19 @@ static int on_resp_headers_complete(llhttp_t *p) {
 
 static int on_resp_body(llhttp_t *p, const char *at, size_t n) {
   struct sl_upconn *u = p->data;
+  if (!u->s) return 0;
   return sl_pipe_write(&u->s->resp_body, at, n) == 0 ? 0 : -1;
 }
 
 static int on_resp_message_complete(llhttp_t *p) {
   struct sl_upconn *u = p->data;
   struct sl_stream *s = u->s;
+  if (!s) {
+    if (p->status_code >= 100 && p->status_code < 200) return 0; /* interim */
+    u->resp_complete = true;
+    if (!llhttp_should_keep_alive(p)) u->keep_alive = false;
+    return HPE_PAUSED;
+  }
   if (!s->resp_head_done) return 0; /* an interim 1xx ended */
   if (s->tunnel) return 0;           /* the 101's head: the tunnel starts */
   u->resp_complete = true;

@@ -76,6 +76,8 @@ struct sl_listener_cfg {
 
 /* ---- upstreams ---------------------------------------------------- */
 
+#define SL_PIPELINE_MAX 16
+
 struct sl_breaker_cfg {
   bool enabled;
   uint32_t consecutive_failures; /* 0: off */
@@ -98,6 +100,10 @@ struct sl_upstream_cfg {
   struct sl_sockaddr address;
   uint32_t max_connections;    /* default 256, across all workers */
   uint32_t max_pending;        /* default 1024, across all workers */
+  /* HTTP/1.1 pipelining depth for bodyless GET/HEAD requests (1: off,
+   * the default). Deeper pipelines batch writes to the origin; an origin
+   * must then answer in order (RFC 9112 §9.3.2), as HTTP/1.1 requires. */
+  uint32_t pipeline;
   uint64_t connect_timeout_ms; /* default 1000 */
   uint64_t response_timeout_ms;/* default 10000 */
   uint64_t idle_timeout_ms;    /* default 60000 */

@@ -237,7 +237,7 @@ http {
                 {"http": port})
 
 
-def start_sluice(d, binary, origin, name="sluice"):
+def start_sluice(d, binary, origin, name="sluice", pipeline=1):
     ports = {"h1": free_port(), "admin": free_port()}
     ports["h2"] = ports["h1"]  # one cleartext listener: HTTP/1.1 and h2c
     conf = write(os.path.join(d, "sluice.yaml"), """
@@ -254,6 +254,7 @@ upstreams:
     address: "127.0.0.1:%(origin)d"
     max_connections: %(conns)d
     max_pending: 100000
+    pipeline: %(pipeline)d
     timeouts: { connect: 2s, response: 30s, idle: 300s }
 routes:
   - name: limited
@@ -267,7 +268,7 @@ routes:
 access_log: off
 mode: enforce
 drain_timeout: 2s
-""" % dict(ports, origin=origin, conns=UPSTREAM_CONNS))
+""" % dict(ports, origin=origin, conns=UPSTREAM_CONNS, pipeline=pipeline))
     binary = os.path.abspath(binary)
     return Proc(name, [binary, "run", "-c", conf, "--workers", "1", "--log-level", "warn"],
                 d, {"h1": ports["h1"], "admin": ports["admin"]}), ports
@@ -552,6 +553,8 @@ def main():
     ap.add_argument("--timeout", type=int, default=120, help="seconds per h2load run")
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--only", default=",".join(ALL_PROXIES), help="proxies to run")
+    ap.add_argument("--pipeline", type=int, default=0, metavar="N",
+                    help="also run sluice with upstream pipelining depth N, as 'sluice-pN'")
     ap.add_argument("--sluice-b", metavar="BIN",
                     help="a second sluice build, run as 'sluice-b' wherever sluice runs (A/B)")
     ap.add_argument("--out", default="build/bench/results.json")
@@ -578,6 +581,14 @@ def main():
                 CASES[name] = (proto, path, members + ("sluice-b",))
         RATIOS.extend((c, "sluice-b", "sluice") for c in CASES)
         wanted.append("sluice-b")
+    pname = "sluice-p%d" % args.pipeline
+    if args.pipeline > 1:
+        for name, (proto, path, members) in list(CASES.items()):
+            if "sluice" in members:
+                CASES[name] = (proto, path, members + (pname,))
+        others = {"h2": "nghttpx", "h1": "nginx", "h2-429": "haproxy", "h1-429": "haproxy"}
+        RATIOS.extend((c, pname, others[c]) for c in CASES if c in others)
+        wanted.append(pname)
     tools = {"h2load": "h2load", "nginx": "nginx", "nghttpx": "nghttpx", "haproxy": "haproxy"}
     need = {"h2load", "nginx"} | {p for p in wanted if not p.startswith("sluice")}
     if args.perf:
@@ -605,6 +616,8 @@ def main():
         starters = {
             "sluice": lambda d: start_sluice(d, args.sluice, oport),
             "sluice-b": lambda d: start_sluice(d, args.sluice_b, oport, name="sluice-b"),
+            pname: lambda d: start_sluice(d, args.sluice, oport, name=pname,
+                                          pipeline=max(args.pipeline, 1)),
             "nghttpx": lambda d: start_nghttpx(d, oport),
             "nginx": lambda d: start_nginx(d, oport),
             "haproxy": lambda d: start_haproxy(d, oport),
