@@ -23,6 +23,7 @@
 #include "sluice/fmt.h"
 #include "sluice/log.h"
 #include "proxy.h"
+#include "h2mem.h"
 #include "stats.h"
 
 /* The connection-level receive window: the sum of in-flight request body
@@ -538,7 +539,7 @@ int sl_h2_start(struct sl_conn *c) {
   struct sl_h2 *h = calloc(1, sizeof(*h));
   if (!h) return -1;
   h->c = c;
-  if (nghttp2_session_server_new2(&h->session, h2_callbacks, h, h2_options) != 0) {
+  if (nghttp2_session_server_new3(&h->session, h2_callbacks, h, h2_options, sl_h2mem()) != 0) {
     free(h);
     return -1;
   }

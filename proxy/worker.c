@@ -21,6 +21,7 @@
 #include "sluice/log.h"
 #include "sluice/version.h"
 #include "proxy.h"
+#include "h2mem.h"
 #include "stats.h"
 #include "worker.h"
 
@@ -311,6 +312,7 @@ static void *worker_main(void *arg) {
   w->gen = NULL;
   sl_stream_cache_drain();
   sl_chunk_cache_drain();
+  sl_h2mem_drain();
   atomic_fetch_add(&sl_workers_exited, 1);
   return NULL;
 }

@@ -1,0 +1,120 @@
+/*
+ * sluice — nghttp2's allocator. See h2mem.h.
+ *
+ * Each block carries a 16-byte header with its size class (so free and
+ * realloc need no size argument). Classes are powers of two from 64 to
+ * 8192 bytes; larger blocks go straight to malloc. Each thread keeps at
+ * most CACHE_PER_CLASS free blocks per class; beyond that they go back to
+ * malloc, so a burst does not pin memory for ever.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h2mem.h"
+
+#define N_CLASSES 8        /* 64 .. 8192 */
+#define MIN_SHIFT 6
+#define BIG_CLASS 0xff
+#define CACHE_PER_CLASS 2048
+
+struct block {
+  union {
+    struct block *next; /* while free */
+    struct {
+      uint8_t cls;      /* size class, or BIG_CLASS */
+      size_t size;      /* BIG_CLASS: the requested size */
+    } h;
+  };
+  _Alignas(16) unsigned char data[];
+};
+
+static __thread struct block *free_lists[N_CLASSES];
+static __thread unsigned free_counts[N_CLASSES];
+
+static int class_of(size_t n) {
+  size_t cap = (size_t)1 << MIN_SHIFT;
+  for (int c = 0; c < N_CLASSES; c++, cap <<= 1)
+    if (n <= cap) return c;
+  return -1;
+}
+
+static size_t class_size(int c) { return (size_t)1 << (MIN_SHIFT + c); }
+
+static void *h2mem_malloc(size_t size, void *ud) {
+  (void)ud;
+  int c = class_of(size);
+  struct block *b;
+  if (c < 0) {
+    b = malloc(sizeof(*b) + size);
+    if (!b) return NULL;
+    b->h.cls = BIG_CLASS;
+    b->h.size = size;
+    return b->data;
+  }
+  b = free_lists[c];
+  if (b) {
+    free_lists[c] = b->next;
+    free_counts[c]--;
+  } else {
+    b = malloc(sizeof(*b) + class_size(c));
+    if (!b) return NULL;
+  }
+  b->h.cls = (uint8_t)c;
+  b->h.size = 0;
+  return b->data;
+}
+
+static struct block *block_of(void *p) {
+  return (struct block *)((unsigned char *)p - offsetof(struct block, data));
+}
+
+static void h2mem_free(void *p, void *ud) {
+  (void)ud;
+  if (!p) return;
+  struct block *b = block_of(p);
+  int c = b->h.cls;
+  if (c == BIG_CLASS || free_counts[c] >= CACHE_PER_CLASS) {
+    free(b);
+    return;
+  }
+  b->next = free_lists[c];
+  free_lists[c] = b;
+  free_counts[c]++;
+}
+
+static void *h2mem_calloc(size_t nmemb, size_t size, void *ud) {
+  if (size && nmemb > SIZE_MAX / size) return NULL;
+  void *p = h2mem_malloc(nmemb * size, ud);
+  if (p) memset(p, 0, nmemb * size);
+  return p;
+}
+
+static void *h2mem_realloc(void *p, size_t size, void *ud) {
+  if (!p) return h2mem_malloc(size, ud);
+  struct block *b = block_of(p);
+  size_t have = b->h.cls == BIG_CLASS ? b->h.size : class_size(b->h.cls);
+  if (b->h.cls != BIG_CLASS && size <= have) return p;
+  void *n = h2mem_malloc(size, ud);
+  if (!n) return NULL;
+  memcpy(n, p, have < size ? have : size);
+  h2mem_free(p, ud);
+  return n;
+}
+
+nghttp2_mem *sl_h2mem(void) {
+  static nghttp2_mem mem = {NULL, h2mem_malloc, h2mem_free, h2mem_calloc, h2mem_realloc};
+  return &mem;
+}
+
+void sl_h2mem_drain(void) {
+  for (int c = 0; c < N_CLASSES; c++) {
+    while (free_lists[c]) {
+      struct block *b = free_lists[c];
+      free_lists[c] = b->next;
+      free(b);
+    }
+    free_counts[c] = 0;
+  }
+}

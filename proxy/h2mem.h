@@ -1,0 +1,19 @@
+/*
+ * sluice — nghttp2's allocator: per-thread size-class freelists.
+ *
+ * nghttp2 allocates per stream and per frame. With hundreds of streams in
+ * flight on a worker, glibc's per-thread cache (7 chunks per size) spills
+ * and every allocation takes malloc's slow path. A session lives and dies
+ * on one worker thread, so its blocks can be recycled thread-locally.
+ */
+#ifndef SLUICE_PROXY_H2MEM_H
+#define SLUICE_PROXY_H2MEM_H
+
+#include <nghttp2/nghttp2.h>
+
+/* The allocator to pass to nghttp2_session_server_new3(). */
+nghttp2_mem *sl_h2mem(void);
+/* Frees the calling thread's cached blocks (worker exit, tests). */
+void sl_h2mem_drain(void);
+
+#endif
