@@ -1,0 +1,374 @@
+/*
+ * libFuzzer driver for the HTTP/1.1 frontend (proxy/h1.c on llhttp, built
+ * with LLHTTP_STRICT_MODE like the proxy), through a real connection.
+ *
+ * One worker (its libev loop, flushed by an ev_prepare as worker.c does),
+ * one listener and one configuration generation are set up once. For each
+ * input a socketpair is made and one end handed to sl_conn_accept(); the
+ * input is written to the other end in pieces, the loop runs a bounded
+ * number of EVRUN_NOWAIT iterations after each piece, and what sluice
+ * answers is read and checked. So the bytes take the path they take in
+ * production: conn.c's reads and protocol detection (an h2c preface
+ * reaches h2.c), h1.c's callbacks, header validation and limits, routing,
+ * identify and admission in stream.c, and the upstream side.
+ *
+ * Upstreams: "live" is a stub in this process, on the same loop, that
+ * answers every request head 200 (or 101 to a WebSocket upgrade, then
+ * echoes the tunnel); "dead" is a loopback port nothing listens on, so
+ * dispatch there fails fast with 502.
+ *
+ * Input: byte 0 is the write pattern (bits 0-6: piece size, 0 = all at
+ * once; bit 7: half-close after the last piece instead of closing), the
+ * rest is what the client sends.
+ *
+ * Checks besides "no crash, no leak, no UB": a client that did not send
+ * the h2 preface only ever receives HTTP/1.1 status lines first; the
+ * connection is gone once the client has closed and the loop has run.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "sluice/blocklist.h"
+#include "sluice/config.h"
+#include "sluice/log.h"
+#include "sluice/policy_state.h"
+#include "../../proxy/proxy.h"
+#include "../../proxy/stats.h"
+#include "../../proxy/ws.h"
+
+/* ---- what proxy/main.c provides to the library -------------------- */
+
+int sl_n_workers = 1;
+atomic_int sl_workers_exited;
+
+static struct sl_gen gen; /* the driver keeps one reference for good */
+
+struct sl_gen *sl_gen_ref(struct sl_gen *g) {
+  atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
+  return g;
+}
+
+void sl_gen_unref(struct sl_gen *g) {
+  if (g) atomic_fetch_sub_explicit(&g->refs, 1, memory_order_relaxed);
+}
+
+struct sl_gen *sl_gen_current_ref(void) { return sl_gen_ref(&gen); }
+
+/* ---- the world ------------------------------------------------------ */
+
+static struct sl_worker w;
+static struct sl_listener lis;
+static ev_prepare flush_watcher;
+static bool verbose; /* FUZZ_H1_VERBOSE=1: what sluice answers, on stderr */
+
+static void check(int ok, const char *what) {
+  if (!ok) {
+    fprintf(stderr, "fuzz_h1: invariant violated: %s\n", what);
+    abort();
+  }
+}
+
+static void flush_cb(struct ev_loop *loop, ev_prepare *p, int revents) {
+  (void)loop;
+  (void)p;
+  (void)revents;
+  sl_worker_flush_all(&w);
+}
+
+/* ---- the live upstream: a stub on the same loop ------------------- */
+
+struct stub_conn {
+  ev_io io;
+  char head[8192];
+  size_t len;
+  bool tunnel; /* after a 101: echo */
+  struct stub_conn *next, *prev;
+};
+
+static ev_io stub_listen;
+static struct stub_conn *stub_conns;
+
+static void stub_close(struct stub_conn *s) {
+  ev_io_stop(w.loop, &s->io);
+  close(s->io.fd);
+  if (s->prev) s->prev->next = s->next;
+  else stub_conns = s->next;
+  if (s->next) s->next->prev = s->prev;
+  free(s);
+}
+
+static void stub_send(struct stub_conn *s, const char *p, size_t n) {
+  /* Loopback with small answers: the socket buffer takes them whole;
+   * anything it refuses is dropped, which sluice must survive too. */
+  while (n > 0) {
+    ssize_t r = write(s->io.fd, p, n);
+    if (r <= 0) return;
+    p += r;
+    n -= (size_t)r;
+  }
+}
+
+/* Answers one complete request head of |n| bytes at s->head. */
+static void stub_answer(struct stub_conn *s, size_t n) {
+  char *head = s->head;
+  head[n - 1] = '\0'; /* the last LF: a C string to search */
+  const char *key = strcasestr(head, "\nsec-websocket-key:");
+  if (strcasestr(head, "\nupgrade: websocket") && key) {
+    key += strlen("\nsec-websocket-key:");
+    while (*key == ' ') key++;
+    size_t kl = strcspn(key, "\r\n");
+    char accept[29], resp[256];
+    sl_ws_accept(key, kl, accept);
+    int rl = snprintf(resp, sizeof(resp),
+                      "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                      "connection: upgrade\r\nsec-websocket-accept: %s\r\n\r\n",
+                      accept);
+    stub_send(s, resp, (size_t)rl);
+    s->tunnel = true;
+    return;
+  }
+  static const char ok[] = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+                           "content-length: 2\r\n\r\nok";
+  static const char chunked[] = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                                "3\r\nabc\r\n0\r\n\r\n";
+  if (strstr(head, " /up/chunked")) stub_send(s, chunked, sizeof(chunked) - 1);
+  else stub_send(s, ok, sizeof(ok) - 1);
+}
+
+static void stub_read_cb(struct ev_loop *loop, ev_io *io, int revents) {
+  struct stub_conn *s = (struct stub_conn *)io;
+  (void)loop;
+  (void)revents;
+  char buf[4096];
+  ssize_t r = read(io->fd, buf, sizeof(buf));
+  if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+    stub_close(s);
+    return;
+  }
+  if (r < 0) return;
+  if (s->tunnel) {
+    stub_send(s, buf, (size_t)r);
+    return;
+  }
+  /* Heads end at CRLFCRLF; bytes after one (a body) are scanned like
+   * heads, which at worst makes the stub answer early: an upstream may. */
+  for (ssize_t i = 0; i < r; i++) {
+    if (s->len == sizeof(s->head)) s->len = 0; /* an endless head: forget it */
+    s->head[s->len++] = buf[i];
+    if (s->len >= 4 && memcmp(s->head + s->len - 4, "\r\n\r\n", 4) == 0) {
+      stub_answer(s, s->len);
+      s->len = 0;
+      if (s->tunnel) {
+        if (i + 1 < r) stub_send(s, buf + i + 1, (size_t)(r - i - 1));
+        return;
+      }
+    }
+  }
+}
+
+static void stub_accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
+  (void)revents;
+  for (;;) {
+    int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    struct stub_conn *s = calloc(1, sizeof(*s));
+    if (!s) abort();
+    ev_io_init(&s->io, stub_read_cb, fd, EV_READ);
+    ev_io_start(loop, &s->io);
+    s->next = stub_conns;
+    if (stub_conns) stub_conns->prev = s;
+    stub_conns = s;
+  }
+}
+
+/* A loopback TCP socket on a free port: listening (the stub) or closed
+ * again at once (the dead upstream's port). */
+static int loopback_port(bool keep_listening, int *fd_out) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t al = sizeof(a);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+      getsockname(fd, (struct sockaddr *)&a, &al) != 0 || (keep_listening && listen(fd, 64) != 0))
+    abort();
+  if (keep_listening) *fd_out = fd;
+  else close(fd);
+  return ntohs(a.sin_port);
+}
+
+/* ---- set-up ------------------------------------------------------- */
+
+static void setup(void) {
+  sl_log_min_level = (enum sl_log_level)(SL_LOG_ERROR + 1); /* quiet */
+  verbose = getenv("FUZZ_H1_VERBOSE") != NULL;
+  signal(SIGPIPE, SIG_IGN); /* as sluice's main does: writes to closed peers fail */
+  sl_stats_init();
+
+  w.id = 0;
+  w.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+  if (!w.loop) abort();
+  ev_prepare_init(&flush_watcher, flush_cb);
+  ev_prepare_start(w.loop, &flush_watcher);
+
+  int stub_fd;
+  int live = loopback_port(true, &stub_fd), dead = loopback_port(false, NULL);
+  ev_io_init(&stub_listen, stub_accept_cb, stub_fd, EV_READ);
+  ev_io_start(w.loop, &stub_listen);
+
+  char path[] = "/tmp/sluice-fuzz-h1-XXXXXX";
+  int cfd = mkstemp(path);
+  if (cfd < 0) abort();
+  FILE *f = fdopen(cfd, "w");
+  fprintf(f,
+          "listeners:\n"
+          "  - { name: fuzz, address: \"127.0.0.1:1\" }\n"
+          "upstreams:\n"
+          "  live: { address: \"127.0.0.1:%d\" }\n"
+          "  dead: { address: \"127.0.0.1:%d\", timeouts: { connect: 100ms } }\n"
+          "identify:\n"
+          "  client_ip: { trusted_proxies: [\"127.0.0.0/8\"] }\n"
+          "routes:\n"
+          "  - name: ws\n"
+          "    match: { path_prefix: /ws, websocket: true }\n"
+          "    upstream: live\n"
+          "  - name: live\n"
+          "    match: { path_prefix: /up }\n"
+          "    upstream: live\n"
+          "    concurrency: { max: 4 }\n"
+          "  - name: tenant\n"
+          "    match: { host: blocked.example, method: POST, header: { x-tenant: ~ } }\n"
+          "    upstream: dead\n"
+          "  - name: dead\n"
+          "    match: { path_prefix: / }\n"
+          "    upstream: dead\n"
+          "blocklist:\n"
+          "  firmware:\n"
+          "    - { versions: \">=3.8.0-b1 <3.8.1\", class: homey, reason: fuzz }\n"
+          "    - { versions: \"9.x\", status: 410 }\n",
+          live, dead);
+  fclose(f);
+  struct sl_config_errors errs = {0};
+  struct sl_config *cfg = sl_config_load(path, &errs);
+  unlink(path);
+  if (!cfg) {
+    sl_config_errors_print(&errs, stderr);
+    abort();
+  }
+  if (sl_policies_attach(cfg, NULL) != 0) abort();
+  gen.cfg = cfg;
+  gen.blocklist = sl_blocklist_new(&cfg->blocklist, cfg->mode);
+  atomic_init(&gen.refs, 1);
+  w.gen = sl_gen_ref(&gen);
+
+  /* The listener the connections arrive on; small limits so that the
+   * 431 paths are within a fuzz input's reach. */
+  lis.name = "fuzz";
+  lis.address = "127.0.0.1:1";
+  atomic_init(&lis.max_connections, 1000);
+  atomic_init(&lis.request_header_timeout_ms, 10000);
+  atomic_init(&lis.idle_timeout_ms, 60000);
+  atomic_init(&lis.header_bytes, 2048);
+  atomic_init(&lis.headers, 16);
+  atomic_init(&lis.h2_streams, 16);
+}
+
+/* ---- one input ---------------------------------------------------- */
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+struct client {
+  int fd;
+  char first[16]; /* the first bytes sluice answered */
+  size_t first_len;
+};
+
+static void client_drain(struct client *cl) {
+  char buf[16384];
+  if (cl->fd < 0) return;
+  for (;;) {
+    ssize_t r = read(cl->fd, buf, sizeof(buf));
+    if (r <= 0) return;
+    if (verbose) fwrite(buf, 1, (size_t)r, stderr);
+    size_t take = sizeof(cl->first) - cl->first_len;
+    if (take > (size_t)r) take = (size_t)r;
+    memcpy(cl->first + cl->first_len, buf, take);
+    cl->first_len += take;
+  }
+}
+
+/* Runs the loop until nothing moves for a few iterations (or a bound). */
+static void spin(struct client *cl, int max_iter) {
+  for (int i = 0; i < max_iter; i++) {
+    ev_run(w.loop, EVRUN_NOWAIT);
+    client_drain(cl);
+  }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (!w.loop) setup();
+  if (size < 1) return 0;
+  size_t piece = data[0] & 0x7f;
+  bool half_close = data[0] & 0x80;
+  data++;
+  size--;
+  if (piece == 0) piece = size ? size : 1;
+
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) abort();
+  struct sockaddr_storage peer;
+  memset(&peer, 0, sizeof(peer));
+  struct sockaddr_in *p4 = (struct sockaddr_in *)&peer;
+  p4->sin_family = AF_INET;
+  p4->sin_port = htons(40000);
+  p4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ev_now_update(w.loop);
+  sl_conn_accept(&w, &lis, sv[0], &peer);
+
+  struct client cl = {.fd = sv[1]};
+  size_t off = 0;
+  while (off < size) {
+    size_t n = size - off < piece ? size - off : piece;
+    ssize_t r = write(cl.fd, data + off, n);
+    if (r < 0 && errno != EAGAIN) break; /* sluice closed on us */
+    if (r > 0) off += (size_t)r;
+    spin(&cl, 4);
+  }
+  if (half_close) {
+    shutdown(cl.fd, SHUT_WR);
+    spin(&cl, 16);
+  } else {
+    spin(&cl, 16);
+  }
+
+  bool h2 = size >= sizeof(h2_preface) - 1 && !memcmp(data, h2_preface, sizeof(h2_preface) - 1);
+  if (!h2 && cl.first_len > 0) {
+    size_t n = cl.first_len < 9 ? cl.first_len : 9;
+    check(memcmp(cl.first, "HTTP/1.1 ", n) == 0, "an h1 client is answered with HTTP/1.1");
+  }
+
+  /* The client goes away; whatever sluice still holds is torn down. */
+  close(cl.fd);
+  cl.fd = -1;
+  spin(&cl, 2);
+  while (w.conns) sl_conn_close(w.conns);
+  for (struct sl_pool *p = w.pools; p; p = p->next) sl_pool_close_all(p);
+  sl_worker_flush_all(&w);
+  while (stub_conns) stub_close(stub_conns);
+  ev_run(w.loop, EVRUN_NOWAIT);
+  check(w.conns == NULL && w.n_conns == 0, "every connection is closed");
+  return 0;
+}
