@@ -253,8 +253,7 @@ upstreams:
   origin:
     address: "127.0.0.1:%(origin)d"
     max_connections: %(conns)d
-    max_pending: 100000
-    pipeline: %(pipeline)d
+    max_pending: 100000%(pipeline_line)s
     timeouts: { connect: 2s, response: 30s, idle: 300s }
 routes:
   - name: limited
@@ -268,7 +267,8 @@ routes:
 access_log: off
 mode: enforce
 drain_timeout: 2s
-""" % dict(ports, origin=origin, conns=UPSTREAM_CONNS, pipeline=pipeline))
+""" % dict(ports, origin=origin, conns=UPSTREAM_CONNS,
+           pipeline_line="\n    pipeline: %d" % pipeline if pipeline > 1 else ""))
     binary = os.path.abspath(binary)
     return Proc(name, [binary, "run", "-c", conf, "--workers", "1", "--log-level", "warn"],
                 d, {"h1": ports["h1"], "admin": ports["admin"]}), ports
