@@ -181,11 +181,15 @@ static void xff_collect(const char *v, size_t len, struct hops *h) {
   }
 }
 
+/* |a| equals the lowercase |lit| ignoring ASCII case. Only letters fold:
+ * "| 0x20" on any byte would also make CR (0x0d) equal '-' (0x2d). */
 static bool ieq(const char *a, size_t al, const char *lit) {
   size_t l = strlen(lit);
   if (al != l) return false;
-  for (size_t i = 0; i < l; i++)
-    if ((a[i] | 0x20) != lit[i]) return false;
+  for (size_t i = 0; i < l; i++) {
+    char c = a[i] >= 'A' && a[i] <= 'Z' ? (char)(a[i] | 0x20) : a[i];
+    if (c != lit[i]) return false;
+  }
   return true;
 }
 
