@@ -38,6 +38,7 @@
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "admin.h"
+#include "http.h"
 
 #ifndef SL_CONTAINER_OF
 #define SL_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -137,33 +138,6 @@ static void conn_next_request(struct admin_conn *c) {
 
 /* ---- responses ---------------------------------------------------- */
 
-static const char *status_text(int status) {
-  switch (status) {
-  case 200: return "OK";
-  case 202: return "Accepted";
-  case 204: return "No Content";
-  case 400: return "Bad Request";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 413: return "Content Too Large";
-  case 414: return "URI Too Long";
-  case 422: return "Unprocessable Content";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 503: return "Service Unavailable";
-  default: break;
-  }
-  if (status < 300) return "OK";
-  if (status < 400) return "Redirection";
-  if (status < 500) return "Client Error";
-  return "Server Error";
-}
-
 /* Queues a response and switches to WRITING. Takes ownership of |body|
  * (malloc'd or NULL). |inline_body| (short, static) is used instead when
  * non-NULL. |allow| adds an Allow header. A HEAD request gets the headers
@@ -187,7 +161,7 @@ static void conn_respond(struct admin_conn *c, int status, const char *ctype, ch
   bool head_only = c->complete && llhttp_get_method(&c->parser) == HTTP_HEAD;
   bool no_body = status == 204 || status == 304;
 
-  int n = snprintf(c->head, sizeof(c->head), "HTTP/1.1 %d %s\r\n", status, status_text(status));
+  int n = snprintf(c->head, sizeof(c->head), "HTTP/1.1 %d %s\r\n", status, sl_http_reason(status));
   size_t hl = (size_t)n;
   if (!no_body)
     hl += (size_t)snprintf(c->head + hl, sizeof(c->head) - hl,

@@ -40,6 +40,7 @@
 #include "sluice/identify-t.h"
 #include "sluice/config-t.h"
 #include "sluice/metrics.h"
+#include "http.h"
 #include "pipe.h"
 #include "ws.h"
 
@@ -266,8 +267,7 @@ void sl_stream_outcome(struct sl_stream *s, bool failure);
 /* Called by the frontend once the response is fully written (or the
  * stream is torn down): reports the outcome to metrics. */
 void sl_stream_finish_metrics(struct sl_stream *s);
-/* RFC 9110 §15 reason phrase for |status|. */
-const char *sl_http_reason(int status);
+
 
 /* ---- client connections ------------------------------------------- */
 
