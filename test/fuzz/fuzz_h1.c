@@ -17,9 +17,10 @@
  * echoes the tunnel); "dead" is a loopback port nothing listens on, so
  * dispatch there fails fast with 502.
  *
- * Input: byte 0 is the write pattern (bits 0-6: piece size, 0 = all at
- * once; bit 7: half-close after the last piece instead of closing), the
- * rest is what the client sends.
+ * Input: byte 0 is the write pattern (bits 0-5: piece size, 0 = all at
+ * once; bit 6: 1 ms header and idle timeouts, which expire before the
+ * last spin of the loop; bit 7: half-close after the last piece instead
+ * of closing), the rest is what the client sends.
  *
  * Checks besides "no crash, no leak, no UB": a client that did not send
  * the h2 preface only ever receives HTTP/1.1 status lines first; the
@@ -321,8 +322,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!w.loop) setup();
   if (size < 1) return 0;
-  size_t piece = data[0] & 0x7f;
-  bool half_close = data[0] & 0x80;
+  size_t piece = data[0] & 0x3f;
+  bool expire = data[0] & 0x40, half_close = data[0] & 0x80;
   data++;
   size--;
   if (piece == 0) piece = size ? size : 1;
@@ -335,6 +336,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   p4->sin_family = AF_INET;
   p4->sin_port = htons(40000);
   p4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  atomic_store(&lis.request_header_timeout_ms, expire ? 1 : 10000);
+  atomic_store(&lis.idle_timeout_ms, expire ? 1 : 60000);
   ev_now_update(w.loop);
   sl_conn_accept(&w, &lis, sv[0], &peer);
 
@@ -347,11 +350,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (r > 0) off += (size_t)r;
     spin(&cl, 4);
   }
-  if (half_close) {
-    shutdown(cl.fd, SHUT_WR);
-    spin(&cl, 16);
-  } else {
-    spin(&cl, 16);
+  if (half_close) shutdown(cl.fd, SHUT_WR);
+  spin(&cl, 16);
+  if (expire) {
+    usleep(2000); /* past every 1 ms deadline: the timers fire */
+    spin(&cl, 8);
   }
 
   bool h2 = size >= sizeof(h2_preface) - 1 && !memcmp(data, h2_preface, sizeof(h2_preface) - 1);
