@@ -13,18 +13,18 @@
  * identify and admission in stream.c, and the upstream side.
  *
  * Upstreams: "live" is a stub in this process, on the same loop, that
- * answers every request head 200 (or 101 to a WebSocket upgrade, then
- * echoes the tunnel); "dead" is a loopback port nothing listens on, so
- * dispatch there fails fast with 502.
+ * parses what sluice sends it and answers every request 200 (or 101 to a
+ * WebSocket upgrade, then echoes the tunnel); "dead" is a loopback port
+ * nothing listens on, so dispatch there fails fast with 502.
  *
  * Input: byte 0 is the write pattern (bits 0-5: piece size, 0 = all at
  * once; bit 6: 1 ms header and idle timeouts, which expire before the
  * last spin of the loop; bit 7: half-close after the last piece instead
  * of closing), the rest is what the client sends.
  *
- * Checks besides "no crash, no leak, no UB": a client that did not send
- * the h2 preface only ever receives HTTP/1.1 status lines first; the
- * connection is gone once the client has closed and the loop has run.
+ * Checks besides "no crash, no leak, no UB": what sluice sends the
+ * upstream parses as HTTP/1.1 (llhttp, strict); a client that did not
+ * send the h2 preface is answered with an HTTP/1.1 status line first.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <llhttp.h>
 
 #include "sluice/blocklist.h"
 #include "sluice/config.h"
@@ -91,16 +92,30 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *p, int revents) {
 
 /* ---- the live upstream: a stub on the same loop ------------------- */
 
+/* The stub parses what sluice sends it with llhttp, strict like the
+ * frontend: sluice re-serialises every request, and what it sends an
+ * upstream must be well-formed HTTP/1.1 whatever the client sent (a
+ * parse error here is request smuggling or header injection waiting to
+ * happen). Each complete request is answered in order: 200 with a small
+ * body (none for HEAD; chunked for /up/chunked), or 101 to a WebSocket
+ * upgrade, after which the stub echoes the tunnel. */
 struct stub_conn {
   ev_io io;
-  char head[8192];
-  size_t len;
-  bool tunnel; /* after a 101: echo */
+  llhttp_t parser;
+  bool tunnel;        /* after a 101: echo */
+  bool ws, chunked;   /* of the request being parsed */
+  char field[32];     /* header name being parsed (truncated) */
+  size_t field_len;
+  char key[64];       /* Sec-WebSocket-Key value */
+  size_t key_len;
+  char seen[4096];    /* the last bytes received, for the report */
+  size_t seen_len;
   struct stub_conn *next, *prev;
 };
 
 static ev_io stub_listen;
 static struct stub_conn *stub_conns;
+static llhttp_settings_t stub_settings;
 
 static void stub_close(struct stub_conn *s) {
   ev_io_stop(w.loop, &s->io);
@@ -122,31 +137,83 @@ static void stub_send(struct stub_conn *s, const char *p, size_t n) {
   }
 }
 
-/* Answers one complete request head of |n| bytes at s->head. */
-static void stub_answer(struct stub_conn *s, size_t n) {
-  char *head = s->head;
-  head[n - 1] = '\0'; /* the last LF: a C string to search */
-  const char *key = strcasestr(head, "\nsec-websocket-key:");
-  if (strcasestr(head, "\nupgrade: websocket") && key) {
-    key += strlen("\nsec-websocket-key:");
-    while (*key == ' ') key++;
-    size_t kl = strcspn(key, "\r\n");
+static int stub_on_message_begin(llhttp_t *p) {
+  struct stub_conn *s = p->data;
+  s->ws = s->chunked = false;
+  s->field_len = s->key_len = 0;
+  return 0;
+}
+
+static int stub_on_url(llhttp_t *p, const char *at, size_t n) {
+  struct stub_conn *s = p->data;
+  if (n >= 11 && !memcmp(at, "/up/chunked", 11)) s->chunked = true;
+  return 0;
+}
+
+static int stub_on_header_field(llhttp_t *p, const char *at, size_t n) {
+  struct stub_conn *s = p->data;
+  size_t take = sizeof(s->field) - s->field_len;
+  if (take > n) take = n;
+  memcpy(s->field + s->field_len, at, take);
+  s->field_len += take;
+  return 0;
+}
+
+static int stub_on_header_value(llhttp_t *p, const char *at, size_t n) {
+  struct stub_conn *s = p->data;
+  if (s->field_len == 17 && !strncasecmp(s->field, "sec-websocket-key", 17)) {
+    size_t take = sizeof(s->key) - s->key_len;
+    if (take > n) take = n;
+    memcpy(s->key + s->key_len, at, take);
+    s->key_len += take;
+  } else if (s->field_len == 7 && !strncasecmp(s->field, "upgrade", 7) && n >= 9 &&
+             !strncasecmp(at, "websocket", 9)) {
+    s->ws = true;
+  }
+  return 0;
+}
+
+static int stub_on_header_value_complete(llhttp_t *p) {
+  ((struct stub_conn *)p->data)->field_len = 0;
+  return 0;
+}
+
+static int stub_on_message_complete(llhttp_t *p) {
+  struct stub_conn *s = p->data;
+  if (p->upgrade && s->ws) {
     char accept[29], resp[256];
-    sl_ws_accept(key, kl, accept);
+    sl_ws_accept(s->key, s->key_len, accept);
     int rl = snprintf(resp, sizeof(resp),
                       "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
                       "connection: upgrade\r\nsec-websocket-accept: %s\r\n\r\n",
                       accept);
     stub_send(s, resp, (size_t)rl);
     s->tunnel = true;
-    return;
+    return 0; /* llhttp pauses on the upgrade: the rest is tunnel */
   }
   static const char ok[] = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
                            "content-length: 2\r\n\r\nok";
   static const char chunked[] = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
                                 "3\r\nabc\r\n0\r\n\r\n";
-  if (strstr(head, " /up/chunked")) stub_send(s, chunked, sizeof(chunked) - 1);
+  if (p->method == HTTP_HEAD) stub_send(s, ok, sizeof(ok) - 3);
+  else if (s->chunked) stub_send(s, chunked, sizeof(chunked) - 1);
   else stub_send(s, ok, sizeof(ok) - 1);
+  return 0;
+}
+
+static void stub_remember(struct stub_conn *s, const char *p, size_t n) {
+  if (n >= sizeof(s->seen)) {
+    memcpy(s->seen, p + n - sizeof(s->seen), sizeof(s->seen));
+    s->seen_len = sizeof(s->seen);
+    return;
+  }
+  if (s->seen_len + n > sizeof(s->seen)) {
+    size_t drop = s->seen_len + n - sizeof(s->seen);
+    memmove(s->seen, s->seen + drop, s->seen_len - drop);
+    s->seen_len -= drop;
+  }
+  memcpy(s->seen + s->seen_len, p, n);
+  s->seen_len += n;
 }
 
 static void stub_read_cb(struct ev_loop *loop, ev_io *io, int revents) {
@@ -164,19 +231,22 @@ static void stub_read_cb(struct ev_loop *loop, ev_io *io, int revents) {
     stub_send(s, buf, (size_t)r);
     return;
   }
-  /* Heads end at CRLFCRLF; bytes after one (a body) are scanned like
-   * heads, which at worst makes the stub answer early: an upstream may. */
-  for (ssize_t i = 0; i < r; i++) {
-    if (s->len == sizeof(s->head)) s->len = 0; /* an endless head: forget it */
-    s->head[s->len++] = buf[i];
-    if (s->len >= 4 && memcmp(s->head + s->len - 4, "\r\n\r\n", 4) == 0) {
-      stub_answer(s, s->len);
-      s->len = 0;
-      if (s->tunnel) {
-        if (i + 1 < r) stub_send(s, buf + i + 1, (size_t)(r - i - 1));
-        return;
-      }
+  stub_remember(s, buf, (size_t)r);
+  llhttp_errno_t err = llhttp_execute(&s->parser, buf, (size_t)r);
+  if (err == HPE_PAUSED_UPGRADE) {
+    const char *rest = llhttp_get_error_pos(&s->parser);
+    if (s->tunnel && rest && rest < buf + r) stub_send(s, rest, (size_t)(buf + r - rest));
+    if (!s->tunnel) { /* an upgrade the stub does not speak: refuse, close */
+      stub_close(s);
     }
+    return;
+  }
+  if (err != HPE_OK) {
+    fprintf(stderr, "fuzz_h1: sluice sent the upstream bytes llhttp rejects (%s: %s):\n",
+            llhttp_errno_name(err), llhttp_get_error_reason(&s->parser));
+    fwrite(s->seen, 1, s->seen_len, stderr);
+    fputc('\n', stderr);
+    check(0, "what sluice sends upstream is well-formed HTTP/1.1");
   }
 }
 
@@ -187,6 +257,8 @@ static void stub_accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
     if (fd < 0) return;
     struct stub_conn *s = calloc(1, sizeof(*s));
     if (!s) abort();
+    llhttp_init(&s->parser, HTTP_REQUEST, &stub_settings);
+    s->parser.data = s;
     ev_io_init(&s->io, stub_read_cb, fd, EV_READ);
     ev_io_start(loop, &s->io);
     s->next = stub_conns;
@@ -223,6 +295,13 @@ static void setup(void) {
   ev_prepare_init(&flush_watcher, flush_cb);
   ev_prepare_start(w.loop, &flush_watcher);
 
+  llhttp_settings_init(&stub_settings);
+  stub_settings.on_message_begin = stub_on_message_begin;
+  stub_settings.on_url = stub_on_url;
+  stub_settings.on_header_field = stub_on_header_field;
+  stub_settings.on_header_value = stub_on_header_value;
+  stub_settings.on_header_value_complete = stub_on_header_value_complete;
+  stub_settings.on_message_complete = stub_on_message_complete;
   int stub_fd;
   int live = loopback_port(true, &stub_fd), dead = loopback_port(false, NULL);
   ev_io_init(&stub_listen, stub_accept_cb, stub_fd, EV_READ);
