@@ -55,6 +55,7 @@ struct sl_h1 {
   bool resp_complete;
   bool eof;              /* client half-closed */
   bool http10;
+  bool head_request;       /* the request line said HEAD */
   bool prev_read_ended_lf; /* the previous llhttp_execute input ended in LF */
   const char *exec_start;  /* input of the llhttp_execute in progress */
   struct sl_metric_series *m_active;
@@ -87,8 +88,17 @@ static int on_message_begin(llhttp_t *p) {
   h->field = h->value = h->url = NULL;
   h->field_len = h->value_len = h->url_len = 0;
   h->head_bytes = h->n_headers = h->n_host = 0;
+  h->head_request = false;
   h->resp_chunked = h->resp_close_delim = h->resp_complete = false;
   if (c->lis->request_header_timeout_ms) sl_conn_set_timeout(c, c->lis->request_header_timeout_ms);
+  return 0;
+}
+
+/* Right after the method token: an error answer to HEAD has no body,
+ * even when the error is found later in the request line. */
+static int on_method_complete(llhttp_t *p) {
+  struct sl_h1 *h = p->data;
+  h->head_request = p->method == HTTP_HEAD;
   return 0;
 }
 
@@ -262,6 +272,7 @@ static void h1_settings_init(void) {
   if (done) return;
   llhttp_settings_init(&h1_settings);
   h1_settings.on_message_begin = on_message_begin;
+  h1_settings.on_method_complete = on_method_complete;
   h1_settings.on_url = on_url;
   h1_settings.on_header_field = on_header_field;
   h1_settings.on_header_value = on_header_value;
@@ -320,7 +331,9 @@ static void h1_write_error_and_close(struct sl_h1 *h, int status, const char *er
                  "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
                  "%sconnection: close\r\n\r\n",
                  status, sl_http_reason(status), blen, h->err_header ? h->err_header : "");
-  sl_pipe_write(&c->out, body, blen);
+  /* RFC 9110 §9.3.2: a HEAD response has no content (its length is still
+   * announced, as it would be for GET). */
+  if (!h->head_request) sl_pipe_write(&c->out, body, blen);
   sl_stats_request_done(c->w, "-", SL_PROTO_H1, status);
   h->state = H1_IDLE;
   sl_conn_close_after_flush(c);

@@ -325,12 +325,6 @@ static int resp_on_headers_complete(llhttp_t *p) {
   if (p->status_code < 200) return 0;  /* interim: the request waits on */
   size_t k = cl->n_answers++;
   bool head = k < MAX_REQUESTS && k < cl->n_requests && cl->methods[k] == HTTP_HEAD;
-  /* Known: an error answered before dispatch (h1_write_error_and_close:
-   * 400 missing_host, 431, 501...) carries its JSON body even to HEAD.
-   * The connection closes after it, so no later answer is misframed;
-   * tolerated here so that fuzzing goes on past it (a HEAD answer with
-   * content that keeps the connection is still caught). */
-  if (head && p->status_code >= 400 && !llhttp_should_keep_alive(p)) return 0;
   return head ? 1 : 0;
 }
 

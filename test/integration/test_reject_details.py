@@ -105,3 +105,24 @@ def test_client_ip_override_is_a_config_error(sluice_bin, tmp_path):
     p = run_cli(["check", "-c", path], binary=sluice_bin)
     assert p.returncode == 1
     assert "has no named values to override" in p.stderr
+
+
+def test_error_answer_to_head_has_no_body(start_sluice):
+    """RFC 9110 §9.3.2, also for errors found before dispatch (found by
+    fuzz_h1): 400 to a HEAD without Host announces its length, sends no
+    content, and closes."""
+    import socket
+    s = start_sluice(base_config())
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    c.sendall(b"HEAD / HTTP/1.1\r\n\r\n")
+    data = b""
+    while True:
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    c.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"content-length: " in head
+    assert body == b""
