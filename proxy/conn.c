@@ -286,7 +286,6 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
       return;
     }
     sl_pipe_commit(&c->in, (size_t)n);
-    c->last_activity = ev_now(c->w->loop);
     if (conn_feed(c) != 0) {
       sl_conn_close(c);
       return;

@@ -320,7 +320,6 @@ struct sl_conn {
   struct sl_conn *flush_next;
   struct sl_conn *input_next; /* worker's input list (buffered bytes to parse) */
   bool input_pending;
-  ev_tstamp last_activity;
   ev_tstamp timeout_at;     /* current deadline (0: none), see sl_conn_set_timeout */
   ev_tstamp timer_armed_at; /* deadline the libev timer is armed for */
 };
@@ -376,8 +375,6 @@ struct sl_pool {
   bool retired;         /* replaced by a reload: close when empty */
   uint32_t pipeline;    /* pipelining depth (1: off) */
   struct sl_upconn *pipe_candidate; /* busy connection taking pipelined requests */
-  struct sl_metric_family *m_requests;
-  struct sl_metric_series *m_duration;
 };
 
 /* upstream.c */

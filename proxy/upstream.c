@@ -707,7 +707,7 @@ static bool up_advance(struct sl_upconn *u, bool bytes_left) {
   return true;
 }
 
-static void up_fail(struct sl_upconn *u, int status, const char *error, const char *metric) {
+static void up_fail(struct sl_upconn *u, int status, const char *error) {
   struct sl_stream *s = u->s;
   struct sl_pool *p = u->pool;
   u->s = NULL;
@@ -715,7 +715,6 @@ static void up_fail(struct sl_upconn *u, int status, const char *error, const ch
   up_close(u);
   if (!s) return;
   sl_stats_upstream_done(p->w, p->name, 0, -1);
-  (void)metric;
   sl_stream_outcome(s, true);
   sl_stream_upstream_failed(s, status, error);
 }
@@ -759,7 +758,7 @@ static void up_flush(struct sl_upconn *u) {
         return;
       }
       if (up_try_retry(u)) return;
-      up_fail(u, 502, "upstream_write_failed", "reset");
+      up_fail(u, 502, "upstream_write_failed");
       return;
     }
     sl_pipe_consume(&u->out, (size_t)w);
@@ -835,7 +834,7 @@ static void up_on_writable(struct ev_loop *loop, struct sl_upconn *u) {
     getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     ev_io_stop(loop, &u->wio);
     if (err != 0) {
-      up_fail(u, 502, "upstream_connect_failed", "connect_error");
+      up_fail(u, 502, "upstream_connect_failed");
       return;
     }
     if (!u->s) {
@@ -863,7 +862,7 @@ static void up_on_timeout(struct sl_upconn *u) {
   }
   switch (u->state) {
   case UP_CONNECTING:
-    up_fail(u, 504, "upstream_connect_timeout", "timeout");
+    up_fail(u, 504, "upstream_connect_timeout");
     break;
   case UP_IDLE:
     up_close(u);
@@ -881,7 +880,7 @@ static void up_on_timeout(struct sl_upconn *u) {
       }
       break;
     }
-    up_fail(u, 504, "upstream_timeout", "timeout");
+    up_fail(u, 504, "upstream_timeout");
     break;
   }
 }
@@ -910,7 +909,7 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       if (up_try_retry(u)) return;
-      up_fail(u, 502, "upstream_reset", "reset");
+      up_fail(u, 502, "upstream_reset");
       return;
     }
     if (n == 0) {
@@ -925,7 +924,7 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
         if (!u->dead && u->s == st) up_advance(u, false);
         return;
       }
-      up_fail(u, 502, "upstream_closed", "reset");
+      up_fail(u, 502, "upstream_closed");
       return;
     }
     up_touch(u); /* progress: response timeout restarts */
@@ -964,8 +963,7 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
           sl_log(SL_LOG_DEBUG, "upstream parse error", "upstream", u->pool->name, "reason",
                  llhttp_get_error_reason(&u->parser), NULL);
         if (u->accept_mismatch && u->s) sl_stats_ws_upgrade(u->s->route->name, "failed");
-        up_fail(u, 502, u->accept_mismatch ? "upstream_bad_handshake" : "upstream_bad_response",
-                "bad_response");
+        up_fail(u, 502, u->accept_mismatch ? "upstream_bad_handshake" : "upstream_bad_response");
         return;
       }
       if (cur) cur->fe->response_body(cur);
