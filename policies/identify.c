@@ -72,6 +72,18 @@ static void ip_from_sockaddr(const struct sockaddr *sa, struct ip *ip) {
   }
 }
 
+/* An IPv6 address of |len| bytes (no brackets, no port). */
+static bool ip_parse_v6(const char *p, size_t len, struct ip *ip) {
+  char buf[INET6_ADDRSTRLEN];
+  if (len == 0 || len >= sizeof(buf)) return false;
+  memcpy(buf, p, len);
+  buf[len] = '\0';
+  if (inet_pton(AF_INET6, buf, ip->a) != 1) return false;
+  ip->family = AF_INET6;
+  ip_normalise(ip);
+  return true;
+}
+
 /* Parses a node as found in X-Forwarded-For or Forwarded's for=:
  * "192.0.2.1", "192.0.2.1:80", "2001:db8::1", "[2001:db8::1]",
  * "[2001:db8::1]:80". Returns false for anything else ("unknown",
@@ -88,25 +100,12 @@ static bool ip_parse(const char *p, size_t len, struct ip *ip) {
     for (size_t i = 2; i <= rest; i++)
       if (close[i] < '0' || close[i] > '9') return false;
     p++;
-    len = (size_t)(close - p);
-    if (len == 0 || len >= sizeof(buf)) return false;
-    memcpy(buf, p, len);
-    buf[len] = '\0';
-    if (inet_pton(AF_INET6, buf, ip->a) != 1) return false;
-    ip->family = AF_INET6;
-    ip_normalise(ip);
-    return true;
+    return ip_parse_v6(p, (size_t)(close - p), ip);
   }
   const char *colon = memchr(p, ':', len);
   if (colon && memchr(colon + 1, ':', len - (size_t)(colon - p) - 1)) {
     /* Two colons or more: a bare IPv6 address. */
-    if (len >= sizeof(buf)) return false;
-    memcpy(buf, p, len);
-    buf[len] = '\0';
-    if (inet_pton(AF_INET6, buf, ip->a) != 1) return false;
-    ip->family = AF_INET6;
-    ip_normalise(ip);
-    return true;
+    return ip_parse_v6(p, len, ip);
   }
   if (colon) { /* IPv4:port */
     size_t plen = len - (size_t)(colon - p) - 1;
