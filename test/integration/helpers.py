@@ -216,6 +216,15 @@ def _read_line_bounded(proc, timeout):
     return None
 
 
+def read_text(path):
+    """A process's captured output so far ("" when there is none yet)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _stop_pid(proc, sig=signal.SIGTERM, timeout=10.0):
     """Signals the process we started and waits; SIGKILL after |timeout|.
     Returns (returncode, killed)."""
@@ -283,11 +292,7 @@ class Upstream:
         return self.stats()["paths"].get(path, 0)
 
     def stderr(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return read_text(self.stderr_path)
 
     def stop(self):
         if self.proc is None:
@@ -687,11 +692,7 @@ class Sluice:
     # -- output --
 
     def stderr_text(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return read_text(self.stderr_path)
 
     def check_stderr(self):
         parse_log_lines(self.stderr_text())
@@ -1194,6 +1195,15 @@ class H2Client:
     def __exit__(self, *exc):
         self.close()
 
+    recv_size = 65536
+
+    def _on_data(self, st, e):
+        """DATA for stream |st| (None: a stream this client does not track):
+        kept and acknowledged at once. Subclasses change what happens."""
+        self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+        if st is not None:
+            st.data += e.data
+
     def pump(self, timeout):
         """Reads once (up to |timeout| s) and handles the frames. Returns
         False on timeout; sets .closed on EOF."""
@@ -1201,7 +1211,7 @@ class H2Client:
             raise ConnectionError("HTTP/2 connection closed by peer")
         self.sock.settimeout(max(timeout, 0.001))
         try:
-            data = self.sock.recv(65536)
+            data = self.sock.recv(self.recv_size)
         except socket.timeout:
             return False
         except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
@@ -1216,9 +1226,10 @@ class H2Client:
                 self.ping_acks += 1
             elif isinstance(e, ev.ConnectionTerminated):
                 self.goaway = e
+            elif isinstance(e, ev.DataReceived):
+                self._on_data(st, e)
             elif st is None:
-                if isinstance(e, ev.DataReceived):
-                    self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                continue
             elif isinstance(e, ev.ResponseReceived):
                 st.headers = list(e.headers)
                 st.status = int(st.header(":status"))
@@ -1226,9 +1237,6 @@ class H2Client:
                 st.informational.append(list(e.headers))
             elif isinstance(e, ev.TrailersReceived):
                 st.trailers = list(e.headers)
-            elif isinstance(e, ev.DataReceived):
-                st.data += e.data
-                self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
             elif isinstance(e, ev.StreamEnded):
                 st.ended = True
             elif isinstance(e, ev.StreamReset):

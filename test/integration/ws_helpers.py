@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import socket
-import ssl
 import threading
 import time
 
@@ -389,52 +388,20 @@ class H2WSClient(H2Client):
                 raise AssertionError("no SETTINGS_ENABLE_CONNECT_PROTOCOL=1 from sluice")
             self.pump(max(0.001, deadline - time.monotonic()))
 
-    def pump(self, timeout):
-        """As H2Client.pump, and feeds each stream's DATA to its frame
-        parser."""
-        if self.closed:
-            raise ConnectionError("HTTP/2 connection closed by peer")
-        self.sock.settimeout(max(timeout, 0.001))
-        try:
-            data = self.sock.recv(262144)
-        except socket.timeout:
-            return False
-        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
-            data = b""
-        if not data:
-            self.closed = True
-            return True
-        ev = self._ev
-        for e in self.conn.receive_data(data):
-            sid = getattr(e, "stream_id", None)
-            st = self.streams.get(sid)
-            if isinstance(e, ev.PingAckReceived):
-                self.ping_acks += 1
-            elif isinstance(e, ev.ConnectionTerminated):
-                self.goaway = e
-            elif isinstance(e, ev.DataReceived):
-                if self.auto_ack or st is None:
-                    self.conn.acknowledge_received_data(e.flow_controlled_length, sid)
-                else:
-                    self.unacked[sid] = self.unacked.get(sid, 0) + e.flow_controlled_length
-                if st is not None:
-                    st.data += e.data
-                    if getattr(st, "ws", False) and st.status == 200:
-                        st.frames.extend(st.parser.feed(e.data))
-            elif st is None:
-                continue
-            elif isinstance(e, ev.ResponseReceived):
-                st.headers = list(e.headers)
-                st.status = int(st.header(":status"))
-            elif isinstance(e, ev.StreamEnded):
-                st.ended = True
-            elif isinstance(e, ev.StreamReset):
-                st.reset_code = int(e.error_code)
-        try:
-            self.flush()
-        except OSError:
-            self.closed = True
-        return True
+    recv_size = 262144
+
+    def _on_data(self, st, e):
+        """Acknowledges at once or, for a slow reader, later in ack(); and
+        feeds a WebSocket stream's bytes to its frame parser."""
+        sid = e.stream_id
+        if self.auto_ack or st is None:
+            self.conn.acknowledge_received_data(e.flow_controlled_length, sid)
+        else:
+            self.unacked[sid] = self.unacked.get(sid, 0) + e.flow_controlled_length
+        if st is not None:
+            st.data += e.data
+            if getattr(st, "ws", False) and st.status == 200:
+                st.frames.extend(st.parser.feed(e.data))
 
     def ack(self):
         """Acknowledges every DATA byte received so far."""
