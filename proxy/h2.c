@@ -30,9 +30,14 @@
  * bytes one client may have buffered in sluice at once. */
 #define H2_CONN_WINDOW (1 << 20)
 
+struct h2_stream_extra;
+
 struct sl_h2 {
   struct sl_conn *c;
   nghttp2_session *session;
+  /* The connection's live streams (those with a sl_stream attached), so
+   * teardown walks what exists, never a range of stream ids. */
+  struct h2_stream_extra *live;
   uint32_t n_streams;
   bool goaway_sent;
   struct sl_metric_series *m_active;
@@ -40,6 +45,8 @@ struct sl_h2 {
 
 /* Per-stream frontend state lives in the sl_stream; these flags too. */
 struct h2_stream_extra {
+  struct sl_stream *s;
+  struct h2_stream_extra *next, *prev; /* sl_h2.live */
   uint32_t head_bytes, n_headers;
   bool too_large;
   bool deferred;
@@ -59,10 +66,27 @@ static struct sl_stream *h2_stream_new(struct sl_h2 *h, int32_t id) {
     return NULL;
   }
   memset(x, 0, sizeof(*x));
+  x->s = s;
+  x->next = h->live;
+  if (h->live) h->live->prev = x;
+  h->live = x;
+  h->n_streams++;
   s->fe_data = x;
   s->h2_id = id;
   s->req.scheme = h->c->ssl ? "https" : "http";
   return s;
+}
+
+/* Unlinks |s| from the connection's live list and frees it (with its
+ * metrics if a response went out). The caller detached it from nghttp2. */
+static void h2_stream_del(struct sl_h2 *h, struct sl_stream *s) {
+  struct h2_stream_extra *x = s->fe_data;
+  if (x->prev) x->prev->next = x->next;
+  else h->live = x->next;
+  if (x->next) x->next->prev = x->prev;
+  h->n_streams--;
+  if (s->resp_head_sent) sl_stream_finish_metrics(s);
+  sl_stream_del(s);
 }
 
 static struct h2_stream_extra *xs(struct sl_stream *s) { return s->fe_data; }
@@ -84,7 +108,6 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     return 0;
   }
   nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
-  h->n_streams++;
   return 0;
 }
 
@@ -293,9 +316,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
   struct sl_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
   if (!s) return 0;
   nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-  if (s->resp_head_sent) sl_stream_finish_metrics(s);
-  sl_stream_del(s);
-  h->n_streams--;
+  h2_stream_del(h, s);
   if (h->n_streams == 0) sl_conn_set_timeout(h->c, h->c->lis->idle_timeout_ms);
   return 0;
 }
@@ -452,20 +473,11 @@ static void h2_destroy(struct sl_conn *c) {
   struct sl_h2 *h = h2_of(c);
   if (!h) return;
   /* nghttp2_session_del does not call on_stream_close: free the streams
-   * it still holds via a walk of the ones we know. */
-  for (int32_t id = 1; h->n_streams > 0 && id > 0; ) {
-    int32_t last = nghttp2_session_get_last_proc_stream_id(h->session);
-    bool found = false;
-    for (id = 1; id <= last; id += 2) {
-      struct sl_stream *s = nghttp2_session_get_stream_user_data(h->session, id);
-      if (!s) continue;
-      nghttp2_session_set_stream_user_data(h->session, id, NULL);
-      if (s->resp_head_sent) sl_stream_finish_metrics(s);
-      sl_stream_del(s);
-      h->n_streams--;
-      found = true;
-    }
-    if (!found) break;
+   * that are still live from the connection's own list. */
+  while (h->live) {
+    struct sl_stream *s = h->live->s;
+    nghttp2_session_set_stream_user_data(h->session, s->h2_id, NULL);
+    h2_stream_del(h, s);
   }
   nghttp2_session_del(h->session);
   if (h->m_active) sl_metric_gauge_add(h->m_active, -1);

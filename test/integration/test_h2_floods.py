@@ -6,10 +6,11 @@ import struct
 import time
 
 import hpack
+import pytest
 from hyperframe.frame import (ContinuationFrame, GoAwayFrame, HeadersFrame, RstStreamFrame,
                               SettingsFrame, WindowUpdateFrame)
 
-from helpers import base_config, h1_once
+from helpers import base_config, h1_once, wait_for
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -106,3 +107,24 @@ def test_window_update_overflow_is_a_connection_error(start_sluice):
     s.close()
     assert code in (None, 0x3), code  # FLOW_CONTROL_ERROR
     assert h1_once(s_.port, "/v1/after")[0] == 200
+
+
+@pytest.mark.parametrize("sid", [2147483645, 2147483647])
+def test_teardown_with_a_stream_at_a_huge_id_is_prompt(start_sluice, upstream, sid):
+    """Closing a connection frees its live streams from its own list: a
+    stream id near 2^31 must not make the worker walk (or, at 2^31-1,
+    overflow) a range of ids. One worker, so a stuck worker is the one
+    the next client meets."""
+    s_ = start_sluice(base_config(), workers=1)
+    s = connect(s_.port)
+    enc = hpack.Encoder()
+    # /slow holds the upstream answer, so the stream is live at close.
+    s.sendall(HeadersFrame(sid, request_block(enc, "/slow?ms=3000"),
+                           flags=["END_HEADERS", "END_STREAM"]).serialize())
+    wait_for(lambda: upstream.seen("/slow") == 1, 5, what="the stream reaching the upstream")
+    s.close()
+    status, _, _, secs = h1_once(s_.port, "/v1/after", timeout=5)
+    assert status == 200
+    assert secs < 1.0, secs
+    # Deaf-to-SIGTERM was the failure at 2^31-1: the drain must end in time.
+    assert s_.stop(timeout=5) == 0
