@@ -30,6 +30,20 @@
  * bytes one client may have buffered in sluice at once. */
 #define H2_CONN_WINDOW (1 << 20)
 
+/* The client's misbehaviour budget, a token bucket per connection (the
+ * numbers of nghttpx's rapid-reset guard): H2_GLITCH_BURST tokens, refilled
+ * at H2_GLITCH_RATE per second. One token is charged for each frame that
+ * costs sluice work without moving an exchange forward:
+ *  - a RST_STREAM from the client (rapid reset, CVE-2023-44487);
+ *  - a RST_STREAM sluice sends because of the client's protocol error
+ *    (MadeYouReset, CVE-2025-8671: window overflow, content-length
+ *    mismatch, malformed headers, a stream over the concurrency limit);
+ *  - an empty DATA frame without END_STREAM, a PRIORITY frame, a PING or a
+ *    SETTINGS frame (not ACKs).
+ * An empty bucket ends the connection with GOAWAY ENHANCE_YOUR_CALM. */
+#define H2_GLITCH_BURST 1000
+#define H2_GLITCH_RATE 33
+
 struct h2_stream_extra;
 
 struct sl_h2 {
@@ -39,6 +53,9 @@ struct sl_h2 {
    * teardown walks what exists, never a range of stream ids. */
   struct h2_stream_extra *live;
   uint32_t n_streams;
+  uint32_t glitch_tokens;     /* see H2_GLITCH_BURST */
+  uint64_t glitch_refill_s;   /* whole seconds of ev_now at the last refill */
+  bool calm;                  /* budget spent: GOAWAY ENHANCE_YOUR_CALM queued */
   bool goaway_sent;
   struct sl_metric_series *m_active;
 };
@@ -91,11 +108,74 @@ static void h2_stream_del(struct sl_h2 *h, struct sl_stream *s) {
 
 static struct h2_stream_extra *xs(struct sl_stream *s) { return s->fe_data; }
 
+/* Charges one token of |h|'s misbehaviour budget (see H2_GLITCH_BURST).
+ * Returns 0, or -1 once the budget is spent: then the session is
+ * terminated (GOAWAY ENHANCE_YOUR_CALM queued, further input ignored) and
+ * the caller stops. Integer arithmetic on the loop's cached clock. */
+static int h2_glitch(struct sl_h2 *h) {
+  uint64_t now = (uint64_t)ev_now(h->c->w->loop);
+  if (now > h->glitch_refill_s) {
+    uint64_t add = (now - h->glitch_refill_s) * H2_GLITCH_RATE;
+    h->glitch_tokens = add >= H2_GLITCH_BURST - h->glitch_tokens
+                           ? H2_GLITCH_BURST
+                           : h->glitch_tokens + (uint32_t)add;
+    h->glitch_refill_s = now;
+  }
+  if (h->glitch_tokens > 0) {
+    h->glitch_tokens--;
+    return 0;
+  }
+  if (!h->calm) {
+    h->calm = true;
+    if (SL_LOG_ENABLED(SL_LOG_INFO))
+      sl_log(SL_LOG_INFO, "h2 client over its reset and no-progress frame budget", "peer",
+             h->c->peer_ip, NULL);
+    nghttp2_session_terminate_session(h->session, NGHTTP2_ENHANCE_YOUR_CALM);
+    sl_conn_close_after_flush(h->c);
+  }
+  return -1;
+}
+
+/* RST_STREAM codes nghttp2 (or sluice) sends because the client broke the
+ * protocol on that stream (RFC 9113 §5.4.2, §8.1.1). CANCEL (sluice's
+ * write timeout), INTERNAL_ERROR (sluice's or the origin's failure) and
+ * NO_ERROR are not the client's doing. */
+static bool h2_reset_is_clients_fault(uint32_t code) {
+  switch (code) {
+  case NGHTTP2_PROTOCOL_ERROR:
+  case NGHTTP2_FLOW_CONTROL_ERROR:
+  case NGHTTP2_STREAM_CLOSED:
+  case NGHTTP2_FRAME_SIZE_ERROR:
+  case NGHTTP2_REFUSED_STREAM:
+  case NGHTTP2_COMPRESSION_ERROR:
+    return true;
+  default:
+    return false;
+  }
+}
+
 /* ---- nghttp2 callbacks -------------------------------------------- */
+
+/* RFC 9113 §5.1.1: a client opens streams in increasing order, and the
+ * first use of an id closes every idle stream below it, so a HEADERS frame
+ * on a lower id that was never opened is a connection error
+ * PROTOCOL_ERROR. nghttp2 only ignores it. A stream it still knows
+ * (open, or closed recently and retained) may get trailers; idle ones
+ * (created by PRIORITY) were never opened. */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *ud) {
+  (void)ud;
+  if (hd->type != NGHTTP2_HEADERS || !(hd->stream_id & 1)) return 0;
+  if (hd->stream_id > nghttp2_session_get_last_proc_stream_id(session)) return 0;
+  nghttp2_stream *st = nghttp2_session_find_stream(session, hd->stream_id);
+  if (st && nghttp2_stream_get_state(st) != NGHTTP2_STREAM_STATE_IDLE) return 0;
+  nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
+  return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
   struct sl_h2 *h = ud;
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  if (h->calm) return NGHTTP2_ERR_CALLBACK_FAILURE;
   if (h->c->w->draining) {
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                               NGHTTP2_REFUSED_STREAM);
@@ -268,10 +348,22 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (s) h2_dispatch(h, s, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
     break;
   case NGHTTP2_DATA:
+    if (frame->hd.length == 0 && !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+        h2_glitch(h) != 0)
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
     s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (!s) break;
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) s->req_done = true;
     sl_stream_request_body(s);
+    break;
+  case NGHTTP2_RST_STREAM:
+  case NGHTTP2_PRIORITY:
+    if (h2_glitch(h) != 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    break;
+  case NGHTTP2_PING:
+  case NGHTTP2_SETTINGS:
+    if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && h2_glitch(h) != 0)
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
     break;
   default:
     break;
@@ -296,7 +388,16 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
 }
 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
-  (void)ud;
+  struct sl_h2 *h = ud;
+  /* A reset the client caused costs it a token; once the budget is spent
+   * the GOAWAY goes out in this same send pass. Draining refuses streams
+   * with REFUSED_STREAM on sluice's account. */
+  if (frame->hd.type == NGHTTP2_RST_STREAM &&
+      h2_reset_is_clients_fault(frame->rst_stream.error_code) &&
+      !(frame->rst_stream.error_code == NGHTTP2_REFUSED_STREAM && h->c->w->draining)) {
+    h2_glitch(h);
+    return 0;
+  }
   if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
       (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
     struct sl_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
@@ -524,6 +625,7 @@ static nghttp2_option *h2_options;
 
 __attribute__((constructor)) static void h2_init_globals(void) {
   nghttp2_session_callbacks_new(&h2_callbacks);
+  nghttp2_session_callbacks_set_on_begin_frame_callback(h2_callbacks, on_begin_frame);
   nghttp2_session_callbacks_set_on_begin_headers_callback(h2_callbacks, on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(h2_callbacks, on_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(h2_callbacks, on_frame_recv);
@@ -533,9 +635,11 @@ __attribute__((constructor)) static void h2_init_globals(void) {
   nghttp2_option_new(&h2_options);
   nghttp2_option_set_no_auto_window_update(h2_options, 1);
   /* Flood guards, set explicitly rather than trusting defaults: rapid
-   * reset (burst 1000, then 33/s, as nghttpx), at most 8 CONTINUATION
-   * frames per header block, bounded SETTINGS and outbound ACK queues. */
-  nghttp2_option_set_stream_reset_rate_limit(h2_options, 1000, 33);
+   * reset is sluice's own budget (H2_GLITCH_BURST, which also counts the
+   * resets the client provokes); nghttp2's limiter stays on at twice it
+   * as a backstop that never fires first. At most 8 CONTINUATION frames
+   * per header block, bounded SETTINGS and outbound ACK queues. */
+  nghttp2_option_set_stream_reset_rate_limit(h2_options, 2 * H2_GLITCH_BURST, H2_GLITCH_RATE);
   nghttp2_option_set_max_continuations(h2_options, 8);
   nghttp2_option_set_max_settings(h2_options, 32);
   nghttp2_option_set_max_outbound_ack(h2_options, 1000);
@@ -551,6 +655,8 @@ int sl_h2_start(struct sl_conn *c) {
   struct sl_h2 *h = calloc(1, sizeof(*h));
   if (!h) return -1;
   h->c = c;
+  h->glitch_tokens = H2_GLITCH_BURST;
+  h->glitch_refill_s = (uint64_t)ev_now(c->w->loop);
   if (nghttp2_session_server_new3(&h->session, h2_callbacks, h, h2_options, sl_h2mem()) != 0) {
     free(h);
     return -1;

@@ -7,8 +7,8 @@ import time
 
 import hpack
 import pytest
-from hyperframe.frame import (ContinuationFrame, GoAwayFrame, HeadersFrame, RstStreamFrame,
-                              SettingsFrame, WindowUpdateFrame)
+from hyperframe.frame import (ContinuationFrame, DataFrame, HeadersFrame, PingFrame,
+                              PriorityFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame)
 
 from helpers import base_config, h1_once, wait_for
 
@@ -53,27 +53,232 @@ def read_until_goaway(s, deadline):
     raise AssertionError("no GOAWAY and no close within the deadline")
 
 
-def test_rapid_reset_flood_gets_goaway(start_sluice, upstream):
+# sluice's misbehaviour budget per connection (proxy/h2.c, H2_GLITCH_*):
+# a burst of BURST tokens, refilled at RATE per second; one token per client
+# RST_STREAM, per reset the client provokes, per empty DATA without
+# END_STREAM, per PRIORITY, PING or SETTINGS frame.
+GLITCH_BURST = 1000
+GLITCH_RATE = 33
+ENHANCE_YOUR_CALM = 0xB
+PROTOCOL_ERROR = 0x1
+
+
+def budget_allows(elapsed):
+    """Tokens a connection can spend within |elapsed| seconds: the burst,
+    plus the refill of every whole second that may start in that time
+    (integer-second refill, so one more than the elapsed seconds)."""
+    return GLITCH_BURST + GLITCH_RATE * (int(elapsed) + 1)
+
+
+def read_frames(s, buf, deadline, stop):
+    """Reads frames into |stop|(type, flags, sid, payload) until it returns
+    a true value (returned). Returns ("goaway", code) on GOAWAY, ("eof",)
+    on close or reset. |buf| is a bytearray of unparsed bytes, kept across
+    calls."""
+    while time.monotonic() < deadline:
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            ftype, flags, sid = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload = bytes(buf[9:9 + length])
+            del buf[:9 + length]
+            if ftype == 0x7:
+                return ("goaway", struct.unpack(">I", payload[4:8])[0])
+            r = stop(ftype, flags, sid, payload)
+            if r:
+                return r
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            return ("eof",)
+        except socket.timeout:
+            continue
+        if not chunk:
+            return ("eof",)
+        buf += chunk
+    raise AssertionError("no answer within the deadline")
+
+
+def paced_flood(s, batches, timeout=60, after=None):
+    """Sends each byte string of |batches| followed by a PING, and waits for
+    that PING's ACK before the next batch (a paced flood: everything sluice
+    reads, it reads before it could end the connection, so its GOAWAY is not
+    lost to a reset). Returns (result, batches sent, seconds): result is
+    ("goaway", code), ("eof",) or ("open",) if every batch was answered.
+    |after|(i), if given, runs once batch |i| was answered."""
+    buf = bytearray()
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    n = 0
+    for i, batch in enumerate(batches):
+        opaque = struct.pack(">Q", i + 1)
+        try:
+            s.sendall(batch + PingFrame(0, opaque_data=opaque).serialize())
+        except (BrokenPipeError, ConnectionResetError):
+            return ("eof",), n, time.monotonic() - t0
+        n += 1
+
+        def acked(ftype, flags, sid, payload):
+            return ftype == 0x6 and flags & 0x1 and payload == opaque
+        r = read_frames(s, buf, deadline, acked)
+        if r is not True:
+            return r, n, time.monotonic() - t0
+        if after:
+            after(i)
+    return ("open",), n, time.monotonic() - t0
+
+
+def test_rapid_reset_flood_gets_enhance_your_calm(start_sluice, upstream):
+    """CVE-2023-44487: HEADERS then RST_STREAM, 3,000 times. The budget
+    ends the connection with ENHANCE_YOUR_CALM, and no more requests reach
+    the origin than the budget lets through."""
     s_ = start_sluice(base_config())
     s = connect(s_.port)
     enc = hpack.Encoder()
-    out = b""
-    # HEADERS then RST_STREAM, thousands of times: CVE-2023-44487.
-    for i in range(3000):
-        sid = 1 + 2 * i
-        h = HeadersFrame(sid, request_block(enc, "/v1/x"), flags=["END_HEADERS", "END_STREAM"])
-        out += h.serialize() + RstStreamFrame(sid, error_code=8).serialize()
-    try:
-        s.sendall(out)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # closed on us mid-flood: also a refusal
-    code = read_until_goaway(s, time.monotonic() + 10)
+    pairs, per_batch = 3000, 50
+
+    def batches():
+        for b in range(pairs // per_batch):
+            out = b""
+            for i in range(per_batch):
+                sid = 1 + 2 * (b * per_batch + i)
+                out += HeadersFrame(sid, request_block(enc, "/v1/x"),
+                                    flags=["END_HEADERS", "END_STREAM"]).serialize()
+                out += RstStreamFrame(sid, error_code=8).serialize()
+            yield out
+    r, n, secs = paced_flood(s, batches())
     s.close()
-    # nghttp2's reset limiter ends the session with GOAWAY(INTERNAL_ERROR).
-    assert code is None or code != 0, code
-    # The flood did not reach the upstream one-for-one, and sluice serves on.
-    assert upstream.seen("/v1/x") < 3000
+    assert r == ("goaway", ENHANCE_YOUR_CALM), r
+    allowed = budget_allows(secs)
+    # Each batch costs per_batch resets and one PING: the connection ended
+    # in the batch that overdrew the budget.
+    assert (n - 1) * (per_batch + 1) < allowed, (n, secs)
+    # A request reaches the origin only if its HEADERS came before the
+    # budget ran out.
+    print("rapid reset: %s after %d batches, %.2fs, origin saw %d"
+          % (r, n, secs, upstream.seen("/v1/x")))
+    assert upstream.seen("/v1/x") <= allowed, (upstream.seen("/v1/x"), secs)
     assert h1_once(s_.port, "/v1/after")[0] == 200
+
+
+def test_made_you_reset_flood_gets_enhance_your_calm(start_sluice, upstream):
+    """MadeYouReset (CVE-2025-8671): each request is dispatched and reaches
+    the origin, then its DATA contradicts its content-length, so sluice
+    resets it (PROTOCOL_ERROR, RFC 9113 §8.1.1). Those resets count against
+    the same budget: the connection ends with ENHANCE_YOUR_CALM, and the
+    origin sees at most the budget plus one batch of requests (a reset is
+    charged when it is sent, after the batch that provoked it was read)."""
+    s_ = start_sluice(base_config())
+    s = connect(s_.port)
+    enc = hpack.Encoder()
+    n_batches, per_batch = 300, 10
+
+    def sids(b):
+        return [1 + 2 * (b * per_batch + i) for i in range(per_batch)]
+
+    def batches():
+        # Batch b opens its streams and breaks those of batch b-1, which
+        # the origin has seen by then.
+        for b in range(n_batches + 1):
+            out = b""
+            for sid in sids(b) if b < n_batches else []:
+                block = enc.encode([(":method", "POST"), (":scheme", "http"),
+                                    (":authority", "a"), (":path", "/v1/myr"),
+                                    ("content-length", "10")])
+                out += HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize()
+            for sid in sids(b - 1) if b > 0 else []:
+                out += DataFrame(sid, b"x", flags=["END_STREAM"]).serialize()
+            yield out
+
+    def origin_saw_batch(b):
+        # Bounded: once the budget is spent sluice ignores new HEADERS, and
+        # the next batch then meets the GOAWAY.
+        want, deadline = per_batch * (b + 1), time.monotonic() + 2
+        while upstream.seen("/v1/myr") < want and time.monotonic() < deadline:
+            time.sleep(0.005)
+    r, n, secs = paced_flood(s, batches(), after=origin_saw_batch)
+    s.close()
+    stats = upstream.stats()
+    seen = stats["paths"].get("/v1/myr", 0)
+    print("made you reset: %s after %d batches, %.2fs, origin saw %d requests on %d connections"
+          % (r, n, secs, seen, stats["connections"]))
+    assert r == ("goaway", ENHANCE_YOUR_CALM), (r, n, seen)
+    allowed = budget_allows(secs)
+    # A batch costs per_batch resets (charged a batch late) and one PING.
+    assert (n - 2) * (per_batch + 1) < allowed, (n, secs)
+    assert seen <= allowed + per_batch, (seen, secs)
+    assert h1_once(s_.port, "/v1/after")[0] == 200
+
+
+@pytest.mark.parametrize("kind", ["empty_data", "ping", "priority", "settings"])
+def test_no_progress_frame_flood_gets_enhance_your_calm(start_sluice, upstream, kind):
+    """Frames that cost work and move nothing forward (zero-length DATA
+    without END_STREAM on an open stream, PING, PRIORITY, SETTINGS) are
+    charged to the same budget."""
+    s_ = start_sluice(base_config())
+    s = connect(s_.port)
+    enc = hpack.Encoder()
+    block = enc.encode([(":method", "POST"), (":scheme", "http"), (":authority", "a"),
+                        (":path", "/slow?ms=5000")])
+    s.sendall(HeadersFrame(1, block, flags=["END_HEADERS"]).serialize())
+    frames, per_batch = 3000, 100
+    one = {
+        "empty_data": DataFrame(1, b"").serialize(),
+        "ping": PingFrame(0, opaque_data=b"\xff" * 8).serialize(),
+        "priority": PriorityFrame(3, depends_on=0, stream_weight=16).serialize(),
+        "settings": SettingsFrame(0, settings={SettingsFrame.MAX_FRAME_SIZE: 16384}).serialize(),
+    }[kind]
+    r, n, secs = paced_flood(s, (one * per_batch for _ in range(frames // per_batch)))
+    s.close()
+    print("%s flood: %s after %d batches, %.2fs" % (kind, r, n, secs))
+    assert r == ("goaway", ENHANCE_YOUR_CALM), (r, n)
+    # The initial SETTINGS and each batch's PING are charged too.
+    assert (n - 1) * (per_batch + 1) < budget_allows(secs), (n, secs)
+    assert h1_once(s_.port, "/v1/after")[0] == 200
+
+
+def test_headers_on_a_lower_never_opened_stream_is_a_connection_error(start_sluice, upstream):
+    """RFC 9113 §5.1.1 (h2spec 5.1.1/2): opening stream 5 closes the idle
+    streams below it; HEADERS on stream 3 then is PROTOCOL_ERROR."""
+    s_ = start_sluice(base_config())
+    s = connect(s_.port)
+    enc = hpack.Encoder()
+    s.sendall(HeadersFrame(5, request_block(enc, "/v1/five"),
+                           flags=["END_HEADERS", "END_STREAM"]).serialize())
+    s.sendall(HeadersFrame(3, request_block(enc, "/v1/three"),
+                           flags=["END_HEADERS", "END_STREAM"]).serialize())
+    r = read_frames(s, bytearray(), time.monotonic() + 5, lambda *f: False)
+    s.close()
+    assert r == ("goaway", PROTOCOL_ERROR), r
+    assert upstream.seen("/v1/three") == 0
+
+
+def test_trailers_on_an_older_open_stream_are_accepted(start_sluice, upstream):
+    """The other side of §5.1.1: a stream opened before a newer one is still
+    open, and its trailers (HEADERS with END_STREAM) complete it."""
+    s_ = start_sluice(base_config())
+    s = connect(s_.port)
+    enc = hpack.Encoder()
+    block = enc.encode([(":method", "POST"), (":scheme", "http"), (":authority", "a"),
+                        (":path", "/echo")])
+    s.sendall(HeadersFrame(1, block, flags=["END_HEADERS"]).serialize()
+              + DataFrame(1, b"abc").serialize()
+              + HeadersFrame(3, request_block(enc, "/v1/three"),
+                             flags=["END_HEADERS", "END_STREAM"]).serialize()
+              + HeadersFrame(1, enc.encode([("x-trailer", "1")]),
+                             flags=["END_HEADERS", "END_STREAM"]).serialize())
+    ended = set()
+
+    def both_done(ftype, flags, sid, payload):
+        if ftype in (0x0, 0x1) and flags & 0x1:
+            ended.add(sid)
+        if ftype == 0x3:
+            return ("rst", sid)
+        return ended >= {1, 3}
+    r = read_frames(s, bytearray(), time.monotonic() + 10, both_done)
+    s.close()
+    assert r is True, r
 
 
 def test_continuation_flood_is_refused(start_sluice):
