@@ -53,6 +53,7 @@ struct sl_h2 {
    * teardown walks what exists, never a range of stream ids. */
   struct h2_stream_extra *live;
   uint32_t n_streams;
+  uint32_t n_stalled; /* of n_streams: reset for want of write progress */
   uint32_t glitch_tokens;     /* see H2_GLITCH_BURST */
   uint64_t glitch_refill_s;   /* whole seconds of ev_now at the last refill */
   bool calm;                  /* budget spent: GOAWAY ENHANCE_YOUR_CALM queued */
@@ -65,13 +66,20 @@ struct h2_stream_extra {
   struct sl_stream *s;
   struct h2_stream_extra *next, *prev; /* sl_h2.live */
   uint32_t head_bytes, n_headers;
+  /* Write progress (see h2_stall_check): the last time response bytes of
+   * this stream went out, or became ready to. */
+  ev_tstamp progress_at;
   bool too_large;
-  bool deferred;
+  bool deferred; /* data_read waits for the upstream, not the client */
+  bool end_sent; /* END_STREAM went out */
+  bool stalled;  /* reset for want of write progress */
 };
 
 static const struct sl_frontend_ops h2_frontend;
 
 static struct sl_h2 *h2_of(struct sl_conn *c) { return c->proto_data; }
+
+static struct h2_stream_extra *xs(struct sl_stream *s) { return s->fe_data; }
 
 static struct sl_stream *h2_stream_new(struct sl_h2 *h, int32_t id) {
   struct sl_stream *s = sl_stream_new(h->c, &h2_frontend, SL_PROTO_H2);
@@ -102,11 +110,80 @@ static void h2_stream_del(struct sl_h2 *h, struct sl_stream *s) {
   else h->live = x->next;
   if (x->next) x->next->prev = x->prev;
   h->n_streams--;
+  if (x->stalled) h->n_stalled--;
   if (s->resp_head_sent) sl_stream_finish_metrics(s);
   sl_stream_del(s);
 }
 
-static struct h2_stream_extra *xs(struct sl_stream *s) { return s->fe_data; }
+/* ---- write progress ------------------------------------------------
+ *
+ * A stream whose response bytes wait for the client (its flow-control
+ * window stays shut, or it stops reading the socket) is reset with
+ * RST_STREAM CANCEL once it made no write progress for the listener's
+ * idle timeout, and its upstream side is released at once (the reset
+ * itself may never leave if the client reads nothing). Lazy: a stream
+ * only stores a timestamp when it writes; the connection's one timer is
+ * pulled in (a heap operation) only when it is later than a new stall
+ * deadline, at most once per timeout, and the walk over live streams
+ * happens when it fires. Waiting for the upstream is not a stall. */
+
+static uint64_t h2_stall_ms(const struct sl_conn *c) { return c->lis->idle_timeout_ms; }
+
+/* True while |s| has response frames to write and nghttp2 is not waiting
+ * for the upstream: only the client can move it on. */
+static bool h2_stream_waits_for_client(struct sl_stream *s) {
+  struct h2_stream_extra *x = xs(s);
+  return s->resp_head_sent && !x->end_sent && !x->deferred && !x->stalled;
+}
+
+/* |s| starts (or restarts) waiting for the client: its stall clock runs
+ * from now, and the connection timer fires by its deadline. */
+static void h2_stall_watch(struct sl_stream *s) {
+  struct sl_conn *c = s->conn;
+  uint64_t ms = h2_stall_ms(c);
+  ev_tstamp now = ev_now(c->w->loop);
+  xs(s)->progress_at = now;
+  if (ms == 0) return;
+  if (c->timeout_at == 0 || c->timeout_at > now + (ev_tstamp)ms / 1000.0)
+    sl_conn_set_timeout(c, ms);
+}
+
+/* Resets |s| (CANCEL) for want of write progress and releases its
+ * upstream side and buffered response now. It stays on the live list
+ * until nghttp2 closes it, counted in n_stalled. */
+static void h2_stall_reset(struct sl_h2 *h, struct sl_stream *s) {
+  struct h2_stream_extra *x = xs(s);
+  x->stalled = true;
+  h->n_stalled++;
+  if (SL_LOG_ENABLED(SL_LOG_INFO))
+    sl_log(SL_LOG_INFO, "h2 stream reset: no write progress", "peer", h->c->peer_ip, NULL);
+  nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->h2_id, NGHTTP2_CANCEL);
+  sl_upstream_detach(s);
+  sl_pipe_clear(&s->resp_body);
+  s->local_body_len = 0;
+  sl_conn_schedule_flush(h->c);
+}
+
+/* Timer walk: resets the streams past their stall deadline. Returns the
+ * earliest deadline still running (0: none). */
+static ev_tstamp h2_stall_check(struct sl_h2 *h, ev_tstamp now) {
+  uint64_t ms = h2_stall_ms(h->c);
+  if (ms == 0) return 0;
+  ev_tstamp limit = (ev_tstamp)ms / 1000.0, next = 0;
+  for (struct h2_stream_extra *x = h->live; x; x = x->next) {
+    if (!h2_stream_waits_for_client(x->s)) continue;
+    ev_tstamp at = x->progress_at + limit;
+    if (at <= now)
+      h2_stall_reset(h, x->s);
+    else if (next == 0 || at < next)
+      next = at;
+  }
+  return next;
+}
+
+/* No exchange in progress: no stream, or only stalled ones. */
+static bool h2_quiet(const struct sl_h2 *h) { return h->n_streams == h->n_stalled; }
+
 
 /* Charges one token of |h|'s misbehaviour budget (see H2_GLITCH_BURST).
  * Returns 0, or -1 once the budget is spent: then the session is
@@ -401,6 +478,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
   if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
       (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
     struct sl_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (s) xs(s)->end_sent = true;
     /* Response complete while the client still sends a body nobody
      * wants: end the stream with NO_ERROR (RFC 9113 §8.1). */
     if (s && !s->req_done)
@@ -417,8 +495,10 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
   struct sl_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
   if (!s) return 0;
   nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+  bool was_quiet = h2_quiet(h);
   h2_stream_del(h, s);
-  if (h->n_streams == 0) sl_conn_set_timeout(h->c, h->c->lis->idle_timeout_ms);
+  if (h->n_streams == 0 || (!was_quiet && h2_quiet(h)))
+    sl_conn_set_timeout(h->c, h->c->lis->idle_timeout_ms);
   return 0;
 }
 
@@ -429,6 +509,9 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
   (void)stream_id;
   (void)ud;
   struct sl_stream *s = source->ptr;
+  struct h2_stream_extra *x = xs(s);
+  if (x->stalled) return NGHTTP2_ERR_DEFERRED; /* its RST_STREAM goes first */
+  x->progress_at = ev_now(s->conn->w->loop);
   if (s->local_body_len) {
     size_t n = s->local_body_len < length ? s->local_body_len : length;
     memcpy(buf, s->local_body, n);
@@ -440,7 +523,7 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
   }
   size_t n = sl_pipe_read(&s->resp_body, buf, length);
   if (n == 0 && !s->resp_done) {
-    xs(s)->deferred = true;
+    x->deferred = true;
     return NGHTTP2_ERR_DEFERRED;
   }
   if (s->resp_done && sl_pipe_empty(&s->resp_body)) *data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -495,6 +578,8 @@ static void h2_response_head(struct sl_stream *s) {
   int rv = nghttp2_submit_response(h->session, s->h2_id, nva, k, r->no_body ? NULL : &prd);
   if (rv != 0)
     nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->h2_id, NGHTTP2_INTERNAL_ERROR);
+  else
+    h2_stall_watch(s);
   sl_conn_schedule_flush(s->conn);
 }
 
@@ -503,6 +588,7 @@ static void h2_response_body(struct sl_stream *s) {
   if (xs(s)->deferred) {
     xs(s)->deferred = false;
     nghttp2_session_resume_data(h->session, s->h2_id);
+    h2_stall_watch(s);
   }
   sl_conn_schedule_flush(s->conn);
 }
@@ -598,13 +684,31 @@ static void h2_drain(struct sl_conn *c) {
   sl_conn_schedule_flush(c);
 }
 
-static bool h2_idle(struct sl_conn *c) { return h2_of(c)->n_streams == 0; }
+static bool h2_idle(struct sl_conn *c) { return h2_quiet(h2_of(c)); }
 
+/* The connection timer: stall deadlines of streams waiting for the
+ * client, else the idle timeout. Streams waiting for the upstream have the
+ * upstream's timeouts. Only stalled streams left counts as idle: their
+ * resets may never leave if the client reads nothing, so the connection
+ * then closes at once instead of after a flush. */
 void sl_h2_on_timeout(struct sl_conn *c) {
   struct sl_h2 *h = h2_of(c);
+  ev_tstamp now = ev_now(c->w->loop);
+  bool was_quiet = h2_quiet(h);
+  if (!was_quiet) {
+    ev_tstamp next = h2_stall_check(h, now);
+    if (h2_quiet(h)) {
+      sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+    } else if (next > 0) {
+      uint64_t ms = (uint64_t)((next - now) * 1000.0) + 1;
+      sl_conn_set_timeout(c, ms);
+    } else {
+      sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+    }
+    return;
+  }
   if (h->n_streams > 0) {
-    /* Streams in flight have their own (upstream) timeouts. */
-    sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+    sl_conn_close(c);
     return;
   }
   h2_drain(c);

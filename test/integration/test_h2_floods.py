@@ -333,3 +333,99 @@ def test_teardown_with_a_stream_at_a_huge_id_is_prompt(start_sluice, upstream, s
     assert secs < 1.0, secs
     # Deaf-to-SIGTERM was the failure at 2^31-1: the drain must end in time.
     assert s_.stop(timeout=5) == 0
+
+
+STALL_S = 2.0  # the test listener's idle timeout, which is also the stall timeout
+CANCEL = 0x8
+
+
+def stall_config():
+    cfg = base_config()
+    cfg["listeners"][0]["timeouts"] = {"request_header": "1s", "idle": "%ds" % STALL_S}
+    return cfg
+
+
+def test_streams_that_never_open_their_window_are_reset_and_released(start_sluice, upstream):
+    """A client that announces SETTINGS_INITIAL_WINDOW_SIZE=0 and never
+    opens a window gets the response heads, then RST_STREAM CANCEL on each
+    stream once it made no write progress for the idle timeout; the origin
+    connections are released then, and the connection itself ends after
+    one more idle timeout (only stalled streams do not keep it open)."""
+    s_ = start_sluice(stall_config())
+    s = socket.create_connection(("127.0.0.1", s_.port), timeout=1)
+    s.sendall(PREFACE + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+              .serialize())
+    enc = hpack.Encoder()
+    n = 20
+    sids = [1 + 2 * i for i in range(n)]
+    t0 = time.monotonic()
+    s.sendall(b"".join(HeadersFrame(sid, request_block(enc, "/bytes?n=200000"),
+                                    flags=["END_HEADERS", "END_STREAM"]).serialize()
+                       for sid in sids))
+    heads, resets, data = set(), {}, 0
+    buf = bytearray()
+
+    def watch(ftype, flags, sid, payload):
+        nonlocal data
+        if ftype == 0x1:
+            heads.add(sid)
+        elif ftype == 0x0:
+            data += len(payload)
+        elif ftype == 0x3:
+            resets[sid] = (struct.unpack(">I", payload)[0], time.monotonic() - t0)
+        return len(resets) == n
+    r = read_frames(s, buf, t0 + STALL_S + 5, watch)
+    assert r is True, (r, heads, resets)
+    assert heads == set(sids)
+    assert data == 0
+    assert {code for code, _ in resets.values()} == {CANCEL}
+    # No earlier than the stall timeout, and not much later (the lazy
+    # timer may fire once early, then re-arms for the exact deadline).
+    assert min(t for _, t in resets.values()) >= STALL_S - 0.1, resets
+    assert max(t for _, t in resets.values()) < STALL_S + 1.5, resets
+    # The origin connections were given up with the streams (only the
+    # stats request's own connection is open).
+    wait_for(lambda: upstream.stats()["open_connections"] == 1, 2, what="origin connections released")
+    # Then the connection is idle: GOAWAY and close within one more timeout.
+    r = read_frames(s, buf, time.monotonic() + STALL_S + 2, lambda *f: False)
+    assert r in (("goaway", 0), ("eof",)), r
+    assert time.monotonic() - t0 < 2 * STALL_S + 2
+    s.close()
+    assert h1_once(s_.port, "/v1/after")[0] == 200
+
+
+def test_a_client_that_reads_nothing_is_released(start_sluice, upstream):
+    """A client that stops reading the socket: the response fills the
+    socket buffers and sluice's output queue, its stream makes no write
+    progress, and after the stall timeout the origin connection is
+    released and, the connection being left with stalled streams only,
+    closed after one more idle timeout even though nothing can be flushed
+    to it."""
+    s_ = start_sluice(stall_config())
+    s = socket.create_connection(("127.0.0.1", s_.port), timeout=1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(PREFACE + SettingsFrame(0).serialize()
+              + WindowUpdateFrame(0, window_increment=64 * 1024 * 1024).serialize())
+    enc = hpack.Encoder()
+    t0 = time.monotonic()
+    s.sendall(HeadersFrame(1, request_block(enc, "/bytes?n=67108864"),
+                           flags=["END_HEADERS", "END_STREAM"]).serialize())
+    wait_for(lambda: upstream.seen("/bytes") == 1, 5, what="the request at the origin")
+    wait_for(lambda: upstream.stats()["open_connections"] == 1, STALL_S + 3,
+             what="origin connection released")
+    released = time.monotonic() - t0
+    assert released >= STALL_S - 0.1, released
+    # Closed by sluice: reading now drains the buffered bytes, then EOF.
+    s.settimeout(0.5)
+    deadline = t0 + 2 * STALL_S + 3
+    closed = False
+    while time.monotonic() < deadline and not closed:
+        try:
+            closed = s.recv(1 << 20) == b""
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            closed = True
+    assert closed, "connection still open %.1fs after the stall" % (time.monotonic() - t0)
+    s.close()
+    assert h1_once(s_.port, "/v1/after")[0] == 200
