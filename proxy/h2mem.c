@@ -17,7 +17,7 @@
 #define N_CLASSES 8        /* 64 .. 8192 */
 #define MIN_SHIFT 6
 #define BIG_CLASS 0xff
-#define CACHE_PER_CLASS 2048
+#define CACHE_PER_CLASS SL_H2MEM_CACHE_PER_CLASS
 
 struct block {
   union {
@@ -106,6 +106,11 @@ static void *h2mem_realloc(void *p, size_t size, void *ud) {
 nghttp2_mem *sl_h2mem(void) {
   static nghttp2_mem mem = {NULL, h2mem_malloc, h2mem_free, h2mem_calloc, h2mem_realloc};
   return &mem;
+}
+
+unsigned sl_h2mem_cached(size_t size) {
+  int c = class_of(size);
+  return c < 0 ? 0 : free_counts[c];
 }
 
 void sl_h2mem_drain(void) {

@@ -11,8 +11,15 @@
 
 #include <nghttp2/nghttp2.h>
 
+/* Free blocks each thread keeps per size class; beyond, free() gives
+ * them back to malloc. */
+#define SL_H2MEM_CACHE_PER_CLASS 2048
+
 /* The allocator to pass to nghttp2_session_server_new3(). */
 nghttp2_mem *sl_h2mem(void);
+/* How many free blocks of the size class serving |size| the calling
+ * thread caches (0 for sizes malloc serves directly). */
+unsigned sl_h2mem_cached(size_t size);
 /* Frees the calling thread's cached blocks (worker exit, tests). */
 void sl_h2mem_drain(void);
 

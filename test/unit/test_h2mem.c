@@ -53,18 +53,37 @@ static void test_calloc_and_realloc(void **state) {
 }
 
 /* Many blocks in flight at once (hundreds of streams), then all freed:
- * the cache bound sends the excess back to malloc (ASan sees no leak). */
+ * the cache keeps exactly its bound per class and gives the excess back to
+ * malloc (ASan sees no leak after the drain). */
 static void test_many_in_flight(void **state) {
   (void)state;
   nghttp2_mem *m = sl_h2mem();
-  enum { N = 5000 };
+  enum { N = 5000, BOUND = SL_H2MEM_CACHE_PER_CLASS };
   static void *blocks[N];
+  sl_h2mem_drain();
+  assert_int_equal(sl_h2mem_cached(100), 0);
   for (int i = 0; i < N; i++) {
-    blocks[i] = m->malloc(64 + (size_t)(i % 7) * 100, NULL);
+    blocks[i] = m->malloc(65 + (size_t)(i % 60), NULL); /* all in the 128-byte class */
     assert_non_null(blocks[i]);
   }
-  for (int i = 0; i < N; i++) m->free(blocks[i], NULL);
+  for (int i = 0; i < N; i++) {
+    m->free(blocks[i], NULL);
+    /* Every free is cached until the bound, none after it. */
+    assert_int_equal(sl_h2mem_cached(100), i + 1 < BOUND ? i + 1 : BOUND);
+  }
+  assert_int_equal(sl_h2mem_cached(100), BOUND);
+  assert_int_equal(sl_h2mem_cached(64), 0); /* other classes untouched */
+  /* The cached ones are handed out again before malloc is asked. */
+  for (int i = 0; i < BOUND; i++) blocks[i] = m->malloc(128, NULL);
+  assert_int_equal(sl_h2mem_cached(100), 0);
+  for (int i = 0; i < BOUND; i++) m->free(blocks[i], NULL);
+  assert_int_equal(sl_h2mem_cached(100), BOUND);
+  /* Blocks above the largest class never sit in a cache. */
+  void *big = m->malloc(100000, NULL);
+  m->free(big, NULL);
+  assert_int_equal(sl_h2mem_cached(100000), 0);
   sl_h2mem_drain();
+  assert_int_equal(sl_h2mem_cached(100), 0);
 }
 
 int main(void) {
