@@ -453,7 +453,7 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
   (void)flags;
   (void)ud;
   struct sl_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
-  if (!s || s->local_response || (s->resp_done && !s->up)) {
+  if (!s || s->local_response || (s->resp_done && !s->up) || xs(s)->stalled) {
     /* Nobody will forward these bytes: give the window back now. */
     nghttp2_session_consume(session, stream_id, len);
     return 0;
@@ -495,6 +495,10 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
   struct sl_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
   if (!s) return 0;
   nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+  /* Body bytes still buffered were never consumed: give their share of
+   * the connection window back, or each stream reset mid-upload would
+   * shrink it for good (nghttp2 does not on close). */
+  if (s->req_body.len) nghttp2_session_consume_connection(session, s->req_body.len);
   bool was_quiet = h2_quiet(h);
   h2_stream_del(h, s);
   if (h->n_streams == 0 || (!was_quiet && h2_quiet(h)))

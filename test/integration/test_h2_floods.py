@@ -429,3 +429,45 @@ def test_a_client_that_reads_nothing_is_released(start_sluice, upstream):
     assert closed, "connection still open %.1fs after the stall" % (time.monotonic() - t0)
     s.close()
     assert h1_once(s_.port, "/v1/after")[0] == 200
+
+
+def test_streams_reset_mid_upload_give_back_the_connection_window(start_sluice, upstream):
+    """Body bytes sluice buffered for a stream (queued for the one upstream
+    connection) and never forwarded, because the client reset the stream,
+    count as consumed: the connection window comes back. Without that,
+    about 17 such streams shrink the 1 MiB connection window to nothing
+    and every later upload on the connection stalls."""
+    cfg = base_config()
+    cfg["upstreams"]["identity"]["max_connections"] = 1
+    s_ = start_sluice(cfg, workers=1)
+    s = connect(s_.port)
+    enc = hpack.Encoder()
+    # The one upstream connection is busy for the whole test.
+    s.sendall(HeadersFrame(1, request_block(enc, "/slow?ms=8000"),
+                           flags=["END_HEADERS", "END_STREAM"]).serialize())
+    wait_for(lambda: upstream.seen("/slow") == 1, 5, what="the slow request at the origin")
+    n, body = 20, 60000
+    increments = []
+    buf = bytearray()
+    for i in range(n):
+        sid = 3 + 2 * i
+        block = enc.encode([(":method", "POST"), (":scheme", "http"), (":authority", "a"),
+                            (":path", "/echo"), ("content-length", str(body))])
+        out = HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize()
+        for off in range(0, body, 15000):
+            out += DataFrame(sid, b"x" * min(15000, body - off)).serialize()
+        out += RstStreamFrame(sid, error_code=CANCEL).serialize()
+        s.sendall(out + PingFrame(0, opaque_data=struct.pack(">Q", i + 1)).serialize())
+        opaque = struct.pack(">Q", i + 1)
+
+        def ack(ftype, flags, sid_, payload):
+            if ftype == 0x8 and sid_ == 0:
+                increments.append(struct.unpack(">I", payload)[0] & 0x7FFFFFFF)
+            return ftype == 0x6 and flags & 0x1 and payload == opaque
+        assert read_frames(s, buf, time.monotonic() + 5, ack) is True
+    s.close()
+    # The first connection WINDOW_UPDATE raises 65,535 to 1 MiB; nghttp2
+    # then returns consumed bytes once half the window is consumed.
+    initial = (1 << 20) - 65535
+    returned = sum(increments) - initial
+    assert returned >= n * body - (1 << 19), (increments, returned)
