@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <llhttp.h>
 #include <nghttp2/nghttp2.h>
 
 #include "sluice/fmt.h"
@@ -304,6 +305,21 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
   return 0;
 }
 
+/* True if |m| is a method sluice can forward: one llhttp knows, as the h1
+ * frontend accepts and HTTP/1.1 origins parse. nghttp2 only checks that
+ * :method is a token (RFC 9110 §9.1), so "HEAo" would reach the origin,
+ * which a strict parser refuses (found by fuzz_h2). */
+static bool h2_method_known(const char *m) {
+  static const char *const known[] = {
+#define SL_H2_METHOD(num, name, string) #string,
+      HTTP_METHOD_MAP(SL_H2_METHOD)
+#undef SL_H2_METHOD
+  };
+  for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+    if (strcmp(m, known[i]) == 0) return true;
+  return false;
+}
+
 /* HTTP/1.1 origins expect one Cookie field; h2 clients split it
  * (RFC 9113 §8.2.3): join with "; ". */
 static void h2_join_cookies(struct sl_stream *s) {
@@ -355,6 +371,12 @@ static void h2_dispatch(struct sl_h2 *h, struct sl_stream *s, bool end_stream) {
     /* nghttp2's messaging checks make this unreachable for requests;
      * CONNECT without :protocol has no :path. */
     nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->h2_id, NGHTTP2_PROTOCOL_ERROR);
+    return;
+  }
+  if (!h2_method_known(r->method)) {
+    /* RFC 9110 §15.6.2: an unrecognised method is 501. */
+    s->req_done = end_stream;
+    sl_stream_respond_error(s, 501, "method_not_implemented", "http", 0);
     return;
   }
   if (!r->authority) {

@@ -181,3 +181,16 @@ def test_h2load_20000_requests(sluice, upstream):
     assert res.get("2xx") == 20000, res["output"]
     assert upstream.seen("/v1/load") == 20000
     assert upstream.stats()["errors"] == 0
+
+
+@pytest.mark.parametrize("method", ["HEAo", "FOO", "get"])
+def test_unknown_method_is_501_and_not_forwarded(sluice, upstream, h2_client_factory, method):
+    """:method only has to be a token for nghttp2; one that HTTP/1.1 origins
+    (and sluice's own h1 frontend) do not know is answered 501 (RFC 9110
+    §15.6.2) instead of reaching the origin (found by fuzz_h2)."""
+    c = h2_client_factory(sluice.port)
+    st = c.request(method, "/v1/method")
+    assert st.status == 501
+    assert st.json()["error"] == "method_not_implemented"
+    assert upstream.seen("/v1/method") == 0
+    assert c.request("PATCH", "/v1/method").status == 200  # known ones pass
