@@ -238,12 +238,17 @@ def test_no_progress_frame_flood_gets_enhance_your_calm(start_sluice, upstream, 
     assert h1_once(s_.port, "/v1/after")[0] == 200
 
 
-def test_headers_on_a_lower_never_opened_stream_is_a_connection_error(start_sluice, upstream):
+@pytest.mark.parametrize("prioritised", [False, True])
+def test_headers_on_a_lower_never_opened_stream_is_a_connection_error(start_sluice, upstream,
+                                                                       prioritised):
     """RFC 9113 §5.1.1 (h2spec 5.1.1/2): opening stream 5 closes the idle
-    streams below it; HEADERS on stream 3 then is PROTOCOL_ERROR."""
+    streams below it; HEADERS on stream 3 then is PROTOCOL_ERROR, also when
+    a PRIORITY frame made stream 3 known (idle) to libnghttp2 before."""
     s_ = start_sluice(base_config())
     s = connect(s_.port)
     enc = hpack.Encoder()
+    if prioritised:
+        s.sendall(PriorityFrame(3, depends_on=0, stream_weight=16).serialize())
     s.sendall(HeadersFrame(5, request_block(enc, "/v1/five"),
                            flags=["END_HEADERS", "END_STREAM"]).serialize())
     s.sendall(HeadersFrame(3, request_block(enc, "/v1/three"),
