@@ -39,7 +39,7 @@
  *  - a RST_STREAM sluice sends because of the client's protocol error
  *    (MadeYouReset, CVE-2025-8671: window overflow, content-length
  *    mismatch, malformed headers, a stream over the concurrency limit);
- *  - an empty DATA frame without END_STREAM, a PRIORITY frame, a PING or a
+ *  - a DATA frame without data (padding only) nor END_STREAM, a PRIORITY frame, a PING or a
  *    SETTINGS frame (not ACKs).
  * An empty bucket ends the connection with GOAWAY ENHANCE_YOUR_CALM. */
 #define H2_GLITCH_BURST 1000
@@ -447,7 +447,9 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (s) h2_dispatch(h, s, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
     break;
   case NGHTTP2_DATA:
-    if (frame->hd.length == 0 && !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+    /* No data (padding only counts as none: libnghttp2 gives its window
+     * back by itself) and no END_STREAM: nothing moved. */
+    if (frame->hd.length == frame->data.padlen && !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
         h2_glitch(h) != 0)
       return NGHTTP2_ERR_CALLBACK_FAILURE;
     s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);

@@ -211,7 +211,8 @@ def test_made_you_reset_flood_gets_enhance_your_calm(start_sluice, upstream):
     assert h1_once(s_.port, "/v1/after")[0] == 200
 
 
-@pytest.mark.parametrize("kind", ["empty_data", "ping", "priority", "settings"])
+@pytest.mark.parametrize("kind", ["empty_data", "padding_only_data", "ping", "priority",
+                                  "settings"])
 def test_no_progress_frame_flood_gets_enhance_your_calm(start_sluice, upstream, kind):
     """Frames that cost work and move nothing forward (zero-length DATA
     without END_STREAM on an open stream, PING, PRIORITY, SETTINGS) are
@@ -225,6 +226,7 @@ def test_no_progress_frame_flood_gets_enhance_your_calm(start_sluice, upstream, 
     frames, per_batch = 3000, 100
     one = {
         "empty_data": DataFrame(1, b"").serialize(),
+        "padding_only_data": DataFrame(1, b"", flags=["PADDED"], pad_length=8).serialize(),
         "ping": PingFrame(0, opaque_data=b"\xff" * 8).serialize(),
         "priority": PriorityFrame(3, depends_on=0, stream_weight=16).serialize(),
         "settings": SettingsFrame(0, settings={SettingsFrame.MAX_FRAME_SIZE: 16384}).serialize(),
@@ -390,7 +392,8 @@ def test_streams_that_never_open_their_window_are_reset_and_released(start_sluic
     assert max(t for _, t in resets.values()) < STALL_S + 1.5, resets
     # The origin connections were given up with the streams (only the
     # stats request's own connection is open).
-    wait_for(lambda: upstream.stats()["open_connections"] == 1, 2, what="origin connections released")
+    wait_for(lambda: upstream.stats()["open_connections"] == 1, 2,
+             what="origin connections released")
     # Then the connection is idle: GOAWAY and close within one more timeout.
     r = read_frames(s, buf, time.monotonic() + STALL_S + 2, lambda *f: False)
     assert r in (("goaway", 0), ("eof",)), r
