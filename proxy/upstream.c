@@ -29,6 +29,7 @@
 #include <llhttp.h>
 
 #include "sluice/log.h"
+#include "hpiece.h"
 #include "proxy.h"
 #include "stats.h"
 
@@ -45,8 +46,13 @@ struct sl_upconn {
   llhttp_t parser;
   struct sl_pipe out;
 
-  char *field, *value;
-  size_t field_len, value_len;
+  /* Response head fields being accumulated (pieces may span reads), and
+   * the head's size so far, bounded like a request head (see
+   * up_count_head). */
+  struct sl_hpiece field, value;
+  uint32_t head_bytes, head_fields;
+  uint32_t head_bytes_max, head_fields_max;
+  const char *parse_error; /* set by a callback before it fails the parse */
 
   bool reused;           /* taken from the idle list for this exchange */
   bool req_chunked;      /* request body sent with chunked framing */
@@ -250,6 +256,8 @@ static void up_close(struct sl_upconn *u) {
   close(u->fd);
   u->fd = -1;
   sl_pipe_clear(&u->out);
+  sl_hpiece_free(&u->field);
+  sl_hpiece_free(&u->value);
   p->n_conns--;
   u->dead = true;
   if (u->busy == 0) free(u);
@@ -540,8 +548,10 @@ static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
   u->state = UP_ACTIVE;
   u->req_sent = u->resp_started = u->resp_complete = u->keep_alive = false;
   u->body_taken = 0;
-  u->field = u->value = NULL;
-  u->field_len = u->value_len = 0;
+  /* The origin's head is held to the limits of the listener the request
+   * came in on (limits.header_bytes, limits.headers). */
+  u->head_bytes_max = atomic_load(&s->conn->lis->header_bytes);
+  u->head_fields_max = atomic_load(&s->conn->lis->headers);
   llhttp_init(&u->parser, HTTP_RESPONSE, &up_settings);
   u->parser.data = u;
   u->discarding = false;
@@ -699,8 +709,6 @@ static bool up_advance(struct sl_upconn *u, bool bytes_left) {
   u->cur_is_head = u->q[idx].is_head;
   u->discarding = u->s == NULL;
   u->resp_started = u->resp_complete = false;
-  u->field = u->value = NULL;
-  u->field_len = u->value_len = 0;
   llhttp_init(&u->parser, HTTP_RESPONSE, &up_settings);
   u->parser.data = u;
   up_set_timeout(u, u->pool->response_timeout_ms);
@@ -937,6 +945,12 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
       u->resp_started = true;
       llhttp_errno_t err = llhttp_execute(&u->parser, data, len);
       if (u->dead || u->s != cur) return; /* released or failed from a callback */
+      /* up_scratch is reused by the next read: a field cut by this one
+       * moves to its own scratch. */
+      if (err == HPE_OK && (sl_hpiece_keep(&u->field) || sl_hpiece_keep(&u->value))) {
+        up_fail(u, 502, "out_of_memory");
+        return;
+      }
       if (cur && (err == HPE_PAUSED_UPGRADE || (err == HPE_PAUSED && cur->tunnel))) {
         const char *pos = llhttp_get_error_pos(&u->parser);
         size_t rest = pos ? (size_t)(data + len - pos) : 0;
@@ -963,7 +977,10 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
           sl_log(SL_LOG_DEBUG, "upstream parse error", "upstream", u->pool->name, "reason",
                  llhttp_get_error_reason(&u->parser), NULL);
         if (u->accept_mismatch && u->s) sl_stats_ws_upgrade(u->s->route->name, "failed");
-        up_fail(u, 502, u->accept_mismatch ? "upstream_bad_handshake" : "upstream_bad_response");
+        up_fail(u, 502,
+                u->accept_mismatch ? "upstream_bad_handshake"
+                : u->parse_error   ? u->parse_error
+                                   : "upstream_bad_response");
         return;
       }
       if (cur) cur->fe->response_body(cur);
@@ -975,45 +992,80 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
 
 /* ---- response parsing --------------------------------------------- */
 
+/* A new message (an interim 1xx, the final response): its head is
+ * counted from zero. */
+static int on_resp_message_begin(llhttp_t *p) {
+  struct sl_upconn *u = p->data;
+  u->head_bytes = u->head_fields = 0;
+  u->parse_error = NULL;
+  /* A scratch a big split head grew is not held for the next response. */
+  if (u->field.cap > SL_HPIECE_KEEP_CAP) sl_hpiece_free(&u->field);
+  if (u->value.cap > SL_HPIECE_KEEP_CAP) sl_hpiece_free(&u->value);
+  sl_hpiece_clear(&u->field);
+  sl_hpiece_clear(&u->value);
+  return 0;
+}
+
+/* An origin's head (status line, fields, trailers) is bounded like a
+ * client's: past the limit the exchange fails with 502, an upstream
+ * failure. Orphans' heads count too (llhttp stores nothing of them, but
+ * the connection must not be held by an endless head). */
+static int up_count_head(struct sl_upconn *u, size_t n) {
+  u->head_bytes += (uint32_t)(n < UINT32_MAX ? n : UINT32_MAX);
+  if (u->head_bytes <= u->head_bytes_max) return 0;
+  u->parse_error = "upstream_header_too_large";
+  return -1;
+}
+
+static int on_resp_status(llhttp_t *p, const char *at, size_t n) {
+  (void)at;
+  return up_count_head(p->data, n);
+}
+
 static int on_resp_header_field(llhttp_t *p, const char *at, size_t n) {
   struct sl_upconn *u = p->data;
+  if (up_count_head(u, n)) return -1;
   if (!u->s) return 0; /* an orphan's response: discarded */
-  return sl_arena_append(&u->s->arena, &u->field, &u->field_len, at, n);
+  return sl_hpiece_add(&u->field, at, n);
 }
 
 static int on_resp_header_value(llhttp_t *p, const char *at, size_t n) {
   struct sl_upconn *u = p->data;
+  if (up_count_head(u, n)) return -1;
   if (!u->s) return 0;
-  return sl_arena_append(&u->s->arena, &u->value, &u->value_len, at, n);
+  return sl_hpiece_add(&u->value, at, n);
 }
 
 static int on_resp_header_value_complete(llhttp_t *p) {
   struct sl_upconn *u = p->data;
+  if (++u->head_fields > u->head_fields_max) {
+    u->parse_error = "upstream_header_too_large";
+    return -1;
+  }
   if (!u->s) return 0;
   static const char *const drop[] = {"connection", "keep-alive", "proxy-connection",
                                      "transfer-encoding", "te", "trailer", "upgrade",
                                      "content-length", NULL};
-  const char *f = u->field ? u->field : "";
+  const char *f = u->field.len ? u->field.at : "";
+  size_t fl = u->field.len;
   bool dropped = false;
   for (int i = 0; drop[i]; i++)
-    if (strlen(drop[i]) == u->field_len && strncasecmp(f, drop[i], u->field_len) == 0)
-      dropped = true;
+    if (strlen(drop[i]) == fl && strncasecmp(f, drop[i], fl) == 0) dropped = true;
   int rv = 0;
   if (!dropped) {
-    const char *v = u->value ? u->value : "";
-    size_t vl = u->value_len;
+    const char *v = u->value.len ? u->value.at : "";
+    size_t vl = u->value.len;
     while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
-    rv = sl_response_add_header(u->s, f, u->field_len, v, vl);
+    rv = sl_response_add_header(u->s, f, fl, v, vl);
   }
-  u->field = u->value = NULL;
-  u->field_len = u->value_len = 0;
+  sl_hpiece_clear(&u->field);
+  sl_hpiece_clear(&u->value);
   return rv;
 }
 
 static int on_resp_header_field_complete(llhttp_t *p) {
   struct sl_upconn *u = p->data;
-  u->value = NULL;
-  u->value_len = 0;
+  sl_hpiece_clear(&u->value);
   return 0;
 }
 
@@ -1097,6 +1149,8 @@ static int on_resp_message_complete(llhttp_t *p) {
 
 __attribute__((constructor)) static void up_settings_init(void) {
   llhttp_settings_init(&up_settings);
+  up_settings.on_message_begin = on_resp_message_begin;
+  up_settings.on_status = on_resp_status;
   up_settings.on_header_field = on_resp_header_field;
   up_settings.on_header_value = on_resp_header_value;
   up_settings.on_header_field_complete = on_resp_header_field_complete;
