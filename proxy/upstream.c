@@ -10,10 +10,11 @@
  *
  * A pooled connection the origin closed while idle is noticed by its read
  * watcher and dropped. If the origin closes one just as a request is sent
- * on it, the request is retried once on a fresh connection when nothing of
- * the response arrived and no body byte has been consumed (the exchange
- * can be replayed exactly), like nginx's proxy_next_upstream for
- * keep-alive races.
+ * on it, the request is retried once on a fresh connection when its method
+ * is idempotent, nothing of the response arrived and no body byte has been
+ * consumed (the exchange can be replayed exactly), like nginx's
+ * proxy_next_upstream for keep-alive races (which never retries a POST
+ * either); any other request gets 502.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -673,10 +674,28 @@ void sl_upstream_detach(struct sl_stream *s) {
 
 /* ---- I/O ---------------------------------------------------------- */
 
+/* Whether sluice may send |s| again after a connection failed under it:
+ * once only, an idempotent method (RFC 9110 §9.2.2: the origin may have
+ * processed the first copy, so only a request whose repetition has the
+ * same effect may be repeated; RFC 9112 §9.3.1 forbids retrying the
+ * others automatically) and a body that can be sent again exactly: none,
+ * or an empty one, and none of it consumed yet. The caller checks that no
+ * byte of the response arrived. */
+static bool up_may_replay(const struct sl_stream *s, uint64_t body_taken) {
+  if (s->upstream_retried || s->resp_head_sent || body_taken > 0) return false;
+  if (s->req.has_body && !(s->req_done && s->req.content_length == 0)) return false;
+  /* An h2 WebSocket is sent as an HTTP/1.1 GET upgrade. */
+  const char *m = s->ws_h2 ? "GET" : s->req.method;
+  static const char *const idempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+  for (size_t i = 0; i < sizeof(idempotent) / sizeof(idempotent[0]); i++)
+    if (strcmp(m, idempotent[i]) == 0) return true;
+  return false;
+}
+
 /* A pipelined request whose connection closed before answering it: replay
- * it once elsewhere (it is a bodyless GET/HEAD), else answer 502. */
+ * it once elsewhere (only bodyless GET/HEAD are pipelined), else 502. */
 static void up_requeue(struct sl_stream *s) {
-  if (s->upstream_retried || s->resp_head_sent) {
+  if (!up_may_replay(s, 0)) {
     sl_stream_upstream_failed(s, 502, "upstream_closed");
     return;
   }
@@ -731,9 +750,7 @@ static void up_fail(struct sl_upconn *u, int status, const char *error) {
  * request can be replayed exactly, send it again on a fresh connection. */
 static bool up_try_retry(struct sl_upconn *u) {
   struct sl_stream *s = u->s;
-  if (!s || !u->reused || u->resp_started || u->body_taken > 0 || s->upstream_retried)
-    return false;
-  if (s->req.has_body && !(s->req_done && s->req.content_length == 0)) return false;
+  if (!s || !u->reused || u->resp_started || !up_may_replay(s, u->body_taken)) return false;
   struct sl_pool *p = u->pool;
   s->upstream_retried = true;
   u->s = NULL;

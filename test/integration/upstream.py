@@ -30,6 +30,7 @@ x-upstream-request (request number on that connection). Any request may add
 ?close=1 to get "Connection: close" and a closed connection.
 
 Usage: upstream.py [--host 127.0.0.1] [--port 0] [--idle-close-ms MS] [--drop-stale-ms MS]
+                   [--close-reused METHOD,...]
 Prints "READY <port>" on stdout once listening; SIGTERM/SIGINT stop it.
 """
 
@@ -84,6 +85,7 @@ class Stats:
         self.error_reasons = []
         self.ws_messages = 0
         self.stale_drops = 0
+        self.reused_closes = 0
         self.inflight = 0
         self.max_inflight = 0
 
@@ -100,6 +102,7 @@ class Stats:
             "error_reasons": self.error_reasons[-20:],
             "ws_messages": self.ws_messages,
             "stale_drops": self.stale_drops,
+            "reused_closes": self.reused_closes,
         }
 
 
@@ -404,6 +407,14 @@ class Conn:
                     STATS.methods[req.method] = STATS.methods.get(req.method, 0) + 1
                     STATS.inflight += 1
                     STATS.max_inflight = max(STATS.max_inflight, STATS.inflight)
+                if self.nreq > 1 and req.method in self.args.close_reused:
+                    # An origin that fails after processing the request: it
+                    # is read in full and counted, and never answered.
+                    await req.drain_body()
+                    STATS.reused_closes += 1
+                    if counted:
+                        STATS.inflight -= 1
+                    return
                 try:
                     keep = await self.dispatch(req)
                 except BadRequest as e:
@@ -605,7 +616,12 @@ def main():
     ap.add_argument("--drop-stale-ms", type=int, default=0,
                     help="close, unanswered, a request arriving on a keep-alive connection "
                          "that was idle at least this long (counted in stats stale_drops)")
+    ap.add_argument("--close-reused", default="",
+                    help="comma-separated methods: such a request arriving on a reused "
+                         "keep-alive connection is read, counted, and the connection closed "
+                         "unanswered (counted in stats reused_closes)")
     args = ap.parse_args()
+    args.close_reused = frozenset(m for m in args.close_reused.split(",") if m)
     asyncio.run(main_async(args))
 
 
