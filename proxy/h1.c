@@ -330,7 +330,9 @@ static void h1_write_error_and_close(struct sl_h1 *h, int status, const char *er
       sl_conn_close_after_flush(c);
       return;
     }
-    if (s->resp_head_sent && !h->resp_complete) {
+    /* A local answer is whole in memory (the upstream side may have
+     * answered this very timeout): it is flushed, not cut. */
+    if (s->resp_head_sent && !h->resp_complete && !s->local_response) {
       sl_conn_close(c);
       return;
     }
@@ -401,6 +403,9 @@ static ssize_t h1_on_read(struct sl_conn *c, const char *data, size_t len) {
     return (ssize_t)len;
   }
 parsed:;
+  /* The body timeout measures progress, not the whole body: each read of
+   * it starts the idle timeout over. */
+  if (h->state == H1_BODY) sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
   struct sl_stream *s = h->cur;
   if (s && !s->local_response && s->route) {
     if (!sl_pipe_empty(&s->req_body) || s->req_done) sl_stream_request_body(s);
@@ -490,6 +495,9 @@ static void h1_request_body_drained(struct sl_stream *s, size_t n) {
   struct sl_conn *c = s->conn;
   struct sl_h1 *h = h1_of(c);
   (void)n;
+  /* Reading was paused for the origin, not by the client: the body
+   * timeout starts over. */
+  if (h->state == H1_BODY) sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
   if ((h->state == H1_BODY || h->state == H1_TUNNEL) && !sl_pipe_full(&s->req_body) && !h->eof)
     sl_conn_resume_read(c);
 }

@@ -71,6 +71,7 @@ struct sl_upconn {
   bool accept_mismatch;  /* the origin's Sec-WebSocket-Accept was wrong */
   bool shut_wr;          /* tunnel: client finished sending, FIN sent */
   uint64_t body_taken;   /* request body bytes consumed from the stream */
+  ev_tstamp body_moved_at; /* last request body progress from the client */
 
   /* HTTP/1.1 pipelining (pool->pipeline > 1). u->s is the exchange whose
    * response is being read; q holds the requests written after it, oldest
@@ -497,6 +498,15 @@ static void up_pump_tunnel(struct sl_upconn *u) {
   }
 }
 
+/* The whole request is queued for the origin: the response timeout and the
+ * latency the breaker judges (slow_call) run from here, not from dispatch,
+ * so a slow upload is never the origin's slowness. */
+static void up_request_sent(struct sl_upconn *u) {
+  u->req_sent = true;
+  u->s->upstream_started = ev_now(u->pool->w->loop);
+  up_set_timeout(u, u->pool->response_timeout_ms);
+}
+
 static void up_pump_body(struct sl_upconn *u) {
   struct sl_stream *s = u->s;
   if (!s) return;
@@ -516,9 +526,15 @@ static void up_pump_body(struct sl_upconn *u) {
     if (u->req_chunked) SL_PIPE_LIT(&u->out, "\r\n");
     moved += n;
   }
+  if (moved) {
+    /* The origin has new bytes to read: its write-progress clock starts
+     * now, and the client made progress. */
+    u->body_moved_at = ev_now(u->pool->w->loop);
+    up_touch(u);
+  }
   if (s->req_done && sl_pipe_empty(&s->req_body)) {
     if (u->req_chunked) SL_PIPE_LIT(&u->out, "0\r\n\r\n");
-    u->req_sent = true;
+    up_request_sent(u);
   }
   if (moved) {
     u->body_taken += moved;
@@ -565,6 +581,10 @@ static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
     sl_stream_upstream_failed(s, 503, "out_of_memory");
     return;
   }
+  u->body_moved_at = ev_now(p->w->loop);
+  /* Until the request is all sent the timer measures the origin's write
+   * progress (see up_body_timeout); up_request_sent restarts it. */
+  up_set_timeout(u, p->response_timeout_ms);
   if (!s->req.has_body) {
     s->req_done = true;
     u->req_sent = true;
@@ -575,7 +595,6 @@ static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
   }
   up_pump_body(u);
   ev_io_start(p->w->loop, &u->rio);
-  up_set_timeout(u, p->response_timeout_ms);
   up_schedule_flush(u);
 }
 
@@ -787,6 +806,7 @@ static void up_flush(struct sl_upconn *u) {
       return;
     }
     sl_pipe_consume(&u->out, (size_t)w);
+    if (!u->req_sent) up_touch(u); /* the origin reads the body */
     /* Room again: take more of the request body. */
     if (!u->req_sent || u->tunnel) up_pump_body(u);
   }
@@ -875,6 +895,34 @@ static void up_on_writable(struct ev_loop *loop, struct sl_upconn *u) {
   up_flush(u);
 }
 
+/* The timer of an exchange whose request body is still being sent. It
+ * blames whoever is late (RFC 9110 §15.5.9, §15.6.5): an origin that read
+ * nothing of what sluice has for it for the response timeout gets 504 and
+ * counts as an upstream failure; a client that sent no body byte for the
+ * listener's idle timeout gets 408 and is no upstream failure (the breaker
+ * does not hear of it). Steady progress, however slow, is neither. */
+static void up_body_timeout(struct sl_upconn *u, ev_tstamp now) {
+  struct sl_stream *s = u->s;
+  if (!sl_pipe_empty(&u->out)) {
+    up_fail(u, 504, "upstream_timeout");
+    return;
+  }
+  ev_tstamp client_due =
+      u->body_moved_at + (ev_tstamp)atomic_load(&s->conn->lis->idle_timeout_ms) / 1000.0;
+  if (client_due <= now) {
+    if (SL_LOG_ENABLED(SL_LOG_DEBUG))
+      sl_log(SL_LOG_DEBUG, "request body stalled", "upstream", u->pool->name, NULL);
+    sl_stream_respond_error(s, 408, "request_body_timeout", "http", 0);
+    return;
+  }
+  ev_tstamp next = now + u->timeout < client_due ? now + u->timeout : client_due;
+  struct ev_loop *loop = u->pool->w->loop;
+  u->timeout_at = next;
+  ev_timer_set(&u->timer, next - now, 0.);
+  ev_timer_start(loop, &u->timer);
+  u->armed_at = next;
+}
+
 static void up_on_timeout(struct sl_upconn *u) {
   struct ev_loop *loop = u->pool->w->loop;
   ev_tstamp now = ev_now(loop);
@@ -903,6 +951,10 @@ static void up_on_timeout(struct sl_upconn *u) {
         sl_upstream_tunnel_end(s);
         s->fe->response_body(s);
       }
+      break;
+    }
+    if (!u->req_sent && !u->resp_started && u->s) {
+      up_body_timeout(u, now);
       break;
     }
     up_fail(u, 504, "upstream_timeout");
