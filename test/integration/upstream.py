@@ -10,7 +10,12 @@ forwards that a careful origin would refuse is counted in /stats "errors".
 
 Endpoints (any method unless stated; HEAD works everywhere, without a body):
 
-  GET  /stats                 JSON counters (not counted themselves)
+  GET  /stats                 JSON counters (not counted themselves; a connection
+                              whose first request is /stats is counted in
+                              stats_connections too, so polling is accounted for;
+                              heads_buffered: request heads that arrived on open
+                              connections and wait, unread, behind the one being
+                              answered, the event pipelining tests wait for)
   POST /stats/reset           zero the counters
   POST /echo[?chunked=1]      streams the request body back; Content-Length when
                               the request had one (or after buffering), chunked
@@ -86,6 +91,7 @@ class Stats:
         self.ws_messages = 0
         self.stale_drops = 0
         self.reused_closes = 0
+        self.stats_connections = 0
         self.inflight = 0
         self.max_inflight = 0
 
@@ -103,10 +109,13 @@ class Stats:
             "ws_messages": self.ws_messages,
             "stale_drops": self.stale_drops,
             "reused_closes": self.reused_closes,
+            "stats_connections": self.stats_connections,
+            "heads_buffered": sum(c.heads_buffered() for c in OPEN_CONNS),
         }
 
 
 STATS = Stats()
+OPEN_CONNS = set()
 
 
 class Request:
@@ -304,6 +313,12 @@ class Conn:
         self.args = args
         self.nreq = 0
 
+    def heads_buffered(self):
+        """Complete request heads received and not yet read (pipelined
+        bodyless requests waiting behind the current one)."""
+        buf = getattr(self.reader, "_buffer", b"")
+        return bytes(buf).count(b"\r\n\r\n")
+
     def head(self, req, status, headers, keep):
         out = [status_line(status)]
         for k, v in headers:
@@ -374,6 +389,7 @@ class Conn:
     async def run(self):
         STATS.connections += 1
         STATS.open += 1
+        OPEN_CONNS.add(self)
         loop = asyncio.get_running_loop()
         self.idle_since = loop.time()
         try:
@@ -401,6 +417,8 @@ class Conn:
                     await self.send_error_and_close(e.status, e.why)
                     return
                 counted = req.path not in ("/stats", "/stats/reset")
+                if not counted and self.nreq == 1:
+                    STATS.stats_connections += 1
                 if counted:
                     STATS.total += 1
                     STATS.paths[req.path] = STATS.paths.get(req.path, 0) + 1
@@ -431,6 +449,7 @@ class Conn:
             return
         finally:
             STATS.open -= 1
+            OPEN_CONNS.discard(self)
             try:
                 self.writer.close()
             except Exception:
