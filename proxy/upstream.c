@@ -54,6 +54,7 @@ struct sl_upconn {
   uint32_t head_bytes, head_fields;
   uint32_t head_bytes_max, head_fields_max;
   const char *parse_error; /* set by a callback before it fails the parse */
+  uint8_t interims;        /* 1xx answers to the current request so far */
 
   bool reused;           /* taken from the idle list for this exchange */
   bool req_chunked;      /* request body sent with chunked framing */
@@ -90,6 +91,10 @@ struct sl_upconn {
 };
 
 static llhttp_settings_t up_settings;
+
+/* Interim (1xx) answers accepted before the final one; more is a broken
+ * origin (RFC 9110 §15.2 allows several, e.g. 103 Early Hints). */
+#define UP_INTERIM_MAX 16
 static __thread char up_scratch[SL_CHUNK_SIZE];
 
 static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -569,6 +574,7 @@ static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
    * came in on (limits.header_bytes, limits.headers). */
   u->head_bytes_max = atomic_load(&s->conn->lis->header_bytes);
   u->head_fields_max = atomic_load(&s->conn->lis->headers);
+  u->interims = 0;
   llhttp_init(&u->parser, HTTP_RESPONSE, &up_settings);
   u->parser.data = u;
   u->discarding = false;
@@ -747,6 +753,7 @@ static bool up_advance(struct sl_upconn *u, bool bytes_left) {
   u->cur_is_head = u->q[idx].is_head;
   u->discarding = u->s == NULL;
   u->resp_started = u->resp_complete = false;
+  u->interims = 0;
   llhttp_init(&u->parser, HTTP_RESPONSE, &up_settings);
   u->parser.data = u;
   up_set_timeout(u, u->pool->response_timeout_ms);
@@ -1112,6 +1119,12 @@ static int on_resp_header_value_complete(llhttp_t *p) {
     return -1;
   }
   if (!u->s) return 0;
+  /* An interim answer's fields are not forwarded: not stored either. */
+  if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101) {
+    sl_hpiece_clear(&u->field);
+    sl_hpiece_clear(&u->value);
+    return 0;
+  }
   static const char *const drop[] = {"connection", "keep-alive", "proxy-connection",
                                      "transfer-encoding", "te", "trailer", "upgrade",
                                      "content-length", NULL};
@@ -1142,6 +1155,10 @@ static int on_resp_headers_complete(llhttp_t *p) {
   struct sl_upconn *u = p->data;
   struct sl_stream *s = u->s;
   int status = p->status_code;
+  if (status >= 100 && status < 200 && status != 101 && ++u->interims > UP_INTERIM_MAX) {
+    u->parse_error = "upstream_bad_response";
+    return -1;
+  }
   if (!s) {
     /* Discarding: only the framing matters (a HEAD's answer has none). */
     if (status >= 200 || status == 101) u->keep_alive = llhttp_should_keep_alive(p);

@@ -251,3 +251,53 @@ def test_origin_head_over_the_limit_is_502_and_an_upstream_failure(start_sluice)
         assert origin.requests == asked
     finally:
         origin.close()
+
+
+@pytest.mark.timeout(60)
+def test_endless_interim_answers_are_502(start_sluice):
+    """Interim 1xx answers are not forwarded, so their fields are not kept;
+    an origin sending more than 16 of them before a final answer is broken:
+    502. (Before: each one's fields stayed in the request's arena, 100 of
+    10 KB here.)"""
+    pad = b"p" * 10000
+
+    def answer(conn):
+        try:
+            for _ in range(100):
+                conn.sendall(b"HTTP/1.1 103 Early Hints\r\nlink: " + pad + b"\r\n\r\n")
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+        except OSError:
+            return False
+        return True
+
+    origin = RawOrigin(answer)
+    try:
+        s = start_sluice(head_config(connect="1s", response="10s", idle="60s"),
+                         upstream=origin.port, workers=1)
+        with H1Conn(s.port, timeout=20) as c:
+            r = c.request("GET", "/hints", timeout=20)
+        assert r.status == 502, r
+    finally:
+        origin.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_few_interim_answers_pass(start_sluice):
+    def answer(conn):
+        for _ in range(3):
+            conn.sendall(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n")
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-final: 1\r\n\r\nok\n")
+        return True
+
+    origin = RawOrigin(answer)
+    try:
+        s = start_sluice(head_config(connect="1s", response="10s", idle="60s"),
+                         upstream=origin.port, workers=1)
+        with H1Conn(s.port, timeout=20) as c:
+            r = c.request("GET", "/hints", timeout=20)
+        assert r.status == 200, r
+        assert r.header("x-final") == "1"
+        assert r.header("link") is None  # interim fields are not forwarded
+        assert r.body == b"ok\n"
+    finally:
+        origin.close()
