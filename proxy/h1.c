@@ -20,6 +20,7 @@
 
 #include "sluice/log.h"
 #include "sluice/retry.h"
+#include "hpiece.h"
 #include "proxy.h"
 #include "stats.h"
 #include "ws.h"
@@ -38,11 +39,9 @@ struct sl_h1 {
   enum h1_state state;
   struct sl_stream *cur;
 
-  /* Header being accumulated (pieces may span reads). */
-  char *field, *value;
-  size_t field_len, value_len;
-  char *url;
-  size_t url_len;
+  /* Head fields being accumulated (pieces may span reads). */
+  struct sl_hpiece field, value, target;
+  char *url; /* the request target, in the stream's arena once complete */
   uint32_t head_bytes, n_headers;
   uint32_t n_host;
 
@@ -78,6 +77,18 @@ static int h1_count_head(struct sl_h1 *h, size_t n) {
   return 0;
 }
 
+/* Between requests: no field is pending; a scratch that a big split head
+ * grew is given back rather than held by an idle keep-alive connection. */
+static void h1_pieces_reset(struct sl_h1 *h) {
+  struct sl_hpiece *ps[] = {&h->field, &h->value, &h->target};
+  for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) {
+    if (ps[i]->cap > SL_HPIECE_KEEP_CAP)
+      sl_hpiece_free(ps[i]);
+    else
+      sl_hpiece_clear(ps[i]);
+  }
+}
+
 static int on_message_begin(llhttp_t *p) {
   struct sl_h1 *h = p->data;
   struct sl_conn *c = h->c;
@@ -85,8 +96,8 @@ static int on_message_begin(llhttp_t *p) {
   if (!h->cur) return h1_fail(h, 503, "out_of_memory");
   h->cur->req.scheme = c->ssl ? "https" : "http";
   h->state = H1_HEADERS;
-  h->field = h->value = h->url = NULL;
-  h->field_len = h->value_len = h->url_len = 0;
+  h1_pieces_reset(h);
+  h->url = NULL;
   h->head_bytes = h->n_headers = h->n_host = 0;
   h->head_request = false;
   h->resp_chunked = h->resp_close_delim = h->resp_complete = false;
@@ -105,15 +116,21 @@ static int on_method_complete(llhttp_t *p) {
 static int on_url(llhttp_t *p, const char *at, size_t n) {
   struct sl_h1 *h = p->data;
   if (h1_count_head(h, n)) return -1;
-  if (sl_arena_append(&h->cur->arena, &h->url, &h->url_len, at, n)) return h1_fail(h, 503, "oom");
+  if (sl_hpiece_add(&h->target, at, n)) return h1_fail(h, 503, "oom");
   return 0;
+}
+
+static int on_url_complete(llhttp_t *p) {
+  struct sl_h1 *h = p->data;
+  h->url = sl_arena_strndup(&h->cur->arena, h->target.len ? h->target.at : "", h->target.len);
+  sl_hpiece_clear(&h->target);
+  return h->url ? 0 : h1_fail(h, 503, "oom");
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t n) {
   struct sl_h1 *h = p->data;
   if (h1_count_head(h, n)) return -1;
-  if (sl_arena_append(&h->cur->arena, &h->field, &h->field_len, at, n))
-    return h1_fail(h, 503, "oom");
+  if (sl_hpiece_add(&h->field, at, n)) return h1_fail(h, 503, "oom");
   return 0;
 }
 
@@ -125,8 +142,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n) {
    * §5.2 lets a server reject it, and a proxy must not pass it on. */
   bool after_lf = at > h->exec_start ? at[-1] == '\n' : h->prev_read_ended_lf;
   if (after_lf) return h1_fail(h, 400, "obs_fold");
-  if (sl_arena_append(&h->cur->arena, &h->value, &h->value_len, at, n))
-    return h1_fail(h, 503, "oom");
+  if (sl_hpiece_add(&h->value, at, n)) return h1_fail(h, 503, "oom");
   return 0;
 }
 
@@ -137,24 +153,24 @@ static bool token_equal(const char *a, size_t alen, const char *b) {
 static int on_header_value_complete(llhttp_t *p) {
   struct sl_h1 *h = p->data;
   if (++h->n_headers > h->c->lis->headers) return h1_fail(h, 431, "too_many_headers");
-  const char *v = h->value ? h->value : "";
-  size_t vlen = h->value_len;
+  const char *v = h->value.len ? h->value.at : "";
+  size_t vlen = h->value.len;
   /* Trailing OWS is not part of the value (RFC 9110 §5.5). */
   while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
-  if (token_equal(h->field, h->field_len, "host") && ++h->n_host > 1)
+  const char *f = h->field.len ? h->field.at : "";
+  if (token_equal(f, h->field.len, "host") && ++h->n_host > 1)
     return h1_fail(h, 400, "duplicate_host");
-  if (sl_stream_add_header(h->cur, h->field, h->field_len, v, vlen))
-    return h1_fail(h, 503, "oom");
-  h->field = h->value = NULL;
-  h->field_len = h->value_len = 0;
+  /* The one copy of a field: into the stream's arena. */
+  if (sl_stream_add_header(h->cur, f, h->field.len, v, vlen)) return h1_fail(h, 503, "oom");
+  sl_hpiece_clear(&h->field);
+  sl_hpiece_clear(&h->value);
   return 0;
 }
 
 /* A header field that ended without a value (`Name:` then CRLF). */
 static int on_header_field_complete(llhttp_t *p) {
   struct sl_h1 *h = p->data;
-  h->value = NULL;
-  h->value_len = 0;
+  sl_hpiece_clear(&h->value);
   return 0;
 }
 
@@ -274,6 +290,7 @@ static void h1_settings_init(void) {
   h1_settings.on_message_begin = on_message_begin;
   h1_settings.on_method_complete = on_method_complete;
   h1_settings.on_url = on_url;
+  h1_settings.on_url_complete = on_url_complete;
   h1_settings.on_header_field = on_header_field;
   h1_settings.on_header_value = on_header_value;
   h1_settings.on_header_field_complete = on_header_field_complete;
@@ -313,7 +330,9 @@ static void h1_write_error_and_close(struct sl_h1 *h, int status, const char *er
       sl_conn_close_after_flush(c);
       return;
     }
-    if (s->resp_head_sent && !h->resp_complete) {
+    /* A local answer is whole in memory (the upstream side may have
+     * answered this very timeout): it is flushed, not cut. */
+    if (s->resp_head_sent && !h->resp_complete && !s->local_response) {
       sl_conn_close(c);
       return;
     }
@@ -377,7 +396,16 @@ static ssize_t h1_on_read(struct sl_conn *c, const char *data, size_t len) {
     return (ssize_t)len;
   }
   h->prev_read_ended_lf = len > 0 && data[len - 1] == '\n';
+  /* The read buffer is reused: a field cut by this read moves to its
+   * scratch. */
+  if (sl_hpiece_keep(&h->field) || sl_hpiece_keep(&h->value) || sl_hpiece_keep(&h->target)) {
+    h1_write_error_and_close(h, 503, "out_of_memory");
+    return (ssize_t)len;
+  }
 parsed:;
+  /* The body timeout measures progress, not the whole body: each read of
+   * it starts the idle timeout over. */
+  if (h->state == H1_BODY) sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
   struct sl_stream *s = h->cur;
   if (s && !s->local_response && s->route) {
     if (!sl_pipe_empty(&s->req_body) || s->req_done) sl_stream_request_body(s);
@@ -467,6 +495,9 @@ static void h1_request_body_drained(struct sl_stream *s, size_t n) {
   struct sl_conn *c = s->conn;
   struct sl_h1 *h = h1_of(c);
   (void)n;
+  /* Reading was paused for the origin, not by the client: the body
+   * timeout starts over. */
+  if (h->state == H1_BODY) sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
   if ((h->state == H1_BODY || h->state == H1_TUNNEL) && !sl_pipe_full(&s->req_body) && !h->eof)
     sl_conn_resume_read(c);
 }
@@ -596,6 +627,9 @@ static void h1_destroy(struct sl_conn *c) {
     sl_stream_del(h->cur);
   }
   if (h->m_active) sl_metric_gauge_add(h->m_active, -1);
+  sl_hpiece_free(&h->field);
+  sl_hpiece_free(&h->value);
+  sl_hpiece_free(&h->target);
   free(h);
   c->proto_data = NULL;
 }

@@ -10,10 +10,11 @@
  *
  * A pooled connection the origin closed while idle is noticed by its read
  * watcher and dropped. If the origin closes one just as a request is sent
- * on it, the request is retried once on a fresh connection when nothing of
- * the response arrived and no body byte has been consumed (the exchange
- * can be replayed exactly), like nginx's proxy_next_upstream for
- * keep-alive races.
+ * on it, the request is retried once on a fresh connection when its method
+ * is idempotent, nothing of the response arrived and no body byte has been
+ * consumed (the exchange can be replayed exactly), like nginx's
+ * proxy_next_upstream for keep-alive races (which never retries a POST
+ * either); any other request gets 502.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,7 @@
 #include <llhttp.h>
 
 #include "sluice/log.h"
+#include "hpiece.h"
 #include "proxy.h"
 #include "stats.h"
 
@@ -45,8 +47,14 @@ struct sl_upconn {
   llhttp_t parser;
   struct sl_pipe out;
 
-  char *field, *value;
-  size_t field_len, value_len;
+  /* Response head fields being accumulated (pieces may span reads), and
+   * the head's size so far, bounded like a request head (see
+   * up_count_head). */
+  struct sl_hpiece field, value;
+  uint32_t head_bytes, head_fields;
+  uint32_t head_bytes_max, head_fields_max;
+  const char *parse_error; /* set by a callback before it fails the parse */
+  uint8_t interims;        /* 1xx answers to the current request so far */
 
   bool reused;           /* taken from the idle list for this exchange */
   bool req_chunked;      /* request body sent with chunked framing */
@@ -64,6 +72,7 @@ struct sl_upconn {
   bool accept_mismatch;  /* the origin's Sec-WebSocket-Accept was wrong */
   bool shut_wr;          /* tunnel: client finished sending, FIN sent */
   uint64_t body_taken;   /* request body bytes consumed from the stream */
+  ev_tstamp body_moved_at; /* last request body progress from the client */
 
   /* HTTP/1.1 pipelining (pool->pipeline > 1). u->s is the exchange whose
    * response is being read; q holds the requests written after it, oldest
@@ -82,6 +91,10 @@ struct sl_upconn {
 };
 
 static llhttp_settings_t up_settings;
+
+/* Interim (1xx) answers accepted before the final one; more is a broken
+ * origin (RFC 9110 §15.2 allows several, e.g. 103 Early Hints). */
+#define UP_INTERIM_MAX 16
 static __thread char up_scratch[SL_CHUNK_SIZE];
 
 static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -250,6 +263,8 @@ static void up_close(struct sl_upconn *u) {
   close(u->fd);
   u->fd = -1;
   sl_pipe_clear(&u->out);
+  sl_hpiece_free(&u->field);
+  sl_hpiece_free(&u->value);
   p->n_conns--;
   u->dead = true;
   if (u->busy == 0) free(u);
@@ -488,6 +503,15 @@ static void up_pump_tunnel(struct sl_upconn *u) {
   }
 }
 
+/* The whole request is queued for the origin: the response timeout and the
+ * latency the breaker judges (slow_call) run from here, not from dispatch,
+ * so a slow upload is never the origin's slowness. */
+static void up_request_sent(struct sl_upconn *u) {
+  u->req_sent = true;
+  u->s->upstream_started = ev_now(u->pool->w->loop);
+  up_set_timeout(u, u->pool->response_timeout_ms);
+}
+
 static void up_pump_body(struct sl_upconn *u) {
   struct sl_stream *s = u->s;
   if (!s) return;
@@ -507,9 +531,15 @@ static void up_pump_body(struct sl_upconn *u) {
     if (u->req_chunked) SL_PIPE_LIT(&u->out, "\r\n");
     moved += n;
   }
+  if (moved) {
+    /* The origin has new bytes to read: its write-progress clock starts
+     * now, and the client made progress. */
+    u->body_moved_at = ev_now(u->pool->w->loop);
+    up_touch(u);
+  }
   if (s->req_done && sl_pipe_empty(&s->req_body)) {
     if (u->req_chunked) SL_PIPE_LIT(&u->out, "0\r\n\r\n");
-    u->req_sent = true;
+    up_request_sent(u);
   }
   if (moved) {
     u->body_taken += moved;
@@ -540,8 +570,11 @@ static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
   u->state = UP_ACTIVE;
   u->req_sent = u->resp_started = u->resp_complete = u->keep_alive = false;
   u->body_taken = 0;
-  u->field = u->value = NULL;
-  u->field_len = u->value_len = 0;
+  /* The origin's head is held to the limits of the listener the request
+   * came in on (limits.header_bytes, limits.headers). */
+  u->head_bytes_max = atomic_load(&s->conn->lis->header_bytes);
+  u->head_fields_max = atomic_load(&s->conn->lis->headers);
+  u->interims = 0;
   llhttp_init(&u->parser, HTTP_RESPONSE, &up_settings);
   u->parser.data = u;
   u->discarding = false;
@@ -554,6 +587,10 @@ static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
     sl_stream_upstream_failed(s, 503, "out_of_memory");
     return;
   }
+  u->body_moved_at = ev_now(p->w->loop);
+  /* Until the request is all sent the timer measures the origin's write
+   * progress (see up_body_timeout); up_request_sent restarts it. */
+  up_set_timeout(u, p->response_timeout_ms);
   if (!s->req.has_body) {
     s->req_done = true;
     u->req_sent = true;
@@ -564,7 +601,6 @@ static void up_attach(struct sl_upconn *u, struct sl_stream *s) {
   }
   up_pump_body(u);
   ev_io_start(p->w->loop, &u->rio);
-  up_set_timeout(u, p->response_timeout_ms);
   up_schedule_flush(u);
 }
 
@@ -663,10 +699,28 @@ void sl_upstream_detach(struct sl_stream *s) {
 
 /* ---- I/O ---------------------------------------------------------- */
 
+/* Whether sluice may send |s| again after a connection failed under it:
+ * once only, an idempotent method (RFC 9110 §9.2.2: the origin may have
+ * processed the first copy, so only a request whose repetition has the
+ * same effect may be repeated; RFC 9112 §9.3.1 forbids retrying the
+ * others automatically) and a body that can be sent again exactly: none,
+ * or an empty one, and none of it consumed yet. The caller checks that no
+ * byte of the response arrived. */
+static bool up_may_replay(const struct sl_stream *s, uint64_t body_taken) {
+  if (s->upstream_retried || s->resp_head_sent || body_taken > 0) return false;
+  if (s->req.has_body && !(s->req_done && s->req.content_length == 0)) return false;
+  /* An h2 WebSocket is sent as an HTTP/1.1 GET upgrade. */
+  const char *m = s->ws_h2 ? "GET" : s->req.method;
+  static const char *const idempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+  for (size_t i = 0; i < sizeof(idempotent) / sizeof(idempotent[0]); i++)
+    if (strcmp(m, idempotent[i]) == 0) return true;
+  return false;
+}
+
 /* A pipelined request whose connection closed before answering it: replay
- * it once elsewhere (it is a bodyless GET/HEAD), else answer 502. */
+ * it once elsewhere (only bodyless GET/HEAD are pipelined), else 502. */
 static void up_requeue(struct sl_stream *s) {
-  if (s->upstream_retried || s->resp_head_sent) {
+  if (!up_may_replay(s, 0)) {
     sl_stream_upstream_failed(s, 502, "upstream_closed");
     return;
   }
@@ -699,8 +753,7 @@ static bool up_advance(struct sl_upconn *u, bool bytes_left) {
   u->cur_is_head = u->q[idx].is_head;
   u->discarding = u->s == NULL;
   u->resp_started = u->resp_complete = false;
-  u->field = u->value = NULL;
-  u->field_len = u->value_len = 0;
+  u->interims = 0;
   llhttp_init(&u->parser, HTTP_RESPONSE, &up_settings);
   u->parser.data = u;
   up_set_timeout(u, u->pool->response_timeout_ms);
@@ -723,9 +776,7 @@ static void up_fail(struct sl_upconn *u, int status, const char *error) {
  * request can be replayed exactly, send it again on a fresh connection. */
 static bool up_try_retry(struct sl_upconn *u) {
   struct sl_stream *s = u->s;
-  if (!s || !u->reused || u->resp_started || u->body_taken > 0 || s->upstream_retried)
-    return false;
-  if (s->req.has_body && !(s->req_done && s->req.content_length == 0)) return false;
+  if (!s || !u->reused || u->resp_started || !up_may_replay(s, u->body_taken)) return false;
   struct sl_pool *p = u->pool;
   s->upstream_retried = true;
   u->s = NULL;
@@ -762,6 +813,7 @@ static void up_flush(struct sl_upconn *u) {
       return;
     }
     sl_pipe_consume(&u->out, (size_t)w);
+    if (!u->req_sent) up_touch(u); /* the origin reads the body */
     /* Room again: take more of the request body. */
     if (!u->req_sent || u->tunnel) up_pump_body(u);
   }
@@ -850,6 +902,34 @@ static void up_on_writable(struct ev_loop *loop, struct sl_upconn *u) {
   up_flush(u);
 }
 
+/* The timer of an exchange whose request body is still being sent. It
+ * blames whoever is late (RFC 9110 §15.5.9, §15.6.5): an origin that read
+ * nothing of what sluice has for it for the response timeout gets 504 and
+ * counts as an upstream failure; a client that sent no body byte for the
+ * listener's idle timeout gets 408 and is no upstream failure (the breaker
+ * does not hear of it). Steady progress, however slow, is neither. */
+static void up_body_timeout(struct sl_upconn *u, ev_tstamp now) {
+  struct sl_stream *s = u->s;
+  if (!sl_pipe_empty(&u->out)) {
+    up_fail(u, 504, "upstream_timeout");
+    return;
+  }
+  ev_tstamp client_due =
+      u->body_moved_at + (ev_tstamp)atomic_load(&s->conn->lis->idle_timeout_ms) / 1000.0;
+  if (client_due <= now) {
+    if (SL_LOG_ENABLED(SL_LOG_DEBUG))
+      sl_log(SL_LOG_DEBUG, "request body stalled", "upstream", u->pool->name, NULL);
+    sl_stream_respond_error(s, 408, "request_body_timeout", "http", 0);
+    return;
+  }
+  ev_tstamp next = now + u->timeout < client_due ? now + u->timeout : client_due;
+  struct ev_loop *loop = u->pool->w->loop;
+  u->timeout_at = next;
+  ev_timer_set(&u->timer, next - now, 0.);
+  ev_timer_start(loop, &u->timer);
+  u->armed_at = next;
+}
+
 static void up_on_timeout(struct sl_upconn *u) {
   struct ev_loop *loop = u->pool->w->loop;
   ev_tstamp now = ev_now(loop);
@@ -878,6 +958,10 @@ static void up_on_timeout(struct sl_upconn *u) {
         sl_upstream_tunnel_end(s);
         s->fe->response_body(s);
       }
+      break;
+    }
+    if (!u->req_sent && !u->resp_started && u->s) {
+      up_body_timeout(u, now);
       break;
     }
     up_fail(u, 504, "upstream_timeout");
@@ -937,6 +1021,12 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
       u->resp_started = true;
       llhttp_errno_t err = llhttp_execute(&u->parser, data, len);
       if (u->dead || u->s != cur) return; /* released or failed from a callback */
+      /* up_scratch is reused by the next read: a field cut by this one
+       * moves to its own scratch. */
+      if (err == HPE_OK && (sl_hpiece_keep(&u->field) || sl_hpiece_keep(&u->value))) {
+        up_fail(u, 502, "out_of_memory");
+        return;
+      }
       if (cur && (err == HPE_PAUSED_UPGRADE || (err == HPE_PAUSED && cur->tunnel))) {
         const char *pos = llhttp_get_error_pos(&u->parser);
         size_t rest = pos ? (size_t)(data + len - pos) : 0;
@@ -963,7 +1053,10 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
           sl_log(SL_LOG_DEBUG, "upstream parse error", "upstream", u->pool->name, "reason",
                  llhttp_get_error_reason(&u->parser), NULL);
         if (u->accept_mismatch && u->s) sl_stats_ws_upgrade(u->s->route->name, "failed");
-        up_fail(u, 502, u->accept_mismatch ? "upstream_bad_handshake" : "upstream_bad_response");
+        up_fail(u, 502,
+                u->accept_mismatch ? "upstream_bad_handshake"
+                : u->parse_error   ? u->parse_error
+                                   : "upstream_bad_response");
         return;
       }
       if (cur) cur->fe->response_body(cur);
@@ -975,45 +1068,86 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
 
 /* ---- response parsing --------------------------------------------- */
 
+/* A new message (an interim 1xx, the final response): its head is
+ * counted from zero. */
+static int on_resp_message_begin(llhttp_t *p) {
+  struct sl_upconn *u = p->data;
+  u->head_bytes = u->head_fields = 0;
+  u->parse_error = NULL;
+  /* A scratch a big split head grew is not held for the next response. */
+  if (u->field.cap > SL_HPIECE_KEEP_CAP) sl_hpiece_free(&u->field);
+  if (u->value.cap > SL_HPIECE_KEEP_CAP) sl_hpiece_free(&u->value);
+  sl_hpiece_clear(&u->field);
+  sl_hpiece_clear(&u->value);
+  return 0;
+}
+
+/* An origin's head (status line, fields, trailers) is bounded like a
+ * client's: past the limit the exchange fails with 502, an upstream
+ * failure. Orphans' heads count too (llhttp stores nothing of them, but
+ * the connection must not be held by an endless head). */
+static int up_count_head(struct sl_upconn *u, size_t n) {
+  u->head_bytes += (uint32_t)(n < UINT32_MAX ? n : UINT32_MAX);
+  if (u->head_bytes <= u->head_bytes_max) return 0;
+  u->parse_error = "upstream_header_too_large";
+  return -1;
+}
+
+static int on_resp_status(llhttp_t *p, const char *at, size_t n) {
+  (void)at;
+  return up_count_head(p->data, n);
+}
+
 static int on_resp_header_field(llhttp_t *p, const char *at, size_t n) {
   struct sl_upconn *u = p->data;
+  if (up_count_head(u, n)) return -1;
   if (!u->s) return 0; /* an orphan's response: discarded */
-  return sl_arena_append(&u->s->arena, &u->field, &u->field_len, at, n);
+  return sl_hpiece_add(&u->field, at, n);
 }
 
 static int on_resp_header_value(llhttp_t *p, const char *at, size_t n) {
   struct sl_upconn *u = p->data;
+  if (up_count_head(u, n)) return -1;
   if (!u->s) return 0;
-  return sl_arena_append(&u->s->arena, &u->value, &u->value_len, at, n);
+  return sl_hpiece_add(&u->value, at, n);
 }
 
 static int on_resp_header_value_complete(llhttp_t *p) {
   struct sl_upconn *u = p->data;
+  if (++u->head_fields > u->head_fields_max) {
+    u->parse_error = "upstream_header_too_large";
+    return -1;
+  }
   if (!u->s) return 0;
+  /* An interim answer's fields are not forwarded: not stored either. */
+  if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101) {
+    sl_hpiece_clear(&u->field);
+    sl_hpiece_clear(&u->value);
+    return 0;
+  }
   static const char *const drop[] = {"connection", "keep-alive", "proxy-connection",
                                      "transfer-encoding", "te", "trailer", "upgrade",
                                      "content-length", NULL};
-  const char *f = u->field ? u->field : "";
+  const char *f = u->field.len ? u->field.at : "";
+  size_t fl = u->field.len;
   bool dropped = false;
   for (int i = 0; drop[i]; i++)
-    if (strlen(drop[i]) == u->field_len && strncasecmp(f, drop[i], u->field_len) == 0)
-      dropped = true;
+    if (strlen(drop[i]) == fl && strncasecmp(f, drop[i], fl) == 0) dropped = true;
   int rv = 0;
   if (!dropped) {
-    const char *v = u->value ? u->value : "";
-    size_t vl = u->value_len;
+    const char *v = u->value.len ? u->value.at : "";
+    size_t vl = u->value.len;
     while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
-    rv = sl_response_add_header(u->s, f, u->field_len, v, vl);
+    rv = sl_response_add_header(u->s, f, fl, v, vl);
   }
-  u->field = u->value = NULL;
-  u->field_len = u->value_len = 0;
+  sl_hpiece_clear(&u->field);
+  sl_hpiece_clear(&u->value);
   return rv;
 }
 
 static int on_resp_header_field_complete(llhttp_t *p) {
   struct sl_upconn *u = p->data;
-  u->value = NULL;
-  u->value_len = 0;
+  sl_hpiece_clear(&u->value);
   return 0;
 }
 
@@ -1021,6 +1155,10 @@ static int on_resp_headers_complete(llhttp_t *p) {
   struct sl_upconn *u = p->data;
   struct sl_stream *s = u->s;
   int status = p->status_code;
+  if (status >= 100 && status < 200 && status != 101 && ++u->interims > UP_INTERIM_MAX) {
+    u->parse_error = "upstream_bad_response";
+    return -1;
+  }
   if (!s) {
     /* Discarding: only the framing matters (a HEAD's answer has none). */
     if (status >= 200 || status == 101) u->keep_alive = llhttp_should_keep_alive(p);
@@ -1097,6 +1235,8 @@ static int on_resp_message_complete(llhttp_t *p) {
 
 __attribute__((constructor)) static void up_settings_init(void) {
   llhttp_settings_init(&up_settings);
+  up_settings.on_message_begin = on_resp_message_begin;
+  up_settings.on_status = on_resp_status;
   up_settings.on_header_field = on_resp_header_field;
   up_settings.on_header_value = on_resp_header_value;
   up_settings.on_header_field_complete = on_resp_header_field_complete;

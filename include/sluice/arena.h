@@ -97,22 +97,6 @@ static inline char *sl_arena_strndup(struct sl_arena *a, const char *s, size_t n
   return p;
 }
 
-/* Grows the arena string *buf (of *len bytes, NUL-terminated) by |n|
- * bytes of |at|: parsers get header pieces split across reads. The old
- * copy stays in the arena until it is reset (rare: only split pieces pay).
- * Returns 0, or -1 on OOM. */
-static inline int sl_arena_append(struct sl_arena *a, char **buf, size_t *len, const char *at,
-                                  size_t n) {
-  char *nb = sl_arena_alloc(a, *len + n + 1);
-  if (!nb) return -1;
-  if (*len) memcpy(nb, *buf, *len);
-  memcpy(nb + *len, at, n);
-  nb[*len + n] = '\0';
-  *buf = nb;
-  *len += n;
-  return 0;
-}
-
 static inline char *sl_arena_xstrdup(struct sl_arena *a, const char *s) {
   char *p = sl_arena_strndup(a, s, strlen(s));
   if (!p) abort();

@@ -4,9 +4,8 @@ order, an abandoned request's answer is discarded, and requests left
 unanswered by a failing connection are replayed once elsewhere."""
 import json
 import threading
-import time
 
-from helpers import base_config, h1_once
+from helpers import base_config, h1_once, wait_for
 
 
 def pipelined_config(depth=8, response="5s", workers_conns=4):
@@ -21,8 +20,22 @@ def pipelined_config(depth=8, response="5s", workers_conns=4):
 
 def origin_connections(stats):
     """Connections sluice opened to the origin, from one /stats answer (the
-    query that fetched it is a connection of its own, counted too)."""
-    return stats["connections"] - 1
+    queries for /stats are connections of their own, counted apart)."""
+    return stats["connections"] - stats["stats_connections"]
+
+
+def origin_working_on(upstream, path):
+    """Waits until the origin has read the request for |path| and is
+    answering it: sluice's connection is then busy and pipelines behind."""
+    wait_for(lambda: upstream.stats()["paths"].get(path) == 1, 10,
+             interval=0.01, what="the origin reading %s" % path)
+
+
+def origin_holds_unread(upstream, n):
+    """Waits until |n| request heads wait, unread, at the origin behind the
+    one it answers: sluice has written them on the busy connection."""
+    wait_for(lambda: upstream.stats()["heads_buffered"] >= n, 10, interval=0.01,
+             what="%d pipelined heads at the origin" % n)
 
 
 def body_path(st):
@@ -60,13 +73,14 @@ def test_head_and_get_interleaved(start_sluice, h2_client_factory):
 
 def test_abandoned_request_answer_is_discarded(start_sluice, upstream, h2_client_factory):
     """A slow head keeps the pipeline busy; streams behind it are reset by
-    the client. Their answers arrive later and must not reach anyone else."""
+    the client once they reached the origin. Their answers arrive later and
+    must not reach anyone else."""
     s = start_sluice(pipelined_config(workers_conns=1), workers=1)
     c = h2_client_factory(s.port)
     slow = c.start("GET", "/slow?ms=600")
-    time.sleep(0.1)
+    origin_working_on(upstream, "/slow")
     doomed = [c.start("GET", "/v1/doomed/%d" % i) for i in range(3)]
-    time.sleep(0.1)
+    origin_holds_unread(upstream, 3)
     for sid in doomed:
         c.conn.reset_stream(sid)
     c.flush()
@@ -85,10 +99,11 @@ def test_connection_failure_replays_unanswered_requests(start_sluice, upstream, 
     pipelined requests behind it are replayed on a new connection."""
     s = start_sluice(pipelined_config(workers_conns=2), workers=1)
     c = h2_client_factory(s.port)
-    first = c.start("GET", "/slow?ms=300")
-    time.sleep(0.05)
+    first = c.start("GET", "/slow?ms=1000")
+    origin_working_on(upstream, "/slow")
     dropper = c.start("GET", "/close")
     behind = [c.start("GET", "/v1/after/%d" % i) for i in range(5)]
+    origin_holds_unread(upstream, 6)  # all on the connection that will fail
     assert c.wait(first, timeout=10).status == 200
     assert c.wait(dropper, timeout=10).status == 502
     for i, sid in enumerate(behind):
@@ -100,9 +115,10 @@ def test_connection_failure_replays_unanswered_requests(start_sluice, upstream, 
 def test_connection_close_answer_ends_the_pipeline(start_sluice, upstream, h2_client_factory):
     s = start_sluice(pipelined_config(workers_conns=2), workers=1)
     c = h2_client_factory(s.port)
-    first = c.start("GET", "/slow?ms=300&close=1")
-    time.sleep(0.05)
+    first = c.start("GET", "/slow?ms=1000&close=1")
+    origin_working_on(upstream, "/slow")
     behind = [c.start("GET", "/v1/next/%d" % i) for i in range(5)]
+    origin_holds_unread(upstream, 5)  # behind the answer that ends it
     assert c.wait(first, timeout=10).status == 200
     for i, sid in enumerate(behind):
         st = c.wait(sid, timeout=10)
@@ -110,12 +126,13 @@ def test_connection_close_answer_ends_the_pipeline(start_sluice, upstream, h2_cl
         assert body_path(st) == "/v1/next/%d" % i
 
 
-def test_timeout_of_the_head_replays_the_rest(start_sluice, h2_client_factory):
+def test_timeout_of_the_head_replays_the_rest(start_sluice, upstream, h2_client_factory):
     s = start_sluice(pipelined_config(workers_conns=2, response="1s"), workers=1)
     c = h2_client_factory(s.port)
     slow = c.start("GET", "/slow?ms=3000")
-    time.sleep(0.05)
+    origin_working_on(upstream, "/slow")
     behind = [c.start("GET", "/v1/t/%d" % i) for i in range(3)]
+    origin_holds_unread(upstream, 3)  # behind the head that times out
     assert c.wait(slow, timeout=10).status == 504
     for i, sid in enumerate(behind):
         st = c.wait(sid, timeout=10)

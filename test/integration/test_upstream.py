@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import Blackhole, H1Conn, base_config, closed_port, curl
+from helpers import Blackhole, H1Conn, base_config, closed_port, curl, wait_for
 
 
 def assert_sluice_error(status, headers, body, want):
@@ -26,6 +26,20 @@ def assert_sluice_error(status, headers, body, want):
     ra = headers("retry-after")
     assert ra is not None and ra.isdigit(), "retry-after header: %r" % ra
     return obj
+
+
+def established_at(port):
+    """TCP connections in ESTABLISHED state whose local port is |port|
+    (IPv4 loopback), from /proc/net/tcp."""
+    want = ":%04X" % port
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if parts[1].endswith(want) and parts[3] == "01":
+                n += 1
+    return n
 
 
 def h1_get(port, path, timeout=10):
@@ -88,8 +102,12 @@ def test_idle_closed_upstream_connections_are_not_reused(start_sluice, upstream_
         for i in range(6):
             r = c.request("GET", "/v1/stale%d" % i)
             assert r.status == 200, "request %d after an idle close: %r" % (i, r)
-            time.sleep(0.4)
-    assert up.stats()["connections"] >= 6, "the upstream did not idle-close (test broken)"
+            # The origin closed its idle side: the pool's connection is dead.
+            wait_for(lambda: established_at(up.port) == 0, 10, interval=0.01,
+                     what="the origin closing its idle connection")
+    st = up.stats()
+    assert st["connections"] - st["stats_connections"] >= 6, (
+        "the upstream did not idle-close (test broken): %r" % st)
 
 
 @pytest.mark.timeout(60)
@@ -104,6 +122,8 @@ def test_stale_keepalive_race_is_retried(start_sluice, upstream_factory, method)
         for i in range(5):
             r = c.request(method, "/v1/race%d" % i)
             assert r.status == 200, "request %d: %r" % (i, r)
+            # Not a synchronisation: the scenario is a connection idle
+            # longer than the origin's 150 ms on its own clock.
             time.sleep(0.3)
     st = up.stats()
     assert st["stale_drops"] >= 1, "the race did not happen (test broken): %r" % st

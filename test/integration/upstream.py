@@ -10,7 +10,12 @@ forwards that a careful origin would refuse is counted in /stats "errors".
 
 Endpoints (any method unless stated; HEAD works everywhere, without a body):
 
-  GET  /stats                 JSON counters (not counted themselves)
+  GET  /stats                 JSON counters (not counted themselves; a connection
+                              whose first request is /stats is counted in
+                              stats_connections too, so polling is accounted for;
+                              heads_buffered: request heads that arrived on open
+                              connections and wait, unread, behind the one being
+                              answered, the event pipelining tests wait for)
   POST /stats/reset           zero the counters
   POST /echo[?chunked=1]      streams the request body back; Content-Length when
                               the request had one (or after buffering), chunked
@@ -30,6 +35,7 @@ x-upstream-request (request number on that connection). Any request may add
 ?close=1 to get "Connection: close" and a closed connection.
 
 Usage: upstream.py [--host 127.0.0.1] [--port 0] [--idle-close-ms MS] [--drop-stale-ms MS]
+                   [--close-reused METHOD,...]
 Prints "READY <port>" on stdout once listening; SIGTERM/SIGINT stop it.
 """
 
@@ -84,6 +90,8 @@ class Stats:
         self.error_reasons = []
         self.ws_messages = 0
         self.stale_drops = 0
+        self.reused_closes = 0
+        self.stats_connections = 0
         self.inflight = 0
         self.max_inflight = 0
 
@@ -100,10 +108,14 @@ class Stats:
             "error_reasons": self.error_reasons[-20:],
             "ws_messages": self.ws_messages,
             "stale_drops": self.stale_drops,
+            "reused_closes": self.reused_closes,
+            "stats_connections": self.stats_connections,
+            "heads_buffered": sum(c.heads_buffered() for c in OPEN_CONNS),
         }
 
 
 STATS = Stats()
+OPEN_CONNS = set()
 
 
 class Request:
@@ -301,6 +313,12 @@ class Conn:
         self.args = args
         self.nreq = 0
 
+    def heads_buffered(self):
+        """Complete request heads received and not yet read (pipelined
+        bodyless requests waiting behind the current one)."""
+        buf = getattr(self.reader, "_buffer", b"")
+        return bytes(buf).count(b"\r\n\r\n")
+
     def head(self, req, status, headers, keep):
         out = [status_line(status)]
         for k, v in headers:
@@ -371,6 +389,7 @@ class Conn:
     async def run(self):
         STATS.connections += 1
         STATS.open += 1
+        OPEN_CONNS.add(self)
         loop = asyncio.get_running_loop()
         self.idle_since = loop.time()
         try:
@@ -398,12 +417,22 @@ class Conn:
                     await self.send_error_and_close(e.status, e.why)
                     return
                 counted = req.path not in ("/stats", "/stats/reset")
+                if not counted and self.nreq == 1:
+                    STATS.stats_connections += 1
                 if counted:
                     STATS.total += 1
                     STATS.paths[req.path] = STATS.paths.get(req.path, 0) + 1
                     STATS.methods[req.method] = STATS.methods.get(req.method, 0) + 1
                     STATS.inflight += 1
                     STATS.max_inflight = max(STATS.max_inflight, STATS.inflight)
+                if self.nreq > 1 and req.method in self.args.close_reused:
+                    # An origin that fails after processing the request: it
+                    # is read in full and counted, and never answered.
+                    await req.drain_body()
+                    STATS.reused_closes += 1
+                    if counted:
+                        STATS.inflight -= 1
+                    return
                 try:
                     keep = await self.dispatch(req)
                 except BadRequest as e:
@@ -420,6 +449,7 @@ class Conn:
             return
         finally:
             STATS.open -= 1
+            OPEN_CONNS.discard(self)
             try:
                 self.writer.close()
             except Exception:
@@ -605,7 +635,12 @@ def main():
     ap.add_argument("--drop-stale-ms", type=int, default=0,
                     help="close, unanswered, a request arriving on a keep-alive connection "
                          "that was idle at least this long (counted in stats stale_drops)")
+    ap.add_argument("--close-reused", default="",
+                    help="comma-separated methods: such a request arriving on a reused "
+                         "keep-alive connection is read, counted, and the connection closed "
+                         "unanswered (counted in stats reused_closes)")
     args = ap.parse_args()
+    args.close_reused = frozenset(m for m in args.close_reused.split(",") if m)
     asyncio.run(main_async(args))
 
 
