@@ -140,6 +140,7 @@ static void worker_begin_drain(struct sl_worker *w) {
   }
   for (struct sl_conn *c = w->conns, *n; c; c = n) {
     n = c->next;
+    if (c->lingering) continue; /* ends within its own bound (SL_LINGER_MS) */
     if (!c->ops)
       sl_conn_close(c);
     else if (c->ops->drain)
