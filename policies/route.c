@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sluice/path.h"
 #include "sluice/route.h"
 
 /* Host comparison ignores case and a trailing ":port" (RFC 9110 §7.2:
@@ -22,7 +23,9 @@ static bool host_equal(const char *want, const char *have) {
 }
 
 bool sl_route_match_one(const struct sl_route_match *m, const struct sl_request_facts *f) {
-  if (m->path_prefix && strncmp(f->path, m->path_prefix, strlen(m->path_prefix)) != 0)
+  /* f->path is normalised (sl_path_normalize) and so is the prefix
+   * (checked at config load): segment-boundary match, see path.h. */
+  if (m->path_prefix && !sl_path_prefix_match(m->path_prefix, strlen(m->path_prefix), f->path))
     return false;
   if (m->method && strcmp(m->method, f->method) != 0) return false;
   if (m->host && (!f->host || !host_equal(m->host, f->host))) return false;
