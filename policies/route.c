@@ -8,7 +8,9 @@
 #include "sluice/route.h"
 
 /* Host comparison ignores case and a trailing ":port" (RFC 9110 §7.2:
- * the port is not part of the name being routed on). */
+ * the port is not part of the name being routed on), and the root dot of
+ * a fully qualified name ("api.example.com." is the same host, and DNS
+ * and most origins treat it so; matching it raw let it skip the route). */
 static bool host_equal(const char *want, const char *have) {
   size_t wl = strlen(want);
   const char *end = have + strlen(have);
@@ -18,6 +20,7 @@ static bool host_equal(const char *want, const char *have) {
   } else {
     const char *colon = strrchr(have, ':');
     if (colon) end = colon;
+    if (end - have > 1 && end[-1] == '.') end--;
   }
   return (size_t)(end - have) == wl && strncasecmp(want, have, wl) == 0;
 }

@@ -55,6 +55,13 @@ static void test_fields(void **state) {
   f = facts("GET", "/v1/connect", "api.example.com", true, ok);
   f.listener = "internal";
   assert_false(sl_route_match_one(&m, &f));
+  /* The root dot of a fully qualified name is the same host (issue 8). */
+  f = facts("GET", "/v1/connect", "api.example.com.", true, ok);
+  assert_true(sl_route_match_one(&m, &f));
+  f = facts("GET", "/v1/connect", "API.example.com.:443", true, ok);
+  assert_true(sl_route_match_one(&m, &f));
+  f = facts("GET", "/v1/connect", "api.example.com..", true, ok);
+  assert_false(sl_route_match_one(&m, &f));
   /* IPv6 literal hosts keep their brackets; the port is ignored. */
   struct sl_route_match m6 = {.host = "[::1]", .websocket = -1};
   f = facts("GET", "/", "[::1]:8443", false, NULL);
