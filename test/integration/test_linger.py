@@ -206,3 +206,21 @@ def test_h2_goaway_then_close_survives_unread_frames(sluice, upstream):
         types.append(raw[i + 3])
         i += 9 + n
     assert 7 in types, "no GOAWAY in %r" % types
+
+
+def test_drain_does_not_wait_on_lingering_client_beyond_the_bound(start_sluice, upstream):
+    """SIGTERM while a refused client lingers (it never closes its side):
+    sluice exits once the linger bound is over, not at drain_timeout.
+    (A guard: the baseline closes at once, so it passes there too.)"""
+    s = start_sluice(base_config(drain_timeout="30s"))
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    try:
+        c.sendall(b"GET /v1/bad HTTP/1.1\r\nHost: x\r\nX-A : b\r\n\r\n")
+        raw = _read_until_eof(c, 10)  # sluice shut its write side: lingering now
+        assert _parse(raw)[0] == 400
+        t0 = time.monotonic()
+        s.stop(timeout=20)
+        elapsed = time.monotonic() - t0
+    finally:
+        c.close()
+    assert elapsed < LINGER_BOUND_S + 3.0, elapsed

@@ -168,3 +168,52 @@ def test_explain_shows_normalised_path(start_sluice, upstream):
     assert doc["request"]["path"] == "/v1/connect"
     assert doc["request"]["raw_path"] == "/v1//connect"
     assert doc["route"] == "connect"
+
+
+def test_raw_control_characters_in_h2_path_never_reach_the_origin(sluice, upstream):
+    """A raw NUL or CR in :path: refused (by nghttp2 as a malformed request,
+    RST_STREAM, or by sluice with 400), never forwarded truncated."""
+    with H2Client(sluice.port) as c:
+        for path in ("/v1/a\x00/../../x", "/v1/a\rb", "/v1/a b"):
+            hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                    (":path", path)]
+            try:
+                c.conn.config.validate_outbound_headers = False
+                c.conn.config.normalize_outbound_headers = False
+            except AttributeError:
+                pass
+            sid = c.start("GET", path, raw_headers=hdrs)
+            st = c.wait(sid)
+            assert st.status in (None, 400), (path, st.status)
+        assert c.get("/v1/ok").status == 200
+    assert upstream.stats()["paths"] == {"/v1/ok": 1}
+
+
+def test_cli_explain_shows_normalised_path_and_refusal():
+    import json
+    import os
+    from helpers import run_cli
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "examples",
+                           "sluice.yaml")
+    p = run_cli(["explain", "-c", example, "/v1/%63onnect"])
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["request"]["path"] == "/v1/connect" and doc["route"] == "connect"
+    p = run_cli(["explain", "-c", example, "/v1/a%5Cb"])
+    doc = json.loads(p.stdout)
+    assert doc["verdict"]["status"] == 400 and doc["verdict"]["error"] == "path_backslash"
+
+
+def test_config_with_unnormalised_prefix_is_refused(tmp_path):
+    from helpers import run_cli
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("listeners: [ { name: public, address: \"127.0.0.1:1\" } ]\n"
+                   "upstreams: { identity: { address: \"127.0.0.1:2\" } }\n"
+                   "routes:\n"
+                   "  - name: connect\n"
+                   "    match: { path_prefix: \"/v1//connect\" }\n"
+                   "    upstream: identity\n")
+    p = run_cli(["check", "-c", str(cfg)])
+    assert p.returncode != 0
+    assert "bad.yaml:5:27: path_prefix: '/v1//connect' is not a normalised path" in p.stderr, \
+        p.stderr
