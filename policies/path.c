@@ -28,15 +28,23 @@ static size_t path_part_len(const char *p, size_t len) {
   return i;
 }
 
+/* Byte classes for sl_path_is_plain: 0 is an ordinary path byte. */
+enum { PC_END = 1, PC_SLOW = 2, PC_SLASH = 3 };
+static const unsigned char path_class[256] = {
+    [0 ... 0x1f] = PC_SLOW, [0x7f] = PC_SLOW, ['%'] = PC_SLOW, ['\\'] = PC_SLOW,
+    ['?'] = PC_END,         ['#'] = PC_END,   ['/'] = PC_SLASH,
+};
+
 bool sl_path_is_plain(const char *p, size_t len) {
   if (len == 0 || p[0] != '/') return false;
   for (size_t i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (c == '?' || c == '#') return true;
-    if (c == '%' || c == '\\' || is_control(c)) return false;
+    unsigned char k = path_class[(unsigned char)p[i]];
+    if (k == 0) continue;
+    if (k == PC_END) return true;
+    if (k == PC_SLOW) return false;
     /* "//" and a segment starting with '.' ("." or ".."; "/.well-known"
      * takes the slow path and comes out unchanged). */
-    if (c == '/' && i + 1 < len && (p[i + 1] == '/' || p[i + 1] == '.')) return false;
+    if (i + 1 < len && (p[i + 1] == '/' || p[i + 1] == '.')) return false;
   }
   return true;
 }

@@ -464,6 +464,7 @@ static void conn_linger(struct sl_conn *c) {
   struct ev_loop *loop = c->w->loop;
   c->lingering = true;
   c->closing = false;
+  c->read_paused = true; /* never parsed again (the input list skips it) */
   if (c->ops && c->ops->destroy) c->ops->destroy(c);
   c->ops = NULL;
   sl_pipe_clear(&c->in);
