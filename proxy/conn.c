@@ -464,6 +464,14 @@ static void conn_linger(struct sl_conn *c) {
   struct ev_loop *loop = c->w->loop;
   c->lingering = true;
   c->closing = false;
+  struct sl_worker *w = c->w;
+  c->linger_prev = w->linger_tail;
+  c->linger_next = NULL;
+  if (w->linger_tail)
+    w->linger_tail->linger_next = c;
+  else
+    w->linger_head = c;
+  w->linger_tail = c;
   c->read_paused = true; /* never parsed again (the input list skips it) */
   if (c->ops && c->ops->destroy) c->ops->destroy(c);
   c->ops = NULL;
@@ -477,12 +485,33 @@ static void conn_linger(struct sl_conn *c) {
   conn_linger_tls(c);
 }
 
+bool sl_conn_reclaim_lingering(struct sl_worker *w, const struct sl_listener *lis) {
+  for (struct sl_conn *c = w->linger_head; c; c = c->linger_next) {
+    if (c->lis != lis) continue;
+    sl_conn_close(c);
+    return true;
+  }
+  return false;
+}
+
 /* Releases |c|'s socket and protocol state at once and marks it dead. The
  * struct itself is freed by the worker's flush pass at the end of this
  * loop iteration, so callers up the stack may still look at c->dead. */
 void sl_conn_close(struct sl_conn *c) {
   if (c->dead) return;
   c->dead = true;
+  if (c->lingering) {
+    struct sl_worker *lw = c->w;
+    if (c->linger_prev)
+      c->linger_prev->linger_next = c->linger_next;
+    else
+      lw->linger_head = c->linger_next;
+    if (c->linger_next)
+      c->linger_next->linger_prev = c->linger_prev;
+    else
+      lw->linger_tail = c->linger_prev;
+    c->linger_next = c->linger_prev = NULL;
+  }
   struct ev_loop *loop = c->w->loop;
   ev_io_stop(loop, &c->rio);
   ev_io_stop(loop, &c->wio);

@@ -325,6 +325,7 @@ struct sl_conn {
   ev_tstamp timeout_at;     /* current deadline (0: none), see sl_conn_set_timeout */
   ev_tstamp timer_armed_at; /* deadline the libev timer is armed for */
   uint32_t linger_bytes;    /* input discarded while lingering */
+  struct sl_conn *linger_next, *linger_prev; /* worker's lingering list */
 };
 
 /* conn.c */
@@ -341,6 +342,12 @@ void sl_conn_schedule_flush(struct sl_conn *c);
 #define SL_LINGER_MAX_BYTES (1u << 20)
 void sl_conn_close_after_flush(struct sl_conn *c);
 void sl_conn_close(struct sl_conn *c);
+/* Closes |w|'s oldest lingering connection of |lis|, so a new connection
+ * can take its place under max_connections (a lingering connection has
+ * nothing left to give its client but the chance of reading the last
+ * answer; nginx reuses such connections the same way). Returns true if one
+ * was closed. */
+bool sl_conn_reclaim_lingering(struct sl_worker *w, const struct sl_listener *lis);
 void sl_conn_pause_read(struct sl_conn *c);
 void sl_conn_resume_read(struct sl_conn *c);
 /* (Re)arms the connection timer to fire after |ms| (0: stop). */
@@ -427,6 +434,9 @@ struct sl_worker {
   struct sl_worker_listener *listeners; /* the set of w->gen (list) */
   int n_listeners;
   struct sl_conn *conns; /* all client connections */
+  /* Lingering connections, oldest first (also on `conns`): the first to
+   * give back when a listener is at max_connections. */
+  struct sl_conn *linger_head, *linger_tail;
   struct sl_stream *tunnels; /* open WebSocket tunnels */
   uint32_t n_tunnels;
   uint32_t n_conns;

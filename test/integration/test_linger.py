@@ -224,3 +224,25 @@ def test_drain_does_not_wait_on_lingering_client_beyond_the_bound(start_sluice, 
     finally:
         c.close()
     assert elapsed < LINGER_BOUND_S + 3.0, elapsed
+
+
+def test_lingering_connection_gives_its_slot_to_a_new_client(start_sluice, upstream):
+    """max_connections 1: a refused client that lingers (never closes) does
+    not lock out the next client; the lingering connection is closed to make
+    room (as nginx reuses lingering connections)."""
+    cfg = base_config()
+    cfg["listeners"][0]["max_connections"] = 1
+    s = start_sluice(cfg, workers=1)
+    a = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    try:
+        a.sendall(b"GET /v1/bad HTTP/1.1\r\nHost: x\r\nX-A : b\r\n\r\n")
+        assert _parse(_read_until_eof(a, 10))[0] == 400  # sluice is lingering on |a| now
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as b:
+            b.sendall(b"GET /v1/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status = _parse(_read_until_eof(b, 10))[0]
+        # Served at once, not after the linger bound ran out.
+        assert status == 200 and time.monotonic() - t0 < LINGER_BOUND_S / 2
+    finally:
+        a.close()
+    assert upstream.stats()["paths"] == {"/v1/next": 1}
