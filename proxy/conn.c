@@ -381,7 +381,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   }
   c->timeout_at = 0;
   if (!c->ops) {
-    sl_conn_close(c); /* handshake or preface never completed */
+    sl_conn_close(c); /* handshake or preface never completed, or linger over */
   } else if (c->proto == SL_PROTO_H2) {
     sl_h2_on_timeout(c);
   } else {
