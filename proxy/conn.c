@@ -456,8 +456,9 @@ static void conn_linger_tls(struct sl_conn *c) {
  * drop the answer it has not read yet (a 431 or a 429 with Retry-After
  * sent while the client is still uploading). So: free the protocol state
  * now (a lingering connection keeps only its fd, its timer and this
- * struct, and still counts against the listener's max_connections, since
- * it holds a socket), send close_notify on TLS, shut the write side and
+ * struct; it still counts against the listener's max_connections, since
+ * it holds a socket, but gives its place to a new connection at the cap:
+ * sl_conn_reclaim_lingering), send close_notify on TLS, shut the write side and
  * discard input until EOF, SL_LINGER_MAX_BYTES, or SL_LINGER_MS (never
  * longer than the idle timeout), whichever comes first. */
 static void conn_linger(struct sl_conn *c) {
