@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "sluice/config.h"
+#include "sluice/path.h"
 #include "sluice/version.h"
 #include "config_int.h"
 
@@ -722,6 +723,31 @@ static void parse_identify(struct schema *s, node_t *root) {
 static const char *const MATCH_KEYS[] = {"path_prefix", "method",    "host",
                                          "header",      "listener",  "websocket", NULL};
 
+/* Requests are matched on their normalised path (sluice/path.h): a prefix
+ * that is not itself in normal form could never match what it says, so it
+ * is an error rather than a silent dead route. Returns true if |v| is a
+ * usable prefix. */
+static bool check_path_prefix(struct schema *s, node_t *v) {
+  size_t len = strlen(v->str);
+  if (strcspn(v->str, "?#") != len) {
+    err(s, v, "path_prefix: '%s' has a query or fragment; routes match the path only", v->str);
+    return false;
+  }
+  char *norm = malloc(len + 1);
+  if (!norm) abort(); /* config load: out of memory is fatal */
+  size_t nlen;
+  enum sl_path_status st = sl_path_normalize(v->str, len, norm, &nlen);
+  bool ok = st == SL_PATH_OK && nlen == len && memcmp(norm, v->str, len) == 0;
+  if (st != SL_PATH_OK)
+    err(s, v, "path_prefix: '%s' can never match: requests with such a path are refused (%s)",
+        v->str, sl_path_status_name(st));
+  else if (!ok)
+    err(s, v, "path_prefix: '%s' is not a normalised path; requests are matched on their normal "
+              "form, write '%s'", v->str, norm);
+  free(norm);
+  return ok;
+}
+
 static void parse_match(struct schema *s, node_t *m, struct sl_route_match *rm) {
   struct sl_config *cfg = s->cfg;
   check_keys(s, m, "match", MATCH_KEYS);
@@ -729,7 +755,7 @@ static void parse_match(struct schema *s, node_t *m, struct sl_route_match *rm) 
   if (get_text(s, m, "path_prefix", &v) > 0) {
     if (v->str[0] != '/')
       err(s, v, "path_prefix: must start with '/' (got '%s')", v->str);
-    else
+    else if (check_path_prefix(s, v))
       rm->path_prefix = sdup(s, v->str);
   }
   if (get_text(s, m, "method", &v) > 0) {

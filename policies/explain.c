@@ -4,14 +4,22 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "sluice/admission.h"
 #include "sluice/explain.h"
 #include "sluice/identify.h"
+#include "sluice/path.h"
 #include "sluice/route.h"
 #include "sluice/version.h"
+
+static int explain_normalised(const struct sl_config *cfg, const struct sl_blocklist *bl,
+                              const struct sl_explain_request *r, const char *path,
+                              const char *raw_path, enum sl_path_status pst,
+                              const struct sockaddr_storage *ss, const char *ip, uint64_t now_ns,
+                              int64_t now_unix, FILE *out);
 
 struct explain_ctx {
   const struct sl_explain_request *r;
@@ -101,11 +109,40 @@ int sl_explain(const struct sl_config *cfg, const struct sl_blocklist *bl,
     snprintf(err, errlen, "'%s' is not an IP address", ip);
     return -1;
   }
+  /* Routes match the normalised path, as the data plane does
+   * (proxy/stream.c); the document shows that path, and the raw one when
+   * normalising changed it. */
+  const char *raw_path = r->path ? r->path : "/";
+  size_t raw_len = strlen(raw_path);
+  char *path = malloc(raw_len + 1);
+  if (!path) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  size_t path_len = 0;
+  enum sl_path_status pst = SL_PATH_OK;
+  if (raw_len == 1 && raw_path[0] == '*')
+    memcpy(path, raw_path, (path_len = raw_len) + 1);
+  else
+    pst = sl_path_normalize(raw_path, raw_len, path, &path_len);
+  if (pst != SL_PATH_OK) memcpy(path, raw_path, (path_len = raw_len) + 1);
+  int rv = explain_normalised(cfg, bl, r, path, raw_path, pst, &ss, ip, now_ns, now_unix, out);
+  free(path);
+  return rv;
+}
+
+/* sl_explain once the path is normalised (|path|, or the raw path when
+ * |pst| says it cannot be). */
+static int explain_normalised(const struct sl_config *cfg, const struct sl_blocklist *bl,
+                              const struct sl_explain_request *r, const char *path,
+                              const char *raw_path, enum sl_path_status pst,
+                              const struct sockaddr_storage *ss, const char *ip, uint64_t now_ns,
+                              int64_t now_unix, FILE *out) {
   const char *method = r->method ? r->method : "GET";
   const char *upg = explain_header(r, "upgrade");
   struct sl_request_facts facts = {
       .method = method,
-      .path = r->path,
+      .path = path,
       .host = explain_header(r, "host"),
       .listener = r->listener,
       .websocket = upg && strcasecmp(upg, "websocket") == 0,
@@ -115,10 +152,22 @@ int sl_explain(const struct sl_config *cfg, const struct sl_blocklist *bl,
   fputs("{\"request\":{\"method\":", out);
   json_str(out, method, strlen(method));
   fputs(",\"path\":", out);
-  json_str(out, r->path, strlen(r->path));
+  json_str(out, path, strlen(path));
+  if (strcmp(path, raw_path) != 0) {
+    fputs(",\"raw_path\":", out);
+    json_str(out, raw_path, strlen(raw_path));
+  }
   fputs(",\"ip\":", out);
   json_str(out, ip, strlen(ip));
   fputs("},", out);
+  if (pst != SL_PATH_OK) {
+    fputs("\"route\":null,\"policies\":[],\"verdict\":{\"admit\":false,\"status\":400,"
+          "\"error\":",
+          out);
+    json_str(out, sl_path_status_name(pst), strlen(sl_path_status_name(pst)));
+    fputs(",\"policy\":\"http\",\"retry_after\":0}}\n", out);
+    return 0;
+  }
 
   const struct sl_route_cfg *route = sl_route_select(cfg, &facts);
   if (!route) {
@@ -145,7 +194,7 @@ int sl_explain(const struct sl_config *cfg, const struct sl_blocklist *bl,
     hv[i] = (struct sl_hdr){lower[i], k, r->header_values[i], strlen(r->header_values[i])};
   }
   struct sl_identity id;
-  if (sl_identify(&cfg->identify, (struct sockaddr *)&ss, hv, (size_t)n, &id) != SL_IDENTIFY_OK) {
+  if (sl_identify(&cfg->identify, (const struct sockaddr *)ss, hv, (size_t)n, &id) != SL_IDENTIFY_OK) {
     fputs(",\"policies\":[],\"verdict\":{\"admit\":false,\"status\":400,"
           "\"error\":\"ambiguous_identity\",\"policy\":",
           out);

@@ -4,10 +4,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sluice/path.h"
 #include "sluice/route.h"
 
 /* Host comparison ignores case and a trailing ":port" (RFC 9110 §7.2:
- * the port is not part of the name being routed on). */
+ * the port is not part of the name being routed on), and the root dot of
+ * a fully qualified name ("api.example.com." is the same host, and DNS
+ * and most origins treat it so; matching it raw let it skip the route). */
 static bool host_equal(const char *want, const char *have) {
   size_t wl = strlen(want);
   const char *end = have + strlen(have);
@@ -17,12 +20,15 @@ static bool host_equal(const char *want, const char *have) {
   } else {
     const char *colon = strrchr(have, ':');
     if (colon) end = colon;
+    if (end - have > 1 && end[-1] == '.') end--;
   }
   return (size_t)(end - have) == wl && strncasecmp(want, have, wl) == 0;
 }
 
 bool sl_route_match_one(const struct sl_route_match *m, const struct sl_request_facts *f) {
-  if (m->path_prefix && strncmp(f->path, m->path_prefix, strlen(m->path_prefix)) != 0)
+  /* f->path is normalised (sl_path_normalize) and so is the prefix
+   * (checked at config load): segment-boundary match, see path.h. */
+  if (m->path_prefix && !sl_path_prefix_match(m->path_prefix, strlen(m->path_prefix), f->path))
     return false;
   if (m->method && strcmp(m->method, f->method) != 0) return false;
   if (m->host && (!f->host || !host_equal(m->host, f->host))) return false;

@@ -27,6 +27,8 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_do_flush(struct sl_conn *c);
+static void conn_linger(struct sl_conn *c);
+static void conn_linger_tls(struct sl_conn *c);
 
 void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
                     const struct sockaddr_storage *peer) {
@@ -133,6 +135,7 @@ void sl_conn_schedule_flush(struct sl_conn *c) {
 }
 
 void sl_conn_close_after_flush(struct sl_conn *c) {
+  if (c->lingering) return; /* answered and closing already */
   c->closing = true;
   sl_conn_pause_read(c);
   sl_conn_schedule_flush(c);
@@ -280,6 +283,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     if (n == 0) {
       /* The protocol decides: an idle h1 connection closes, one with a
        * response in flight finishes writing it first. */
+      c->peer_eof = true;
       sl_conn_pause_read(c);
       c->ops->on_eof(c);
       if (!c->dead) sl_conn_schedule_flush(c);
@@ -327,6 +331,7 @@ static int conn_transport_write(struct sl_conn *c) {
 }
 
 static void conn_do_flush(struct sl_conn *c) {
+  if (c->lingering) return; /* nothing more to write */
   for (;;) {
     if (c->ops && c->ops->produce) c->ops->produce(c);
     if (c->dead) return;
@@ -342,13 +347,18 @@ static void conn_do_flush(struct sl_conn *c) {
     }
   }
   ev_io_stop(c->w->loop, &c->wio);
-  if (c->closing) sl_conn_close(c);
+  if (c->closing) conn_linger(c);
 }
 
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
   struct sl_conn *c = SL_CONTAINER_OF(w, struct sl_conn, wio);
   (void)loop;
   (void)revents;
+  if (c->lingering) {
+    ev_io_stop(c->w->loop, &c->wio);
+    conn_linger_tls(c);
+    return;
+  }
   if (c->handshaking) {
     ev_io_stop(c->w->loop, &c->wio);
     if (conn_tls_handshake(c) < 0) sl_conn_close(c);
@@ -371,7 +381,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   }
   c->timeout_at = 0;
   if (!c->ops) {
-    sl_conn_close(c); /* handshake or preface never completed */
+    sl_conn_close(c); /* handshake or preface never completed, or linger over */
   } else if (c->proto == SL_PROTO_H2) {
     sl_h2_on_timeout(c);
   } else {
@@ -380,12 +390,129 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   if (!c->dead) sl_conn_schedule_flush(c);
 }
 
+/* ---- lingering close ------------------------------------------------ */
+
+/* Discards what the client still sends until it closes, the byte bound is
+ * reached, or the linger timer (conn_timer_cb: no ops, so it closes) fires.
+ * Reads raw bytes even on TLS: after close_notify nothing the client sends
+ * is of interest, so nothing is decrypted. */
+static void conn_linger_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  static __thread char sink[16384];
+  struct sl_conn *c = SL_CONTAINER_OF(w, struct sl_conn, rio);
+  (void)loop;
+  (void)revents;
+  /* A few reads per event, like conn_read_cb, so a fast sender cannot
+   * starve the worker's other connections. */
+  for (int i = 0; i < 4; i++) {
+    ssize_t n = read(c->fd, sink, sizeof(sink));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n <= 0) break; /* EOF (the clean end) or error */
+    c->linger_bytes += (uint32_t)n;
+    if (c->linger_bytes >= SL_LINGER_MAX_BYTES) break; /* enough: cut it */
+    if ((size_t)n < sizeof(sink)) return;
+    if (i == 3) return; /* more next time */
+  }
+  sl_conn_close(c);
+}
+
+/* The write side is done (close_notify sent on TLS): shut it, so the
+ * client reads EOF after the answer, and drain its input. A client that
+ * already closed its side sends nothing more: close at once. */
+static void conn_linger_drain(struct sl_conn *c) {
+  struct ev_loop *loop = c->w->loop;
+  if (c->ssl) {
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+  }
+  if (c->peer_eof || shutdown(c->fd, SHUT_WR) != 0) {
+    sl_conn_close(c);
+    return;
+  }
+  ev_io_stop(loop, &c->rio);
+  ev_set_cb(&c->rio, conn_linger_read_cb);
+  ev_io_start(loop, &c->rio);
+}
+
+/* Sends TLS close_notify (RFC 8446 §6.1) without waiting for the
+ * client's; retried from the write watcher if the socket is full. */
+static void conn_linger_tls(struct sl_conn *c) {
+  if (c->ssl) {
+    ERR_clear_error();
+    int rv = SSL_shutdown(c->ssl);
+    if (rv < 0 && SSL_get_error(c->ssl, rv) == SSL_ERROR_WANT_WRITE) {
+      ev_io_start(c->w->loop, &c->wio);
+      return;
+    }
+    /* 0: sent; 1: the client's came first; other errors: nothing to
+     * save, drain all the same. */
+  }
+  conn_linger_drain(c);
+}
+
+/* Answer, then close gently (nginx ngx_http_set_lingering_close): called
+ * once the last byte of the answer is written. Closing a socket with
+ * unread input makes the kernel send an RST, and the client's kernel may
+ * drop the answer it has not read yet (a 431 or a 429 with Retry-After
+ * sent while the client is still uploading). So: free the protocol state
+ * now (a lingering connection keeps only its fd, its timer and this
+ * struct; it still counts against the listener's max_connections, since
+ * it holds a socket, but gives its place to a new connection at the cap:
+ * sl_conn_reclaim_lingering), send close_notify on TLS, shut the write side and
+ * discard input until EOF, SL_LINGER_MAX_BYTES, or SL_LINGER_MS (never
+ * longer than the idle timeout), whichever comes first. */
+static void conn_linger(struct sl_conn *c) {
+  struct ev_loop *loop = c->w->loop;
+  c->lingering = true;
+  c->closing = false;
+  struct sl_worker *w = c->w;
+  c->linger_prev = w->linger_tail;
+  c->linger_next = NULL;
+  if (w->linger_tail)
+    w->linger_tail->linger_next = c;
+  else
+    w->linger_head = c;
+  w->linger_tail = c;
+  c->read_paused = true; /* never parsed again (the input list skips it) */
+  if (c->ops && c->ops->destroy) c->ops->destroy(c);
+  c->ops = NULL;
+  sl_pipe_clear(&c->in);
+  sl_pipe_clear(&c->out);
+  ev_io_stop(loop, &c->wio);
+  uint64_t ms = SL_LINGER_MS;
+  uint64_t idle = c->lis->idle_timeout_ms;
+  if (idle && idle < ms) ms = idle;
+  sl_conn_set_timeout(c, ms);
+  conn_linger_tls(c);
+}
+
+bool sl_conn_reclaim_lingering(struct sl_worker *w, const struct sl_listener *lis) {
+  for (struct sl_conn *c = w->linger_head; c; c = c->linger_next) {
+    if (c->lis != lis) continue;
+    sl_conn_close(c);
+    return true;
+  }
+  return false;
+}
+
 /* Releases |c|'s socket and protocol state at once and marks it dead. The
  * struct itself is freed by the worker's flush pass at the end of this
  * loop iteration, so callers up the stack may still look at c->dead. */
 void sl_conn_close(struct sl_conn *c) {
   if (c->dead) return;
   c->dead = true;
+  if (c->lingering) {
+    struct sl_worker *lw = c->w;
+    if (c->linger_prev)
+      c->linger_prev->linger_next = c->linger_next;
+    else
+      lw->linger_head = c->linger_next;
+    if (c->linger_next)
+      c->linger_next->linger_prev = c->linger_prev;
+    else
+      lw->linger_tail = c->linger_prev;
+    c->linger_next = c->linger_prev = NULL;
+  }
   struct ev_loop *loop = c->w->loop;
   ev_io_stop(loop, &c->rio);
   ev_io_stop(loop, &c->wio);

@@ -247,6 +247,9 @@ static int on_headers_complete(llhttp_t *p) {
    * hop-by-hop and dropped, and the request proceeds as plain HTTP/1.1. */
 
   h->keep_alive = llhttp_should_keep_alive(p) && !c->w->draining;
+  /* RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has framing
+   * a 1.0 intermediary may have got wrong: close after answering it. */
+  if (h->http10 && te) h->keep_alive = false;
   /* A refused or failed upgrade leaves llhttp in its upgrade state: close
    * after answering rather than parse further bytes as HTTP. */
   if (r->upgrade_websocket || p->upgrade) h->keep_alive = false;

@@ -304,6 +304,8 @@ struct sl_conn {
   bool handshaking;
   bool detecting;     /* cleartext: h1 or h2c preface not decided yet */
   bool closing;       /* close once `out` is flushed */
+  bool lingering;     /* answered and half-closed: draining input (conn_linger) */
+  bool peer_eof;      /* the client closed its write side */
   bool read_paused;   /* protocol asked to stop reading */
   bool flush_pending; /* queued on the worker's flush list */
   bool dead;
@@ -322,6 +324,8 @@ struct sl_conn {
   bool input_pending;
   ev_tstamp timeout_at;     /* current deadline (0: none), see sl_conn_set_timeout */
   ev_tstamp timer_armed_at; /* deadline the libev timer is armed for */
+  uint32_t linger_bytes;    /* input discarded while lingering */
+  struct sl_conn *linger_next, *linger_prev; /* worker's lingering list */
 };
 
 /* conn.c */
@@ -329,9 +333,21 @@ void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
                     const struct sockaddr_storage *peer);
 /* Queue |c| for a write at the end of this loop iteration. */
 void sl_conn_schedule_flush(struct sl_conn *c);
-/* Close after pending output is written. */
+/* Close after pending output is written: the protocol state is freed,
+ * TLS sends close_notify, the write side is shut and input is drained for
+ * at most SL_LINGER_MS / SL_LINGER_MAX_BYTES before the socket is closed,
+ * so the kernel does not turn the close into an RST that destroys the
+ * answer (nginx lingering_close). */
+#define SL_LINGER_MS 2000u
+#define SL_LINGER_MAX_BYTES (1u << 20)
 void sl_conn_close_after_flush(struct sl_conn *c);
 void sl_conn_close(struct sl_conn *c);
+/* Closes |w|'s oldest lingering connection of |lis|, so a new connection
+ * can take its place under max_connections (a lingering connection has
+ * nothing left to give its client but the chance of reading the last
+ * answer; nginx reuses such connections the same way). Returns true if one
+ * was closed. */
+bool sl_conn_reclaim_lingering(struct sl_worker *w, const struct sl_listener *lis);
 void sl_conn_pause_read(struct sl_conn *c);
 void sl_conn_resume_read(struct sl_conn *c);
 /* (Re)arms the connection timer to fire after |ms| (0: stop). */
@@ -418,6 +434,9 @@ struct sl_worker {
   struct sl_worker_listener *listeners; /* the set of w->gen (list) */
   int n_listeners;
   struct sl_conn *conns; /* all client connections */
+  /* Lingering connections, oldest first (also on `conns`): the first to
+   * give back when a listener is at max_connections. */
+  struct sl_conn *linger_head, *linger_tail;
   struct sl_stream *tunnels; /* open WebSocket tunnels */
   uint32_t n_tunnels;
   uint32_t n_conns;

@@ -14,6 +14,7 @@
 #include "sluice/identify.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
+#include "sluice/path.h"
 #include "sluice/retry.h"
 #include "sluice/route.h"
 #include "proxy.h"
@@ -280,10 +281,36 @@ static void remember_device(struct sl_conn *c, const struct sl_identity *id) {
   c->last_firmware[n] = '\0';
 }
 
+/* Replaces s->req.path with its normal form (sluice/path.h), so routes
+ * match and the origin receives the same path. Most paths are plain and
+ * stay where they are; the others are rewritten into the arena. Returns
+ * true, or false once the stream is answered (400: no safe normal form;
+ * 503: out of memory, as the raw path must not be routed). "*" (OPTIONS)
+ * has no path. */
+static bool stream_normalize_path(struct sl_stream *s) {
+  const char *p = s->req.path;
+  size_t len = strlen(p);
+  if ((len == 1 && p[0] == '*') || sl_path_is_plain(p, len)) return true;
+  char *out = sl_arena_alloc(&s->arena, len + 1);
+  if (!out) {
+    sl_stream_respond_error(s, 503, "out_of_memory", "http", 1);
+    return false;
+  }
+  size_t out_len;
+  enum sl_path_status st = sl_path_normalize(p, len, out, &out_len);
+  if (st != SL_PATH_OK) {
+    sl_stream_respond_error(s, 400, sl_path_status_name(st), "http", 0);
+    return false;
+  }
+  s->req.path = out;
+  return true;
+}
+
 void sl_stream_dispatch(struct sl_stream *s) {
   struct sl_gen *g = s->gen;
   const struct sl_config *cfg = g->cfg;
   struct sl_conn *c = s->conn;
+  if (!stream_normalize_path(s)) return;
   struct sl_request_facts f = {
       .method = s->req.method,
       .path = s->req.path,

@@ -78,9 +78,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
         sl_log(SL_LOG_WARN, "accept: out of file descriptors", "listener", lis->name, NULL);
       return;
     }
-    if (atomic_load_explicit(&lis->n_connections, memory_order_relaxed) >= lis->max_connections) {
-      /* Over the listener's cap: refuse at once rather than queue work
-       * the process cannot serve. */
+    if (atomic_load_explicit(&lis->n_connections, memory_order_relaxed) >= lis->max_connections &&
+        !sl_conn_reclaim_lingering(w, lis)) {
+      /* Over the listener's cap (and no lingering connection of this
+       * worker to give back): refuse at once rather than queue work the
+       * process cannot serve. */
       close(fd);
       continue;
     }
@@ -140,6 +142,7 @@ static void worker_begin_drain(struct sl_worker *w) {
   }
   for (struct sl_conn *c = w->conns, *n; c; c = n) {
     n = c->next;
+    if (c->lingering) continue; /* ends within its own bound (SL_LINGER_MS) */
     if (!c->ops)
       sl_conn_close(c);
     else if (c->ops->drain)

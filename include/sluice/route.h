@@ -14,7 +14,7 @@
  * never sees the frontend's header representation. */
 struct sl_request_facts {
   const char *method;
-  const char *path;      /* request-target, query included */
+  const char *path;      /* request-target, query included, normalised (sluice/path.h) */
   const char *host;      /* Host or :authority, may carry a port; NULL if absent */
   const char *listener;  /* name of the listener the request came in on */
   bool websocket;        /* an HTTP/1.1 Upgrade: websocket or h2 :protocol websocket */

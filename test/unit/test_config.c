@@ -814,6 +814,17 @@ static void test_error_values3(void **state) {
                     41, "invalid regular expression");
   /* paths, methods, names */
   expect_only_error(BASE "    match: { path_prefix: v1 }\n", 10, 27, "path_prefix: must start with '/'");
+  /* Requests are matched on their normalised path: a prefix must be one. */
+  expect_only_error(BASE "    match: { path_prefix: /v1//connect }\n", 10, 27,
+                    "path_prefix: '/v1//connect' is not a normalised path; requests are matched on "
+                    "their normal form, write '/v1/connect'");
+  expect_only_error(BASE "    match: { path_prefix: /v1/%63onnect }\n", 10, 27, "write '/v1/connect'");
+  expect_only_error(BASE "    match: { path_prefix: /v1/./connect }\n", 10, 27, "write '/v1/connect'");
+  expect_only_error(BASE "    match: { path_prefix: /v1/%3a }\n", 10, 27, "write '/v1/%3A'");
+  expect_only_error(BASE "    match: { path_prefix: \"/v1/a%2Fb\" }\n", 10, 27,
+                    "can never match: requests with such a path are refused (path_encoded_slash)");
+  expect_only_error(BASE "    match: { path_prefix: /.. }\n", 10, 27, "(path_escapes_root)");
+  expect_only_error(BASE "    match: { path_prefix: \"/v1?x\" }\n", 10, 27, "has a query or fragment");
   expect_only_error(BASE "    match: { method: \"GE T\" }\n", 10, 22, "not a valid HTTP method");
   expect_only_error(BASE "    match: { host: \"https://x\" }\n", 10, 20, "is not a host name");
   expect_only_error(BASE "  - name: \"bad name\"\n    upstream: identity\n", 10, 11,

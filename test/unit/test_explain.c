@@ -301,6 +301,33 @@ static void test_no_route(void **state) {
   free(out);
 }
 
+/* Issue 8: explain routes the normalised path, as the data plane does,
+ * shows it (and the raw one), and reports a path sluice refuses as the
+ * 400 it gets. */
+static void test_normalised_path(void **state) {
+  struct env *e = *state;
+  int rc;
+  const char *tricks[] = {"/v1//connect", "/v1/%63onnect", "/v1/./connect", "/v1/x/../connect"};
+  for (size_t i = 0; i < sizeof(tricks) / sizeof(tricks[0]); i++) {
+    char *out = explain(e, "192.0.2.1", tricks[i], T0, &rc, 0);
+    assert_int_equal(rc, 0);
+    assert_has(out, "\"route\":\"connect\"");
+    assert_has(out, "\"path\":\"/v1/connect\",\"raw_path\":");
+    free(out);
+  }
+  char *out = explain(e, "192.0.2.1", "/v1/connector", T0, &rc, 0);
+  assert_has(out, "\"route\":null");
+  free(out);
+  out = explain(e, "192.0.2.1", "/v1/connect", T0, &rc, 0);
+  assert_false(strstr(out, "raw_path"));
+  free(out);
+  out = explain(e, "192.0.2.1", "/v1/a%2Fb", T0, &rc, 0);
+  assert_int_equal(rc, 0);
+  assert_has(out, "\"path\":\"/v1/a%2Fb\"");
+  assert_has(out, "\"verdict\":{\"admit\":false,\"status\":400,\"error\":\"path_encoded_slash\"");
+  free(out);
+}
+
 static void test_blocked_firmware(void **state) {
   struct env *e = *state;
   int rc;
@@ -505,6 +532,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_json_checker),
       cmocka_unit_test_setup_teardown(test_no_route, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_normalised_path, setup, teardown),
       cmocka_unit_test_setup_teardown(test_blocked_firmware, setup, teardown),
       cmocka_unit_test_setup_teardown(test_admitted, setup, teardown),
       cmocka_unit_test_setup_teardown(test_explain_consumes_nothing, setup, teardown),

@@ -55,6 +55,13 @@ static void test_fields(void **state) {
   f = facts("GET", "/v1/connect", "api.example.com", true, ok);
   f.listener = "internal";
   assert_false(sl_route_match_one(&m, &f));
+  /* The root dot of a fully qualified name is the same host (issue 8). */
+  f = facts("GET", "/v1/connect", "api.example.com.", true, ok);
+  assert_true(sl_route_match_one(&m, &f));
+  f = facts("GET", "/v1/connect", "API.example.com.:443", true, ok);
+  assert_true(sl_route_match_one(&m, &f));
+  f = facts("GET", "/v1/connect", "api.example.com..", true, ok);
+  assert_false(sl_route_match_one(&m, &f));
   /* IPv6 literal hosts keep their brackets; the port is ignored. */
   struct sl_route_match m6 = {.host = "[::1]", .websocket = -1};
   f = facts("GET", "/", "[::1]:8443", false, NULL);
@@ -85,10 +92,35 @@ static void test_first_match_wins(void **state) {
   assert_null(sl_route_select(&cfg, &f));
 }
 
+/* Issue 8: a prefix matches on segment boundaries of the (normalised)
+ * path; "/v1/connector" is not below "/v1/connect". */
+static void test_prefix_segment_boundary(void **state) {
+  (void)state;
+  struct sl_route_match m = {.path_prefix = "/v1/connect", .websocket = -1};
+  const char *yes[] = {"/v1/connect", "/v1/connect/", "/v1/connect/x", "/v1/connect?q=1"};
+  const char *no[] = {"/v1/connector", "/v1/connect-x", "/v1/conn", "/v1", "/"};
+  for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+    struct sl_request_facts f = facts("GET", yes[i], "h", false, NULL);
+    if (!sl_route_match_one(&m, &f)) fail_msg("'%s' should match", yes[i]);
+  }
+  for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+    struct sl_request_facts f = facts("GET", no[i], "h", false, NULL);
+    if (sl_route_match_one(&m, &f)) fail_msg("'%s' should not match", no[i]);
+  }
+  struct sl_route_match dir = {.path_prefix = "/v1/", .websocket = -1};
+  struct sl_request_facts f = facts("GET", "/v1/a", "h", false, NULL);
+  assert_true(sl_route_match_one(&dir, &f));
+  f = facts("GET", "/v1", "h", false, NULL);
+  assert_false(sl_route_match_one(&dir, &f));
+  f = facts("GET", "/v10/a", "h", false, NULL);
+  assert_false(sl_route_match_one(&dir, &f));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fields),
       cmocka_unit_test(test_first_match_wins),
+      cmocka_unit_test(test_prefix_segment_boundary),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
