@@ -913,7 +913,10 @@ static void parse_route(struct schema *s, node_t *m, struct sl_route_cfg *r) {
   else if (!val(m, "upstream"))
     err(s, m, "route '%s': missing 'upstream'", r->name ? r->name : "?");
   node_t *rls = get_node(s, m, "rate_limits", CFG_SEQ);
-  if (rls && rls->n) {
+  if (rls && rls->n > SL_ROUTE_MAX_RATE_LIMITS) {
+    err(s, rls, "route '%s': %zu rate limits, at most %d are allowed", r->name ? r->name : "?",
+        (size_t)rls->n, SL_ROUTE_MAX_RATE_LIMITS);
+  } else if (rls && rls->n) {
     r->rate_limits = sl_arena_xalloc(s->a, rls->n * sizeof(*r->rate_limits));
     for (size_t i = 0; i < rls->n; i++) {
       if (!want(s, rls->kids[i], CFG_MAP, "rate_limits item")) continue;

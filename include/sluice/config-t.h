@@ -177,6 +177,10 @@ struct sl_route_match {
   int websocket;            /* -1: any, 0: must not be an upgrade, 1: must be */
 };
 
+/* Rate limits a route may have (the loader refuses more): admission keeps
+ * one bit per limit to give back what a refused request was charged. */
+#define SL_ROUTE_MAX_RATE_LIMITS 64
+
 struct sl_route_cfg {
   const char *name;
   struct sl_mark mark;
