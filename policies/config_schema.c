@@ -454,10 +454,9 @@ static void parse_listener(struct schema *s, node_t *m, struct sl_listener_cfg *
     get_u32(s, lim, "headers", 1, 10000, &l->headers);
     get_u32(s, lim, "h2_streams", 1, 1000000, &l->h2_streams);
   }
-  uint64_t h = cfg_fnv_str(CFG_FNV_INIT, "connect_rate");
-  h = cfg_fnv_str(h, l->name);
-  h = cfg_fnv_u64(h, l->connect_rate.per_ip.period_ns);
-  l->connect_rate.identity = cfg_fnv_u64(h, l->connect_rate.burst);
+  /* Not the rate nor the burst: a reload that changes them converts the
+   * table (sl_policies_attach) instead of starting it full. */
+  l->connect_rate.identity = cfg_fnv_str(cfg_fnv_str(CFG_FNV_INIT, "connect_rate"), l->name);
 }
 
 /* Reports the second and later items of |n| items that share a name.
@@ -837,21 +836,15 @@ static void parse_overrides(struct schema *s, node_t *ov, struct sl_rate_limit_c
   }
 }
 
+/* What a limiter table's keys mean: whose limit, keyed by what, how big.
+ * Rates, bursts and overrides are tunables: a reload that changes them
+ * keeps the table and converts each key (sl_policies_attach). */
 static uint64_t rate_limit_identity(const char *route, const struct sl_rate_limit_cfg *rl) {
   uint64_t h = cfg_fnv_str(CFG_FNV_INIT, "rate_limit");
   h = cfg_fnv_str(h, route);
   h = cfg_fnv_str(h, rl->name);
   h = cfg_fnv_u64(h, rl->key);
-  h = cfg_fnv_u64(h, rl->rate.period_ns);
-  h = cfg_fnv_u64(h, rl->burst);
-  h = cfg_fnv_u64(h, rl->max_keys);
-  h = cfg_fnv_u64(h, rl->n_overrides);
-  for (size_t i = 0; i < rl->n_overrides; i++) {
-    h = cfg_fnv_str(h, rl->overrides[i].match);
-    h = cfg_fnv_u64(h, rl->overrides[i].rate.period_ns);
-    h = cfg_fnv_u64(h, rl->overrides[i].burst);
-  }
-  return h;
+  return cfg_fnv_u64(h, rl->max_keys);
 }
 
 static bool parse_rate_limit(struct schema *s, node_t *m, struct sl_route_cfg *r,
@@ -943,9 +936,9 @@ static void parse_route(struct schema *s, node_t *m, struct sl_route_cfg *r) {
       err(s, cc, "concurrency: missing 'max'");
     get_mode(s, cc, &r->concurrency.mode);
   }
-  uint64_t h = cfg_fnv_str(CFG_FNV_INIT, "concurrency");
-  h = cfg_fnv_str(h, r->name);
-  r->concurrency.identity = cfg_fnv_u64(h, r->concurrency.max);
+  /* The route name only: a new `max` applies to the same counter, which
+   * still holds the requests in flight. */
+  r->concurrency.identity = cfg_fnv_str(cfg_fnv_str(CFG_FNV_INIT, "concurrency"), r->name);
   static const char *const prios[] = {"normal", "low", "high", NULL};
   int p;
   if (get_enum(s, m, "priority", prios, &p) > 0) r->priority = (enum sl_priority)p;
@@ -1085,10 +1078,9 @@ static void parse_shaping_rule(struct schema *s, node_t *m, struct sl_shaping_ru
   }
   get_rate(s, m, "rate", &sr->rate_cap);
   get_mode(s, m, &sr->mode);
-  /* The cap's state survives a reload while its rate and position in the
-   * rule list stay the same. */
+  /* The cap's state survives a reload while the rule keeps its position in
+   * the list; a new rate converts it (sl_policies_attach). */
   sr->identity = cfg_fnv_str(0xcbf29ce484222325ull, "shaping-rate");
-  sr->identity = (sr->identity ^ sr->rate_cap.period_ns) * 0x100000001b3ull;
   sr->identity = (sr->identity ^ (uint64_t)(sr - s->cfg->shaping)) * 0x100000001b3ull;
 }
 

@@ -124,7 +124,7 @@ static struct sl_gen *gen_publish(struct sl_config *cfg, struct sl_listener *con
   if (!g) abort();
   pthread_mutex_lock(&gen_lock);
   const struct sl_config *prev = gen_current ? gen_current->cfg : NULL;
-  int rv = sl_policies_attach(cfg, prev);
+  int rv = sl_policies_attach(cfg, prev, sl_now_ns());
   pthread_mutex_unlock(&gen_lock);
   if (rv != 0) abort();
   g->blocklist = sl_blocklist_new(&cfg->blocklist, cfg->mode);
@@ -628,9 +628,18 @@ static uint64_t dh_match(uint64_t h, const struct sl_route_match *m) {
 static uint64_t route_hash(const struct sl_route_cfg *r) {
   uint64_t h = dh_match(dh_str(DH_OFFSET, r->name), &r->match);
   h = dh_str(h, r->upstream ? r->upstream->name : NULL);
-  for (size_t i = 0; i < r->n_rate_limits; i++)
-    h = dh_u64(dh_u64(h, r->rate_limits[i].identity), (uint64_t)r->rate_limits[i].mode);
+  /* Identities leave the tunables out (a retuned policy keeps its state),
+   * so a change of rate, burst, override or max is hashed here. */
+  for (size_t i = 0; i < r->n_rate_limits; i++) {
+    const struct sl_rate_limit_cfg *rl = &r->rate_limits[i];
+    h = dh_u64(dh_u64(h, rl->identity), (uint64_t)rl->mode);
+    h = dh_u64(dh_u64(h, rl->rate.period_ns), rl->burst);
+    for (size_t j = 0; j < rl->n_overrides; j++)
+      h = dh_u64(dh_u64(dh_str(h, rl->overrides[j].match), rl->overrides[j].rate.period_ns),
+                 rl->overrides[j].burst);
+  }
   h = dh_u64(dh_u64(h, r->concurrency.identity), (uint64_t)r->concurrency.mode);
+  h = dh_u64(h, r->concurrency.max);
   h = dh_u64(dh_u64(h, r->n_rate_limits), (uint64_t)r->priority);
   return dh_u64(h, r->idle_timeout_ms);
 }
@@ -1240,7 +1249,7 @@ static int cmd_explain(const char *path, const char *method, const char *ip, con
                        int n_hdrs, const char *req_path) {
   struct sl_config *cfg = load_or_report(path, false);
   if (!cfg) return 1;
-  if (sl_policies_attach(cfg, NULL) != 0) abort();
+  if (sl_policies_attach(cfg, NULL, sl_now_ns()) != 0) abort();
   struct sl_blocklist *bl = sl_blocklist_new(&cfg->blocklist, cfg->mode);
   if (!bl) abort();
   const char *names[64], *values[64];

@@ -64,7 +64,7 @@ struct sl_listener_cfg {
     struct sl_rate per_ip;     /* period_ns 0: no connect-rate limit */
     uint32_t burst;
     enum sl_mode mode;
-    uint64_t identity;         /* like sl_rate_limit_cfg.identity */
+    uint64_t identity;         /* listener name (rate, burst: converted) */
     struct sl_policy_state *state; /* limiter table, keyed by client address */
   } connect_rate;
   uint64_t request_header_timeout_ms; /* default 10000 */
@@ -154,10 +154,11 @@ struct sl_rate_limit_cfg {
   struct sl_rate_override *overrides;
   size_t n_overrides;
   enum sl_mode mode;
-  /* Hash of everything above that defines behaviour, and of the route's
-   * name: a reload whose policy has the same identity keeps `state`.
-   * `mode` is left out on purpose, so that switching a policy from shadow
-   * to enforce keeps the buckets it has learnt. */
+  /* Hash of what the table's keys mean (the route's name, `name`, `key`,
+   * `max_keys`): a reload whose policy has the same identity keeps `state`,
+   * converting each key when the rate, burst or overrides changed. `mode`
+   * is left out too, so that switching a policy from shadow to enforce
+   * keeps the buckets it has learnt. */
   uint64_t identity;
   struct sl_policy_state *state;
 };
@@ -192,7 +193,7 @@ struct sl_route_cfg {
   struct {
     uint32_t max;           /* 0: unlimited */
     enum sl_mode mode;
-    uint64_t identity;      /* route name and max */
+    uint64_t identity;      /* route name (not max: in-flight counts carry over) */
     struct sl_policy_state *state;
   } concurrency;
   enum sl_priority priority;

@@ -1314,14 +1314,15 @@ static void test_identity(void **state) {
   assert_int_equal(a->listeners[0].connect_rate.identity, b->listeners[0].connect_rate.identity);
   sl_config_free(b);
 
-  /* the first limit's rate changes: only its identity changes */
+  /* the first limit's rate changes: a tunable, no identity changes (the
+   * table is kept and converted) */
   char *text = strdup(FULL);
   char *p = strstr(text, "rate: \"5/s\", burst: 10");
   assert_non_null(p);
   p[7] = '6';
   b = must_load(write_file("sluice.yaml", text));
   rb = &b->routes[0];
-  assert_int_not_equal(ra->rate_limits[0].identity, rb->rate_limits[0].identity);
+  assert_int_equal(ra->rate_limits[0].identity, rb->rate_limits[0].identity);
   assert_int_equal(ra->rate_limits[1].identity, rb->rate_limits[1].identity);
   assert_int_equal(ra->rate_limits[2].identity, rb->rate_limits[2].identity);
   assert_int_equal(ra->concurrency.identity, rb->concurrency.identity);
@@ -1347,10 +1348,12 @@ static void test_identity(void **state) {
   struct sl_config *c6 = must_load(write_file("sluice.yaml", v6));
   assert_int_equal(c1->routes[0].rate_limits[0].identity, c2->routes[0].rate_limits[0].identity);
   assert_int_equal(c1->routes[0].concurrency.identity, c2->routes[0].concurrency.identity);
-  assert_int_not_equal(c1->routes[0].rate_limits[0].identity, c3->routes[0].rate_limits[0].identity);
-  assert_int_not_equal(c1->routes[0].concurrency.identity, c3->routes[0].concurrency.identity);
+  /* burst, concurrency max and override rates are tunables: same state */
+  assert_int_equal(c1->routes[0].rate_limits[0].identity, c3->routes[0].rate_limits[0].identity);
+  assert_int_equal(c1->routes[0].concurrency.identity, c3->routes[0].concurrency.identity);
+  assert_int_equal(c5->routes[0].rate_limits[0].identity, c6->routes[0].rate_limits[0].identity);
+  /* max_keys sizes the table: a new one */
   assert_int_not_equal(c1->routes[0].rate_limits[0].identity, c4->routes[0].rate_limits[0].identity);
-  assert_int_not_equal(c5->routes[0].rate_limits[0].identity, c6->routes[0].rate_limits[0].identity);
   sl_config_free(c1);
   sl_config_free(c2);
   sl_config_free(c3);

@@ -1,0 +1,112 @@
+"""Policy state that on-call relies on (issue 8): what a reload does to
+limiter buckets and concurrency counters when their tunables change, what a
+refused request is charged, how limiter keys are compared, and whether the
+breaker gauge and per-route counters tell the truth."""
+
+import json
+import threading
+
+import pytest
+
+from admission_helpers import admission_config, check_h1_rejection, device_headers, route
+from helpers import H1Conn, release_ports, wait_for
+
+
+def post_reload(s):
+    status, headers, body = s.admin_get("/reload", method="POST")
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    return status, json.loads(body)
+
+
+def apply(s, cfg):
+    """Writes |cfg| and reloads it through POST /reload (success expected)."""
+    s.write_config(cfg)
+    release_ports(s)
+    status, doc = post_reload(s)
+    assert (status, doc["result"]) == (200, "success"), doc
+    return doc
+
+
+def get(s, path="/v1/connect", headers=()):
+    with H1Conn(s.port) as c:
+        return c.request("GET", path, headers)
+
+
+# ---- reloads keep what a tunable change must not reset -------------------------
+
+
+@pytest.mark.timeout(30)
+def test_tightened_limit_keeps_exhausted_keys(start_sluice):
+    """A key that used its burst is still refused after a reload that
+    tightens the rate and the burst (it kept its consumed tokens); today's
+    baseline gave every key a fresh full bucket. Rates are per hour, so no
+    token comes back during the test (one every 6 minutes at least)."""
+    def cfg(rate, burst):
+        return admission_config(routes=[route(name="connect", rate_limits=[
+            {"key": "client_ip", "rate": rate, "burst": burst}])])
+    s = start_sluice(cfg("10/h", 5))
+    h = device_headers(ip="203.0.113.7")
+    assert [get(s, headers=h).status for _ in range(6)] == [200] * 5 + [429]
+
+    apply(s, cfg("5/h", 3))
+    r = get(s, headers=h)
+    check_h1_rejection(r, 429, "rate_limited", "connect/client_ip", ra_min=1, ra_max=120)
+    # The new burst applies to keys not seen before.
+    fresh = device_headers(ip="203.0.113.8")
+    assert [get(s, headers=fresh).status for _ in range(4)] == [200] * 3 + [429]
+    # And a burst change alone (the same rate) keeps the key exhausted too.
+    apply(s, cfg("5/h", 2))
+    assert get(s, headers=h).status == 429
+    assert get(s, headers=fresh).status == 429
+
+
+@pytest.mark.timeout(40)
+def test_concurrency_max_change_keeps_in_flight(start_sluice, upstream):
+    """Three requests held in flight under max 3; a reload to max 4 admits
+    exactly one more, not four (the counter with the three in flight is
+    kept, and their releases go to it)."""
+    def cfg(mx):
+        return admission_config(routes=[route(name="slowpoke", concurrency={"max": mx})])
+    s = start_sluice(cfg(3))
+    results = []
+
+    def slow(i, ms):
+        with H1Conn(s.port, timeout=15) as c:
+            results.append(c.request("GET", "/slow?ms=%d&i=%d" % (ms, i)).status)
+    held = [threading.Thread(target=slow, args=(i, 3500), daemon=True) for i in range(3)]
+    for t in held:
+        t.start()
+    wait_for(lambda: upstream.stats()["inflight"] == 3, 5, what="three slow requests upstream")
+    assert get(s, "/slow?ms=1").status == 429
+
+    apply(s, cfg(4))
+    fourth = threading.Thread(target=slow, args=(3, 3500), daemon=True)
+    fourth.start()
+    wait_for(lambda: upstream.stats()["inflight"] == 4, 5, what="the fourth request upstream")
+    r = get(s, "/slow?ms=1")
+    check_h1_rejection(r, 429, "concurrency_limited", "slowpoke/concurrency")
+    for t in held + [fourth]:
+        t.join(15)
+    assert results == [200] * 4
+    # Every release went to the kept counter (a release to another one
+    # would abort): four slots are free again.
+    wait_for(lambda: upstream.stats()["inflight"] == 0, 5, what="no request upstream")
+    assert [get(s, "/slow?ms=1").status for _ in range(4)] == [200] * 4
+
+
+# ---- accounting: whole keys ------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_device_ids_differing_after_64_bytes_have_own_buckets(start_sluice):
+    """Device ids (or bearer tokens) that share a long prefix are different
+    clients: each gets its own bucket however far in they differ."""
+    s = start_sluice(admission_config(routes=[route(name="connect", rate_limits=[
+        {"key": "device_id", "rate": "1/h", "burst": 1}])]))
+    prefix = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9." * 3  # 111 bytes, as every JWT starts
+    a, b = prefix + "device-a", prefix + "device-b"
+    assert get(s, headers=device_headers(dev=a)).status == 200
+    r = get(s, headers=device_headers(dev=a))
+    check_h1_rejection(r, 429, "rate_limited", "connect/device_id", ra_max=120)
+    assert get(s, headers=device_headers(dev=b)).status == 200, "shares a bucket with device a"
+    assert get(s, headers=device_headers(dev=prefix)).status == 200
