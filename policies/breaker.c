@@ -86,6 +86,13 @@ enum sl_breaker_state sl_breaker_state(const struct sl_breaker *b) {
   return (enum sl_breaker_state)atomic_load_explicit(&b->state, memory_order_acquire);
 }
 
+enum sl_breaker_state sl_breaker_state_at(const struct sl_breaker *b, uint64_t now_ns) {
+  uint32_t st = atomic_load_explicit(&b->state, memory_order_acquire);
+  if (st == SL_BREAKER_OPEN && now_ns >= atomic_load_explicit(&b->open_until, memory_order_relaxed))
+    return SL_BREAKER_HALF_OPEN;
+  return (enum sl_breaker_state)st;
+}
+
 /* Admitted share while ramping, in permille: 100 -> 1000 linearly. */
 static uint32_t ramp_permille(const struct sl_breaker *b, uint64_t now) {
   uint64_t end = atomic_load_explicit(&b->ramp_end, memory_order_relaxed);

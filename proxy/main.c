@@ -1124,6 +1124,24 @@ static void hook_explain(void *ud, const char *query, int *status, char **body, 
 
 /* ---- housekeeping -------------------------------------------------- */
 
+/* The metrics collector (sl_metrics_set_collector): at every scrape,
+ * sluice_circuit_breaker_state of each upstream from its breaker's state
+ * at this instant (open for long enough is half-open: the next request is
+ * a probe), so the gauge never lags a refusal nor outlives `open_for`. */
+static void breaker_gauges(void *ud) {
+  (void)ud;
+  struct sl_gen *g = sl_gen_current_ref();
+  const struct sl_config *cfg = g->cfg;
+  uint64_t now = sl_now_ns();
+  for (size_t i = 0; i < cfg->n_upstreams; i++) {
+    struct sl_breaker *b = sl_policy_state_breaker(cfg->upstreams[i].breaker_state);
+    const char *values[1] = {cfg->upstreams[i].name};
+    struct sl_metric_series *bs = sl_metrics_series(sl_stats.breaker_state, values);
+    if (bs) sl_metric_gauge_set(bs, b ? (int64_t)sl_breaker_state_at(b, now) : 0);
+  }
+  sl_gen_unref(g);
+}
+
 /* Once a second on the main thread: gauges that are cheaper to sample
  * than to maintain on the request path, and a bounded sweep of idle
  * limiter keys (so sluice_limiter_keys reflects active keys). */
@@ -1144,12 +1162,6 @@ static void housekeeping_cb(struct ev_loop *loop, ev_timer *w, int revents) {
       struct sl_metric_series *ks = sl_metrics_series(sl_stats.limiter_keys, values);
       if (ks) sl_metric_gauge_set(ks, (int64_t)sl_ratelimit_keys(t));
     }
-  }
-  for (size_t i = 0; i < cfg->n_upstreams; i++) {
-    struct sl_breaker *b = sl_policy_state_breaker(cfg->upstreams[i].breaker_state);
-    const char *values[1] = {cfg->upstreams[i].name};
-    struct sl_metric_series *bs = sl_metrics_series(sl_stats.breaker_state, values);
-    if (bs) sl_metric_gauge_set(bs, b ? (int64_t)sl_breaker_state(b) : 0);
   }
   sl_gen_unref(g);
   /* Listeners removed by a reload go once their last connection closed. */
@@ -1312,6 +1324,7 @@ static int cmd_run(const char *path, int workers) {
     }
   }
   struct sl_gen *g = gen_publish(cfg, M.listeners, M.n_listeners);
+  sl_metrics_set_collector(breaker_gauges, NULL); /* a generation is current from now on */
   set_reload_metrics(true, cfg);
 
   M.loop = EV_DEFAULT;

@@ -43,6 +43,11 @@ void sl_breaker_report(struct sl_breaker *b, const struct sl_breaker_verdict *v,
                        enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns);
 
 enum sl_breaker_state sl_breaker_state(const struct sl_breaker *b);
+/* The state a request arriving at |now_ns| meets: as sl_breaker_state(),
+ * except that a breaker open for `open_for` already is half-open (its next
+ * request is a probe; the transition itself is made lazily by that
+ * request). Lock-free: for the metrics gauge, at scrape time. */
+enum sl_breaker_state sl_breaker_state_at(const struct sl_breaker *b, uint64_t now_ns);
 void sl_breaker_snapshot(struct sl_breaker *b, uint64_t now_ns, struct sl_breaker_snapshot *out);
 
 #endif

@@ -5,10 +5,11 @@ breaker gauge and per-route counters tell the truth."""
 
 import json
 import threading
+import time
 
 import pytest
 
-from admission_helpers import admission_config, check_h1_rejection, device_headers, route
+from admission_helpers import KeepAlive, admission_config, check_h1_rejection, device_headers, route
 from helpers import H1Conn, release_ports, wait_for
 
 
@@ -110,3 +111,40 @@ def test_device_ids_differing_after_64_bytes_have_own_buckets(start_sluice):
     check_h1_rejection(r, 429, "rate_limited", "connect/device_id", ra_max=120)
     assert get(s, headers=device_headers(dev=b)).status == 200, "shares a bucket with device a"
     assert get(s, headers=device_headers(dev=prefix)).status == 200
+
+
+# ---- state visible to on-call ------------------------------------------------------
+
+
+def breaker_gauge(s):
+    return s.metric("sluice_circuit_breaker_state", upstream="identity")
+
+
+@pytest.mark.timeout(30)
+def test_breaker_gauge_true_at_scrape_time(start_sluice, upstream):
+    """sluice_circuit_breaker_state is the breaker's state when scraped: 1
+    as soon as requests are refused with circuit_open (no second of lag), 2
+    (half-open) once open_for has passed, 0 once a probe closed it."""
+    open_for = 1.5
+    s = start_sluice(admission_config(breaker={
+        "consecutive_failures": 3, "open_for": "1500ms", "half_open_probes": 1,
+        "recovery_ramp": "0s"}))
+    assert breaker_gauge(s) == 0
+    with KeepAlive(s.port) as ka:
+        assert ka.request("/status/500").status == 500
+        assert ka.request("/status/500").status == 500
+        before_trip = time.monotonic()  # the third failure opens it after this
+        assert ka.request("/status/500").status == 500
+        r = ka.request("/v1/x")
+        check_h1_rejection(r, 503, "circuit_open", "upstream/identity", 1, 3)
+        assert breaker_gauge(s) == 1, "refusing with circuit_open but the gauge says otherwise"
+        # Half-open after open_for, without any request making it so.
+        wait_for(lambda: breaker_gauge(s) != 1, open_for + 3, interval=0.02,
+                 what="the gauge to leave 1")
+        seen = time.monotonic()
+        assert breaker_gauge(s) == 2
+        assert seen - before_trip >= open_for, "half-open %.3f s after the trip" % (seen - before_trip)
+        # The probe succeeds: closed, at once.
+        assert ka.request("/v1/probe").status == 200
+        assert breaker_gauge(s) == 0
+    assert upstream.seen("/v1/x") == 0
