@@ -114,8 +114,9 @@ run: deps
 
 bench: build/sluice
 	./scripts/deps.sh --bench
-	$(MAKE) -C . build/bench/bench_policies
+	$(MAKE) -C . build/bench/bench_policies build/bench/bench_breaker
 	./build/bench/bench_policies
+	./build/bench/bench_breaker
 	$(PYTHON) test/bench/proxy_bench.py --sluice ./build/sluice --out build/bench/results.json $(BENCH_ARGS)
 
 build/bench/%: test/bench/%.c build/libsluice.a

@@ -15,8 +15,9 @@
  *              hit by the whole backlog at once.
  *
  * Thread-safe. Admission in the closed state (not ramping) is two relaxed
- * atomic loads; the rest takes the breaker's mutex, which is fine because
- * outcomes are reported once per upstream response. Time is passed in
+ * atomic loads, and so is most of a report: outcomes go to per-thread
+ * shards without a lock (see breaker.c). The breaker's mutex is taken only
+ * to change state and while half-open. Time is passed in
  * (nanoseconds, monotonic); randomness for the ramp too.
  */
 #ifndef SLUICE_BREAKER_H
