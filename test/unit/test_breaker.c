@@ -269,8 +269,13 @@ static void test_threads(void **st) {
   struct worker w[2] = {{b, 0}, {b, 1}};
   pthread_t th[2];
   for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, worker_main, &w[i]);
-  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  /* Meanwhile, what a scrape and /explain read. */
   struct sl_breaker_snapshot s;
+  for (int i = 0; i < 2000; i++) {
+    sl_breaker_snapshot(b, SEC + (uint64_t)i * 5 * MS, &s);
+    (void)sl_breaker_state_at(b, SEC + (uint64_t)i * 5 * MS);
+  }
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
   sl_breaker_snapshot(b, 100 * SEC, &s);
   assert_true(s.opened_total > 0);
   assert_int_equal(s.probes_in_flight, 0);

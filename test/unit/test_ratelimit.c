@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <cmocka.h>
 
 #include "sluice/ratelimit.h"
@@ -475,6 +476,49 @@ static void test_reparam(void **st) {
   sl_ratelimit_table_del(t);
 }
 
+struct churner {
+  struct sl_ratelimit_table *t;
+  int id;
+  _Atomic int *stop;
+  _Atomic unsigned long rounds;
+};
+
+static void *churner_main(void *arg) {
+  struct churner *c = arg;
+  char key[32];
+  struct sl_rl_verdict v;
+  struct sl_rl_ref ref;
+  for (unsigned long i = 0; !atomic_load(c->stop) && i < 2000000; i++) {
+    int n = snprintf(key, sizeof(key), "k%d-%lu", c->id, i % 64);
+    sl_ratelimit_locate(c->t, key, (size_t)n, &ref);
+    if (sl_ratelimit_decide_ref(c->t, &ref, MS, 4, 10 * SEC, true, &v) && (i & 1))
+      sl_ratelimit_refund(c->t, &ref, MS);
+    c->rounds++;
+  }
+  return NULL;
+}
+
+/* Reparametrisation (a reload, main thread) while workers decide and
+ * refund: every bucket is converted under its lock (ThreadSanitizer). */
+static void test_reparam_while_deciding(void **st) {
+  (void)st;
+  struct sl_ratelimit_table *t = mk(200); /* small: the overflow bucket is used too */
+  _Atomic int stop = 0;
+  struct churner c[2] = {{t, 0, &stop, 0}, {t, 1, &stop, 0}};
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, churner_main, &c[i]);
+  const struct sl_rl_reparam up = {.from_period_ns = MS, .to_period_ns = 2 * MS, .to_burst = 4};
+  const struct sl_rl_reparam down = {.from_period_ns = 2 * MS, .to_period_ns = MS, .to_burst = 4};
+  /* Until both workers have decided a while, at most a bounded number. */
+  for (int i = 0; i < 200000 && (atomic_load(&c[0].rounds) < 5000 || atomic_load(&c[1].rounds) < 5000); i++)
+    sl_ratelimit_reparam(t, i & 1 ? &down : &up, 1, 10 * SEC);
+  atomic_store(&stop, 1);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  assert_true(c[0].rounds > 0 && c[1].rounds > 0);
+  assert_true(sl_ratelimit_keys(t) <= 200);
+  sl_ratelimit_table_del(t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_exact_rate_10s),
@@ -493,6 +537,7 @@ int main(void) {
       cmocka_unit_test(test_refund),
       cmocka_unit_test(test_long_keys_distinct),
       cmocka_unit_test(test_reparam),
+      cmocka_unit_test(test_reparam_while_deciding),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

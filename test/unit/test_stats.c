@@ -11,6 +11,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -277,6 +278,32 @@ static void test_reused_name_memory_counts_right_label(void **st) {
   free(name);
 }
 
+struct counting {
+  const char *route;
+  int n;
+};
+
+static void *counting_main(void *arg) {
+  struct counting *c = arg;
+  for (int i = 0; i < c->n; i++) {
+    sl_stats_request_done(&g_worker, c->route, 0, 200 + (i & 1));
+    sl_stats_upstream_done(&g_worker, c->route, 200, 0.001);
+  }
+  return NULL;
+}
+
+/* Workers count into the shared registry through their own caches at once
+ * (ThreadSanitizer): nothing lost, nothing under another label. */
+static void test_threads_count_apart(void **st) {
+  (void)st;
+  struct counting c[2] = {{"thread-a", 20000}, {"thread-b", 20000}};
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, counting_main, &c[i]);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  assert_int_equal(requests_of("thread-a", "200") + requests_of("thread-a", "201"), 20000);
+  assert_int_equal(requests_of("thread-b", "200") + requests_of("thread-b", "201"), 20000);
+}
+
 int main(void) {
   sl_stats_init();
   const struct CMUnitTest tests[] = {
@@ -287,6 +314,7 @@ int main(void) {
       cmocka_unit_test(test_rate_zero_is_silent),
       cmocka_unit_test(test_many_policies),
       cmocka_unit_test(test_reused_name_memory_counts_right_label),
+      cmocka_unit_test(test_threads_count_apart),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   sl_metrics_reset();
