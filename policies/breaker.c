@@ -51,9 +51,20 @@ struct shard {
   _Alignas(64) struct slot slots[NSLOTS];
 };
 
+/* The settings a reload may change while the breaker keeps its state
+ * (sl_breaker_retune): read lock-free by every worker, hence atomics. */
+struct tunables {
+  _Atomic bool enabled;
+  _Atomic uint32_t consecutive_failures, min_requests, half_open_probes;
+  _Atomic uint64_t failure_ratio_bits; /* a double */
+  _Atomic uint64_t slot_ns;            /* window / NSLOTS */
+  _Atomic uint64_t slow_call_ns, open_for_ns, recovery_ramp_ns;
+};
+
+#define TUN(b, f) atomic_load_explicit(&(b)->tun.f, memory_order_relaxed)
+
 struct sl_breaker {
-  struct sl_breaker_cfg cfg;
-  uint64_t slot_ns;
+  struct tunables tun;
   _Atomic uint32_t state;
   _Atomic uint32_t epoch;
   _Atomic uint64_t open_until;
@@ -82,14 +93,35 @@ static void window_init(struct sl_breaker *b) {
     for (int i = 0; i < NSLOTS; i++) atomic_init(&b->shards[j].slots[i].tag, SLOT_UNUSED);
 }
 
+static double failure_ratio(const struct sl_breaker *b) {
+  uint64_t bits = TUN(b, failure_ratio_bits);
+  double r;
+  memcpy(&r, &bits, sizeof(r));
+  return r;
+}
+
+/* Stores |cfg|'s settings; returns whether the window width changed. */
+static bool tunables_set(struct sl_breaker *b, const struct sl_breaker_cfg *cfg) {
+  uint64_t win = ms_to_ns(cfg->window_ms ? cfg->window_ms : 10000);
+  uint64_t slot = win / NSLOTS ? win / NSLOTS : 1, bits;
+  memcpy(&bits, &cfg->failure_ratio, sizeof(bits));
+  atomic_store_explicit(&b->tun.enabled, cfg->enabled, memory_order_relaxed);
+  atomic_store_explicit(&b->tun.consecutive_failures, cfg->consecutive_failures, memory_order_relaxed);
+  atomic_store_explicit(&b->tun.min_requests, cfg->min_requests, memory_order_relaxed);
+  atomic_store_explicit(&b->tun.half_open_probes, cfg->half_open_probes ? cfg->half_open_probes : 1,
+                        memory_order_relaxed);
+  atomic_store_explicit(&b->tun.failure_ratio_bits, bits, memory_order_relaxed);
+  atomic_store_explicit(&b->tun.slow_call_ns, ms_to_ns(cfg->slow_call_ms), memory_order_relaxed);
+  atomic_store_explicit(&b->tun.open_for_ns, ms_to_ns(cfg->open_for_ms), memory_order_relaxed);
+  atomic_store_explicit(&b->tun.recovery_ramp_ns, ms_to_ns(cfg->recovery_ramp_ms), memory_order_relaxed);
+  return atomic_exchange_explicit(&b->tun.slot_ns, slot, memory_order_relaxed) != slot;
+}
+
 struct sl_breaker *sl_breaker_new(const struct sl_breaker_cfg *cfg) {
   struct sl_breaker *b = aligned_alloc(64, sizeof(*b));
   if (!b) return NULL;
   memset(b, 0, sizeof(*b));
-  b->cfg = *cfg;
-  if (b->cfg.half_open_probes == 0) b->cfg.half_open_probes = 1;
-  uint64_t win = ms_to_ns(cfg->window_ms ? cfg->window_ms : 10000);
-  b->slot_ns = win / NSLOTS ? win / NSLOTS : 1;
+  tunables_set(b, cfg);
   if (pthread_mutex_init(&b->mu, NULL) != 0) {
     free(b);
     return NULL;
@@ -106,6 +138,18 @@ void sl_breaker_del(struct sl_breaker *b) {
 
 enum sl_breaker_state sl_breaker_state(const struct sl_breaker *b) {
   return (enum sl_breaker_state)atomic_load_explicit(&b->state, memory_order_acquire);
+}
+
+void sl_breaker_retune(struct sl_breaker *b, const struct sl_breaker_cfg *cfg) {
+  if (!tunables_set(b, cfg)) return;
+  /* Slots of the old width would be summed as if they had the new one:
+   * start an empty window (a new epoch; half-open probes start over). */
+  pthread_mutex_lock(&b->mu);
+  b->probes_in_flight = b->probe_successes = 0;
+  atomic_fetch_add_explicit(&b->epoch, 1, memory_order_relaxed);
+  uint32_t st = atomic_load_explicit(&b->state, memory_order_relaxed);
+  atomic_store_explicit(&b->state, st, memory_order_release);
+  pthread_mutex_unlock(&b->mu);
 }
 
 enum sl_breaker_state sl_breaker_state_at(const struct sl_breaker *b, uint64_t now_ns) {
@@ -131,7 +175,7 @@ static void trip(struct sl_breaker *b, uint64_t now) {
   atomic_store_explicit(&b->consecutive, 0, memory_order_relaxed);
   b->probes_in_flight = b->probe_successes = 0;
   atomic_store_explicit(&b->ramp_end, 0, memory_order_relaxed);
-  atomic_store_explicit(&b->open_until, sat_add(now, ms_to_ns(b->cfg.open_for_ms)), memory_order_relaxed);
+  atomic_store_explicit(&b->open_until, sat_add(now, TUN(b, open_for_ns)), memory_order_relaxed);
   atomic_fetch_add_explicit(&b->epoch, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&b->opened_total, 1, memory_order_relaxed);
   atomic_store_explicit(&b->state, SL_BREAKER_OPEN, memory_order_release);
@@ -141,7 +185,7 @@ static void close_breaker(struct sl_breaker *b, uint64_t now) {
   atomic_store_explicit(&b->consecutive, 0, memory_order_relaxed);
   b->probes_in_flight = b->probe_successes = 0;
   atomic_store_explicit(&b->ramp_start, now, memory_order_relaxed);
-  atomic_store_explicit(&b->ramp_end, b->cfg.recovery_ramp_ms ? sat_add(now, ms_to_ns(b->cfg.recovery_ramp_ms)) : 0,
+  atomic_store_explicit(&b->ramp_end, TUN(b, recovery_ramp_ns) ? sat_add(now, TUN(b, recovery_ramp_ns)) : 0,
                         memory_order_relaxed);
   atomic_fetch_add_explicit(&b->epoch, 1, memory_order_relaxed);
   atomic_store_explicit(&b->state, SL_BREAKER_CLOSED, memory_order_release);
@@ -167,7 +211,7 @@ static struct shard *my_shard(struct sl_breaker *b) {
 
 /* Counts one outcome of |epoch| in this thread's shard. Lock-free. */
 static void window_add(struct sl_breaker *b, uint32_t epoch, uint64_t now, bool failure) {
-  uint64_t id = now / b->slot_ns;
+  uint64_t id = now / TUN(b, slot_ns);
   struct slot *s = &my_shard(b)->slots[id % NSLOTS];
   uint64_t tag = slot_tag(epoch, id);
   if (atomic_load_explicit(&s->tag, memory_order_acquire) != tag) {
@@ -184,7 +228,7 @@ static void window_add(struct sl_breaker *b, uint32_t epoch, uint64_t now, bool 
 /* Outcomes of |epoch| over the window ending at |now|, all shards. */
 static void window_sum(const struct sl_breaker *b, uint32_t epoch, uint64_t now, uint32_t *total,
                        uint32_t *failures) {
-  uint64_t id = now / b->slot_ns;
+  uint64_t id = now / TUN(b, slot_ns);
   uint64_t lo = id >= NSLOTS - 1 ? id - (NSLOTS - 1) : 0;
   *total = *failures = 0;
   for (int j = 0; j < NSHARDS; j++) {
@@ -200,11 +244,13 @@ static void window_sum(const struct sl_breaker *b, uint32_t epoch, uint64_t now,
 
 static bool should_trip(const struct sl_breaker *b, uint32_t epoch, uint64_t now,
                         uint32_t consecutive) {
-  if (b->cfg.consecutive_failures && consecutive >= b->cfg.consecutive_failures) return true;
-  if (b->cfg.failure_ratio > 0) {
+  uint32_t in_a_row = TUN(b, consecutive_failures);
+  if (in_a_row && consecutive >= in_a_row) return true;
+  double ratio = failure_ratio(b);
+  if (ratio > 0) {
     uint32_t total, failures;
     window_sum(b, epoch, now, &total, &failures);
-    if (total && total >= b->cfg.min_requests && (double)failures >= b->cfg.failure_ratio * (double)total)
+    if (total && total >= TUN(b, min_requests) && (double)failures >= ratio * (double)total)
       return true;
   }
   return false;
@@ -219,7 +265,7 @@ bool sl_breaker_admit(struct sl_breaker *b, uint64_t now_ns, uint64_t rnd,
   uint32_t st = atomic_load_explicit(&b->state, memory_order_acquire);
   v->epoch = atomic_load_explicit(&b->epoch, memory_order_relaxed);
   v->state = (enum sl_breaker_state)st;
-  if (!b->cfg.enabled) {
+  if (!TUN(b, enabled)) {
     v->admitted = true;
     return true;
   }
@@ -245,7 +291,7 @@ bool sl_breaker_admit(struct sl_breaker *b, uint64_t now_ns, uint64_t rnd,
   v->state = (enum sl_breaker_state)st;
   v->epoch = atomic_load_explicit(&b->epoch, memory_order_relaxed);
   if (st == SL_BREAKER_HALF_OPEN) {
-    v->admitted = b->probes_in_flight + b->probe_successes < b->cfg.half_open_probes;
+    v->admitted = b->probes_in_flight + b->probe_successes < TUN(b, half_open_probes);
     if (v->admitted) {
       b->probes_in_flight++;
       v->probe = true;
@@ -263,10 +309,10 @@ bool sl_breaker_admit(struct sl_breaker *b, uint64_t now_ns, uint64_t rnd,
 
 void sl_breaker_report(struct sl_breaker *b, const struct sl_breaker_verdict *v,
                        enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns) {
-  if (!b->cfg.enabled || !v->admitted) return;
+  if (!TUN(b, enabled) || !v->admitted) return;
+  uint64_t slow = TUN(b, slow_call_ns);
   bool failure = outcome == SL_OUTCOME_FAILURE ||
-                 (outcome == SL_OUTCOME_SUCCESS && b->cfg.slow_call_ms &&
-                  latency_ns >= ms_to_ns(b->cfg.slow_call_ms));
+                 (outcome == SL_OUTCOME_SUCCESS && slow && latency_ns >= slow);
   /* State first (acquire): a transition bumps the epoch before it
    * publishes the state, so a closed state read here comes with an epoch
    * at least as new as the one it was published with. */
@@ -299,7 +345,7 @@ void sl_breaker_report(struct sl_breaker *b, const struct sl_breaker_verdict *v,
     if (outcome == SL_OUTCOME_CANCELLED) goto out;
     if (failure) {
       trip(b, now_ns);
-    } else if (++b->probe_successes >= b->cfg.half_open_probes) {
+    } else if (++b->probe_successes >= TUN(b, half_open_probes)) {
       close_breaker(b, now_ns);
     }
   }

@@ -554,20 +554,13 @@ static void breaker_defaults(struct sl_breaker_cfg *b) {
   b->recovery_ramp_ms = 30000;
 }
 
+/* Which origin the breaker judges: the upstream's name and address. Its
+ * settings are tunables: a reload that changes them keeps the state (an
+ * open breaker stays open) and retunes it (sl_policies_attach). */
 static uint64_t breaker_identity(const struct sl_upstream_cfg *u) {
-  const struct sl_breaker_cfg *b = &u->breaker;
   uint64_t h = cfg_fnv_str(CFG_FNV_INIT, "breaker");
   h = cfg_fnv_str(h, u->name);
-  h = cfg_fnv_str(h, u->address.text);
-  h = cfg_fnv_u64(h, b->enabled);
-  h = cfg_fnv_u64(h, b->consecutive_failures);
-  h = cfg_fnv_bytes(h, &b->failure_ratio, sizeof(b->failure_ratio));
-  h = cfg_fnv_u64(h, b->window_ms);
-  h = cfg_fnv_u64(h, b->min_requests);
-  h = cfg_fnv_u64(h, b->slow_call_ms);
-  h = cfg_fnv_u64(h, b->open_for_ms);
-  h = cfg_fnv_u64(h, b->half_open_probes);
-  return cfg_fnv_u64(h, b->recovery_ramp_ms);
+  return cfg_fnv_str(h, u->address.text);
 }
 
 static void parse_upstream(struct schema *s, node_t *key, node_t *m, struct sl_upstream_cfg *u) {

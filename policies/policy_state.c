@@ -245,6 +245,10 @@ static size_t reparam_map(const struct slot_info *from, const struct slot_info *
 
 /* |c|'s state is carried to |si|: converts what depends on tunables. */
 static void carry(struct attach_ctx *a, const struct candidate *c, const struct slot_info *si) {
+  if (si->kind == SL_POLICY_BREAKER) {
+    sl_breaker_retune(c->info.slot[0]->u.br, si->breaker);
+    return;
+  }
   if (si->kind != SL_POLICY_RATELIMIT) return;
   static struct sl_rl_reparam map[SL_RL_CLASS_MAX + 1]; /* main thread: reloads are serial */
   size_t n = reparam_map(&c->info, si, map);

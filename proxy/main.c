@@ -649,8 +649,14 @@ static uint64_t upstream_hash(const struct sl_upstream_cfg *u) {
   h = dh_u64(dh_u64(h, u->max_connections), u->max_pending);
   h = dh_u64(dh_u64(dh_u64(h, u->connect_timeout_ms), u->response_timeout_ms),
              u->idle_timeout_ms);
-  return dh_u64(dh_u64(dh_u64(h, u->breaker.identity), (uint64_t)u->breaker.mode),
-                (uint64_t)u->breaker.enabled);
+  /* The breaker's identity leaves its settings out (a retuned breaker
+   * keeps its state): hash them here. */
+  const struct sl_breaker_cfg *b = &u->breaker;
+  h = dh_u64(dh_u64(dh_u64(h, b->consecutive_failures), b->window_ms), b->min_requests);
+  h = dh_bytes(h, &b->failure_ratio, sizeof(b->failure_ratio));
+  h = dh_u64(dh_u64(dh_u64(h, b->slow_call_ms), b->open_for_ms), b->half_open_probes);
+  h = dh_u64(h, b->recovery_ramp_ms);
+  return dh_u64(dh_u64(dh_u64(h, b->identity), (uint64_t)b->mode), (uint64_t)b->enabled);
 }
 
 static uint64_t identify_hash(const struct sl_identify_cfg *id) {

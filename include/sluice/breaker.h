@@ -28,6 +28,13 @@
 
 /* Copies |cfg|. Returns NULL on OOM. */
 struct sl_breaker *sl_breaker_new(const struct sl_breaker_cfg *cfg);
+
+/* A reload changed the breaker's settings (thresholds, window, slow_call,
+ * open_for, probes, ramp, enabled): they apply from now on, and the state
+ * is kept, so an open breaker stays open until the `open_until` it was
+ * given when it opened. A new window width empties the window. Any
+ * thread; meant for the reload path. */
+void sl_breaker_retune(struct sl_breaker *b, const struct sl_breaker_cfg *cfg);
 void sl_breaker_del(struct sl_breaker *b);
 
 /* Decides one request. |rnd| is a uniformly random 64-bit value (used only

@@ -89,8 +89,9 @@ struct sl_breaker_cfg {
   uint32_t half_open_probes;
   uint64_t recovery_ramp_ms;
   enum sl_mode mode;
-  /* Hash of the upstream's name and address and of everything above but
-   * `mode`: a reload with the same identity keeps `breaker_state`. */
+  /* Hash of the upstream's name and address: a reload with the same
+   * identity keeps `breaker_state` and retunes it with the settings above
+   * (sl_breaker_retune). */
   uint64_t identity;
 };
 

@@ -174,3 +174,22 @@ def test_renamed_routes_counted_under_their_own_label(start_sluice):
         got = {n: metric_sum(m, "sluice_requests_total", route="route%02d" % n, code="200")
                for n in range(i + 1)}
         assert got == {n: 3 for n in range(i + 1)}, "round %d: %r" % (i, got)
+
+
+@pytest.mark.timeout(30)
+def test_retuned_breaker_stays_open(start_sluice, upstream):
+    """On-call changes the breaker's settings while it is open (a longer
+    open_for, another threshold): the breaker stays open, it does not come
+    back closed and let traffic through to the broken origin."""
+    def cfg(failures, open_for):
+        return admission_config(breaker={"consecutive_failures": failures, "open_for": open_for,
+                                         "half_open_probes": 1, "recovery_ramp": "0s"})
+    s = start_sluice(cfg(3, "20s"))
+    with KeepAlive(s.port) as ka:
+        assert [ka.request("/status/500").status for _ in range(3)] == [500] * 3
+        check_h1_rejection(ka.request("/v1/x"), 503, "circuit_open", "upstream/identity", 1, 30)
+    apply(s, cfg(5, "30s"))
+    r = get(s, "/v1/x")
+    check_h1_rejection(r, 503, "circuit_open", "upstream/identity", 1, 30)
+    assert breaker_gauge(s) == 1
+    assert upstream.seen("/v1/x") == 0

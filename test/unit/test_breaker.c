@@ -347,6 +347,36 @@ static void test_state_at(void **st) {
   sl_breaker_del(b);
 }
 
+/* A reload retunes a breaker in place: an open breaker stays open (until
+ * the time it was given), and the new settings apply from then on. */
+static void test_retune_keeps_state(void **st) {
+  (void)st;
+  struct sl_breaker_cfg c = base_cfg();
+  c.consecutive_failures = 2;
+  c.half_open_probes = 1;
+  struct sl_breaker *b = sl_breaker_new(&c);
+  uint64_t t = 100 * SEC;
+  assert_true(call(b, t, SL_OUTCOME_FAILURE, 0));
+  assert_true(call(b, t, SL_OUTCOME_FAILURE, 0));
+  assert_int_equal(sl_breaker_state(b), SL_BREAKER_OPEN);
+  c.open_for_ms = 60000; /* on-call lengthens open_for, raises the threshold */
+  c.consecutive_failures = 3;
+  sl_breaker_retune(b, &c);
+  assert_false(call(b, t + SEC, SL_OUTCOME_SUCCESS, 0)); /* still open */
+  assert_int_equal(sl_breaker_state_at(b, t + 5 * SEC), SL_BREAKER_HALF_OPEN);
+  assert_true(call(b, t + 5 * SEC, SL_OUTCOME_SUCCESS, 0)); /* probe closes it */
+  assert_int_equal(sl_breaker_state(b), SL_BREAKER_CLOSED);
+  /* Now three in a row open it, for the new 60 s. */
+  assert_true(call(b, t + 6 * SEC, SL_OUTCOME_FAILURE, 0));
+  assert_true(call(b, t + 6 * SEC, SL_OUTCOME_FAILURE, 0));
+  assert_int_equal(sl_breaker_state(b), SL_BREAKER_CLOSED);
+  assert_true(call(b, t + 6 * SEC, SL_OUTCOME_FAILURE, 0));
+  assert_int_equal(sl_breaker_state(b), SL_BREAKER_OPEN);
+  assert_int_equal(sl_breaker_state_at(b, t + 65 * SEC), SL_BREAKER_OPEN);
+  assert_int_equal(sl_breaker_state_at(b, t + 66 * SEC), SL_BREAKER_HALF_OPEN);
+  sl_breaker_del(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_consecutive_failures),
@@ -360,6 +390,7 @@ int main(void) {
       cmocka_unit_test(test_threads),
       cmocka_unit_test(test_shards_combined),
       cmocka_unit_test(test_state_at),
+      cmocka_unit_test(test_retune_keeps_state),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

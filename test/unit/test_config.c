@@ -1352,6 +1352,26 @@ static void test_identity(void **state) {
   assert_int_equal(c1->routes[0].rate_limits[0].identity, c3->routes[0].rate_limits[0].identity);
   assert_int_equal(c1->routes[0].concurrency.identity, c3->routes[0].concurrency.identity);
   assert_int_equal(c5->routes[0].rate_limits[0].identity, c6->routes[0].rate_limits[0].identity);
+  /* breaker settings are tunables too; the address is not */
+  {
+    const char *u1 = "listeners: [ { name: public, address: \"127.0.0.1:8080\" } ]\nupstreams:\n  identity:\n    address: \"127.0.0.1:9\"\n"
+                     "    circuit_breaker: { consecutive_failures: 3, open_for: 5s }\n"
+                     "routes: [ { name: default, upstream: identity } ]\n";
+    const char *u2 = "listeners: [ { name: public, address: \"127.0.0.1:8080\" } ]\nupstreams:\n  identity:\n    address: \"127.0.0.1:9\"\n"
+                     "    circuit_breaker: { consecutive_failures: 9, open_for: 60s }\n"
+                     "routes: [ { name: default, upstream: identity } ]\n";
+    const char *u3 = "listeners: [ { name: public, address: \"127.0.0.1:8080\" } ]\nupstreams:\n  identity:\n    address: \"127.0.0.1:10\"\n"
+                     "    circuit_breaker: { consecutive_failures: 3, open_for: 5s }\n"
+                     "routes: [ { name: default, upstream: identity } ]\n";
+    struct sl_config *b1 = must_load(write_file("sluice.yaml", u1));
+    struct sl_config *b2 = must_load(write_file("sluice.yaml", u2));
+    struct sl_config *b3 = must_load(write_file("sluice.yaml", u3));
+    assert_int_equal(b1->upstreams[0].breaker.identity, b2->upstreams[0].breaker.identity);
+    assert_int_not_equal(b1->upstreams[0].breaker.identity, b3->upstreams[0].breaker.identity);
+    sl_config_free(b1);
+    sl_config_free(b2);
+    sl_config_free(b3);
+  }
   /* max_keys sizes the table: a new one */
   assert_int_not_equal(c1->routes[0].rate_limits[0].identity, c4->routes[0].rate_limits[0].identity);
   sl_config_free(c1);
