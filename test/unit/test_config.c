@@ -704,6 +704,27 @@ static void test_example_config_is_valid(void **state) {
 
 /* ---- errors, one class at a time, with their exact position ------- */
 
+/* A route may have 64 rate limits (admission keeps one bit per limit to
+ * give back what a refused request was charged); 65 is an error at the
+ * list. */
+static void test_rate_limits_per_route_bounded(void **state) {
+  (void)state;
+  char yaml[16384];
+  for (int n = 64; n <= 65; n++) {
+    size_t len = (size_t)snprintf(yaml, sizeof(yaml), "%s    rate_limits:\n", BASE);
+    for (int i = 0; i < n; i++)
+      len += (size_t)snprintf(yaml + len, sizeof(yaml) - len,
+                              "      - { name: l%d, key: client_ip, rate: 5/s }\n", i);
+    if (n == 64) {
+      struct sl_config *cfg = must_load(write_file("sluice.yaml", yaml));
+      assert_int_equal(cfg->routes[0].n_rate_limits, 64);
+      sl_config_free(cfg);
+    } else {
+      expect_only_error(yaml, 11, 7, "route 'default': 65 rate limits, at most 64 are allowed");
+    }
+  }
+}
+
 static void test_error_types(void **state) {
   (void)state;
   expect_only_error(BASE "admin: \"127.0.0.1:9901\"\n", 10, 8,
@@ -1458,6 +1479,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_dropin_configmap_layout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_print_roundtrip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rate_limits_per_route_bounded, setup, teardown),
       cmocka_unit_test_setup_teardown(test_null_is_absent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_every_prefix, setup, teardown),
   };
