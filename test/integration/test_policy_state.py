@@ -66,29 +66,32 @@ def test_tightened_limit_keeps_exhausted_keys(start_sluice):
 def test_concurrency_max_change_keeps_in_flight(start_sluice, upstream):
     """Three requests held in flight under max 3; a reload to max 4 admits
     exactly one more, not four (the counter with the three in flight is
-    kept, and their releases go to it)."""
+    kept, and their releases go to it). The upstream holds each for 8 s, far
+    longer than the reload and the two checks take."""
     def cfg(mx):
-        return admission_config(routes=[route(name="slowpoke", concurrency={"max": mx})])
+        c = admission_config(routes=[route(name="slowpoke", concurrency={"max": mx})])
+        c["upstreams"]["identity"]["timeouts"]["response"] = "30s"
+        return c
     s = start_sluice(cfg(3))
     results = []
 
     def slow(i, ms):
-        with H1Conn(s.port, timeout=15) as c:
+        with H1Conn(s.port, timeout=30) as c:
             results.append(c.request("GET", "/slow?ms=%d&i=%d" % (ms, i)).status)
-    held = [threading.Thread(target=slow, args=(i, 3500), daemon=True) for i in range(3)]
+    held = [threading.Thread(target=slow, args=(i, 8000), daemon=True) for i in range(3)]
     for t in held:
         t.start()
     wait_for(lambda: upstream.stats()["inflight"] == 3, 5, what="three slow requests upstream")
     assert get(s, "/slow?ms=1").status == 429
 
     apply(s, cfg(4))
-    fourth = threading.Thread(target=slow, args=(3, 3500), daemon=True)
+    fourth = threading.Thread(target=slow, args=(3, 8000), daemon=True)
     fourth.start()
     wait_for(lambda: upstream.stats()["inflight"] == 4, 5, what="the fourth request upstream")
     r = get(s, "/slow?ms=1")
     check_h1_rejection(r, 429, "concurrency_limited", "slowpoke/concurrency")
     for t in held + [fourth]:
-        t.join(15)
+        t.join(30)
     assert results == [200] * 4
     # Every release went to the kept counter (a release to another one
     # would abort): four slots are free again.
