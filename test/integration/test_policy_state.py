@@ -5,6 +5,7 @@ breaker gauge and per-route counters tell the truth."""
 
 import json
 import os
+import socket
 import threading
 import time
 
@@ -196,3 +197,40 @@ def test_retuned_breaker_stays_open(start_sluice, upstream):
     check_h1_rejection(r, 503, "circuit_open", "upstream/identity", 1, 30)
     assert breaker_gauge(s) == 1
     assert upstream.seen("/v1/x") == 0
+
+
+def connect_and_get(port):
+    """The status code, or None when the connection was closed before any
+    answer (refused at accept by the connection-rate limit)."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        c.sendall(b"GET /v1/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            try:
+                chunk = c.recv(65536)
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                break
+            data += chunk
+        return int(data.split(b" ", 2)[1]) if data else None
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(30)
+def test_tightened_connect_rate_keeps_exhausted_address(start_sluice):
+    """The listener's connection-rate limit (sibling of the route limits):
+    an address that used its burst is still refused at accept after a
+    reload that tightens per_ip and burst."""
+    def cfg(rate, burst):
+        c = admission_config()
+        c["listeners"][0]["connect_rate"] = {"per_ip": rate, "burst": burst}
+        return c
+    s = start_sluice(cfg("10/h", 3))
+    assert [connect_and_get(s.port) for _ in range(4)] == [200, 200, 200, None]
+    apply(s, cfg("5/h", 2))
+    assert connect_and_get(s.port) is None
+    assert s.metric("sluice_rejections_total", policy="public/connect_rate",
+                    reason="connect_rate") == 2
