@@ -86,6 +86,8 @@ def test_concurrency_max_change_keeps_in_flight(start_sluice, upstream):
     assert get(s, "/slow?ms=1").status == 429
 
     apply(s, cfg(4))
+    line = [l for l in s.logs() if l["msg"] == "configuration reloaded"][-1]
+    assert "slowpoke/concurrency" in line.get("policies_retuned_names", ""), line
     fourth = threading.Thread(target=slow, args=(3, 8000), daemon=True)
     fourth.start()
     wait_for(lambda: upstream.stats()["inflight"] == 4, 5, what="the fourth request upstream")
@@ -193,6 +195,8 @@ def test_retuned_breaker_stays_open(start_sluice, upstream):
         assert [ka.request("/status/500").status for _ in range(3)] == [500] * 3
         check_h1_rejection(ka.request("/v1/x"), 503, "circuit_open", "upstream/identity", 1, 30)
     apply(s, cfg(5, "30s"))
+    line = [l for l in s.logs() if l["msg"] == "configuration reloaded"][-1]
+    assert "identity/breaker" in line.get("policies_retuned_names", ""), line
     r = get(s, "/v1/x")
     check_h1_rejection(r, 503, "circuit_open", "upstream/identity", 1, 30)
     assert breaker_gauge(s) == 1

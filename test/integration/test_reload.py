@@ -314,6 +314,7 @@ def test_limiter_state_carries_over_rate_change_converts(start_sluice):
     line = reload_lines(s)[-1]
     assert "health" in line.get("routes_added", ""), line
     assert "default/client_ip" in line.get("policies_carried_names", ""), line
+    assert "policies_retuned_names" not in line, line
 
     # The rate changed: the bucket is carried and converted (3 of 3 tokens
     # consumed stay consumed), not started full.
@@ -321,6 +322,7 @@ def test_limiter_state_carries_over_rate_change_converts(start_sluice):
     assert get_status(s.port, "/v1/c", h) == 429, "bucket should be carried, converted"
     line = reload_lines(s)[-1]
     assert "default/client_ip" in line.get("policies_carried_names", ""), line
+    assert "default/client_ip" in line.get("policies_retuned_names", ""), line
     assert "default" in line.get("routes_changed", ""), line
 
 
