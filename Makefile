@@ -1,11 +1,12 @@
 # sluice — one GNU Makefile.
 #
 #   make            build build/sluice (optimised)
-#   make test       unit + integration tests under ASan/UBSan
+#   make test       unit + integration tests under ASan/UBSan, threaded unit tests under TSan
 #   make demo       install deps if missing, build, run the demo and exit
 #   make run        like demo, but keep running until Ctrl-C
 #   make bench      benchmarks (not part of make test)
 #   make fuzz       libFuzzer drivers of test/fuzz/, FUZZ_SECONDS each (not part of make test)
+#   make tsan       the multi-threaded unit tests under ThreadSanitizer (build/tsan/)
 #   make clean
 #
 # llhttp is compiled from Debian's node-llhttp sources in place
@@ -43,7 +44,7 @@ endef
 REL_OBJS := $(call objs,build)
 SAN_OBJS := $(call objs,build/san)
 
-.PHONY: all test unit integration demo run bench clean deps check fuzz
+.PHONY: all test unit integration demo run bench clean deps check fuzz tsan
 all: build/sluice
 
 deps:
@@ -93,12 +94,45 @@ unit: $(UNIT_BINS)
 		echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $$t; \
 	done
 
+# ThreadSanitizer: the unit tests whose code runs on several threads at
+# once (shared limiter tables, breakers, concurrency counters, the metrics
+# registry and its per-thread caches, the admin thread), built with the
+# library instrumented into build/tsan/ and run. Any race report fails.
+TSAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+TSAN_TESTS  := test_ratelimit test_breaker test_concurrency test_stats test_metrics \
+               test_policy_state test_admin
+TSAN_BINS   := $(addprefix build/tsan/test/,$(TSAN_TESTS))
+TSAN_OBJS   := $(call objs,build/tsan)
+
+build/tsan/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(TSAN_FLAGS) $(CPPFLAGS) -DSLUICE_TESTING -MMD -MP -c $< -o $@
+
+build/tsan/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(TSAN_FLAGS) -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c $< -o $@
+
+build/tsan/libsluice.a: $(TSAN_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/tsan/test/%: test/unit/%.c build/tsan/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(TSAN_FLAGS) $(CPPFLAGS) -DSLUICE_TESTING -Itest/unit -o $@ $< \
+		build/tsan/libsluice.a -lcmocka $(LIBS)
+
+tsan: $(TSAN_BINS)
+	@set -e; for t in $(TSAN_BINS); do \
+		echo "== $$t"; TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" $$t; \
+	done
+
 integration: build/san/sluice build/sluice
 	SLUICE_BIN=$(CURDIR)/build/san/sluice $(PYTHON) -m pytest -q -p no:cacheprovider \
 		test/integration $(PYTEST_ARGS)
 
 test: deps
 	$(MAKE) unit
+	$(MAKE) tsan
 	$(MAKE) integration
 
 check: build/sluice
@@ -114,8 +148,9 @@ run: deps
 
 bench: build/sluice
 	./scripts/deps.sh --bench
-	$(MAKE) -C . build/bench/bench_policies
+	$(MAKE) -C . build/bench/bench_policies build/bench/bench_breaker
 	./build/bench/bench_policies
+	./build/bench/bench_breaker
 	$(PYTHON) test/bench/proxy_bench.py --sluice ./build/sluice --out build/bench/results.json $(BENCH_ARGS)
 
 build/bench/%: test/bench/%.c build/libsluice.a

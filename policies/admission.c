@@ -27,13 +27,12 @@ static bool is_shadow(const struct sl_config *cfg, enum sl_mode own) {
 }
 
 size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
-                              const struct sl_identity *id, uint8_t *buf, size_t cap) {
+                              const struct sl_identity *id, const uint8_t **key) {
   const char *s = NULL;
   size_t n = 0;
   switch (rl->key) {
   case SL_KEY_CLIENT_IP:
-    if (cap < sizeof(id->key)) return 0;
-    memcpy(buf, id->key, sizeof(id->key));
+    *key = id->key;
     return sizeof(id->key);
   case SL_KEY_DEVICE_CLASS:
     s = id->device_class;
@@ -49,26 +48,50 @@ size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct s
     break;
   }
   if (!s || n == 0) return 0;
-  if (n > cap) n = cap; /* long ids share a prefix bucket: still bounded */
-  memcpy(buf, s, n);
+  *key = (const uint8_t *)s; /* all of it: ids that share a prefix are distinct keys */
   return n;
 }
 
 /* Rate and burst for |rl| given the key value (overrides match the key,
- * e.g. a device class). */
+ * e.g. a device class), and the parameter class the limiter stores with
+ * the key (0: the limit's own rate, 1 + i: override i). */
 static void limit_params(const struct sl_rate_limit_cfg *rl, const uint8_t *key, size_t klen,
-                         uint64_t *period_ns, uint32_t *burst) {
+                         uint64_t *period_ns, uint32_t *burst, uint8_t *cls) {
   *period_ns = rl->rate.period_ns;
   *burst = rl->burst;
+  *cls = 0;
   if (rl->key == SL_KEY_CLIENT_IP) return;
   for (size_t i = 0; i < rl->n_overrides; i++) {
     const struct sl_rate_override *o = &rl->overrides[i];
     if (strlen(o->match) == klen && memcmp(o->match, key, klen) == 0) {
       *period_ns = o->rate.period_ns;
       if (o->burst) *burst = o->burst;
+      *cls = sl_admission_override_class(i);
       return;
     }
   }
+}
+
+/* Locates |rl|'s key for this request: fills |ref| (with its parameter
+ * class), |period| and |burst|. Returns false when the limit does not
+ * apply (no table, no such key, or no rate for it). */
+static bool limit_locate(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
+                         const struct sl_identity *id, struct sl_rl_ref *ref, uint64_t *period,
+                         uint32_t *burst) {
+  struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
+  const uint8_t *key;
+  size_t klen = t ? sl_admission_limit_key(rl, route, id, &key) : 0;
+  if (!klen) return false;
+  uint8_t cls;
+  limit_params(rl, key, klen, period, burst, &cls);
+  if (*period == 0) return false;
+  sl_ratelimit_locate(t, key, klen, ref);
+  ref->cls = cls;
+  return true;
+}
+
+uint8_t sl_admission_override_class(size_t i) {
+  return i + 1 < SL_RL_CLASS_MAX ? (uint8_t)(i + 1) : SL_RL_CLASS_MAX;
 }
 
 /* Bounded copy of a policy name (no printf on the refusal path). */
@@ -143,7 +166,6 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
    * overlap with the blocklist lookup instead of following it. The first
    * limits' located keys are kept for both passes below (no second hash
    * or bucket search); further ones are recomputed where needed. */
-  uint8_t key[64];
   enum { KEPT = 8 };
   struct {
     struct sl_rl_ref ref;
@@ -151,17 +173,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     uint32_t burst;
     bool live; /* applies to this request */
   } kept[KEPT];
-  for (size_t i = 0; i < route->n_rate_limits && i < KEPT; i++) {
-    const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
-    struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
-    kept[i].live = false;
-    size_t klen = t ? sl_admission_limit_key(rl, route, id, key, sizeof(key)) : 0;
-    if (!klen) continue;
-    limit_params(rl, key, klen, &kept[i].period, &kept[i].burst);
-    if (kept[i].period == 0) continue;
-    sl_ratelimit_locate(t, key, klen, &kept[i].ref);
-    kept[i].live = true;
-  }
+  for (size_t i = 0; i < route->n_rate_limits && i < KEPT; i++)
+    kept[i].live = limit_locate(&route->rate_limits[i], route, id, &kept[i].ref, &kept[i].period,
+                                &kept[i].burst);
 
   /* 1. Firmware blocklist. */
   if (in->blocklist) {
@@ -220,15 +234,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       ref = kept[i].ref;
       period = kept[i].period;
       burst = kept[i].burst;
-    } else {
-      size_t klen = t ? sl_admission_limit_key(rl, route, id, key, sizeof(key)) : 0;
-      if (klen == 0) {
-        trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
-        continue;
-      }
-      limit_params(rl, key, klen, &period, &burst);
-      if (period == 0) continue;
-      sl_ratelimit_locate(t, key, klen, &ref);
+    } else if (!limit_locate(rl, route, id, &ref, &period, &burst)) {
+      trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
+      continue;
     }
     struct sl_rl_verdict v;
     sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, false, &v);
@@ -349,7 +357,12 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     }
   }
 
-  /* 5. Shaping (staging): first matching rule. */
+  /* 5. Shaping (staging): first matching rule. A rate cap that admits is
+   * charged at once (a single shared bucket: no look-then-commit) and
+   * given back if the request is refused after all. */
+  struct sl_ratelimit_table *cap_table = NULL;
+  struct sl_rl_ref cap_ref;
+  uint64_t cap_period = 0;
   for (size_t i = 0; i < cfg->n_shaping && in->facts; i++) {
     const struct sl_shaping_rule *r = &cfg->shaping[i];
     if (!sl_route_match_one(&r->match, in->facts)) continue;
@@ -371,8 +384,8 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     if (cap && !tf) {
       static const char cap_key[] = "cap";
       struct sl_rl_verdict v;
-      if (!sl_ratelimit_admit(cap, cap_key, sizeof(cap_key) - 1, r->rate_cap.period_ns, 1, in->now_ns,
-                              &v)) {
+      sl_ratelimit_locate(cap, cap_key, sizeof(cap_key) - 1, &cap_ref);
+      if (!sl_ratelimit_decide_ref(cap, &cap_ref, r->rate_cap.period_ns, 1, in->now_ns, true, &v)) {
         snprintf(out->policy, sizeof(out->policy), "shaping/%s",
                  r->name ? r->name : "rate");
         sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
@@ -381,6 +394,8 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
                sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
         return;
       }
+      cap_table = cap;
+      cap_period = r->rate_cap.period_ns;
     }
     if (tf) {
       snprintf(why, sizeof(why), "delay %llu ms, abort %.1f%%",
@@ -389,6 +404,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     }
     if (abort_now) {
       set_name(out->policy, pname);
+      if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
       sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
       refuse(out, r->abort_status ? r->abort_status : 503, SL_REASON_SHAPING, "shaped_abort", 0);
       out->finished = false;
@@ -401,27 +417,37 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   /* Everything admits: now consume rate-limit quota. A limit that refuses
    * here consumes nothing: in shadow mode that is the refusal reported
    * above; enforcing, another worker took the last token between look and
-   * commit. */
+   * commit, and then the limits charged before it (and the shaping cap)
+   * are given back, so that the refused request has consumed nothing. */
   if (!in->trace) {
-    for (size_t i = 0; i < route->n_rate_limits; i++) {
+    uint64_t charged = 0; /* bit i: limit i admitted and charged */
+    for (size_t i = 0; i < route->n_rate_limits && i < SL_ROUTE_MAX_RATE_LIMITS; i++) {
       const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
       struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
       struct sl_rl_verdict v;
-      bool ok;
+      struct sl_rl_ref ref;
+      uint64_t period;
+      uint32_t burst;
       if (i < KEPT) {
         if (!kept[i].live) continue;
-        ok = sl_ratelimit_decide_ref(t, &kept[i].ref, kept[i].period, kept[i].burst, in->now_ns,
-                                     true, &v);
-      } else {
-        size_t klen = sl_admission_limit_key(rl, route, id, key, sizeof(key));
-        if (!t || klen == 0) continue;
-        uint64_t period;
-        uint32_t burst;
-        limit_params(rl, key, klen, &period, &burst);
-        if (period == 0) continue;
-        ok = sl_ratelimit_admit(t, key, klen, period, burst, in->now_ns, &v);
+        ref = kept[i].ref;
+        period = kept[i].period;
+        burst = kept[i].burst;
+      } else if (!limit_locate(rl, route, id, &ref, &period, &burst)) {
+        continue;
       }
+      bool ok = sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, true, &v);
+      if (ok) charged |= 1ull << i; /* the loader allows 64 limits a route */
       if (ok || is_shadow(cfg, rl->mode)) continue;
+      for (size_t j = 0; j < i; j++) {
+        if (!(charged >> j & 1)) continue;
+        if (j < KEPT)
+          ref = kept[j].ref, period = kept[j].period;
+        else if (!limit_locate(&route->rate_limits[j], route, id, &ref, &period, &burst))
+          continue; /* pure: the same answer as when it was charged */
+        sl_ratelimit_refund(sl_policy_state_ratelimit(route->rate_limits[j].state), &ref, period);
+      }
+      if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
       sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
       out->finished = false;
       out->delay_ms = 0;

@@ -455,10 +455,9 @@ static void parse_listener(struct schema *s, node_t *m, struct sl_listener_cfg *
     get_u32(s, lim, "headers", 1, 10000, &l->headers);
     get_u32(s, lim, "h2_streams", 1, 1000000, &l->h2_streams);
   }
-  uint64_t h = cfg_fnv_str(CFG_FNV_INIT, "connect_rate");
-  h = cfg_fnv_str(h, l->name);
-  h = cfg_fnv_u64(h, l->connect_rate.per_ip.period_ns);
-  l->connect_rate.identity = cfg_fnv_u64(h, l->connect_rate.burst);
+  /* Not the rate nor the burst: a reload that changes them converts the
+   * table (sl_policies_attach) instead of starting it full. */
+  l->connect_rate.identity = cfg_fnv_str(cfg_fnv_str(CFG_FNV_INIT, "connect_rate"), l->name);
 }
 
 /* Reports the second and later items of |n| items that share a name.
@@ -556,20 +555,13 @@ static void breaker_defaults(struct sl_breaker_cfg *b) {
   b->recovery_ramp_ms = 30000;
 }
 
+/* Which origin the breaker judges: the upstream's name and address. Its
+ * settings are tunables: a reload that changes them keeps the state (an
+ * open breaker stays open) and retunes it (sl_policies_attach). */
 static uint64_t breaker_identity(const struct sl_upstream_cfg *u) {
-  const struct sl_breaker_cfg *b = &u->breaker;
   uint64_t h = cfg_fnv_str(CFG_FNV_INIT, "breaker");
   h = cfg_fnv_str(h, u->name);
-  h = cfg_fnv_str(h, u->address.text);
-  h = cfg_fnv_u64(h, b->enabled);
-  h = cfg_fnv_u64(h, b->consecutive_failures);
-  h = cfg_fnv_bytes(h, &b->failure_ratio, sizeof(b->failure_ratio));
-  h = cfg_fnv_u64(h, b->window_ms);
-  h = cfg_fnv_u64(h, b->min_requests);
-  h = cfg_fnv_u64(h, b->slow_call_ms);
-  h = cfg_fnv_u64(h, b->open_for_ms);
-  h = cfg_fnv_u64(h, b->half_open_probes);
-  return cfg_fnv_u64(h, b->recovery_ramp_ms);
+  return cfg_fnv_str(h, u->address.text);
 }
 
 static void parse_upstream(struct schema *s, node_t *key, node_t *m, struct sl_upstream_cfg *u) {
@@ -863,21 +855,15 @@ static void parse_overrides(struct schema *s, node_t *ov, struct sl_rate_limit_c
   }
 }
 
+/* What a limiter table's keys mean: whose limit, keyed by what, how big.
+ * Rates, bursts and overrides are tunables: a reload that changes them
+ * keeps the table and converts each key (sl_policies_attach). */
 static uint64_t rate_limit_identity(const char *route, const struct sl_rate_limit_cfg *rl) {
   uint64_t h = cfg_fnv_str(CFG_FNV_INIT, "rate_limit");
   h = cfg_fnv_str(h, route);
   h = cfg_fnv_str(h, rl->name);
   h = cfg_fnv_u64(h, rl->key);
-  h = cfg_fnv_u64(h, rl->rate.period_ns);
-  h = cfg_fnv_u64(h, rl->burst);
-  h = cfg_fnv_u64(h, rl->max_keys);
-  h = cfg_fnv_u64(h, rl->n_overrides);
-  for (size_t i = 0; i < rl->n_overrides; i++) {
-    h = cfg_fnv_str(h, rl->overrides[i].match);
-    h = cfg_fnv_u64(h, rl->overrides[i].rate.period_ns);
-    h = cfg_fnv_u64(h, rl->overrides[i].burst);
-  }
-  return h;
+  return cfg_fnv_u64(h, rl->max_keys);
 }
 
 static bool parse_rate_limit(struct schema *s, node_t *m, struct sl_route_cfg *r,
@@ -939,7 +925,10 @@ static void parse_route(struct schema *s, node_t *m, struct sl_route_cfg *r) {
   else if (!val(m, "upstream"))
     err(s, m, "route '%s': missing 'upstream'", r->name ? r->name : "?");
   node_t *rls = get_node(s, m, "rate_limits", CFG_SEQ);
-  if (rls && rls->n) {
+  if (rls && rls->n > SL_ROUTE_MAX_RATE_LIMITS) {
+    err(s, rls, "route '%s': %zu rate limits, at most %d are allowed", r->name ? r->name : "?",
+        (size_t)rls->n, SL_ROUTE_MAX_RATE_LIMITS);
+  } else if (rls && rls->n) {
     r->rate_limits = sl_arena_xalloc(s->a, rls->n * sizeof(*r->rate_limits));
     for (size_t i = 0; i < rls->n; i++) {
       if (!want(s, rls->kids[i], CFG_MAP, "rate_limits item")) continue;
@@ -966,9 +955,9 @@ static void parse_route(struct schema *s, node_t *m, struct sl_route_cfg *r) {
       err(s, cc, "concurrency: missing 'max'");
     get_mode(s, cc, &r->concurrency.mode);
   }
-  uint64_t h = cfg_fnv_str(CFG_FNV_INIT, "concurrency");
-  h = cfg_fnv_str(h, r->name);
-  r->concurrency.identity = cfg_fnv_u64(h, r->concurrency.max);
+  /* The route name only: a new `max` applies to the same counter, which
+   * still holds the requests in flight. */
+  r->concurrency.identity = cfg_fnv_str(cfg_fnv_str(CFG_FNV_INIT, "concurrency"), r->name);
   static const char *const prios[] = {"normal", "low", "high", NULL};
   int p;
   if (get_enum(s, m, "priority", prios, &p) > 0) r->priority = (enum sl_priority)p;
@@ -1108,10 +1097,9 @@ static void parse_shaping_rule(struct schema *s, node_t *m, struct sl_shaping_ru
   }
   get_rate(s, m, "rate", &sr->rate_cap);
   get_mode(s, m, &sr->mode);
-  /* The cap's state survives a reload while its rate and position in the
-   * rule list stay the same. */
+  /* The cap's state survives a reload while the rule keeps its position in
+   * the list; a new rate converts it (sl_policies_attach). */
   sr->identity = cfg_fnv_str(0xcbf29ce484222325ull, "shaping-rate");
-  sr->identity = (sr->identity ^ sr->rate_cap.period_ns) * 0x100000001b3ull;
   sr->identity = (sr->identity ^ (uint64_t)(sr - s->cfg->shaping)) * 0x100000001b3ull;
 }
 

@@ -7,6 +7,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "sluice/admission.h"
 #include "sluice/breaker.h"
 #include "sluice/concurrency.h"
 #include "sluice/policy_state.h"
@@ -93,55 +94,88 @@ struct sl_breaker *sl_policy_state_breaker(const struct sl_policy_state *s) {
 
 /* ---- attach / detach ----------------------------------------------- */
 
-/* Visits every state slot of |cfg| with its kind and identity. */
-typedef int (*slot_fn)(void *ctx, enum sl_policy_kind kind, uint64_t identity,
-                       struct sl_policy_state **slot, const void *policy);
+/* One state slot of a snapshot, as for_each_slot() shows it: its kind and
+ * identity, and the tunables that a state carried to it must be converted
+ * to (limiters: rate and burst of the limit and of each override). */
+struct slot_info {
+  enum sl_policy_kind kind;
+  uint64_t identity;
+  struct sl_policy_state **slot;
+  uint32_t max_keys;                       /* limiters, 0: default */
+  uint64_t period_ns;                      /* limiters */
+  uint32_t burst;
+  const struct sl_rate_override *overrides;
+  size_t n_overrides;
+  bool rated;                              /* limiters: has some rate */
+  const struct sl_breaker_cfg *breaker;    /* breakers */
+};
+
+typedef int (*slot_fn)(void *ctx, const struct slot_info *si);
+
+static bool rate_limit_has_rate(const struct sl_rate_limit_cfg *rl) {
+  if (rl->rate.period_ns) return true;
+  for (size_t i = 0; i < rl->n_overrides; i++)
+    if (rl->overrides[i].rate.period_ns) return true;
+  return false;
+}
 
 static int for_each_slot(struct sl_config *cfg, slot_fn fn, void *ctx) {
   for (size_t r = 0; r < cfg->n_routes; r++) {
     struct sl_route_cfg *route = &cfg->routes[r];
     for (size_t i = 0; i < route->n_rate_limits; i++) {
       struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
-      if (fn(ctx, SL_POLICY_RATELIMIT, rl->identity, &rl->state, rl) < 0) return -1;
+      struct slot_info si = {SL_POLICY_RATELIMIT, rl->identity, &rl->state, rl->max_keys,
+                             rl->rate.period_ns, rl->burst, rl->overrides, rl->n_overrides,
+                             rate_limit_has_rate(rl), NULL};
+      if (fn(ctx, &si) < 0) return -1;
     }
-    if (fn(ctx, SL_POLICY_CONCURRENCY, route->concurrency.identity, &route->concurrency.state, route) < 0)
-      return -1;
+    struct slot_info si = {.kind = SL_POLICY_CONCURRENCY, .identity = route->concurrency.identity,
+                           .slot = &route->concurrency.state};
+    if (fn(ctx, &si) < 0) return -1;
   }
   for (size_t u = 0; u < cfg->n_upstreams; u++) {
     struct sl_upstream_cfg *up = &cfg->upstreams[u];
-    if (fn(ctx, SL_POLICY_BREAKER, up->breaker.identity, &up->breaker_state, up) < 0) return -1;
+    struct slot_info si = {.kind = SL_POLICY_BREAKER, .identity = up->breaker.identity,
+                           .slot = &up->breaker_state, .breaker = &up->breaker};
+    if (fn(ctx, &si) < 0) return -1;
   }
-  /* Shaping rate caps: one limiter (one key) per capped rule. */
+  /* Shaping rate caps: one limiter (one key) per capped rule, burst 1. */
   for (size_t i = 0; i < cfg->n_shaping; i++) {
     struct sl_shaping_rule *sr = &cfg->shaping[i];
     if (!sr->rate_cap.period_ns) continue;
-    if (fn(ctx, SL_POLICY_RATELIMIT, sr->identity, &sr->state, NULL) < 0) return -1;
+    struct slot_info si = {.kind = SL_POLICY_RATELIMIT, .identity = sr->identity,
+                           .slot = &sr->state, .period_ns = sr->rate_cap.period_ns,
+                           .burst = 1, .rated = true};
+    if (fn(ctx, &si) < 0) return -1;
   }
-  /* Connection-rate limits at accept: a limiter table per listener (the
-   * NULL policy tells give() it is one; only listeners with a rate). */
+  /* Connection-rate limits at accept: a limiter table per listener (only
+   * listeners with a rate), keyed by client address. */
   for (size_t l = 0; l < cfg->n_listeners; l++) {
     struct sl_listener_cfg *lc = &cfg->listeners[l];
     if (!lc->connect_rate.per_ip.period_ns) continue;
-    if (fn(ctx, SL_POLICY_RATELIMIT, lc->connect_rate.identity, &lc->connect_rate.state, NULL) < 0)
-      return -1;
+    struct slot_info si = {.kind = SL_POLICY_RATELIMIT, .identity = lc->connect_rate.identity,
+                           .slot = &lc->connect_rate.state,
+                           .period_ns = lc->connect_rate.per_ip.period_ns,
+                           .burst = lc->connect_rate.burst, .rated = true};
+    if (fn(ctx, &si) < 0) return -1;
   }
   return 0;
 }
 
 struct candidate {
-  struct sl_policy_state *state;
+  struct slot_info info; /* of |prev|, which outlives the attach */
   bool taken;
 };
 
 struct attach_ctx {
   struct candidate *c;
   size_t n, cap;
+  uint64_t now_ns;
 };
 
-static int collect(void *ctx, enum sl_policy_kind kind, uint64_t identity, struct sl_policy_state **slot,
-                   const void *policy) {
+static int collect(void *ctx, const struct slot_info *si) {
   struct attach_ctx *a = ctx;
-  if (!*slot) return 0;
+  if (!*si->slot) return 0;
   if (a->n == a->cap) {
     size_t cap = a->cap ? a->cap * 2 : 16;
     struct candidate *p = realloc(a->c, cap * sizeof(*p));
@@ -149,7 +183,7 @@ static int collect(void *ctx, enum sl_policy_kind kind, uint64_t identity, struc
     a->c = p;
     a->cap = cap;
   }
-  a->c[a->n++] = (struct candidate){*slot, false};
+  a->c[a->n++] = (struct candidate){*si, false};
   return 0;
 }
 
@@ -170,54 +204,98 @@ static void random_seed(uint8_t seed[16]) {
   }
 }
 
-static bool rate_limit_has_rate(const struct sl_rate_limit_cfg *rl) {
-  if (rl->rate.period_ns) return true;
-  for (size_t i = 0; i < rl->n_overrides; i++)
-    if (rl->overrides[i].rate.period_ns) return true;
-  return false;
+static uint32_t override_burst(const struct slot_info *si, const struct sl_rate_override *o) {
+  return o->burst ? o->burst : si->burst;
 }
 
-static int give(void *ctx, enum sl_policy_kind kind, uint64_t identity, struct sl_policy_state **slot,
-                const void *policy) {
+/* Builds the conversion of a limiter's keys from |from|'s tunables to
+ * |to|'s, one entry per parameter class of |from| (see sl_rl_ref.cls): the
+ * limit's own rate to the new own rate, each override to the new override
+ * with the same match, or to the new own rate if it is gone. Returns the
+ * number of entries (at most SL_RL_CLASS_MAX + 1), 0 if nothing changed. */
+static size_t reparam_map(const struct slot_info *from, const struct slot_info *to,
+                          struct sl_rl_reparam *map) {
+  bool same = from->period_ns == to->period_ns && from->burst == to->burst &&
+              from->n_overrides == to->n_overrides;
+  for (size_t i = 0; same && i < from->n_overrides; i++) {
+    const struct sl_rate_override *a = &from->overrides[i], *b = &to->overrides[i];
+    same = !strcmp(a->match, b->match) && a->rate.period_ns == b->rate.period_ns &&
+           override_burst(from, a) == override_burst(to, b);
+  }
+  if (same) return 0;
+  map[0] = (struct sl_rl_reparam){from->period_ns, to->period_ns, to->burst, 0};
+  size_t n = 1;
+  for (size_t i = 0; i < from->n_overrides && n <= SL_RL_CLASS_MAX; i++) {
+    const struct sl_rate_override *a = &from->overrides[i];
+    if (sl_admission_override_class(i) != n) break; /* the shared last class: as written first */
+    struct sl_rl_reparam r = map[0];
+    r.from_period_ns = a->rate.period_ns;
+    for (size_t j = 0; j < to->n_overrides; j++) {
+      const struct sl_rate_override *b = &to->overrides[j];
+      if (strcmp(a->match, b->match)) continue;
+      r.to_period_ns = b->rate.period_ns;
+      r.to_burst = override_burst(to, b);
+      r.to_cls = sl_admission_override_class(j);
+      break;
+    }
+    map[n++] = r;
+  }
+  return n;
+}
+
+/* |c|'s state is carried to |si|: converts what depends on tunables. */
+static void carry(struct attach_ctx *a, const struct candidate *c, const struct slot_info *si) {
+  if (si->kind == SL_POLICY_BREAKER) {
+    sl_breaker_retune(c->info.slot[0]->u.br, si->breaker);
+    return;
+  }
+  if (si->kind != SL_POLICY_RATELIMIT) return;
+  static struct sl_rl_reparam map[SL_RL_CLASS_MAX + 1]; /* main thread: reloads are serial */
+  size_t n = reparam_map(&c->info, si, map);
+  if (n) sl_ratelimit_reparam(c->info.slot[0]->u.rl, map, n, a->now_ns);
+}
+
+static int give(void *ctx, const struct slot_info *si) {
   struct attach_ctx *a = ctx;
+  struct sl_policy_state **slot = si->slot;
   *slot = NULL;
   for (size_t i = 0; i < a->n; i++) {
     struct candidate *c = &a->c[i];
-    if (!c->taken && c->state->kind == kind && c->state->identity == identity) {
+    struct sl_policy_state *st = *c->info.slot;
+    if (!c->taken && st->kind == si->kind && st->identity == si->identity) {
+      if (si->kind == SL_POLICY_RATELIMIT && !si->rated) continue; /* no rate: no table */
       c->taken = true;
-      *slot = sl_policy_state_ref(c->state);
+      *slot = sl_policy_state_ref(st);
+      carry(a, c, si);
       return 0;
     }
   }
-  switch (kind) {
+  switch (si->kind) {
   case SL_POLICY_RATELIMIT: {
-    /* NULL: a listener's connect rate or a shaping cap (always rated). */
-    const struct sl_rate_limit_cfg *rl = policy;
-    if (rl && !rate_limit_has_rate(rl)) return 0;
+    if (!si->rated) return 0;
     uint8_t seed[16];
     random_seed(seed);
-    *slot = sl_policy_state_new_ratelimit(identity, rl ? rl->max_keys : 0, seed);
+    *slot = sl_policy_state_new_ratelimit(si->identity, si->max_keys, seed);
     break;
   }
   case SL_POLICY_CONCURRENCY:
-    *slot = sl_policy_state_new_concurrency(identity);
+    *slot = sl_policy_state_new_concurrency(si->identity);
     break;
   case SL_POLICY_BREAKER:
-    *slot = sl_policy_state_new_breaker(identity, &((const struct sl_upstream_cfg *)policy)->breaker);
+    *slot = sl_policy_state_new_breaker(si->identity, si->breaker);
     break;
   }
   return *slot ? 0 : -1;
 }
 
-static int drop(void *ctx, enum sl_policy_kind kind, uint64_t identity, struct sl_policy_state **slot,
-                const void *policy) {
-  sl_policy_state_unref(*slot);
-  *slot = NULL;
+static int drop(void *ctx, const struct slot_info *si) {
+  sl_policy_state_unref(*si->slot);
+  *si->slot = NULL;
   return 0;
 }
 
-int sl_policies_attach(struct sl_config *next, const struct sl_config *prev) {
-  struct attach_ctx a = {0};
+int sl_policies_attach(struct sl_config *next, const struct sl_config *prev, uint64_t now_ns) {
+  struct attach_ctx a = {.now_ns = now_ns};
   /* for_each_slot() only reads |prev| through collect(). */
   if (prev && for_each_slot((struct sl_config *)prev, collect, &a) < 0) goto fail;
   if (for_each_slot(next, give, &a) < 0) goto fail;

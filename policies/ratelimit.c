@@ -15,17 +15,26 @@
  * full again: such a state carries no information and is equivalent to
  * the key being absent, which is what makes eviction of idle keys safe.
  *
- * Table layout. Keys are hashed with SipHash-1-3 (keyed with a per-table
- * random seed: a client must not be able to aim many keys at one bucket)
- * to 64 bits; the full 64-bit hash is the stored fingerprint (0 marks an
- * empty slot), and two keys are the same key iff their hashes are equal: at
- * 1M resident keys the chance of any collision in the table is about
- * 1e12/2^65 = 3e-8, and its effect would be two clients sharing a limit.
+ * Table layout. The whole key, however long, is hashed with SipHash-1-3
+ * in its 128-bit output form, keyed with a per-table random seed (a client
+ * must not be able to aim many keys at one bucket nor choose a collision).
+ * The two 64-bit halves are independent: the high half picks the key's two
+ * buckets, the low half is the stored fingerprint (0 marks an empty slot).
+ * Two keys share a state only if they agree on the fingerprint and share a
+ * bucket, so a state is identified by about 64 + log2(buckets) - 1 bits
+ * (81 bits for 1M keys): the chance that any two of 1M resident keys are
+ * confused is about 1e12 / 2^82 = 2e-13, and the per-table key makes it
+ * impossible to aim for. The full key is not stored (memory: below).
  *
  * Each bucket is 128 bytes, two cache lines:
  *
  *   line 0: lock (4) | pad (4) | fp[7] (56)
- *   line 1: tat[7] (56) | spare (8)
+ *   line 1: tat[7] (56) | cls[7] (7) | spare (1)
+ *
+ * `cls` is the parameter class that last charged the slot (0: the limit's
+ * own rate, 1 + i: its override i), so that a reload changing a rate or a
+ * burst can convert each key's state with the parameters it was charged
+ * with (sl_ratelimit_reparam).
  *
  * A key may live in either of two buckets (b1, b2 derived from its hash) and
  * is inserted into the less loaded one: "power of two choices" keeps the
@@ -75,7 +84,8 @@ struct bucket {
   uint32_t pad;
   uint64_t fp[SLOTS]; /* 0: empty */
   uint64_t tat[SLOTS];
-  uint64_t spare;
+  uint8_t cls[SLOTS]; /* parameter class of the last charge */
+  uint8_t spare;
 };
 
 _Static_assert(sizeof(struct bucket) == 128, "bucket must be two cache lines");
@@ -167,8 +177,12 @@ static inline uint64_t load_le64(const uint8_t *p) {
   return v;
 }
 
-static uint64_t siphash13(uint64_t k0, uint64_t k1, const uint8_t *in, size_t len) {
-  uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+/* The 128-bit output variant (v1 ^= 0xee at initialisation, 0xee then 0xdd
+ * in finalisation, as the reference siphash.c with cROUNDS=1, dROUNDS=3):
+ * |out| gets two independent 64-bit halves of the hash of all |len| bytes. */
+static void siphash13_128(uint64_t k0, uint64_t k1, const uint8_t *in, size_t len,
+                          uint64_t out[2]) {
+  uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1 ^ 0xee;
   uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
   const uint8_t *end = in + (len & ~(size_t)7);
   for (; in != end; in += 8) {
@@ -191,11 +205,16 @@ static uint64_t siphash13(uint64_t k0, uint64_t k1, const uint8_t *in, size_t le
   v3 ^= b;
   SIPROUND;
   v0 ^= b;
-  v2 ^= 0xff;
+  v2 ^= 0xee;
   SIPROUND;
   SIPROUND;
   SIPROUND;
-  return v0 ^ v1 ^ v2 ^ v3;
+  out[0] = v0 ^ v1 ^ v2 ^ v3;
+  v1 ^= 0xdd;
+  SIPROUND;
+  SIPROUND;
+  SIPROUND;
+  out[1] = v0 ^ v1 ^ v2 ^ v3;
 }
 
 /* ---- spinlock ------------------------------------------------------ */
@@ -268,12 +287,16 @@ static inline uint64_t reduce(uint64_t h, uint64_t n) {
 struct keyref {
   uint64_t fp;
   struct bucket *b1, *b2;
+  uint8_t cls;
 };
 
 static inline void key_locate(const struct sl_ratelimit_table *t, const void *key, size_t len,
                               struct keyref *k) {
-  uint64_t h = siphash13(t->k0, t->k1, key, len);
-  k->fp = h ? h : 1;
+  uint64_t hh[2];
+  siphash13_128(t->k0, t->k1, key, len, hh);
+  k->fp = hh[0] ? hh[0] : 1;
+  k->cls = 0;
+  uint64_t h = hh[1];
   uint64_t h2 = (h ^ (h >> 31)) * 0xbf58476d1ce4e5b9ULL;
   h2 ^= h2 >> 27;
   uint64_t i1 = reduce(h, t->nbuckets), i2 = reduce(h2 * 0x94d049bb133111ebULL, t->nbuckets);
@@ -364,7 +387,10 @@ static bool decide_located(struct sl_ratelimit_table *t, const struct keyref *kr
   int i = bucket_find(k.b1, k.fp);
   if (i >= 0) {
     uint64_t n = gcra(k.b1->tat[i], period, burst, now, v);
-    if (commit && v->admitted) k.b1->tat[i] = n;
+    if (commit && v->admitted) {
+      k.b1->tat[i] = n;
+      k.b1->cls[i] = k.cls;
+    }
     spin_unlock(&k.b1->lock);
     return v->admitted;
   }
@@ -376,7 +402,10 @@ static bool decide_located(struct sl_ratelimit_table *t, const struct keyref *kr
   }
   if (i >= 0) {
     uint64_t n = gcra(b->tat[i], period, burst, now, v);
-    if (commit && v->admitted) b->tat[i] = n;
+    if (commit && v->admitted) {
+      b->tat[i] = n;
+      b->cls[i] = k.cls;
+    }
     goto out;
   }
 
@@ -405,6 +434,7 @@ static bool decide_located(struct sl_ratelimit_table *t, const struct keyref *kr
     }
     b->fp[i] = k.fp;
     b->tat[i] = n;
+    b->cls[i] = k.cls;
   }
 out:
   spin_unlock(&k.b1->lock);
@@ -426,13 +456,80 @@ void sl_ratelimit_locate(const struct sl_ratelimit_table *t, const void *key, si
   ref->fp = k.fp;
   ref->b1 = k.b1;
   ref->b2 = k.b2;
+  ref->cls = 0;
 }
 
 bool sl_ratelimit_decide_ref(struct sl_ratelimit_table *t, const struct sl_rl_ref *ref,
                              uint64_t period_ns, uint32_t burst, uint64_t now_ns, bool commit,
                              struct sl_rl_verdict *v) {
-  struct keyref k = {ref->fp, ref->b1, ref->b2};
+  struct keyref k = {ref->fp, ref->b1, ref->b2, ref->cls};
   return decide_located(t, &k, period_ns, burst, now_ns, commit, v);
+}
+
+/* Gives back one charge of |period| to a state: the inverse of an
+ * admission (TAT := max(TAT, now) + T), whatever was charged since,
+ * because charges add up. A TAT that falls to or below now is a full
+ * bucket, as if the key had not been charged. */
+static inline uint64_t uncharge(uint64_t tat, uint64_t period) {
+  return tat > period ? tat - period : 0;
+}
+
+void sl_ratelimit_refund(struct sl_ratelimit_table *t, const struct sl_rl_ref *ref,
+                         uint64_t period_ns) {
+  if (period_ns == 0) return;
+  struct bucket *b1 = ref->b1, *b2 = ref->b2;
+  struct bucket *lo = b1 < b2 ? b1 : b2, *hi = b1 < b2 ? b2 : b1;
+  spin_lock(&lo->lock);
+  spin_lock(&hi->lock);
+  /* A key charged moments ago has its TAT in the future, so neither
+   * eviction nor the sweep (both take only TAT <= now) has removed it: if
+   * it is not resident, its charge went to the overflow bucket. */
+  struct bucket *b = b1;
+  int i = bucket_find(b1, ref->fp);
+  if (i < 0) i = bucket_find(b = b2, ref->fp);
+  if (i >= 0) b->tat[i] = uncharge(b->tat[i], period_ns);
+  spin_unlock(&hi->lock);
+  spin_unlock(&lo->lock);
+  if (i >= 0) return;
+  uint64_t cur = atomic_load_explicit(&t->overflow_tat, memory_order_relaxed);
+  while (!atomic_compare_exchange_weak_explicit(&t->overflow_tat, &cur, uncharge(cur, period_ns),
+                                                memory_order_relaxed, memory_order_relaxed)) {
+  }
+}
+
+/* The debt of a state (TAT - now, the time until its bucket is full) in
+ * the units of another period: the same number of tokens consumed
+ * (fractions kept), at most a whole new bucket. */
+static uint64_t reparam_tat(uint64_t tat, uint64_t now, const struct sl_rl_reparam *r) {
+  if (tat <= now || r->from_period_ns == 0 || r->to_period_ns == 0) return tat;
+  unsigned __int128 debt = (unsigned __int128)(tat - now) * r->to_period_ns / r->from_period_ns;
+  uint64_t cap = sat_mul(r->to_period_ns, r->to_burst ? r->to_burst : 1);
+  if (debt > cap) debt = cap;
+  return sat_add(now, (uint64_t)debt);
+}
+
+size_t sl_ratelimit_reparam(struct sl_ratelimit_table *t, const struct sl_rl_reparam *map,
+                            size_t n, uint64_t now_ns) {
+  size_t changed = 0;
+  if (n == 0) return 0;
+  for (uint64_t j = 0; j < t->nbuckets; j++) {
+    struct bucket *b = &t->buckets[j];
+    spin_lock(&b->lock);
+    for (int i = 0; i < SLOTS; i++) {
+      if (!b->fp[i] || b->tat[i] <= now_ns) continue;
+      const struct sl_rl_reparam *r = &map[b->cls[i] < n ? b->cls[i] : 0];
+      b->tat[i] = reparam_tat(b->tat[i], now_ns, r);
+      b->cls[i] = r->to_cls;
+      changed++;
+    }
+    spin_unlock(&b->lock);
+  }
+  uint64_t cur = atomic_load_explicit(&t->overflow_tat, memory_order_relaxed);
+  while (!atomic_compare_exchange_weak_explicit(&t->overflow_tat, &cur,
+                                                reparam_tat(cur, now_ns, &map[0]),
+                                                memory_order_relaxed, memory_order_relaxed)) {
+  }
+  return changed;
 }
 
 bool sl_ratelimit_admit(struct sl_ratelimit_table *t, const void *key, size_t len,

@@ -124,7 +124,7 @@ static struct sl_gen *gen_publish(struct sl_config *cfg, struct sl_listener *con
   if (!g) abort();
   pthread_mutex_lock(&gen_lock);
   const struct sl_config *prev = gen_current ? gen_current->cfg : NULL;
-  int rv = sl_policies_attach(cfg, prev);
+  int rv = sl_policies_attach(cfg, prev, sl_now_ns());
   pthread_mutex_unlock(&gen_lock);
   if (rv != 0) abort();
   g->blocklist = sl_blocklist_new(&cfg->blocklist, cfg->mode);
@@ -625,12 +625,35 @@ static uint64_t dh_match(uint64_t h, const struct sl_route_match *m) {
   return dh_u64(h, m->n_headers);
 }
 
+/* Policy identities leave the tunables out (a retuned policy keeps its
+ * state and is converted), so the diff hashes them apart: a rate limit's
+ * rate, burst and overrides; a breaker's settings. */
+static uint64_t rate_limit_tunables(const struct sl_rate_limit_cfg *rl) {
+  uint64_t h = dh_u64(dh_u64(DH_OFFSET, rl->rate.period_ns), rl->burst);
+  for (size_t j = 0; j < rl->n_overrides; j++)
+    h = dh_u64(dh_u64(dh_str(h, rl->overrides[j].match), rl->overrides[j].rate.period_ns),
+               rl->overrides[j].burst);
+  return h;
+}
+
+static uint64_t breaker_tunables(const struct sl_breaker_cfg *b) {
+  uint64_t h = dh_u64(dh_u64(dh_u64(DH_OFFSET, b->consecutive_failures), b->window_ms),
+                      b->min_requests);
+  h = dh_bytes(h, &b->failure_ratio, sizeof(b->failure_ratio));
+  h = dh_u64(dh_u64(dh_u64(h, b->slow_call_ms), b->open_for_ms), b->half_open_probes);
+  return dh_u64(dh_u64(h, b->recovery_ramp_ms), (uint64_t)b->enabled);
+}
+
 static uint64_t route_hash(const struct sl_route_cfg *r) {
   uint64_t h = dh_match(dh_str(DH_OFFSET, r->name), &r->match);
   h = dh_str(h, r->upstream ? r->upstream->name : NULL);
-  for (size_t i = 0; i < r->n_rate_limits; i++)
-    h = dh_u64(dh_u64(h, r->rate_limits[i].identity), (uint64_t)r->rate_limits[i].mode);
+  for (size_t i = 0; i < r->n_rate_limits; i++) {
+    const struct sl_rate_limit_cfg *rl = &r->rate_limits[i];
+    h = dh_u64(dh_u64(h, rl->identity), (uint64_t)rl->mode);
+    h = dh_u64(h, rate_limit_tunables(rl));
+  }
   h = dh_u64(dh_u64(h, r->concurrency.identity), (uint64_t)r->concurrency.mode);
+  h = dh_u64(h, r->concurrency.max);
   h = dh_u64(dh_u64(h, r->n_rate_limits), (uint64_t)r->priority);
   return dh_u64(h, r->idle_timeout_ms);
 }
@@ -640,6 +663,7 @@ static uint64_t upstream_hash(const struct sl_upstream_cfg *u) {
   h = dh_u64(dh_u64(h, u->max_connections), u->max_pending);
   h = dh_u64(dh_u64(dh_u64(h, u->connect_timeout_ms), u->response_timeout_ms),
              u->idle_timeout_ms);
+  h = dh_u64(h, breaker_tunables(&u->breaker));
   return dh_u64(dh_u64(dh_u64(h, u->breaker.identity), (uint64_t)u->breaker.mode),
                 (uint64_t)u->breaker.enabled);
 }
@@ -715,46 +739,69 @@ static void diff_upstreams(const struct sl_config *a, const struct sl_config *b,
   }
 }
 
-static int ptr_cmp(const void *x, const void *y) {
-  uintptr_t a = (uintptr_t) * (void *const *)x, b = (uintptr_t) * (void *const *)y;
+/* A policy state of the previous configuration and a hash of the
+ * tunables it was used with. */
+struct prev_state {
+  void *state;
+  uint64_t tunables;
+};
+
+static int prev_cmp(const void *x, const void *y) {
+  uintptr_t a = (uintptr_t)((const struct prev_state *)x)->state;
+  uintptr_t b = (uintptr_t)((const struct prev_state *)y)->state;
   return a < b ? -1 : a > b;
 }
 
 /* |state| (NULL: the policy has none) is carried over if it is one of
- * the previous configuration's, |prev[0..n)| sorted. */
-static void policy_classify(void *state, const char *label, void *const *prev, size_t n,
-                            struct namelist *carried, struct namelist *fresh) {
+ * the previous configuration's, |prev[0..n)| sorted by state; it was also
+ * retuned (converted to new rates, a new max, new breaker settings) when
+ * its |tunables| differ from those it had. */
+static void policy_classify(void *state, uint64_t tunables, const char *label,
+                            const struct prev_state *prev, size_t n, struct namelist *carried,
+                            struct namelist *retuned, struct namelist *fresh) {
   if (!state) return;
-  namelist_add(bsearch(&state, prev, n, sizeof(*prev), ptr_cmp) ? carried : fresh, label);
+  struct prev_state key = {state, 0};
+  const struct prev_state *p = bsearch(&key, prev, n, sizeof(*prev), prev_cmp);
+  namelist_add(p ? carried : fresh, label);
+  if (p && p->tunables != tunables) namelist_add(retuned, label);
 }
 
 /* Every policy of |b| that has state: carried over from |a| (the same
- * state object: sl_policies_attach matched kind and identity) or fresh. */
+ * state object: sl_policies_attach matched kind and identity), and then
+ * possibly retuned, or fresh. */
 static void diff_policies(const struct sl_config *a, const struct sl_config *b,
-                          struct namelist *carried, struct namelist *fresh) {
+                          struct namelist *carried, struct namelist *retuned,
+                          struct namelist *fresh) {
   size_t n = 0, cap = a->n_upstreams;
   for (size_t i = 0; i < a->n_routes; i++) cap += a->routes[i].n_rate_limits + 1;
-  void **prev = calloc(cap ? cap : 1, sizeof(*prev));
+  struct prev_state *prev = calloc(cap ? cap : 1, sizeof(*prev));
   if (!prev) abort();
   for (size_t i = 0; i < a->n_routes; i++) {
-    for (size_t j = 0; j < a->routes[i].n_rate_limits; j++)
-      if (a->routes[i].rate_limits[j].state) prev[n++] = a->routes[i].rate_limits[j].state;
-    if (a->routes[i].concurrency.state) prev[n++] = a->routes[i].concurrency.state;
+    const struct sl_route_cfg *r = &a->routes[i];
+    for (size_t j = 0; j < r->n_rate_limits; j++)
+      if (r->rate_limits[j].state)
+        prev[n++] = (struct prev_state){r->rate_limits[j].state, rate_limit_tunables(&r->rate_limits[j])};
+    if (r->concurrency.state) prev[n++] = (struct prev_state){r->concurrency.state, r->concurrency.max};
   }
   for (size_t i = 0; i < a->n_upstreams; i++)
-    if (a->upstreams[i].breaker_state) prev[n++] = a->upstreams[i].breaker_state;
-  qsort(prev, n, sizeof(*prev), ptr_cmp);
+    if (a->upstreams[i].breaker_state)
+      prev[n++] = (struct prev_state){a->upstreams[i].breaker_state,
+                                      breaker_tunables(&a->upstreams[i].breaker)};
+  qsort(prev, n, sizeof(*prev), prev_cmp);
   char label[256];
   for (size_t i = 0; i < b->n_routes; i++) {
     const struct sl_route_cfg *r = &b->routes[i];
     for (size_t j = 0; j < r->n_rate_limits; j++)
-      policy_classify(r->rate_limits[j].state, r->rate_limits[j].name, prev, n, carried, fresh);
+      policy_classify(r->rate_limits[j].state, rate_limit_tunables(&r->rate_limits[j]),
+                      r->rate_limits[j].name, prev, n, carried, retuned, fresh);
     snprintf(label, sizeof(label), "%s/concurrency", r->name);
-    policy_classify(r->concurrency.state, label, prev, n, carried, fresh);
+    policy_classify(r->concurrency.state, r->concurrency.max, label, prev, n, carried, retuned,
+                    fresh);
   }
   for (size_t i = 0; i < b->n_upstreams; i++) {
     snprintf(label, sizeof(label), "%s/breaker", b->upstreams[i].name);
-    policy_classify(b->upstreams[i].breaker_state, label, prev, n, carried, fresh);
+    policy_classify(b->upstreams[i].breaker_state, breaker_tunables(&b->upstreams[i].breaker),
+                    label, prev, n, carried, retuned, fresh);
   }
   free(prev);
 }
@@ -799,11 +846,11 @@ static void log_reload(const char *trigger, unsigned triggers, const struct sl_c
                        const struct sl_config *b, size_t bl_before, size_t bl_after,
                        const struct lis_change *lc, double ms) {
   struct namelist r_add = {0}, r_del = {0}, r_chg = {0}, u_add = {0}, u_del = {0}, u_chg = {0};
-  struct namelist sect = {0}, carried = {0}, fresh = {0};
+  struct namelist sect = {0}, carried = {0}, retuned = {0}, fresh = {0};
   diff_routes(a, b, &r_add, &r_del, &r_chg);
   diff_upstreams(a, b, &u_add, &u_del, &u_chg);
   diff_sections(a, b, &sect);
-  diff_policies(a, b, &carried, &fresh);
+  diff_policies(a, b, &carried, &retuned, &fresh);
   struct frag f = {.len = 0};
   frag_str(&f, "trigger", trigger);
   if (triggers > 1) frag_num(&f, "coalesced_triggers", triggers);
@@ -834,6 +881,7 @@ static void log_reload(const char *trigger, unsigned triggers, const struct sl_c
   frag_num(&f, "policies_fresh", fresh.n);
   frag_names(&f, "policies_fresh_names", &fresh);
   frag_names(&f, "policies_carried_names", &carried);
+  frag_names(&f, "policies_retuned_names", &retuned);
   frag_names(&f, "sections_changed", &sect);
   f.buf[f.len] = '\0';
   sl_log_json(SL_LOG_INFO, "configuration reloaded", "%s", f.buf);
@@ -1115,6 +1163,24 @@ static void hook_explain(void *ud, const char *query, int *status, char **body, 
 
 /* ---- housekeeping -------------------------------------------------- */
 
+/* The metrics collector (sl_metrics_set_collector): at every scrape,
+ * sluice_circuit_breaker_state of each upstream from its breaker's state
+ * at this instant (open for long enough is half-open: the next request is
+ * a probe), so the gauge never lags a refusal nor outlives `open_for`. */
+static void breaker_gauges(void *ud) {
+  (void)ud;
+  struct sl_gen *g = sl_gen_current_ref();
+  const struct sl_config *cfg = g->cfg;
+  uint64_t now = sl_now_ns();
+  for (size_t i = 0; i < cfg->n_upstreams; i++) {
+    struct sl_breaker *b = sl_policy_state_breaker(cfg->upstreams[i].breaker_state);
+    const char *values[1] = {cfg->upstreams[i].name};
+    struct sl_metric_series *bs = sl_metrics_series(sl_stats.breaker_state, values);
+    if (bs) sl_metric_gauge_set(bs, b ? (int64_t)sl_breaker_state_at(b, now) : 0);
+  }
+  sl_gen_unref(g);
+}
+
 /* Once a second on the main thread: gauges that are cheaper to sample
  * than to maintain on the request path, and a bounded sweep of idle
  * limiter keys (so sluice_limiter_keys reflects active keys). */
@@ -1135,12 +1201,6 @@ static void housekeeping_cb(struct ev_loop *loop, ev_timer *w, int revents) {
       struct sl_metric_series *ks = sl_metrics_series(sl_stats.limiter_keys, values);
       if (ks) sl_metric_gauge_set(ks, (int64_t)sl_ratelimit_keys(t));
     }
-  }
-  for (size_t i = 0; i < cfg->n_upstreams; i++) {
-    struct sl_breaker *b = sl_policy_state_breaker(cfg->upstreams[i].breaker_state);
-    const char *values[1] = {cfg->upstreams[i].name};
-    struct sl_metric_series *bs = sl_metrics_series(sl_stats.breaker_state, values);
-    if (bs) sl_metric_gauge_set(bs, b ? (int64_t)sl_breaker_state(b) : 0);
   }
   sl_gen_unref(g);
   /* Listeners removed by a reload go once their last connection closed. */
@@ -1240,7 +1300,7 @@ static int cmd_explain(const char *path, const char *method, const char *ip, con
                        int n_hdrs, const char *req_path) {
   struct sl_config *cfg = load_or_report(path, false);
   if (!cfg) return 1;
-  if (sl_policies_attach(cfg, NULL) != 0) abort();
+  if (sl_policies_attach(cfg, NULL, sl_now_ns()) != 0) abort();
   struct sl_blocklist *bl = sl_blocklist_new(&cfg->blocklist, cfg->mode);
   if (!bl) abort();
   const char *names[64], *values[64];
@@ -1303,6 +1363,7 @@ static int cmd_run(const char *path, int workers) {
     }
   }
   struct sl_gen *g = gen_publish(cfg, M.listeners, M.n_listeners);
+  sl_metrics_set_collector(breaker_gauges, NULL); /* a generation is current from now on */
   set_reload_metrics(true, cfg);
 
   M.loop = EV_DEFAULT;

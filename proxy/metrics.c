@@ -526,8 +526,18 @@ static void render_series(struct obuf *b, const struct sl_metric_family *f,
   }
 }
 
+static void (*_Atomic collector)(void *);
+static void *_Atomic collector_ud;
+
+void sl_metrics_set_collector(void (*fn)(void *ud), void *ud) {
+  atomic_store(&collector_ud, ud);
+  atomic_store(&collector, fn);
+}
+
 int sl_metrics_render(char **out, size_t *len) {
   static const char *const type_names[] = {"counter", "gauge", "histogram"};
+  void (*fn)(void *) = atomic_load(&collector);
+  if (fn) fn(atomic_load(&collector_ud));
   struct obuf b = {0};
   ob_reserve(&b, 4096);
   for (struct sl_metric_family *f = atomic_load_explicit(&reg_head, memory_order_acquire); f;

@@ -74,10 +74,39 @@ void sl_stats_init(void) {
 
 static const char *const proto_names[] = {"h1", "h2"};
 
-/* Per-thread direct-mapped caches: a hit costs a hash and three compares. */
+/* Per-thread direct-mapped caches: a hit costs a hash, a few compares and
+ * a short strcmp.
+ *
+ * The slot is picked by the name's address, but a hit also needs the same
+ * text: names live in configuration snapshots, and once a reload frees
+ * one, its memory may hold another route's name (or another string) at
+ * the same address, which must not be counted under the old label. The
+ * label is the text, so a matching text is the right series whatever
+ * snapshot it came from. Names longer than the copy are not cached (the
+ * loader allows 64 characters, so that does not happen). */
+#define NAME_KEY_MAX 80
+struct name_key {
+  const char *ptr;
+  char text[NAME_KEY_MAX];
+};
+
+static inline bool name_key_match(const struct name_key *k, const char *name) {
+  return k->ptr == name && strcmp(k->text, name) == 0;
+}
+
+static inline void name_key_set(struct name_key *k, const char *name) {
+  size_t n = strlen(name);
+  if (n >= sizeof(k->text)) {
+    k->ptr = NULL; /* never matches: looked up every time */
+    return;
+  }
+  memcpy(k->text, name, n + 1);
+  k->ptr = name;
+}
+
 #define REQ_CACHE_SIZE 256
 struct req_cache_entry {
-  const char *route;
+  struct name_key route;
   int proto, status;
   struct sl_metric_series *series;
 };
@@ -88,12 +117,12 @@ void sl_stats_request_done(struct sl_worker *w, const char *route, int proto, in
   size_t h = (((uintptr_t)route >> 4) * 31u + (size_t)status * 7u + (size_t)proto) %
              REQ_CACHE_SIZE;
   struct req_cache_entry *e = &req_cache[h];
-  if (e->route != route || e->status != status || e->proto != proto || !e->series) {
+  if (e->status != status || e->proto != proto || !e->series || !name_key_match(&e->route, route)) {
     char code[8];
     snprintf(code, sizeof(code), "%d", status);
     const char *values[3] = {route, proto_names[proto & 1], code};
     e->series = sl_metrics_series(sl_stats.requests, values);
-    e->route = route;
+    name_key_set(&e->route, route);
     e->status = status;
     e->proto = proto;
     if (!e->series) return;
@@ -103,13 +132,13 @@ void sl_stats_request_done(struct sl_worker *w, const char *route, int proto, in
 
 #define UP_CACHE_SIZE 64
 struct up_cache_entry {
-  const char *upstream;
+  struct name_key upstream;
   int status;
   struct sl_metric_series *count;
 };
 static __thread struct up_cache_entry up_cache[UP_CACHE_SIZE];
 static __thread struct {
-  const char *upstream;
+  struct name_key upstream;
   struct sl_metric_series *hist;
 } dur_cache[8];
 
@@ -118,21 +147,21 @@ void sl_stats_upstream_done(struct sl_worker *w, const char *upstream, int statu
   (void)w;
   size_t h = (((uintptr_t)upstream >> 4) * 31u + (size_t)status) % UP_CACHE_SIZE;
   struct up_cache_entry *e = &up_cache[h];
-  if (e->upstream != upstream || e->status != status || !e->count) {
+  if (e->status != status || !e->count || !name_key_match(&e->upstream, upstream)) {
     char code[8];
     snprintf(code, sizeof(code), "%d", status);
     const char *values[2] = {upstream, code};
     e->count = sl_metrics_series(sl_stats.upstream_requests, values);
-    e->upstream = upstream;
+    name_key_set(&e->upstream, upstream);
     e->status = status;
   }
   if (e->count) sl_metric_inc(e->count);
   if (seconds < 0) return;
   size_t d = ((uintptr_t)upstream >> 4) % 8;
-  if (dur_cache[d].upstream != upstream || !dur_cache[d].hist) {
+  if (!dur_cache[d].hist || !name_key_match(&dur_cache[d].upstream, upstream)) {
     const char *values[1] = {upstream};
     dur_cache[d].hist = sl_metrics_series(sl_stats.upstream_duration, values);
-    dur_cache[d].upstream = upstream;
+    name_key_set(&dur_cache[d].upstream, upstream);
   }
   if (dur_cache[d].hist) sl_metric_observe(dur_cache[d].hist, seconds);
 }
@@ -260,11 +289,11 @@ void sl_stats_tunnel_closed(const char *route, double seconds, uint64_t bytes_up
   if (bd) sl_metric_add(bd, bytes_down);
 }
 
-/* Per-thread caches keyed by the name's address (configuration strings
- * and listener names live as long as their owners). */
+/* Per-thread caches keyed by the name's address and text (see name_key:
+ * route and listener names go with their snapshot or listener). */
 #define NAME_CACHE_SIZE 32
 struct name_cache_entry {
-  const char *name;
+  struct name_key name;
   bool flag;
   struct sl_metric_series *series;
 };
@@ -274,10 +303,10 @@ static __thread struct name_cache_entry accept_cache[NAME_CACHE_SIZE];
 void sl_stats_firmware_unknown(const char *route, bool absent) {
   struct name_cache_entry *e =
       &fw_cache[(((uintptr_t)route >> 4) * 2 + (absent ? 1u : 0u)) % NAME_CACHE_SIZE];
-  if (e->name != route || e->flag != absent || !e->series) {
+  if (e->flag != absent || !e->series || !name_key_match(&e->name, route)) {
     const char *values[2] = {route, absent ? "absent" : "unparseable"};
     e->series = sl_metrics_series(sl_stats.firmware_unknown, values);
-    e->name = route;
+    name_key_set(&e->name, route);
     e->flag = absent;
   }
   if (e->series) sl_metric_inc(e->series);
@@ -285,10 +314,10 @@ void sl_stats_firmware_unknown(const char *route, bool absent) {
 
 void sl_stats_connection_accepted(const char *listener) {
   struct name_cache_entry *e = &accept_cache[((uintptr_t)listener >> 4) % NAME_CACHE_SIZE];
-  if (e->name != listener || !e->series) {
+  if (!e->series || !name_key_match(&e->name, listener)) {
     const char *values[1] = {listener};
     e->series = sl_metrics_series(sl_stats.connections_total, values);
-    e->name = listener;
+    name_key_set(&e->name, listener);
   }
   if (e->series) sl_metric_inc(e->series);
 }

@@ -3,8 +3,9 @@
  *
  * Looking a series up in the registry takes a mutex; the request path
  * instead goes through a small direct-mapped cache per worker keyed by the
- * label values' addresses (route names live in the configuration snapshot,
- * so a reload simply misses once per route and refills).
+ * label values' addresses and checked against their text (route names live
+ * in the configuration snapshot, whose memory a reload frees and reuses:
+ * an address alone would count requests under another route's label).
  */
 #ifndef SLUICE_PROXY_STATS_H
 #define SLUICE_PROXY_STATS_H

@@ -95,10 +95,15 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
 void sl_admission_finish(struct sl_admission *a, enum sl_outcome outcome, uint64_t latency_ns,
                          uint64_t now_ns);
 
-/* The rate-limit key of |rl| for |id|: writes it to |buf| and returns its
+/* The rate-limit key of |rl| for |id|: points |*key| at it (a slice of
+ * |id| or of the route; every byte counts, however long) and returns its
  * length, or 0 when the request carries no such key (e.g. no device class
  * header), in which case the policy does not apply. */
 size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
-                              const struct sl_identity *id, uint8_t *buf, size_t cap);
+                              const struct sl_identity *id, const uint8_t **key);
+
+/* The limiter parameter class of override |i| of a rate limit (see
+ * sl_rl_ref.cls): 1 + i, the last overrides sharing SL_RL_CLASS_MAX. */
+uint8_t sl_admission_override_class(size_t i);
 
 #endif

@@ -15,8 +15,9 @@
  *              hit by the whole backlog at once.
  *
  * Thread-safe. Admission in the closed state (not ramping) is two relaxed
- * atomic loads; the rest takes the breaker's mutex, which is fine because
- * outcomes are reported once per upstream response. Time is passed in
+ * atomic loads, and so is most of a report: outcomes go to per-thread
+ * shards without a lock (see breaker.c). The breaker's mutex is taken only
+ * to change state and while half-open. Time is passed in
  * (nanoseconds, monotonic); randomness for the ramp too.
  */
 #ifndef SLUICE_BREAKER_H
@@ -27,6 +28,13 @@
 
 /* Copies |cfg|. Returns NULL on OOM. */
 struct sl_breaker *sl_breaker_new(const struct sl_breaker_cfg *cfg);
+
+/* A reload changed the breaker's settings (thresholds, window, slow_call,
+ * open_for, probes, ramp, enabled): they apply from now on, and the state
+ * is kept, so an open breaker stays open until the `open_until` it was
+ * given when it opened. A new window width empties the window. Any
+ * thread; meant for the reload path. */
+void sl_breaker_retune(struct sl_breaker *b, const struct sl_breaker_cfg *cfg);
 void sl_breaker_del(struct sl_breaker *b);
 
 /* Decides one request. |rnd| is a uniformly random 64-bit value (used only
@@ -43,6 +51,11 @@ void sl_breaker_report(struct sl_breaker *b, const struct sl_breaker_verdict *v,
                        enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns);
 
 enum sl_breaker_state sl_breaker_state(const struct sl_breaker *b);
+/* The state a request arriving at |now_ns| meets: as sl_breaker_state(),
+ * except that a breaker open for `open_for` already is half-open (its next
+ * request is a probe; the transition itself is made lazily by that
+ * request). Lock-free: for the metrics gauge, at scrape time. */
+enum sl_breaker_state sl_breaker_state_at(const struct sl_breaker *b, uint64_t now_ns);
 void sl_breaker_snapshot(struct sl_breaker *b, uint64_t now_ns, struct sl_breaker_snapshot *out);
 
 #endif

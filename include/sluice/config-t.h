@@ -64,7 +64,7 @@ struct sl_listener_cfg {
     struct sl_rate per_ip;     /* period_ns 0: no connect-rate limit */
     uint32_t burst;
     enum sl_mode mode;
-    uint64_t identity;         /* like sl_rate_limit_cfg.identity */
+    uint64_t identity;         /* listener name (rate, burst: converted) */
     struct sl_policy_state *state; /* limiter table, keyed by client address */
   } connect_rate;
   uint64_t request_header_timeout_ms; /* default 10000 */
@@ -89,8 +89,9 @@ struct sl_breaker_cfg {
   uint32_t half_open_probes;
   uint64_t recovery_ramp_ms;
   enum sl_mode mode;
-  /* Hash of the upstream's name and address and of everything above but
-   * `mode`: a reload with the same identity keeps `breaker_state`. */
+  /* Hash of the upstream's name and address: a reload with the same
+   * identity keeps `breaker_state` and retunes it with the settings above
+   * (sl_breaker_retune). */
   uint64_t identity;
 };
 
@@ -154,10 +155,11 @@ struct sl_rate_limit_cfg {
   struct sl_rate_override *overrides;
   size_t n_overrides;
   enum sl_mode mode;
-  /* Hash of everything above that defines behaviour, and of the route's
-   * name: a reload whose policy has the same identity keeps `state`.
-   * `mode` is left out on purpose, so that switching a policy from shadow
-   * to enforce keeps the buckets it has learnt. */
+  /* Hash of what the table's keys mean (the route's name, `name`, `key`,
+   * `max_keys`): a reload whose policy has the same identity keeps `state`,
+   * converting each key when the rate, burst or overrides changed. `mode`
+   * is left out too, so that switching a policy from shadow to enforce
+   * keeps the buckets it has learnt. */
   uint64_t identity;
   struct sl_policy_state *state;
 };
@@ -177,6 +179,10 @@ struct sl_route_match {
   int websocket;            /* -1: any, 0: must not be an upgrade, 1: must be */
 };
 
+/* Rate limits a route may have (the loader refuses more): admission keeps
+ * one bit per limit to give back what a refused request was charged. */
+#define SL_ROUTE_MAX_RATE_LIMITS 64
+
 struct sl_route_cfg {
   const char *name;
   struct sl_mark mark;
@@ -188,7 +194,7 @@ struct sl_route_cfg {
   struct {
     uint32_t max;           /* 0: unlimited */
     enum sl_mode mode;
-    uint64_t identity;      /* route name and max */
+    uint64_t identity;      /* route name (not max: in-flight counts carry over) */
     struct sl_policy_state *state;
   } concurrency;
   enum sl_priority priority;

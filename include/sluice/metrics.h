@@ -52,6 +52,11 @@ double sl_metric_gauge_value(const struct sl_metric_series *s);
  * malloc'd buffer (*out, *len); caller frees. Returns 0, or -1 on OOM. */
 int sl_metrics_render(char **out, size_t *len);
 
+/* |fn| (NULL: none) runs at the start of every sl_metrics_render(), on the
+ * rendering thread, to set gauges that must be true at scrape time (the
+ * breaker state, which changes with time alone). Set it once at start-up. */
+void sl_metrics_set_collector(void (*fn)(void *ud), void *ud);
+
 /* Frees everything (process exit, tests). */
 void sl_metrics_reset(void);
 

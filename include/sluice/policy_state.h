@@ -50,11 +50,18 @@ struct sl_breaker *sl_policy_state_breaker(const struct sl_policy_state *s);
 /* Gives every policy of |next| its state: the state of the policy of
  * |prev| (may be NULL) with the same kind and identity, with a new
  * reference, or a fresh one. A state of |prev| is given to one policy of
- * |next| at most. A rate limit without any rate (period 0 and no override)
- * gets no table. Fresh limiter tables are keyed with getrandom(2).
- * Returns 0, or -1 on OOM with |next| left detached. Call before |next| is
- * published; |prev| is only read. */
-int sl_policies_attach(struct sl_config *next, const struct sl_config *prev);
+ * |next| at most. Identities leave out the tunables on-call changes
+ * mid-incident (rates, bursts, overrides, concurrency `max`): a carried
+ * limiter table whose rates or bursts changed is converted at |now_ns|
+ * (monotonic, the clock of decisions) so that every key keeps the tokens
+ * it has consumed, at most a whole new bucket (sl_ratelimit_reparam); a
+ * concurrency counter keeps its in-flight count and the new `max` applies
+ * to it. A rate limit without any rate (period 0 and no override) gets no
+ * table. Fresh limiter tables are keyed with getrandom(2). Returns 0, or
+ * -1 on OOM with |next| left detached. Call before |next| is published
+ * (main thread); |prev| is only read, but its tables are converted in
+ * place: requests still deciding on |prev| meet converted keys. */
+int sl_policies_attach(struct sl_config *next, const struct sl_config *prev, uint64_t now_ns);
 
 /* Drops |cfg|'s references and clears its state pointers. Call when the
  * snapshot is retired (no request uses it any more), before

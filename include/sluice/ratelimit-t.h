@@ -28,6 +28,23 @@ struct sl_rl_verdict {
 struct sl_rl_ref {
   uint64_t fp;
   void *b1, *b2;
+  /* Parameter class of the charge (0 after sl_ratelimit_locate: the
+   * limit's own rate; the caller sets 1 + i for its override i, at most
+   * SL_RL_CLASS_MAX), stored with the key for sl_ratelimit_reparam. */
+  uint8_t cls;
+};
+
+#define SL_RL_CLASS_MAX 255
+
+/* How a reload changes the parameters of one class of keys: a key last
+ * charged at |from_period_ns| keeps the tokens it has consumed, counted at
+ * |to_period_ns|, at most |to_burst| (a whole bucket), and moves to class
+ * |to_cls|. */
+struct sl_rl_reparam {
+  uint64_t from_period_ns;
+  uint64_t to_period_ns;
+  uint32_t to_burst;
+  uint8_t to_cls;
 };
 
 struct sl_rl_stats {

@@ -31,8 +31,9 @@ bool sl_gcra_step(uint64_t *tat, uint64_t period_ns, uint32_t burst, uint64_t no
 struct sl_ratelimit_table *sl_ratelimit_table_new(uint32_t max_keys, const uint8_t seed[16]);
 void sl_ratelimit_table_del(struct sl_ratelimit_table *t);
 
-/* Decides one request for |key| (|len| bytes: a 16-byte IP key or a short
- * string; compared by a 64-bit keyed hash) at |now_ns|, and on admission
+/* Decides one request for |key| (|len| bytes, all of them significant: a
+ * 16-byte IP key or a string of any length; identified by a 128-bit keyed
+ * hash, see ratelimit.c) at |now_ns|, and on admission
  * charges it. Returns v->admitted. A key not in the table starts with a full
  * bucket; when the table (or both of the key's buckets) is full, an idle key
  * is evicted, and when none is idle the request is decided by the table's
@@ -57,6 +58,23 @@ void sl_ratelimit_locate(const struct sl_ratelimit_table *t, const void *key, si
 bool sl_ratelimit_decide_ref(struct sl_ratelimit_table *t, const struct sl_rl_ref *ref,
                              uint64_t period_ns, uint32_t burst, uint64_t now_ns, bool commit,
                              struct sl_rl_verdict *v);
+
+/* Undoes one admission of the key located as |ref|, charged with
+ * |period_ns| by sl_ratelimit_decide_ref() (commit true) or
+ * sl_ratelimit_admit(), when a later policy refuses the request: a refused
+ * request consumes nothing. Call only for a charge that was made; it went
+ * to the key's state if the key is resident, else to the overflow bucket.
+ * Thread-safe. */
+void sl_ratelimit_refund(struct sl_ratelimit_table *t, const struct sl_rl_ref *ref,
+                         uint64_t period_ns);
+
+/* A reload changed the rate or burst of the limit that owns |t|: converts
+ * every active key with map[its class] (|n| entries, class >= n: map[0]),
+ * so that each key keeps the share of its bucket it has used instead of
+ * starting full. Idle keys need nothing. Walks the whole table, each
+ * bucket under its lock (reload path, main thread). Returns keys changed. */
+size_t sl_ratelimit_reparam(struct sl_ratelimit_table *t, const struct sl_rl_reparam *map,
+                            size_t n, uint64_t now_ns);
 
 /* Resident keys, for the sluice_limiter_keys gauge. Relaxed read. */
 uint64_t sl_ratelimit_keys(const struct sl_ratelimit_table *t);

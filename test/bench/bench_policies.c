@@ -101,7 +101,7 @@ static double bench_pipeline(uint32_t working_set) {
     sl_config_errors_free(&errs);
     return -1;
   }
-  if (sl_policies_attach(cfg, NULL) != 0) abort();
+  if (sl_policies_attach(cfg, NULL, 0) != 0) abort();
   struct sl_blocklist *bl = sl_blocklist_new(&cfg->blocklist, cfg->mode);
   const struct sl_route_cfg *route = &cfg->routes[0];
   struct sl_ratelimit_table *t = sl_policy_state_ratelimit(route->rate_limits[0].state);

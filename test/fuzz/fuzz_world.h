@@ -338,7 +338,7 @@ static void world_setup(void) {
     sl_config_errors_print(&errs, stderr);
     abort();
   }
-  if (sl_policies_attach(cfg, NULL) != 0) abort();
+  if (sl_policies_attach(cfg, NULL, sl_now_ns()) != 0) abort();
   gen.cfg = cfg;
   gen.blocklist = sl_blocklist_new(&cfg->blocklist, cfg->mode);
   atomic_init(&gen.refs, 1);

@@ -299,7 +299,7 @@ def test_dropin_overrides_route_by_name(start_sluice, tmp_path):
 
 
 @pytest.mark.timeout(30)
-def test_limiter_state_carries_over_unless_rate_changes(start_sluice):
+def test_limiter_state_carries_over_rate_change_converts(start_sluice):
     def cfg(rate, extra_route=False):
         routes = [route(rate_limits=[{"key": "client_ip", "rate": rate, "burst": 3}])]
         if extra_route:
@@ -314,11 +314,15 @@ def test_limiter_state_carries_over_unless_rate_changes(start_sluice):
     line = reload_lines(s)[-1]
     assert "health" in line.get("routes_added", ""), line
     assert "default/client_ip" in line.get("policies_carried_names", ""), line
+    assert "policies_retuned_names" not in line, line
 
-    apply(s, cfg("2/h", extra_route=True))  # the rate changed: fresh bucket
-    assert get_status(s.port, "/v1/c", h) == 200, "bucket should be fresh"
+    # The rate changed: the bucket is carried and converted (3 of 3 tokens
+    # consumed stay consumed), not started full.
+    apply(s, cfg("2/h", extra_route=True))
+    assert get_status(s.port, "/v1/c", h) == 429, "bucket should be carried, converted"
     line = reload_lines(s)[-1]
-    assert "default/client_ip" in line.get("policies_fresh_names", ""), line
+    assert "default/client_ip" in line.get("policies_carried_names", ""), line
+    assert "default/client_ip" in line.get("policies_retuned_names", ""), line
     assert "default" in line.get("routes_changed", ""), line
 
 

@@ -74,7 +74,7 @@ static struct env *env_load(const char *body) {
   if (!e->cfg) sl_config_errors_print(&errs, stderr);
   sl_config_errors_free(&errs);
   assert_non_null(e->cfg);
-  assert_int_equal(sl_policies_attach(e->cfg, NULL), 0);
+  assert_int_equal(sl_policies_attach(e->cfg, NULL, 0), 0);
   e->bl = sl_blocklist_new(&e->cfg->blocklist, e->cfg->mode);
   assert_non_null(e->bl);
   return e;
@@ -871,6 +871,118 @@ static void test_shaping(void **st) {
   env_free(e);
 }
 
+/* ---- accounting: commit rollback, whole keys ------------------------ */
+
+static const char COMMIT_CFG[] =
+    "routes:\n"
+    "  - name: connect\n"
+    "    match: { path_prefix: \"/v1/connect\" }\n"
+    "    upstream: identity\n"
+    "    rate_limits:\n"
+    "      - { name: loose, key: client_ip, rate: \"1/m\", burst: 5 }\n"
+    "      - { name: tight, key: client_ip, rate: \"1/m\", burst: 1 }\n";
+
+/* A limit that refuses at commit (after every limit admitted on look) gives
+ * back what the limits before it were charged. Made deterministic by
+ * sharing one table between the two limits: the first one's commit then
+ * takes the token the second one's look saw, as a racing worker would. */
+static void test_commit_refusal_rolls_back(void **st) {
+  (void)st;
+  char yaml[4096];
+  snprintf(yaml, sizeof(yaml), "%s%s", UPSTREAM, COMMIT_CFG);
+  struct env *e = env_load(yaml);
+  struct sl_route_cfg *r = (struct sl_route_cfg *)route_named(e, "connect");
+  struct sl_policy_state *own = r->rate_limits[1].state;
+  r->rate_limits[1].state = sl_policy_state_ref(r->rate_limits[0].state);
+
+  struct sl_admission a;
+  decide(e, &(struct req){0}, &a);
+  /* loose charged the shared key (TAT = now + 1m); tight (burst 1) then
+   * refuses at commit. */
+  assert_refused(a, 429, SL_REASON_RATE_LIMIT, "tight");
+  /* The refused request consumed nothing: the key is full again. */
+  assert_int_equal(ip_room(e, "connect", 0, "192.0.2.1", T0), 5);
+  decide(e, &(struct req){0}, &a);
+  assert_refused(a, 429, SL_REASON_RATE_LIMIT, "tight");
+  assert_int_equal(ip_room(e, "connect", 0, "192.0.2.1", T0), 5);
+
+  sl_policy_state_unref(r->rate_limits[1].state);
+  r->rate_limits[1].state = own;
+  env_free(e);
+}
+
+static const char SHAPED_CAP_CFG[] =
+    "routes:\n"
+    "  - name: connect\n"
+    "    match: { path_prefix: \"/v1/connect\" }\n"
+    "    upstream: identity\n"
+    "    rate_limits:\n"
+    "      - { name: loose, key: client_ip, rate: \"1/m\", burst: 5 }\n"
+    "      - { name: tight, key: client_ip, rate: \"1/m\", burst: 1 }\n"
+    "shaping:\n"
+    "  - match: { path_prefix: \"/v1/connect\" }\n"
+    "    rate: \"1/m\"\n";
+
+/* The shaping rate cap, charged before the limits commit, is given back
+ * too when a limit refuses at commit. */
+static void test_commit_refusal_refunds_shaping_cap(void **st) {
+  (void)st;
+  char yaml[4096];
+  snprintf(yaml, sizeof(yaml), "%s%s", UPSTREAM, SHAPED_CAP_CFG);
+  struct env *e = env_load(yaml);
+  struct sl_route_cfg *r = (struct sl_route_cfg *)route_named(e, "connect");
+  struct sl_policy_state *own = r->rate_limits[1].state;
+  r->rate_limits[1].state = sl_policy_state_ref(r->rate_limits[0].state);
+  struct sl_admission a;
+  decide(e, &(struct req){0}, &a);
+  assert_refused(a, 429, SL_REASON_RATE_LIMIT, "tight");
+  /* The cap (one request a minute) is untouched: with the limits back to
+   * their own tables, the next request passes it. */
+  sl_policy_state_unref(r->rate_limits[1].state);
+  r->rate_limits[1].state = own;
+  decide(e, &(struct req){0}, &a);
+  assert_admitted(a);
+  finish(&a, SL_OUTCOME_SUCCESS, T0);
+  env_free(e);
+}
+
+static const char DEVICE_ID_CFG[] =
+    "routes:\n"
+    "  - name: connect\n"
+    "    match: { path_prefix: \"/v1/connect\" }\n"
+    "    upstream: identity\n"
+    "    rate_limits:\n"
+    "      - { key: device_id, rate: \"1/m\", burst: 1 }\n";
+
+/* Device ids (or tokens) that share their first 64 bytes or more are
+ * different keys: all of the key is significant. */
+static void test_long_device_ids_distinct(void **st) {
+  (void)st;
+  char yaml[4096];
+  snprintf(yaml, sizeof(yaml), "%s%s", UPSTREAM, DEVICE_ID_CFG);
+  struct env *e = env_load(yaml);
+  char a_id[300], b_id[300];
+  memset(a_id, 'd', 299);
+  a_id[299] = '\0';
+  memcpy(b_id, a_id, sizeof(a_id));
+  b_id[64] = 'e';
+  struct sl_admission a;
+  decide(e, &(struct req){.dev = a_id}, &a);
+  assert_admitted(a);
+  finish(&a, SL_OUTCOME_SUCCESS, T0);
+  decide(e, &(struct req){.dev = a_id}, &a);
+  assert_refused(a, 429, SL_REASON_RATE_LIMIT, "connect/device_id");
+  decide(e, &(struct req){.dev = b_id}, &a);
+  assert_admitted(a);
+  finish(&a, SL_OUTCOME_SUCCESS, T0);
+  b_id[64] = 'd';
+  b_id[298] = 'z'; /* differs in the last byte only */
+  decide(e, &(struct req){.dev = b_id}, &a);
+  assert_admitted(a);
+  finish(&a, SL_OUTCOME_SUCCESS, T0);
+  env_free(e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_order),
@@ -887,6 +999,9 @@ int main(void) {
       cmocka_unit_test(test_breaker_via_finish),
       cmocka_unit_test(test_breaker_via_report),
       cmocka_unit_test(test_shaping),
+      cmocka_unit_test(test_commit_refusal_rolls_back),
+      cmocka_unit_test(test_commit_refusal_refunds_shaping_cap),
+      cmocka_unit_test(test_long_device_ids_distinct),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

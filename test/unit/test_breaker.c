@@ -269,11 +269,111 @@ static void test_threads(void **st) {
   struct worker w[2] = {{b, 0}, {b, 1}};
   pthread_t th[2];
   for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, worker_main, &w[i]);
-  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  /* Meanwhile, what a scrape and /explain read. */
   struct sl_breaker_snapshot s;
+  for (int i = 0; i < 2000; i++) {
+    sl_breaker_snapshot(b, SEC + (uint64_t)i * 5 * MS, &s);
+    (void)sl_breaker_state_at(b, SEC + (uint64_t)i * 5 * MS);
+  }
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
   sl_breaker_snapshot(b, 100 * SEC, &s);
   assert_true(s.opened_total > 0);
   assert_int_equal(s.probes_in_flight, 0);
+  sl_breaker_del(b);
+}
+
+struct reporter {
+  struct sl_breaker *b;
+  uint64_t now;
+  int n;
+  enum sl_outcome o;
+};
+
+static void *reporter_main(void *arg) {
+  struct reporter *r = arg;
+  for (int i = 0; i < r->n; i++) call(r->b, r->now, r->o, 0);
+  return NULL;
+}
+
+/* Outcomes reported by different threads (different shards) add up in one
+ * window: 10 successes from one thread and 10 failures from another reach
+ * min_requests 20 at ratio 0.5 together, though neither does alone. */
+static void test_shards_combined(void **st) {
+  (void)st;
+  struct sl_breaker_cfg c = base_cfg();
+  c.consecutive_failures = 0;
+  c.failure_ratio = 0.5;
+  c.min_requests = 20;
+  struct sl_breaker *b = sl_breaker_new(&c);
+  struct reporter ok = {b, 100 * SEC, 10, SL_OUTCOME_SUCCESS};
+  struct reporter bad = {b, 100 * SEC, 9, SL_OUTCOME_FAILURE};
+  pthread_t th;
+  pthread_create(&th, NULL, reporter_main, &ok);
+  pthread_join(th, NULL);
+  pthread_create(&th, NULL, reporter_main, &bad);
+  pthread_join(th, NULL);
+  struct sl_breaker_snapshot snap;
+  sl_breaker_snapshot(b, 100 * SEC, &snap);
+  assert_int_equal(snap.window_requests, 19);
+  assert_int_equal(snap.window_failures, 9);
+  assert_int_equal(sl_breaker_state(b), SL_BREAKER_CLOSED);
+  bad.n = 1;
+  pthread_create(&th, NULL, reporter_main, &bad);
+  pthread_join(th, NULL);
+  assert_int_equal(sl_breaker_state(b), SL_BREAKER_OPEN);
+  /* Opening empties the window (a new epoch). */
+  sl_breaker_snapshot(b, 100 * SEC, &snap);
+  assert_int_equal(snap.window_requests, 0);
+  sl_breaker_del(b);
+}
+
+/* The state a request meets at a given time, for the gauge: open until
+ * open_for has passed, then half-open before any request made it so. */
+static void test_state_at(void **st) {
+  (void)st;
+  struct sl_breaker_cfg c = base_cfg();
+  c.consecutive_failures = 1;
+  c.half_open_probes = 1;
+  struct sl_breaker *b = sl_breaker_new(&c);
+  uint64_t t = 100 * SEC;
+  assert_int_equal(sl_breaker_state_at(b, t), SL_BREAKER_CLOSED);
+  assert_true(call(b, t, SL_OUTCOME_FAILURE, 0));
+  assert_int_equal(sl_breaker_state_at(b, t), SL_BREAKER_OPEN);
+  assert_int_equal(sl_breaker_state_at(b, t + 5 * SEC - 1), SL_BREAKER_OPEN);
+  assert_int_equal(sl_breaker_state_at(b, t + 5 * SEC), SL_BREAKER_HALF_OPEN);
+  assert_int_equal(sl_breaker_state(b), SL_BREAKER_OPEN); /* not moved by looking */
+  assert_true(call(b, t + 5 * SEC, SL_OUTCOME_SUCCESS, 0)); /* the probe */
+  assert_int_equal(sl_breaker_state_at(b, t + 5 * SEC), SL_BREAKER_CLOSED);
+  sl_breaker_del(b);
+}
+
+/* A reload retunes a breaker in place: an open breaker stays open (until
+ * the time it was given), and the new settings apply from then on. */
+static void test_retune_keeps_state(void **st) {
+  (void)st;
+  struct sl_breaker_cfg c = base_cfg();
+  c.consecutive_failures = 2;
+  c.half_open_probes = 1;
+  struct sl_breaker *b = sl_breaker_new(&c);
+  uint64_t t = 100 * SEC;
+  assert_true(call(b, t, SL_OUTCOME_FAILURE, 0));
+  assert_true(call(b, t, SL_OUTCOME_FAILURE, 0));
+  assert_int_equal(sl_breaker_state(b), SL_BREAKER_OPEN);
+  c.open_for_ms = 60000; /* on-call lengthens open_for, raises the threshold */
+  c.consecutive_failures = 3;
+  sl_breaker_retune(b, &c);
+  assert_false(call(b, t + SEC, SL_OUTCOME_SUCCESS, 0)); /* still open */
+  assert_int_equal(sl_breaker_state_at(b, t + 5 * SEC), SL_BREAKER_HALF_OPEN);
+  assert_true(call(b, t + 5 * SEC, SL_OUTCOME_SUCCESS, 0)); /* probe closes it */
+  assert_int_equal(sl_breaker_state(b), SL_BREAKER_CLOSED);
+  /* Now three in a row open it, for the new 60 s. */
+  assert_true(call(b, t + 6 * SEC, SL_OUTCOME_FAILURE, 0));
+  assert_true(call(b, t + 6 * SEC, SL_OUTCOME_FAILURE, 0));
+  assert_int_equal(sl_breaker_state(b), SL_BREAKER_CLOSED);
+  assert_true(call(b, t + 6 * SEC, SL_OUTCOME_FAILURE, 0));
+  assert_int_equal(sl_breaker_state(b), SL_BREAKER_OPEN);
+  assert_int_equal(sl_breaker_state_at(b, t + 65 * SEC), SL_BREAKER_OPEN);
+  assert_int_equal(sl_breaker_state_at(b, t + 66 * SEC), SL_BREAKER_HALF_OPEN);
   sl_breaker_del(b);
 }
 
@@ -288,6 +388,9 @@ int main(void) {
       cmocka_unit_test(test_recovery_ramp),
       cmocka_unit_test(test_disabled),
       cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_shards_combined),
+      cmocka_unit_test(test_state_at),
+      cmocka_unit_test(test_retune_keeps_state),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

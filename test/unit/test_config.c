@@ -704,6 +704,27 @@ static void test_example_config_is_valid(void **state) {
 
 /* ---- errors, one class at a time, with their exact position ------- */
 
+/* A route may have 64 rate limits (admission keeps one bit per limit to
+ * give back what a refused request was charged); 65 is an error at the
+ * list. */
+static void test_rate_limits_per_route_bounded(void **state) {
+  (void)state;
+  char yaml[16384];
+  for (int n = 64; n <= 65; n++) {
+    size_t len = (size_t)snprintf(yaml, sizeof(yaml), "%s    rate_limits:\n", BASE);
+    for (int i = 0; i < n; i++)
+      len += (size_t)snprintf(yaml + len, sizeof(yaml) - len,
+                              "      - { name: l%d, key: client_ip, rate: 5/s }\n", i);
+    if (n == 64) {
+      struct sl_config *cfg = must_load(write_file("sluice.yaml", yaml));
+      assert_int_equal(cfg->routes[0].n_rate_limits, 64);
+      sl_config_free(cfg);
+    } else {
+      expect_only_error(yaml, 11, 7, "route 'default': 65 rate limits, at most 64 are allowed");
+    }
+  }
+}
+
 static void test_error_types(void **state) {
   (void)state;
   expect_only_error(BASE "admin: \"127.0.0.1:9901\"\n", 10, 8,
@@ -1325,14 +1346,15 @@ static void test_identity(void **state) {
   assert_int_equal(a->listeners[0].connect_rate.identity, b->listeners[0].connect_rate.identity);
   sl_config_free(b);
 
-  /* the first limit's rate changes: only its identity changes */
+  /* the first limit's rate changes: a tunable, no identity changes (the
+   * table is kept and converted) */
   char *text = strdup(FULL);
   char *p = strstr(text, "rate: \"5/s\", burst: 10");
   assert_non_null(p);
   p[7] = '6';
   b = must_load(write_file("sluice.yaml", text));
   rb = &b->routes[0];
-  assert_int_not_equal(ra->rate_limits[0].identity, rb->rate_limits[0].identity);
+  assert_int_equal(ra->rate_limits[0].identity, rb->rate_limits[0].identity);
   assert_int_equal(ra->rate_limits[1].identity, rb->rate_limits[1].identity);
   assert_int_equal(ra->rate_limits[2].identity, rb->rate_limits[2].identity);
   assert_int_equal(ra->concurrency.identity, rb->concurrency.identity);
@@ -1358,10 +1380,32 @@ static void test_identity(void **state) {
   struct sl_config *c6 = must_load(write_file("sluice.yaml", v6));
   assert_int_equal(c1->routes[0].rate_limits[0].identity, c2->routes[0].rate_limits[0].identity);
   assert_int_equal(c1->routes[0].concurrency.identity, c2->routes[0].concurrency.identity);
-  assert_int_not_equal(c1->routes[0].rate_limits[0].identity, c3->routes[0].rate_limits[0].identity);
-  assert_int_not_equal(c1->routes[0].concurrency.identity, c3->routes[0].concurrency.identity);
+  /* burst, concurrency max and override rates are tunables: same state */
+  assert_int_equal(c1->routes[0].rate_limits[0].identity, c3->routes[0].rate_limits[0].identity);
+  assert_int_equal(c1->routes[0].concurrency.identity, c3->routes[0].concurrency.identity);
+  assert_int_equal(c5->routes[0].rate_limits[0].identity, c6->routes[0].rate_limits[0].identity);
+  /* breaker settings are tunables too; the address is not */
+  {
+    const char *u1 = "listeners: [ { name: public, address: \"127.0.0.1:8080\" } ]\nupstreams:\n  identity:\n    address: \"127.0.0.1:9\"\n"
+                     "    circuit_breaker: { consecutive_failures: 3, open_for: 5s }\n"
+                     "routes: [ { name: default, upstream: identity } ]\n";
+    const char *u2 = "listeners: [ { name: public, address: \"127.0.0.1:8080\" } ]\nupstreams:\n  identity:\n    address: \"127.0.0.1:9\"\n"
+                     "    circuit_breaker: { consecutive_failures: 9, open_for: 60s }\n"
+                     "routes: [ { name: default, upstream: identity } ]\n";
+    const char *u3 = "listeners: [ { name: public, address: \"127.0.0.1:8080\" } ]\nupstreams:\n  identity:\n    address: \"127.0.0.1:10\"\n"
+                     "    circuit_breaker: { consecutive_failures: 3, open_for: 5s }\n"
+                     "routes: [ { name: default, upstream: identity } ]\n";
+    struct sl_config *b1 = must_load(write_file("sluice.yaml", u1));
+    struct sl_config *b2 = must_load(write_file("sluice.yaml", u2));
+    struct sl_config *b3 = must_load(write_file("sluice.yaml", u3));
+    assert_int_equal(b1->upstreams[0].breaker.identity, b2->upstreams[0].breaker.identity);
+    assert_int_not_equal(b1->upstreams[0].breaker.identity, b3->upstreams[0].breaker.identity);
+    sl_config_free(b1);
+    sl_config_free(b2);
+    sl_config_free(b3);
+  }
+  /* max_keys sizes the table: a new one */
   assert_int_not_equal(c1->routes[0].rate_limits[0].identity, c4->routes[0].rate_limits[0].identity);
-  assert_int_not_equal(c5->routes[0].rate_limits[0].identity, c6->routes[0].rate_limits[0].identity);
   sl_config_free(c1);
   sl_config_free(c2);
   sl_config_free(c3);
@@ -1446,6 +1490,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_dropin_configmap_layout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_print_roundtrip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rate_limits_per_route_bounded, setup, teardown),
       cmocka_unit_test_setup_teardown(test_null_is_absent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_every_prefix, setup, teardown),
   };

@@ -215,7 +215,7 @@ static int setup(void **state) {
   if (!e->cfg) sl_config_errors_print(&errs, stderr);
   sl_config_errors_free(&errs);
   assert_non_null(e->cfg);
-  assert_int_equal(sl_policies_attach(e->cfg, NULL), 0);
+  assert_int_equal(sl_policies_attach(e->cfg, NULL, 0), 0);
   e->bl = sl_blocklist_new(&e->cfg->blocklist, e->cfg->mode);
   assert_non_null(e->bl);
   *state = e;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <cmocka.h>
 
 #include "sluice/ratelimit.h"
@@ -376,6 +377,148 @@ static void test_located_key_matches_keyed_calls(void **state) {
   sl_ratelimit_table_del(b);
 }
 
+/* A refund gives back exactly one charge: after it the key decides as if
+ * the refunded request had never been admitted (also a key's first
+ * charge, and a charge taken by the overflow bucket). */
+static void test_refund(void **st) {
+  (void)st;
+  struct sl_ratelimit_table *t = mk(1000);
+  struct sl_rl_verdict v;
+  struct sl_rl_ref ref;
+  const uint64_t now = 100 * SEC;
+  sl_ratelimit_locate(t, "k", 1, &ref);
+  for (int i = 0; i < 3; i++) assert_true(sl_ratelimit_decide_ref(t, &ref, SEC, 3, now, true, &v));
+  assert_false(sl_ratelimit_decide_ref(t, &ref, SEC, 3, now, false, &v));
+  sl_ratelimit_refund(t, &ref, SEC);
+  assert_true(sl_ratelimit_decide_ref(t, &ref, SEC, 3, now, false, &v));
+  assert_int_equal(v.remaining, 0); /* exactly one given back */
+  sl_ratelimit_refund(t, &ref, SEC);
+  sl_ratelimit_refund(t, &ref, SEC);
+  assert_true(sl_ratelimit_decide_ref(t, &ref, SEC, 3, now, false, &v));
+  assert_int_equal(v.remaining, 2); /* full again */
+  sl_ratelimit_table_del(t);
+
+  /* The overflow bucket: a one-key table, its key busy, a second key is
+   * decided (and refunded) by the shared bucket. */
+  t = mk(1);
+  assert_true(admit_s(t, "busy", SEC, 1, now, &v));
+  sl_ratelimit_locate(t, "new", 3, &ref);
+  assert_true(sl_ratelimit_decide_ref(t, &ref, SEC, 1, now, true, &v));
+  assert_true(v.overflow);
+  assert_false(sl_ratelimit_decide_ref(t, &ref, SEC, 1, now, false, &v));
+  sl_ratelimit_refund(t, &ref, SEC);
+  assert_true(sl_ratelimit_decide_ref(t, &ref, SEC, 1, now, false, &v));
+  assert_false(admit_s(t, "busy", SEC, 1, now, &v)); /* untouched */
+  sl_ratelimit_table_del(t);
+}
+
+/* Keys are compared in full: keys of 200 bytes that differ only in their
+ * last byte (a JWT, a long device id) have buckets of their own. */
+static void test_long_keys_distinct(void **st) {
+  (void)st;
+  struct sl_ratelimit_table *t = mk(1000);
+  struct sl_rl_verdict v;
+  char a[201], b[201];
+  memset(a, 'e', 200);
+  a[200] = '\0';
+  memcpy(b, a, sizeof(a));
+  b[199] = 'f';
+  assert_true(admit_s(t, a, SEC, 1, SEC, &v));
+  assert_false(admit_s(t, a, SEC, 1, SEC, &v));
+  assert_true(admit_s(t, b, SEC, 1, SEC, &v));
+  /* A prefix is another key too. */
+  a[64] = '\0';
+  assert_true(admit_s(t, a, SEC, 1, SEC, &v));
+  assert_int_equal(sl_ratelimit_keys(t), 3);
+  sl_ratelimit_table_del(t);
+}
+
+/* Reparametrisation keeps each key's consumed tokens: an exhausted key
+ * stays exhausted under a tighter rate and burst (and is never given more
+ * than a whole new bucket of debt); a half-used key keeps its share; keys
+ * charged under an override convert with that override's period. */
+static void test_reparam(void **st) {
+  (void)st;
+  struct sl_ratelimit_table *t = mk(1000);
+  struct sl_rl_verdict v;
+  struct sl_rl_ref ex, half, ov;
+  const uint64_t now = 100 * SEC;
+  const uint64_t fast = 100 * MS, slow = SEC; /* 10/s -> 1/s */
+  sl_ratelimit_locate(t, "exhausted", 9, &ex);
+  sl_ratelimit_locate(t, "half", 4, &half);
+  sl_ratelimit_locate(t, "override", 8, &ov);
+  ov.cls = 1;
+  for (int i = 0; i < 10; i++) assert_true(sl_ratelimit_decide_ref(t, &ex, fast, 10, now, true, &v));
+  for (int i = 0; i < 5; i++) assert_true(sl_ratelimit_decide_ref(t, &half, fast, 10, now, true, &v));
+  for (int i = 0; i < 4; i++) assert_true(sl_ratelimit_decide_ref(t, &ov, 10 * MS, 4, now, true, &v));
+  /* Base: 10/s burst 10 -> 1/s burst 5. Override: 100/s burst 4 -> 10/s burst 8. */
+  const struct sl_rl_reparam map[2] = {
+      {.from_period_ns = fast, .to_period_ns = slow, .to_burst = 5, .to_cls = 0},
+      {.from_period_ns = 10 * MS, .to_period_ns = 100 * MS, .to_burst = 8, .to_cls = 1},
+  };
+  assert_int_equal(sl_ratelimit_reparam(t, map, 2, now), 3);
+  /* Exhausted: still none (10 consumed, clamped to the new 5), for a
+   * whole new period. */
+  assert_false(sl_ratelimit_decide_ref(t, &ex, slow, 5, now, false, &v));
+  assert_int_equal(v.retry_after_ns, slow);
+  /* Half used: 5 of 10 consumed -> 5 of 5: none left either. */
+  assert_false(sl_ratelimit_decide_ref(t, &half, slow, 5, now, false, &v));
+  /* Override: 4 of 4 consumed at 100/s -> 4 of 8 at 10/s: 4 left. */
+  ov.cls = 1;
+  assert_true(sl_ratelimit_decide_ref(t, &ov, 100 * MS, 8, now, false, &v));
+  assert_int_equal(v.remaining, 3);
+  /* Loosening converts the other way: 1/s burst 5 -> 10/s burst 20. */
+  const struct sl_rl_reparam loose = {.from_period_ns = slow, .to_period_ns = fast,
+                                      .to_burst = 20, .to_cls = 0};
+  sl_ratelimit_reparam(t, &loose, 1, now);
+  assert_true(sl_ratelimit_decide_ref(t, &ex, fast, 20, now, false, &v));
+  assert_int_equal(v.remaining, 14); /* 5 consumed of 20: 15 left, this one included */
+  sl_ratelimit_table_del(t);
+}
+
+struct churner {
+  struct sl_ratelimit_table *t;
+  int id;
+  _Atomic int *stop;
+  _Atomic unsigned long rounds;
+};
+
+static void *churner_main(void *arg) {
+  struct churner *c = arg;
+  char key[32];
+  struct sl_rl_verdict v;
+  struct sl_rl_ref ref;
+  for (unsigned long i = 0; !atomic_load(c->stop) && i < 2000000; i++) {
+    int n = snprintf(key, sizeof(key), "k%d-%lu", c->id, i % 64);
+    sl_ratelimit_locate(c->t, key, (size_t)n, &ref);
+    if (sl_ratelimit_decide_ref(c->t, &ref, MS, 4, 10 * SEC, true, &v) && (i & 1))
+      sl_ratelimit_refund(c->t, &ref, MS);
+    c->rounds++;
+  }
+  return NULL;
+}
+
+/* Reparametrisation (a reload, main thread) while workers decide and
+ * refund: every bucket is converted under its lock (ThreadSanitizer). */
+static void test_reparam_while_deciding(void **st) {
+  (void)st;
+  struct sl_ratelimit_table *t = mk(200); /* small: the overflow bucket is used too */
+  _Atomic int stop = 0;
+  struct churner c[2] = {{t, 0, &stop, 0}, {t, 1, &stop, 0}};
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, churner_main, &c[i]);
+  const struct sl_rl_reparam up = {.from_period_ns = MS, .to_period_ns = 2 * MS, .to_burst = 4};
+  const struct sl_rl_reparam down = {.from_period_ns = 2 * MS, .to_period_ns = MS, .to_burst = 4};
+  /* Until both workers have decided a while, at most a bounded number. */
+  for (int i = 0; i < 200000 && (atomic_load(&c[0].rounds) < 5000 || atomic_load(&c[1].rounds) < 5000); i++)
+    sl_ratelimit_reparam(t, i & 1 ? &down : &up, 1, 10 * SEC);
+  atomic_store(&stop, 1);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  assert_true(c[0].rounds > 0 && c[1].rounds > 0);
+  assert_true(sl_ratelimit_keys(t) <= 200);
+  sl_ratelimit_table_del(t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_exact_rate_10s),
@@ -391,6 +534,10 @@ int main(void) {
       cmocka_unit_test(test_million_keys),
       cmocka_unit_test(test_two_threads_same_key),
       cmocka_unit_test(test_two_threads_churn),
+      cmocka_unit_test(test_refund),
+      cmocka_unit_test(test_long_keys_distinct),
+      cmocka_unit_test(test_reparam),
+      cmocka_unit_test(test_reparam_while_deciding),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -229,6 +230,80 @@ static void test_many_policies(void **st) {
   free(text);
 }
 
+static uint64_t requests_of(const char *route, const char *code) {
+  const char *values[3] = {route, "h1", code};
+  return sl_metric_counter_value(sl_metrics_series(sl_stats.requests, values));
+}
+
+/* A reload frees a snapshot and its route names; the next snapshot may put
+ * another route's name at the same address. The per-thread caches must
+ * count that route under its own label, not the old one's. Simulated by
+ * rewriting a name in place; every cache keyed by a name is checked. */
+static void test_reused_name_memory_counts_right_label(void **st) {
+  (void)st;
+  char *name = malloc(16);
+  assert_non_null(name);
+  strcpy(name, "alpha");
+  sl_stats_request_done(&g_worker, name, 0, 200);
+  sl_stats_upstream_done(&g_worker, name, 200, 0.001);
+  sl_stats_firmware_unknown(name, true);
+  sl_stats_connection_accepted(name);
+  strcpy(name, "bravo"); /* same address, another name */
+  sl_stats_request_done(&g_worker, name, 0, 200);
+  sl_stats_upstream_done(&g_worker, name, 200, 0.001);
+  sl_stats_firmware_unknown(name, true);
+  sl_stats_connection_accepted(name);
+  assert_int_equal(requests_of("alpha", "200"), 1);
+  assert_int_equal(requests_of("bravo", "200"), 1);
+  const char *ua[2] = {"alpha", "200"}, *ub[2] = {"bravo", "200"};
+  assert_int_equal(sl_metric_counter_value(sl_metrics_series(sl_stats.upstream_requests, ua)), 1);
+  assert_int_equal(sl_metric_counter_value(sl_metrics_series(sl_stats.upstream_requests, ub)), 1);
+  const char *fa[2] = {"alpha", "absent"}, *fb[2] = {"bravo", "absent"};
+  assert_int_equal(sl_metric_counter_value(sl_metrics_series(sl_stats.firmware_unknown, fa)), 1);
+  assert_int_equal(sl_metric_counter_value(sl_metrics_series(sl_stats.firmware_unknown, fb)), 1);
+  const char *la[1] = {"alpha"}, *lb[1] = {"bravo"};
+  assert_int_equal(sl_metric_counter_value(sl_metrics_series(sl_stats.connections_total, la)), 1);
+  assert_int_equal(sl_metric_counter_value(sl_metrics_series(sl_stats.connections_total, lb)), 1);
+  /* The histogram too: one observation each. */
+  char *out;
+  size_t len;
+  assert_int_equal(sl_metrics_render(&out, &len), 0);
+  assert_non_null(strstr(out, "sluice_upstream_request_duration_seconds_count{upstream=\"alpha\"} 1\n"));
+  assert_non_null(strstr(out, "sluice_upstream_request_duration_seconds_count{upstream=\"bravo\"} 1\n"));
+  free(out);
+  /* And the same name at another address is still the same series. */
+  char other[16] = "alpha";
+  sl_stats_request_done(&g_worker, other, 0, 200);
+  assert_int_equal(requests_of("alpha", "200"), 2);
+  free(name);
+}
+
+struct counting {
+  const char *route;
+  int n;
+};
+
+static void *counting_main(void *arg) {
+  struct counting *c = arg;
+  for (int i = 0; i < c->n; i++) {
+    sl_stats_request_done(&g_worker, c->route, 0, 200 + (i & 1));
+    sl_stats_upstream_done(&g_worker, c->route, 200, 0.001);
+  }
+  return NULL;
+}
+
+/* Workers count into the shared registry through their own caches at once
+ * (ThreadSanitizer): nothing lost, nothing under another label. */
+static void test_threads_count_apart(void **st) {
+  (void)st;
+  struct counting c[2] = {{"thread-a", 20000}, {"thread-b", 20000}};
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, counting_main, &c[i]);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  assert_int_equal(requests_of("thread-a", "200") + requests_of("thread-a", "201"), 20000);
+  assert_int_equal(requests_of("thread-b", "200") + requests_of("thread-b", "201"), 20000);
+}
+
 int main(void) {
   sl_stats_init();
   const struct CMUnitTest tests[] = {
@@ -238,6 +313,8 @@ int main(void) {
       cmocka_unit_test(test_shadow_apart),
       cmocka_unit_test(test_rate_zero_is_silent),
       cmocka_unit_test(test_many_policies),
+      cmocka_unit_test(test_reused_name_memory_counts_right_label),
+      cmocka_unit_test(test_threads_count_apart),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   sl_metrics_reset();
