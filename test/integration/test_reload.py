@@ -610,10 +610,11 @@ def test_thousand_sighups_under_load(start_sluice):
     s = start_sluice(admission_config())
     ok0 = reloads(s, "success")
     t, out = h2load_background(s.url("/v1/load"), "-n", "30000", "-c", "4", "-m", "4")
-    time.sleep(0.2)
+    wait_for(lambda: s.metric("sluice_requests_total") > 0, 10, interval=0.02,
+             what="the load to reach sluice")
     for i in range(1000):  # spread over ~2 s of the run
         s.send_signal(signal.SIGHUP)
-        time.sleep(0.002)
+        time.sleep(0.002)  # paces the storm (the thing under test), synchronises nothing
     assert s.running()
     t.join(120)
     r = out[0]
