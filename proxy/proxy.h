@@ -444,8 +444,9 @@ extern int sl_n_workers;
  * have neither the offset nor the endpoint. */
 uint64_t sl_now_ns(void);
 #ifdef SLUICE_TESTING
-/* Moves sl_now_ns() forward by |ns| for every thread; returns the total
- * offset. */
+/* proxy/testclock.c: the offset, and a call that moves sl_now_ns() forward
+ * by |ns| for every thread and returns the total offset. */
+extern _Atomic uint64_t sl_test_clock_offset_ns;
 uint64_t sl_test_clock_advance(uint64_t ns);
 #endif
 /* Incremented by each worker thread as it finishes (main polls it). */

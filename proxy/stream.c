@@ -63,20 +63,12 @@ struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops 
   return s;
 }
 
-#ifdef SLUICE_TESTING
-static _Atomic uint64_t test_clock_offset_ns;
-
-uint64_t sl_test_clock_advance(uint64_t ns) {
-  return atomic_fetch_add_explicit(&test_clock_offset_ns, ns, memory_order_relaxed) + ns;
-}
-#endif
-
 uint64_t sl_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   uint64_t t = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 #ifdef SLUICE_TESTING
-  t += atomic_load_explicit(&test_clock_offset_ns, memory_order_relaxed);
+  t += atomic_load_explicit(&sl_test_clock_offset_ns, memory_order_relaxed); /* testclock.c */
 #endif
   return t;
 }
