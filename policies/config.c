@@ -84,6 +84,7 @@ struct loader {
   struct sl_config *cfg;
   struct sl_config_errors *errs;
   struct sl_arena tree;          /* the node trees; freed when loading ends */
+  struct cfg_budget spent;       /* over every file of this load */
   struct sl_config_source *src;  /* grows; copied into the snapshot */
   size_t n_src, cap_src;
   bool fatal;                    /* a file could not be read or parsed */
@@ -166,7 +167,7 @@ static struct cfg_node *load_file(struct loader *L, const char *path) {
   struct sl_config_source *s = &L->src[L->n_src++];
   s->path = file;
   sha256(buf, len, s->sha256);
-  struct cfg_node *root = cfg_yaml_parse(&L->tree, L->errs, file, buf, len);
+  struct cfg_node *root = cfg_yaml_parse(&L->tree, L->errs, &L->spent, file, buf, len);
   free(buf);
   if (!root) {
     L->fatal = true;

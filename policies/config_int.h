@@ -21,13 +21,22 @@
 #include "sluice/arena.h"
 #include "sluice/config-t.h"
 
-/* Bounds that keep a hostile or broken file from exhausting the loader. */
-#define CFG_MAX_FILE_BYTES (4u << 20)  /* per file */
-#define CFG_MAX_ALIASES 10000u         /* alias uses per file */
-#define CFG_MAX_ANCHORS 10000u         /* anchors per file */
-#define CFG_MAX_NODES 10000000u        /* nodes per file, aliases expanded */
-#define CFG_MAX_DEPTH 256u             /* nesting */
-#define CFG_MAX_ERRORS 1000u           /* per error list; then one "too many" */
+/* Bounds that keep a hostile or broken file from exhausting the loader:
+ * without them a 4 MiB file of two million list items cost hundreds of MiB
+ * and a reload runs the same code. The largest configuration we know of
+ * (test/bench/reload_bench.py: 200 routes with a rate limit each, 2,000
+ * blocklist entries) has about 22,000 nodes, nests 5 levels and uses no
+ * alias; the bounds leave it a margin of 9x and more. Node, alias and
+ * anchor counts are totals over the main file and every drop-in (struct
+ * cfg_budget), so many files cannot add up to what one may not be. At the
+ * node bound the tree holds about 25 MiB. */
+#define CFG_MAX_FILE_BYTES (4u << 20)   /* per file */
+#define CFG_MAX_NODES 200000u           /* nodes, every alias expanded */
+#define CFG_MAX_ALIASES 1000u           /* alias uses */
+#define CFG_MAX_ANCHORS 1000u           /* anchors */
+#define CFG_MAX_DEPTH 64u               /* nesting of mappings and lists */
+#define CFG_MAX_SCALAR_BYTES 65536u     /* one scalar (key or value), in bytes */
+#define CFG_MAX_ERRORS 1000u            /* per error list; then one "too many" */
 
 enum cfg_kind { CFG_NULL = 0, CFG_SCALAR, CFG_MAP, CFG_SEQ };
 
@@ -60,13 +69,25 @@ void cfg_error_addv(struct sl_config_errors *errs, const char *file, uint32_t li
 
 /* ---- YAML (config_yaml.c) ---------------------------------------- */
 
+/* What one load has spent so far, over the main file and its drop-ins;
+ * starts zeroed. */
+struct cfg_budget {
+  uint64_t nodes;    /* with every alias expanded (a node's weight) */
+  uint32_t aliases;
+  uint32_t anchors;
+};
+
 /* Parses |len| bytes of one file named |file| (a string owned by the
- * snapshot). Returns the document's root (an empty map for an empty
- * document), allocated in |tree|, or NULL after a fatal error (syntax,
- * alias bounds), which is appended to |errs|. Duplicate keys are reported
- * and the later one dropped; that is not fatal. */
+ * snapshot), charging its nodes, aliases and anchors to |budget|. Returns
+ * the document's root (an empty map for an empty document), allocated in
+ * |tree|, or NULL after a fatal error (syntax, a CFG_MAX_* bound), which is
+ * appended to |errs| at the line and column where the bound was crossed:
+ * parsing stops there, so the memory spent stays proportional to the bound,
+ * not to the file. Duplicate keys are reported and the later one dropped;
+ * that is not fatal. */
 struct cfg_node *cfg_yaml_parse(struct sl_arena *tree, struct sl_config_errors *errs,
-                                const char *file, const unsigned char *buf, size_t len);
+                                struct cfg_budget *budget, const char *file,
+                                const unsigned char *buf, size_t len);
 
 /* Returns |over| merged onto |base| (SPEC section 3): maps key by key,
  * recursively, |over| winning; in sequences an |over| item that is a map

@@ -77,19 +77,27 @@ static size_t edit_distance(const char *a, size_t la, const char *b, size_t lb) 
   return row[lb];
 }
 
+/* Beyond this many candidates no "did you mean" is looked for: each costs
+ * an edit distance per error, and a file of many thousand routes naming an
+ * unknown upstream must not cost minutes. Real lists are a few hundred. */
+#define SUGGEST_MAX_CANDIDATES 1000u
+
 /* The candidate closest to |word| if it is close enough to be a typo. */
 static const char *closest(const char *word, const char *const *cands, size_t n) {
   size_t lw = strlen(word), best_d = SIZE_MAX;
+  size_t limit = lw <= 3 ? 1 : lw <= 6 ? 2 : 3;
   const char *best = NULL;
+  if (n > SUGGEST_MAX_CANDIDATES) return NULL;
   for (size_t i = 0; i < n; i++) {
     if (!cands[i]) continue;
-    size_t d = edit_distance(word, lw, cands[i], strlen(cands[i]));
+    size_t lc = strlen(cands[i]);
+    if ((lc > lw ? lc - lw : lw - lc) > limit) continue; /* distance >= length difference */
+    size_t d = edit_distance(word, lw, cands[i], lc);
     if (d < best_d) {
       best_d = d;
       best = cands[i];
     }
   }
-  size_t limit = lw <= 3 ? 1 : lw <= 6 ? 2 : 3;
   return best && best_d <= limit ? best : NULL;
 }
 
@@ -460,24 +468,47 @@ static void parse_listener(struct schema *s, node_t *m, struct sl_listener_cfg *
   l->connect_rate.identity = cfg_fnv_str(cfg_fnv_str(CFG_FNV_INIT, "connect_rate"), l->name);
 }
 
-/* Reports the second and later items of |n| items that share a name.
- * |name_of(i)| and |mark_of(i)| are read through strides. */
+struct named_ref {
+  const char *name;
+  size_t index;
+};
+
+static int named_ref_cmp(const void *pa, const void *pb) {
+  const struct named_ref *a = pa, *b = pb;
+  int c = strcmp(a->name, b->name);
+  if (c) return c;
+  return a->index < b->index ? -1 : a->index > b->index;
+}
+
+/* Reports the second and later items of |n| items that share a name, each
+ * against the first. |name_of(i)| and |mark_of(i)| are read through
+ * strides. Sorts, so a list of many thousand items costs O(n log n), not
+ * O(n^2). */
 static void check_unique(struct schema *s, const char *what, const void *base, size_t n,
                          size_t stride, size_t name_off, size_t mark_off) {
-  for (size_t i = 1; i < n; i++) {
+  if (n < 2) return;
+  struct named_ref *refs = malloc(n * sizeof(*refs));
+  if (!refs) abort();
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
     const char *ni = *(const char *const *)((const char *)base + i * stride + name_off);
-    if (!ni) continue;
-    for (size_t j = 0; j < i; j++) {
-      const char *nj = *(const char *const *)((const char *)base + j * stride + name_off);
-      if (!nj || strcmp(ni, nj)) continue;
-      const struct sl_mark *mi = (const void *)((const char *)base + i * stride + mark_off);
-      const struct sl_mark *mj = (const void *)((const char *)base + j * stride + mark_off);
-      cfg_error_add(s->errs, mi->file, mi->line, mi->col,
-                    "duplicate %s name '%s' (first defined at %s:%u:%u)", what, ni, mj->file,
-                    mj->line, mj->col);
-      break;
-    }
+    if (ni) refs[m++] = (struct named_ref){ni, i};
   }
+  qsort(refs, m, sizeof(*refs), named_ref_cmp);
+  for (size_t i = 1, first = 0; i < m; i++) {
+    if (strcmp(refs[i].name, refs[first].name)) {
+      first = i;
+      continue;
+    }
+    const struct sl_mark *mi =
+        (const void *)((const char *)base + refs[i].index * stride + mark_off);
+    const struct sl_mark *mj =
+        (const void *)((const char *)base + refs[first].index * stride + mark_off);
+    cfg_error_add(s->errs, mi->file, mi->line, mi->col,
+                  "duplicate %s name '%s' (first defined at %s:%u:%u)", what, refs[i].name,
+                  mj->file, mj->line, mj->col);
+  }
+  free(refs);
 }
 
 #define CHECK_UNIQUE(s, what, arr, n, type)                                                   \

@@ -6,7 +6,9 @@
  * anchor's node (the tree becomes a DAG, never copied), and the number of
  * nodes the document would have with every alias expanded is counted as it
  * grows, so a "billion laughs" document fails after a bounded amount of
- * work instead of after exhausting memory.
+ * work instead of after exhausting memory. Every other bound (nodes,
+ * depth, scalar length, aliases, anchors: config_int.h) is checked before
+ * the node it would allocate, so a file over one costs at most the bound.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,8 +38,7 @@ struct builder {
   size_t depth;
   struct anchor *anchors;
   size_t n_anchors;
-  uint64_t expanded; /* nodes with aliases expanded */
-  uint32_t aliases;
+  struct cfg_budget *spent; /* shared with the other files of the load */
   struct cfg_node *root;
   int documents;
   bool failed;
@@ -87,24 +88,30 @@ static void map_append(struct sl_arena *tree, struct cfg_node *map, struct cfg_n
   map->n++;
 }
 
+/* Charges |add| nodes (with aliases expanded) to the load; false, with the
+ * error at |m|, when that crosses CFG_MAX_NODES. */
 static bool budget(struct builder *b, uint64_t add, const yaml_mark_t *m) {
-  b->expanded += add;
-  if (b->expanded > CFG_MAX_NODES) {
-    build_error(b, m, "document too large: more than %u nodes with aliases expanded",
+  if (add > CFG_MAX_NODES - b->spent->nodes) {
+    build_error(b, m,
+                "too many nodes (limit %u over the configuration and its drop-ins, "
+                "aliases expanded)",
                 CFG_MAX_NODES);
     b->failed = true;
     return false;
   }
+  b->spent->nodes += add;
   return true;
 }
 
 static void anchor_add(struct builder *b, const char *name, struct cfg_node *n,
                        const yaml_mark_t *m) {
-  if (b->n_anchors >= CFG_MAX_ANCHORS) {
-    build_error(b, m, "too many anchors (more than %u)", CFG_MAX_ANCHORS);
+  if (b->spent->anchors >= CFG_MAX_ANCHORS) {
+    build_error(b, m, "too many anchors (limit %u over the configuration and its drop-ins)",
+                CFG_MAX_ANCHORS);
     b->failed = true;
     return;
   }
+  b->spent->anchors++;
   if (!b->anchors)
     b->anchors = sl_arena_xalloc(b->tree, CFG_MAX_ANCHORS * sizeof(*b->anchors));
   b->anchors[b->n_anchors].name = name;
@@ -199,9 +206,14 @@ static bool is_null_text(const char *s, size_t len) {
 
 static void on_scalar(struct builder *b, const yaml_event_t *ev) {
   const yaml_mark_t *m = &ev->start_mark;
-  if (!budget(b, 1, m)) return;
   const char *val = (const char *)ev->data.scalar.value;
   size_t len = ev->data.scalar.length;
+  if (len > CFG_MAX_SCALAR_BYTES) {
+    build_error(b, m, "scalar too long: %zu bytes (limit %u)", len, CFG_MAX_SCALAR_BYTES);
+    b->failed = true;
+    return;
+  }
+  if (!budget(b, 1, m)) return;
   bool str_tag = ev->data.scalar.tag && !strcmp((const char *)ev->data.scalar.tag, SCALAR_TAG_STR);
   bool plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !str_tag;
   struct cfg_node *n = node_new(b, plain && is_null_text(val, len) ? CFG_NULL : CFG_SCALAR, m);
@@ -219,12 +231,13 @@ static void on_scalar(struct builder *b, const yaml_event_t *ev) {
 
 static void on_collection_start(struct builder *b, const yaml_event_t *ev, enum cfg_kind kind) {
   const yaml_mark_t *m = &ev->start_mark;
-  if (!budget(b, 1, m)) return;
   if (b->depth >= CFG_MAX_DEPTH) {
-    build_error(b, m, "nesting deeper than %u levels", CFG_MAX_DEPTH);
+    build_error(b, m, "nesting too deep (limit %u levels of mappings and lists)",
+                CFG_MAX_DEPTH);
     b->failed = true;
     return;
   }
+  if (!budget(b, 1, m)) return;
   const yaml_char_t *anchor =
       kind == CFG_MAP ? ev->data.mapping_start.anchor : ev->data.sequence_start.anchor;
   struct frame *f = &b->stack[b->depth++];
@@ -264,11 +277,13 @@ static void on_alias(struct builder *b, const yaml_event_t *ev) {
     b->failed = true;
     return;
   }
-  if (++b->aliases > CFG_MAX_ALIASES) {
-    build_error(b, m, "too many aliases (more than %u)", CFG_MAX_ALIASES);
+  if (b->spent->aliases >= CFG_MAX_ALIASES) {
+    build_error(b, m, "too many aliases (limit %u over the configuration and its drop-ins)",
+                CFG_MAX_ALIASES);
     b->failed = true;
     return;
   }
+  b->spent->aliases++;
   if (!budget(b, target->weight, m)) return;
   attach(b, target, m);
 }
@@ -329,11 +344,13 @@ static void syntax_error(struct builder *b, const yaml_parser_t *p, const unsign
 }
 
 struct cfg_node *cfg_yaml_parse(struct sl_arena *tree, struct sl_config_errors *errs,
-                                const char *file, const unsigned char *buf, size_t len) {
+                                struct cfg_budget *budget, const char *file,
+                                const unsigned char *buf, size_t len) {
   struct builder *b = calloc(1, sizeof(*b));
   if (!b) abort();
   b->tree = tree;
   b->errs = errs;
+  b->spent = budget;
   b->file = file;
 
   yaml_parser_t p;
@@ -486,41 +503,84 @@ static const struct cfg_node *item_name(const struct cfg_node *item) {
   return v && v->kind == CFG_SCALAR ? v : NULL;
 }
 
+/* A sorted index of the names of a collection's children (a map's keys, a
+ * list's items' `name`), so merging two big collections is O(n log n), not
+ * a scan of one per item of the other. */
+struct name_ref {
+  const struct cfg_node *name;
+  size_t index; /* pair or item */
+};
+
+static int name_ref_cmp(const void *pa, const void *pb) {
+  const struct name_ref *a = pa, *b = pb;
+  size_t n = a->name->len < b->name->len ? a->name->len : b->name->len;
+  int c = memcmp(a->name->str, b->name->str, n);
+  if (c) return c;
+  if (a->name->len != b->name->len) return a->name->len < b->name->len ? -1 : 1;
+  return a->index < b->index ? -1 : a->index > b->index;
+}
+
+/* Index of the first child (lowest index) named like |name| in the sorted
+ * |refs|, or SIZE_MAX. */
+static size_t name_find(const struct name_ref *refs, size_t n, const struct cfg_node *name) {
+  size_t lo = 0, hi = n;
+  struct name_ref key = {name, 0};
+  while (lo < hi) { /* first ref not below (name, 0) */
+    size_t mid = lo + (hi - lo) / 2;
+    if (name_ref_cmp(&refs[mid], &key) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  if (lo < n && refs[lo].name->len == name->len &&
+      !memcmp(refs[lo].name->str, name->str, name->len))
+    return refs[lo].index;
+  return SIZE_MAX;
+}
+
 struct cfg_node *cfg_merge(struct sl_arena *tree, struct cfg_node *base, struct cfg_node *over) {
   if (!base) return over;
   if (!over) return base;
   if (base->kind == CFG_MAP && over->kind == CFG_MAP) {
     struct cfg_node *m = node_clone_shallow(tree, base);
+    size_t n_base = m->n;
+    struct name_ref *refs = malloc((n_base ? n_base : 1) * sizeof(*refs));
+    if (!refs) abort();
+    for (size_t j = 0; j < n_base; j++) refs[j] = (struct name_ref){m->kids[2 * j], j};
+    qsort(refs, n_base, sizeof(*refs), name_ref_cmp);
     for (size_t i = 0; i < over->n; i++) {
       struct cfg_node *ok = over->kids[2 * i], *ov = over->kids[2 * i + 1];
-      size_t j;
-      for (j = 0; j < m->n; j++)
-        if (key_is(m->kids[2 * j], ok->str, ok->len)) break;
-      if (j < m->n)
+      size_t j = name_find(refs, n_base, ok); /* keys of |over| are unique */
+      if (j != SIZE_MAX)
         m->kids[2 * j + 1] = cfg_merge(tree, m->kids[2 * j + 1], ov);
       else
         map_append(tree, m, ok, ov);
     }
+    free(refs);
     return m;
   }
   if (base->kind == CFG_SEQ && over->kind == CFG_SEQ) {
     struct cfg_node *s = node_clone_shallow(tree, base);
-    size_t n_base = base->n;
+    size_t n_base = base->n, n_refs = 0;
+    struct name_ref *refs = malloc((n_base ? n_base : 1) * sizeof(*refs));
+    if (!refs) abort();
+    for (size_t j = 0; j < n_base; j++) {
+      const struct cfg_node *bn = item_name(s->kids[j]);
+      if (bn) refs[n_refs++] = (struct name_ref){bn, j};
+    }
+    qsort(refs, n_refs, sizeof(*refs), name_ref_cmp);
     for (size_t i = 0; i < over->n; i++) {
       struct cfg_node *item = over->kids[i];
       const struct cfg_node *name = item_name(item);
-      size_t j = n_base;
-      if (name) {
-        for (j = 0; j < n_base; j++) {
-          const struct cfg_node *bn = item_name(s->kids[j]);
-          if (bn && bn->len == name->len && !memcmp(bn->str, name->str, name->len)) break;
-        }
-      }
-      if (j < n_base)
+      /* an item that replaces base item j has j's name, so the index
+       * stays true */
+      size_t j = name ? name_find(refs, n_refs, name) : SIZE_MAX;
+      if (j != SIZE_MAX)
         s->kids[j] = item; /* replaced in place, whole */
       else
         seq_append(tree, s, item);
     }
+    free(refs);
     return s;
   }
   return over;

@@ -39,6 +39,9 @@
 #include "sluice/metrics.h"
 #include "admin.h"
 #include "http.h"
+#ifdef SLUICE_TESTING
+#include "proxy.h" /* sl_test_clock_advance */
+#endif
 
 #ifndef SL_CONTAINER_OF
 #define SL_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -300,6 +303,25 @@ static void route_explain(struct admin_conn *c, const char *query, bool close) {
   conn_respond(c, status, body_ctype(body, len), body, len, NULL, NULL, close);
 }
 
+#ifdef SLUICE_TESTING
+/* POST /testing/clock?advance_ms=N (1 <= N <= 86400000): moves policy time
+ * (sl_now_ns) forward by N ms; answers the total offset. Tests only: the
+ * route does not exist in release builds. */
+static void route_test_clock(struct admin_conn *c, const char *query, bool close) {
+  const char *v = strncmp(query, "advance_ms=", 11) == 0 ? query + 11 : NULL;
+  char *end = NULL;
+  unsigned long long ms = v && *v >= '0' && *v <= '9' ? strtoull(v, &end, 10) : 0;
+  if (!end || *end != '\0' || ms < 1 || ms > 86400000ull) {
+    conn_respond_text(c, 400, "want advance_ms=N, 1 <= N <= 86400000\n", close);
+    return;
+  }
+  uint64_t total = sl_test_clock_advance((uint64_t)ms * 1000000u);
+  char body[64]; /* inline: copied into the head buffer */
+  snprintf(body, sizeof(body), "{\"offset_ms\": %llu}\n", (unsigned long long)(total / 1000000u));
+  conn_respond(c, 200, "application/json", NULL, 0, body, NULL, close);
+}
+#endif
+
 struct admin_route {
   const char *path;
   bool post; /* POST only; otherwise GET and HEAD */
@@ -310,6 +332,9 @@ static const struct admin_route routes[] = {
     {"/healthz", false, route_healthz}, {"/readyz", false, route_readyz},
     {"/metrics", false, route_metrics}, {"/config", false, route_config},
     {"/reload", true, route_reload},    {"/explain", false, route_explain},
+#ifdef SLUICE_TESTING
+    {"/testing/clock", true, route_test_clock},
+#endif
 };
 
 /* Answers the complete request in c->url. */

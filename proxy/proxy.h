@@ -456,8 +456,18 @@ struct sl_worker {
 extern int sl_n_workers;
 
 /* Monotonic nanoseconds (vDSO clock, no syscall): limiter and breaker
- * time, identical across workers. */
+ * time, identical across workers. In SLUICE_TESTING builds it runs ahead
+ * by an offset that only grows (sl_test_clock_advance(), admin POST
+ * /testing/clock?advance_ms=N), so integration tests move policy time past
+ * an open_for or a bucket's refill instead of sleeping; release builds
+ * have neither the offset nor the endpoint. */
 uint64_t sl_now_ns(void);
+#ifdef SLUICE_TESTING
+/* proxy/testclock.c: the offset, and a call that moves sl_now_ns() forward
+ * by |ns| for every thread and returns the total offset. */
+extern _Atomic uint64_t sl_test_clock_offset_ns;
+uint64_t sl_test_clock_advance(uint64_t ns);
+#endif
 /* Incremented by each worker thread as it finishes (main polls it). */
 extern atomic_int sl_workers_exited;
 

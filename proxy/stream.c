@@ -67,7 +67,11 @@ struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops 
 uint64_t sl_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  uint64_t t = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#ifdef SLUICE_TESTING
+  t += atomic_load_explicit(&sl_test_clock_offset_ns, memory_order_relaxed); /* testclock.c */
+#endif
+  return t;
 }
 
 /* xorshift64*: per-thread, seeded from the clock and the thread's stack

@@ -57,6 +57,42 @@ def wait_for(pred, timeout, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+def tcp_rx_queues(local_port=None, remote_port=None):
+    """Bytes waiting in the receive queue of each established IPv4 TCP
+    socket on this host whose local (or remote) port is the one given
+    (/proc/net/tcp), sorted."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            lport = int(fields[1].rsplit(":", 1)[1], 16)
+            rport = int(fields[2].rsplit(":", 1)[1], 16)
+            if fields[3] != "01":  # ESTABLISHED
+                continue
+            if (local_port is None or lport == local_port) and \
+                    (remote_port is None or rport == remote_port):
+                out.append(int(fields[4].split(":")[1], 16))
+    return sorted(out)
+
+
+def wait_tcp_stalled(timeout=10.0, what="the transfer to stall", **ports):
+    """Waits until the receive queues tcp_rx_queues(**ports) hold bytes and
+    do not move across three looks 100 ms apart: the reader has stopped
+    reading (back-pressure reached), a state, not a time. A reader that
+    keeps reading leaves queues that change, then empty ones. Returns the
+    queues."""
+    looks = []
+
+    def stalled():
+        looks.append(tcp_rx_queues(**ports))
+        del looks[:-3]
+        q = looks[-1]
+        return q if len(looks) == 3 and q and q[-1] > 0 and looks.count(q) == 3 else None
+
+    return wait_for(stalled, timeout, interval=0.1, what=what)
+
+
 # ---- ports -----------------------------------------------------------------
 #
 # A port is picked below the kernel's ephemeral range (so that no outgoing

@@ -1,7 +1,17 @@
 """Back-pressure on proxied responses (SPEC section 4 "Upstream"): a client
 that stops reading a large response must not make sluice buffer it. The
 upstream is throttled by TCP instead; once the client reads again every
-byte arrives intact."""
+byte arrives intact.
+
+The memory bound: sluice holds a stalled stream in pipes capped at 64 KiB
+(+16 KiB of overshoot) per direction, well under 1 MiB; whatever else is
+in flight sits in kernel socket buffers (client receive 64 KiB, sluice's
+send at most net.ipv4.tcp_wmem's 4 MiB), which RSS does not count. A proxy
+that buffered the response would hold at least SIZE minus those, about
+60 MiB. RSS is sampled before the request, and again once sluice has
+stopped reading its upstream (the state, not a time), and may grow by
+GROWTH_BOUND: far above what sluice needs, far below what buffering
+costs."""
 import hashlib
 import socket
 import time
@@ -10,9 +20,10 @@ import h2.config
 import h2.connection
 import h2.events
 
-from helpers import base_config
+from helpers import base_config, wait_for, wait_tcp_stalled
 
 SIZE = 64 << 20  # 64 MiB: far more than socket buffers and sluice's pipes
+GROWTH_BOUND = 16 * 1024  # KiB; see above
 
 
 def rss_kib(pid):
@@ -21,6 +32,15 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def wait_upstream_stalled(s_, timeout=10.0):
+    """Waits until sluice has stopped reading its upstream (see
+    wait_tcp_stalled). A sluice that buffered the response would keep
+    draining its socket until the upstream had sent everything. Well within
+    the upstream's 5 s response timeout."""
+    wait_tcp_stalled(timeout, remote_port=s_.upstream_port,
+                     what="sluice to stop reading the upstream")
 
 
 def expected_sha(n):
@@ -39,12 +59,11 @@ def test_h1_slow_reader_does_not_grow_memory(start_sluice):
     s_ = start_sluice(base_config(), workers=1)
     c = socket.create_connection(("127.0.0.1", s_.port), timeout=20)
     c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    before = rss_kib(s_.pid)  # before the transfer begins
     c.sendall(b"GET /bytes?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % SIZE)
-    time.sleep(0.3)
-    before = rss_kib(s_.pid)
-    time.sleep(1.5)  # client reads nothing: everything in flight stalls
+    wait_upstream_stalled(s_)  # client reads nothing: everything in flight stalls
     after = rss_kib(s_.pid)
-    assert after - before < 16 * 1024, "RSS grew %d KiB while the client did not read" % (
+    assert after - before < GROWTH_BOUND, "RSS grew %d KiB while the client did not read" % (
         after - before)
     # Now read it all: intact.
     data = b""
@@ -70,6 +89,7 @@ def test_h2_stream_without_window_does_not_grow_memory(start_sluice):
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
     sock.sendall(conn.data_to_send())
+    before = rss_kib(s_.pid)  # before the transfer begins
     sid = conn.get_next_available_stream_id()
     conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "a"),
                             (":path", "/bytes?n=%d" % SIZE)], end_stream=True)
@@ -77,20 +97,28 @@ def test_h2_stream_without_window_does_not_grow_memory(start_sluice):
     # Read without acknowledging: the 65535-byte windows fill and stop the
     # stream; sluice must stop reading the upstream.
     received = 0
-    deadline = time.monotonic() + 2
-    sock.settimeout(0.2)
-    while time.monotonic() < deadline:
+    sock.settimeout(0.05)
+
+    def pump():
+        nonlocal received
         try:
-            data = sock.recv(65536)
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    raise AssertionError("sluice closed the connection")
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.DataReceived):
+                        received += len(ev.data)
+                sock.sendall(conn.data_to_send())
         except socket.timeout:
-            continue
-        for ev in conn.receive_data(data):
-            if isinstance(ev, h2.events.DataReceived):
-                received += len(ev.data)
-        sock.sendall(conn.data_to_send())
-    assert received <= 65535
-    before = rss_kib(s_.pid)
-    time.sleep(1.5)
+            pass
+        return received == 65535
+
+    wait_for(pump, 10.0, interval=0.05, what="the stream's window to fill")
+    wait_upstream_stalled(s_)
+    pump()
+    assert received == 65535
     after = rss_kib(s_.pid)
-    assert after - before < 16 * 1024, "RSS grew %d KiB with the stream stalled" % (after - before)
+    assert after - before < GROWTH_BOUND, "RSS grew %d KiB with the stream stalled" % (
+        after - before)
     sock.close()

@@ -5,10 +5,12 @@ import json
 import os
 import re
 import socket
+import subprocess
+import time
 
 import pytest
 
-from helpers import H1Conn, reserve_port, run_cli
+from helpers import H1Conn, _sanitizer_env, reserve_port, run_cli, sanitizer_report
 
 GOOD = """\
 listeners:
@@ -217,3 +219,70 @@ def test_run_without_workers_flag(start_sluice):
     with H1Conn(s.port) as c:
         assert c.request("GET", "/v1/auto-workers").status == 200
     assert s.stop() == 0
+
+
+# ---- bounds on what a configuration may cost ----------------------------------------
+
+NODE_LIMIT = 200000  # README "Limits and bad input"
+
+
+def list_config(items):
+    """GOOD with a top-level `x: [a,a,...]` of |items| items. GOOD parses to
+    45 nodes (its root mapping included), the key and the list add 2, so
+    LIST_FIT items reach exactly the node bound."""
+    return GOOD + "x: [" + ",".join(["a"] * items) + "]\n"
+
+
+LIST_FIT = NODE_LIMIT - 47
+
+
+def check_with_rusage(binary, path, tmp_path):
+    """Runs `sluice check -c |path|`; returns (exit code, stderr, peak RSS in
+    KiB, wall seconds). The peak is the child's own (wait4), not that of
+    every child this test process ever had."""
+    err_path = tmp_path / "check.stderr"
+    with open(err_path, "wb") as err:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([binary, "check", "-c", path], stdout=subprocess.DEVNULL,
+                                stderr=err, stdin=subprocess.DEVNULL, env=_sanitizer_env())
+        try:
+            _, status, ru = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            raise
+        took = time.monotonic() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = err_path.read_text(errors="replace")
+    rep = sanitizer_report(stderr)
+    assert not rep, rep
+    return proc.returncode, stderr, ru.ru_maxrss, took
+
+
+def test_check_huge_list_fails_fast_with_bounded_memory(sluice_bin, tmp_path):
+    """Two million list items in 3.9 MiB (under the 4 MiB a file may have)
+    cost 723 MiB before the node bound. The loader now stops at the item
+    that crosses the bound, so the big file can cost no more than a file
+    holding exactly the bound, give or take the bytes it has more (the file
+    is read whole: 1x its size) and 8 MiB of allocator slack; and no more
+    time than that file, 4x plus a second, for scheduling noise."""
+    fit_path = write(tmp_path, list_config(LIST_FIT), name="fit.yaml")
+    big_text = list_config(2000000)
+    assert len(big_text) < 4 << 20
+    big_path = write(tmp_path, big_text, name="big.yaml")
+
+    rc, err, rss_fit, t_fit = check_with_rusage(sluice_bin, fit_path, tmp_path)
+    assert rc == 1
+    # exactly at the bound: parsed whole, rejected by the schema only
+    assert "too many nodes" not in err, err
+    assert "unknown key 'x'" in error_at(err, fit_path, 15, 1)
+
+    rc, err, rss_big, t_big = check_with_rusage(sluice_bin, big_path, tmp_path)
+    assert rc == 1
+    extra_kib = (len(big_text) - os.path.getsize(fit_path)) // 1024
+    bound = rss_fit + extra_kib + 8 * 1024
+    assert rss_big <= bound, "peak RSS %d KiB, bound %d KiB (%d at the node bound)" % (
+        rss_big, bound, rss_fit)
+    assert t_big <= 4 * t_fit + 1.0, (t_big, t_fit)
+    # item i (from 0) of line 15 is at column 5 + 2i; item LIST_FIT is over
+    msg = error_at(err, big_path, 15, 5 + 2 * LIST_FIT)
+    assert msg.startswith("too many nodes (limit %d" % NODE_LIMIT), msg

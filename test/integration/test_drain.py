@@ -48,10 +48,11 @@ def test_inflight_request_completes_during_drain(sluice, upstream, sig):
     wait_for(lambda: upstream.stats()["inflight"] >= 1, 5, what="the slow request at the upstream")
     t0 = time.monotonic()
     sluice.send_signal(sig)
-    time.sleep(0.2)
-    # /readyz is 503 while the request is still in flight; the process is alive.
-    status = sluice.admin_get("/readyz", timeout=1)[0]
-    assert status == 503, "/readyz during drain: %d" % status
+    # /readyz turns 503 (the signal has been handled) while the request is
+    # still in flight; the process is alive.
+    wait_for(lambda: sluice.admin_get("/readyz", timeout=1)[0] == 503, 2.0, interval=0.02,
+             what="/readyz 503 during drain")
+    assert upstream.stats()["inflight"] >= 1, "the slow request ended before the drain was seen"
     assert sluice.admin_get("/healthz", timeout=1)[0] == 200
 
     r, closed = bg.result(10)

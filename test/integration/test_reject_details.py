@@ -4,9 +4,8 @@ JSON, unknown firmware counted, upstream queue-full refusals counted,
 accepted connections counted, and `check` opening certificates."""
 import json
 import os
-import threading
 
-from helpers import base_config, h1_once, run_cli
+from helpers import H2Client, H2Stream, base_config, h1_once, run_cli
 
 
 def get(port, path, headers=()):
@@ -54,25 +53,29 @@ def test_unknown_firmware_denied_when_configured(start_sluice):
 
 
 def test_queue_full_is_refused_503_and_counted(start_sluice):
+    """One upstream connection, one waiting place: with the connection busy
+    and the place taken, the next request is refused at once. The order is
+    made by the protocol, not by sleeping: three HTTP/2 requests in one
+    write reach sluice in stream order, once the pool's only connection is
+    open and idle."""
     cfg = base_config()
     cfg["upstreams"]["identity"].update({"max_connections": 1, "max_pending": 1})
     s = start_sluice(cfg, workers=1)
-    results = []
-
-    def slow():
-        results.append(get(s.port, "/slow?ms=1500")[0])
-
-    threads = [threading.Thread(target=slow) for _ in range(2)]
-    for t in threads:
-        t.start()
-    import time
-    time.sleep(0.5)  # one request holds the connection, one waits
-    status, hdrs, body = get(s.port, "/v1/shed")
-    for t in threads:
-        t.join(10)
-    assert status == 503
-    assert json.loads(body)["error"] == "upstream_queue_full"
-    assert sorted(results) == [200, 200]
+    with H2Client(s.port) as c:
+        warm = c.get("/v1/warm")  # opens the pool's one connection, left idle
+        assert warm.status == 200
+        sids = []
+        for path in ("/slow?ms=1500", "/slow?ms=1500", "/v1/shed"):
+            sid = c.conn.get_next_available_stream_id()
+            c.streams[sid] = H2Stream(sid)
+            c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"),
+                                      (":authority", "a"), (":path", path)], end_stream=True)
+            sids.append(sid)
+        c.flush()  # one write
+        holds, waits, shed = c.wait_all(sids, timeout=10)
+    assert shed.status == 503
+    assert json.loads(shed.body)["error"] == "upstream_queue_full"
+    assert (holds.status, waits.status) == (200, 200)
     assert s.metric("sluice_rejections_total", reason="queue_full") == 1
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from admission_helpers import admission_config, device_headers, route
 from helpers import (H1Conn, H2Client, base_config, metric_sum, port_refuses, release_ports,
-                     run_h2load, to_yaml, wait_for)
+                     run_cli, run_h2load, to_yaml, wait_for)
 
 BLOCK = {"firmware": [{"name": "inc-2041", "class": "airtame-hub", "versions": ">=3.8.0 <3.8.1",
                        "status": 403, "reason": "INC-2041"}]}
@@ -223,31 +223,66 @@ def _render(s, cfg):
 # ---- invalid files ----------------------------------------------------------------
 
 
-def _check_old_serves_then_fix(s, g0, fails0):
-    wait_for(lambda: reloads(s, "failure") > fails0, 3.0, what="a failed reload")
+def _write_atomically(path, text):
+    """Replaces |path| in one rename, so the watcher never sees a half or an
+    empty file that is not the one under test."""
+    tmp = os.path.join(os.path.dirname(path), ".%s.tmp" % os.path.basename(path))
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _rejections(s, path):
+    """(line, col, error) of every "reload rejected" log line about |path|."""
+    out = []
+    for l in s.logs():
+        m = re.match(r"(.*):(\d+):(\d+)$", l.get("where", ""))
+        if l["msg"].startswith("reload rejected") and m and m.group(1) == path:
+            out.append((int(m.group(2)), int(m.group(3)), l.get("error", "")))
+    return out
+
+
+def _check_old_serves_then_fix(s, g0, fails0, config0, path, line, error):
+    """The reload of the broken file failed, for the reason the test caused
+    (the error at |path|:|line| contains |error|), and the configuration
+    running before (|config0|, which blocks a device) still serves; then a
+    good file is picked up."""
+    wait_for(lambda: any(l == line and error in e for l, _, e in _rejections(s, path)), 3.0,
+             what="the reload of the broken file to be rejected")
+    assert reloads(s, "failure") > fails0
     assert last_ok(s) == 0
     assert generation(s) == g0
-    assert get_status(s.port) == 200 and not blocked_now(s)
-    s.write_config(block_config())
+    status, _, body = s.admin_get("/config")
+    assert status == 200 and body == config0, "the running configuration changed"
+    assert blocked_now(s), "the old configuration's blocklist no longer applies"
+    assert get_status(s.port) == 200
+    s.write_config(admission_config())  # good, and it blocks nothing
     wait_for(lambda: last_ok(s) == 1, 3.0, what="the fixed file to load")
-    assert blocked_now(s)
+    assert not blocked_now(s)
     assert generation(s) == g0 + 1
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("how", ["truncated", "empty"])
 def test_broken_file_keeps_old_config(start_sluice, how):
-    s = start_sluice(admission_config())
+    """The running configuration blocks a device; a broken file must leave
+    it exactly as it was (a fallback to defaults or to the part of the file
+    that parses would unblock the device or change /config)."""
+    s = start_sluice(block_config())
+    assert blocked_now(s)
     g0, fails0 = generation(s), reloads(s, "failure")
-    text = _render(s, block_config())
+    _, _, config0 = s.admin_get("/config")
+    text = s.config_text
     if how == "truncated":
         # Cut inside a quoted scalar: the YAML ends mid-token.
-        broken = text[:text.index("INC-2041") + 3]
+        cut = text.index("INC-2041") + 3
+        broken = text[:cut]
+        line, error = broken.count("\n") + 1, "syntax error"
     else:
         broken = ""
-    with open(s.config_path, "w") as f:
-        f.write(broken)
-    _check_old_serves_then_fix(s, g0, fails0)
+        line, error = 1, "no listeners defined"
+    _write_atomically(s.config_path, broken)
+    _check_old_serves_then_fix(s, g0, fails0, config0, s.config_path, line, error)
 
 
 @pytest.mark.timeout(30)
@@ -296,6 +331,83 @@ def test_dropin_overrides_route_by_name(start_sluice, tmp_path):
     line = reload_lines(s)[-1]
     assert "default" in line.get("routes_changed", ""), line
     assert "default/client_ip" in line.get("policies_fresh_names", ""), line
+
+
+def _vm_hwm_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+@pytest.mark.timeout(60)
+def test_huge_dropin_is_rejected_with_bounded_memory(start_sluice, tmp_path):
+    """A drop-in of two million list items (3.9 MiB, under the 4 MiB a file
+    may have) must fail the reload at the node bound, with the drop-in's
+    FILE:LINE:COL, keep the running configuration, and cost the process no
+    more memory than a drop-in that holds exactly the bound (parsed whole,
+    then rejected by the schema), give or take the bytes it has more (read
+    whole: 1x) and 8 MiB of allocator slack. Before the bound it cost
+    hundreds of MiB: what gets a pod OOM-killed."""
+    confd = tmp_path / "conf.d"
+    confd.mkdir()
+    # AddressSanitizer keeps freed memory in quarantine (256 MiB) instead of
+    # reusing it, so a second load would look like growth: none for this
+    # process, whose peaks are the figure under test.
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:"
+                                        "quarantine_size_mb=0")
+    s = start_sluice(admission_config(include=str(confd), blocklist=BLOCK), env=env)
+    assert blocked_now(s)
+    g0 = generation(s)
+    _, _, config0 = s.admin_get("/config")
+    drop = str(confd / "50-huge.yaml")
+
+    def items(n):
+        return "mode: [" + ",".join(["a"] * n) + "]\n"
+
+    # Where the bound falls in such a drop-in (the item at column 8 + 2i):
+    # asked of `sluice check` on a copy, so that the process under test
+    # loads the drop-in at the bound first.
+    huge = items(2000000)
+    assert len(huge) < 4 << 20
+    probe = tmp_path / "probe.d"
+    probe.mkdir()
+    (probe / "50-huge.yaml").write_text(huge)
+    probe_main = tmp_path / "probe.yaml"
+    probe_main.write_text(s.config_text.replace(str(confd), str(probe)))
+    p = run_cli(["check", "-c", str(probe_main)], binary=s.binary)
+    m = re.search(re.escape(str(probe / "50-huge.yaml")) + r":1:(\d+): too many nodes "
+                  r"\(limit 200000", p.stderr)
+    assert m, p.stderr
+    fit = (int(m.group(1)) - 8) // 2
+
+    # The drop-in at exactly the bound: its tree is the largest a load can
+    # build; it is parsed whole and rejected by the schema.
+    fails0 = reloads(s, "failure")
+    _write_atomically(drop, items(fit))
+    status, doc = post_reload(s)
+    assert (status, doc["result"]) == (400, "failure"), doc
+    assert "too many nodes" not in doc["errors"] and re.search(
+        re.escape(drop) + r":1:7: mode: ", doc["errors"]), doc["errors"]
+    hwm_fit = _vm_hwm_kib(s.proc.pid)
+
+    # The huge one: rejected at the bound, and the process's peak grows by
+    # no more than the extra bytes and the slack.
+    _write_atomically(drop, huge)
+    status, doc = post_reload(s)
+    assert (status, doc["result"]) == (400, "failure"), doc
+    assert re.search(re.escape(drop) + r":1:%d: too many nodes \(limit 200000" % (8 + 2 * fit),
+                     doc["errors"]), doc["errors"]
+    hwm_huge = _vm_hwm_kib(s.proc.pid)
+    extra_kib = (len(huge) - len(items(fit))) // 1024
+    assert hwm_huge - hwm_fit <= extra_kib + 8 * 1024, (hwm_fit, hwm_huge)
+    assert reloads(s, "failure") >= fails0 + 2
+
+    # the running configuration is the one from before
+    assert last_ok(s) == 0 and generation(s) == g0
+    assert s.admin_get("/config")[2] == config0
+    assert blocked_now(s) and get_status(s.port) == 200
+    os.unlink(drop)
+    assert post_reload(s)[1]["result"] == "success"
+    assert generation(s) == g0 + 1
 
 
 @pytest.mark.timeout(30)
@@ -502,10 +614,11 @@ def test_thousand_sighups_under_load(start_sluice):
     s = start_sluice(admission_config())
     ok0 = reloads(s, "success")
     t, out = h2load_background(s.url("/v1/load"), "-n", "30000", "-c", "4", "-m", "4")
-    time.sleep(0.2)
+    wait_for(lambda: s.metric("sluice_requests_total") > 0, 10, interval=0.02,
+             what="the load to reach sluice")
     for i in range(1000):  # spread over ~2 s of the run
         s.send_signal(signal.SIGHUP)
-        time.sleep(0.002)
+        time.sleep(0.002)  # paces the storm (the thing under test), synchronises nothing
     assert s.running()
     t.join(120)
     r = out[0]
