@@ -478,9 +478,8 @@ void sl_ratelimit_refund(struct sl_ratelimit_table *t, const struct sl_rl_ref *r
                          uint64_t period_ns) {
   if (period_ns == 0) return;
   struct bucket *b1 = ref->b1, *b2 = ref->b2;
-  struct bucket *lo = b1 < b2 ? b1 : b2, *hi = b1 < b2 ? b2 : b1;
-  spin_lock(&lo->lock);
-  spin_lock(&hi->lock);
+  spin_lock(&b1->lock);
+  lock_second(b1, b2);
   /* A key charged moments ago has its TAT in the future, so neither
    * eviction nor the sweep (both take only TAT <= now) has removed it: if
    * it is not resident, its charge went to the overflow bucket. */
@@ -488,8 +487,8 @@ void sl_ratelimit_refund(struct sl_ratelimit_table *t, const struct sl_rl_ref *r
   int i = bucket_find(b1, ref->fp);
   if (i < 0) i = bucket_find(b = b2, ref->fp);
   if (i >= 0) b->tat[i] = uncharge(b->tat[i], period_ns);
-  spin_unlock(&hi->lock);
-  spin_unlock(&lo->lock);
+  spin_unlock(&b2->lock);
+  spin_unlock(&b1->lock);
   if (i >= 0) return;
   uint64_t cur = atomic_load_explicit(&t->overflow_tat, memory_order_relaxed);
   while (!atomic_compare_exchange_weak_explicit(&t->overflow_tat, &cur, uncharge(cur, period_ns),

@@ -77,18 +77,6 @@ static int h1_count_head(struct sl_h1 *h, size_t n) {
   return 0;
 }
 
-/* Between requests: no field is pending; a scratch that a big split head
- * grew is given back rather than held by an idle keep-alive connection. */
-static void h1_pieces_reset(struct sl_h1 *h) {
-  struct sl_hpiece *ps[] = {&h->field, &h->value, &h->target};
-  for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) {
-    if (ps[i]->cap > SL_HPIECE_KEEP_CAP)
-      sl_hpiece_free(ps[i]);
-    else
-      sl_hpiece_clear(ps[i]);
-  }
-}
-
 static int on_message_begin(llhttp_t *p) {
   struct sl_h1 *h = p->data;
   struct sl_conn *c = h->c;
@@ -96,7 +84,9 @@ static int on_message_begin(llhttp_t *p) {
   if (!h->cur) return h1_fail(h, 503, "out_of_memory");
   h->cur->req.scheme = c->ssl ? "https" : "http";
   h->state = H1_HEADERS;
-  h1_pieces_reset(h);
+  sl_hpiece_reset(&h->field);
+  sl_hpiece_reset(&h->value);
+  sl_hpiece_reset(&h->target);
   h->url = NULL;
   h->head_bytes = h->n_headers = h->n_host = 0;
   h->head_request = false;

@@ -46,6 +46,16 @@ static inline void sl_hpiece_free(struct sl_hpiece *p) {
   sl_hpiece_clear(p);
 }
 
+/* Between messages: forgets the bytes, and gives back a scratch that a big
+ * split head grew (over SL_HPIECE_KEEP_CAP) rather than hold it on an idle
+ * keep-alive connection. */
+static inline void sl_hpiece_reset(struct sl_hpiece *p) {
+  if (p->cap > SL_HPIECE_KEEP_CAP)
+    sl_hpiece_free(p);
+  else
+    sl_hpiece_clear(p);
+}
+
 /* Makes buf hold at least |need| bytes, keeping its contents and moving
  * |at| along when it points into buf. Returns 0, or -1 on out-of-memory. */
 static inline int sl_hpiece_reserve(struct sl_hpiece *p, size_t need) {

@@ -276,16 +276,25 @@ static void up_close(struct sl_upconn *u) {
 /* Lazy timer (libev "be smart about timeouts"): setting or extending a
  * deadline stores it; only an earlier deadline re-arms the heap timer,
  * and a timer that fires early re-arms for the remainder. */
-static void up_set_timeout(struct sl_upconn *u, uint64_t ms) {
+/* Arms the libev timer for the absolute deadline |at| (the current
+ * deadline becomes |at| too). */
+static void up_arm_at(struct sl_upconn *u, ev_tstamp at) {
   struct ev_loop *loop = u->pool->w->loop;
-  u->timeout = (ev_tstamp)ms / 1000.0;
-  ev_tstamp at = ev_now(loop) + u->timeout;
   u->timeout_at = at;
-  if (ev_is_active(&u->timer) && u->armed_at <= at) return;
   ev_timer_stop(loop, &u->timer);
-  ev_timer_set(&u->timer, u->timeout, 0.);
+  ev_timer_set(&u->timer, at - ev_now(loop), 0.);
   ev_timer_start(loop, &u->timer);
   u->armed_at = at;
+}
+
+static void up_set_timeout(struct sl_upconn *u, uint64_t ms) {
+  u->timeout = (ev_tstamp)ms / 1000.0;
+  ev_tstamp at = ev_now(u->pool->w->loop) + u->timeout;
+  u->timeout_at = at;
+  /* Lazy: a timer armed for an earlier deadline re-arms itself when it
+   * fires (up_on_timeout), so progress costs no heap operation. */
+  if (ev_is_active(&u->timer) && u->armed_at <= at) return;
+  up_arm_at(u, at);
 }
 
 /* Progress: the current timeout starts over. */
@@ -922,22 +931,13 @@ static void up_body_timeout(struct sl_upconn *u, ev_tstamp now) {
     sl_stream_respond_error(s, 408, "request_body_timeout", "http", 0);
     return;
   }
-  ev_tstamp next = now + u->timeout < client_due ? now + u->timeout : client_due;
-  struct ev_loop *loop = u->pool->w->loop;
-  u->timeout_at = next;
-  ev_timer_set(&u->timer, next - now, 0.);
-  ev_timer_start(loop, &u->timer);
-  u->armed_at = next;
+  up_arm_at(u, now + u->timeout < client_due ? now + u->timeout : client_due);
 }
 
 static void up_on_timeout(struct sl_upconn *u) {
-  struct ev_loop *loop = u->pool->w->loop;
-  ev_tstamp now = ev_now(loop);
+  ev_tstamp now = ev_now(u->pool->w->loop);
   if (u->timeout_at > now) {
-    /* The deadline moved on since the timer was armed: not yet. */
-    ev_timer_set(&u->timer, u->timeout_at - now, 0.);
-    ev_timer_start(loop, &u->timer);
-    u->armed_at = u->timeout_at;
+    up_arm_at(u, u->timeout_at); /* the deadline moved on since: not yet */
     return;
   }
   switch (u->state) {
@@ -1068,17 +1068,20 @@ static void up_on_readable(struct ev_loop *loop, struct sl_upconn *u) {
 
 /* ---- response parsing --------------------------------------------- */
 
+/* An interim answer (RFC 9110 §15.2): 1xx other than 101, which ends the
+ * exchange as a protocol switch. */
+static inline bool status_is_interim(int status) {
+  return status >= 100 && status < 200 && status != 101;
+}
+
 /* A new message (an interim 1xx, the final response): its head is
  * counted from zero. */
 static int on_resp_message_begin(llhttp_t *p) {
   struct sl_upconn *u = p->data;
   u->head_bytes = u->head_fields = 0;
   u->parse_error = NULL;
-  /* A scratch a big split head grew is not held for the next response. */
-  if (u->field.cap > SL_HPIECE_KEEP_CAP) sl_hpiece_free(&u->field);
-  if (u->value.cap > SL_HPIECE_KEEP_CAP) sl_hpiece_free(&u->value);
-  sl_hpiece_clear(&u->field);
-  sl_hpiece_clear(&u->value);
+  sl_hpiece_reset(&u->field);
+  sl_hpiece_reset(&u->value);
   return 0;
 }
 
@@ -1120,7 +1123,7 @@ static int on_resp_header_value_complete(llhttp_t *p) {
   }
   if (!u->s) return 0;
   /* An interim answer's fields are not forwarded: not stored either. */
-  if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101) {
+  if (status_is_interim(p->status_code)) {
     sl_hpiece_clear(&u->field);
     sl_hpiece_clear(&u->value);
     return 0;
@@ -1155,7 +1158,7 @@ static int on_resp_headers_complete(llhttp_t *p) {
   struct sl_upconn *u = p->data;
   struct sl_stream *s = u->s;
   int status = p->status_code;
-  if (status >= 100 && status < 200 && status != 101 && ++u->interims > UP_INTERIM_MAX) {
+  if (status_is_interim(status) && ++u->interims > UP_INTERIM_MAX) {
     u->parse_error = "upstream_bad_response";
     return -1;
   }
@@ -1165,7 +1168,7 @@ static int on_resp_headers_complete(llhttp_t *p) {
     if (status == 101) return -1; /* nobody asked to switch protocols */
     return u->cur_is_head ? 1 : 0;
   }
-  if (status >= 100 && status < 200 && status != 101) {
+  if (status_is_interim(status)) {
     /* Interim responses are not forwarded (100 Continue was answered
      * by sluice itself); wait for the final one. */
     s->resp.n_headers = 0;
