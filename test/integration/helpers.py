@@ -57,23 +57,43 @@ def wait_for(pred, timeout, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
-def tcp_rx_queues(local_port=None, remote_port=None):
-    """Bytes waiting in the receive queue of each established IPv4 TCP
-    socket on this host whose local (or remote) port is the one given
-    (/proc/net/tcp), sorted."""
+def tcp_sockets(local_port=None, remote_port=None, established=True):
+    """The IPv4 TCP sockets on this host (/proc/net/tcp) whose local and
+    remote ports are the ones given (None: any), as (local_port,
+    remote_port, tx_queue, rx_queue) tuples; only ESTABLISHED ones unless
+    |established| is False."""
     out = []
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
             fields = line.split()
+            if established and fields[3] != "01":
+                continue
             lport = int(fields[1].rsplit(":", 1)[1], 16)
             rport = int(fields[2].rsplit(":", 1)[1], 16)
-            if fields[3] != "01":  # ESTABLISHED
-                continue
             if (local_port is None or lport == local_port) and \
                     (remote_port is None or rport == remote_port):
-                out.append(int(fields[4].split(":")[1], 16))
-    return sorted(out)
+                tx, rx = fields[4].split(":")
+                out.append((lport, rport, int(tx, 16), int(rx, 16)))
+    return out
+
+
+def tcp_rx_queues(local_port=None, remote_port=None):
+    """Bytes waiting in the receive queue of each established IPv4 TCP
+    socket whose local (or remote) port is the one given, sorted."""
+    return sorted(s[3] for s in tcp_sockets(local_port, remote_port))
+
+
+def proc_status(pid):
+    """{"VmRSS": KiB, "RssAnon": KiB, "VmHWM": KiB, ...} from /proc/PID/status."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            v = v.split()
+            if len(v) == 2 and v[1] == "kB":
+                out[k] = int(v[0])
+    return out
 
 
 def wait_tcp_stalled(timeout=10.0, what="the transfer to stall", **ports):

@@ -14,24 +14,15 @@ GROWTH_BOUND: far above what sluice needs, far below what buffering
 costs."""
 import hashlib
 import socket
-import time
 
 import h2.config
 import h2.connection
 import h2.events
 
-from helpers import base_config, wait_for, wait_tcp_stalled
+from helpers import base_config, proc_status, wait_for, wait_tcp_stalled
 
 SIZE = 64 << 20  # 64 MiB: far more than socket buffers and sluice's pipes
 GROWTH_BOUND = 16 * 1024  # KiB; see above
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def wait_upstream_stalled(s_, timeout=10.0):
@@ -59,10 +50,10 @@ def test_h1_slow_reader_does_not_grow_memory(start_sluice):
     s_ = start_sluice(base_config(), workers=1)
     c = socket.create_connection(("127.0.0.1", s_.port), timeout=20)
     c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    before = rss_kib(s_.pid)  # before the transfer begins
+    before = proc_status(s_.pid)["VmRSS"]  # before the transfer begins
     c.sendall(b"GET /bytes?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % SIZE)
     wait_upstream_stalled(s_)  # client reads nothing: everything in flight stalls
-    after = rss_kib(s_.pid)
+    after = proc_status(s_.pid)["VmRSS"]
     assert after - before < GROWTH_BOUND, "RSS grew %d KiB while the client did not read" % (
         after - before)
     # Now read it all: intact.
@@ -89,7 +80,7 @@ def test_h2_stream_without_window_does_not_grow_memory(start_sluice):
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
     sock.sendall(conn.data_to_send())
-    before = rss_kib(s_.pid)  # before the transfer begins
+    before = proc_status(s_.pid)["VmRSS"]  # before the transfer begins
     sid = conn.get_next_available_stream_id()
     conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "a"),
                             (":path", "/bytes?n=%d" % SIZE)], end_stream=True)
@@ -118,7 +109,7 @@ def test_h2_stream_without_window_does_not_grow_memory(start_sluice):
     wait_upstream_stalled(s_)
     pump()
     assert received == 65535
-    after = rss_kib(s_.pid)
+    after = proc_status(s_.pid)["VmRSS"]
     assert after - before < GROWTH_BOUND, "RSS grew %d KiB with the stream stalled" % (
         after - before)
     sock.close()

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import H1Conn, base_config, reserve_port, wait_for
+from helpers import H1Conn, base_config, proc_status, reserve_port, tcp_sockets
 
 HEAD_LIMIT = 65536
 VALUE = 60000   # bytes of the one big header value
@@ -28,26 +28,14 @@ RSS_BOUND = 4 * VALUE + 2 * 1024 * 1024
 
 
 def rss_bytes(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return proc_status(pid)["VmRSS"] * 1024
 
 
 def _queues(local_port, remote_port):
-    """(tx_queue, rx_queue) of the IPv4 socket local_port -> remote_port,
-    or None if there is none."""
-    want_l = ":%04X" % local_port
-    want_r = ":%04X" % remote_port
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            if parts[1].endswith(want_l) and parts[2].endswith(want_r):
-                tx, rx = parts[4].split(":")
-                return int(tx, 16), int(rx, 16)
-    return None
+    """(tx_queue, rx_queue) of the socket local_port -> remote_port, or
+    None if there is none."""
+    socks = tcp_sockets(local_port, remote_port)
+    return (socks[0][2], socks[0][3]) if socks else None
 
 
 def send_as_reads(sock, data, piece, timeout=80.0):

@@ -17,7 +17,6 @@ import ssl
 import threading
 import time
 
-import pytest
 
 from admission_helpers import admission_config, route
 from helpers import base_config

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import Blackhole, H1Conn, base_config, closed_port, curl, wait_for
+from helpers import Blackhole, H1Conn, base_config, closed_port, curl, tcp_sockets, wait_for
 
 
 def assert_sluice_error(status, headers, body, want):
@@ -26,20 +26,6 @@ def assert_sluice_error(status, headers, body, want):
     ra = headers("retry-after")
     assert ra is not None and ra.isdigit(), "retry-after header: %r" % ra
     return obj
-
-
-def established_at(port):
-    """TCP connections in ESTABLISHED state whose local port is |port|
-    (IPv4 loopback), from /proc/net/tcp."""
-    want = ":%04X" % port
-    n = 0
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            if parts[1].endswith(want) and parts[3] == "01":
-                n += 1
-    return n
 
 
 def h1_get(port, path, timeout=10):
@@ -103,7 +89,7 @@ def test_idle_closed_upstream_connections_are_not_reused(start_sluice, upstream_
             r = c.request("GET", "/v1/stale%d" % i)
             assert r.status == 200, "request %d after an idle close: %r" % (i, r)
             # The origin closed its idle side: the pool's connection is dead.
-            wait_for(lambda: established_at(up.port) == 0, 10, interval=0.01,
+            wait_for(lambda: not tcp_sockets(local_port=up.port), 10, interval=0.01,
                      what="the origin closing its idle connection")
     st = up.stats()
     assert st["connections"] - st["stats_connections"] >= 6, (

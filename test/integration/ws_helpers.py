@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 
-from helpers import H1Conn, H2Client, H2Stream, base_config
+from helpers import H1Conn, H2Client, H2Stream, base_config, proc_status  # noqa: F401 (re-exported)
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -562,18 +562,6 @@ def check_rejection(status, header, body, want_status, error, policy):
 
 
 # ---- processes -------------------------------------------------------------------
-
-def proc_status(pid):
-    """{"VmRSS": KiB, "RssAnon": KiB, "VmHWM": KiB, ...} from /proc/PID/status."""
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            v = v.split()
-            if len(v) == 2 and v[1] == "kB":
-                out[k] = int(v[0])
-    return out
-
 
 class Sender(threading.Thread):
     """Sends |chunks| (an iterable of bytes) on a socket in the background,
