@@ -8,6 +8,7 @@
 #include "sluice/blocklist.h"
 #include "sluice/breaker.h"
 #include "sluice/concurrency.h"
+#include "sluice/json.h"
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "sluice/retry.h"
@@ -117,17 +118,7 @@ static void add_shadow(struct sl_admission *out, enum sl_reject_reason r, const 
     snprintf(s->policy, sizeof(s->policy), "%s", route);
 }
 
-static void json_escaped(FILE *f, const char *s) {
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\')
-      fprintf(f, "\\%c", c);
-    else if (c < 0x20 || c == 0x7f)
-      fprintf(f, "\\u%04x", c);
-    else
-      fputc(c, f);
-  }
-}
+static void json_escaped(FILE *f, const char *s) { sl_json_escape_file(f, s, strlen(s)); }
 
 /* Explain output: one JSON object per policy evaluated. Policy names and
  * reasons come from configuration, so they are escaped. */

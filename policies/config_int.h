@@ -139,10 +139,6 @@ bool cfg_is_token(const char *s);
 char *cfg_regex_to_posix(const char *re, unsigned *class_group, char *err, size_t errlen,
                          size_t *err_off);
 
-/* FNV-1a, 64 bit, for policy identities. */
-#define CFG_FNV_INIT UINT64_C(0xcbf29ce484222325)
-uint64_t cfg_fnv_bytes(uint64_t h, const void *p, size_t n);
-uint64_t cfg_fnv_str(uint64_t h, const char *s);  /* NULL and "" differ */
-uint64_t cfg_fnv_u64(uint64_t h, uint64_t v);
+/* Policy identities are chained fingerprints (sluice/hash.h, sl_hash_mix*). */
 
 #endif

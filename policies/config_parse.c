@@ -528,22 +528,3 @@ fail:
 
 /* ---- identity hashing --------------------------------------------- */
 
-uint64_t cfg_fnv_bytes(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++) {
-    h ^= b[i];
-    h *= UINT64_C(0x100000001b3);
-  }
-  return h;
-}
-
-uint64_t cfg_fnv_str(uint64_t h, const char *s) {
-  if (!s) return cfg_fnv_bytes(h, "\xff", 1);
-  return cfg_fnv_bytes(h, s, strlen(s) + 1); /* the NUL separates fields */
-}
-
-uint64_t cfg_fnv_u64(uint64_t h, uint64_t v) {
-  unsigned char b[8];
-  for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
-  return cfg_fnv_bytes(h, b, 8);
-}

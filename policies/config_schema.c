@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/hash.h"
 #include "sluice/config.h"
 #include "sluice/path.h"
 #include "sluice/version.h"
@@ -465,7 +466,7 @@ static void parse_listener(struct schema *s, node_t *m, struct sl_listener_cfg *
   }
   /* Not the rate nor the burst: a reload that changes them converts the
    * table (sl_policies_attach) instead of starting it full. */
-  l->connect_rate.identity = cfg_fnv_str(cfg_fnv_str(CFG_FNV_INIT, "connect_rate"), l->name);
+  l->connect_rate.identity = sl_hash_mix_str(sl_hash_mix_str(SL_HASH_SEED, "connect_rate"), l->name);
 }
 
 struct named_ref {
@@ -590,9 +591,9 @@ static void breaker_defaults(struct sl_breaker_cfg *b) {
  * settings are tunables: a reload that changes them keeps the state (an
  * open breaker stays open) and retunes it (sl_policies_attach). */
 static uint64_t breaker_identity(const struct sl_upstream_cfg *u) {
-  uint64_t h = cfg_fnv_str(CFG_FNV_INIT, "breaker");
-  h = cfg_fnv_str(h, u->name);
-  return cfg_fnv_str(h, u->address.text);
+  uint64_t h = sl_hash_mix_str(SL_HASH_SEED, "breaker");
+  h = sl_hash_mix_str(h, u->name);
+  return sl_hash_mix_str(h, u->address.text);
 }
 
 static void parse_upstream(struct schema *s, node_t *key, node_t *m, struct sl_upstream_cfg *u) {
@@ -890,11 +891,11 @@ static void parse_overrides(struct schema *s, node_t *ov, struct sl_rate_limit_c
  * Rates, bursts and overrides are tunables: a reload that changes them
  * keeps the table and converts each key (sl_policies_attach). */
 static uint64_t rate_limit_identity(const char *route, const struct sl_rate_limit_cfg *rl) {
-  uint64_t h = cfg_fnv_str(CFG_FNV_INIT, "rate_limit");
-  h = cfg_fnv_str(h, route);
-  h = cfg_fnv_str(h, rl->name);
-  h = cfg_fnv_u64(h, rl->key);
-  return cfg_fnv_u64(h, rl->max_keys);
+  uint64_t h = sl_hash_mix_str(SL_HASH_SEED, "rate_limit");
+  h = sl_hash_mix_str(h, route);
+  h = sl_hash_mix_str(h, rl->name);
+  h = sl_hash_mix_u64(h, rl->key);
+  return sl_hash_mix_u64(h, rl->max_keys);
 }
 
 static bool parse_rate_limit(struct schema *s, node_t *m, struct sl_route_cfg *r,
@@ -988,7 +989,7 @@ static void parse_route(struct schema *s, node_t *m, struct sl_route_cfg *r) {
   }
   /* The route name only: a new `max` applies to the same counter, which
    * still holds the requests in flight. */
-  r->concurrency.identity = cfg_fnv_str(cfg_fnv_str(CFG_FNV_INIT, "concurrency"), r->name);
+  r->concurrency.identity = sl_hash_mix_str(sl_hash_mix_str(SL_HASH_SEED, "concurrency"), r->name);
   static const char *const prios[] = {"normal", "low", "high", NULL};
   int p;
   if (get_enum(s, m, "priority", prios, &p) > 0) r->priority = (enum sl_priority)p;
@@ -1130,8 +1131,8 @@ static void parse_shaping_rule(struct schema *s, node_t *m, struct sl_shaping_ru
   get_mode(s, m, &sr->mode);
   /* The cap's state survives a reload while the rule keeps its position in
    * the list; a new rate converts it (sl_policies_attach). */
-  sr->identity = cfg_fnv_str(0xcbf29ce484222325ull, "shaping-rate");
-  sr->identity = (sr->identity ^ (uint64_t)(sr - s->cfg->shaping)) * 0x100000001b3ull;
+  sr->identity = sl_hash_mix_u64(sl_hash_mix_str(SL_HASH_SEED, "shaping-rate"),
+                                 (uint64_t)(sr - s->cfg->shaping));
 }
 
 static void parse_shaping(struct schema *s, node_t *root) {

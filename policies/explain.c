@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sluice/json.h"
 #include "sluice/admission.h"
 #include "sluice/explain.h"
 #include "sluice/identify.h"
@@ -32,33 +33,6 @@ static const char *explain_header(const void *ctx, const char *name) {
   return NULL;
 }
 
-/* Length of the well-formed UTF-8 sequence at |s| (at most |n| bytes):
- * 1 to 4, or 0 if it is not one (stray continuation byte, overlong form,
- * surrogate, above U+10FFFF, truncated). RFC 3629 section 4. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n) {
-  unsigned char c = s[0];
-  size_t len;
-  unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf) {
-    len = 2;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    if (c == 0xe0) lo = 0xa0;
-    if (c == 0xed) hi = 0x9f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    if (c == 0xf0) lo = 0x90;
-    if (c == 0xf4) hi = 0x8f;
-  } else {
-    return 0;
-  }
-  if (n < len || s[1] < lo || s[1] > hi) return 0;
-  for (size_t i = 2; i < len; i++)
-    if (s[i] < 0x80 || s[i] > 0xbf) return 0;
-  return len;
-}
-
 /* JSON string (with quotes) of at most |n| bytes of |s|, or null. Request
  * paths and header values are bytes, not text: a byte that is not part of
  * well-formed UTF-8 becomes U+FFFD, so the document stays valid JSON. */
@@ -68,28 +42,7 @@ static void json_str(FILE *f, const char *s, size_t n) {
     return;
   }
   fputc('"', f);
-  for (size_t i = 0; i < n && s[i];) {
-    unsigned char c = (unsigned char)s[i];
-    if (c == '"' || c == '\\') {
-      fprintf(f, "\\%c", c);
-    } else if (c < 0x20 || c == 0x7f) {
-      fprintf(f, "\\u%04x", c);
-    } else if (c >= 0x80) {
-      size_t avail = strnlen(s + i, n - i < 4 ? n - i : 4);
-      size_t k = utf8_seq_len((const unsigned char *)s + i, avail);
-      if (k == 0) {
-        fputs("\\ufffd", f);
-        i++;
-      } else {
-        fwrite(s + i, 1, k, f);
-        i += k;
-      }
-      continue;
-    } else {
-      fputc(c, f);
-    }
-    i++;
-  }
+  sl_json_escape_file(f, s, strnlen(s, n));
   fputc('"', f);
 }
 

@@ -75,6 +75,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/hash.h"
 #include "sluice/ratelimit.h"
 
 #define SLOTS 7
@@ -95,7 +96,7 @@ struct sl_ratelimit_table {
   void *mem;
   uint64_t nbuckets;
   uint64_t max_keys;
-  uint64_t k0, k1;        /* SipHash key */
+  struct sl_hash_key key; /* SipHash key (sluice/hash.h) */
   size_t bytes;
   _Alignas(64) _Atomic uint64_t nkeys;
   _Atomic uint64_t evictions;
@@ -156,67 +157,6 @@ bool sl_gcra_step(uint64_t *tat, uint64_t period_ns, uint32_t burst, uint64_t no
   return v->admitted;
 }
 
-/* ---- SipHash-1-3 (Aumasson & Bernstein; 1 compression, 3 finalization
- * rounds as in Rust's std HashMap) ---------------------------------- */
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                              \
-  do {                                                                                        \
-    v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                                 \
-    v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                                    \
-    v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                                    \
-    v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                                 \
-  } while (0)
-
-static inline uint64_t load_le64(const uint8_t *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap64(v);
-#endif
-  return v;
-}
-
-/* The 128-bit output variant (v1 ^= 0xee at initialisation, 0xee then 0xdd
- * in finalisation, as the reference siphash.c with cROUNDS=1, dROUNDS=3):
- * |out| gets two independent 64-bit halves of the hash of all |len| bytes. */
-static void siphash13_128(uint64_t k0, uint64_t k1, const uint8_t *in, size_t len,
-                          uint64_t out[2]) {
-  uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1 ^ 0xee;
-  uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
-  const uint8_t *end = in + (len & ~(size_t)7);
-  for (; in != end; in += 8) {
-    uint64_t m = load_le64(in);
-    v3 ^= m;
-    SIPROUND;
-    v0 ^= m;
-  }
-  uint64_t b = (uint64_t)len << 56;
-  switch (len & 7) {
-  case 7: b |= (uint64_t)in[6] << 48; /* fall through */
-  case 6: b |= (uint64_t)in[5] << 40; /* fall through */
-  case 5: b |= (uint64_t)in[4] << 32; /* fall through */
-  case 4: b |= (uint64_t)in[3] << 24; /* fall through */
-  case 3: b |= (uint64_t)in[2] << 16; /* fall through */
-  case 2: b |= (uint64_t)in[1] << 8;  /* fall through */
-  case 1: b |= (uint64_t)in[0];       /* fall through */
-  default: break;
-  }
-  v3 ^= b;
-  SIPROUND;
-  v0 ^= b;
-  v2 ^= 0xee;
-  SIPROUND;
-  SIPROUND;
-  SIPROUND;
-  out[0] = v0 ^ v1 ^ v2 ^ v3;
-  v1 ^= 0xdd;
-  SIPROUND;
-  SIPROUND;
-  SIPROUND;
-  out[1] = v0 ^ v1 ^ v2 ^ v3;
-}
-
 /* ---- spinlock ------------------------------------------------------ */
 
 static inline void cpu_relax(void) {
@@ -267,8 +207,7 @@ struct sl_ratelimit_table *sl_ratelimit_table_new(uint32_t max_keys, const uint8
     return NULL;
   }
   t->buckets = (struct bucket *)(((uintptr_t)t->mem + 63) & ~(uintptr_t)63);
-  t->k0 = load_le64(seed);
-  t->k1 = load_le64(seed + 8);
+  t->key = sl_hash_key_from(seed);
   return t;
 }
 
@@ -293,7 +232,7 @@ struct keyref {
 static inline void key_locate(const struct sl_ratelimit_table *t, const void *key, size_t len,
                               struct keyref *k) {
   uint64_t hh[2];
-  siphash13_128(t->k0, t->k1, key, len, hh);
+  sl_siphash128(&t->key, key, len, hh);
   k->fp = hh[0] ? hh[0] : 1;
   k->cls = 0;
   uint64_t h = hh[1];

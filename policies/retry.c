@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sluice/json.h"
 #include "sluice/fmt.h"
 #include "sluice/retry.h"
 
@@ -36,34 +37,6 @@ uint32_t sl_retry_after_s(const struct sl_reject_cfg *cfg, uint64_t wait_ns, uin
   return (uint32_t)(lo + off);
 }
 
-/* Appends |s| as a JSON string body (no quotes); false when out of room. */
-static bool put_escaped(char *buf, size_t cap, size_t *len, const char *s) {
-  static const char hex[] = "0123456789abcdef";
-  for (; s && *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    char esc[7];
-    size_t n;
-    if (c == '"' || c == '\\') {
-      esc[0] = '\\', esc[1] = (char)c, n = 2;
-    } else if (c < 0x20) {
-      switch (c) {
-      case '\n': memcpy(esc, "\\n", 2), n = 2; break;
-      case '\r': memcpy(esc, "\\r", 2), n = 2; break;
-      case '\t': memcpy(esc, "\\t", 2), n = 2; break;
-      default:
-        memcpy(esc, "\\u00", 4);
-        esc[4] = hex[c >> 4], esc[5] = hex[c & 15], n = 6;
-      }
-    } else {
-      esc[0] = (char)c, n = 1;
-    }
-    if (cap - *len <= n) return false; /* keep one byte for the NUL */
-    memcpy(buf + *len, esc, n);
-    *len += n;
-  }
-  return true;
-}
-
 static bool put_raw(char *buf, size_t cap, size_t *len, const char *s) {
   size_t n = strlen(s);
   if (cap - *len <= n) return false;
@@ -82,8 +55,8 @@ int sl_reject_body_json(char *buf, size_t cap, const char *error, const char *po
   size_t nl = sizeof(pre) - 1 + sl_fmt_u64(num + sizeof(pre) - 1, retry_after_s);
   num[nl] = '}';
   num[nl + 1] = '\0';
-  if (!put_raw(buf, cap, &len, "{\"error\":\"") || !put_escaped(buf, cap, &len, error) ||
-      !put_raw(buf, cap, &len, "\",\"policy\":\"") || !put_escaped(buf, cap, &len, policy) ||
+  if (!put_raw(buf, cap, &len, "{\"error\":\"") || !sl_json_escape(buf, cap, &len, error) ||
+      !put_raw(buf, cap, &len, "\",\"policy\":\"") || !sl_json_escape(buf, cap, &len, policy) ||
       !put_raw(buf, cap, &len, num)) {
     buf[0] = '\0';
     return -1;

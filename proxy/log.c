@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sluice/json.h"
 #include "sluice/log.h"
 
 enum sl_log_level sl_log_min_level = SL_LOG_INFO;
@@ -25,39 +26,6 @@ int sl_log_level_parse(const char *s, enum sl_log_level *out) {
     return 0;
   }
   return -1;
-}
-
-void sl_json_escape(char *buf, size_t cap, size_t *len, const char *s) {
-  static const char hex[] = "0123456789abcdef";
-  size_t n = *len;
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    char esc[7];
-    size_t elen = 0;
-    if (c == '"' || c == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)c;
-      elen = 2;
-    } else if (c == '\n') {
-      memcpy(esc, "\\n", 2);
-      elen = 2;
-    } else if (c < 0x20 || c == 0x7f) {
-      esc[0] = '\\';
-      esc[1] = 'u';
-      esc[2] = '0';
-      esc[3] = '0';
-      esc[4] = hex[c >> 4];
-      esc[5] = hex[c & 15];
-      elen = 6;
-    } else {
-      esc[0] = (char)c;
-      elen = 1;
-    }
-    if (n + elen >= cap) break;
-    memcpy(buf + n, esc, elen);
-    n += elen;
-  }
-  *len = n;
 }
 
 static size_t log_prefix(char *buf, size_t cap, enum sl_log_level lvl, const char *msg) {

@@ -25,6 +25,8 @@
 #include <nghttp2/nghttp2.h>
 #include <openssl/sha.h>
 
+#include "sluice/hash.h"
+#include "sluice/json.h"
 #include "sluice/blocklist.h"
 #include "sluice/config.h"
 #include "sluice/explain.h"
@@ -603,87 +605,77 @@ static void set_reload_metrics(bool ok, const struct sl_config *cfg) {
 
 /* ---- what a reload changed ----------------------------------------- */
 
-/* FNV-1a over the fields that define behaviour, to tell "changed" from
+/* Fingerprints (sluice/hash.h) of the fields that define behaviour, to tell "changed" from
  * "same" per route, upstream and section. Not stored anywhere: a
  * collision only makes a log line say "unchanged". */
-#define DH_OFFSET 1469598103934665603ULL
-static uint64_t dh_bytes(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
-  return h;
-}
-static uint64_t dh_u64(uint64_t h, uint64_t v) { return dh_bytes(h, &v, sizeof(v)); }
-static uint64_t dh_str(uint64_t h, const char *s) {
-  return s ? dh_bytes(h, s, strlen(s) + 1) : dh_u64(h, 0x9e3779b97f4a7c15ULL);
-}
 
 static uint64_t dh_match(uint64_t h, const struct sl_route_match *m) {
-  h = dh_str(dh_str(dh_str(dh_str(h, m->path_prefix), m->method), m->host), m->listener);
-  h = dh_u64(h, (uint64_t)(int64_t)m->websocket);
+  h = sl_hash_mix_str(sl_hash_mix_str(sl_hash_mix_str(sl_hash_mix_str(h, m->path_prefix), m->method), m->host), m->listener);
+  h = sl_hash_mix_u64(h, (uint64_t)(int64_t)m->websocket);
   for (size_t i = 0; i < m->n_headers; i++)
-    h = dh_str(dh_str(h, m->headers[i].name), m->headers[i].value);
-  return dh_u64(h, m->n_headers);
+    h = sl_hash_mix_str(sl_hash_mix_str(h, m->headers[i].name), m->headers[i].value);
+  return sl_hash_mix_u64(h, m->n_headers);
 }
 
 /* Policy identities leave the tunables out (a retuned policy keeps its
  * state and is converted), so the diff hashes them apart: a rate limit's
  * rate, burst and overrides; a breaker's settings. */
 static uint64_t rate_limit_tunables(const struct sl_rate_limit_cfg *rl) {
-  uint64_t h = dh_u64(dh_u64(DH_OFFSET, rl->rate.period_ns), rl->burst);
+  uint64_t h = sl_hash_mix_u64(sl_hash_mix_u64(SL_HASH_SEED, rl->rate.period_ns), rl->burst);
   for (size_t j = 0; j < rl->n_overrides; j++)
-    h = dh_u64(dh_u64(dh_str(h, rl->overrides[j].match), rl->overrides[j].rate.period_ns),
+    h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_str(h, rl->overrides[j].match), rl->overrides[j].rate.period_ns),
                rl->overrides[j].burst);
   return h;
 }
 
 static uint64_t breaker_tunables(const struct sl_breaker_cfg *b) {
-  uint64_t h = dh_u64(dh_u64(dh_u64(DH_OFFSET, b->consecutive_failures), b->window_ms),
+  uint64_t h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_u64(SL_HASH_SEED, b->consecutive_failures), b->window_ms),
                       b->min_requests);
-  h = dh_bytes(h, &b->failure_ratio, sizeof(b->failure_ratio));
-  h = dh_u64(dh_u64(dh_u64(h, b->slow_call_ms), b->open_for_ms), b->half_open_probes);
-  return dh_u64(dh_u64(h, b->recovery_ramp_ms), (uint64_t)b->enabled);
+  h = sl_hash_mix(h, &b->failure_ratio, sizeof(b->failure_ratio));
+  h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_u64(h, b->slow_call_ms), b->open_for_ms), b->half_open_probes);
+  return sl_hash_mix_u64(sl_hash_mix_u64(h, b->recovery_ramp_ms), (uint64_t)b->enabled);
 }
 
 static uint64_t route_hash(const struct sl_route_cfg *r) {
-  uint64_t h = dh_match(dh_str(DH_OFFSET, r->name), &r->match);
-  h = dh_str(h, r->upstream ? r->upstream->name : NULL);
+  uint64_t h = dh_match(sl_hash_mix_str(SL_HASH_SEED, r->name), &r->match);
+  h = sl_hash_mix_str(h, r->upstream ? r->upstream->name : NULL);
   for (size_t i = 0; i < r->n_rate_limits; i++) {
     const struct sl_rate_limit_cfg *rl = &r->rate_limits[i];
-    h = dh_u64(dh_u64(h, rl->identity), (uint64_t)rl->mode);
-    h = dh_u64(h, rate_limit_tunables(rl));
+    h = sl_hash_mix_u64(sl_hash_mix_u64(h, rl->identity), (uint64_t)rl->mode);
+    h = sl_hash_mix_u64(h, rate_limit_tunables(rl));
   }
-  h = dh_u64(dh_u64(h, r->concurrency.identity), (uint64_t)r->concurrency.mode);
-  h = dh_u64(h, r->concurrency.max);
-  h = dh_u64(dh_u64(h, r->n_rate_limits), (uint64_t)r->priority);
-  return dh_u64(h, r->idle_timeout_ms);
+  h = sl_hash_mix_u64(sl_hash_mix_u64(h, r->concurrency.identity), (uint64_t)r->concurrency.mode);
+  h = sl_hash_mix_u64(h, r->concurrency.max);
+  h = sl_hash_mix_u64(sl_hash_mix_u64(h, r->n_rate_limits), (uint64_t)r->priority);
+  return sl_hash_mix_u64(h, r->idle_timeout_ms);
 }
 
 static uint64_t upstream_hash(const struct sl_upstream_cfg *u) {
-  uint64_t h = dh_str(dh_str(DH_OFFSET, u->name), u->address.text);
-  h = dh_u64(dh_u64(h, u->max_connections), u->max_pending);
-  h = dh_u64(dh_u64(dh_u64(h, u->connect_timeout_ms), u->response_timeout_ms),
+  uint64_t h = sl_hash_mix_str(sl_hash_mix_str(SL_HASH_SEED, u->name), u->address.text);
+  h = sl_hash_mix_u64(sl_hash_mix_u64(h, u->max_connections), u->max_pending);
+  h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_u64(h, u->connect_timeout_ms), u->response_timeout_ms),
              u->idle_timeout_ms);
-  h = dh_u64(h, breaker_tunables(&u->breaker));
-  return dh_u64(dh_u64(dh_u64(h, u->breaker.identity), (uint64_t)u->breaker.mode),
+  h = sl_hash_mix_u64(h, breaker_tunables(&u->breaker));
+  return sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_u64(h, u->breaker.identity), (uint64_t)u->breaker.mode),
                 (uint64_t)u->breaker.enabled);
 }
 
 static uint64_t identify_hash(const struct sl_identify_cfg *id) {
-  uint64_t h = dh_bytes(DH_OFFSET, id->trusted_proxies,
+  uint64_t h = sl_hash_mix(SL_HASH_SEED, id->trusted_proxies,
                         id->n_trusted_proxies * sizeof(*id->trusted_proxies));
-  h = dh_u64(dh_u64(h, id->n_trusted_proxies), id->ipv6_prefix);
-  h = dh_str(dh_str(h, id->device_class_header), id->device_class_ua_regex);
-  return dh_str(dh_str(h, id->firmware_header), id->device_id_header);
+  h = sl_hash_mix_u64(sl_hash_mix_u64(h, id->n_trusted_proxies), id->ipv6_prefix);
+  h = sl_hash_mix_str(sl_hash_mix_str(h, id->device_class_header), id->device_class_ua_regex);
+  return sl_hash_mix_str(sl_hash_mix_str(h, id->firmware_header), id->device_id_header);
 }
 
 static uint64_t shaping_hash(const struct sl_config *c) {
-  uint64_t h = dh_u64(DH_OFFSET, c->n_shaping);
+  uint64_t h = sl_hash_mix_u64(SL_HASH_SEED, c->n_shaping);
   for (size_t i = 0; i < c->n_shaping; i++) {
     const struct sl_shaping_rule *r = &c->shaping[i];
-    h = dh_match(dh_str(h, r->name), &r->match);
-    h = dh_u64(dh_u64(dh_u64(h, r->delay_fixed_ms), r->delay_jitter_ms), r->abort_status);
-    h = dh_bytes(h, &r->abort_percent, sizeof(r->abort_percent));
-    h = dh_u64(dh_u64(h, r->rate_cap.period_ns), (uint64_t)r->mode);
+    h = dh_match(sl_hash_mix_str(h, r->name), &r->match);
+    h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_u64(h, r->delay_fixed_ms), r->delay_jitter_ms), r->abort_status);
+    h = sl_hash_mix(h, &r->abort_percent, sizeof(r->abort_percent));
+    h = sl_hash_mix_u64(sl_hash_mix_u64(h, r->rate_cap.period_ns), (uint64_t)r->mode);
   }
   return h;
 }

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/hash.h"
 #include "sluice/metrics.h"
 
 /* Histogram upper bounds in seconds (Prometheus' defaults, plus 0.001),
@@ -111,18 +112,13 @@ static bool valid_name(const char *s, size_t n, bool is_label) {
   return !(is_label && n >= 2 && s[0] == '_' && s[1] == '_');
 }
 
-/* FNV-1a over the values, each including its terminating NUL so that
- * ("ab","c") and ("a","bc") differ. */
+/* The label set's fingerprint: each value with its terminating NUL, so
+ * that ("ab","c") and ("a","bc") differ. */
 static uint64_t hash_values(const char *const *values, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) {
-    const unsigned char *p = (const unsigned char *)(values[i] ? values[i] : "");
-    do {
-      h ^= *p;
-      h *= 1099511628211ull;
-    } while (*p++);
-  }
-  return h;
+  struct sl_hasher h;
+  sl_hasher_init(&h, sl_hash_process_key());
+  for (size_t i = 0; i < n; i++) sl_hasher_str(&h, values[i] ? values[i] : "");
+  return sl_hasher_final(&h);
 }
 
 /* ---- a growable output buffer ------------------------------------- */

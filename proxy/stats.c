@@ -6,6 +6,8 @@
 
 #include <stdatomic.h>
 
+#include "sluice/hash.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "proxy.h"
 #include "stats.h"
@@ -180,9 +182,14 @@ struct rej_cache_entry {
 };
 static __thread struct rej_cache_entry rej_cache[2][REJ_CACHE_SIZE];
 
-static uint64_t fnv1a(uint64_t h, const char *s) {
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-  return (h ^ 0xff) * 0x100000001b3ull;
+uint64_t sl_stats_rejection_key(const char *route, const char *policy,
+                                enum sl_reject_reason reason) {
+  struct sl_hasher h;
+  sl_hasher_init(&h, sl_hash_process_key());
+  sl_hasher_str(&h, route);
+  sl_hasher_str(&h, policy);
+  sl_hasher_str(&h, sl_reject_reason_name(reason));
+  return sl_hasher_final(&h);
 }
 
 /* Log throttle: per policy (route, policy, reason; shadow apart), at most
@@ -225,8 +232,7 @@ static struct rej_log_slot *rej_log_slot(uint64_t key) {
 
 void sl_stats_rejection(struct sl_worker *w, const char *route, const char *policy,
                         enum sl_reject_reason reason, bool shadow, const char *client_ip) {
-  uint64_t h = fnv1a(fnv1a(fnv1a(0xcbf29ce484222325ull, route), policy),
-                     sl_reject_reason_name(reason));
+  uint64_t h = sl_stats_rejection_key(route, policy, reason);
   struct rej_cache_entry *e = &rej_cache[shadow][h % REJ_CACHE_SIZE];
   if (e->hash != h || !e->series) {
     const char *values[3] = {route, policy, sl_reject_reason_name(reason)};

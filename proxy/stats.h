@@ -54,6 +54,10 @@ struct sl_metric_series *sl_stats_conn_series(const char *listener, int proto);
 
 /* Counts a refusal (or, with |shadow|, a shadow-mode one) and logs it,
  * throttled per policy. */
+/* The key a refusal is counted and throttled under (route, policy,
+ * reason); exposed so tests can find two policies on one log slot. */
+uint64_t sl_stats_rejection_key(const char *route, const char *policy,
+                                enum sl_reject_reason reason);
 void sl_stats_rejection(struct sl_worker *w, const char *route, const char *policy,
                         enum sl_reject_reason reason, bool shadow, const char *client_ip);
 void sl_stats_set_rejection_log_rate(uint32_t per_sec);

@@ -9,6 +9,7 @@
 
 #include <time.h>
 
+#include "sluice/json.h"
 #include "sluice/admission.h"
 #include "sluice/fmt.h"
 #include "sluice/identify.h"

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sluice/hash.h"
 #include "sluice/log.h"
 #include "watch.h"
 
@@ -50,30 +51,20 @@ struct sl_watch {
 
 /* ---- fingerprint ---------------------------------------------------- */
 
-#define FNV_OFFSET 1469598103934665603ULL
-#define FNV_PRIME 1099511628211ULL
-
-static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * FNV_PRIME;
-  return h;
-}
-
-static uint64_t fnv_u64(uint64_t h, uint64_t v) { return fnv_bytes(h, &v, sizeof(v)); }
 
 /* One file as stat(2) sees it through symlinks: which inode, how big,
  * when last written or renamed. A missing file hashes its errno, so its
  * appearance is a change too. */
 static uint64_t file_hash(uint64_t h, const char *path) {
   struct stat st;
-  if (stat(path, &st) != 0) return fnv_u64(h, (uint64_t)errno | (1ULL << 63));
-  h = fnv_u64(h, (uint64_t)st.st_dev);
-  h = fnv_u64(h, (uint64_t)st.st_ino);
-  h = fnv_u64(h, (uint64_t)st.st_size);
-  h = fnv_u64(h, (uint64_t)st.st_mtim.tv_sec);
-  h = fnv_u64(h, (uint64_t)st.st_mtim.tv_nsec);
-  h = fnv_u64(h, (uint64_t)st.st_ctim.tv_sec);
-  return fnv_u64(h, (uint64_t)st.st_ctim.tv_nsec);
+  if (stat(path, &st) != 0) return sl_hash_mix_u64(h, (uint64_t)errno | (1ULL << 63));
+  h = sl_hash_mix_u64(h, (uint64_t)st.st_dev);
+  h = sl_hash_mix_u64(h, (uint64_t)st.st_ino);
+  h = sl_hash_mix_u64(h, (uint64_t)st.st_size);
+  h = sl_hash_mix_u64(h, (uint64_t)st.st_mtim.tv_sec);
+  h = sl_hash_mix_u64(h, (uint64_t)st.st_mtim.tv_nsec);
+  h = sl_hash_mix_u64(h, (uint64_t)st.st_ctim.tv_sec);
+  return sl_hash_mix_u64(h, (uint64_t)st.st_ctim.tv_nsec);
 }
 
 /* The drop-ins the loader would read (policies/config.c load_includes:
@@ -81,7 +72,7 @@ static uint64_t file_hash(uint64_t h, const char *path) {
  * readdir(3) order is not guaranteed. At most SL_WATCH_MAX_ENTRIES. */
 static uint64_t include_hash(uint64_t h, const char *dir) {
   DIR *dp = opendir(dir);
-  if (!dp) return fnv_u64(h, (uint64_t)errno | (1ULL << 62));
+  if (!dp) return sl_hash_mix_u64(h, (uint64_t)errno | (1ULL << 62));
   uint64_t sum = 0, n = 0;
   char path[PATH_MAX];
   struct dirent *de;
@@ -90,15 +81,15 @@ static uint64_t include_hash(uint64_t h, const char *dir) {
     if (de->d_name[0] == '.' || nl <= 5 || strcmp(de->d_name + nl - 5, ".yaml") != 0) continue;
     int pl = snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
     if (pl < 0 || (size_t)pl >= sizeof(path)) continue;
-    sum += file_hash(fnv_bytes(FNV_OFFSET, de->d_name, nl), path);
+    sum += file_hash(sl_hash_mix(SL_HASH_SEED, de->d_name, nl), path);
     n++;
   }
   closedir(dp);
-  return fnv_u64(fnv_u64(h, n), sum);
+  return sl_hash_mix_u64(sl_hash_mix_u64(h, n), sum);
 }
 
 uint64_t sl_watch_fingerprint(const struct sl_watch *w) {
-  uint64_t h = file_hash(FNV_OFFSET, w->config_path);
+  uint64_t h = file_hash(SL_HASH_SEED, w->config_path);
   if (w->include_dir) h = include_hash(h, w->include_dir);
   for (size_t i = 0; i < w->n_extra; i++) h = file_hash(h, w->extra[i]);
   return h;

@@ -33,8 +33,5 @@ void sl_log_(enum sl_log_level lvl, const char *msg, ...) __attribute__((sentine
 void sl_log_json(enum sl_log_level lvl, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Appends |s| JSON-escaped (without quotes) to |buf| of |cap| bytes at
- * |*len|; truncates rather than overflow. */
-void sl_json_escape(char *buf, size_t cap, size_t *len, const char *s);
 
 #endif

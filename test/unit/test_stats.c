@@ -138,10 +138,10 @@ static void test_lagging_worker_clock_opens_no_window(void **st) {
   free(text);
 }
 
-/* Old slot number of a throttle key (256 slots by the high hash bits). */
+/* Home slot of a throttle key (REJ_LOG_SLOTS of stats.c, 1024). */
 static size_t old_slot(const char *route, const char *policy) {
-  uint64_t h = fnv1a(fnv1a(fnv1a(0xcbf29ce484222325ull, route), policy), "rate_limit");
-  return (size_t)(h >> 32) % 256;
+  uint64_t h = sl_stats_rejection_key(route, policy, SL_REASON_RATE_LIMIT);
+  return (size_t)(h ^ (h >> 32)) % 1024;
 }
 
 /* A storm on one policy neither silences another policy nor lends it its
