@@ -95,7 +95,7 @@ static void test_body_json(void **st) {
   assert_string_equal(buf, "{\"error\":\"rate_limited\",\"policy\":\"connect/client_ip\",\"retry_after\":7}");
   assert_int_equal(n, (int)strlen(buf));
   n = sl_reject_body_json(buf, sizeof(buf), "blocked", "a\"b\\c\nd\x01\te", 0);
-  assert_string_equal(buf, "{\"error\":\"blocked\",\"policy\":\"a\\\"b\\\\c\\nd\\u0001\\te\",\"retry_after\":0}");
+  assert_string_equal(buf, "{\"error\":\"blocked\",\"policy\":\"a\\\"b\\\\c\\nd\\u0001\\u0009e\",\"retry_after\":0}");
   n = sl_reject_body_json(buf, sizeof(buf), "x", NULL, 4294967295u);
   assert_string_equal(buf, "{\"error\":\"x\",\"policy\":\"\",\"retry_after\":4294967295}");
   /* UTF-8 passes through. */
