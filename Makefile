@@ -20,15 +20,16 @@ CC          ?= cc
 CSTD        := -std=gnu11
 WARN        := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wmissing-prototypes \
                -Wstrict-prototypes -Wformat=2 -Wpointer-arith
-CPPFLAGS    += -Iinclude -I$(LLHTTP_INC) -D_GNU_SOURCE
+CPPFLAGS    += -Iinclude -Iproxy -I$(LLHTTP_INC) -D_GNU_SOURCE
 OPTFLAGS    ?= -O2 -g
 LIBS        := -lnghttp2 -lev -lssl -lcrypto -lyaml -lpthread -lm
 
 SAN_FLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined
 
-SRC_PROXY    := $(sort $(wildcard proxy/*.c))
-SRC_POLICIES := $(sort $(wildcard policies/*.c))
+# Sources are found in every subfolder (proxy/core, proxy/front, ...).
+SRC_PROXY    := $(sort $(shell find proxy -name '*.c'))
+SRC_POLICIES := $(sort $(shell find policies -name '*.c'))
 SRC_LLHTTP   := $(LLHTTP_DIR)/llhttp.c $(LLHTTP_DIR)/api.c $(LLHTTP_DIR)/http.c
 MAIN_SRC     := proxy/main.c
 LIB_SRC      := $(filter-out $(MAIN_SRC),$(SRC_PROXY)) $(SRC_POLICIES)
