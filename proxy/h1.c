@@ -20,9 +20,9 @@
 
 #include "sluice/log.h"
 #include "sluice/retry.h"
-#include "hpiece.h"
+#include "core/hpiece.h"
 #include "proxy.h"
-#include "stats.h"
+#include "core/stats.h"
 #include "ws.h"
 
 enum h1_state {

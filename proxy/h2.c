@@ -25,7 +25,7 @@
 #include "sluice/log.h"
 #include "proxy.h"
 #include "h2mem.h"
-#include "stats.h"
+#include "core/stats.h"
 
 /* The connection-level receive window: the sum of in-flight request body
  * bytes one client may have buffered in sluice at once. */

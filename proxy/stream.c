@@ -20,7 +20,7 @@
 #include "sluice/route.h"
 #include "proxy.h"
 #include "sluice/breaker.h"
-#include "stats.h"
+#include "core/stats.h"
 
 /* Recycled streams, per worker thread: a stream and the first chunk of its
  * arena are reused, so a request costs no malloc in steady state. Bounded
@@ -63,16 +63,6 @@ struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops 
   s->gen = sl_gen_ref(c->w->gen);
   s->started = ev_now(c->w->loop);
   return s;
-}
-
-uint64_t sl_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t t = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-#ifdef SLUICE_TESTING
-  t += atomic_load_explicit(&sl_test_clock_offset_ns, memory_order_relaxed); /* testclock.c */
-#endif
-  return t;
 }
 
 /* xorshift64*: per-thread, seeded from the clock and the thread's stack

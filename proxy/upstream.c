@@ -30,9 +30,9 @@
 #include <llhttp.h>
 
 #include "sluice/log.h"
-#include "hpiece.h"
+#include "core/hpiece.h"
 #include "proxy.h"
-#include "stats.h"
+#include "core/stats.h"
 
 enum up_state { UP_CONNECTING = 0, UP_IDLE, UP_ACTIVE };
 

@@ -42,7 +42,7 @@
 #include "sluice/log.h"
 #include "sluice/policy_state.h"
 #include "../../proxy/proxy.h"
-#include "../../proxy/stats.h"
+#include "core/stats.h"
 #include "../../proxy/ws.h"
 
 /* ---- what proxy/main.c provides to the library -------------------- */

@@ -1,5 +1,5 @@
 /*
- * Unit tests for proxy/admin.c: a real admin listener on 127.0.0.1:0, its
+ * Unit tests for proxy/admin/admin.c: a real admin listener on 127.0.0.1:0, its
  * libev loop in a thread, driven with plain blocking sockets.
  */
 #include <setjmp.h>
@@ -27,7 +27,7 @@
 
 #include "sluice/config-t.h"
 #include "sluice/metrics.h"
-#include "../../proxy/admin.h"
+#include "admin/admin.h"
 
 /* ---- hooks -------------------------------------------------------- */
 

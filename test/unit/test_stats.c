@@ -1,4 +1,4 @@
-/* Unit tests for proxy/stats.c: rejection counters and the per-policy log
+/* Unit tests for proxy/core/stats.c: rejection counters and the per-policy log
  * throttle (SPEC section 6: at most N lines per second per policy, with a
  * count of the lines suppressed). The worker's cached loop clock is faked;
  * log lines are captured from stderr. */
@@ -19,7 +19,7 @@
 /* The time each worker's loop last cached (ev_now), under test control. */
 static double g_now = 1000.25;
 #define ev_now(loop) ((void)(loop), g_now)
-#include "../../proxy/stats.c"
+#include "../../proxy/core/stats.c"
 #undef ev_now
 
 static struct sl_worker g_worker;

@@ -9,8 +9,8 @@
 #include "sluice/hash.h"
 #include "sluice/json.h"
 #include "sluice/log.h"
-#include "proxy.h"
-#include "stats.h"
+#include "core/stats.h"
+#include "core/worker-t.h"
 
 struct sl_stats sl_stats;
 

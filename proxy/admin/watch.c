@@ -15,7 +15,7 @@
 
 #include "sluice/hash.h"
 #include "sluice/log.h"
-#include "watch.h"
+#include "admin/watch.h"
 
 #define WATCH_MASK                                                                         \
   (IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO |      \

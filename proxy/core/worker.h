@@ -1,10 +1,19 @@
 /*
  * sluice — worker threads: one libev loop each, SO_REUSEPORT listeners.
+ * Types in worker-t.h.
  */
-#ifndef SLUICE_PROXY_WORKER_H
-#define SLUICE_PROXY_WORKER_H
+#ifndef SLUICE_CORE_WORKER_H
+#define SLUICE_CORE_WORKER_H
 
-#include "proxy.h"
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core/worker-t.h"
+
+/* The number of workers (set once at start-up, before any starts). */
+extern int sl_n_workers;
+/* Incremented by each worker thread as it finishes (main polls it). */
+extern atomic_int sl_workers_exited;
 
 /* Prepares worker |id| on generation |gen| (takes the reference),
  * watching socket |id| of each of gen->listeners. Aborts on
@@ -17,5 +26,9 @@ void sl_worker_notify_reload(struct sl_worker *w);
 /* Thread-safe: stop accepting, drain within |timeout_ms|, then exit. */
 void sl_worker_notify_stop(struct sl_worker *w, uint64_t timeout_ms);
 void sl_worker_join(struct sl_worker *w);
+/* The oldest generation any of |w[0..n)| has acknowledged (UINT64_MAX
+ * when n is 0): everything retired as of a generation up to it is no
+ * longer reachable from a worker. */
+uint64_t sl_workers_acked_min(const struct sl_worker *w, int n);
 
 #endif

@@ -20,10 +20,20 @@
 #include "sluice/ratelimit.h"
 #include "sluice/log.h"
 #include "sluice/version.h"
-#include "proxy.h"
+#include "core/clock.h"
+#include "core/conn.h"
+#include "core/container.h"
+#include "core/gen.h"
+#include "core/listener-t.h"
+#include "core/stats.h"
+#include "core/stream.h"
+#include "core/worker.h"
+#include "front/front.h"
+#include "upstream/upstream.h"
 #include "h2mem.h"
-#include "stats.h"
-#include "worker.h"
+
+int sl_n_workers = 1;
+atomic_int sl_workers_exited;
 
 static _Atomic uint64_t stop_timeout_ms;
 
@@ -343,4 +353,13 @@ void sl_worker_join(struct sl_worker *w) {
     w->listeners = wl->next;
     free(wl);
   }
+}
+
+uint64_t sl_workers_acked_min(const struct sl_worker *w, int n) {
+  uint64_t min = UINT64_MAX;
+  for (int i = 0; i < n; i++) {
+    uint64_t a = atomic_load(&w[i].acked_generation);
+    if (a < min) min = a;
+  }
+  return min;
 }

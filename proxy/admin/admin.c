@@ -37,15 +37,11 @@
 #include "sluice/config-t.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
-#include "admin.h"
+#include "admin/admin.h"
+#include "core/clock.h" /* sl_test_clock_advance */
+#include "core/container.h"
+#include "core/io.h"
 #include "http.h"
-#ifdef SLUICE_TESTING
-#include "proxy.h" /* sl_test_clock_advance */
-#endif
-
-#ifndef SL_CONTAINER_OF
-#define SL_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#endif
 
 #define ADMIN_MAX_CONNS 64
 #define ADMIN_MAX_BODY (64 * 1024)    /* bytes */

@@ -1,0 +1,80 @@
+/*
+ * sluice — client connections (types; functions in conn.h).
+ */
+#ifndef SLUICE_CORE_CONN_T_H
+#define SLUICE_CORE_CONN_T_H
+
+#include <ev.h>
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "core/stream-t.h" /* enum sl_proto */
+#include "pipe.h"
+
+/* A client's outgoing byte queue (framed responses). */
+#define SL_OUT_PIPE_CAP (64 * 1024)
+
+struct sl_worker;
+struct sl_listener;
+
+struct sl_proto_ops {
+  /* Consume |len| bytes read from the client. Returns the bytes consumed
+   * (the rest stays in the read buffer, e.g. after a pause), or -1 to
+   * close the connection now. */
+  ssize_t (*on_read)(struct sl_conn *c, const char *data, size_t len);
+  /* Fill c->out (up to its cap) before a write. May be NULL. */
+  void (*produce)(struct sl_conn *c);
+  /* The peer closed its write side. */
+  void (*on_eof)(struct sl_conn *c);
+  /* Tear down protocol state (the connection is closing). */
+  void (*destroy)(struct sl_conn *c);
+  /* Graceful shutdown: stop taking new requests (h2 GOAWAY; h1 close
+   * after the current response). */
+  void (*drain)(struct sl_conn *c);
+  /* True when no request is in progress (idle keep-alive). */
+  bool (*idle)(struct sl_conn *c);
+};
+
+struct sl_conn {
+  struct sl_worker *w;
+  /* Device facts of the last request on this connection, so an emergency
+   * blocklist reload can close the keep-alive connections of a newly
+   * blocked firmware (SPEC section 4). */
+  char last_class[32];
+  char last_firmware[32];
+  struct sl_listener *lis;
+  int fd;
+  ev_io rio, wio;
+  ev_timer timer;
+  SSL *ssl;
+  bool handshaking;
+  bool detecting;     /* cleartext: h1 or h2c preface not decided yet */
+  bool closing;       /* close once `out` is flushed */
+  bool lingering;     /* answered and half-closed: draining input (conn_linger) */
+  bool peer_eof;      /* the client closed its write side */
+  bool read_paused;   /* protocol asked to stop reading */
+  bool flush_pending; /* queued on the worker's flush list */
+  bool dead;
+  enum sl_proto proto;
+  const struct sl_proto_ops *ops;
+  void *proto_data;
+
+  struct sl_pipe in;  /* bytes read but not consumed yet (rare) */
+  struct sl_pipe out; /* bytes to write to the client */
+
+  char peer_ip[46];
+  struct sockaddr_storage peer;
+  struct sl_conn *next, *prev;     /* worker's connection list */
+  struct sl_conn *flush_next;
+  struct sl_conn *input_next; /* worker's input list (buffered bytes to parse) */
+  bool input_pending;
+  ev_tstamp timeout_at;     /* current deadline (0: none), see sl_conn_set_timeout */
+  ev_tstamp timer_armed_at; /* deadline the libev timer is armed for */
+  uint32_t linger_bytes;    /* input discarded while lingering */
+  struct sl_conn *linger_next, *linger_prev; /* worker's lingering list */
+};
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * sluice — the exchange (proxy/core/stream.c): routing, admission, the
+ * meeting point of a frontend and the upstream side. Types in stream-t.h.
+ */
+#ifndef SLUICE_CORE_STREAM_H
+#define SLUICE_CORE_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/stream-t.h"
+
+struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops *fe,
+                                enum sl_proto proto);
+void sl_stream_del(struct sl_stream *s);
+/* Frees the calling thread's recycled streams (worker exit). */
+void sl_stream_cache_drain(void);
+/* Appends a request header (copied into the stream arena; |name| is
+ * lowercased). Returns 0, or -1 on OOM. */
+int sl_stream_add_header(struct sl_stream *s, const char *name, size_t nlen,
+                         const char *value, size_t vlen);
+int sl_response_add_header(struct sl_stream *s, const char *name, size_t nlen,
+                           const char *value, size_t vlen);
+const struct sl_header *sl_request_header(const struct sl_request *r, const char *name);
+/* The request head is complete: route it, apply admission, start the
+ * upstream exchange or answer locally. */
+void sl_stream_dispatch(struct sl_stream *s);
+/* The frontend appended request-body bytes to s->req_body (or set
+ * s->req_done). */
+void sl_stream_request_body(struct sl_stream *s);
+/* The frontend consumed response-body bytes: the upstream may read on. */
+void sl_stream_response_drained(struct sl_stream *s);
+/* Answers |status| with sluice's JSON error body; |error| and |policy|
+ * name the cause. Only valid while !s->resp_head_sent. */
+void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
+                             const char *policy, uint32_t retry_after);
+/* Called by the upstream side: the exchange failed. Answers 502/504 if the
+ * head has not gone out, else aborts. */
+void sl_stream_upstream_failed(struct sl_stream *s, int status, const char *error);
+/* The upstream answered 101 to a WebSocket request: the stream becomes a
+ * tunnel (counted, listed on the worker for emergency closes). */
+void sl_stream_tunnel_open(struct sl_stream *s);
+/* Ends a tunnel with a WebSocket close frame (|code|, |reason|) sent to
+ * the client at the next frame boundary of the upstream-to-client stream,
+ * then closes both sides. */
+void sl_stream_tunnel_close(struct sl_stream *s, uint16_t code, const char *reason);
+/* Upstream side: tunnel bytes from the origin are in s->resp_body. */
+void sl_stream_tunnel_down(struct sl_stream *s, const char *data, size_t n);
+/* Called by the upstream side when the exchange's outcome is known
+ * (response head, or failure): feeds the circuit breaker. */
+void sl_stream_outcome(struct sl_stream *s, bool failure);
+/* Called by the frontend once the response is fully written (or the
+ * stream is torn down): reports the outcome to metrics. */
+void sl_stream_finish_metrics(struct sl_stream *s);
+
+#endif
