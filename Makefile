@@ -7,6 +7,7 @@
 #   make bench      benchmarks (not part of make test)
 #   make fuzz       libFuzzer drivers of test/fuzz/, FUZZ_SECONDS each (not part of make test)
 #   make tsan       the multi-threaded unit tests under ThreadSanitizer (build/tsan/)
+#   make layers     no two files of proxy/ call each other both ways (part of make unit)
 #   make clean
 #
 # llhttp is compiled from Debian's node-llhttp sources in place
@@ -45,7 +46,7 @@ endef
 REL_OBJS := $(call objs,build)
 SAN_OBJS := $(call objs,build/san)
 
-.PHONY: all test unit integration demo run bench clean deps check fuzz tsan
+.PHONY: all test unit integration demo run bench clean deps check fuzz tsan layers
 all: build/sluice
 
 deps:
@@ -88,9 +89,22 @@ build/san/test/%: test/unit/%.c build/san/libsluice.a
 	$(CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(CPPFLAGS) -DSLUICE_TESTING -Itest/unit -o $@ $< \
 		build/san/libsluice.a -lcmocka $(LIBS)
 
+# The link seam: test_link is linked with every object of the library
+# (--whole-archive) and without main.o, so an object that needs a symbol
+# only the command line defines (or a symbol defined twice) fails here.
+build/san/test/test_link: test/unit/test_link.c build/san/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(CPPFLAGS) -DSLUICE_TESTING -Itest/unit -o $@ $< \
+		-Wl,--whole-archive build/san/libsluice.a -Wl,--no-whole-archive -lcmocka $(LIBS)
+
 UNIT_BINS := $(patsubst test/unit/%.c,build/san/test/%,$(UNIT_TESTS))
 
-unit: $(UNIT_BINS)
+# Layering: no two files of proxy/ call each other both ways (nm of the
+# objects; scripts/layers-allow.txt lists the temporary exceptions).
+layers: build/san/libsluice.a build/san/obj/proxy/main.o
+	$(PYTHON) scripts/check_layers.py --objdir build/san/obj/proxy --allow scripts/layers-allow.txt
+
+unit: $(UNIT_BINS) layers
 	@set -e; for t in $(UNIT_BINS); do \
 		echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $$t; \
 	done

@@ -19,7 +19,12 @@
 #include <unistd.h>
 
 #include "sluice/log.h"
-#include "proxy.h"
+#include "core/conn.h"
+#include "core/container.h"
+#include "core/listener-t.h"
+#include "core/worker-t.h"
+#include "front/front.h"
+#include "upstream/upstream.h"
 
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

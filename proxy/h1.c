@@ -21,7 +21,12 @@
 #include "sluice/log.h"
 #include "sluice/retry.h"
 #include "core/hpiece.h"
-#include "proxy.h"
+#include "core/conn.h"
+#include "core/listener-t.h"
+#include "core/stream.h"
+#include "core/worker-t.h"
+#include "front/front.h"
+#include "http.h"
 #include "core/stats.h"
 #include "ws.h"
 

@@ -23,7 +23,12 @@
 
 #include "sluice/fmt.h"
 #include "sluice/log.h"
-#include "proxy.h"
+#include "core/conn.h"
+#include "core/listener-t.h"
+#include "core/stream.h"
+#include "core/worker-t.h"
+#include "front/front.h"
+#include "upstream/upstream.h"
 #include "h2mem.h"
 #include "core/stats.h"
 

@@ -1,6 +1,6 @@
 /*
  * sluice — the protocol-neutral exchange: routing, local answers and the
- * hand-off between a frontend and the upstream side. See proxy.h.
+ * hand-off between a frontend and the upstream side. See core/stream-t.h.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -18,7 +18,14 @@
 #include "sluice/path.h"
 #include "sluice/retry.h"
 #include "sluice/route.h"
-#include "proxy.h"
+#include "core/clock.h"
+#include "core/conn.h"
+#include "core/container.h"
+#include "core/gen.h"
+#include "core/listener-t.h"
+#include "core/stream.h"
+#include "core/worker-t.h"
+#include "upstream/upstream.h"
 #include "sluice/breaker.h"
 #include "core/stats.h"
 

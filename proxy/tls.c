@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "proxy.h"
+#include "front/tls.h"
 
 /* ALPN (RFC 7301): prefer h2, fall back to http/1.1; a client offering
  * neither gets no ALPN and speaks HTTP/1.1. */

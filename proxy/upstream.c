@@ -31,7 +31,12 @@
 
 #include "sluice/log.h"
 #include "core/hpiece.h"
-#include "proxy.h"
+#include "core/conn-t.h"
+#include "core/container.h"
+#include "core/listener-t.h"
+#include "core/stream.h"
+#include "core/worker-t.h"
+#include "upstream/upstream.h"
 #include "core/stats.h"
 
 enum up_state { UP_CONNECTING = 0, UP_IDLE, UP_ACTIVE };
@@ -136,7 +141,7 @@ struct sl_pool *sl_pool_for(struct sl_worker *w, const struct sl_upstream_cfg *u
     w->pools = p;
   }
   /* Limits follow the current configuration without a new pool. */
-  uint32_t nw = (uint32_t)(sl_n_workers > 0 ? sl_n_workers : 1);
+  uint32_t nw = (uint32_t)(w->n_workers > 0 ? w->n_workers : 1);
   p->max_conns = (u->max_connections + nw - 1) / nw;
   p->max_pending = (u->max_pending + nw - 1) / nw;
   p->pipeline = u->pipeline ? u->pipeline : 1;

@@ -10,7 +10,7 @@
  *            one request is answered at a time and pipelined bytes wait in
  *            the read buffer;
  *   WRITING  the read watcher is stopped while the response drains with
- *            sendmsg(); partial writes wait on the write watcher;
+ *            sl_io_sendv(); partial writes wait on the write watcher;
  *   LINGER   after an answer that closes the connection: the write side is
  *            shut down and input is read and dropped until EOF or 2 s, so
  *            that unread input does not turn the close into a RST that
@@ -206,16 +206,12 @@ static int conn_flush(struct admin_conn *c) {
     } else {
       iov[n++] = (struct iovec){c->body + (c->sent - c->head_len), total - c->sent};
     }
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-    ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        ev_io_start(c->admin->loop, &c->wio);
-        return 0;
-      }
-      return -1;
+    ssize_t w = sl_io_sendv(c->fd, iov, n);
+    if (w == SL_IO_AGAIN) {
+      ev_io_start(c->admin->loop, &c->wio);
+      return 0;
     }
+    if (w < 0) return -1;
     c->sent += (size_t)w;
     conn_set_timer(c, c->admin->timeout); /* progress */
   }
@@ -503,23 +499,20 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
   if (c->state == CS_LINGER) {
     char sink[4096];
     for (;;) {
-      ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
+      ssize_t n = sl_io_read(c->fd, sink, sizeof(sink));
       if (n > 0) continue;
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n == SL_IO_AGAIN) return;
       conn_close(c); /* EOF or error */
       return;
     }
   }
-  ssize_t n;
-  do n = recv(c->fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen, 0);
-  while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+  ssize_t n = sl_io_read(c->fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen);
+  if (n == SL_IO_AGAIN) return;
+  if (sl_io_is_fatal(n)) {
     conn_close(c);
     return;
   }
-  if (n == 0) {
+  if (n == SL_IO_EOF || n == 0) {
     /* EOF. Everything received has been parsed; a request cut short gets
      * a 400 (the peer may still read), an idle connection just closes. */
     if (c->in_message && !c->complete && llhttp_finish(&c->parser) != HPE_OK) {

@@ -161,7 +161,6 @@ int sl_run(const struct sl_run_opts *opts) {
     return 1;
   }
   M.n_workers = workers > 0 ? workers : cpus_available();
-  sl_n_workers = M.n_workers;
   signal(SIGPIPE, SIG_IGN);
 
   char err[512];
@@ -198,7 +197,7 @@ int sl_run(const struct sl_run_opts *opts) {
   M.workers = calloc((size_t)M.n_workers, sizeof(*M.workers));
   if (!M.workers) abort();
   for (int i = 0; i < M.n_workers; i++) {
-    sl_worker_init(&M.workers[i], i, sl_gen_ref(g));
+    sl_worker_init(&M.workers[i], i, M.n_workers, sl_gen_ref(g));
     if (sl_worker_start(&M.workers[i]) != 0) {
       sl_log(SL_LOG_ERROR, "cannot start worker thread", NULL);
       return 2;

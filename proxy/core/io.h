@@ -30,5 +30,9 @@ static inline bool sl_io_is_fatal(ssize_t rv) { return rv <= SL_IO_FATAL; }
 /* read(2) and writev(2) on a non-blocking socket, in that convention. */
 ssize_t sl_io_read(int fd, void *buf, size_t len);
 ssize_t sl_io_writev(int fd, const struct iovec *iov, int iovcnt);
+/* sl_io_writev as sendmsg(2) with MSG_NOSIGNAL: a socket whose peer left
+ * gives SL_IO_ERROR (EPIPE) even where the process does not ignore
+ * SIGPIPE (the admin listener also runs inside unit tests). */
+ssize_t sl_io_sendv(int fd, const struct iovec *iov, int iovcnt);
 
 #endif

@@ -28,6 +28,7 @@ struct sl_worker_listener {
 
 struct sl_worker {
   int id;
+  int n_workers; /* how many workers share the process (limits are split) */
   pthread_t thread;
   struct ev_loop *loop;
   ev_async wakeup;

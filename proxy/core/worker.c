@@ -32,7 +32,6 @@
 #include "upstream/upstream.h"
 #include "h2mem.h"
 
-int sl_n_workers = 1;
 atomic_int sl_workers_exited;
 
 static _Atomic uint64_t stop_timeout_ms;
@@ -293,9 +292,10 @@ static void wakeup_cb(struct ev_loop *loop, ev_async *a, int revents) {
   if (atomic_load(&w->stop_requested)) worker_begin_drain(w);
 }
 
-void sl_worker_init(struct sl_worker *w, int id, struct sl_gen *gen) {
+void sl_worker_init(struct sl_worker *w, int id, int n_workers, struct sl_gen *gen) {
   memset(w, 0, sizeof(*w));
   w->id = id;
+  w->n_workers = n_workers;
   w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
   if (!w->loop) abort();
   w->gen = gen;

@@ -10,15 +10,13 @@
 
 #include "core/worker-t.h"
 
-/* The number of workers (set once at start-up, before any starts). */
-extern int sl_n_workers;
 /* Incremented by each worker thread as it finishes (main polls it). */
 extern atomic_int sl_workers_exited;
 
-/* Prepares worker |id| on generation |gen| (takes the reference),
- * watching socket |id| of each of gen->listeners. Aborts on
+/* Prepares worker |id| of |n_workers| on generation |gen| (takes the
+ * reference), watching socket |id| of each of gen->listeners. Aborts on
  * out-of-memory (start-up). */
-void sl_worker_init(struct sl_worker *w, int id, struct sl_gen *gen);
+void sl_worker_init(struct sl_worker *w, int id, int n_workers, struct sl_gen *gen);
 int sl_worker_start(struct sl_worker *w);
 /* Thread-safe: ask the worker to pick up the current generation and its
  * listener set; w->acked_generation tells when it has. */

@@ -41,15 +41,20 @@
 #include "sluice/config.h"
 #include "sluice/log.h"
 #include "sluice/policy_state.h"
-#include "../../proxy/proxy.h"
+#include "core/conn.h"
+#include "core/gen.h"
+#include "core/listener-t.h"
 #include "core/stats.h"
+#include "core/stream.h"
+#include "core/worker-t.h"
+#include "front/front.h"
+#include "upstream/upstream.h"
 #include "../../proxy/ws.h"
 
-/* ---- what proxy/main.c provides to the library -------------------- */
+/* ---- stand-ins for core/gen.c --------------------------------------- */
 
-int sl_n_workers = 1;
-atomic_int sl_workers_exited;
-
+/* The driver's one generation is never published: these keep the
+ * library's gen.o (and its configuration teardown) out of the link. */
 static struct sl_gen gen; /* the driver keeps one reference for good */
 
 struct sl_gen *sl_gen_ref(struct sl_gen *g) {
