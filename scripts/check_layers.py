@@ -8,6 +8,10 @@ violation, except when one direction only goes through an ops table (a data
 symbol named *_ops: the way a frontend or the upstream side is reached
 without a call back into its caller's file).
 
+One direction is also checked: nothing in proxy/core/ uses proxy/admin/
+(the process and its control plane sit on top of the data plane, never
+under it).
+
 A pair may be allowed, temporarily, by a line of the allow-list
 (scripts/layers-allow.txt by default):
 
@@ -95,7 +99,14 @@ def main():
             if a < b and a in uses.get(b, {}):
                 pairs[(a, b)] = (sorted(uses[a][b]), sorted(uses[b][a]))
 
-    allowed, bad = {}, 0
+    bad = 0
+    for a in sorted(uses):
+        for b in sorted(uses[a]):
+            if a.startswith("proxy/core/") and b.startswith("proxy/admin/"):
+                print(f"VIOLATION: {a} (core) uses {b} (admin): {', '.join(sorted(uses[a][b]))}")
+                bad = 1
+
+    allowed = {}
     if os.path.exists(args.allow):
         with open(args.allow) as f:
             for n, line in enumerate(f, 1):

@@ -1,5 +1,5 @@
 /*
- * Unit tests for proxy/admin/metrics.c: exact exposition text, escaping,
+ * Unit tests for proxy/core/metrics.c: exact exposition text, escaping,
  * concurrent updates, series identity, and a line-format validator.
  */
 #include <setjmp.h>
