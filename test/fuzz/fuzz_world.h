@@ -41,6 +41,7 @@
 #include "sluice/config.h"
 #include "sluice/log.h"
 #include "sluice/policy_state.h"
+#include "core/clock.h"
 #include "core/conn.h"
 #include "core/gen.h"
 #include "core/listener-t.h"
