@@ -10,7 +10,7 @@
  * whichever protocol it came in on. A frontend (h1.c, h2.c) parses client
  * bytes into a stream's request head and request-body pipe, and renders
  * the stream's response head and response-body pipe back into client
- * bytes. The upstream side (upstream.c) does the reverse towards the
+ * bytes. The upstream side (upstream/) does the reverse towards the
  * origin. Neither side knows the other's protocol: they meet in stream.c,
  * and talk only through the two pipes and the callbacks below.
  *
@@ -372,45 +372,7 @@ SSL_CTX *sl_tls_ctx_new(const char *cert, const char *key, char *err, size_t err
 
 /* ---- upstreams ---------------------------------------------------- */
 
-struct sl_pool {
-  struct sl_worker *w;
-  char *name;
-  struct sl_sockaddr_storage_copy {
-    struct sockaddr_storage ss;
-    socklen_t len;
-  } addr;
-  char *address_text;
-  uint32_t max_conns;   /* this worker's share */
-  uint32_t max_pending; /* this worker's share */
-  uint64_t connect_timeout_ms, response_timeout_ms, idle_timeout_ms;
-  uint32_t n_conns;     /* open, idle or busy */
-  uint32_t n_pending;
-  struct sl_upconn *idle; /* idle keep-alive connections, LIFO */
-  struct sl_stream *queue_head, *queue_tail;
-  struct sl_pool *next;
-  bool retired;         /* replaced by a reload: close when empty */
-  uint32_t pipeline;    /* pipelining depth (1: off) */
-  struct sl_upconn *pipe_candidate; /* busy connection taking pipelined requests */
-};
-
-/* upstream.c */
-/* Ends the upstream half of a tunnel now (emergency close, idle). */
-void sl_upstream_tunnel_end(struct sl_stream *s);
-struct sl_pool *sl_pool_for(struct sl_worker *w, const struct sl_upstream_cfg *u);
-/* Starts the upstream half of |s| (connect, reuse or queue). On failure
- * answers the stream itself (503 queue full, 502). */
-void sl_upstream_start(struct sl_stream *s);
-/* More request body is in s->req_body (or s->req_done). */
-void sl_upstream_request_body(struct sl_stream *s);
-/* The frontend drained response body: resume reading the origin. */
-void sl_upstream_resume(struct sl_stream *s);
-/* The stream goes away: return or close its upstream connection. */
-void sl_upstream_detach(struct sl_stream *s);
-void sl_pool_close_all(struct sl_pool *p);
-/* Writes every upstream connection queued this loop iteration (one writev
- * each, so pipelined requests go out together). Called by the worker's
- * flush pass. */
-void sl_upstream_flush_scheduled(struct sl_worker *w);
+#include "upstream/upstream.h"
 
 /* ---- workers ------------------------------------------------------ */
 
