@@ -47,6 +47,7 @@ struct h1_up {
   bool read_paused;
   bool tunnel;           /* after a 101: raw bytes both ways */
   bool accept_mismatch;  /* the origin's Sec-WebSocket-Accept was wrong */
+  bool resp_connection;  /* the response head has a Connection field */
   bool shut_wr;          /* tunnel: client finished sending, FIN sent */
   uint64_t body_taken;   /* request body bytes consumed from the stream */
   ev_tstamp body_moved_at; /* last request body progress from the client */
@@ -102,66 +103,14 @@ static bool h1_try_retry(struct h1_up *u) {
 }
 
 /* ---- request serialisation ---------------------------------------- */
-/* Hop-by-hop and framing fields are not forwarded (RFC 9110 §7.6.1);
- * sluice writes its own Host, framing and forwarding headers. */
-static bool header_is_dropped(const struct sl_header *h, const char *connection_tokens) {
-  /* Names are lowercase; dispatch on length so a typical header costs
-   * one or two memcmp, not fourteen strcmp. */
-#define IS(lit) (memcmp(h->name, lit, sizeof(lit) - 1) == 0)
-  switch (h->name_len) {
-  case 2:
-    if (IS("te")) return true;
-    break;
-  case 4:
-    if (IS("host")) return true;
-    break;
-  case 6:
-    if (IS("expect")) return true;
-    break;
-  case 7:
-    if (IS("trailer") || IS("upgrade")) return true;
-    break;
-  case 9:
-    if (IS("forwarded")) return true;
-    break;
-  case 10:
-    if (IS("connection") || IS("keep-alive")) return true;
-    break;
-  case 14:
-    if (IS("content-length") || IS("http2-settings")) return true;
-    break;
-  case 15:
-    if (IS("x-forwarded-for")) return true;
-    break;
-  case 16:
-    if (IS("proxy-connection")) return true;
-    break;
-  case 17:
-    if (IS("transfer-encoding") || IS("x-forwarded-proto")) return true;
-    break;
-  default:
-    break;
-  }
-#undef IS
-  if (connection_tokens) {
-    const char *s = connection_tokens;
-    while (*s) {
-      while (*s == ' ' || *s == ',' || *s == '\t') s++;
-      const char *e = s;
-      while (*e && *e != ',' && *e != ' ' && *e != '\t') e++;
-      if ((size_t)(e - s) == h->name_len && strncasecmp(s, h->name, h->name_len) == 0)
-        return true;
-      s = e;
-    }
-  }
-  return false;
-}
-
 static int h1_write_request_head(struct h1_up *u, struct sl_stream *s) {
   struct sl_pipe *o = &u->out;
   const struct sl_request *r = &s->req;
-  const struct sl_header *conn_hdr = sl_request_header(r, "connection");
-  const char *conn_tokens = conn_hdr ? conn_hdr->value : NULL;
+  /* Hop-by-hop and framing fields are not forwarded (RFC 9110 §7.6.1);
+   * sluice writes its own Host, framing and forwarding headers. */
+  int oom;
+  const char *conn_tokens = sl_http_connection_list(&s->arena, r->headers, r->n_headers, &oom);
+  if (oom) return -1;
   /* RFC 8441: an h2 extended CONNECT becomes an HTTP/1.1 GET upgrade. */
   int rv = sl_pipe_puts(o, s->ws_h2 ? "GET" : r->method);
   rv |= SL_PIPE_LIT(o, " ");
@@ -173,7 +122,7 @@ static int h1_write_request_head(struct h1_up *u, struct sl_stream *s) {
   rv |= SL_PIPE_LIT(o, "\r\n");
   for (uint32_t i = 0; i < r->n_headers && rv == 0; i++) {
     const struct sl_header *h = &r->headers[i];
-    if (header_is_dropped(h, conn_tokens)) continue;
+    if (sl_http_hop(SL_HTTP_REQUEST, h->name, h->name_len, conn_tokens) != SL_HOP_KEEP) continue;
     if (s->ws_h2 && (strcmp(h->name, "sec-websocket-key") == 0 ||
                      strcmp(h->name, "sec-websocket-version") == 0))
       continue;
@@ -685,6 +634,7 @@ static int on_resp_message_begin(llhttp_t *p) {
   struct h1_up *u = p->data;
   u->head_bytes = u->head_fields = 0;
   u->parse_error = NULL;
+  u->resp_connection = false;
   sl_hpiece_reset(&u->field);
   sl_hpiece_reset(&u->value);
   return 0;
@@ -733,16 +683,14 @@ static int on_resp_header_value_complete(llhttp_t *p) {
     sl_hpiece_clear(&u->value);
     return 0;
   }
-  static const char *const drop[] = {"connection", "keep-alive", "proxy-connection",
-                                     "transfer-encoding", "te", "trailer", "upgrade",
-                                     "content-length", NULL};
+  /* Hop-by-hop fields stop here; Connection is kept until the head is
+   * complete, for the fields it names (h1_drop_connection_named). */
   const char *f = u->field.len ? u->field.at : "";
   size_t fl = u->field.len;
-  bool dropped = false;
-  for (int i = 0; drop[i]; i++)
-    if (strlen(drop[i]) == fl && strncasecmp(f, drop[i], fl) == 0) dropped = true;
+  enum sl_hop hop = sl_http_hop(SL_HTTP_RESPONSE, f, fl, NULL);
+  if (hop == SL_HOP_CONNECTION) u->resp_connection = true;
   int rv = 0;
-  if (!dropped) {
+  if (hop != SL_HOP_DROP) {
     const char *v = u->value.len ? u->value.at : "";
     size_t vl = u->value.len;
     while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
@@ -756,6 +704,23 @@ static int on_resp_header_value_complete(llhttp_t *p) {
 static int on_resp_header_field_complete(llhttp_t *p) {
   struct h1_up *u = p->data;
   sl_hpiece_clear(&u->value);
+  return 0;
+}
+
+/* RFC 9110 §7.6.1: the fields the origin's Connection names are for
+ * sluice alone, whichever order they came in; drops them and Connection.
+ * Returns 0, or -1 on OOM. */
+static int h1_drop_connection_named(struct sl_stream *s) {
+  struct sl_response *r = &s->resp;
+  int oom;
+  const char *list = sl_http_connection_list(&s->arena, r->headers, r->n_headers, &oom);
+  if (oom) return -1;
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < r->n_headers; i++)
+    if (sl_http_hop(SL_HTTP_RESPONSE, r->headers[i].name, r->headers[i].name_len, list) ==
+        SL_HOP_KEEP)
+      r->headers[n++] = r->headers[i];
+  r->n_headers = n;
   return 0;
 }
 
@@ -778,6 +743,10 @@ static int on_resp_headers_complete(llhttp_t *p) {
      * by sluice itself); wait for the final one. */
     s->resp.n_headers = 0;
     return 0;
+  }
+  if (u->resp_connection && h1_drop_connection_named(s) != 0) {
+    u->parse_error = "out_of_memory";
+    return -1;
   }
   bool upgrade = status == 101 && s->req.upgrade_websocket;
   if (status == 101 && !upgrade) return -1; /* a 101 nobody asked for */
