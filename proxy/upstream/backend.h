@@ -11,6 +11,13 @@
 /* The backends (one line each). */
 extern const struct sl_upstream_ops sl_upstream_h1_ops;
 
+/* A new connection of pool |p| on |fd|, a non-blocking stream socket
+ * connected or connecting (its first writable event completes it, then
+ * the backend attaches u->s; NULL there parks it idle). Counts against
+ * the pool's connections; on success takes ownership of |fd|. NULL on
+ * OOM (|fd| is the caller's still). The pool's own connects come through
+ * here; tests hand it one end of a socketpair. */
+struct sl_upconn *sl_upconn_adopt(struct sl_pool *p, int fd);
 /* Closes |u| and gives its slot back: the backend's close() runs, the
  * streams it hands back are replayed (or failed), a queued stream may
  * connect. The memory is freed at once unless a callback of |u| is on the

@@ -138,22 +138,10 @@ void sl_pool_close_all(struct sl_pool *p) {
 
 /* ---- connections -------------------------------------------------- */
 
-/* Opens a connection (non-blocking connect; the backend's attach runs
- * once it completes, for the stream the caller puts in u->s). NULL if the
- * socket could not be made. */
-static struct sl_upconn *upconn_connect(struct sl_pool *p) {
-  int fd = socket(p->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return NULL;
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  if (connect(fd, (struct sockaddr *)&p->addr.ss, p->addr.len) != 0 && errno != EINPROGRESS) {
-    close(fd);
-    return NULL;
-  }
+struct sl_upconn *sl_upconn_adopt(struct sl_pool *p, int fd) {
   struct sl_upconn *u = calloc(1, p->ops->conn_size);
   if (!u || p->ops->init(u) != 0) {
     free(u);
-    close(fd);
     return NULL;
   }
   u->pool = p;
@@ -165,6 +153,23 @@ static struct sl_upconn *upconn_connect(struct sl_pool *p) {
   sl_upconn_set_timeout(u, p->connect_timeout_ms);
   ev_io_start(p->w->loop, &u->wio);
   p->n_conns++;
+  return u;
+}
+
+/* Opens a connection to the pool's address (non-blocking connect; the
+ * backend's attach runs once it completes, for the stream the caller puts
+ * in u->s). NULL if the socket could not be made. */
+static struct sl_upconn *upconn_connect(struct sl_pool *p) {
+  int fd = socket(p->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return NULL;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (connect(fd, (struct sockaddr *)&p->addr.ss, p->addr.len) != 0 && errno != EINPROGRESS) {
+    close(fd);
+    return NULL;
+  }
+  struct sl_upconn *u = sl_upconn_adopt(p, fd);
+  if (!u) close(fd);
   return u;
 }
 
