@@ -175,17 +175,11 @@ def test_request_fields_named_by_any_connection_field_are_dropped(sluice):
     """Every Connection field of a request counts (RFC 9110 §5.3: repeated
     fields are one list): the fields either names stay on the client's
     hop, before or after it, whatever their case."""
-    headers = [
-        ("X-Secret-A", "1"),
-        ("Connection", "x-secret-a"),
-        ("Connection", "X-SECRET-B, keep-alive"),
-        ("x-secret-b", "2"),
-        ("X-Keep", "yes"),
-    ]
     with H1Conn(sluice.port) as c:
-        r = c.request("GET", "/v1/hop", headers)
-    assert r.status == 200
+        r = c.request("GET", "/v1/hop", [("X-Secret-A", "1"), ("Connection", "x-secret-a"),
+                                         ("Connection", "X-SECRET-B, keep-alive"),
+                                         ("x-secret-b", "2"), ("X-Keep", "yes")])
     h = r.json()["headers"]
-    assert "x-secret-a" not in h and "x-secret-b" not in h, h
-    assert "x-secret" not in h.get("connection", "").lower(), h
-    assert h["x-keep"] == "yes"
+    assert r.status == 200 and h.get("x-keep") == "yes", (r, h)
+    leaked = [n for n in h if n.startswith("x-secret") or "x-secret" in h[n].lower()]
+    assert not leaked, "Connection-named request fields reached the origin: %r" % h

@@ -60,28 +60,27 @@ static const struct resp_case cases[] = {
 
 static void run_case(const struct resp_case *c, size_t split, unsigned seed) {
   world_setup(1);
-  struct fe_rec rec = {0};
-  struct sl_stream *s = world_stream("GET", "/x?y=1", &rec);
-  int fd = world_origin(s);
-  char req[4096];
-  origin_read(fd, req, sizeof(req));
-  assert_true(strncmp(req, "GET /x?y=1 HTTP/1.1\r\nhost: t.example\r\n", 38) == 0);
-  assert_non_null(strstr(req, "\r\nx-forwarded-for: 127.0.0.1\r\n"));
-  assert_true(strlen(req) >= 4 && strcmp(req + strlen(req) - 4, "\r\n\r\n") == 0);
+  struct exchange x = {0};
+  exchange_open(&x, "GET", "/x?y=1");
+  struct sl_stream *s = x.s;
+  struct fe_rec *rec = &x.rec;
+  assert_true(strncmp(x.req, "GET /x?y=1 HTTP/1.1\r\nhost: t.example\r\n", 38) == 0);
+  assert_non_null(strstr(x.req, "\r\nx-forwarded-for: 127.0.0.1\r\n"));
+  assert_true(strlen(x.req) >= 4 && strcmp(x.req + strlen(x.req) - 4, "\r\n\r\n") == 0);
 
-  feed(fd, c->bytes, strlen(c->bytes), split, seed);
+  feed(x.fd, c->bytes, strlen(c->bytes), split, seed);
   if (c->close_delimited) {
-    assert_false(rec.done); /* no framing: only the close ends it */
-    close(fd);
-    fd = -1;
+    assert_false(rec->done); /* no framing: only the close ends it */
+    close(x.fd);
+    x.fd = -1;
     pump();
   }
-  if (!rec.done || rec.status != c->status)
-    fail_msg("%s, split %zu, seed %u: done %d status %d", c->name, split, seed, rec.done,
-             rec.status);
-  assert_int_equal(rec.heads, 1); /* interim answers are not forwarded */
-  assert_int_equal(rec.body_len, 11);
-  assert_memory_equal(rec.body, "hello world", 11);
+  if (!rec->done || rec->status != c->status)
+    fail_msg("%s, split %zu, seed %u: done %d status %d", c->name, split, seed, rec->done,
+             rec->status);
+  assert_int_equal(rec->heads, 1); /* interim answers are not forwarded */
+  assert_int_equal(rec->body_len, 11);
+  assert_memory_equal(rec->body, "hello world", 11);
   if (c->has_x_a) assert_string_equal(resp_header(s, "x-a"), "1");
   /* Framing and interim fields stay on the origin's hop. */
   assert_null(resp_header(s, "content-length"));
@@ -91,10 +90,8 @@ static void run_case(const struct resp_case *c, size_t split, unsigned seed) {
   /* A framed response leaves a reusable connection, a close does not. */
   assert_int_equal(pool->n_conns, c->close_delimited ? 0 : 1);
   assert_true(c->close_delimited ? pool->idle == NULL : pool->idle != NULL);
-  sl_stream_del(s);
-  if (fd >= 0) close(fd);
+  exchange_close(&x);
   world_teardown();
-  fe_rec_free(&rec);
 }
 
 static void test_response_whole(void **state) {
@@ -115,49 +112,40 @@ static void test_response_random_splits(void **state) {
 
 /* A head past limits.header_bytes (or limits.headers) of the listener the
  * request came in on is the origin's failure: 502
- * upstream_header_too_large, and the connection is closed. */
-static void check_head_too_large(uint32_t header_bytes, uint32_t headers, const char *resp) {
+ * upstream_header_too_large, and the connection is closed. Within the
+ * limits the same head is answered. */
+static void check_head(uint32_t header_bytes, uint32_t headers, const char *resp, bool fits) {
   world_setup(1);
   atomic_store(&lis.header_bytes, header_bytes);
   atomic_store(&lis.headers, headers);
-  struct fe_rec rec = {0};
-  struct sl_stream *s = world_stream("GET", "/big", &rec);
-  int fd = world_origin(s);
-  char req[4096];
-  origin_read(fd, req, sizeof(req));
-  feed(fd, resp, strlen(resp), 7, 3);
-  assert_int_equal(rec.status, 502);
-  assert_true(s->local_response);
-  assert_non_null(s->local_body);
-  assert_non_null(memmem(s->local_body, s->local_body_len, "upstream_header_too_large", 25));
-  assert_int_equal(pool->n_conns, 0);
-  sl_stream_del(s);
-  close(fd);
+  struct exchange x = {0};
+  exchange_open(&x, "GET", "/big");
+  feed(x.fd, resp, strlen(resp), 7, 3);
+  if (fits) {
+    assert_int_equal(x.rec.status, 200);
+    assert_true(x.rec.done);
+  } else {
+    assert_int_equal(x.rec.status, 502);
+    assert_true(x.s->local_response);
+    assert_non_null(x.s->local_body);
+    assert_non_null(
+        memmem(x.s->local_body, x.s->local_body_len, "upstream_header_too_large", 25));
+    assert_int_equal(pool->n_conns, 0);
+  }
+  exchange_close(&x);
   world_teardown();
-  fe_rec_free(&rec);
 }
 
 static void test_head_too_large(void **state) {
   (void)state;
   char big[1024];
   snprintf(big, sizeof(big), "HTTP/1.1 200 OK\r\nX-Big: %0400d\r\nContent-Length: 0\r\n\r\n", 0);
-  check_head_too_large(256, 64, big);
-  check_head_too_large(8192, 3,
-                       "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nContent-Length: 0\r\n\r\n");
-  /* Within the limits the same head is fine. */
-  world_setup(1);
-  struct fe_rec rec = {0};
-  struct sl_stream *s = world_stream("GET", "/big", &rec);
-  int fd = world_origin(s);
-  char req[4096];
-  origin_read(fd, req, sizeof(req));
-  feed(fd, big, strlen(big), 0, 0);
-  assert_int_equal(rec.status, 200);
-  assert_true(rec.done);
-  sl_stream_del(s);
-  close(fd);
-  world_teardown();
-  fe_rec_free(&rec);
+  static const char many[] =
+      "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nContent-Length: 0\r\n\r\n";
+  check_head(256, 64, big, false);
+  check_head(8192, 3, many, false);
+  check_head(8192, 64, big, true);
+  check_head(8192, 5, many, true);
 }
 
 /* With pipeline: 4, bodyless requests share one connection; the answers,
@@ -218,11 +206,11 @@ static void test_pipelined_in_order(void **state) {
 static void test_backpressure(void **state) {
   (void)state;
   world_setup(1);
-  struct fe_rec rec = {.hold = true};
-  struct sl_stream *s = world_stream("GET", "/bytes", &rec);
-  int fd = world_origin(s);
-  char req[4096];
-  origin_read(fd, req, sizeof(req));
+  struct exchange x = {.rec = {.hold = true}};
+  exchange_open(&x, "GET", "/bytes");
+  struct sl_stream *s = x.s;
+  struct fe_rec *rec = &x.rec;
+  int fd = x.fd;
   const size_t total = 4 * SL_BODY_PIPE_CAP + 123;
   char *body = malloc(total);
   for (size_t i = 0; i < total; i++) body[i] = (char)(i % 251);
@@ -240,7 +228,7 @@ static void test_backpressure(void **state) {
   pump();
   struct sl_upconn *u = s->up;
   assert_non_null(u);
-  assert_int_equal(rec.status, 200);
+  assert_int_equal(rec->status, 200);
   assert_true(s->resp_body.len >= SL_BODY_PIPE_CAP);
   assert_true(s->resp_body.len <= SL_BODY_PIPE_CAP + SL_CHUNK_SIZE);
   assert_false(ev_is_active(&u->rio)); /* paused: the origin is not read */
@@ -248,9 +236,9 @@ static void test_backpressure(void **state) {
   pump();
   assert_int_equal(s->resp_body.len, held);
   /* The frontend drains; reading resumes, until all has arrived. */
-  rec.hold = false;
-  for (int round = 0; round < 10000 && !rec.done; round++) {
-    fe_take_body(s, &rec);
+  rec->hold = false;
+  for (int round = 0; round < 10000 && !rec->done; round++) {
+    fe_take_body(s, rec);
     sl_stream_response_drained(s);
     if (sent < total) {
       ssize_t r = write(fd, body + sent, total - sent);
@@ -259,14 +247,12 @@ static void test_backpressure(void **state) {
     pump();
     assert_true(s->resp_body.len <= SL_BODY_PIPE_CAP + SL_CHUNK_SIZE);
   }
-  assert_true(rec.done);
-  assert_int_equal(rec.body_len, total);
-  assert_memory_equal(rec.body, body, total);
-  sl_stream_del(s);
-  close(fd);
+  assert_true(rec->done);
+  assert_int_equal(rec->body_len, total);
+  assert_memory_equal(rec->body, body, total);
   free(body);
+  exchange_close(&x);
   world_teardown();
-  fe_rec_free(&rec);
 }
 
 /* An origin that closes before answering a fresh connection: 502
@@ -274,19 +260,16 @@ static void test_backpressure(void **state) {
 static void test_closed_before_answer(void **state) {
   (void)state;
   world_setup(1);
-  struct fe_rec rec = {0};
-  struct sl_stream *s = world_stream("GET", "/gone", &rec);
-  int fd = world_origin(s);
-  char req[4096];
-  origin_read(fd, req, sizeof(req));
-  close(fd);
+  struct exchange x = {0};
+  exchange_open(&x, "GET", "/gone");
+  close(x.fd);
+  x.fd = -1;
   pump();
-  assert_int_equal(rec.status, 502);
-  assert_non_null(memmem(s->local_body, s->local_body_len, "upstream_closed", 15));
+  assert_int_equal(x.rec.status, 502);
+  assert_non_null(memmem(x.s->local_body, x.s->local_body_len, "upstream_closed", 15));
   assert_int_equal(pool->n_conns, 0);
-  sl_stream_del(s);
+  exchange_close(&x);
   world_teardown();
-  fe_rec_free(&rec);
 }
 
 int main(void) {

@@ -243,4 +243,26 @@ static void fe_rec_free(struct fe_rec *rec) {
   memset(rec, 0, sizeof(*rec));
 }
 
+/* One exchange on its own connection: the stream, its recorder, the
+ * origin's end and the request head the origin read. */
+struct exchange {
+  struct fe_rec rec;
+  struct sl_stream *s;
+  int fd;
+  char req[8192];
+};
+
+static void exchange_open(struct exchange *x, const char *method, const char *path) {
+  x->s = world_stream(method, path, &x->rec);
+  x->fd = world_origin(x->s);
+  origin_read(x->fd, x->req, sizeof(x->req));
+}
+
+/* Before world_teardown. */
+static void exchange_close(struct exchange *x) {
+  sl_stream_del(x->s);
+  if (x->fd >= 0) close(x->fd);
+  fe_rec_free(&x->rec);
+}
+
 #endif
