@@ -272,6 +272,87 @@ static void test_closed_before_answer(void **state) {
   world_teardown();
 }
 
+/* A request body of unknown length goes out chunked, each piece framed as
+ * it is taken from the stream's pipe, then the last chunk; the frontend
+ * hears how much was taken. */
+static void test_request_body_chunked(void **state) {
+  (void)state;
+  world_setup(1);
+  struct exchange x = {0};
+  x.s = world_stream("POST", "/up", &x.rec);
+  x.s->req.has_body = true;
+  x.s->req_done = false;
+  sl_pipe_write(&x.s->req_body, "hello", 5);
+  x.fd = world_origin(x.s);
+  origin_read(x.fd, x.req, sizeof(x.req));
+  assert_non_null(strstr(x.req, "\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n"));
+  assert_null(strstr(x.req, "0\r\n\r\n"));
+  sl_pipe_write(&x.s->req_body, " world!", 7);
+  x.s->req_done = true;
+  sl_stream_request_body(x.s);
+  pump();
+  origin_read(x.fd, x.req, sizeof(x.req));
+  assert_string_equal(x.req, "7\r\n world!\r\n0\r\n\r\n");
+  assert_int_equal(x.rec.drained, 12);
+  static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  feed(x.fd, resp, sizeof(resp) - 1, 0, 0);
+  assert_true(x.rec.done);
+  assert_int_equal(x.rec.status, 200);
+  assert_non_null(pool->idle);
+  exchange_close(&x);
+  world_teardown();
+}
+
+/* The keep-alive race: the origin closes a reused connection as the next
+ * request reaches it. An idempotent request is sent again on a new
+ * connection (here the pool's address refuses, so the second attempt
+ * fails to connect: 502 upstream_connect_failed); a POST is not replayed
+ * (502 upstream_closed). */
+static void check_reused_close(const char *method, const char *want_error, bool retried) {
+  world_setup(1);
+  struct exchange x = {0};
+  exchange_open(&x, "GET", "/first");
+  static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  feed(x.fd, resp, sizeof(resp) - 1, 0, 0);
+  assert_true(x.rec.done);
+  assert_non_null(pool->idle);
+  struct fe_rec rec2 = {0};
+  struct sl_stream *s2 = world_stream(method, "/second", &rec2);
+  if (strcmp(method, "POST") == 0) {
+    s2->req.has_body = true;
+    s2->req.content_length = 3;
+    s2->req_done = true;
+    sl_pipe_write(&s2->req_body, "abc", 3);
+  }
+  struct sl_upconn *idle = pool->idle;
+  sl_upstream_start(s2);
+  assert_ptr_equal(s2->up, idle); /* taken from the idle list */
+  assert_null(pool->idle);
+  pump();
+  origin_read(x.fd, x.req, sizeof(x.req));
+  assert_non_null(strstr(x.req, "/second HTTP/1.1\r\n"));
+  close(x.fd);
+  x.fd = -1;
+  for (int i = 0; i < 50 && rec2.status == 0; i++) {
+    pump();
+    usleep(1000);
+  }
+  assert_int_equal(rec2.status, 502);
+  assert_non_null(memmem(s2->local_body, s2->local_body_len, want_error, strlen(want_error)));
+  assert_int_equal(s2->upstream_retried, retried);
+  assert_int_equal(pool->n_conns, 0);
+  sl_stream_del(s2);
+  fe_rec_free(&rec2);
+  exchange_close(&x);
+  world_teardown();
+}
+
+static void test_reused_connection_closed(void **state) {
+  (void)state;
+  check_reused_close("GET", "upstream_connect_failed", true);
+  check_reused_close("POST", "upstream_closed", false);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_response_whole),
@@ -281,6 +362,8 @@ int main(void) {
       cmocka_unit_test(test_pipelined_in_order),
       cmocka_unit_test(test_backpressure),
       cmocka_unit_test(test_closed_before_answer),
+      cmocka_unit_test(test_request_body_chunked),
+      cmocka_unit_test(test_reused_connection_closed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
