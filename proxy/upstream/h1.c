@@ -103,6 +103,7 @@ static bool h1_try_retry(struct h1_up *u) {
 }
 
 /* ---- request serialisation ---------------------------------------- */
+
 static int h1_write_request_head(struct h1_up *u, struct sl_stream *s) {
   struct sl_pipe *o = &u->out;
   const struct sl_request *r = &s->req;

@@ -57,7 +57,14 @@
  *     on_timeout() failing only the streams that are late.
  *   - Output. Each backend owns its byte queue and write loop (h1: rendered
  *     heads and framed body; h2: nghttp2_session_mem_send output) and reads
- *     and writes through proxy/core/io.h.
+ *     and writes through proxy/core/io.h (bytes / SL_IO_AGAIN / SL_IO_EOF /
+ *     fatal), so TLS towards the origin (h2 negotiated by ALPN) would be a
+ *     transport under the same convention, not a third backend.
+ *
+ * What stays the pool's for every backend: the socket and its watchers,
+ * the busy/dead guard around callbacks, connect and its timeout, the idle
+ * list and idle timeout, the queue and limits, the scheduled flush, and
+ * the replay rule.
  */
 #ifndef SLUICE_UPSTREAM_T_H
 #define SLUICE_UPSTREAM_T_H
