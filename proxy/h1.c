@@ -26,7 +26,7 @@
 #include "core/stream.h"
 #include "core/worker-t.h"
 #include "front/front.h"
-#include "http.h"
+#include "core/http.h"
 #include "core/stats.h"
 #include "ws.h"
 

@@ -41,7 +41,7 @@
 #include "core/clock.h" /* sl_test_clock_advance */
 #include "core/container.h"
 #include "core/io.h"
-#include "http.h"
+#include "core/http.h"
 
 #define ADMIN_MAX_CONNS 64
 #define ADMIN_MAX_BODY (64 * 1024)    /* bytes */

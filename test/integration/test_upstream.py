@@ -132,3 +132,54 @@ def test_connect_timeout_is_bounded(start_sluice):
         assert 0.8 <= elapsed < 3.5, "connect timeout 1s, answered after %.2fs" % elapsed
     finally:
         hole.close()
+
+
+def h1_get_twice(port, path):
+    """Two requests on one client connection: the second shows whether the
+    upstream connection was kept (x-upstream-conn)."""
+    with H1Conn(port) as c:
+        a = c.request("GET", path)
+        b = c.request("GET", path)
+    return a, b
+
+
+def h2_get_twice(port, path):
+    from helpers import H2Client
+    with H2Client(port) as c:
+        return c.get(path), c.get(path)
+
+
+@pytest.mark.parametrize("get_twice", [h1_get_twice, h2_get_twice], ids=["h1", "h2c"])
+def test_response_fields_named_by_connection_are_dropped(start_sluice, upstream, get_twice):
+    """RFC 9110 §7.6.1: a field the origin's Connection names is for the
+    hop to sluice, whether it comes before or after the Connection field
+    and in whatever case it is named; Connection itself is not relayed
+    either, and an end-to-end field is. The origin's keep-alive token
+    keeps the upstream connection."""
+    s = start_sluice(workers=1)
+    first, second = get_twice(s.port, "/hop")
+    for r in (first, second):
+        assert r.status == 200, r
+        assert r.header("x-public") == "visible", r.headers
+        assert r.header("x-internal") is None, "a Connection-named field reached the client: %r" % (
+            r.headers,)
+        assert r.header("x-other") is None, r.headers
+        assert "x-internal" not in (r.header("connection") or "").lower(), r.headers
+        assert "x-other" not in (r.header("connection") or "").lower(), r.headers
+    assert first.header("x-upstream-conn") == second.header("x-upstream-conn"), (
+        "the upstream connection was not kept: %r / %r" % (first.headers, second.headers))
+    assert upstream.seen("/hop") == 2
+
+
+def test_request_fields_named_by_any_connection_field_are_dropped(sluice):
+    """Every Connection field of a request counts (RFC 9110 §5.3: repeated
+    fields are one list): the fields either names stay on the client's
+    hop, before or after it, whatever their case."""
+    with H1Conn(sluice.port) as c:
+        r = c.request("GET", "/v1/hop", [("X-Secret-A", "1"), ("Connection", "x-secret-a"),
+                                         ("Connection", "X-SECRET-B, keep-alive"),
+                                         ("x-secret-b", "2"), ("X-Keep", "yes")])
+    h = r.json()["headers"]
+    assert r.status == 200 and h.get("x-keep") == "yes", (r, h)
+    leaked = [n for n in h if n.startswith("x-secret") or "x-secret" in h[n].lower()]
+    assert not leaked, "Connection-named request fields reached the origin: %r" % h

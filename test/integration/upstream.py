@@ -27,6 +27,10 @@ Endpoints (any method unless stated; HEAD works everywhere, without a body):
   GET  /status/N              answers status N with a small JSON body
   GET  /close                 reads the request, closes without answering
   GET  /204, GET /304         body-less answers
+  GET  /hop                   {"ok": true} with fields of the origin's own hop
+                              (RFC 9110 §7.6.1): x-internal before the Connection
+                              field naming it, x-other after a second one, and
+                              x-public, which is end-to-end
   GET  /ws                    WebSocket echo (RFC 6455)
   anything else               {"ok": true, "path", "method", "headers", ...}
 
@@ -525,6 +529,12 @@ class Conn:
         elif p == "/close":
             await req.drain_body()
             return False
+        elif p == "/hop":
+            await req.drain_body()
+            await self.send_json(req, 200, {"ok": True}, keep, extra=[
+                ("x-internal", "secret"), ("connection", "x-internal"),
+                ("Connection", "X-Other, keep-alive"), ("x-other", "1"),
+                ("x-public", "visible")])
         elif p == "/204":
             await req.drain_body()
             await self.send(req, 204, keep=keep)
