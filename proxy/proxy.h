@@ -41,8 +41,8 @@
 #include "sluice/config-t.h"
 #include "sluice/metrics.h"
 #include "http.h"
-#include "pipe.h"
-#include "ws.h"
+#include "core/pipe.h"
+#include "front/ws.h"
 
 #define SL_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 

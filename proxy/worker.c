@@ -21,7 +21,7 @@
 #include "sluice/log.h"
 #include "sluice/version.h"
 #include "proxy.h"
-#include "h2mem.h"
+#include "front/h2mem.h"
 #include "stats.h"
 #include "worker.h"
 

@@ -43,7 +43,7 @@
 #include "sluice/policy_state.h"
 #include "../../proxy/proxy.h"
 #include "../../proxy/stats.h"
-#include "../../proxy/ws.h"
+#include "front/ws.h"
 
 /* ---- what proxy/main.c provides to the library -------------------- */
 

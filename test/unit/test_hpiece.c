@@ -8,7 +8,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "../../proxy/hpiece.h"
+#include "hpiece.h"
 
 /* A field split at every byte boundary (two pieces), and one fed a byte
  * per "read" (the input buffer is overwritten after each keep, as a

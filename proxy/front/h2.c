@@ -24,7 +24,7 @@
 #include "sluice/fmt.h"
 #include "sluice/log.h"
 #include "proxy.h"
-#include "h2mem.h"
+#include "front/h2mem.h"
 #include "stats.h"
 
 /* The connection-level receive window: the sum of in-flight request body

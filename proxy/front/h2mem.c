@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "h2mem.h"
+#include "front/h2mem.h"
 
 #define N_CLASSES 8        /* 64 .. 8192 */
 #define MIN_SHIFT 6

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipe.h"
+#include "core/pipe.h"
 
 /* Per-thread freelist. 64 chunks (1 MiB) per worker are kept for reuse;
  * beyond that chunks go back to malloc so a burst does not pin memory. */

@@ -23,7 +23,7 @@
 #include "hpiece.h"
 #include "proxy.h"
 #include "stats.h"
-#include "ws.h"
+#include "front/ws.h"
 
 enum h1_state {
   H1_IDLE = 0,      /* between requests */
