@@ -37,6 +37,7 @@
 #include "sluice/metrics.h"
 #include "sluice/route.h"
 #include "admin.h"
+#include "core/freelist.h"
 #include "proxy.h"
 #include "stats.h"
 #include "watch.h"
@@ -1161,6 +1162,7 @@ static void hook_explain(void *ud, const char *query, int *status, char **body, 
  * a probe), so the gauge never lags a refusal nor outlives `open_for`. */
 static void breaker_gauges(void *ud) {
   (void)ud;
+  sl_freelist_collect(); /* sluice_pool_* (core/freelist.h) */
   struct sl_gen *g = sl_gen_current_ref();
   const struct sl_config *cfg = g->cfg;
   uint64_t now = sl_now_ns();

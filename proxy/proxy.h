@@ -271,7 +271,22 @@ void sl_stream_finish_metrics(struct sl_stream *s);
 
 /* ---- client connections ------------------------------------------- */
 
+/* A frontend (front/h1.c, front/h2.c): how a connection is handed to it
+ * and what conn.c calls on its events. conn.c knows no protocol: it picks
+ * a frontend from sl_frontends (front/frontends.c) by ALPN, or by the
+ * first bytes of a cleartext connection, and calls through this table. */
 struct sl_proto_ops {
+  const char *name;      /* "h1", "h2" (logs) */
+  const char *alpn;      /* ALPN protocol id selecting it on TLS, or NULL */
+  /* Cleartext: the client's first bytes that select it (h2c prior
+   * knowledge), or NULL for the frontend taken when no preface matches. */
+  const char *preface;
+  size_t preface_len;
+  /* Set up protocol state in c->proto_data (c->ops is set by the caller
+   * on success). Returns 0, or -1 on OOM (the connection closes). */
+  int (*start)(struct sl_conn *c);
+  /* The connection's one timer expired (c->timeout_at passed). */
+  void (*on_timeout)(struct sl_conn *c);
   /* Consume |len| bytes read from the client. Returns the bytes consumed
    * (the rest stays in the read buffer, e.g. after a pause), or -1 to
    * close the connection now. */
@@ -357,18 +372,20 @@ void sl_conn_set_timeout(struct sl_conn *c, uint64_t ms);
  * connection, until neither list has work, then frees closed ones. */
 void sl_worker_flush_all(struct sl_worker *w);
 
-/* h1.c / h2.c */
+/* front/h1.c, front/h2.c, front/frontends.c */
 extern const struct sl_proto_ops sl_h1_ops;
 extern const struct sl_proto_ops sl_h2_ops;
-int sl_h1_start(struct sl_conn *c);
-/* |tls|: started after ALPN (no client preface detection needed). */
-int sl_h2_start(struct sl_conn *c);
-/* h1/h2 timer expiry (the connection's one timer). */
-void sl_h1_on_timeout(struct sl_conn *c);
-void sl_h2_on_timeout(struct sl_conn *c);
+/* The frontend ALPN selected (|alpn| NULL or unmatched: the default). */
+const struct sl_proto_ops *sl_frontend_for_alpn(const unsigned char *alpn, size_t len);
+/* The frontend the first |len| cleartext bytes select, or NULL when more
+ * bytes are needed to decide. */
+const struct sl_proto_ops *sl_frontend_for_preface(const char *data, size_t len);
 
-/* tls.c */
+/* front/tls.c */
 SSL_CTX *sl_tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen);
+/* SSL_read / SSL_write in the transport convention (core/io.h). */
+ssize_t sl_tls_read(SSL *ssl, void *buf, size_t len);
+ssize_t sl_tls_write(SSL *ssl, const void *buf, size_t len);
 
 /* ---- upstreams ---------------------------------------------------- */
 
