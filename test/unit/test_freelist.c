@@ -73,6 +73,18 @@ static bool has_line(const char *text, const char *line) {
   return strstr(text, want) != NULL;
 }
 
+/* Scrapes (collect, then render) and expects each of |lines|. */
+static void expect_scrape(const char *const *lines) {
+  sl_freelist_collect();
+  char *text;
+  size_t len;
+  assert_int_equal(sl_metrics_render(&text, &len), 0);
+  for (; *lines; lines++) {
+    if (!has_line(text, *lines)) fail_msg("no line \"%s\" in the scrape", *lines);
+  }
+  free(text);
+}
+
 /* The pipe's chunks go through the freelist: a pipe filled and cleared
  * twice allocates once per chunk and then reuses; the scrape shows it
  * as sluice_pool_* series. */
@@ -86,30 +98,25 @@ static void test_pipe_chunks_in_metrics(void **state) {
     sl_pipe_clear(&p);
   }
   expect_totals("pipe_chunk", 3, 3, 0, 3);
-  sl_freelist_collect();
-  char *text;
-  size_t len;
-  assert_int_equal(sl_metrics_render(&text, &len), 0);
-  assert_true(has_line(text, "sluice_pool_objects{pool=\"pipe_chunk\",state=\"cached\"} 3"));
-  assert_true(has_line(text, "sluice_pool_objects{pool=\"pipe_chunk\",state=\"in_use\"} 0"));
-  assert_true(has_line(text, "sluice_pool_allocations_total{pool=\"pipe_chunk\"} 3"));
-  assert_true(has_line(text, "sluice_pool_reuses_total{pool=\"pipe_chunk\"} 3"));
-  assert_true(has_line(text, "sluice_pool_frees_total{pool=\"pipe_chunk\"} 0"));
-  assert_non_null(strstr(text, "# TYPE sluice_pool_objects gauge\n"));
-  assert_non_null(strstr(text, "# TYPE sluice_pool_allocations_total counter\n"));
-  free(text);
+  expect_scrape((const char *const[]){
+      "# TYPE sluice_pool_objects gauge",
+      "sluice_pool_objects{pool=\"pipe_chunk\",state=\"cached\"} 3",
+      "sluice_pool_objects{pool=\"pipe_chunk\",state=\"in_use\"} 0",
+      "# TYPE sluice_pool_allocations_total counter",
+      "sluice_pool_allocations_total{pool=\"pipe_chunk\"} 3",
+      "sluice_pool_reuses_total{pool=\"pipe_chunk\"} 3",
+      "sluice_pool_frees_total{pool=\"pipe_chunk\"} 0", NULL});
 
   /* One chunk handed out shows as in use; a second scrape adds only the
    * new counts (counters never double). */
   assert_int_equal(sl_pipe_write(&p, buf, 10), 0);
   sl_chunk_cache_drain();
-  sl_freelist_collect();
-  assert_int_equal(sl_metrics_render(&text, &len), 0);
-  assert_true(has_line(text, "sluice_pool_objects{pool=\"pipe_chunk\",state=\"cached\"} 0"));
-  assert_true(has_line(text, "sluice_pool_objects{pool=\"pipe_chunk\",state=\"in_use\"} 1"));
-  assert_true(has_line(text, "sluice_pool_reuses_total{pool=\"pipe_chunk\"} 4"));
-  assert_true(has_line(text, "sluice_pool_frees_total{pool=\"pipe_chunk\"} 2"));
-  free(text);
+  expect_scrape((const char *const[]){
+      "sluice_pool_objects{pool=\"pipe_chunk\",state=\"cached\"} 0",
+      "sluice_pool_objects{pool=\"pipe_chunk\",state=\"in_use\"} 1",
+      "sluice_pool_allocations_total{pool=\"pipe_chunk\"} 3",
+      "sluice_pool_reuses_total{pool=\"pipe_chunk\"} 4",
+      "sluice_pool_frees_total{pool=\"pipe_chunk\"} 2", NULL});
   sl_pipe_clear(&p);
   sl_chunk_cache_drain();
 }
@@ -154,16 +161,11 @@ static void test_threads_and_scrapes(void **state) {
   assert_int_equal(t.reuses, (uint64_t)N_THREADS * (ROUNDS - 1) * 4);
   assert_int_equal(t.cached, 0);
   assert_int_equal(t.frees, t.allocations); /* nothing left in use */
-  sl_freelist_collect();
-  char *text;
-  size_t len;
-  assert_int_equal(sl_metrics_render(&text, &len), 0);
   char line[128];
   snprintf(line, sizeof(line), "sluice_pool_reuses_total{pool=\"test_threads\"} %llu",
            (unsigned long long)t.reuses);
-  assert_true(has_line(text, line));
-  assert_true(has_line(text, "sluice_pool_objects{pool=\"test_threads\",state=\"in_use\"} 0"));
-  free(text);
+  expect_scrape((const char *const[]){
+      line, "sluice_pool_objects{pool=\"test_threads\",state=\"in_use\"} 0", NULL});
 }
 
 int main(void) {
