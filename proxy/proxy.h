@@ -276,7 +276,6 @@ void sl_stream_finish_metrics(struct sl_stream *s);
  * a frontend from sl_frontends (front/frontends.c) by ALPN, or by the
  * first bytes of a cleartext connection, and calls through this table. */
 struct sl_proto_ops {
-  const char *name;      /* "h1", "h2" (logs) */
   const char *alpn;      /* ALPN protocol id selecting it on TLS, or NULL */
   /* Cleartext: the client's first bytes that select it (h2c prior
    * knowledge), or NULL for the frontend taken when no preface matches. */

@@ -663,7 +663,6 @@ static void h1_on_timeout(struct sl_conn *c) {
 }
 
 const struct sl_proto_ops sl_h1_ops = {
-    .name = "h1",
     .alpn = "http/1.1",
     .start = h1_start,
     .on_timeout = h1_on_timeout,

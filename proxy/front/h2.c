@@ -748,7 +748,6 @@ static int h2_start(struct sl_conn *c);
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 const struct sl_proto_ops sl_h2_ops = {
-    .name = "h2",
     .alpn = "h2",
     .preface = h2_preface,
     .preface_len = sizeof(h2_preface) - 1,
