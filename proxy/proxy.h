@@ -273,8 +273,8 @@ void sl_stream_finish_metrics(struct sl_stream *s);
 
 /* A frontend (front/h1.c, front/h2.c): how a connection is handed to it
  * and what conn.c calls on its events. conn.c knows no protocol: it picks
- * a frontend from sl_frontends (front/frontends.c) by ALPN, or by the
- * first bytes of a cleartext connection, and calls through this table. */
+ * a frontend with sl_frontend_for_alpn / sl_frontend_for_preface (the table
+ * in front/frontends.c) and calls only through these members. */
 struct sl_proto_ops {
   const char *alpn;      /* ALPN protocol id selecting it on TLS, or NULL */
   /* Cleartext: the client's first bytes that select it (h2c prior
