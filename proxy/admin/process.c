@@ -21,6 +21,7 @@
 #include "admin/commands.h"
 #include "admin/process.h"
 #include "admin/reload.h"
+#include "core/freelist.h"
 #include "core/clock.h"
 #include "core/gen.h"
 #include "core/listener.h"
@@ -77,6 +78,7 @@ static int cpus_available(void) {
  * a probe), so the gauge never lags a refusal nor outlives `open_for`. */
 static void breaker_gauges(void *ud) {
   (void)ud;
+  sl_freelist_collect(); /* sluice_pool_* (core/freelist.h) */
   struct sl_gen *g = sl_gen_current_ref();
   const struct sl_config *cfg = g->cfg;
   uint64_t now = sl_now_ns();

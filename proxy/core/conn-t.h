@@ -12,7 +12,7 @@
 #include <sys/types.h>
 
 #include "core/stream-t.h" /* enum sl_proto */
-#include "pipe.h"
+#include "core/pipe.h"
 
 /* A client's outgoing byte queue (framed responses). */
 #define SL_OUT_PIPE_CAP (64 * 1024)
@@ -20,7 +20,21 @@
 struct sl_worker;
 struct sl_listener;
 
+/* A frontend (front/h1.c, front/h2.c): how a connection is handed to it
+ * and what conn.c calls on its events. conn.c knows no protocol: it picks
+ * a frontend with sl_frontend_for_alpn / sl_frontend_for_preface (the table
+ * in front/frontends.c) and calls only through these members. */
 struct sl_proto_ops {
+  const char *alpn;      /* ALPN protocol id selecting it on TLS, or NULL */
+  /* Cleartext: the client's first bytes that select it (h2c prior
+   * knowledge), or NULL for the frontend taken when no preface matches. */
+  const char *preface;
+  size_t preface_len;
+  /* Set up protocol state in c->proto_data (c->ops is set by the caller
+   * on success). Returns 0, or -1 on OOM (the connection closes). */
+  int (*start)(struct sl_conn *c);
+  /* The connection's one timer expired (c->timeout_at passed). */
+  void (*on_timeout)(struct sl_conn *c);
   /* Consume |len| bytes read from the client. Returns the bytes consumed
    * (the rest stays in the read buffer, e.g. after a pause), or -1 to
    * close the connection now. */

@@ -30,8 +30,8 @@
 
 #include "sluice/admission.h"
 #include "sluice/arena.h"
-#include "pipe.h"
-#include "ws.h"
+#include "core/pipe.h"
+#include "front/ws.h"
 
 /* Per-exchange buffer bound: request and response body pipes each hold at
  * most this much (plus one read) before the producer is paused. */

@@ -29,8 +29,8 @@
 #include "core/stream.h"
 #include "core/worker.h"
 #include "front/front.h"
+#include "front/h2mem.h"
 #include "upstream/upstream.h"
-#include "h2mem.h"
 
 atomic_int sl_workers_exited;
 

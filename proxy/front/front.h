@@ -1,19 +1,20 @@
 /*
  * sluice — the frontends: HTTP/1.1 (h1.c) and HTTP/2 (h2.c) client
- * protocols, each an sl_proto_ops table a connection runs.
+ * protocols, each an sl_proto_ops table a connection runs, chosen by
+ * front/frontends.c.
  */
 #ifndef SLUICE_FRONT_FRONT_H
 #define SLUICE_FRONT_FRONT_H
 
 #include "core/conn-t.h"
 
+/* front/h1.c, front/h2.c, front/frontends.c */
 extern const struct sl_proto_ops sl_h1_ops;
 extern const struct sl_proto_ops sl_h2_ops;
-int sl_h1_start(struct sl_conn *c);
-/* |tls|: started after ALPN (no client preface detection needed). */
-int sl_h2_start(struct sl_conn *c);
-/* h1/h2 timer expiry (the connection's one timer). */
-void sl_h1_on_timeout(struct sl_conn *c);
-void sl_h2_on_timeout(struct sl_conn *c);
+/* The frontend ALPN selected (|alpn| NULL or unmatched: the default). */
+const struct sl_proto_ops *sl_frontend_for_alpn(const unsigned char *alpn, size_t len);
+/* The frontend the first |len| cleartext bytes select, or NULL when more
+ * bytes are needed to decide. */
+const struct sl_proto_ops *sl_frontend_for_preface(const char *data, size_t len);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * The world a frontend fuzz driver runs sluice in (fuzz_h1.c, fuzz_h2.c):
+ * The world a frontend fuzz driver runs sluice in (fuzz_h1.c, fuzz_h2.c;
+ * also the frontend unit tests, through test/unit/front_world.h):
  * one worker (its libev loop, flushed by an ev_prepare as worker.c does),
  * one listener and one configuration generation, set up once; a stub
  * upstream on the same loop; and, per input, a connection accepted from
@@ -50,7 +51,7 @@
 #include "core/worker-t.h"
 #include "front/front.h"
 #include "upstream/upstream.h"
-#include "../../proxy/ws.h"
+#include "front/ws.h"
 
 /* ---- stand-ins for core/gen.c --------------------------------------- */
 

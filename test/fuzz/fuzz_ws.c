@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../proxy/ws.h"
+#include "front/ws.h"
 
 static void check(int ok, const char *what) {
   if (!ok) {

@@ -10,7 +10,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "../../proxy/h2mem.h"
+#include "front/h2mem.h"
 
 static void test_sizes_and_reuse(void **state) {
   (void)state;

@@ -8,7 +8,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "../../proxy/pipe.h"
+#include "core/pipe.h"
 
 static void fill_pattern(char *buf, size_t n, unsigned seed) {
   for (size_t i = 0; i < n; i++) buf[i] = (char)((i * 31 + seed) & 0xff);

@@ -8,7 +8,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "../../proxy/ws.h"
+#include "front/ws.h"
 
 /* RFC 6455 §1.3 example. */
 static void test_accept_rfc_example(void **state) {

@@ -4,15 +4,17 @@
  * Each block carries a 16-byte header with its size class (so free and
  * realloc need no size argument). Classes are powers of two from 64 to
  * 8192 bytes; larger blocks go straight to malloc. Each thread keeps at
- * most CACHE_PER_CLASS free blocks per class; beyond that they go back to
- * malloc, so a burst does not pin memory for ever.
+ * most CACHE_PER_CLASS free blocks per class (core/freelist.h, pools
+ * "nghttp2_64" .. "nghttp2_8192"); beyond that they go back to malloc, so
+ * a burst does not pin memory for ever.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "h2mem.h"
+#include "core/freelist.h"
+#include "front/h2mem.h"
 
 #define N_CLASSES 8        /* 64 .. 8192 */
 #define MIN_SHIFT 6
@@ -30,8 +32,16 @@ struct block {
   _Alignas(16) unsigned char data[];
 };
 
-static __thread struct block *free_lists[N_CLASSES];
-static __thread unsigned free_counts[N_CLASSES];
+#define CLASS(n) {.name = "nghttp2_" #n, .max_cached = CACHE_PER_CLASS}
+static struct sl_freelist_class classes[N_CLASSES] = {
+    CLASS(64), CLASS(128), CLASS(256), CLASS(512), CLASS(1024), CLASS(2048), CLASS(4096),
+    CLASS(8192)};
+#undef CLASS
+static __thread struct sl_freelist free_lists[N_CLASSES] = {
+    SL_FREELIST_INIT(&classes[0]), SL_FREELIST_INIT(&classes[1]),
+    SL_FREELIST_INIT(&classes[2]), SL_FREELIST_INIT(&classes[3]),
+    SL_FREELIST_INIT(&classes[4]), SL_FREELIST_INIT(&classes[5]),
+    SL_FREELIST_INIT(&classes[6]), SL_FREELIST_INIT(&classes[7])};
 
 static int class_of(size_t n) {
   size_t cap = (size_t)1 << MIN_SHIFT;
@@ -53,11 +63,8 @@ static void *h2mem_malloc(size_t size, void *ud) {
     b->h.size = size;
     return b->data;
   }
-  b = free_lists[c];
-  if (b) {
-    free_lists[c] = b->next;
-    free_counts[c]--;
-  } else {
+  b = sl_freelist_get(&free_lists[c]);
+  if (!b) {
     b = malloc(sizeof(*b) + class_size(c));
     if (!b) return NULL;
   }
@@ -75,13 +82,11 @@ static void h2mem_free(void *p, void *ud) {
   if (!p) return;
   struct block *b = block_of(p);
   int c = b->h.cls;
-  if (c == BIG_CLASS || free_counts[c] >= CACHE_PER_CLASS) {
+  if (c == BIG_CLASS) {
     free(b);
     return;
   }
-  b->next = free_lists[c];
-  free_lists[c] = b;
-  free_counts[c]++;
+  sl_freelist_put(&free_lists[c], b); /* links through b->next */
 }
 
 static void *h2mem_calloc(size_t nmemb, size_t size, void *ud) {
@@ -110,16 +115,9 @@ nghttp2_mem *sl_h2mem(void) {
 
 unsigned sl_h2mem_cached(size_t size) {
   int c = class_of(size);
-  return c < 0 ? 0 : free_counts[c];
+  return c < 0 ? 0 : free_lists[c].n_cached;
 }
 
 void sl_h2mem_drain(void) {
-  for (int c = 0; c < N_CLASSES; c++) {
-    while (free_lists[c]) {
-      struct block *b = free_lists[c];
-      free_lists[c] = b->next;
-      free(b);
-    }
-    free_counts[c] = 0;
-  }
+  for (int c = 0; c < N_CLASSES; c++) sl_freelist_drain(&free_lists[c]);
 }

@@ -8,7 +8,6 @@
  * `out` and call sl_conn_schedule_flush(); the worker writes every queued
  * connection once per loop iteration (ev_prepare), with one writev.
  */
-#include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -21,12 +20,11 @@
 #include "sluice/log.h"
 #include "core/conn.h"
 #include "core/container.h"
+#include "core/io.h"
 #include "core/listener-t.h"
 #include "core/worker-t.h"
 #include "front/front.h"
 #include "upstream/upstream.h"
-
-static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -175,24 +173,17 @@ void sl_worker_flush_all(struct sl_worker *w) {
   }
 }
 
-/* Returns bytes read, 0 on EOF, -1 on would-block, -2 on error. */
+/* Transport convention (core/io.h): bytes, SL_IO_AGAIN, SL_IO_EOF or fatal. */
 static ssize_t conn_transport_read(struct sl_conn *c, char *buf, size_t len) {
-  if (!c->ssl) {
-    for (;;) {
-      ssize_t n = read(c->fd, buf, len);
-      if (n >= 0) return n;
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
-      return -2;
-    }
-  }
-  ERR_clear_error();
-  int n = SSL_read(c->ssl, buf, (int)len);
-  if (n > 0) return n;
-  int e = SSL_get_error(c->ssl, n);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return -1;
-  if (e == SSL_ERROR_ZERO_RETURN) return 0;
-  return -2;
+  return c->ssl ? sl_tls_read(c->ssl, buf, len) : sl_io_read(c->fd, buf, len);
+}
+
+/* Hands |c| to |fe|; returns -1 if it could not start. */
+static int conn_start(struct sl_conn *c, const struct sl_proto_ops *fe) {
+  c->detecting = false;
+  if (fe->start(c) != 0) return -1;
+  c->ops = fe;
+  return 0;
 }
 
 static int conn_tls_handshake(struct sl_conn *c) {
@@ -203,8 +194,7 @@ static int conn_tls_handshake(struct sl_conn *c) {
     const unsigned char *alpn = NULL;
     unsigned alpn_len = 0;
     SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
-    if (alpn_len == 2 && memcmp(alpn, "h2", 2) == 0) return sl_h2_start(c);
-    return sl_h1_start(c);
+    return conn_start(c, sl_frontend_for_alpn(alpn, alpn_len));
   }
   int e = SSL_get_error(c->ssl, rv);
   if (e == SSL_ERROR_WANT_READ) return 0;
@@ -228,16 +218,9 @@ static int conn_feed(struct sl_conn *c) {
     size_t avail = ch->end - ch->start;
     const char *data = ch->data + ch->start;
     if (c->detecting) {
-      size_t cmp = avail < sizeof(h2_preface) - 1 ? avail : sizeof(h2_preface) - 1;
-      if (memcmp(data, h2_preface, cmp) != 0) {
-        c->detecting = false;
-        if (sl_h1_start(c) != 0) return -1;
-      } else if (cmp == sizeof(h2_preface) - 1) {
-        c->detecting = false;
-        if (sl_h2_start(c) != 0) return -1;
-      } else {
-        return 0; /* need more bytes to decide */
-      }
+      const struct sl_proto_ops *fe = sl_frontend_for_preface(data, avail);
+      if (!fe) return 0; /* need more bytes to decide */
+      if (conn_start(c, fe) != 0) return -1;
     }
     ssize_t used = c->ops->on_read(c, data, avail);
     if (used < 0) return -1;
@@ -280,12 +263,12 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
       return;
     }
     ssize_t n = conn_transport_read(c, dst, avail);
-    if (n == -1) break;
-    if (n == -2 || (n == 0 && (!c->ops || !c->ops->on_eof))) {
+    if (n == SL_IO_AGAIN) break;
+    if (sl_io_is_fatal(n) || (n == SL_IO_EOF && (!c->ops || !c->ops->on_eof))) {
       sl_conn_close(c); /* error, or EOF before a protocol was chosen */
       return;
     }
-    if (n == 0) {
+    if (n == SL_IO_EOF) {
       /* The protocol decides: an idle h1 connection closes, one with a
        * response in flight finishes writing it first. */
       c->peer_eof = true;
@@ -306,31 +289,22 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
   if (!c->dead) sl_conn_schedule_flush(c);
 }
 
-/* Writes as much of c->out as the socket takes. Returns 0 when all was
- * written, 1 on would-block, -1 on error. */
-static int conn_transport_write(struct sl_conn *c) {
+/* Writes as much of c->out as the socket takes (one writev of up to 16
+ * spans, or one TLS record's worth of the head chunk, per call). Returns
+ * 0 when all was written, else SL_IO_AGAIN or a fatal code (core/io.h). */
+static ssize_t conn_transport_write(struct sl_conn *c) {
   while (!sl_pipe_empty(&c->out)) {
+    ssize_t w;
     if (!c->ssl) {
       struct iovec iov[16];
       int n = sl_pipe_iov(&c->out, iov, 16);
-      ssize_t w = writev(c->fd, iov, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
-        return -1;
-      }
-      sl_pipe_consume(&c->out, (size_t)w);
+      w = sl_io_writev(c->fd, iov, n);
     } else {
       struct sl_chunk *ch = c->out.head;
-      ERR_clear_error();
-      int w = SSL_write(c->ssl, ch->data + ch->start, (int)(ch->end - ch->start));
-      if (w <= 0) {
-        int e = SSL_get_error(c->ssl, w);
-        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) return 1;
-        return -1;
-      }
-      sl_pipe_consume(&c->out, (size_t)w);
+      w = sl_tls_write(c->ssl, ch->data + ch->start, ch->end - ch->start);
     }
+    if (w < 0) return w == SL_IO_AGAIN ? SL_IO_AGAIN : SL_IO_ERROR;
+    sl_pipe_consume(&c->out, (size_t)w);
   }
   return 0;
 }
@@ -341,13 +315,13 @@ static void conn_do_flush(struct sl_conn *c) {
     if (c->ops && c->ops->produce) c->ops->produce(c);
     if (c->dead) return;
     if (sl_pipe_empty(&c->out)) break;
-    int rv = conn_transport_write(c);
-    if (rv < 0) {
-      sl_conn_close(c);
+    ssize_t rv = conn_transport_write(c);
+    if (rv == SL_IO_AGAIN) {
+      ev_io_start(c->w->loop, &c->wio);
       return;
     }
-    if (rv == 1) {
-      ev_io_start(c->w->loop, &c->wio);
+    if (rv < 0) {
+      sl_conn_close(c);
       return;
     }
   }
@@ -385,13 +359,10 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     return;
   }
   c->timeout_at = 0;
-  if (!c->ops) {
+  if (!c->ops)
     sl_conn_close(c); /* handshake or preface never completed, or linger over */
-  } else if (c->proto == SL_PROTO_H2) {
-    sl_h2_on_timeout(c);
-  } else {
-    sl_h1_on_timeout(c);
-  }
+  else
+    c->ops->on_timeout(c);
   if (!c->dead) sl_conn_schedule_flush(c);
 }
 
@@ -409,10 +380,9 @@ static void conn_linger_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
   /* A few reads per event, like conn_read_cb, so a fast sender cannot
    * starve the worker's other connections. */
   for (int i = 0; i < 4; i++) {
-    ssize_t n = read(c->fd, sink, sizeof(sink));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    if (n <= 0) break; /* EOF (the clean end) or error */
+    ssize_t n = sl_io_read(c->fd, sink, sizeof(sink));
+    if (n == SL_IO_AGAIN) return;
+    if (n < 0) break; /* EOF (the clean end) or error */
     c->linger_bytes += (uint32_t)n;
     if (c->linger_bytes >= SL_LINGER_MAX_BYTES) break; /* enough: cut it */
     if ((size_t)n < sizeof(sink)) return;

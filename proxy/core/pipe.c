@@ -6,21 +6,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipe.h"
+#include "core/freelist.h"
+#include "core/pipe.h"
 
 /* Per-thread freelist. 64 chunks (1 MiB) per worker are kept for reuse;
  * beyond that chunks go back to malloc so a burst does not pin memory. */
 #define SL_CHUNK_CACHE_MAX 64
 
-static __thread struct sl_chunk *chunk_cache;
-static __thread unsigned chunk_cache_len;
+static struct sl_freelist_class chunk_class = {.name = "pipe_chunk",
+                                               .max_cached = SL_CHUNK_CACHE_MAX};
+static __thread struct sl_freelist chunk_cache = SL_FREELIST_INIT(&chunk_class);
 
 struct sl_chunk *sl_chunk_get(void) {
-  struct sl_chunk *c = chunk_cache;
-  if (c) {
-    chunk_cache = c->next;
-    chunk_cache_len--;
-  } else {
+  struct sl_chunk *c = sl_freelist_get(&chunk_cache);
+  if (!c) {
     c = malloc(sizeof(*c));
     if (!c) return NULL;
   }
@@ -29,24 +28,9 @@ struct sl_chunk *sl_chunk_get(void) {
   return c;
 }
 
-void sl_chunk_put(struct sl_chunk *c) {
-  if (chunk_cache_len >= SL_CHUNK_CACHE_MAX) {
-    free(c);
-    return;
-  }
-  c->next = chunk_cache;
-  chunk_cache = c;
-  chunk_cache_len++;
-}
+void sl_chunk_put(struct sl_chunk *c) { sl_freelist_put(&chunk_cache, c); }
 
-void sl_chunk_cache_drain(void) {
-  while (chunk_cache) {
-    struct sl_chunk *n = chunk_cache->next;
-    free(chunk_cache);
-    chunk_cache = n;
-  }
-  chunk_cache_len = 0;
-}
+void sl_chunk_cache_drain(void) { sl_freelist_drain(&chunk_cache); }
 
 char *sl_pipe_reserve(struct sl_pipe *p, size_t min, size_t *avail) {
   if (min > SL_CHUNK_SIZE) min = SL_CHUNK_SIZE;

@@ -6,7 +6,7 @@
 #include <openssl/sha.h>
 #include <string.h>
 
-#include "ws.h"
+#include "front/ws.h"
 
 /* Frame header length once its first two bytes are known (RFC 6455
  * §5.2): 2, plus 2 or 8 extended length bytes, plus 4 mask bytes. */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "front/tls.h"
+#include "core/io.h"
 
 /* ALPN (RFC 7301): prefer h2, fall back to http/1.1; a client offering
  * neither gets no ALPN and speaks HTTP/1.1. */
@@ -68,4 +69,31 @@ SSL_CTX *sl_tls_ctx_new(const char *cert, const char *key, char *err, size_t err
 fail:
   SSL_CTX_free(ctx);
   return NULL;
+}
+
+/* SSL_get_error in the transport convention: the library wants the
+ * socket readable or writable (a renegotiation-free TLS 1.3 key update
+ * may want either way), the peer's close_notify, or a fatal failure. */
+static ssize_t tls_result(SSL *ssl, int rv) {
+  switch (SSL_get_error(ssl, rv)) {
+  case SSL_ERROR_WANT_READ:
+  case SSL_ERROR_WANT_WRITE:
+    return SL_IO_AGAIN;
+  case SSL_ERROR_ZERO_RETURN:
+    return SL_IO_EOF;
+  default:
+    return SL_IO_ERROR;
+  }
+}
+
+ssize_t sl_tls_read(SSL *ssl, void *buf, size_t len) {
+  ERR_clear_error();
+  int n = SSL_read(ssl, buf, (int)len);
+  return n > 0 ? n : tls_result(ssl, n);
+}
+
+ssize_t sl_tls_write(SSL *ssl, const void *buf, size_t len) {
+  ERR_clear_error();
+  int n = SSL_write(ssl, buf, (int)len);
+  return n > 0 ? n : tls_result(ssl, n);
 }

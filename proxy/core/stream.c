@@ -26,6 +26,7 @@
 #include "core/stream.h"
 #include "core/worker-t.h"
 #include "upstream/upstream.h"
+#include "core/freelist.h"
 #include "sluice/breaker.h"
 #include "core/stats.h"
 
@@ -33,25 +34,23 @@
  * arena are reused, so a request costs no malloc in steady state. Bounded
  * so a burst does not pin memory afterwards. */
 #define STREAM_CACHE_MAX 1024 /* 640 streams in flight per worker (64 h2 connections x 10) fit */
-static __thread struct sl_stream *stream_cache;
-static __thread unsigned stream_cache_len;
 
-void sl_stream_cache_drain(void) {
-  while (stream_cache) {
-    struct sl_stream *s = stream_cache;
-    stream_cache = s->queue_next;
-    sl_arena_free(&s->arena);
-    free(s);
-  }
-  stream_cache_len = 0;
+static void stream_free(void *obj) {
+  struct sl_stream *s = obj;
+  sl_arena_free(&s->arena);
+  free(s);
 }
+
+static struct sl_freelist_class stream_class = {
+    .name = "stream", .max_cached = STREAM_CACHE_MAX, .destroy = stream_free};
+static __thread struct sl_freelist stream_cache = SL_FREELIST_INIT(&stream_class);
+
+void sl_stream_cache_drain(void) { sl_freelist_drain(&stream_cache); }
 
 struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops *fe,
                                 enum sl_proto proto) {
-  struct sl_stream *s = stream_cache;
+  struct sl_stream *s = sl_freelist_get(&stream_cache);
   if (s) {
-    stream_cache = s->queue_next;
-    stream_cache_len--;
     struct sl_arena keep = s->arena;
     memset(s, 0, sizeof(*s));
     s->arena = keep;
@@ -121,15 +120,8 @@ void sl_stream_del(struct sl_stream *s) {
   sl_pipe_clear(&s->req_body);
   sl_pipe_clear(&s->resp_body);
   sl_gen_unref(s->gen);
-  if (stream_cache_len < STREAM_CACHE_MAX) {
-    sl_arena_reset(&s->arena);
-    s->queue_next = stream_cache;
-    stream_cache = s;
-    stream_cache_len++;
-    return;
-  }
-  sl_arena_free(&s->arena);
-  free(s);
+  sl_arena_reset(&s->arena);
+  sl_freelist_put(&stream_cache, s); /* links through s->conn; frees past the bound */
 }
 
 static int header_append(struct sl_arena *a, struct sl_header **arr, uint32_t *n, uint32_t *cap,

@@ -28,7 +28,7 @@
 #include "front/front.h"
 #include "core/http.h"
 #include "core/stats.h"
-#include "ws.h"
+#include "front/ws.h"
 
 enum h1_state {
   H1_IDLE = 0,      /* between requests */
@@ -299,7 +299,7 @@ static void h1_settings_init(void) {
   done = true;
 }
 
-int sl_h1_start(struct sl_conn *c) {
+static int h1_start(struct sl_conn *c) {
   struct sl_h1 *h = calloc(1, sizeof(*h));
   if (!h) return -1;
   h1_settings_init();
@@ -307,7 +307,6 @@ int sl_h1_start(struct sl_conn *c) {
   llhttp_init(&h->parser, HTTP_REQUEST, &h1_settings);
   h->parser.data = h;
   c->proto = SL_PROTO_H1;
-  c->ops = &sl_h1_ops;
   c->proto_data = h;
   h->m_active = c->lis->m_conn_h1;
   if (h->m_active) sl_metric_gauge_add(h->m_active, 1);
@@ -647,7 +646,7 @@ static void h1_drain(struct sl_conn *c) {
 
 static bool h1_idle(struct sl_conn *c) { return h1_of(c)->state == H1_IDLE; }
 
-void sl_h1_on_timeout(struct sl_conn *c) {
+static void h1_on_timeout(struct sl_conn *c) {
   struct sl_h1 *h = h1_of(c);
   switch (h->state) {
   case H1_IDLE:
@@ -669,6 +668,9 @@ void sl_h1_on_timeout(struct sl_conn *c) {
 }
 
 const struct sl_proto_ops sl_h1_ops = {
+    .alpn = "http/1.1",
+    .start = h1_start,
+    .on_timeout = h1_on_timeout,
     .on_read = h1_on_read,
     .produce = h1_produce,
     .on_eof = h1_on_eof,

@@ -29,7 +29,7 @@
 #include "core/worker-t.h"
 #include "front/front.h"
 #include "upstream/upstream.h"
-#include "h2mem.h"
+#include "front/h2mem.h"
 #include "core/stats.h"
 
 /* The connection-level receive window: the sum of in-flight request body
@@ -724,7 +724,7 @@ static bool h2_idle(struct sl_conn *c) { return h2_quiet(h2_of(c)); }
  * upstream's timeouts. Only stalled streams left counts as idle: their
  * resets may never leave if the client reads nothing, so the connection
  * then closes at once instead of after a flush. */
-void sl_h2_on_timeout(struct sl_conn *c) {
+static void h2_on_timeout(struct sl_conn *c) {
   struct sl_h2 *h = h2_of(c);
   ev_tstamp now = ev_now(c->w->loop);
   bool was_quiet = h2_quiet(h);
@@ -748,7 +748,16 @@ void sl_h2_on_timeout(struct sl_conn *c) {
   sl_conn_close_after_flush(c);
 }
 
+static int h2_start(struct sl_conn *c);
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 const struct sl_proto_ops sl_h2_ops = {
+    .alpn = "h2",
+    .preface = h2_preface,
+    .preface_len = sizeof(h2_preface) - 1,
+    .start = h2_start,
+    .on_timeout = h2_on_timeout,
     .on_read = h2_on_read,
     .produce = h2_produce,
     .on_eof = h2_on_eof,
@@ -788,7 +797,7 @@ __attribute__((destructor)) static void h2_free_globals(void) {
   nghttp2_option_del(h2_options);
 }
 
-int sl_h2_start(struct sl_conn *c) {
+static int h2_start(struct sl_conn *c) {
   struct sl_h2 *h = calloc(1, sizeof(*h));
   if (!h) return -1;
   h->c = c;
@@ -811,7 +820,6 @@ int sl_h2_start(struct sl_conn *c) {
     return -1;
   }
   c->proto = SL_PROTO_H2;
-  c->ops = &sl_h2_ops;
   c->proto_data = h;
   h->m_active = c->lis->m_conn_h2;
   if (h->m_active) sl_metric_gauge_add(h->m_active, 1);
