@@ -24,6 +24,7 @@
 #include "core/listener-t.h"
 #include "core/worker-t.h"
 #include "front/front.h"
+#include "front/tls.h"
 #include "upstream/upstream.h"
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);

@@ -90,9 +90,26 @@ struct sl_frontend_ops {
   void (*abort)(struct sl_stream *s);
 };
 
+/* What the upstream side tells the exchange it serves (core/stream.c
+ * provides the table, sl_stream_exchange_ops; the declarations of stream.h
+ * say what each call does). The upstream side reaches the exchange only
+ * through s->ex, never stream.c by name: the stream drives its upstream
+ * and its upstream answers through this table, as a frontend answers
+ * through sl_frontend_ops; a unit test can hand a backend its own. */
+struct sl_exchange_ops {
+  void (*outcome)(struct sl_stream *s, bool failure);
+  void (*failed)(struct sl_stream *s, int status, const char *error);
+  void (*respond_error)(struct sl_stream *s, int status, const char *error, const char *policy,
+                        uint32_t retry_after);
+  void (*tunnel_open)(struct sl_stream *s);
+  void (*tunnel_down)(struct sl_stream *s, const char *data, size_t n);
+  void (*tunnel_close)(struct sl_stream *s, uint16_t code, const char *reason);
+};
+
 struct sl_stream {
   struct sl_conn *conn;
   const struct sl_frontend_ops *fe;
+  const struct sl_exchange_ops *ex; /* for the upstream side */
   void *fe_data;      /* h2: the sl_h2 session */
   int32_t h2_id;      /* h2 stream id, 0 for h1 */
   enum sl_proto proto;

@@ -61,6 +61,7 @@ struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops 
   }
   s->conn = c;
   s->fe = fe;
+  s->ex = &sl_stream_exchange_ops;
   s->proto = proto;
   s->req.content_length = -1;
   s->resp.content_length = -1;
@@ -501,3 +502,12 @@ void sl_stream_tunnel_close(struct sl_stream *s, uint16_t code, const char *reas
   /* Already between frames: close now; otherwise at the next boundary. */
   if (sl_ws_at_boundary(&s->ws_down) || s->ws_down.broken) tunnel_inject_close(s, true);
 }
+
+const struct sl_exchange_ops sl_stream_exchange_ops = {
+    .outcome = sl_stream_outcome,
+    .failed = sl_stream_upstream_failed,
+    .respond_error = sl_stream_respond_error,
+    .tunnel_open = sl_stream_tunnel_open,
+    .tunnel_down = sl_stream_tunnel_down,
+    .tunnel_close = sl_stream_tunnel_close,
+};

@@ -50,6 +50,8 @@ void sl_stream_tunnel_down(struct sl_stream *s, const char *data, size_t n);
 /* Called by the upstream side when the exchange's outcome is known
  * (response head, or failure): feeds the circuit breaker. */
 void sl_stream_outcome(struct sl_stream *s, bool failure);
+/* The above, as the upstream side calls them (s->ex). */
+extern const struct sl_exchange_ops sl_stream_exchange_ops;
 /* Called by the frontend once the response is fully written (or the
  * stream is torn down): reports the outcome to metrics. */
 void sl_stream_finish_metrics(struct sl_stream *s);

@@ -278,7 +278,7 @@ static void h1_attach(struct sl_upconn *c, struct sl_stream *s) {
   s->upstream_started = ev_now(p->w->loop);
   if (h1_write_request_head(u, s) != 0) {
     sl_upconn_close(c);
-    sl_stream_upstream_failed(s, 503, "out_of_memory");
+    s->ex->failed(s, 503, "out_of_memory");
     return;
   }
   u->body_moved_at = ev_now(p->w->loop);
@@ -446,7 +446,7 @@ static void h1_enter_tunnel(struct h1_up *u, const char *rest, size_t n) {
   uint64_t idle_ms = s->route->idle_timeout_ms ? s->route->idle_timeout_ms
                                                : s->conn->lis->idle_timeout_ms;
   sl_upconn_set_timeout(&u->c, idle_ms);
-  if (n) sl_stream_tunnel_down(s, rest, n);
+  if (n) s->ex->tunnel_down(s, rest, n);
   if (u->c.dead || u->c.s != s) return; /* closed while injecting */
   s->fe->response_body(s);
   h1_pump_tunnel(u);
@@ -473,7 +473,7 @@ static void h1_read_tunnel(struct h1_up *u) {
       return;
     }
     sl_upconn_touch(&u->c);
-    sl_stream_tunnel_down(s, h1_scratch, (size_t)n);
+    s->ex->tunnel_down(s, h1_scratch, (size_t)n);
     if (u->c.s != s) return;
     s->fe->response_body(s);
     if ((size_t)n < sizeof(h1_scratch)) return;
@@ -500,7 +500,7 @@ static void h1_body_timeout(struct h1_up *u, ev_tstamp now) {
   if (client_due <= now) {
     if (SL_LOG_ENABLED(SL_LOG_DEBUG))
       sl_log(SL_LOG_DEBUG, "request body stalled", "upstream", u->c.pool->name, NULL);
-    sl_stream_respond_error(s, 408, "request_body_timeout", "http", 0);
+    s->ex->respond_error(s, 408, "request_body_timeout", "http", 0);
     return;
   }
   sl_upconn_arm_at(&u->c, now + u->c.timeout < client_due ? now + u->c.timeout : client_due);
@@ -513,7 +513,7 @@ static void h1_on_timeout(struct sl_upconn *c, ev_tstamp now) {
     /* Idle tunnel: a close frame if sluice is between frames, else just
      * end it. */
     struct sl_stream *s = c->s;
-    sl_stream_tunnel_close(s, 1001, "idle timeout");
+    s->ex->tunnel_close(s, 1001, "idle timeout");
     if (s->up == c) {
       s->resp_done = true;
       sl_upstream_tunnel_end(s);
@@ -781,11 +781,11 @@ static int on_resp_headers_complete(llhttp_t *p) {
   struct sl_pool *pool = u->c.pool;
   sl_stats_upstream_done(pool->w, pool->name, status,
                          ev_now(pool->w->loop) - s->upstream_started);
-  sl_stream_outcome(s, status >= 500);
+  s->ex->outcome(s, status >= 500);
   if (upgrade) {
     s->resp.no_body = false;
     s->resp.content_length = -1;
-    sl_stream_tunnel_open(s);
+    s->ex->tunnel_open(s);
     s->fe->response_head(s);
     return 2; /* no body: the rest of the bytes are the tunnel's */
   }

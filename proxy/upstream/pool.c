@@ -182,7 +182,7 @@ static struct sl_upconn *upconn_connect(struct sl_pool *p) {
  * before answering it: replay it once elsewhere, else 502. */
 static void upstream_replay(struct sl_stream *s) {
   if (!sl_upstream_may_replay(s, 0)) {
-    sl_stream_upstream_failed(s, 502, "upstream_closed");
+    s->ex->failed(s, 502, "upstream_closed");
     return;
   }
   s->upstream_retried = true;
@@ -313,8 +313,8 @@ static void pool_service_queue(struct sl_pool *p) {
 void sl_upstream_fail_stream(struct sl_pool *p, struct sl_stream *s, int status,
                              const char *error) {
   sl_stats_upstream_done(p->w, p->name, 0, -1);
-  sl_stream_outcome(s, true);
-  sl_stream_upstream_failed(s, status, error);
+  s->ex->outcome(s, true);
+  s->ex->failed(s, status, error);
 }
 
 void sl_upstream_start(struct sl_stream *s) {
@@ -351,7 +351,7 @@ void sl_upstream_start(struct sl_stream *s) {
   char policy[SL_POLICY_NAME_MAX];
   snprintf(policy, sizeof(policy), "upstream/%s", p->name);
   sl_stats_rejection(p->w, s->route->name, policy, SL_REASON_QUEUE_FULL, false, s->client_ip);
-  sl_stream_respond_error(s, 503, "upstream_queue_full", policy, 1);
+  s->ex->respond_error(s, 503, "upstream_queue_full", policy, 1);
 }
 
 void sl_upstream_request_body(struct sl_stream *s) {
@@ -431,7 +431,7 @@ bool sl_upconn_retry(struct sl_upconn *u, uint64_t body_taken) {
   }
   struct sl_upconn *n = upconn_connect(p);
   if (!n) {
-    sl_stream_upstream_failed(s, 502, "upstream_connect_failed");
+    s->ex->failed(s, 502, "upstream_connect_failed");
     return true;
   }
   upconn_bind(n, s);
