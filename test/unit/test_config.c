@@ -18,7 +18,7 @@
 #include <openssl/evp.h>
 
 #include "sluice/config.h"
-#include "../../policies/config_int.h"
+#include "../../policies/config/config_int.h"
 
 /* ---- fixtures ----------------------------------------------------- */
 
