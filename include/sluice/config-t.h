@@ -24,6 +24,8 @@
 
 #include "sluice/version-t.h"
 
+struct sl_kind;
+
 /* Where a value came from, for FILE:LINE:COL messages (1-based). */
 struct sl_mark {
   const char *file; /* owned by the snapshot */
@@ -199,6 +201,21 @@ struct sl_route_cfg {
   } concurrency;
   enum sl_priority priority;
   uint64_t idle_timeout_ms; /* tunnels; 0: the listener's */
+  /* Policies of the registered kinds (sluice/policy.h) the route has, in
+   * the order of policies/kinds/kinds.def; run after the blocklist. */
+  struct sl_policy_cfg *policies;
+  size_t n_policies;
+};
+
+/* One route policy of a registered kind (sluice/policy.h): pure data. */
+struct sl_policy_cfg {
+  const struct sl_kind *kind;
+  uint16_t kind_index;   /* in sl_policy_kinds[] (the refusal reason) */
+  const char *name;      /* "<route>/<kind key>": explain, logs, metric labels */
+  struct sl_mark mark;
+  enum sl_mode mode;
+  uint64_t identity;     /* what its state means; 0: the kind is stateless */
+  const void *data;      /* the kind's own configuration (snapshot arena) */
 };
 
 /* ---- blocklist ---------------------------------------------------- */

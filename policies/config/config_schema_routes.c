@@ -14,6 +14,7 @@
 #include "sluice/hash.h"
 #include "sluice/config.h"
 #include "sluice/path.h"
+#include "sluice/policy.h"
 #include "sluice/version.h"
 #include "config_schema.h"
 
@@ -219,8 +220,35 @@ static void resolve_upstream(struct cfg_schema *s, node_t *v, struct sl_route_cf
   cs_err(s, v, "upstream: '%s' is not a defined upstream%s", v->str, sug);
 }
 
+/* The policies of registered kinds (sluice/policy.h) |m| has, each
+ * under its kind's key, in the order of kinds.def. */
+static void parse_kinds(struct cfg_schema *s, node_t *m, struct sl_route_cfg *r) {
+  for (size_t k = 0; k < sl_n_policy_kinds; k++) {
+    const struct sl_kind *kind = sl_policy_kinds[k];
+    node_t *v = cs_val(m, kind->key);
+    if (!v) continue;
+    if (!r->policies) r->policies = sl_arena_xalloc(s->a, sl_n_policy_kinds * sizeof(*r->policies));
+    struct sl_policy_cfg *p = &r->policies[r->n_policies];
+    memset(p, 0, sizeof(*p));
+    p->kind = kind;
+    p->kind_index = (uint16_t)k;
+    p->mark = v->mark;
+    char buf[160];
+    snprintf(buf, sizeof(buf), "%s/%s", r->name ? r->name : "?", kind->key);
+    p->name = cs_sdup(s, buf);
+    if (kind->parse(s, v, p)) r->n_policies++;
+  }
+}
+
 static void parse_route(struct cfg_schema *s, node_t *m, struct sl_route_cfg *r) {
-  cs_check_keys(s, m, "route", ROUTE_KEYS);
+  /* The route's own keys, then the kinds' keys. */
+  const char *route_keys[sizeof(ROUTE_KEYS) / sizeof(ROUTE_KEYS[0]) + SL_ENGINE_MAX_KINDS];
+  size_t nk = 0;
+  for (; ROUTE_KEYS[nk]; nk++) route_keys[nk] = ROUTE_KEYS[nk];
+  for (size_t k = 0; k < sl_n_policy_kinds && k < SL_ENGINE_MAX_KINDS; k++)
+    route_keys[nk++] = sl_policy_kinds[k]->key;
+  route_keys[nk] = NULL;
+  cs_check_keys(s, m, "route", route_keys);
   r->mark = m->mark;
   if (cs_get_name(s, m, "name", false, &r->name) == 0) cs_err(s, m, "route: missing 'name'");
   r->match.websocket = -1;
@@ -269,6 +297,7 @@ static void parse_route(struct cfg_schema *s, node_t *m, struct sl_route_cfg *r)
   int p;
   if (cs_get_enum(s, m, "priority", prios, &p) > 0) r->priority = (enum sl_priority)p;
   cs_get_ms(s, m, "idle_timeout", 0, &r->idle_timeout_ms);
+  parse_kinds(s, m, r);
 }
 
 void cs_parse_routes(struct cfg_schema *s, node_t *root) {
