@@ -1,0 +1,302 @@
+/*
+ * sluice — what a reload changed. See include/sluice/config_diff.h.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/config_diff.h"
+#include "sluice/hash.h"
+#include "sluice/json.h"
+#include "sluice/policy.h"
+
+void sl_namelist_add(struct sl_namelist *nl, const char *name) {
+  nl->n++;
+  size_t need = strlen(name) + (nl->len ? 1 : 0);
+  if (nl->len + need >= sizeof(nl->buf)) return;
+  if (nl->len) nl->buf[nl->len++] = ',';
+  memcpy(nl->buf + nl->len, name, strlen(name) + 1);
+  nl->len += strlen(name);
+  nl->shown++;
+}
+
+static uint64_t dh_match(uint64_t h, const struct sl_route_match *m) {
+  h = sl_hash_mix_str(sl_hash_mix_str(sl_hash_mix_str(sl_hash_mix_str(h, m->path_prefix), m->method), m->host), m->listener);
+  h = sl_hash_mix_u64(h, (uint64_t)(int64_t)m->websocket);
+  for (size_t i = 0; i < m->n_headers; i++)
+    h = sl_hash_mix_str(sl_hash_mix_str(h, m->headers[i].name), m->headers[i].value);
+  return sl_hash_mix_u64(h, m->n_headers);
+}
+
+/* Policy identities leave the tunables out (a retuned policy keeps its
+ * state and is converted), so the diff hashes them apart: a rate limit's
+ * rate, burst and overrides; a breaker's settings. */
+static uint64_t rate_limit_tunables(const struct sl_rate_limit_cfg *rl) {
+  uint64_t h = sl_hash_mix_u64(sl_hash_mix_u64(SL_HASH_SEED, rl->rate.period_ns), rl->burst);
+  for (size_t j = 0; j < rl->n_overrides; j++)
+    h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_str(h, rl->overrides[j].match), rl->overrides[j].rate.period_ns),
+               rl->overrides[j].burst);
+  return h;
+}
+
+static uint64_t breaker_tunables(const struct sl_breaker_cfg *b) {
+  uint64_t h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_u64(SL_HASH_SEED, b->consecutive_failures), b->window_ms),
+                      b->min_requests);
+  h = sl_hash_mix(h, &b->failure_ratio, sizeof(b->failure_ratio));
+  h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_u64(h, b->slow_call_ms), b->open_for_ms), b->half_open_probes);
+  return sl_hash_mix_u64(sl_hash_mix_u64(h, b->recovery_ramp_ms), (uint64_t)b->enabled);
+}
+
+static uint64_t route_hash(const struct sl_route_cfg *r) {
+  uint64_t h = dh_match(sl_hash_mix_str(SL_HASH_SEED, r->name), &r->match);
+  h = sl_hash_mix_str(h, r->upstream ? r->upstream->name : NULL);
+  for (size_t i = 0; i < r->n_rate_limits; i++) {
+    const struct sl_rate_limit_cfg *rl = &r->rate_limits[i];
+    h = sl_hash_mix_u64(sl_hash_mix_u64(h, rl->identity), (uint64_t)rl->mode);
+    h = sl_hash_mix_u64(h, rate_limit_tunables(rl));
+  }
+  h = sl_hash_mix_u64(sl_hash_mix_u64(h, r->concurrency.identity), (uint64_t)r->concurrency.mode);
+  h = sl_hash_mix_u64(h, r->concurrency.max);
+  h = sl_hash_mix_u64(sl_hash_mix_u64(h, r->n_rate_limits), (uint64_t)r->priority);
+  for (size_t i = 0; i < r->n_policies; i++) {
+    const struct sl_policy_cfg *p = &r->policies[i];
+    h = sl_hash_mix_u64(sl_hash_mix_str(h, p->kind->key), (uint64_t)p->mode);
+    h = sl_hash_mix_u64(sl_hash_mix_u64(h, p->identity), p->kind->tunables(p));
+  }
+  return sl_hash_mix_u64(h, r->idle_timeout_ms);
+}
+
+static uint64_t upstream_hash(const struct sl_upstream_cfg *u) {
+  uint64_t h = sl_hash_mix_str(sl_hash_mix_str(SL_HASH_SEED, u->name), u->address.text);
+  h = sl_hash_mix_u64(sl_hash_mix_u64(h, u->max_connections), u->max_pending);
+  h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_u64(h, u->connect_timeout_ms), u->response_timeout_ms),
+             u->idle_timeout_ms);
+  h = sl_hash_mix_u64(h, breaker_tunables(&u->breaker));
+  return sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_u64(h, u->breaker.identity), (uint64_t)u->breaker.mode),
+                (uint64_t)u->breaker.enabled);
+}
+
+static uint64_t identify_hash(const struct sl_identify_cfg *id) {
+  uint64_t h = sl_hash_mix(SL_HASH_SEED, id->trusted_proxies,
+                        id->n_trusted_proxies * sizeof(*id->trusted_proxies));
+  h = sl_hash_mix_u64(sl_hash_mix_u64(h, id->n_trusted_proxies), id->ipv6_prefix);
+  h = sl_hash_mix_str(sl_hash_mix_str(h, id->device_class_header), id->device_class_ua_regex);
+  return sl_hash_mix_str(sl_hash_mix_str(h, id->firmware_header), id->device_id_header);
+}
+
+static uint64_t shaping_hash(const struct sl_config *c) {
+  uint64_t h = sl_hash_mix_u64(SL_HASH_SEED, c->n_shaping);
+  for (size_t i = 0; i < c->n_shaping; i++) {
+    const struct sl_shaping_rule *r = &c->shaping[i];
+    h = dh_match(sl_hash_mix_str(h, r->name), &r->match);
+    h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_u64(h, r->delay_fixed_ms), r->delay_jitter_ms), r->abort_status);
+    h = sl_hash_mix(h, &r->abort_percent, sizeof(r->abort_percent));
+    h = sl_hash_mix_u64(sl_hash_mix_u64(h, r->rate_cap.period_ns), (uint64_t)r->mode);
+  }
+  return h;
+}
+
+/* Sections other than routes, upstreams, listeners and the blocklist. */
+static void diff_sections(const struct sl_config *a, const struct sl_config *b,
+                          struct sl_namelist *out) {
+  if (identify_hash(&a->identify) != identify_hash(&b->identify)) sl_namelist_add(out, "identify");
+  if (memcmp(&a->reject, &b->reject, sizeof(a->reject)) != 0) sl_namelist_add(out, "reject");
+  if (shaping_hash(a) != shaping_hash(b)) sl_namelist_add(out, "shaping");
+  if (a->mode != b->mode) sl_namelist_add(out, "mode");
+  if (a->drain_timeout_ms != b->drain_timeout_ms) sl_namelist_add(out, "drain_timeout");
+  if (a->access_log != b->access_log) sl_namelist_add(out, "access_log");
+  if (a->rejection_log_per_sec != b->rejection_log_per_sec) sl_namelist_add(out, "rejection_log");
+  if (!a->include_dir != !b->include_dir ||
+      (a->include_dir && strcmp(a->include_dir, b->include_dir) != 0))
+    sl_namelist_add(out, "include");
+}
+
+static void diff_routes(const struct sl_config *a, const struct sl_config *b,
+                        struct sl_namelist *added, struct sl_namelist *removed,
+                        struct sl_namelist *changed) {
+  for (size_t i = 0; i < b->n_routes; i++) {
+    const struct sl_route_cfg *r = &b->routes[i], *o = NULL;
+    for (size_t j = 0; j < a->n_routes && !o; j++)
+      if (strcmp(a->routes[j].name, r->name) == 0) o = &a->routes[j];
+    if (!o) sl_namelist_add(added, r->name);
+    else if (route_hash(o) != route_hash(r)) sl_namelist_add(changed, r->name);
+  }
+  for (size_t j = 0; j < a->n_routes; j++) {
+    bool kept = false;
+    for (size_t i = 0; i < b->n_routes && !kept; i++)
+      kept = strcmp(a->routes[j].name, b->routes[i].name) == 0;
+    if (!kept) sl_namelist_add(removed, a->routes[j].name);
+  }
+}
+
+static void diff_upstreams(const struct sl_config *a, const struct sl_config *b,
+                           struct sl_namelist *added, struct sl_namelist *removed,
+                           struct sl_namelist *changed) {
+  for (size_t i = 0; i < b->n_upstreams; i++) {
+    const struct sl_upstream_cfg *u = &b->upstreams[i], *o = NULL;
+    for (size_t j = 0; j < a->n_upstreams && !o; j++)
+      if (strcmp(a->upstreams[j].name, u->name) == 0) o = &a->upstreams[j];
+    if (!o) sl_namelist_add(added, u->name);
+    else if (upstream_hash(o) != upstream_hash(u)) sl_namelist_add(changed, u->name);
+  }
+  for (size_t j = 0; j < a->n_upstreams; j++) {
+    bool kept = false;
+    for (size_t i = 0; i < b->n_upstreams && !kept; i++)
+      kept = strcmp(a->upstreams[j].name, b->upstreams[i].name) == 0;
+    if (!kept) sl_namelist_add(removed, a->upstreams[j].name);
+  }
+}
+
+/* A policy state of the previous configuration and a hash of the
+ * tunables it was used with. */
+struct prev_state {
+  void *state;
+  uint64_t tunables;
+};
+
+static int prev_cmp(const void *x, const void *y) {
+  uintptr_t a = (uintptr_t)((const struct prev_state *)x)->state;
+  uintptr_t b = (uintptr_t)((const struct prev_state *)y)->state;
+  return a < b ? -1 : a > b;
+}
+
+/* |state| (NULL: the policy has none) is carried over if it is one of
+ * the previous configuration's, |prev[0..n)| sorted by state; it was also
+ * retuned (converted to new rates, a new max, new breaker settings) when
+ * its |tunables| differ from those it had. */
+static void policy_classify(void *state, uint64_t tunables, const char *label,
+                            const struct prev_state *prev, size_t n, struct sl_namelist *carried,
+                            struct sl_namelist *retuned, struct sl_namelist *fresh) {
+  if (!state) return;
+  struct prev_state key = {state, 0};
+  const struct prev_state *p = bsearch(&key, prev, n, sizeof(*prev), prev_cmp);
+  sl_namelist_add(p ? carried : fresh, label);
+  if (p && p->tunables != tunables) sl_namelist_add(retuned, label);
+}
+
+/* Every policy of |b| that has state: carried over from |a| (the same
+ * state object: sl_policies_attach matched kind and identity), and then
+ * possibly retuned, or fresh. */
+static void diff_policies(const struct sl_config *a, const struct sl_config *b,
+                          struct sl_namelist *carried, struct sl_namelist *retuned,
+                          struct sl_namelist *fresh) {
+  size_t n = 0, cap = a->n_upstreams;
+  for (size_t i = 0; i < a->n_routes; i++) cap += a->routes[i].n_rate_limits + 1;
+  struct prev_state *prev = calloc(cap ? cap : 1, sizeof(*prev));
+  if (!prev) abort();
+  for (size_t i = 0; i < a->n_routes; i++) {
+    const struct sl_route_cfg *r = &a->routes[i];
+    for (size_t j = 0; j < r->n_rate_limits; j++)
+      if (r->rate_limits[j].state)
+        prev[n++] = (struct prev_state){r->rate_limits[j].state, rate_limit_tunables(&r->rate_limits[j])};
+    if (r->concurrency.state) prev[n++] = (struct prev_state){r->concurrency.state, r->concurrency.max};
+  }
+  for (size_t i = 0; i < a->n_upstreams; i++)
+    if (a->upstreams[i].breaker_state)
+      prev[n++] = (struct prev_state){a->upstreams[i].breaker_state,
+                                      breaker_tunables(&a->upstreams[i].breaker)};
+  qsort(prev, n, sizeof(*prev), prev_cmp);
+  char label[256];
+  for (size_t i = 0; i < b->n_routes; i++) {
+    const struct sl_route_cfg *r = &b->routes[i];
+    for (size_t j = 0; j < r->n_rate_limits; j++)
+      policy_classify(r->rate_limits[j].state, rate_limit_tunables(&r->rate_limits[j]),
+                      r->rate_limits[j].name, prev, n, carried, retuned, fresh);
+    snprintf(label, sizeof(label), "%s/concurrency", r->name);
+    policy_classify(r->concurrency.state, r->concurrency.max, label, prev, n, carried, retuned,
+                    fresh);
+  }
+  for (size_t i = 0; i < b->n_upstreams; i++) {
+    snprintf(label, sizeof(label), "%s/breaker", b->upstreams[i].name);
+    policy_classify(b->upstreams[i].breaker_state, breaker_tunables(&b->upstreams[i].breaker),
+                    label, prev, n, carried, retuned, fresh);
+  }
+  free(prev);
+}
+
+/* A JSON fragment ("k":v,...) for sl_log_json, bounded so that the log
+ * line stays whole: a field that would not fit is left out. */
+struct frag {
+  char *buf;
+  size_t cap, len;
+};
+
+static void frag_names(struct frag *f, const char *key, const struct sl_namelist *nl) {
+  if (!nl->n) return;
+  char v[sizeof(nl->buf) + 64];
+  size_t vl = 0;
+  sl_json_escape(v, sizeof(v), &vl, nl->buf);
+  if (nl->n > nl->shown) vl += (size_t)snprintf(v + vl, sizeof(v) - vl, " (+%u more)", nl->n - nl->shown);
+  if (f->len + strlen(key) + vl + 8 >= f->cap) return;
+  f->len += (size_t)snprintf(f->buf + f->len, f->cap - f->len, "%s\"%s\":\"%.*s\"",
+                             f->len ? "," : "", key, (int)vl, v);
+}
+
+static void frag_str(struct frag *f, const char *key, const char *value) {
+  char v[256];
+  size_t vl = 0;
+  sl_json_escape(v, sizeof(v), &vl, value);
+  if (f->len + strlen(key) + vl + 8 >= f->cap) return;
+  f->len += (size_t)snprintf(f->buf + f->len, f->cap - f->len, "%s\"%s\":\"%.*s\"",
+                             f->len ? "," : "", key, (int)vl, v);
+}
+
+static void frag_num(struct frag *f, const char *key, unsigned long long v) {
+  if (f->len + strlen(key) + 32 >= f->cap) return;
+  f->len += (size_t)snprintf(f->buf + f->len, f->cap - f->len, "%s\"%s\":%llu",
+                             f->len ? "," : "", key, v);
+}
+
+void sl_config_diff(const struct sl_config *prev, const struct sl_config *next,
+                    struct sl_config_diff *d) {
+  memset(d, 0, sizeof(*d));
+  diff_routes(prev, next, &d->routes_added, &d->routes_removed, &d->routes_changed);
+  diff_upstreams(prev, next, &d->upstreams_added, &d->upstreams_removed, &d->upstreams_changed);
+  diff_sections(prev, next, &d->sections);
+  diff_policies(prev, next, &d->carried, &d->retuned, &d->fresh);
+}
+
+void sl_config_diff_report(const struct sl_config_diff *d, const struct sl_reload_facts *rf,
+                           char *summary, size_t summary_len, char *fields, size_t fields_len) {
+  static const struct sl_namelist none;
+  const struct sl_namelist *la = rf->listeners_added ? rf->listeners_added : &none;
+  const struct sl_namelist *lr = rf->listeners_removed ? rf->listeners_removed : &none;
+  const struct sl_namelist *lc = rf->listeners_changed ? rf->listeners_changed : &none;
+  const struct sl_namelist *lt = rf->listeners_tls ? rf->listeners_tls : &none;
+  struct frag f = {.buf = fields, .cap = fields_len, .len = 0};
+  if (fields_len) fields[0] = '\0';
+  frag_str(&f, "trigger", rf->trigger);
+  if (rf->triggers > 1) frag_num(&f, "coalesced_triggers", rf->triggers);
+  frag_num(&f, "generation", rf->generation);
+  if (f.len + 40 < f.cap)
+    f.len += (size_t)snprintf(f.buf + f.len, f.cap - f.len, ",\"duration_ms\":%.3f",
+                              rf->duration_ms);
+  snprintf(summary, summary_len,
+           "routes +%u -%u ~%u; upstreams +%u -%u ~%u; listeners +%u -%u ~%u tls %u; "
+           "blocklist %zu->%zu; policies %u carried, %u fresh; other: %s",
+           d->routes_added.n, d->routes_removed.n, d->routes_changed.n, d->upstreams_added.n,
+           d->upstreams_removed.n, d->upstreams_changed.n, la->n, lr->n, lc->n, lt->n,
+           rf->blocklist_before, rf->blocklist_after, d->carried.n, d->fresh.n,
+           d->sections.n ? d->sections.buf : "none");
+  frag_str(&f, "summary", summary);
+  frag_names(&f, "routes_added", &d->routes_added);
+  frag_names(&f, "routes_removed", &d->routes_removed);
+  frag_names(&f, "routes_changed", &d->routes_changed);
+  frag_names(&f, "upstreams_added", &d->upstreams_added);
+  frag_names(&f, "upstreams_removed", &d->upstreams_removed);
+  frag_names(&f, "upstreams_changed", &d->upstreams_changed);
+  frag_names(&f, "listeners_added", la);
+  frag_names(&f, "listeners_removed", lr);
+  frag_names(&f, "listeners_changed", lc);
+  frag_names(&f, "listeners_tls_reloaded", lt);
+  char bl[48];
+  snprintf(bl, sizeof(bl), "%zu->%zu", rf->blocklist_before, rf->blocklist_after);
+  frag_str(&f, "blocklist_entries", bl);
+  frag_num(&f, "policies_carried", d->carried.n);
+  frag_num(&f, "policies_fresh", d->fresh.n);
+  frag_names(&f, "policies_fresh_names", &d->fresh);
+  frag_names(&f, "policies_carried_names", &d->carried);
+  frag_names(&f, "policies_retuned_names", &d->retuned);
+  frag_names(&f, "sections_changed", &d->sections);
+  if (f.len < f.cap) f.buf[f.len] = '\0';
+}
