@@ -73,13 +73,12 @@ static void limit_params(const struct sl_rate_limit_cfg *rl, const uint8_t *key,
   }
 }
 
-/* Locates |rl|'s key for this request: fills |ref| (with its parameter
+/* Locates |rl|'s key in its table |t| (NULL: none) for this request: fills |ref| (with its parameter
  * class), |period| and |burst|. Returns false when the limit does not
  * apply (no table, no such key, or no rate for it). */
-static bool limit_locate(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
-                         const struct sl_identity *id, struct sl_rl_ref *ref, uint64_t *period,
-                         uint32_t *burst) {
-  struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
+static bool limit_locate(struct sl_ratelimit_table *t, const struct sl_rate_limit_cfg *rl,
+                         const struct sl_route_cfg *route, const struct sl_identity *id,
+                         struct sl_rl_ref *ref, uint64_t *period, uint32_t *burst) {
   const uint8_t *key;
   size_t klen = t ? sl_admission_limit_key(rl, route, id, &key) : 0;
   if (!klen) return false;
@@ -103,6 +102,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   const struct sl_config *cfg = in->cfg;
   const struct sl_route_cfg *route = in->route;
   const struct sl_identity *id = in->id;
+  const struct sl_route_state *rs = &in->policies->routes[route - cfg->routes];
   FILE *tf = in->trace;
   bool first = true;
   char why[160], pname[SL_POLICY_NAME_MAX];
@@ -122,7 +122,8 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     bool live; /* applies to this request */
   } kept[KEPT];
   for (size_t i = 0; i < route->n_rate_limits && i < KEPT; i++)
-    kept[i].live = limit_locate(&route->rate_limits[i], route, id, &kept[i].ref, &kept[i].period,
+    kept[i].live = limit_locate(sl_policy_state_ratelimit(rs->rate_limits[i]),
+                                &route->rate_limits[i], route, id, &kept[i].ref, &kept[i].period,
                                 &kept[i].burst);
 
   /* 1. Firmware blocklist. */
@@ -170,7 +171,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     pctx = (struct sl_policy_ctx){cfg, route, id, in->facts, in->now_ns, in->now_unix, in->rnd,
                                   tf != NULL};
     void *pending = NULL;
-    enum sl_verdict v = sl_engine_peek(&run, route->policies, route->n_policies, NULL, &pctx, out,
+    enum sl_verdict v = sl_engine_peek(&run, route->policies, route->n_policies, rs->kind_data, &pctx, out,
                                        &pending, tf, &first);
     if (v == SL_VERDICT_PENDING && out->admit) {
       /* No kind pends yet and the data plane cannot resume a decision:
@@ -189,7 +190,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
    * recomputes keys and parameters, which is cheap and pure. */
   for (size_t i = 0; i < route->n_rate_limits; i++) {
     const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
-    struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
+    struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rs->rate_limits[i]);
     /* The loader names every limit ("<route>/<key>" unless named). */
     const char *rl_name = rl->name;
     uint64_t period;
@@ -203,7 +204,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       ref = kept[i].ref;
       period = kept[i].period;
       burst = kept[i].burst;
-    } else if (!limit_locate(rl, route, id, &ref, &period, &burst)) {
+    } else if (!limit_locate(t, rl, route, id, &ref, &period, &burst)) {
       sl_engine_trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
       continue;
     }
@@ -233,7 +234,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   }
 
   /* 4. Concurrency. */
-  struct sl_concurrency *conc = sl_policy_state_concurrency(route->concurrency.state);
+  struct sl_concurrency *conc = sl_policy_state_concurrency(rs->concurrency);
   if (conc && route->concurrency.max) {
     if (tf) snprintf(pname, sizeof(pname), "%s/concurrency", route->name);
     uint32_t limit = sl_concurrency_limit(route->concurrency.max, route->priority);
@@ -267,7 +268,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
 
   /* 5. Circuit breaker of the route's upstream. */
   struct sl_breaker *br = route->upstream->breaker.enabled
-                              ? sl_policy_state_breaker(route->upstream->breaker_state)
+                              ? sl_policy_state_breaker(sl_policy_set_breaker(in->policies, route->upstream))
                               : NULL;
   if (br) {
     if (tf) snprintf(pname, sizeof(pname), "upstream/%s", route->upstream->name);
@@ -349,7 +350,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     if (tf || abort_now) snprintf(pname, sizeof(pname), "shaping/%zu", i);
     /* Rate cap (staging): a single bucket for all traffic the rule
      * matches, burst 1, shared by every worker. */
-    struct sl_ratelimit_table *cap = sl_policy_state_ratelimit(r->state);
+    struct sl_ratelimit_table *cap = sl_policy_state_ratelimit(sl_policy_set_shaping(in->policies, i));
     if (cap && !tf) {
       static const char cap_key[] = "cap";
       struct sl_rl_verdict v;
@@ -390,7 +391,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
    * are given back, so that the refused request has consumed nothing. */
   if (!in->trace) {
     if (route->n_policies &&
-        sl_engine_commit(&run, route->policies, route->n_policies, NULL, &pctx, out) !=
+        sl_engine_commit(&run, route->policies, route->n_policies, rs->kind_data, &pctx, out) !=
             SL_VERDICT_ADMIT) {
       /* Refused by the engine (which gave its own back): so is the rest. */
       if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
@@ -402,7 +403,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     uint64_t charged = 0; /* bit i: limit i admitted and charged */
     for (size_t i = 0; i < route->n_rate_limits && i < SL_ROUTE_MAX_RATE_LIMITS; i++) {
       const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
-      struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
+      struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rs->rate_limits[i]);
       struct sl_rl_verdict v;
       struct sl_rl_ref ref;
       uint64_t period;
@@ -412,7 +413,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
         ref = kept[i].ref;
         period = kept[i].period;
         burst = kept[i].burst;
-      } else if (!limit_locate(rl, route, id, &ref, &period, &burst)) {
+      } else if (!limit_locate(t, rl, route, id, &ref, &period, &burst)) {
         continue;
       }
       bool ok = sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, true, &v);
@@ -420,15 +421,16 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       if (ok || is_shadow(cfg, rl->mode)) continue;
       for (size_t j = 0; j < i; j++) {
         if (!(charged >> j & 1)) continue;
+        struct sl_ratelimit_table *tj = sl_policy_state_ratelimit(rs->rate_limits[j]);
         if (j < KEPT)
           ref = kept[j].ref, period = kept[j].period;
-        else if (!limit_locate(&route->rate_limits[j], route, id, &ref, &period, &burst))
+        else if (!limit_locate(tj, &route->rate_limits[j], route, id, &ref, &period, &burst))
           continue; /* pure: the same answer as when it was charged */
-        sl_ratelimit_refund(sl_policy_state_ratelimit(route->rate_limits[j].state), &ref, period);
+        sl_ratelimit_refund(tj, &ref, period);
       }
       if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
       if (route->n_policies)
-        sl_engine_rollback(&run, route->policies, route->n_policies, NULL, &pctx);
+        sl_engine_rollback(&run, route->policies, route->n_policies, rs->kind_data, &pctx);
       sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
       out->finished = false;
       out->delay_ms = 0;

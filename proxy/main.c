@@ -60,7 +60,7 @@ struct sl_gen *sl_gen_ref(struct sl_gen *g) {
 
 static void gen_free(struct sl_gen *g) {
   sl_blocklist_del(g->blocklist);
-  sl_policies_detach(g->cfg);
+  sl_policy_set_del(g->policies);
   sl_config_free(g->cfg);
   free(g->listeners);
   free(g);
@@ -125,10 +125,10 @@ static struct sl_gen *gen_publish(struct sl_config *cfg, struct sl_listener *con
   struct sl_gen *g = calloc(1, sizeof(*g));
   if (!g) abort();
   pthread_mutex_lock(&gen_lock);
-  const struct sl_config *prev = gen_current ? gen_current->cfg : NULL;
-  int rv = sl_policies_attach(cfg, prev, sl_now_ns());
+  const struct sl_policy_set *prev = gen_current ? gen_current->policies : NULL;
+  g->policies = sl_policy_set_new(cfg, prev, sl_now_ns());
   pthread_mutex_unlock(&gen_lock);
-  if (rv != 0) abort();
+  if (!g->policies) abort();
   g->blocklist = sl_blocklist_new(&cfg->blocklist, cfg->mode);
   if (!g->blocklist) abort();
   g->cfg = cfg;
@@ -761,7 +761,8 @@ static void policy_classify(void *state, uint64_t tunables, const char *label,
 /* Every policy of |b| that has state: carried over from |a| (the same
  * state object: sl_policies_attach matched kind and identity), and then
  * possibly retuned, or fresh. */
-static void diff_policies(const struct sl_config *a, const struct sl_config *b,
+static void diff_policies(const struct sl_config *a, const struct sl_policy_set *pa,
+                          const struct sl_config *b, const struct sl_policy_set *pb,
                           struct namelist *carried, struct namelist *retuned,
                           struct namelist *fresh) {
   size_t n = 0, cap = a->n_upstreams;
@@ -771,28 +772,28 @@ static void diff_policies(const struct sl_config *a, const struct sl_config *b,
   for (size_t i = 0; i < a->n_routes; i++) {
     const struct sl_route_cfg *r = &a->routes[i];
     for (size_t j = 0; j < r->n_rate_limits; j++)
-      if (r->rate_limits[j].state)
-        prev[n++] = (struct prev_state){r->rate_limits[j].state, rate_limit_tunables(&r->rate_limits[j])};
-    if (r->concurrency.state) prev[n++] = (struct prev_state){r->concurrency.state, r->concurrency.max};
+      if (pa->routes[i].rate_limits[j])
+        prev[n++] = (struct prev_state){pa->routes[i].rate_limits[j], rate_limit_tunables(&r->rate_limits[j])};
+    if (pa->routes[i].concurrency) prev[n++] = (struct prev_state){pa->routes[i].concurrency, r->concurrency.max};
   }
   for (size_t i = 0; i < a->n_upstreams; i++)
-    if (a->upstreams[i].breaker_state)
-      prev[n++] = (struct prev_state){a->upstreams[i].breaker_state,
+    if (pa->breakers[i])
+      prev[n++] = (struct prev_state){pa->breakers[i],
                                       breaker_tunables(&a->upstreams[i].breaker)};
   qsort(prev, n, sizeof(*prev), prev_cmp);
   char label[256];
   for (size_t i = 0; i < b->n_routes; i++) {
     const struct sl_route_cfg *r = &b->routes[i];
     for (size_t j = 0; j < r->n_rate_limits; j++)
-      policy_classify(r->rate_limits[j].state, rate_limit_tunables(&r->rate_limits[j]),
+      policy_classify(pb->routes[i].rate_limits[j], rate_limit_tunables(&r->rate_limits[j]),
                       r->rate_limits[j].name, prev, n, carried, retuned, fresh);
     snprintf(label, sizeof(label), "%s/concurrency", r->name);
-    policy_classify(r->concurrency.state, r->concurrency.max, label, prev, n, carried, retuned,
+    policy_classify(pb->routes[i].concurrency, r->concurrency.max, label, prev, n, carried, retuned,
                     fresh);
   }
   for (size_t i = 0; i < b->n_upstreams; i++) {
     snprintf(label, sizeof(label), "%s/breaker", b->upstreams[i].name);
-    policy_classify(b->upstreams[i].breaker_state, breaker_tunables(&b->upstreams[i].breaker),
+    policy_classify(pb->breakers[i], breaker_tunables(&b->upstreams[i].breaker),
                     label, prev, n, carried, retuned, fresh);
   }
   free(prev);
@@ -834,15 +835,16 @@ static void frag_num(struct frag *f, const char *key, unsigned long long v) {
 /* Logs the one line a reload leaves: what triggered it, the generation,
  * and what changed between |a| (the previous configuration) and |b|.
  * Also leaves a short summary in M.last_reload_summary for POST /reload. */
-static void log_reload(const char *trigger, unsigned triggers, const struct sl_config *a,
-                       const struct sl_config *b, size_t bl_before, size_t bl_after,
+static void log_reload(const char *trigger, unsigned triggers, const struct sl_gen *ga,
+                       const struct sl_gen *gb, size_t bl_before, size_t bl_after,
                        const struct lis_change *lc, double ms) {
   struct namelist r_add = {0}, r_del = {0}, r_chg = {0}, u_add = {0}, u_del = {0}, u_chg = {0};
   struct namelist sect = {0}, carried = {0}, retuned = {0}, fresh = {0};
+  const struct sl_config *a = ga->cfg, *b = gb->cfg;
   diff_routes(a, b, &r_add, &r_del, &r_chg);
   diff_upstreams(a, b, &u_add, &u_del, &u_chg);
   diff_sections(a, b, &sect);
-  diff_policies(a, b, &carried, &retuned, &fresh);
+  diff_policies(a, ga->policies, b, gb->policies, &carried, &retuned, &fresh);
   struct frag f = {.len = 0};
   frag_str(&f, "trigger", trigger);
   if (triggers > 1) frag_num(&f, "coalesced_triggers", triggers);
@@ -977,7 +979,7 @@ static int reload_config(const char *trigger, unsigned triggers) {
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-  log_reload(trigger, triggers, cur->cfg, g->cfg, sl_blocklist_size(cur->blocklist),
+  log_reload(trigger, triggers, cur, g, sl_blocklist_size(cur->blocklist),
              sl_blocklist_size(g->blocklist), &ch, ms);
   lis_change_free(&ch, false);
   sl_gen_unref(cur);
@@ -1138,7 +1140,7 @@ static void hook_explain(void *ud, const char *query, int *status, char **body, 
   char err[128];
   *status = 200;
   if (f) {
-    if (sl_explain(g->cfg, g->blocklist, &r, sl_now_ns(), (int64_t)time(NULL), f, err,
+    if (sl_explain(g->cfg, g->policies, g->blocklist, &r, sl_now_ns(), (int64_t)time(NULL), f, err,
                    sizeof(err)) != 0) {
       *status = 400;
       char esc[256];
@@ -1165,7 +1167,7 @@ static void breaker_gauges(void *ud) {
   const struct sl_config *cfg = g->cfg;
   uint64_t now = sl_now_ns();
   for (size_t i = 0; i < cfg->n_upstreams; i++) {
-    struct sl_breaker *b = sl_policy_state_breaker(cfg->upstreams[i].breaker_state);
+    struct sl_breaker *b = sl_policy_state_breaker(g->policies->breakers[i]);
     const char *values[1] = {cfg->upstreams[i].name};
     struct sl_metric_series *bs = sl_metrics_series(sl_stats.breaker_state, values);
     if (bs) sl_metric_gauge_set(bs, b ? (int64_t)sl_breaker_state_at(b, now) : 0);
@@ -1186,7 +1188,7 @@ static void housekeeping_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   for (size_t i = 0; i < cfg->n_routes; i++) {
     const struct sl_route_cfg *r = &cfg->routes[i];
     for (size_t j = 0; j < r->n_rate_limits; j++) {
-      struct sl_ratelimit_table *t = sl_policy_state_ratelimit(r->rate_limits[j].state);
+      struct sl_ratelimit_table *t = sl_policy_state_ratelimit(g->policies->routes[i].rate_limits[j]);
       if (!t) continue;
       sl_ratelimit_sweep(t, now, 4096);
       const char *values[2] = {r->name, r->rate_limits[j].name};
@@ -1292,7 +1294,8 @@ static int cmd_explain(const char *path, const char *method, const char *ip, con
                        int n_hdrs, const char *req_path) {
   struct sl_config *cfg = load_or_report(path, false);
   if (!cfg) return 1;
-  if (sl_policies_attach(cfg, NULL, sl_now_ns()) != 0) abort();
+  struct sl_policy_set *ps = sl_policy_set_new(cfg, NULL, sl_now_ns());
+  if (!ps) abort();
   struct sl_blocklist *bl = sl_blocklist_new(&cfg->blocklist, cfg->mode);
   if (!bl) abort();
   const char *names[64], *values[64];
@@ -1316,14 +1319,14 @@ static int cmd_explain(const char *path, const char *method, const char *ip, con
   struct sl_explain_request r = {.method = method, .path = req_path, .ip = ip,
                                  .header_names = names, .header_values = values, .n_headers = n};
   char err[128];
-  if (sl_explain(cfg, bl, &r, sl_now_ns(), (int64_t)time(NULL), stdout, err, sizeof(err)) != 0) {
+  if (sl_explain(cfg, ps, bl, &r, sl_now_ns(), (int64_t)time(NULL), stdout, err, sizeof(err)) != 0) {
     fprintf(stderr, "sluice explain: %s\n", err);
     rc = 1;
   }
 out:
   for (int i = 0; i < n; i++) free(copies[i]);
   sl_blocklist_del(bl);
-  sl_policies_detach(cfg);
+  sl_policy_set_del(ps);
   sl_config_free(cfg);
   return rc;
 }

@@ -64,7 +64,8 @@ struct sl_pool;
  * stream holds a reference for its whole life, so in-flight requests
  * finish on the configuration they started with. */
 struct sl_gen {
-  struct sl_config *cfg;     /* policy state attached (sl_policies_attach) */
+  struct sl_config *cfg;
+  struct sl_policy_set *policies; /* the state of cfg's policies (sl_policy_set_new) */
   struct sl_blocklist *blocklist; /* compiled from cfg->blocklist */
   /* The listeners workers accept on while this generation is current
    * (the array is the generation's; the listeners are the main

@@ -28,6 +28,7 @@
 struct sl_blocklist;
 struct sl_concurrency;
 struct sl_breaker;
+struct sl_policy_set;
 
 enum sl_reject_reason {
   SL_REASON_NONE = 0,
@@ -46,6 +47,7 @@ const char *sl_reject_reason_name(enum sl_reject_reason r);
 
 struct sl_admission_input {
   const struct sl_config *cfg;
+  const struct sl_policy_set *policies; /* the state of |cfg|'s policies */
   const struct sl_route_cfg *route;
   const struct sl_identity *id;
   const struct sl_blocklist *blocklist; /* compiled for |cfg|; NULL: none */

@@ -1,7 +1,7 @@
 /*
  * sluice — what a reload changed: routes, upstreams and sections added,
  * removed or changed between two snapshots, and which policies kept their
- * state (carried over by sl_policies_attach, and then maybe retuned) or
+ * state (carried over by sl_policy_set_new, and then maybe retuned) or
  * start fresh. Pure: the data plane adds its own facts (listeners, the
  * trigger, the blocklist sizes) and logs the result.
  *
@@ -38,9 +38,12 @@ struct sl_config_diff {
   struct sl_namelist carried, retuned, fresh; /* policies that have state */
 };
 
-/* Compares |prev| and |next|, both with their policy state attached
- * (|next| by sl_policies_attach(next, prev, ...)). Zeroes |d| first. */
-void sl_config_diff(const struct sl_config *prev, const struct sl_config *next,
+struct sl_policy_set;
+
+/* Compares |prev| and |next| and their policy sets (|next_set| built by
+ * sl_policy_set_new(next, prev_set, ...)). Zeroes |d| first. */
+void sl_config_diff(const struct sl_config *prev, const struct sl_policy_set *prev_set,
+                    const struct sl_config *next, const struct sl_policy_set *next_set,
                     struct sl_config_diff *d);
 
 /* What the data plane knows of a reload. */

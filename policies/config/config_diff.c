@@ -9,6 +9,7 @@
 #include "sluice/hash.h"
 #include "sluice/json.h"
 #include "sluice/policy.h"
+#include "sluice/policy_state.h"
 
 void sl_namelist_add(struct sl_namelist *nl, const char *name) {
   nl->n++;
@@ -174,42 +175,50 @@ static void policy_classify(void *state, uint64_t tunables, const char *label,
   if (p && p->tunables != tunables) sl_namelist_add(retuned, label);
 }
 
-/* Every policy of |b| that has state: carried over from |a| (the same
- * state object: sl_policies_attach matched kind and identity), and then
- * possibly retuned, or fresh. */
-static void diff_policies(const struct sl_config *a, const struct sl_config *b,
+/* Every policy of |b| that has state (in |pb|): carried over from |a|
+ * (the same state object in |pa|: sl_policy_set_new matched kind and
+ * identity), and then possibly retuned, or fresh. */
+static void diff_policies(const struct sl_config *a, const struct sl_policy_set *pa,
+                          const struct sl_config *b, const struct sl_policy_set *pb,
                           struct sl_namelist *carried, struct sl_namelist *retuned,
                           struct sl_namelist *fresh) {
   size_t n = 0, cap = a->n_upstreams;
-  for (size_t i = 0; i < a->n_routes; i++) cap += a->routes[i].n_rate_limits + 1;
+  for (size_t i = 0; i < a->n_routes; i++)
+    cap += a->routes[i].n_rate_limits + 1 + a->routes[i].n_policies;
   struct prev_state *prev = calloc(cap ? cap : 1, sizeof(*prev));
   if (!prev) abort();
   for (size_t i = 0; i < a->n_routes; i++) {
     const struct sl_route_cfg *r = &a->routes[i];
+    const struct sl_route_state *rs = &pa->routes[i];
     for (size_t j = 0; j < r->n_rate_limits; j++)
-      if (r->rate_limits[j].state)
-        prev[n++] = (struct prev_state){r->rate_limits[j].state, rate_limit_tunables(&r->rate_limits[j])};
-    if (r->concurrency.state) prev[n++] = (struct prev_state){r->concurrency.state, r->concurrency.max};
+      if (rs->rate_limits[j])
+        prev[n++] = (struct prev_state){rs->rate_limits[j], rate_limit_tunables(&r->rate_limits[j])};
+    if (rs->concurrency) prev[n++] = (struct prev_state){rs->concurrency, r->concurrency.max};
+    for (size_t j = 0; rs->kinds && j < r->n_policies; j++)
+      if (rs->kinds[j])
+        prev[n++] = (struct prev_state){rs->kinds[j], r->policies[j].kind->tunables(&r->policies[j])};
   }
   for (size_t i = 0; i < a->n_upstreams; i++)
-    if (a->upstreams[i].breaker_state)
-      prev[n++] = (struct prev_state){a->upstreams[i].breaker_state,
-                                      breaker_tunables(&a->upstreams[i].breaker)};
+    if (pa->breakers[i])
+      prev[n++] = (struct prev_state){pa->breakers[i], breaker_tunables(&a->upstreams[i].breaker)};
   qsort(prev, n, sizeof(*prev), prev_cmp);
   char label[256];
   for (size_t i = 0; i < b->n_routes; i++) {
     const struct sl_route_cfg *r = &b->routes[i];
+    const struct sl_route_state *rs = &pb->routes[i];
     for (size_t j = 0; j < r->n_rate_limits; j++)
-      policy_classify(r->rate_limits[j].state, rate_limit_tunables(&r->rate_limits[j]),
+      policy_classify(rs->rate_limits[j], rate_limit_tunables(&r->rate_limits[j]),
                       r->rate_limits[j].name, prev, n, carried, retuned, fresh);
     snprintf(label, sizeof(label), "%s/concurrency", r->name);
-    policy_classify(r->concurrency.state, r->concurrency.max, label, prev, n, carried, retuned,
-                    fresh);
+    policy_classify(rs->concurrency, r->concurrency.max, label, prev, n, carried, retuned, fresh);
+    for (size_t j = 0; rs->kinds && j < r->n_policies; j++)
+      policy_classify(rs->kinds[j], r->policies[j].kind->tunables(&r->policies[j]),
+                      r->policies[j].name, prev, n, carried, retuned, fresh);
   }
   for (size_t i = 0; i < b->n_upstreams; i++) {
     snprintf(label, sizeof(label), "%s/breaker", b->upstreams[i].name);
-    policy_classify(b->upstreams[i].breaker_state, breaker_tunables(&b->upstreams[i].breaker),
-                    label, prev, n, carried, retuned, fresh);
+    policy_classify(pb->breakers[i], breaker_tunables(&b->upstreams[i].breaker), label, prev, n,
+                    carried, retuned, fresh);
   }
   free(prev);
 }
@@ -247,13 +256,14 @@ static void frag_num(struct frag *f, const char *key, unsigned long long v) {
                              f->len ? "," : "", key, v);
 }
 
-void sl_config_diff(const struct sl_config *prev, const struct sl_config *next,
+void sl_config_diff(const struct sl_config *prev, const struct sl_policy_set *prev_set,
+                    const struct sl_config *next, const struct sl_policy_set *next_set,
                     struct sl_config_diff *d) {
   memset(d, 0, sizeof(*d));
   diff_routes(prev, next, &d->routes_added, &d->routes_removed, &d->routes_changed);
   diff_upstreams(prev, next, &d->upstreams_added, &d->upstreams_removed, &d->upstreams_changed);
   diff_sections(prev, next, &d->sections);
-  diff_policies(prev, next, &d->carried, &d->retuned, &d->fresh);
+  diff_policies(prev, prev_set, next, next_set, &d->carried, &d->retuned, &d->fresh);
 }
 
 void sl_config_diff_report(const struct sl_config_diff *d, const struct sl_reload_facts *rf,

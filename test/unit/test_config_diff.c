@@ -95,10 +95,11 @@ static void names(const struct sl_namelist *nl, const char *want, unsigned n) {
 static void test_diff(void **st) {
   (void)st;
   struct sl_config *a = load(BASE), *b = load(NEXT);
-  assert_int_equal(sl_policies_attach(a, NULL, 0), 0);
-  assert_int_equal(sl_policies_attach(b, a, 0), 0);
+  struct sl_policy_set *pa = sl_policy_set_new(a, NULL, 0), *pb = sl_policy_set_new(b, pa, 0);
+  assert_non_null(pa);
+  assert_non_null(pb);
   struct sl_config_diff d;
-  sl_config_diff(a, b, &d);
+  sl_config_diff(a, pa, b, pb, &d);
   names(&d.routes_added, "new", 1);
   names(&d.routes_removed, "gone", 1);
   names(&d.routes_changed, "api", 1);
@@ -136,8 +137,9 @@ static void test_diff(void **st) {
 
   /* The same file again: nothing changed, everything carried. */
   struct sl_config *c = load(NEXT);
-  assert_int_equal(sl_policies_attach(c, b, 0), 0);
-  sl_config_diff(b, c, &d);
+  struct sl_policy_set *pc = sl_policy_set_new(c, pb, 0);
+  assert_non_null(pc);
+  sl_config_diff(b, pb, c, pc, &d);
   assert_int_equal(d.routes_added.n + d.routes_removed.n + d.routes_changed.n, 0);
   assert_int_equal(d.upstreams_added.n + d.upstreams_removed.n + d.upstreams_changed.n, 0);
   assert_int_equal(d.sections.n + d.retuned.n + d.fresh.n, 0);
@@ -147,11 +149,11 @@ static void test_diff(void **st) {
   assert_string_equal(summary, "routes +0 -0 ~0; upstreams +0 -0 ~0; listeners +0 -0 ~0 tls 0; "
                                "blocklist 0->0; policies 7 carried, 0 fresh; other: none");
   assert_null(strstr(fields, "coalesced_triggers"));
-  sl_policies_detach(c);
+  sl_policy_set_del(pc);
   sl_config_free(c);
-  sl_policies_detach(b);
+  sl_policy_set_del(pb);
   sl_config_free(b);
-  sl_policies_detach(a);
+  sl_policy_set_del(pa);
   sl_config_free(a);
 }
 
@@ -166,14 +168,19 @@ static void test_kind_tunables_change_route(void **st) {
   assert_non_null(v);
   memcpy(v, "values: [b]", 11);
   struct sl_config *b = load(buf);
+  struct sl_policy_set *pa = sl_policy_set_new(a, NULL, 0), *pb = sl_policy_set_new(b, pa, 0);
   struct sl_config_diff d;
-  sl_config_diff(a, b, &d);
+  sl_config_diff(a, pa, b, pb, &d);
   names(&d.routes_changed, "same", 1);
+  sl_policy_set_del(pb);
   sl_config_free(b);
   b = load(BASE);
-  sl_config_diff(a, b, &d);
+  pb = sl_policy_set_new(b, pa, 0);
+  sl_config_diff(a, pa, b, pb, &d);
   assert_int_equal(d.routes_changed.n, 0);
+  sl_policy_set_del(pb);
   sl_config_free(b);
+  sl_policy_set_del(pa);
   sl_config_free(a);
 }
 

@@ -39,6 +39,7 @@ static const char HEAD[] =
     "    address: \"127.0.0.1:18081\"\n";
 
 static char path[64];
+static struct sl_policy_set *PS; /* the state of the configuration under test */
 
 static struct sl_config *load(const char *body, struct sl_config_errors *errs) {
   snprintf(path, sizeof(path), "/tmp/sluice-test-rh-XXXXXX");
@@ -59,12 +60,14 @@ static struct sl_config *load_ok(const char *body) {
   if (!cfg) sl_config_errors_print(&errs, stderr);
   sl_config_errors_free(&errs);
   assert_non_null(cfg);
-  assert_int_equal(sl_policies_attach(cfg, NULL, 0), 0);
+  PS = sl_policy_set_new(cfg, NULL, 0);
+  assert_non_null(PS);
   return cfg;
 }
 
 static void unload(struct sl_config *cfg) {
-  sl_policies_detach(cfg);
+  sl_policy_set_del(PS);
+  PS = NULL;
   sl_config_free(cfg);
 }
 
@@ -104,7 +107,7 @@ static void decide(const struct sl_config *cfg, const char *p, const struct hdrs
   const struct sl_route_cfg *route = sl_route_select(cfg, &facts);
   assert_non_null(route);
   struct sl_admission_input in = {
-      .cfg = cfg, .route = route, .id = &id, .facts = &facts, .now_ns = T0, .now_unix = 1};
+      .cfg = cfg, .policies = PS, .route = route, .id = &id, .facts = &facts, .now_ns = T0, .now_unix = 1};
   sl_admission_decide(&in, out);
 }
 
@@ -179,7 +182,7 @@ static char *explain(const struct sl_config *cfg, const char *p, const char *hna
   char *buf = NULL, err[128];
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
-  assert_int_equal(sl_explain(cfg, NULL, &r, T0, 1, f, err, sizeof(err)), 0);
+  assert_int_equal(sl_explain(cfg, PS, NULL, &r, T0, 1, f, err, sizeof(err)), 0);
   fclose(f);
   return buf;
 }
@@ -372,7 +375,7 @@ static void test_commit_then_rate_limit_refusal_rolls_back(void **st) {
   assert_true(a.admit);
   assert_int_equal(fake_tokens, 4);
   assert_int_equal(fake_rollbacks, 0);
-  fake_steal_from = sl_policy_state_ratelimit(r->rate_limits[0].state);
+  fake_steal_from = sl_policy_state_ratelimit(sl_policy_set_rate_limit(PS, r, 0));
   decide(cfg, "/v1/x", NULL, &a);
   fake_steal_from = NULL;
   assert_false(a.admit);
