@@ -15,14 +15,19 @@
 #include "sluice/config.h"
 #include "sluice/config_diff.h"
 #include "sluice/policy_state.h"
+#include "yaml_fixture.h"
+
+/* A listener and the start of upstream app. */
+#define HEAD                                 \
+  "listeners:\n"                             \
+  "  - name: public\n"                       \
+  "    address: \"127.0.0.1:18080\"\n"       \
+  "upstreams:\n"                             \
+  "  app:\n"                                 \
+  "    address: \"127.0.0.1:18081\"\n"
 
 static const char BASE[] =
-    "listeners:\n"
-    "  - name: public\n"
-    "    address: \"127.0.0.1:18080\"\n"
-    "upstreams:\n"
-    "  app:\n"
-    "    address: \"127.0.0.1:18081\"\n"
+    HEAD
     "    circuit_breaker: { consecutive_failures: 5 }\n"
     "  old:\n"
     "    address: \"127.0.0.1:18082\"\n"
@@ -44,12 +49,7 @@ static const char BASE[] =
  * removed; fresh route "new" with a fresh limit; upstream old removed,
  * new2 added; app's breaker retuned; reject and mode changed. */
 static const char NEXT[] =
-    "listeners:\n"
-    "  - name: public\n"
-    "    address: \"127.0.0.1:18080\"\n"
-    "upstreams:\n"
-    "  app:\n"
-    "    address: \"127.0.0.1:18081\"\n"
+    HEAD
     "    circuit_breaker: { consecutive_failures: 9 }\n"
     "  new2:\n"
     "    address: \"127.0.0.1:18083\"\n"
@@ -70,22 +70,7 @@ static const char NEXT[] =
     "reject: { retry_after: { min: 2s } }\n"
     "mode: shadow\n";
 
-static struct sl_config *load(const char *text) {
-  char path[64];
-  snprintf(path, sizeof(path), "/tmp/sluice-test-diff-XXXXXX");
-  int fd = mkstemp(path);
-  assert_true(fd >= 0);
-  FILE *f = fdopen(fd, "w");
-  fputs(text, f);
-  fclose(f);
-  struct sl_config_errors errs = {0};
-  struct sl_config *cfg = sl_config_load(path, &errs);
-  unlink(path);
-  if (!cfg) sl_config_errors_print(&errs, stderr);
-  sl_config_errors_free(&errs);
-  assert_non_null(cfg);
-  return cfg;
-}
+static struct sl_config *load(const char *text) { return yaml_load_ok(text, ""); }
 
 static void names(const struct sl_namelist *nl, const char *want, unsigned n) {
   assert_string_equal(nl->len ? nl->buf : "", want);

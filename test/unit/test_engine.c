@@ -99,18 +99,24 @@ static struct sl_admission fresh(void) {
   return a;
 }
 
+/* Runs |ps[0..n)| under |cfg| (peek, then commit) into |out|. */
+static enum sl_verdict go(struct sl_engine_run *run, const struct sl_policy_cfg *ps, size_t n,
+                          void *const *states, const struct sl_config *cfg,
+                          struct sl_admission *out, void **pending) {
+  struct sl_policy_ctx c = {.cfg = cfg};
+  bool first = true;
+  return sl_engine_run(run, ps, n, states, &c, out, pending, NULL, &first);
+}
+
 static void test_all_admit_commits_each_once(void **st) {
   (void)st;
   struct tokens a = {.left = 2}, b = {.left = 1};
   struct sl_policy_cfg ps[2] = {policy(&TOKENS, 0, "r/a", SL_MODE_INHERIT),
                                 policy(&TOKENS, 0, "r/b", SL_MODE_INHERIT)};
   void *states[2] = {&a, &b};
-  struct sl_policy_ctx c = {.cfg = &CFG};
   struct sl_engine_run run = {0};
   struct sl_admission out = fresh();
-  bool first = true;
-  assert_int_equal(sl_engine_run(&run, ps, 2, states, &c, &out, NULL, NULL, &first),
-                   SL_VERDICT_ADMIT);
+  assert_int_equal(go(&run, ps, 2, states, &CFG, &out, NULL), SL_VERDICT_ADMIT);
   assert_true(out.admit);
   assert_int_equal(a.left, 1);
   assert_int_equal(b.left, 0);
@@ -125,12 +131,9 @@ static void test_peek_refusal_takes_nothing(void **st) {
                                 policy(&TOKENS, 3, "r/b", SL_MODE_INHERIT),
                                 policy(&TOKENS, 3, "r/c", SL_MODE_INHERIT)};
   void *states[3] = {&a, &b, &c3};
-  struct sl_policy_ctx c = {.cfg = &CFG};
   struct sl_engine_run run = {0};
   struct sl_admission out = fresh();
-  bool first = true;
-  assert_int_equal(sl_engine_run(&run, ps, 3, states, &c, &out, NULL, NULL, &first),
-                   SL_VERDICT_REFUSE);
+  assert_int_equal(go(&run, ps, 3, states, &CFG, &out, NULL), SL_VERDICT_REFUSE);
   assert_false(out.admit);
   assert_int_equal(out.status, 429);
   assert_string_equal(out.error, "no_tokens");
@@ -149,12 +152,9 @@ static void test_commit_failure_rolls_back(void **st) {
   struct sl_policy_cfg ps[2] = {policy(&TOKENS, 0, "r/a", SL_MODE_INHERIT),
                                 policy(&TOKENS, 0, "r/b", SL_MODE_INHERIT)};
   void *states[2] = {&a, &b};
-  struct sl_policy_ctx c = {.cfg = &CFG};
   struct sl_engine_run run = {0};
   struct sl_admission out = fresh();
-  bool first = true;
-  assert_int_equal(sl_engine_run(&run, ps, 2, states, &c, &out, NULL, NULL, &first),
-                   SL_VERDICT_REFUSE);
+  assert_int_equal(go(&run, ps, 2, states, &CFG, &out, NULL), SL_VERDICT_REFUSE);
   assert_false(out.admit);
   assert_string_equal(out.policy, "r/b");
   assert_int_equal(a.left, 5);
@@ -165,8 +165,9 @@ static void test_commit_failure_rolls_back(void **st) {
   void *xs[1] = {&x};
   struct sl_engine_run r2 = {0};
   out = fresh();
-  assert_int_equal(sl_engine_run(&r2, ps, 1, xs, &c, &out, NULL, NULL, &first), SL_VERDICT_ADMIT);
+  assert_int_equal(go(&r2, ps, 1, xs, &CFG, &out, NULL), SL_VERDICT_ADMIT);
   assert_int_equal(x.left, 2);
+  struct sl_policy_ctx c = {.cfg = &CFG};
   sl_engine_rollback(&r2, ps, 1, xs, &c);
   assert_int_equal(x.left, 3);
   sl_engine_rollback(&r2, ps, 1, xs, &c); /* once only */
@@ -181,12 +182,9 @@ static void test_shadow(void **st) {
   struct sl_policy_cfg ps[2] = {policy(&TOKENS, 1, "r/a", SL_MODE_SHADOW),
                                 policy(&TOKENS, 1, "r/b", SL_MODE_INHERIT)};
   void *states[2] = {&a, &b};
-  struct sl_policy_ctx c = {.cfg = &CFG};
   struct sl_engine_run run = {0};
   struct sl_admission out = fresh();
-  bool first = true;
-  assert_int_equal(sl_engine_run(&run, ps, 2, states, &c, &out, NULL, NULL, &first),
-                   SL_VERDICT_ADMIT);
+  assert_int_equal(go(&run, ps, 2, states, &CFG, &out, NULL), SL_VERDICT_ADMIT);
   assert_true(out.admit);
   assert_int_equal(out.n_shadow, 1);
   assert_string_equal(out.shadow[0].policy, "r/a");
@@ -200,13 +198,12 @@ static void test_shadow(void **st) {
   struct sl_policy_cfg inh = policy(&TOKENS, 1, "r/i", SL_MODE_INHERIT);
   struct tokens z = {.left = 0};
   void *zs[1] = {&z};
-  struct sl_policy_ctx cs = {.cfg = &shadow_all};
   struct sl_engine_run r2 = {0}, r3 = {0};
   out = fresh();
-  assert_int_equal(sl_engine_run(&r2, &inh, 1, zs, &cs, &out, NULL, NULL, &first), SL_VERDICT_ADMIT);
+  assert_int_equal(go(&r2, &inh, 1, zs, &shadow_all, &out, NULL), SL_VERDICT_ADMIT);
   assert_int_equal(out.n_shadow, 1);
   out = fresh();
-  assert_int_equal(sl_engine_run(&r3, &enf, 1, zs, &cs, &out, NULL, NULL, &first), SL_VERDICT_REFUSE);
+  assert_int_equal(go(&r3, &enf, 1, zs, &shadow_all, &out, NULL), SL_VERDICT_REFUSE);
 }
 
 /* Pending: the engine stops at the policy that needs I/O, having
@@ -220,13 +217,10 @@ static void test_pending_then_resume(void **st) {
                                 policy(&REMOTE, 1, "r/remote", SL_MODE_INHERIT),
                                 policy(&TOKENS, 0, "r/b", SL_MODE_INHERIT)};
   void *states[3] = {&a, &rm, &b};
-  struct sl_policy_ctx c = {.cfg = &CFG};
   struct sl_engine_run run = {0};
   struct sl_admission out = fresh();
-  bool first = true;
   void *pending = NULL;
-  assert_int_equal(sl_engine_run(&run, ps, 3, states, &c, &out, &pending, NULL, &first),
-                   SL_VERDICT_PENDING);
+  assert_int_equal(go(&run, ps, 3, states, &CFG, &out, &pending), SL_VERDICT_PENDING);
   assert_ptr_equal(pending, rm.lookup);
   assert_int_equal(run.next, 1);
   assert_true(out.admit);
@@ -235,8 +229,7 @@ static void test_pending_then_resume(void **st) {
 
   struct sl_policy_result answer = {.verdict = SL_VERDICT_ADMIT};
   sl_engine_resume(&run, &answer);
-  assert_int_equal(sl_engine_run(&run, ps, 3, states, &c, &out, &pending, NULL, &first),
-                   SL_VERDICT_ADMIT);
+  assert_int_equal(go(&run, ps, 3, states, &CFG, &out, &pending), SL_VERDICT_ADMIT);
   assert_int_equal(a.peeks, 1);
   assert_int_equal(rm.peeks, 1);
   assert_int_equal(a.left, 0);
@@ -247,13 +240,11 @@ static void test_pending_then_resume(void **st) {
   void *states2[3] = {&a2, &rm, &b};
   struct sl_engine_run r2 = {0};
   out = fresh();
-  assert_int_equal(sl_engine_run(&r2, ps, 3, states2, &c, &out, &pending, NULL, &first),
-                   SL_VERDICT_PENDING);
+  assert_int_equal(go(&r2, ps, 3, states2, &CFG, &out, &pending), SL_VERDICT_PENDING);
   struct sl_policy_result no = {.verdict = SL_VERDICT_REFUSE, .status = 503,
                                 .error = "store_says_no"};
   sl_engine_resume(&r2, &no);
-  assert_int_equal(sl_engine_run(&r2, ps, 3, states2, &c, &out, &pending, NULL, &first),
-                   SL_VERDICT_REFUSE);
+  assert_int_equal(go(&r2, ps, 3, states2, &CFG, &out, &pending), SL_VERDICT_REFUSE);
   assert_int_equal(out.status, 503);
   assert_string_equal(out.policy, "r/remote");
   assert_int_equal(a2.left, 1);

@@ -26,6 +26,7 @@
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "sluice/route.h"
+#include "yaml_fixture.h"
 
 #define SEC 1000000000ull
 #define T0 (1000 * SEC)
@@ -38,28 +39,14 @@ static const char HEAD[] =
     "  app:\n"
     "    address: \"127.0.0.1:18081\"\n";
 
-static char path[64];
 static struct sl_policy_set *PS; /* the state of the configuration under test */
 
 static struct sl_config *load(const char *body, struct sl_config_errors *errs) {
-  snprintf(path, sizeof(path), "/tmp/sluice-test-rh-XXXXXX");
-  int fd = mkstemp(path);
-  assert_true(fd >= 0);
-  FILE *f = fdopen(fd, "w");
-  fputs(HEAD, f);
-  fputs(body, f);
-  fclose(f);
-  struct sl_config *cfg = sl_config_load(path, errs);
-  unlink(path);
-  return cfg;
+  return yaml_load(HEAD, body, errs);
 }
 
 static struct sl_config *load_ok(const char *body) {
-  struct sl_config_errors errs = {0};
-  struct sl_config *cfg = load(body, &errs);
-  if (!cfg) sl_config_errors_print(&errs, stderr);
-  sl_config_errors_free(&errs);
-  assert_non_null(cfg);
+  struct sl_config *cfg = yaml_load_ok(HEAD, body);
   PS = sl_policy_set_new(cfg, NULL, 0);
   assert_non_null(PS);
   return cfg;
@@ -233,17 +220,7 @@ static void test_print_reads_back(void **st) {
                               "      status: 403\n"
                               "      mode: shadow\n"));
   /* The printed file loads to the same configuration. */
-  snprintf(path, sizeof(path), "/tmp/sluice-test-rh-XXXXXX");
-  int fd = mkstemp(path);
-  FILE *f = fdopen(fd, "w");
-  fputs(out, f);
-  fclose(f);
-  struct sl_config_errors errs = {0};
-  struct sl_config *again = sl_config_load(path, &errs);
-  unlink(path);
-  if (!again) sl_config_errors_print(&errs, stderr);
-  sl_config_errors_free(&errs);
-  assert_non_null(again);
+  struct sl_config *again = yaml_load_ok(out, "");
   char *out2 = print(again);
   assert_string_equal(out, out2);
   free(out);
