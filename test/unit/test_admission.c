@@ -23,6 +23,7 @@
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "sluice/route.h"
+#include "yaml_fixture.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull
@@ -56,25 +57,12 @@ struct env {
   struct sl_config *cfg;
   struct sl_policy_set *ps;
   struct sl_blocklist *bl;
-  char path[256];
 };
 
 static struct env *env_load(const char *body) {
   struct env *e = calloc(1, sizeof(*e));
   assert_non_null(e);
-  snprintf(e->path, sizeof(e->path), "/tmp/sluice-test-admission-XXXXXX");
-  int fd = mkstemp(e->path);
-  assert_true(fd >= 0);
-  FILE *f = fdopen(fd, "w");
-  assert_non_null(f);
-  fputs(HEAD, f);
-  fputs(body, f);
-  fclose(f);
-  struct sl_config_errors errs = {0};
-  e->cfg = sl_config_load(e->path, &errs);
-  if (!e->cfg) sl_config_errors_print(&errs, stderr);
-  sl_config_errors_free(&errs);
-  assert_non_null(e->cfg);
+  e->cfg = yaml_load_ok(HEAD, body);
   e->ps = sl_policy_set_new(e->cfg, NULL, 0);
   assert_non_null(e->ps);
   e->bl = sl_blocklist_new(&e->cfg->blocklist, e->cfg->mode);
@@ -86,7 +74,6 @@ static void env_free(struct env *e) {
   sl_blocklist_del(e->bl);
   sl_policy_set_del(e->ps);
   sl_config_free(e->cfg);
-  unlink(e->path);
   free(e);
 }
 
