@@ -1,6 +1,7 @@
 /*
  * sluice — the admission pipeline. See include/sluice/admission.h.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -102,11 +103,11 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   const struct sl_config *cfg = in->cfg;
   const struct sl_route_cfg *route = in->route;
   const struct sl_identity *id = in->id;
-  const struct sl_route_state *rs = &in->policies->routes[route - cfg->routes];
+  const struct sl_route_state *rs = &in->policies->routes[route->index];
   FILE *tf = in->trace;
   bool first = true;
   char why[160], pname[SL_POLICY_NAME_MAX];
-  memset(out, 0, sizeof(*out));
+  memset(out, 0, offsetof(struct sl_admission, held));
   out->admit = true;
 
   /* Locate the route's limiter keys first: for a table of a million keys
@@ -165,9 +166,10 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
 
   /* 2. Policies of registered kinds (sluice/policy.h): looked at now,
    * committed with the rate limits below. */
-  struct sl_engine_run run = {0};
+  struct sl_engine_run run;
   struct sl_policy_ctx pctx;
   if (route->n_policies) {
+    run = (struct sl_engine_run){0};
     pctx = (struct sl_policy_ctx){cfg, route, id, in->facts, in->now_ns, in->now_unix, in->rnd,
                                   tf != NULL};
     void *pending = NULL;
@@ -430,7 +432,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       }
       if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
       if (route->n_policies)
-        sl_engine_rollback(&run, route->policies, route->n_policies, rs->kind_data, &pctx);
+        sl_engine_rollback(&run, &pctx, out);
       sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
       out->finished = false;
       out->delay_ms = 0;
@@ -450,4 +452,10 @@ void sl_admission_finish(struct sl_admission *a, enum sl_outcome outcome, uint64
   a->conc = NULL;
   if (a->breaker) sl_breaker_report(a->breaker, &a->breaker_verdict, outcome, latency_ns, now_ns);
   a->breaker = NULL;
+  for (unsigned i = 0; i < a->n_held; i++) {
+    const struct sl_admission_hold *h = &a->held[i];
+    if (h->policy->kind->finish)
+      h->policy->kind->finish(h->policy, h->state, h->held, outcome, latency_ns, now_ns);
+  }
+  a->n_held = 0;
 }

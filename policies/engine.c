@@ -9,13 +9,6 @@
 #include "sluice/retry.h"
 #include "engine.h"
 
-void sl_engine_set_name(char dst[SL_POLICY_NAME_MAX], const char *src) {
-  size_t n = strlen(src);
-  if (n >= SL_POLICY_NAME_MAX) n = SL_POLICY_NAME_MAX - 1;
-  memcpy(dst, src, n);
-  dst[n] = '\0';
-}
-
 void sl_engine_add_shadow(struct sl_admission *out, enum sl_reject_reason r, const char *route,
                           const char *what) {
   if (out->n_shadow >= SL_ADMISSION_MAX_SHADOW) return;
@@ -29,24 +22,14 @@ void sl_engine_add_shadow(struct sl_admission *out, enum sl_reject_reason r, con
 
 static void json_escaped(FILE *f, const char *s) { sl_json_escape_file(f, s, strlen(s)); }
 
-void sl_engine_trace(FILE *f, bool *first, const char *policy, const char *kind,
-                     const char *verdict, const char *why) {
-  if (!f) return;
+void sl_engine_trace_write(FILE *f, bool *first, const char *policy, const char *kind,
+                           const char *verdict, const char *why) {
   fputs(*first ? "{\"policy\":\"" : ",{\"policy\":\"", f);
   json_escaped(f, policy);
   fprintf(f, "\",\"kind\":\"%s\",\"verdict\":\"%s\",\"why\":\"", kind, verdict);
   json_escaped(f, why);
   fputs("\"}", f);
   *first = false;
-}
-
-void sl_engine_refuse(struct sl_admission *out, uint16_t status, enum sl_reject_reason reason,
-                      const char *error, uint32_t retry_after_s) {
-  out->admit = false;
-  out->status = status;
-  out->reason = reason;
-  out->error = error;
-  out->retry_after_s = retry_after_s;
 }
 
 static enum sl_reject_reason reason_of(const struct sl_policy_cfg *p) {
@@ -117,30 +100,36 @@ void sl_engine_resume(struct sl_engine_run *run, const struct sl_policy_result *
   run->answer = r;
 }
 
-void sl_engine_rollback(struct sl_engine_run *run, const struct sl_policy_cfg *ps, size_t n,
-                        void *const *states, const struct sl_policy_ctx *c) {
-  if (n > SL_ENGINE_MAX_POLICIES) n = SL_ENGINE_MAX_POLICIES;
-  for (size_t i = n; i-- > 0;) {
-    if (!(run->committed >> i & 1)) continue;
-    if (ps[i].kind->rollback) ps[i].kind->rollback(&ps[i], state_of(states, i), c);
+void sl_engine_rollback(struct sl_engine_run *run, const struct sl_policy_ctx *c,
+                        struct sl_admission *out) {
+  for (unsigned i = out->n_held; i-- > run->held_base;) {
+    const struct sl_admission_hold *h = &out->held[i];
+    if (h->policy->kind->rollback) h->policy->kind->rollback(h->policy, h->state, c, h->held);
   }
-  run->committed = 0;
+  out->n_held = run->held_base;
 }
 
 enum sl_verdict sl_engine_commit(struct sl_engine_run *run, const struct sl_policy_cfg *ps,
                                  size_t n, void *const *states, const struct sl_policy_ctx *c,
                                  struct sl_admission *out) {
   if (n > SL_ENGINE_MAX_POLICIES) n = SL_ENGINE_MAX_POLICIES;
+  run->held_base = out->n_held;
   for (size_t i = 0; i < n; i++) {
     const struct sl_policy_cfg *p = &ps[i];
     if (!(run->admitted >> i & 1) || !p->kind->commit) continue;
     struct sl_policy_result r = {.verdict = SL_VERDICT_REFUSE};
-    if (p->kind->commit(p, state_of(states, i), c, &r)) {
-      run->committed |= 1ull << i;
-      continue;
+    if (out->n_held == SL_ADMISSION_MAX_HELD) {
+      r.status = 503;
+      r.error = "unavailable"; /* more holding policies than a request can track */
+    } else {
+      uint64_t held = 0;
+      if (p->kind->commit(p, state_of(states, i), c, &r, &held)) {
+        out->held[out->n_held++] = (struct sl_admission_hold){p, state_of(states, i), held};
+        continue;
+      }
     }
     if (!refused(p, &r, c, out)) continue;
-    sl_engine_rollback(run, ps, n, states, c);
+    sl_engine_rollback(run, c, out);
     return SL_VERDICT_REFUSE;
   }
   return SL_VERDICT_ADMIT;

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "sluice/admission.h"
 #include "sluice/policy.h"
@@ -20,7 +21,7 @@
 struct sl_engine_run {
   size_t next;        /* the policy to peek next */
   uint64_t admitted;  /* bit i: policy i admitted (to commit) */
-  uint64_t committed; /* bit i: policy i committed (to roll back) */
+  unsigned held_base; /* out->held[held_base..n_held): committed by this run */
   /* sl_engine_resume() gave policy |next| this verdict (owned by the
    * caller, alive until the next sl_engine_peek()); NULL: none. */
   const struct sl_policy_result *answer;
@@ -55,17 +56,21 @@ enum sl_verdict sl_engine_peek(struct sl_engine_run *run, const struct sl_policy
 /* The verdict of the pending policy, from the data plane's I/O. */
 void sl_engine_resume(struct sl_engine_run *run, const struct sl_policy_result *r);
 
-/* Commits every policy that admitted, in order. Returns SL_VERDICT_ADMIT,
- * or SL_VERDICT_REFUSE with |out| refused after giving back what the
- * policies committed before the one that failed took (a commit that fails
- * in shadow mode is reported and passes). Not for explain. */
+/* Commits every policy that admitted, in order, noting each one with a
+ * commit in out->held (for rollback and sl_admission_finish()). Returns
+ * SL_VERDICT_ADMIT, or SL_VERDICT_REFUSE with |out| refused after giving
+ * back what the policies committed before the one that failed took (a
+ * commit that fails in shadow mode is reported and passes; more than
+ * SL_ADMISSION_MAX_HELD holding policies refuse with 503). Not for
+ * explain. */
 enum sl_verdict sl_engine_commit(struct sl_engine_run *run, const struct sl_policy_cfg *ps,
                                  size_t n, void *const *states, const struct sl_policy_ctx *c,
                                  struct sl_admission *out);
 
-/* Gives back everything committed (a later stage refused), last first. */
-void sl_engine_rollback(struct sl_engine_run *run, const struct sl_policy_cfg *ps, size_t n,
-                        void *const *states, const struct sl_policy_ctx *c);
+/* Gives back everything this run committed (a later stage refused), last
+ * first, and forgets it (sl_admission_finish() will not report it). */
+void sl_engine_rollback(struct sl_engine_run *run, const struct sl_policy_ctx *c,
+                        struct sl_admission *out);
 
 /* Peek then commit. */
 enum sl_verdict sl_engine_run(struct sl_engine_run *run, const struct sl_policy_cfg *ps, size_t n,
@@ -75,15 +80,32 @@ enum sl_verdict sl_engine_run(struct sl_engine_run *run, const struct sl_policy_
 /* ---- verdict helpers (admission.c and the engine) ---- */
 
 /* Explain: one JSON object per policy evaluated; |policy| and |why| are
- * escaped. No-op when |f| is NULL. */
-void sl_engine_trace(FILE *f, bool *first, const char *policy, const char *kind,
-                     const char *verdict, const char *why);
-void sl_engine_refuse(struct sl_admission *out, uint16_t status, enum sl_reject_reason reason,
-                      const char *error, uint32_t retry_after_s);
+ * escaped. No-op (and no call) when |f| is NULL, the hot path's case. */
+void sl_engine_trace_write(FILE *f, bool *first, const char *policy, const char *kind,
+                           const char *verdict, const char *why);
+static inline void sl_engine_trace(FILE *f, bool *first, const char *policy, const char *kind,
+                                   const char *verdict, const char *why) {
+  if (f) sl_engine_trace_write(f, first, policy, kind, verdict, why);
+}
+
+static inline void sl_engine_refuse(struct sl_admission *out, uint16_t status,
+                                    enum sl_reject_reason reason, const char *error,
+                                    uint32_t retry_after_s) {
+  out->admit = false;
+  out->status = status;
+  out->reason = reason;
+  out->error = error;
+  out->retry_after_s = retry_after_s;
+}
 /* A shadow refusal, "<route>/<what>" (or |route| alone if |what| is NULL). */
 void sl_engine_add_shadow(struct sl_admission *out, enum sl_reject_reason r, const char *route,
                           const char *what);
 /* Bounded copy of a policy name (no printf on the refusal path). */
-void sl_engine_set_name(char dst[SL_POLICY_NAME_MAX], const char *src);
+static inline void sl_engine_set_name(char dst[SL_POLICY_NAME_MAX], const char *src) {
+  size_t n = strlen(src);
+  if (n >= SL_POLICY_NAME_MAX) n = SL_POLICY_NAME_MAX - 1;
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
 
 #endif

@@ -32,6 +32,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "sluice/breaker-t.h"
 #include "sluice/config-t.h"
 
 struct cfg_schema; /* the loader's toolkit (policies/config/config_schema.h) */
@@ -98,12 +99,20 @@ struct sl_kind {
   /* Looks, changes nothing. */
   void (*peek)(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c,
                struct sl_policy_result *r);
-  /* Takes what an admitting peek promised; false: it is gone (another
-   * worker took it), |r| then says why. NULL: the peek's verdict stands. */
+  /* Takes what an admitting peek promised, and may note in |*held| what
+   * it holds for the request (a slot, a ticket: given back to rollback and
+   * finish); false: it is gone (another worker took it), |r| then says why.
+   * NULL: the peek's verdict stands. */
   bool (*commit)(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c,
-                 struct sl_policy_result *r);
-  /* Gives back what commit took (a later policy refused). */
-  void (*rollback)(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c);
+                 struct sl_policy_result *r, uint64_t *held);
+  /* Gives back what commit took (a later policy or stage refused). */
+  void (*rollback)(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c,
+                   uint64_t held);
+  /* The outcome report: the admitted exchange ended (tunnels: closed), with
+   * |outcome| after |latency_ns|; release what commit held and learn (a
+   * breaker). Called once, by sl_admission_finish(). NULL: nothing to do. */
+  void (*finish)(const struct sl_policy_cfg *p, void *state, uint64_t held,
+                 enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns);
 };
 
 /* The registry (policies/kinds/registry.c, from kinds.def): at most

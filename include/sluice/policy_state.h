@@ -106,7 +106,7 @@ struct sl_policy_set *sl_policy_set_new(const struct sl_config *next,
 void sl_policy_set_del(struct sl_policy_set *set);
 
 /* The state of a policy of |set|'s snapshot (|route|, |up|, |lc| point
- * into set->cfg). */
+ * into set->cfg; admission reads set->routes[route->index] directly). */
 static inline struct sl_policy_state *sl_policy_set_rate_limit(const struct sl_policy_set *set,
                                                                const struct sl_route_cfg *route,
                                                                size_t i) {

@@ -19,7 +19,9 @@
  * rollback gives it back. */
 struct tokens {
   int left;
-  int peeks, commits, rollbacks;
+  int peeks, commits, rollbacks, finishes;
+  enum sl_outcome last_outcome;
+  uint64_t last_latency, last_now;
   int steal_on_commit; /* tokens that vanish just before a commit */
 };
 
@@ -38,10 +40,11 @@ static void tok_peek(const struct sl_policy_cfg *p, void *state, const struct sl
 }
 
 static bool tok_commit(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c,
-                       struct sl_policy_result *r) {
+                       struct sl_policy_result *r, uint64_t *held) {
   (void)p;
   (void)c;
   struct tokens *t = state;
+  *held = (uint64_t)t->left; /* the token taken: its number */
   t->left -= t->steal_on_commit;
   t->steal_on_commit = 0;
   if (t->left <= 0) {
@@ -54,17 +57,36 @@ static bool tok_commit(const struct sl_policy_cfg *p, void *state, const struct 
   return true;
 }
 
-static void tok_rollback(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c) {
+static void tok_rollback(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c,
+                         uint64_t held) {
   (void)p;
   (void)c;
   struct tokens *t = state;
+  assert_int_equal(held, (uint64_t)t->left + 1); /* what commit noted */
   t->left++;
   t->rollbacks++;
+}
+
+/* The outcome report: tokens that are given back when the exchange ends
+ * (like a concurrency slot), and the outcome seen. */
+static void tok_finish(const struct sl_policy_cfg *p, void *state, uint64_t held,
+                       enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns) {
+  (void)p;
+  struct tokens *t = state;
+  assert_true(held > 0);
+  t->left++;
+  t->finishes++;
+  t->last_outcome = outcome;
+  t->last_latency = latency_ns;
+  t->last_now = now_ns;
 }
 
 static const struct sl_kind TOKENS = {
     .key = "tokens", .reason = "tokens", .peek = tok_peek, .commit = tok_commit,
     .rollback = tok_rollback};
+static const struct sl_kind SLOTS = {
+    .key = "slots", .reason = "slots", .peek = tok_peek, .commit = tok_commit,
+    .rollback = tok_rollback, .finish = tok_finish};
 
 /* A kind that needs I/O: pends until the data plane answers. */
 struct remote {
@@ -168,10 +190,11 @@ static void test_commit_failure_rolls_back(void **st) {
   assert_int_equal(go(&r2, ps, 1, xs, &CFG, &out, NULL), SL_VERDICT_ADMIT);
   assert_int_equal(x.left, 2);
   struct sl_policy_ctx c = {.cfg = &CFG};
-  sl_engine_rollback(&r2, ps, 1, xs, &c);
+  sl_engine_rollback(&r2, &c, &out);
   assert_int_equal(x.left, 3);
-  sl_engine_rollback(&r2, ps, 1, xs, &c); /* once only */
+  sl_engine_rollback(&r2, &c, &out); /* once only */
   assert_int_equal(x.left, 3);
+  assert_int_equal(out.n_held, 0);
 }
 
 /* Shadow mode: reported, admitted, not charged. Global shadow applies to
@@ -250,6 +273,45 @@ static void test_pending_then_resume(void **st) {
   assert_int_equal(a2.left, 1);
 }
 
+/* The outcome report: a committed policy whose kind has finish hears how
+ * the exchange ended, once, through sl_admission_finish(); a refused or
+ * rolled back one does not. */
+static void test_finish_reports_outcome(void **st) {
+  (void)st;
+  struct tokens s = {.left = 1}, t = {.left = 3};
+  struct sl_policy_cfg ps[2] = {policy(&SLOTS, 2, "r/slots", SL_MODE_INHERIT),
+                                policy(&TOKENS, 0, "r/tokens", SL_MODE_INHERIT)};
+  void *states[2] = {&s, &t};
+  struct sl_engine_run run = {0};
+  struct sl_admission out = fresh();
+  assert_int_equal(go(&run, ps, 2, states, &CFG, &out, NULL), SL_VERDICT_ADMIT);
+  assert_int_equal(out.n_held, 2);
+  assert_int_equal(s.left, 0); /* the slot is held */
+  struct sl_engine_run r2 = {0};
+  struct sl_admission out2 = fresh();
+  assert_int_equal(go(&r2, ps, 2, states, &CFG, &out2, NULL), SL_VERDICT_REFUSE);
+  assert_string_equal(out2.policy, "r/slots");
+  assert_int_equal(out2.reason, SL_REASON__COUNT + 2);
+  sl_admission_finish(&out, SL_OUTCOME_FAILURE, 7, 99);
+  assert_int_equal(s.finishes, 1);
+  assert_int_equal(s.left, 1);
+  assert_int_equal(s.last_outcome, SL_OUTCOME_FAILURE);
+  assert_int_equal(s.last_latency, 7);
+  assert_int_equal(s.last_now, 99);
+  assert_int_equal(t.finishes, 0); /* TOKENS has no finish */
+  sl_admission_finish(&out, SL_OUTCOME_SUCCESS, 0, 100); /* idempotent */
+  assert_int_equal(s.finishes, 1);
+  /* Rolled back: no report. */
+  struct sl_engine_run r3 = {0};
+  struct sl_admission out3 = fresh();
+  assert_int_equal(go(&r3, ps, 2, states, &CFG, &out3, NULL), SL_VERDICT_ADMIT);
+  struct sl_policy_ctx c = {.cfg = &CFG};
+  sl_engine_rollback(&r3, &c, &out3);
+  assert_int_equal(s.left, 1);
+  sl_admission_finish(&out3, SL_OUTCOME_CANCELLED, 0, 0);
+  assert_int_equal(s.finishes, 1);
+}
+
 /* Explain: every policy is traced, nothing is committed by a peek. */
 static void test_explain_trace(void **st) {
   (void)st;
@@ -299,6 +361,7 @@ int main(void) {
       cmocka_unit_test(test_commit_failure_rolls_back),
       cmocka_unit_test(test_shadow),
       cmocka_unit_test(test_pending_then_resume),
+      cmocka_unit_test(test_finish_reports_outcome),
       cmocka_unit_test(test_explain_trace),
       cmocka_unit_test(test_reason_names),
   };

@@ -40,6 +40,7 @@ static void snap_init(struct snap *s, uint64_t id_base) {
       s->rl[r][i].max_keys = 1000;
       s->rl[r][i].identity = id_base + (uint64_t)(r * 10 + i);
     }
+    s->routes[r].index = (size_t)r;
     s->routes[r].rate_limits = s->rl[r];
     s->routes[r].n_rate_limits = 2;
     s->routes[r].concurrency.max = 10;

@@ -313,8 +313,9 @@ static void fake_peek(const struct sl_policy_cfg *p, void *state, const struct s
 }
 
 static bool fake_commit(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c,
-                        struct sl_policy_result *r) {
+                        struct sl_policy_result *r, uint64_t *held) {
   (void)p, (void)state, (void)r;
+  *held = 1;
   fake_tokens--;
   struct sl_rl_verdict v;
   while (fake_steal_from &&
@@ -324,15 +325,25 @@ static bool fake_commit(const struct sl_policy_cfg *p, void *state, const struct
   return true;
 }
 
-static void fake_rollback(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c) {
+static void fake_rollback(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c,
+                          uint64_t held) {
   (void)p, (void)state, (void)c;
+  assert_int_equal(held, 1);
   fake_tokens++;
   fake_rollbacks++;
 }
 
+static int fake_finishes;
+static void fake_finish(const struct sl_policy_cfg *p, void *state, uint64_t held,
+                        enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns) {
+  (void)p, (void)state, (void)held, (void)latency_ns, (void)now_ns;
+  assert_int_equal(outcome, SL_OUTCOME_SUCCESS);
+  fake_finishes++;
+}
+
 static const struct sl_kind FAKE = {
     .key = "fake", .reason = "fake", .peek = fake_peek, .commit = fake_commit,
-    .rollback = fake_rollback};
+    .rollback = fake_rollback, .finish = fake_finish};
 
 /* The engine's policies commit first; a route's rate limit that then
  * refuses at commit (another worker took the last token between look and
@@ -352,6 +363,9 @@ static void test_commit_then_rate_limit_refusal_rolls_back(void **st) {
   assert_true(a.admit);
   assert_int_equal(fake_tokens, 4);
   assert_int_equal(fake_rollbacks, 0);
+  assert_int_equal(a.n_held, 1);
+  sl_admission_finish(&a, SL_OUTCOME_SUCCESS, 0, T0);
+  assert_int_equal(fake_finishes, 1);
   fake_steal_from = sl_policy_state_ratelimit(sl_policy_set_rate_limit(PS, r, 0));
   decide(cfg, "/v1/x", NULL, &a);
   fake_steal_from = NULL;
@@ -360,6 +374,9 @@ static void test_commit_then_rate_limit_refusal_rolls_back(void **st) {
   assert_string_equal(a.policy, "devices/route");
   assert_int_equal(fake_rollbacks, 1);
   assert_int_equal(fake_tokens, 4); /* taken at commit, given back */
+  assert_int_equal(a.n_held, 0);
+  sl_admission_finish(&a, SL_OUTCOME_CANCELLED, 0, T0);
+  assert_int_equal(fake_finishes, 1); /* rolled back: no outcome report */
   /* A refusal by the kind itself: nothing else is charged. */
   fake_tokens = 0;
   decide(cfg, "/v1/x", NULL, &a);
