@@ -1,6 +1,7 @@
 /*
  * sluice — the admission pipeline. See include/sluice/admission.h.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,20 +13,20 @@
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "sluice/retry.h"
+#include "engine.h"
 
 static const char *const reason_names[SL_REASON__COUNT] = {
     "none", "rate_limit", "concurrency", "blocklist", "breaker", "queue_full", "connect_rate",
     "shaping"};
 
 const char *sl_reject_reason_name(enum sl_reject_reason r) {
-  return (unsigned)r < SL_REASON__COUNT ? reason_names[r] : "unknown";
+  if ((unsigned)r < SL_REASON__COUNT) return reason_names[r];
+  /* A kind's refusals: SL_REASON__COUNT + its place in kinds.def. */
+  size_t k = (unsigned)r - SL_REASON__COUNT;
+  return k < sl_n_policy_kinds ? sl_policy_kinds[k]->reason : "unknown";
 }
 
-static bool is_shadow(const struct sl_config *cfg, enum sl_mode own) {
-  if (own == SL_MODE_SHADOW) return true;
-  if (own == SL_MODE_ENFORCE) return false;
-  return cfg->mode == SL_MODE_SHADOW;
-}
+#define is_shadow sl_engine_is_shadow
 
 size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
                               const struct sl_identity *id, const uint8_t **key) {
@@ -73,13 +74,12 @@ static void limit_params(const struct sl_rate_limit_cfg *rl, const uint8_t *key,
   }
 }
 
-/* Locates |rl|'s key for this request: fills |ref| (with its parameter
+/* Locates |rl|'s key in its table |t| (NULL: none) for this request: fills |ref| (with its parameter
  * class), |period| and |burst|. Returns false when the limit does not
  * apply (no table, no such key, or no rate for it). */
-static bool limit_locate(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
-                         const struct sl_identity *id, struct sl_rl_ref *ref, uint64_t *period,
-                         uint32_t *burst) {
-  struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
+static bool limit_locate(struct sl_ratelimit_table *t, const struct sl_rate_limit_cfg *rl,
+                         const struct sl_route_cfg *route, const struct sl_identity *id,
+                         struct sl_rl_ref *ref, uint64_t *period, uint32_t *burst) {
   const uint8_t *key;
   size_t klen = t ? sl_admission_limit_key(rl, route, id, &key) : 0;
   if (!klen) return false;
@@ -95,61 +95,19 @@ uint8_t sl_admission_override_class(size_t i) {
   return i + 1 < SL_RL_CLASS_MAX ? (uint8_t)(i + 1) : SL_RL_CLASS_MAX;
 }
 
-/* Bounded copy of a policy name (no printf on the refusal path). */
-static void set_name(char dst[SL_POLICY_NAME_MAX], const char *src) {
-  size_t n = strlen(src);
-  if (n >= SL_POLICY_NAME_MAX) n = SL_POLICY_NAME_MAX - 1;
-  memcpy(dst, src, n);
-  dst[n] = '\0';
-}
-
 static void set_policy(struct sl_admission *out, const char *route, const char *what) {
   snprintf(out->policy, sizeof(out->policy), "%s/%s", route, what);
-}
-
-static void add_shadow(struct sl_admission *out, enum sl_reject_reason r, const char *route,
-                       const char *what) {
-  if (out->n_shadow >= SL_ADMISSION_MAX_SHADOW) return;
-  struct sl_admission_shadow *s = &out->shadow[out->n_shadow++];
-  s->reason = r;
-  if (what)
-    snprintf(s->policy, sizeof(s->policy), "%s/%s", route, what);
-  else
-    snprintf(s->policy, sizeof(s->policy), "%s", route);
-}
-
-static void json_escaped(FILE *f, const char *s) { sl_json_escape_file(f, s, strlen(s)); }
-
-/* Explain output: one JSON object per policy evaluated. Policy names and
- * reasons come from configuration, so they are escaped. */
-static void trace(FILE *f, bool *first, const char *policy, const char *kind,
-                  const char *verdict, const char *why) {
-  if (!f) return;
-  fputs(*first ? "{\"policy\":\"" : ",{\"policy\":\"", f);
-  json_escaped(f, policy);
-  fprintf(f, "\",\"kind\":\"%s\",\"verdict\":\"%s\",\"why\":\"", kind, verdict);
-  json_escaped(f, why);
-  fputs("\"}", f);
-  *first = false;
-}
-
-static void refuse(struct sl_admission *out, uint16_t status, enum sl_reject_reason reason,
-                   const char *error, uint32_t retry_after_s) {
-  out->admit = false;
-  out->status = status;
-  out->reason = reason;
-  out->error = error;
-  out->retry_after_s = retry_after_s;
 }
 
 void sl_admission_decide(const struct sl_admission_input *in, struct sl_admission *out) {
   const struct sl_config *cfg = in->cfg;
   const struct sl_route_cfg *route = in->route;
   const struct sl_identity *id = in->id;
+  const struct sl_route_state *rs = &in->policies->routes[route->index];
   FILE *tf = in->trace;
   bool first = true;
   char why[160], pname[SL_POLICY_NAME_MAX];
-  memset(out, 0, sizeof(*out));
+  memset(out, 0, offsetof(struct sl_admission, held));
   out->admit = true;
 
   /* Locate the route's limiter keys first: for a table of a million keys
@@ -165,7 +123,8 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     bool live; /* applies to this request */
   } kept[KEPT];
   for (size_t i = 0; i < route->n_rate_limits && i < KEPT; i++)
-    kept[i].live = limit_locate(&route->rate_limits[i], route, id, &kept[i].ref, &kept[i].period,
+    kept[i].live = limit_locate(sl_policy_state_ratelimit(rs->rate_limits[i]),
+                                &route->rate_limits[i], route, id, &kept[i].ref, &kept[i].period,
                                 &kept[i].burst);
 
   /* 1. Firmware blocklist. */
@@ -176,12 +135,12 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
                        id->firmware_valid ? &id->firmware_version : NULL, in->now_unix, &bv);
     static const char bl_name[] = "blocklist/firmware";
     if (bv.shadow_deny || (bv.deny && is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT))) {
-      add_shadow(out, SL_REASON_BLOCKLIST, "blocklist", "firmware");
-      trace(tf, &first, bl_name, "blocklist", "shadow_deny",
+      sl_engine_add_shadow(out, SL_REASON_BLOCKLIST, "blocklist", "firmware");
+      sl_engine_trace(tf, &first, bl_name, "blocklist", "shadow_deny",
             bv.shadow && bv.shadow->reason ? bv.shadow->reason : "matched a shadow entry");
     }
     if (bv.deny && !is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT)) {
-      set_name(out->policy, bl_name);
+      sl_engine_set_name(out->policy, bl_name);
       out->block = bv.entry;
       /* A block is an incident response, not a burst: tell the device to
        * stay away until the entry expires, or as long as the reject
@@ -191,27 +150,49 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
         uint64_t until = (uint64_t)(bv.entry->expires_unix - in->now_unix) * 1000000000ull;
         if (until < wait_ns) wait_ns = until;
       }
-      refuse(out, bv.status ? bv.status : 403, SL_REASON_BLOCKLIST, "blocked",
+      sl_engine_refuse(out, bv.status ? bv.status : 403, SL_REASON_BLOCKLIST, "blocked",
              sl_retry_after_s(&cfg->reject, wait_ns, in->rnd));
-      trace(tf, &first, bl_name, "blocklist", "deny",
+      sl_engine_trace(tf, &first, bl_name, "blocklist", "deny",
             bv.entry && bv.entry->reason ? bv.entry->reason
                                          : (bv.unknown ? "unknown firmware: deny" : "blocked"));
       return;
     }
     out->firmware_unknown = bv.unknown;
     if (!bv.deny && !bv.shadow_deny)
-      trace(tf, &first, bl_name, "blocklist", "allow",
+      sl_engine_trace(tf, &first, bl_name, "blocklist", "allow",
             bv.unknown ? "firmware absent or unparseable: allowed (unknown: allow)"
                        : "no entry matches");
   }
 
-  /* 2. Route rate limits: look first, commit only if every one admits, so
+  /* 2. Policies of registered kinds (sluice/policy.h): looked at now,
+   * committed with the rate limits below. */
+  struct sl_engine_run run;
+  struct sl_policy_ctx pctx;
+  if (route->n_policies) {
+    run = (struct sl_engine_run){0};
+    pctx = (struct sl_policy_ctx){cfg, route, id, in->facts, in->now_ns, in->now_unix, in->rnd,
+                                  tf != NULL};
+    void *pending = NULL;
+    enum sl_verdict v = sl_engine_peek(&run, route->policies, route->n_policies, rs->kind_data, &pctx, out,
+                                       &pending, tf, &first);
+    if (v == SL_VERDICT_PENDING && out->admit) {
+      /* No kind pends yet and the data plane cannot resume a decision:
+       * fail closed, as an unreachable store would. */
+      sl_engine_set_name(out->policy, route->policies[run.next].name);
+      sl_engine_refuse(out, 503, (enum sl_reject_reason)(SL_REASON__COUNT +
+                                                         route->policies[run.next].kind_index),
+                       "unavailable", 0);
+    }
+    if (v != SL_VERDICT_ADMIT) return;
+  }
+
+  /* 3. Route rate limits: look first, commit only if every one admits, so
    * a refused request consumes nothing. Nothing is kept per limit between
    * the two passes (a route may have any number of limits): the commit
    * recomputes keys and parameters, which is cheap and pure. */
   for (size_t i = 0; i < route->n_rate_limits; i++) {
     const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
-    struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
+    struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rs->rate_limits[i]);
     /* The loader names every limit ("<route>/<key>" unless named). */
     const char *rl_name = rl->name;
     uint64_t period;
@@ -219,14 +200,14 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     struct sl_rl_ref ref;
     if (i < KEPT) {
       if (!kept[i].live) {
-        trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
+        sl_engine_trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
         continue;
       }
       ref = kept[i].ref;
       period = kept[i].period;
       burst = kept[i].burst;
-    } else if (!limit_locate(rl, route, id, &ref, &period, &burst)) {
-      trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
+    } else if (!limit_locate(t, rl, route, id, &ref, &period, &burst)) {
+      sl_engine_trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
       continue;
     }
     struct sl_rl_verdict v;
@@ -234,7 +215,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     if (v.admitted) {
       if (tf) {
         snprintf(why, sizeof(why), "%u more allowed now", v.remaining);
-        trace(tf, &first, rl_name, "rate_limit", "admit", why);
+        sl_engine_trace(tf, &first, rl_name, "rate_limit", "admit", why);
       }
       continue;
     }
@@ -243,19 +224,19 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
                burst, (unsigned long long)(v.retry_after_ns / 1000000));
     if (is_shadow(cfg, rl->mode)) {
       /* Shadow: reported; the commit below charges it only if it admits. */
-      add_shadow(out, SL_REASON_RATE_LIMIT, rl_name, NULL);
-      trace(tf, &first, rl_name, "rate_limit", "shadow_reject", why);
+      sl_engine_add_shadow(out, SL_REASON_RATE_LIMIT, rl_name, NULL);
+      sl_engine_trace(tf, &first, rl_name, "rate_limit", "shadow_reject", why);
       continue;
     }
-    set_name(out->policy, rl_name);
-    refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
+    sl_engine_set_name(out->policy, rl_name);
+    sl_engine_refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
            sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
-    trace(tf, &first, rl_name, "rate_limit", "reject", why);
+    sl_engine_trace(tf, &first, rl_name, "rate_limit", "reject", why);
     return;
   }
 
-  /* 3. Concurrency. */
-  struct sl_concurrency *conc = sl_policy_state_concurrency(route->concurrency.state);
+  /* 4. Concurrency. */
+  struct sl_concurrency *conc = sl_policy_state_concurrency(rs->concurrency);
   if (conc && route->concurrency.max) {
     if (tf) snprintf(pname, sizeof(pname), "%s/concurrency", route->name);
     uint32_t limit = sl_concurrency_limit(route->concurrency.max, route->priority);
@@ -266,7 +247,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       uint32_t now_in = sl_concurrency_in_flight(conc);
       full = now_in >= limit;
       snprintf(why, sizeof(why), "%u in flight, limit %u for this priority", now_in, limit);
-      trace(tf, &first, pname, "concurrency",
+      sl_engine_trace(tf, &first, pname, "concurrency",
             !full ? "admit" : is_shadow(cfg, route->concurrency.mode) ? "shadow_reject" : "reject",
             why);
       conc = NULL;
@@ -276,10 +257,10 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     }
     if (full) {
       if (is_shadow(cfg, route->concurrency.mode)) {
-        add_shadow(out, SL_REASON_CONCURRENCY, route->name, "concurrency");
+        sl_engine_add_shadow(out, SL_REASON_CONCURRENCY, route->name, "concurrency");
       } else {
         set_policy(out, route->name, "concurrency");
-        refuse(out, 429, SL_REASON_CONCURRENCY, "concurrency_limited",
+        sl_engine_refuse(out, 429, SL_REASON_CONCURRENCY, "concurrency_limited",
                sl_retry_after_s(&cfg->reject, 0, in->rnd));
         return;
       }
@@ -287,9 +268,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     out->conc = conc;
   }
 
-  /* 4. Circuit breaker of the route's upstream. */
+  /* 5. Circuit breaker of the route's upstream. */
   struct sl_breaker *br = route->upstream->breaker.enabled
-                              ? sl_policy_state_breaker(route->upstream->breaker_state)
+                              ? sl_policy_state_breaker(sl_policy_set_breaker(in->policies, route->upstream))
                               : NULL;
   if (br) {
     if (tf) snprintf(pname, sizeof(pname), "upstream/%s", route->upstream->name);
@@ -324,7 +305,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
         snprintf(why, sizeof(why), "breaker closed");
       }
       bool shadow = refused && is_shadow(cfg, route->upstream->breaker.mode);
-      trace(tf, &first, pname, "breaker",
+      sl_engine_trace(tf, &first, pname, "breaker",
             !refused ? "admit" : shadow ? "shadow_reject" : "reject", why);
     } else {
       refused = !sl_breaker_admit(br, in->now_ns, in->rnd, &bv);
@@ -336,19 +317,19 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     }
     if (refused) {
       if (is_shadow(cfg, route->upstream->breaker.mode)) {
-        add_shadow(out, SL_REASON_BREAKER, "upstream", route->upstream->name);
+        sl_engine_add_shadow(out, SL_REASON_BREAKER, "upstream", route->upstream->name);
       } else {
         if (out->conc) sl_concurrency_release(out->conc);
         out->conc = NULL;
         snprintf(out->policy, sizeof(out->policy), "upstream/%s", route->upstream->name);
-        refuse(out, 503, SL_REASON_BREAKER, "circuit_open",
+        sl_engine_refuse(out, 503, SL_REASON_BREAKER, "circuit_open",
                sl_retry_after_s(&cfg->reject, wait_ns, in->rnd));
         return;
       }
     }
   }
 
-  /* 5. Shaping (staging): first matching rule. A rate cap that admits is
+  /* 6. Shaping (staging): first matching rule. A rate cap that admits is
    * charged at once (a single shared bucket: no look-then-commit) and
    * given back if the request is refused after all. */
   struct sl_ratelimit_table *cap_table = NULL;
@@ -371,7 +352,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     if (tf || abort_now) snprintf(pname, sizeof(pname), "shaping/%zu", i);
     /* Rate cap (staging): a single bucket for all traffic the rule
      * matches, burst 1, shared by every worker. */
-    struct sl_ratelimit_table *cap = sl_policy_state_ratelimit(r->state);
+    struct sl_ratelimit_table *cap = sl_policy_state_ratelimit(sl_policy_set_shaping(in->policies, i));
     if (cap && !tf) {
       static const char cap_key[] = "cap";
       struct sl_rl_verdict v;
@@ -381,7 +362,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
                  r->name ? r->name : "rate");
         sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
         out->finished = false;
-        refuse(out, 429, SL_REASON_SHAPING, "shaped_rate",
+        sl_engine_refuse(out, 429, SL_REASON_SHAPING, "shaped_rate",
                sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
         return;
       }
@@ -391,13 +372,13 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     if (tf) {
       snprintf(why, sizeof(why), "delay %llu ms, abort %.1f%%",
                (unsigned long long)r->delay_fixed_ms, r->abort_percent);
-      trace(tf, &first, pname, "shaping", abort_now ? "abort" : "shape", why);
+      sl_engine_trace(tf, &first, pname, "shaping", abort_now ? "abort" : "shape", why);
     }
     if (abort_now) {
-      set_name(out->policy, pname);
+      sl_engine_set_name(out->policy, pname);
       if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
       sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
-      refuse(out, r->abort_status ? r->abort_status : 503, SL_REASON_SHAPING, "shaped_abort", 0);
+      sl_engine_refuse(out, r->abort_status ? r->abort_status : 503, SL_REASON_SHAPING, "shaped_abort", 0);
       out->finished = false;
       out->delay_ms = 0;
       return;
@@ -411,10 +392,20 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
    * commit, and then the limits charged before it (and the shaping cap)
    * are given back, so that the refused request has consumed nothing. */
   if (!in->trace) {
+    if (route->n_policies &&
+        sl_engine_commit(&run, route->policies, route->n_policies, rs->kind_data, &pctx, out) !=
+            SL_VERDICT_ADMIT) {
+      /* Refused by the engine (which gave its own back): so is the rest. */
+      if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
+      sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
+      out->finished = false;
+      out->delay_ms = 0;
+      return;
+    }
     uint64_t charged = 0; /* bit i: limit i admitted and charged */
     for (size_t i = 0; i < route->n_rate_limits && i < SL_ROUTE_MAX_RATE_LIMITS; i++) {
       const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
-      struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rl->state);
+      struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rs->rate_limits[i]);
       struct sl_rl_verdict v;
       struct sl_rl_ref ref;
       uint64_t period;
@@ -424,7 +415,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
         ref = kept[i].ref;
         period = kept[i].period;
         burst = kept[i].burst;
-      } else if (!limit_locate(rl, route, id, &ref, &period, &burst)) {
+      } else if (!limit_locate(t, rl, route, id, &ref, &period, &burst)) {
         continue;
       }
       bool ok = sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, true, &v);
@@ -432,18 +423,21 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       if (ok || is_shadow(cfg, rl->mode)) continue;
       for (size_t j = 0; j < i; j++) {
         if (!(charged >> j & 1)) continue;
+        struct sl_ratelimit_table *tj = sl_policy_state_ratelimit(rs->rate_limits[j]);
         if (j < KEPT)
           ref = kept[j].ref, period = kept[j].period;
-        else if (!limit_locate(&route->rate_limits[j], route, id, &ref, &period, &burst))
+        else if (!limit_locate(tj, &route->rate_limits[j], route, id, &ref, &period, &burst))
           continue; /* pure: the same answer as when it was charged */
-        sl_ratelimit_refund(sl_policy_state_ratelimit(route->rate_limits[j].state), &ref, period);
+        sl_ratelimit_refund(tj, &ref, period);
       }
       if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
+      if (route->n_policies)
+        sl_engine_rollback(&run, &pctx, out);
       sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
       out->finished = false;
       out->delay_ms = 0;
-      set_name(out->policy, rl->name);
-      refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
+      sl_engine_set_name(out->policy, rl->name);
+      sl_engine_refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
              sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
       return;
     }
@@ -458,4 +452,10 @@ void sl_admission_finish(struct sl_admission *a, enum sl_outcome outcome, uint64
   a->conc = NULL;
   if (a->breaker) sl_breaker_report(a->breaker, &a->breaker_verdict, outcome, latency_ns, now_ns);
   a->breaker = NULL;
+  for (unsigned i = 0; i < a->n_held; i++) {
+    const struct sl_admission_hold *h = &a->held[i];
+    if (h->policy->kind->finish)
+      h->policy->kind->finish(h->policy, h->state, h->held, outcome, latency_ns, now_ns);
+  }
+  a->n_held = 0;
 }

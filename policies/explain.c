@@ -16,7 +16,8 @@
 #include "sluice/route.h"
 #include "sluice/version.h"
 
-static int explain_normalised(const struct sl_config *cfg, const struct sl_blocklist *bl,
+static int explain_normalised(const struct sl_config *cfg, const struct sl_policy_set *ps,
+                              const struct sl_blocklist *bl,
                               const struct sl_explain_request *r, const char *path,
                               const char *raw_path, enum sl_path_status pst,
                               const struct sockaddr_storage *ss, const char *ip, uint64_t now_ns,
@@ -46,8 +47,8 @@ static void json_str(FILE *f, const char *s, size_t n) {
   fputc('"', f);
 }
 
-int sl_explain(const struct sl_config *cfg, const struct sl_blocklist *bl,
-               const struct sl_explain_request *r, uint64_t now_ns, int64_t now_unix, FILE *out,
+int sl_explain(const struct sl_config *cfg, const struct sl_policy_set *ps,
+               const struct sl_blocklist *bl, const struct sl_explain_request *r, uint64_t now_ns, int64_t now_unix, FILE *out,
                char *err, size_t errlen) {
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof(ss));
@@ -79,14 +80,15 @@ int sl_explain(const struct sl_config *cfg, const struct sl_blocklist *bl,
   else
     pst = sl_path_normalize(raw_path, raw_len, path, &path_len);
   if (pst != SL_PATH_OK) memcpy(path, raw_path, (path_len = raw_len) + 1);
-  int rv = explain_normalised(cfg, bl, r, path, raw_path, pst, &ss, ip, now_ns, now_unix, out);
+  int rv = explain_normalised(cfg, ps, bl, r, path, raw_path, pst, &ss, ip, now_ns, now_unix, out);
   free(path);
   return rv;
 }
 
 /* sl_explain once the path is normalised (|path|, or the raw path when
  * |pst| says it cannot be). */
-static int explain_normalised(const struct sl_config *cfg, const struct sl_blocklist *bl,
+static int explain_normalised(const struct sl_config *cfg, const struct sl_policy_set *ps,
+                              const struct sl_blocklist *bl,
                               const struct sl_explain_request *r, const char *path,
                               const char *raw_path, enum sl_path_status pst,
                               const struct sockaddr_storage *ss, const char *ip, uint64_t now_ns,
@@ -176,7 +178,7 @@ static int explain_normalised(const struct sl_config *cfg, const struct sl_block
   fputs("},\"policies\":[", out);
   struct sl_admission a;
   struct sl_admission_input in = {
-      .cfg = cfg, .route = route, .id = &id, .blocklist = bl, .facts = &facts,
+      .cfg = cfg, .policies = ps, .route = route, .id = &id, .blocklist = bl, .facts = &facts,
       .now_ns = now_ns, .now_unix = now_unix, .rnd = 0, .trace = out};
   sl_admission_decide(&in, &a);
   fputs("],\"verdict\":{", out);

@@ -10,6 +10,7 @@
 #include "sluice/admission.h"
 #include "sluice/breaker.h"
 #include "sluice/concurrency.h"
+#include "sluice/policy.h"
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 
@@ -21,6 +22,10 @@ struct sl_policy_state {
     struct sl_ratelimit_table *rl;
     struct sl_concurrency *cc;
     struct sl_breaker *br;
+    struct {
+      const struct sl_kind *kind;
+      void *data;
+    } k;
   } u;
 };
 
@@ -61,6 +66,17 @@ struct sl_policy_state *sl_policy_state_new_breaker(uint64_t identity, const str
   return s;
 }
 
+struct sl_policy_state *sl_policy_state_new_kind(const struct sl_policy_cfg *p) {
+  struct sl_policy_state *s = state_alloc(SL_POLICY_KIND, p->identity);
+  if (!s) return NULL;
+  s->u.k.kind = p->kind;
+  if (!(s->u.k.data = p->kind->state_new(p))) {
+    free(s);
+    return NULL;
+  }
+  return s;
+}
+
 struct sl_policy_state *sl_policy_state_ref(struct sl_policy_state *s) {
   if (s) atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
   return s;
@@ -72,6 +88,7 @@ void sl_policy_state_unref(struct sl_policy_state *s) {
   case SL_POLICY_RATELIMIT: sl_ratelimit_table_del(s->u.rl); break;
   case SL_POLICY_CONCURRENCY: sl_concurrency_del(s->u.cc); break;
   case SL_POLICY_BREAKER: sl_breaker_del(s->u.br); break;
+  case SL_POLICY_KIND: s->u.k.kind->state_del(s->u.k.data); break;
   }
   free(s);
 }
@@ -91,10 +108,13 @@ struct sl_concurrency *sl_policy_state_concurrency(const struct sl_policy_state 
 struct sl_breaker *sl_policy_state_breaker(const struct sl_policy_state *s) {
   return s && s->kind == SL_POLICY_BREAKER ? s->u.br : NULL;
 }
+void *sl_policy_state_kind_data(const struct sl_policy_state *s, const struct sl_kind *kind) {
+  return s && s->kind == SL_POLICY_KIND && s->u.k.kind == kind ? s->u.k.data : NULL;
+}
 
-/* ---- attach / detach ----------------------------------------------- */
+/* ---- the policy set: build, hand over, free ------------------------- */
 
-/* One state slot of a snapshot, as for_each_slot() shows it: its kind and
+/* One state slot of a set, as for_each_slot() shows it: its kind and
  * identity, and the tunables that a state carried to it must be converted
  * to (limiters: rate and burst of the limit and of each override). */
 struct slot_info {
@@ -108,6 +128,8 @@ struct slot_info {
   size_t n_overrides;
   bool rated;                              /* limiters: has some rate */
   const struct sl_breaker_cfg *breaker;    /* breakers */
+  const struct sl_policy_cfg *policy;      /* registered kinds */
+  void **data;                             /* registered kinds: the engine's pointer */
 };
 
 typedef int (*slot_fn)(void *ctx, const struct slot_info *si);
@@ -119,42 +141,52 @@ static bool rate_limit_has_rate(const struct sl_rate_limit_cfg *rl) {
   return false;
 }
 
-static int for_each_slot(struct sl_config *cfg, slot_fn fn, void *ctx) {
+/* Every slot of |set| (built for |cfg|), in a fixed order. */
+static int for_each_slot(const struct sl_config *cfg, struct sl_policy_set *set, slot_fn fn,
+                         void *ctx) {
   for (size_t r = 0; r < cfg->n_routes; r++) {
-    struct sl_route_cfg *route = &cfg->routes[r];
+    const struct sl_route_cfg *route = &cfg->routes[r];
+    struct sl_route_state *rs = &set->routes[r];
     for (size_t i = 0; i < route->n_rate_limits; i++) {
-      struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
-      struct slot_info si = {SL_POLICY_RATELIMIT, rl->identity, &rl->state, rl->max_keys,
+      const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
+      struct slot_info si = {SL_POLICY_RATELIMIT, rl->identity, &rs->rate_limits[i], rl->max_keys,
                              rl->rate.period_ns, rl->burst, rl->overrides, rl->n_overrides,
-                             rate_limit_has_rate(rl), NULL};
+                             rate_limit_has_rate(rl), NULL, NULL, NULL};
       if (fn(ctx, &si) < 0) return -1;
     }
     struct slot_info si = {.kind = SL_POLICY_CONCURRENCY, .identity = route->concurrency.identity,
-                           .slot = &route->concurrency.state};
+                           .slot = &rs->concurrency};
     if (fn(ctx, &si) < 0) return -1;
+    for (size_t i = 0; rs->kinds && i < route->n_policies; i++) {
+      const struct sl_policy_cfg *p = &route->policies[i];
+      if (!p->kind->state_new) continue;
+      struct slot_info ki = {.kind = SL_POLICY_KIND, .identity = p->identity,
+                             .slot = &rs->kinds[i], .policy = p, .data = &rs->kind_data[i]};
+      if (fn(ctx, &ki) < 0) return -1;
+    }
   }
   for (size_t u = 0; u < cfg->n_upstreams; u++) {
-    struct sl_upstream_cfg *up = &cfg->upstreams[u];
+    const struct sl_upstream_cfg *up = &cfg->upstreams[u];
     struct slot_info si = {.kind = SL_POLICY_BREAKER, .identity = up->breaker.identity,
-                           .slot = &up->breaker_state, .breaker = &up->breaker};
+                           .slot = &set->breakers[u], .breaker = &up->breaker};
     if (fn(ctx, &si) < 0) return -1;
   }
   /* Shaping rate caps: one limiter (one key) per capped rule, burst 1. */
   for (size_t i = 0; i < cfg->n_shaping; i++) {
-    struct sl_shaping_rule *sr = &cfg->shaping[i];
+    const struct sl_shaping_rule *sr = &cfg->shaping[i];
     if (!sr->rate_cap.period_ns) continue;
     struct slot_info si = {.kind = SL_POLICY_RATELIMIT, .identity = sr->identity,
-                           .slot = &sr->state, .period_ns = sr->rate_cap.period_ns,
+                           .slot = &set->shaping[i], .period_ns = sr->rate_cap.period_ns,
                            .burst = 1, .rated = true};
     if (fn(ctx, &si) < 0) return -1;
   }
   /* Connection-rate limits at accept: a limiter table per listener (only
    * listeners with a rate), keyed by client address. */
   for (size_t l = 0; l < cfg->n_listeners; l++) {
-    struct sl_listener_cfg *lc = &cfg->listeners[l];
+    const struct sl_listener_cfg *lc = &cfg->listeners[l];
     if (!lc->connect_rate.per_ip.period_ns) continue;
     struct slot_info si = {.kind = SL_POLICY_RATELIMIT, .identity = lc->connect_rate.identity,
-                           .slot = &lc->connect_rate.state,
+                           .slot = &set->connect_rate[l],
                            .period_ns = lc->connect_rate.per_ip.period_ns,
                            .burst = lc->connect_rate.burst, .rated = true};
     if (fn(ctx, &si) < 0) return -1;
@@ -163,7 +195,7 @@ static int for_each_slot(struct sl_config *cfg, slot_fn fn, void *ctx) {
 }
 
 struct candidate {
-  struct slot_info info; /* of |prev|, which outlives the attach */
+  struct slot_info info; /* of |prev|, which outlives the hand-over */
   bool taken;
 };
 
@@ -245,14 +277,26 @@ static size_t reparam_map(const struct slot_info *from, const struct slot_info *
 
 /* |c|'s state is carried to |si|: converts what depends on tunables. */
 static void carry(struct attach_ctx *a, const struct candidate *c, const struct slot_info *si) {
+  struct sl_policy_state *st = c->info.slot[0];
   if (si->kind == SL_POLICY_BREAKER) {
-    sl_breaker_retune(c->info.slot[0]->u.br, si->breaker);
+    sl_breaker_retune(st->u.br, si->breaker);
+    return;
+  }
+  if (si->kind == SL_POLICY_KIND) {
+    if (si->policy->kind->state_carry)
+      si->policy->kind->state_carry(st->u.k.data, c->info.policy, si->policy, a->now_ns);
     return;
   }
   if (si->kind != SL_POLICY_RATELIMIT) return;
   static struct sl_rl_reparam map[SL_RL_CLASS_MAX + 1]; /* main thread: reloads are serial */
   size_t n = reparam_map(&c->info, si, map);
-  if (n) sl_ratelimit_reparam(c->info.slot[0]->u.rl, map, n, a->now_ns);
+  if (n) sl_ratelimit_reparam(st->u.rl, map, n, a->now_ns);
+}
+
+static bool same_kind(const struct candidate *c, const struct slot_info *si) {
+  const struct sl_policy_state *st = *c->info.slot;
+  if (st->kind != si->kind || st->identity != si->identity) return false;
+  return si->kind != SL_POLICY_KIND || st->u.k.kind == si->policy->kind;
 }
 
 static int give(void *ctx, const struct slot_info *si) {
@@ -261,13 +305,12 @@ static int give(void *ctx, const struct slot_info *si) {
   *slot = NULL;
   for (size_t i = 0; i < a->n; i++) {
     struct candidate *c = &a->c[i];
-    struct sl_policy_state *st = *c->info.slot;
-    if (!c->taken && st->kind == si->kind && st->identity == si->identity) {
+    if (!c->taken && same_kind(c, si)) {
       if (si->kind == SL_POLICY_RATELIMIT && !si->rated) continue; /* no rate: no table */
       c->taken = true;
-      *slot = sl_policy_state_ref(st);
+      *slot = sl_policy_state_ref(*c->info.slot);
       carry(a, c, si);
-      return 0;
+      goto given;
     }
   }
   switch (si->kind) {
@@ -284,29 +327,82 @@ static int give(void *ctx, const struct slot_info *si) {
   case SL_POLICY_BREAKER:
     *slot = sl_policy_state_new_breaker(si->identity, si->breaker);
     break;
+  case SL_POLICY_KIND:
+    *slot = sl_policy_state_new_kind(si->policy);
+    break;
   }
-  return *slot ? 0 : -1;
+  if (!*slot) return -1;
+given:
+  if (si->data) *si->data = (*slot)->u.k.data;
+  return 0;
 }
 
 static int drop(void *ctx, const struct slot_info *si) {
+  (void)ctx;
   sl_policy_state_unref(*si->slot);
   *si->slot = NULL;
   return 0;
 }
 
-int sl_policies_attach(struct sl_config *next, const struct sl_config *prev, uint64_t now_ns) {
-  struct attach_ctx a = {.now_ns = now_ns};
-  /* for_each_slot() only reads |prev| through collect(). */
-  if (prev && for_each_slot((struct sl_config *)prev, collect, &a) < 0) goto fail;
-  if (for_each_slot(next, give, &a) < 0) goto fail;
-  free(a.c);
-  return 0;
-fail:
-  free(a.c);
-  sl_policies_detach(next);
-  return -1;
+static void *zalloc(size_t n, size_t size) { return calloc(n ? n : 1, size); }
+
+/* The set's arrays, every slot NULL. */
+static struct sl_policy_set *set_alloc(const struct sl_config *cfg) {
+  struct sl_policy_set *set = calloc(1, sizeof(*set));
+  if (!set) return NULL;
+  set->cfg = cfg;
+  set->routes = zalloc(cfg->n_routes, sizeof(*set->routes));
+  set->breakers = zalloc(cfg->n_upstreams, sizeof(*set->breakers));
+  set->shaping = zalloc(cfg->n_shaping, sizeof(*set->shaping));
+  set->connect_rate = zalloc(cfg->n_listeners, sizeof(*set->connect_rate));
+  bool ok = set->routes && set->breakers && set->shaping && set->connect_rate;
+  for (size_t r = 0; ok && r < cfg->n_routes; r++) {
+    const struct sl_route_cfg *route = &cfg->routes[r];
+    struct sl_route_state *rs = &set->routes[r];
+    ok = (rs->rate_limits = zalloc(route->n_rate_limits, sizeof(*rs->rate_limits))) != NULL;
+    bool stateful = false;
+    for (size_t i = 0; i < route->n_policies; i++) stateful |= route->policies[i].kind->state_new != NULL;
+    if (ok && stateful) {
+      rs->kinds = zalloc(route->n_policies, sizeof(*rs->kinds));
+      rs->kind_data = zalloc(route->n_policies, sizeof(*rs->kind_data));
+      ok = rs->kinds && rs->kind_data;
+    }
+  }
+  if (ok) return set;
+  sl_policy_set_del(set);
+  return NULL;
 }
 
-void sl_policies_detach(struct sl_config *cfg) {
-  if (cfg) for_each_slot(cfg, drop, NULL);
+struct sl_policy_set *sl_policy_set_new(const struct sl_config *next,
+                                        const struct sl_policy_set *prev, uint64_t now_ns) {
+  struct attach_ctx a = {.now_ns = now_ns};
+  struct sl_policy_set *set = set_alloc(next);
+  if (!set) return NULL;
+  /* for_each_slot() only reads |prev| through collect(). */
+  if (prev && for_each_slot(prev->cfg, (struct sl_policy_set *)prev, collect, &a) < 0) goto fail;
+  if (for_each_slot(next, set, give, &a) < 0) goto fail;
+  free(a.c);
+  return set;
+fail:
+  free(a.c);
+  sl_policy_set_del(set);
+  return NULL;
+}
+
+void sl_policy_set_del(struct sl_policy_set *set) {
+  if (!set) return;
+  const struct sl_config *cfg = set->cfg;
+  bool whole = set->routes && set->breakers && set->shaping && set->connect_rate;
+  for (size_t r = 0; whole && r < cfg->n_routes; r++) whole = set->routes[r].rate_limits != NULL;
+  if (whole) for_each_slot(cfg, set, drop, NULL);
+  for (size_t r = 0; set->routes && r < cfg->n_routes; r++) {
+    free(set->routes[r].rate_limits);
+    free(set->routes[r].kinds);
+    free(set->routes[r].kind_data);
+  }
+  free(set->routes);
+  free(set->breakers);
+  free(set->shaping);
+  free(set->connect_rate);
+  free(set);
 }

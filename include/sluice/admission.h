@@ -28,6 +28,7 @@
 struct sl_blocklist;
 struct sl_concurrency;
 struct sl_breaker;
+struct sl_policy_set;
 
 enum sl_reject_reason {
   SL_REASON_NONE = 0,
@@ -46,6 +47,7 @@ const char *sl_reject_reason_name(enum sl_reject_reason r);
 
 struct sl_admission_input {
   const struct sl_config *cfg;
+  const struct sl_policy_set *policies; /* the state of |cfg|'s policies */
   const struct sl_route_cfg *route;
   const struct sl_identity *id;
   const struct sl_blocklist *blocklist; /* compiled for |cfg|; NULL: none */
@@ -57,11 +59,20 @@ struct sl_admission_input {
 };
 
 #define SL_ADMISSION_MAX_SHADOW 4
+/* Policies of registered kinds (sluice/policy.h) a request may hold
+ * something of between commit and sl_admission_finish(). */
+#define SL_ADMISSION_MAX_HELD 8
 #define SL_POLICY_NAME_MAX 96
 
 struct sl_admission_shadow {
   enum sl_reject_reason reason;
   char policy[SL_POLICY_NAME_MAX];
+};
+
+struct sl_admission_hold {
+  const struct sl_policy_cfg *policy;
+  void *state;
+  uint64_t held; /* what its commit noted */
 };
 
 struct sl_admission {
@@ -86,12 +97,17 @@ struct sl_admission {
   struct sl_breaker *breaker;
   struct sl_breaker_verdict breaker_verdict;
   bool finished;
+  /* Committed policies of registered kinds, for rollback and finish;
+   * held[n_held..] is not cleared by sl_admission_decide(). */
+  unsigned n_held;
+  struct sl_admission_hold held[SL_ADMISSION_MAX_HELD];
 };
 
 void sl_admission_decide(const struct sl_admission_input *in, struct sl_admission *out);
 
-/* The exchange ended: release the concurrency slot and tell the breaker
- * how it went. Idempotent. */
+/* The exchange ended: release the concurrency slot, tell the breaker how
+ * it went, and give every committed policy of a registered kind its
+ * outcome report (sl_kind.finish). Idempotent. */
 void sl_admission_finish(struct sl_admission *a, enum sl_outcome outcome, uint64_t latency_ns,
                          uint64_t now_ns);
 

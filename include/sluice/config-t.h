@@ -5,9 +5,11 @@
  * (policies/config*.c) from the main YAML file and its drop-ins. Once
  * published it is never modified; a reload builds a new snapshot and swaps
  * one pointer. Everything a snapshot points to is owned by the snapshot
- * (one arena, freed with it), except `struct sl_policy_state`, which is
- * shared between snapshots so that limiter and breaker state survives a
- * reload when a policy's definition did not change (see `identity`).
+ * (one arena, freed with it). It is pure data: the runtime state of its
+ * policies (limiter tables, counters, breakers) lives in a separate
+ * struct sl_policy_set built from it (sluice/policy_state.h), which
+ * carries state over a reload when a policy's definition did not change
+ * (see `identity`).
  *
  * Units: durations are milliseconds (uint64_t), rates are events per
  * second expressed as a period in nanoseconds between events (so 5/s is
@@ -23,6 +25,8 @@
 #include <netinet/in.h>
 
 #include "sluice/version-t.h"
+
+struct sl_kind;
 
 /* Where a value came from, for FILE:LINE:COL messages (1-based). */
 struct sl_mark {
@@ -65,7 +69,6 @@ struct sl_listener_cfg {
     uint32_t burst;
     enum sl_mode mode;
     uint64_t identity;         /* listener name (rate, burst: converted) */
-    struct sl_policy_state *state; /* limiter table, keyed by client address */
   } connect_rate;
   uint64_t request_header_timeout_ms; /* default 10000 */
   uint64_t idle_timeout_ms;           /* default 60000 */
@@ -90,7 +93,7 @@ struct sl_breaker_cfg {
   uint64_t recovery_ramp_ms;
   enum sl_mode mode;
   /* Hash of the upstream's name and address: a reload with the same
-   * identity keeps `breaker_state` and retunes it with the settings above
+   * identity keeps its breaker and retunes it with the settings above
    * (sl_breaker_retune). */
   uint64_t identity;
 };
@@ -109,7 +112,6 @@ struct sl_upstream_cfg {
   uint64_t response_timeout_ms;/* default 10000 */
   uint64_t idle_timeout_ms;    /* default 60000 */
   struct sl_breaker_cfg breaker;
-  struct sl_policy_state *breaker_state; /* shared across reloads */
 };
 
 /* ---- identify ----------------------------------------------------- */
@@ -156,12 +158,11 @@ struct sl_rate_limit_cfg {
   size_t n_overrides;
   enum sl_mode mode;
   /* Hash of what the table's keys mean (the route's name, `name`, `key`,
-   * `max_keys`): a reload whose policy has the same identity keeps `state`,
+   * `max_keys`): a reload whose policy has the same identity keeps its table,
    * converting each key when the rate, burst or overrides changed. `mode`
    * is left out too, so that switching a policy from shadow to enforce
    * keeps the buckets it has learnt. */
   uint64_t identity;
-  struct sl_policy_state *state;
 };
 
 struct sl_header_match {
@@ -195,10 +196,24 @@ struct sl_route_cfg {
     uint32_t max;           /* 0: unlimited */
     enum sl_mode mode;
     uint64_t identity;      /* route name (not max: in-flight counts carry over) */
-    struct sl_policy_state *state;
   } concurrency;
   enum sl_priority priority;
   uint64_t idle_timeout_ms; /* tunnels; 0: the listener's */
+  /* Policies of the registered kinds (sluice/policy.h) the route has, in
+   * the order of policies/kinds/kinds.def; run after the blocklist. */
+  struct sl_policy_cfg *policies;
+  size_t n_policies;
+};
+
+/* One route policy of a registered kind (sluice/policy.h): pure data. */
+struct sl_policy_cfg {
+  const struct sl_kind *kind;
+  uint16_t kind_index;   /* in sl_policy_kinds[] (the refusal reason) */
+  const char *name;      /* "<route>/<kind key>": explain, logs, metric labels */
+  struct sl_mark mark;
+  enum sl_mode mode;
+  uint64_t identity;     /* what its state means; 0: the kind is stateless */
+  const void *data;      /* the kind's own configuration (snapshot arena) */
 };
 
 /* ---- blocklist ---------------------------------------------------- */
@@ -242,7 +257,6 @@ struct sl_shaping_rule {
   struct sl_rate rate_cap;     /* period_ns 0: none; burst 1, across workers */
   enum sl_mode mode;
   uint64_t identity;           /* rate cap's identity, for state carry-over */
-  struct sl_policy_state *state; /* rate cap limiter (one key) */
 };
 
 enum sl_access_log { SL_ACCESS_LOG_OFF = 0, SL_ACCESS_LOG_ON, SL_ACCESS_LOG_SAMPLED };

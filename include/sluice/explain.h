@@ -13,6 +13,7 @@
 #include "sluice/config-t.h"
 
 struct sl_blocklist;
+struct sl_policy_set;
 
 struct sl_explain_request {
   const char *method;   /* default "GET" */
@@ -30,9 +31,10 @@ struct sl_explain_request {
  *    "policies":[{"policy":..,"kind":..,"verdict":..,"why":..},...],
  *    "verdict":{"admit":false,"status":429,"error":"rate_limited","policy":"connect/client_ip",
  *               "retry_after":3}}
+ * against the live state |policies| of |cfg|'s policies, changing nothing.
  * Returns 0, or -1 when |r->ip| is not an IP address (message in |err|). */
-int sl_explain(const struct sl_config *cfg, const struct sl_blocklist *bl,
-               const struct sl_explain_request *r, uint64_t now_ns, int64_t now_unix, FILE *out,
+int sl_explain(const struct sl_config *cfg, const struct sl_policy_set *policies,
+               const struct sl_blocklist *bl, const struct sl_explain_request *r, uint64_t now_ns, int64_t now_unix, FILE *out,
                char *err, size_t errlen);
 
 #endif

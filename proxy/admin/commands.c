@@ -75,7 +75,8 @@ int sl_cmd_explain(const char *path, const char *method, const char *ip, const c
                    int n_hdrs, const char *req_path) {
   struct sl_config *cfg = sl_config_load_or_report(path, false);
   if (!cfg) return 1;
-  if (sl_policies_attach(cfg, NULL, sl_now_ns()) != 0) abort();
+  struct sl_policy_set *ps = sl_policy_set_new(cfg, NULL, sl_now_ns());
+  if (!ps) abort();
   struct sl_blocklist *bl = sl_blocklist_new(&cfg->blocklist, cfg->mode);
   if (!bl) abort();
   const char *names[64], *values[64];
@@ -99,14 +100,14 @@ int sl_cmd_explain(const char *path, const char *method, const char *ip, const c
   struct sl_explain_request r = {.method = method, .path = req_path, .ip = ip,
                                  .header_names = names, .header_values = values, .n_headers = n};
   char err[128];
-  if (sl_explain(cfg, bl, &r, sl_now_ns(), (int64_t)time(NULL), stdout, err, sizeof(err)) != 0) {
+  if (sl_explain(cfg, ps, bl, &r, sl_now_ns(), (int64_t)time(NULL), stdout, err, sizeof(err)) != 0) {
     fprintf(stderr, "sluice explain: %s\n", err);
     rc = 1;
   }
 out:
   for (int i = 0; i < n; i++) free(copies[i]);
   sl_blocklist_del(bl);
-  sl_policies_detach(cfg);
+  sl_policy_set_del(ps);
   sl_config_free(cfg);
   return rc;
 }

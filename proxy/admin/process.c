@@ -83,7 +83,7 @@ static void breaker_gauges(void *ud) {
   const struct sl_config *cfg = g->cfg;
   uint64_t now = sl_now_ns();
   for (size_t i = 0; i < cfg->n_upstreams; i++) {
-    struct sl_breaker *b = sl_policy_state_breaker(cfg->upstreams[i].breaker_state);
+    struct sl_breaker *b = sl_policy_state_breaker(g->policies->breakers[i]);
     const char *values[1] = {cfg->upstreams[i].name};
     struct sl_metric_series *bs = sl_metrics_series(sl_stats.breaker_state, values);
     if (bs) sl_metric_gauge_set(bs, b ? (int64_t)sl_breaker_state_at(b, now) : 0);
@@ -104,7 +104,7 @@ static void housekeeping_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   for (size_t i = 0; i < cfg->n_routes; i++) {
     const struct sl_route_cfg *r = &cfg->routes[i];
     for (size_t j = 0; j < r->n_rate_limits; j++) {
-      struct sl_ratelimit_table *t = sl_policy_state_ratelimit(r->rate_limits[j].state);
+      struct sl_ratelimit_table *t = sl_policy_state_ratelimit(g->policies->routes[i].rate_limits[j]);
       if (!t) continue;
       sl_ratelimit_sweep(t, now, 4096);
       const char *values[2] = {r->name, r->rate_limits[j].name};

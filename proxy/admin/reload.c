@@ -12,6 +12,7 @@
 
 #include <ev.h>
 
+#include "sluice/config_diff.h"
 #include "sluice/blocklist.h"
 #include "sluice/config.h"
 #include "sluice/explain.h"
@@ -22,7 +23,6 @@
 #include "admin/commands.h"
 #include "admin/process.h"
 #include "admin/reload.h"
-#include "admin/reload_diff.h"
 #include "admin/watch.h"
 #include "core/clock.h"
 #include "core/gen.h"
@@ -174,9 +174,23 @@ static int reload_config(const char *trigger, unsigned triggers) {
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-  sl_reload_diff_log(trigger, triggers, cur->cfg, g->cfg, sl_blocklist_size(cur->blocklist),
-                     sl_blocklist_size(g->blocklist), &ch, ms, R.last_reload_summary,
-                     sizeof(R.last_reload_summary));
+  struct sl_config_diff d;
+  sl_config_diff(cur->cfg, cur->policies, g->cfg, g->policies, &d);
+  char fields[1700];
+  sl_config_diff_report(&d,
+                        &(struct sl_reload_facts){.trigger = trigger,
+                                                  .triggers = triggers,
+                                                  .generation = g->cfg->generation,
+                                                  .duration_ms = ms,
+                                                  .blocklist_before = sl_blocklist_size(cur->blocklist),
+                                                  .blocklist_after = sl_blocklist_size(g->blocklist),
+                                                  .listeners_added = &ch.added,
+                                                  .listeners_removed = &ch.removed,
+                                                  .listeners_changed = &ch.changed,
+                                                  .listeners_tls = &ch.tls},
+                        R.last_reload_summary, sizeof(R.last_reload_summary), fields,
+                        sizeof(fields));
+  sl_log_json(SL_LOG_INFO, "configuration reloaded", "%s", fields);
   sl_lis_change_free(&ch, false);
   sl_gen_unref(cur);
   R.last_reload_error[0] = '\0';
@@ -334,7 +348,7 @@ static void hook_explain(void *ud, const char *query, int *status, char **body, 
   char err[128];
   *status = 200;
   if (f) {
-    if (sl_explain(g->cfg, g->blocklist, &r, sl_now_ns(), (int64_t)time(NULL), f, err,
+    if (sl_explain(g->cfg, g->policies, g->blocklist, &r, sl_now_ns(), (int64_t)time(NULL), f, err,
                    sizeof(err)) != 0) {
       *status = 400;
       char esc[256];

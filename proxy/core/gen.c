@@ -23,7 +23,7 @@ struct sl_gen *sl_gen_ref(struct sl_gen *g) {
 
 static void gen_free(struct sl_gen *g) {
   sl_blocklist_del(g->blocklist);
-  sl_policies_detach(g->cfg);
+  sl_policy_set_del(g->policies);
   sl_config_free(g->cfg);
   free(g->listeners);
   free(g);
@@ -82,10 +82,10 @@ struct sl_gen *sl_gen_publish(struct sl_config *cfg, struct sl_listener *const *
   struct sl_gen *g = calloc(1, sizeof(*g));
   if (!g) abort();
   pthread_mutex_lock(&gen_lock);
-  const struct sl_config *prev = gen_current ? gen_current->cfg : NULL;
-  int rv = sl_policies_attach(cfg, prev, sl_now_ns());
+  const struct sl_policy_set *prev = gen_current ? gen_current->policies : NULL;
+  g->policies = sl_policy_set_new(cfg, prev, sl_now_ns());
   pthread_mutex_unlock(&gen_lock);
-  if (rv != 0) abort();
+  if (!g->policies) abort();
   g->blocklist = sl_blocklist_new(&cfg->blocklist, cfg->mode);
   if (!g->blocklist) abort();
   g->cfg = cfg;

@@ -20,10 +20,12 @@
 
 struct ev_loop;
 struct sl_config;
+struct sl_policy_set;
 struct sl_listener;
 
 struct sl_gen {
-  struct sl_config *cfg;     /* policy state attached (sl_policies_attach) */
+  struct sl_config *cfg;     /* pure data */
+  struct sl_policy_set *policies; /* its policies' runtime state (sl_policy_set_new) */
   struct sl_blocklist *blocklist; /* compiled from cfg->blocklist */
   /* The listeners workers accept on while this generation is current
    * (the array is the generation's; the listeners are the main

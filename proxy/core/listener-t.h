@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/namelist.h"
+#include "sluice/config_diff.h" /* struct sl_namelist */
 
 struct sl_metric_series;
 struct sl_listener_cfg;

@@ -354,6 +354,7 @@ void sl_stream_dispatch(struct sl_stream *s) {
 
   struct sl_admission_input in = {
       .cfg = cfg,
+      .policies = g->policies,
       .route = s->route,
       .id = &id,
       .blocklist = g->blocklist,

@@ -52,7 +52,8 @@ static bool connect_rate_admits(struct sl_worker *w, const struct sl_listener *l
   const struct sl_listener_cfg *lc = NULL;
   for (size_t i = 0; i < cfg->n_listeners; i++)
     if (strcmp(cfg->listeners[i].name, lis->name) == 0) lc = &cfg->listeners[i];
-  struct sl_ratelimit_table *t = lc ? sl_policy_state_ratelimit(lc->connect_rate.state) : NULL;
+  struct sl_ratelimit_table *t =
+      lc ? sl_policy_state_ratelimit(sl_policy_set_connect_rate(w->gen->policies, lc)) : NULL;
   if (!t) return true;
   struct sl_identity id;
   sl_identify_peer(&cfg->identify, (const struct sockaddr *)peer, &id);

@@ -101,10 +101,11 @@ static double bench_pipeline(uint32_t working_set) {
     sl_config_errors_free(&errs);
     return -1;
   }
-  if (sl_policies_attach(cfg, NULL, 0) != 0) abort();
+  struct sl_policy_set *ps = sl_policy_set_new(cfg, NULL, 0);
+  if (!ps) abort();
   struct sl_blocklist *bl = sl_blocklist_new(&cfg->blocklist, cfg->mode);
   const struct sl_route_cfg *route = &cfg->routes[0];
-  struct sl_ratelimit_table *t = sl_policy_state_ratelimit(route->rate_limits[0].state);
+  struct sl_ratelimit_table *t = sl_policy_state_ratelimit(sl_policy_set_rate_limit(ps, route, 0));
   uint64_t clock = 1000000000000ull;
   struct sl_rl_verdict v;
   for (uint32_t i = 0; i < NKEYS; i++) {
@@ -127,8 +128,8 @@ static double bench_pipeline(uint32_t working_set) {
       id.device_class = cls;
       id.device_class_len = strlen(cls);
       clock += 1000;
-      struct sl_admission_input in = {.cfg = cfg, .route = route, .id = &id, .blocklist = bl,
-                                      .now_ns = clock, .now_unix = 1790000000, .rnd = rnd()};
+      struct sl_admission_input in = {.cfg = cfg, .policies = ps, .route = route, .id = &id,
+                                      .blocklist = bl, .now_ns = clock, .now_unix = 1790000000, .rnd = rnd()};
       struct sl_admission out;
       sl_admission_decide(&in, &out);
       admitted += out.admit;
@@ -141,7 +142,7 @@ static double bench_pipeline(uint32_t working_set) {
   fprintf(stderr, "(pipeline: %u admitted)\n", admitted);
   free(per);
   sl_blocklist_del(bl);
-  sl_policies_detach(cfg);
+  sl_policy_set_del(ps);
   sl_config_free(cfg);
   return med;
 }

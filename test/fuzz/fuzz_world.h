@@ -345,7 +345,8 @@ static void world_setup(void) {
     sl_config_errors_print(&errs, stderr);
     abort();
   }
-  if (sl_policies_attach(cfg, NULL, sl_now_ns()) != 0) abort();
+  gen.policies = sl_policy_set_new(cfg, NULL, sl_now_ns());
+  if (!gen.policies) abort();
   gen.cfg = cfg;
   gen.blocklist = sl_blocklist_new(&cfg->blocklist, cfg->mode);
   atomic_init(&gen.refs, 1);

@@ -23,6 +23,7 @@
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "sluice/route.h"
+#include "yaml_fixture.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull
@@ -54,27 +55,16 @@ static const char UPSTREAM[] =
 
 struct env {
   struct sl_config *cfg;
+  struct sl_policy_set *ps;
   struct sl_blocklist *bl;
-  char path[256];
 };
 
 static struct env *env_load(const char *body) {
   struct env *e = calloc(1, sizeof(*e));
   assert_non_null(e);
-  snprintf(e->path, sizeof(e->path), "/tmp/sluice-test-admission-XXXXXX");
-  int fd = mkstemp(e->path);
-  assert_true(fd >= 0);
-  FILE *f = fdopen(fd, "w");
-  assert_non_null(f);
-  fputs(HEAD, f);
-  fputs(body, f);
-  fclose(f);
-  struct sl_config_errors errs = {0};
-  e->cfg = sl_config_load(e->path, &errs);
-  if (!e->cfg) sl_config_errors_print(&errs, stderr);
-  sl_config_errors_free(&errs);
-  assert_non_null(e->cfg);
-  assert_int_equal(sl_policies_attach(e->cfg, NULL, 0), 0);
+  e->cfg = yaml_load_ok(HEAD, body);
+  e->ps = sl_policy_set_new(e->cfg, NULL, 0);
+  assert_non_null(e->ps);
   e->bl = sl_blocklist_new(&e->cfg->blocklist, e->cfg->mode);
   assert_non_null(e->bl);
   return e;
@@ -82,9 +72,8 @@ static struct env *env_load(const char *body) {
 
 static void env_free(struct env *e) {
   sl_blocklist_del(e->bl);
-  sl_policies_detach(e->cfg);
+  sl_policy_set_del(e->ps);
   sl_config_free(e->cfg);
-  unlink(e->path);
   free(e);
 }
 
@@ -130,6 +119,7 @@ static const struct sl_route_cfg *decide(struct env *e, const struct req *r,
   assert_non_null(route);
   struct sl_admission_input in = {
       .cfg = e->cfg,
+      .policies = e->ps,
       .route = route,
       .id = &id,
       .blocklist = e->bl,
@@ -152,19 +142,19 @@ static const struct sl_route_cfg *route_named(struct env *e, const char *name) {
 static struct sl_ratelimit_table *table_of(struct env *e, const char *route, size_t i) {
   const struct sl_route_cfg *r = route_named(e, route);
   assert_true(i < r->n_rate_limits);
-  struct sl_ratelimit_table *t = sl_policy_state_ratelimit(r->rate_limits[i].state);
+  struct sl_ratelimit_table *t = sl_policy_state_ratelimit(sl_policy_set_rate_limit(e->ps, r, i));
   assert_non_null(t);
   return t;
 }
 
 static uint32_t in_flight(struct env *e, const char *route) {
-  struct sl_concurrency *c = sl_policy_state_concurrency(route_named(e, route)->concurrency.state);
+  struct sl_concurrency *c = sl_policy_state_concurrency(sl_policy_set_concurrency(e->ps, route_named(e, route)));
   assert_non_null(c);
   return sl_concurrency_in_flight(c);
 }
 
 static struct sl_breaker *breaker_of(struct env *e) {
-  struct sl_breaker *b = sl_policy_state_breaker(e->cfg->upstreams[0].breaker_state);
+  struct sl_breaker *b = sl_policy_state_breaker(e->ps->breakers[0]);
   assert_non_null(b);
   return b;
 }
@@ -891,9 +881,9 @@ static void test_commit_refusal_rolls_back(void **st) {
   char yaml[4096];
   snprintf(yaml, sizeof(yaml), "%s%s", UPSTREAM, COMMIT_CFG);
   struct env *e = env_load(yaml);
-  struct sl_route_cfg *r = (struct sl_route_cfg *)route_named(e, "connect");
-  struct sl_policy_state *own = r->rate_limits[1].state;
-  r->rate_limits[1].state = sl_policy_state_ref(r->rate_limits[0].state);
+  struct sl_route_state *r = &e->ps->routes[route_named(e, "connect") - e->cfg->routes];
+  struct sl_policy_state *own = r->rate_limits[1];
+  r->rate_limits[1] = sl_policy_state_ref(r->rate_limits[0]);
 
   struct sl_admission a;
   decide(e, &(struct req){0}, &a);
@@ -906,8 +896,8 @@ static void test_commit_refusal_rolls_back(void **st) {
   assert_refused(a, 429, SL_REASON_RATE_LIMIT, "tight");
   assert_int_equal(ip_room(e, "connect", 0, "192.0.2.1", T0), 5);
 
-  sl_policy_state_unref(r->rate_limits[1].state);
-  r->rate_limits[1].state = own;
+  sl_policy_state_unref(r->rate_limits[1]);
+  r->rate_limits[1] = own;
   env_free(e);
 }
 
@@ -930,16 +920,16 @@ static void test_commit_refusal_refunds_shaping_cap(void **st) {
   char yaml[4096];
   snprintf(yaml, sizeof(yaml), "%s%s", UPSTREAM, SHAPED_CAP_CFG);
   struct env *e = env_load(yaml);
-  struct sl_route_cfg *r = (struct sl_route_cfg *)route_named(e, "connect");
-  struct sl_policy_state *own = r->rate_limits[1].state;
-  r->rate_limits[1].state = sl_policy_state_ref(r->rate_limits[0].state);
+  struct sl_route_state *r = &e->ps->routes[route_named(e, "connect") - e->cfg->routes];
+  struct sl_policy_state *own = r->rate_limits[1];
+  r->rate_limits[1] = sl_policy_state_ref(r->rate_limits[0]);
   struct sl_admission a;
   decide(e, &(struct req){0}, &a);
   assert_refused(a, 429, SL_REASON_RATE_LIMIT, "tight");
   /* The cap (one request a minute) is untouched: with the limits back to
    * their own tables, the next request passes it. */
-  sl_policy_state_unref(r->rate_limits[1].state);
-  r->rate_limits[1].state = own;
+  sl_policy_state_unref(r->rate_limits[1]);
+  r->rate_limits[1] = own;
   decide(e, &(struct req){0}, &a);
   assert_admitted(a);
   finish(&a, SL_OUTCOME_SUCCESS, T0);

@@ -18,7 +18,7 @@
 #include <openssl/evp.h>
 
 #include "sluice/config.h"
-#include "../../policies/config_int.h"
+#include "../../policies/config/config_int.h"
 
 /* ---- fixtures ----------------------------------------------------- */
 
@@ -480,7 +480,6 @@ static void test_full_config(void **state) {
   assert_int_equal(u->breaker.half_open_probes, 3);
   assert_int_equal(u->breaker.recovery_ramp_ms, 60000);
   assert_int_equal(u->breaker.mode, SL_MODE_SHADOW);
-  assert_null(u->breaker_state);
   u = &cfg->upstreams[1];
   assert_string_equal(u->name, "legacy");
   assert_false(u->breaker.enabled);
@@ -530,7 +529,6 @@ static void test_full_config(void **state) {
   assert_int_equal(rl->burst, 10);
   assert_int_equal(rl->max_keys, 0);
   assert_int_equal(rl->mode, SL_MODE_INHERIT);
-  assert_null(rl->state);
   rl = &r->rate_limits[1];
   assert_string_equal(rl->name, "connect/device_class");
   assert_int_equal(rl->key, SL_KEY_DEVICE_CLASS);
@@ -552,7 +550,6 @@ static void test_full_config(void **state) {
   assert_int_equal(r->concurrency.max, 512);
   assert_int_equal(r->concurrency.mode, SL_MODE_ENFORCE);
   assert_int_not_equal(r->concurrency.identity, 0);
-  assert_null(r->concurrency.state);
   assert_int_equal(r->priority, SL_PRIORITY_HIGH);
   assert_int_equal(r->idle_timeout_ms, 600000);
   r = &cfg->routes[1];

@@ -196,6 +196,7 @@ static const char CFG[] =
 
 struct env {
   struct sl_config *cfg;
+  struct sl_policy_set *ps;
   struct sl_blocklist *bl;
   char path[256];
 };
@@ -215,7 +216,8 @@ static int setup(void **state) {
   if (!e->cfg) sl_config_errors_print(&errs, stderr);
   sl_config_errors_free(&errs);
   assert_non_null(e->cfg);
-  assert_int_equal(sl_policies_attach(e->cfg, NULL, 0), 0);
+  e->ps = sl_policy_set_new(e->cfg, NULL, 0);
+  assert_non_null(e->ps);
   e->bl = sl_blocklist_new(&e->cfg->blocklist, e->cfg->mode);
   assert_non_null(e->bl);
   *state = e;
@@ -225,7 +227,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   struct env *e = *state;
   sl_blocklist_del(e->bl);
-  sl_policies_detach(e->cfg);
+  sl_policy_set_del(e->ps);
   sl_config_free(e->cfg);
   unlink(e->path);
   free(e);
@@ -251,7 +253,7 @@ static char *explain(struct env *e, const char *ip, const char *path, uint64_t n
   FILE *f = open_memstream(&buf, &len);
   assert_non_null(f);
   char err[128] = "";
-  *rc = sl_explain(e->cfg, e->bl, &r, now, UNIX0, f, err, sizeof(err));
+  *rc = sl_explain(e->cfg, e->ps, e->bl, &r, now, UNIX0, f, err, sizeof(err));
   fclose(f);
   if (*rc == 0 && !json_valid_object(buf)) fail_msg("not one valid JSON object: %s", buf);
   if (*rc != 0) {
@@ -282,8 +284,9 @@ static void admit(struct env *e, const char *ip, const char *path, const char *c
   struct sl_request_facts facts = {.method = "GET", .path = path, .listener = "public"};
   const struct sl_route_cfg *route = sl_route_select(e->cfg, &facts);
   assert_non_null(route);
-  struct sl_admission_input in = {.cfg = e->cfg, .route = route, .id = &id, .blocklist = e->bl,
-                                  .facts = &facts, .now_ns = now, .now_unix = UNIX0};
+  struct sl_admission_input in = {.cfg = e->cfg, .policies = e->ps, .route = route, .id = &id,
+                                  .blocklist = e->bl, .facts = &facts, .now_ns = now,
+                                  .now_unix = UNIX0};
   sl_admission_decide(&in, out);
 }
 
@@ -394,7 +397,7 @@ static void test_explain_consumes_nothing(void **state) {
   struct sl_admission a;
   admit(e, "192.0.2.40", "/v1/connect", NULL, T0, &a);
   assert_true(a.admit);
-  struct sl_concurrency *c = sl_policy_state_concurrency(e->cfg->routes[0].concurrency.state);
+  struct sl_concurrency *c = sl_policy_state_concurrency(sl_policy_set_concurrency(e->ps, &e->cfg->routes[0]));
   assert_int_equal(sl_concurrency_in_flight(c), 1);
   sl_admission_finish(&a, SL_OUTCOME_SUCCESS, MS, T0);
   assert_int_equal(sl_concurrency_in_flight(c), 0);

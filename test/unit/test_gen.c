@@ -61,15 +61,15 @@ static void test_old_generation_lives_and_state_carries(void **st) {
   (void)st;
   sl_gen_publish(load(), NULL, 0);
   struct sl_gen *old = sl_gen_current_ref();
-  void *state = old->cfg->routes[0].rate_limits[0].state;
+  void *state = old->policies->routes[0].rate_limits[0];
   assert_non_null(state);
   struct sl_gen *cur = sl_gen_publish(load(), NULL, 0);
   assert_int_equal(refs(old), 1); /* only ours now */
-  assert_ptr_equal(cur->cfg->routes[0].rate_limits[0].state, state);
+  assert_ptr_equal(cur->policies->routes[0].rate_limits[0], state);
   assert_int_equal(old->cfg->generation + 1, cur->cfg->generation);
   assert_string_equal(old->cfg->routes[0].name, "connect");
   sl_gen_unref(old); /* main thread, no deferring: freed in place */
-  assert_ptr_equal(cur->cfg->routes[0].rate_limits[0].state, state);
+  assert_ptr_equal(cur->policies->routes[0].rate_limits[0], state);
   sl_gen_clear();
 }
 

@@ -3,7 +3,7 @@
  *
  *   config.c         sl_config_load/free, files, include dir, sources, errors
  *   config_yaml.c    libyaml events -> node tree with marks; drop-in merge
- *   config_schema.c  node tree -> struct sl_config, validation, identities
+ *   config_schema*.c node tree -> struct sl_config, validation, identities (config_schema.h)
  *   config_parse.c   durations, rates, addresses, CIDRs, timestamps, regex
  *   config_print.c   normalised YAML printer
  *
