@@ -29,6 +29,7 @@ static struct sl_freelist_counts *freelist_counts(struct sl_freelist *fl) {
   c->counts = k;
   pthread_mutex_unlock(&registry_lock);
   fl->counts = k;
+  fl->max_cached = c->max_cached;
   return k;
 }
 
@@ -47,7 +48,7 @@ void *sl_freelist_miss(struct sl_freelist *fl) {
 
 void sl_freelist_overflow(struct sl_freelist *fl, void *obj) {
   struct sl_freelist_counts *k = freelist_counts(fl);
-  if (fl->n_cached < fl->cls->max_cached) {
+  if (fl->n_cached < fl->max_cached) {
     sl_freelist_put(fl, obj); /* first use on this thread: now counted */
     return;
   }

@@ -55,6 +55,9 @@ struct sl_freelist {
   struct sl_freelist_class *cls;
   void *head;
   uint32_t n_cached;
+  /* cls->max_cached, copied at this thread's first use (0 until then, so
+   * that first put takes the cold path that registers the counts). */
+  uint32_t max_cached;
   struct sl_freelist_counts *counts; /* NULL until this thread's first use */
 };
 
@@ -89,15 +92,14 @@ static inline void *sl_freelist_get(struct sl_freelist *fl) {
 /* Gives |obj| back: kept for reuse, or destroyed if the list is full.
  * Its first word is overwritten. */
 static inline void sl_freelist_put(struct sl_freelist *fl, void *obj) {
-  struct sl_freelist_counts *k = fl->counts;
-  if (__builtin_expect(k == NULL || fl->n_cached >= fl->cls->max_cached, 0)) {
+  if (__builtin_expect(fl->n_cached >= fl->max_cached, 0)) {
     sl_freelist_overflow(fl, obj);
     return;
   }
   *(void **)obj = fl->head;
   fl->head = obj;
   fl->n_cached++;
-  sl_freelist_count(&k->cached, fl->n_cached);
+  sl_freelist_count(&fl->counts->cached, fl->n_cached);
 }
 
 /* Destroys the calling thread's free objects of |fl| (worker exit, tests). */
