@@ -257,42 +257,47 @@ static void route_metrics(struct admin_conn *c, const char *query, bool close) {
   conn_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", out, len, NULL, NULL, close);
 }
 
+/* The routes served by a hook of the process: 404 when it gave none;
+ * otherwise the hook fills status and a malloc'd body (taken over). */
+struct hook_answer {
+  int status;
+  char *body;
+  size_t len;
+};
+
+static bool hook_missing(struct admin_conn *c, bool present, bool close) {
+  if (!present) conn_respond_text(c, 404, "not found\n", close);
+  return !present;
+}
+
+static void hook_respond(struct admin_conn *c, const struct hook_answer *h, const char *ctype,
+                         bool close) {
+  conn_respond(c, h->status, ctype ? ctype : body_ctype(h->body, h->len), h->body, h->len, NULL,
+               NULL, close);
+}
+
 static void route_config(struct admin_conn *c, const char *query, bool close) {
   struct sl_admin *a = c->admin;
-  if (!a->hooks.config) {
-    conn_respond_text(c, 404, "not found\n", close);
-    return;
-  }
-  char *body = NULL;
-  size_t len = 0;
-  a->hooks.config(a->ud, &body, &len);
-  conn_respond(c, 200, "text/plain; charset=utf-8", body, len, NULL, NULL, close);
+  if (hook_missing(c, a->hooks.config != NULL, close)) return;
+  struct hook_answer h = {200, NULL, 0};
+  a->hooks.config(a->ud, &h.body, &h.len);
+  hook_respond(c, &h, "text/plain; charset=utf-8", close);
 }
 
 static void route_reload(struct admin_conn *c, const char *query, bool close) {
   struct sl_admin *a = c->admin;
-  if (!a->hooks.reload) {
-    conn_respond_text(c, 404, "not found\n", close);
-    return;
-  }
-  char *body = NULL;
-  size_t len = 0;
-  int status = 500;
-  a->hooks.reload(a->ud, &status, &body, &len);
-  conn_respond(c, status, body_ctype(body, len), body, len, NULL, NULL, close);
+  if (hook_missing(c, a->hooks.reload != NULL, close)) return;
+  struct hook_answer h = {500, NULL, 0};
+  a->hooks.reload(a->ud, &h.status, &h.body, &h.len);
+  hook_respond(c, &h, NULL, close);
 }
 
 static void route_explain(struct admin_conn *c, const char *query, bool close) {
   struct sl_admin *a = c->admin;
-  if (!a->hooks.explain) {
-    conn_respond_text(c, 404, "not found\n", close);
-    return;
-  }
-  char *body = NULL;
-  size_t len = 0;
-  int status = 500;
-  a->hooks.explain(a->ud, query, &status, &body, &len);
-  conn_respond(c, status, body_ctype(body, len), body, len, NULL, NULL, close);
+  if (hook_missing(c, a->hooks.explain != NULL, close)) return;
+  struct hook_answer h = {500, NULL, 0};
+  a->hooks.explain(a->ud, query, &h.status, &h.body, &h.len);
+  hook_respond(c, &h, NULL, close);
 }
 
 #ifdef SLUICE_TESTING
