@@ -127,7 +127,8 @@ void sl_hasher_bytes(struct sl_hasher *h, const void *p, size_t n) {
   const uint8_t *b = p;
   size_t fill = h->len & 7;
   h->len += n;
-  /* Top up the pending block byte by byte, then whole blocks. */
+  /* Top up the pending block (at most 7 bytes), then whole blocks, then
+   * the rest into the (then empty) pending block in one load. */
   while (fill && n) {
     h->tail |= (uint64_t)*b++ << (8 * fill);
     n--;
@@ -138,7 +139,11 @@ void sl_hasher_bytes(struct sl_hasher *h, const void *p, size_t n) {
     }
   }
   for (; n >= 8; n -= 8, b += 8) hasher_block(h, load_le64(b));
-  for (size_t i = 0; i < n; i++) h->tail |= (uint64_t)b[i] << (8 * i);
+  if (n) {
+    uint8_t last[8] = {0};
+    memcpy(last, b, n);
+    h->tail = load_le64(last); /* fill is 0 here: the pending block was empty */
+  }
 }
 
 void sl_hasher_str(struct sl_hasher *h, const char *s) {

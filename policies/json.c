@@ -62,22 +62,40 @@ static size_t escape_one(const unsigned char *s, size_t avail, char out[6], size
   return k;
 }
 
+/* A byte that stands for itself: printable ASCII but the two JSON escapes. */
+static inline bool plain(unsigned char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; }
+
 bool sl_json_escape_n(char *buf, size_t cap, size_t *len, const char *s, size_t n) {
   const unsigned char *p = (const unsigned char *)s;
-  size_t at = *len;
-  for (size_t i = 0; i < n;) {
+  size_t at = *len, i = 0;
+  bool all = true;
+  while (i < n) {
+    /* A run of plain bytes goes in with one copy (most strings are one run). */
+    size_t run = 0;
+    while (i + run < n && plain(p[i + run])) run++;
+    if (run) {
+      if (at + run >= cap) { /* what fits of it, keeping the NUL's byte */
+        run = cap > at + 1 ? cap - at - 1 : 0;
+        all = false;
+      }
+      memcpy(buf + at, p + i, run);
+      at += run;
+      i += run;
+      if (!all) break;
+      continue;
+    }
     char esc[6];
     size_t used, k = escape_one(p + i, n - i, esc, &used);
     if (at + k >= cap) {
-      *len = at;
-      return false;
+      all = false;
+      break;
     }
     memcpy(buf + at, esc, k);
     at += k;
     i += used;
   }
   *len = at;
-  return true;
+  return all;
 }
 
 bool sl_json_escape(char *buf, size_t cap, size_t *len, const char *s) {
