@@ -8,7 +8,6 @@
 #include "sluice/admission.h"
 #include "sluice/blocklist.h"
 #include "sluice/breaker.h"
-#include "sluice/concurrency.h"
 #include "sluice/json.h"
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
@@ -95,8 +94,20 @@ uint8_t sl_admission_override_class(size_t i) {
   return i + 1 < SL_RL_CLASS_MAX ? (uint8_t)(i + 1) : SL_RL_CLASS_MAX;
 }
 
-static void set_policy(struct sl_admission *out, const char *route, const char *what) {
-  snprintf(out->policy, sizeof(out->policy), "%s/%s", route, what);
+/* Peeks the route's policies of registered kinds up to |n| (from where
+ * |run| stands); false: refused, |out| says why. */
+static bool peek_kinds(struct sl_engine_run *run, const struct sl_route_cfg *route,
+                       void *const *states, size_t n, const struct sl_policy_ctx *c,
+                       struct sl_admission *out, FILE *tf, bool *first) {
+  void *pending = NULL;
+  enum sl_verdict v = sl_engine_peek(run, route->policies, n, states, c, out, &pending, tf, first);
+  if (v == SL_VERDICT_PENDING && out->admit) {
+    /* No kind pends yet and the data plane cannot resume a decision:
+     * fail closed, as an unreachable store would. */
+    sl_engine_set_name(out->policy, route->policies[run->next].name);
+    sl_engine_refuse(out, 503, sl_engine_reason(&route->policies[run->next]), "unavailable", 0);
+  }
+  return v == SL_VERDICT_ADMIT;
 }
 
 void sl_admission_decide(const struct sl_admission_input *in, struct sl_admission *out) {
@@ -164,26 +175,19 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
                        : "no entry matches");
   }
 
-  /* 2. Policies of registered kinds (sluice/policy.h): looked at now,
+  /* 2. Policies of registered kinds (sluice/policy.h) of the stage before
+   * the rate limits (the first |early| of the route's): looked at now,
    * committed with the rate limits below. */
   struct sl_engine_run run;
   struct sl_policy_ctx pctx;
+  size_t early = 0;
   if (route->n_policies) {
     run = (struct sl_engine_run){0};
-    pctx = (struct sl_policy_ctx){cfg, route, id, in->facts, in->now_ns, in->now_unix, in->rnd,
-                                  tf != NULL};
-    void *pending = NULL;
-    enum sl_verdict v = sl_engine_peek(&run, route->policies, route->n_policies, rs->kind_data, &pctx, out,
-                                       &pending, tf, &first);
-    if (v == SL_VERDICT_PENDING && out->admit) {
-      /* No kind pends yet and the data plane cannot resume a decision:
-       * fail closed, as an unreachable store would. */
-      sl_engine_set_name(out->policy, route->policies[run.next].name);
-      sl_engine_refuse(out, 503, (enum sl_reject_reason)(SL_REASON__COUNT +
-                                                         route->policies[run.next].kind_index),
-                       "unavailable", 0);
-    }
-    if (v != SL_VERDICT_ADMIT) return;
+    pctx = (struct sl_policy_ctx){cfg,     route,   id,        in->facts, in->now_ns,
+                                  in->now_unix, in->rnd, tf != NULL, out};
+    while (early < route->n_policies && route->policies[early].kind->stage == SL_STAGE_BEFORE_LIMITS)
+      early++;
+    if (early && !peek_kinds(&run, route, rs->kind_data, early, &pctx, out, tf, &first)) return;
   }
 
   /* 3. Route rate limits: look first, commit only if every one admits, so
@@ -235,38 +239,11 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     return;
   }
 
-  /* 4. Concurrency. */
-  struct sl_concurrency *conc = sl_policy_state_concurrency(rs->concurrency);
-  if (conc && route->concurrency.max) {
-    if (tf) snprintf(pname, sizeof(pname), "%s/concurrency", route->name);
-    uint32_t limit = sl_concurrency_limit(route->concurrency.max, route->priority);
-    bool full;
-    if (in->trace) {
-      /* Explain does not take a slot, but answers what a request arriving
-       * now would meet. */
-      uint32_t now_in = sl_concurrency_in_flight(conc);
-      full = now_in >= limit;
-      snprintf(why, sizeof(why), "%u in flight, limit %u for this priority", now_in, limit);
-      sl_engine_trace(tf, &first, pname, "concurrency",
-            !full ? "admit" : is_shadow(cfg, route->concurrency.mode) ? "shadow_reject" : "reject",
-            why);
-      conc = NULL;
-    } else {
-      full = !sl_concurrency_try_acquire(conc, route->concurrency.max, route->priority);
-      if (full) conc = NULL;
-    }
-    if (full) {
-      if (is_shadow(cfg, route->concurrency.mode)) {
-        sl_engine_add_shadow(out, SL_REASON_CONCURRENCY, route->name, "concurrency");
-      } else {
-        set_policy(out, route->name, "concurrency");
-        sl_engine_refuse(out, 429, SL_REASON_CONCURRENCY, "concurrency_limited",
-               sl_retry_after_s(&cfg->reject, 0, in->rnd));
-        return;
-      }
-    }
-    out->conc = conc;
-  }
+  /* 4. Policies of the stage after the rate limits (concurrency): looked
+   * at now, committed below (a slot is taken only then). */
+  if (route->n_policies > early &&
+      !peek_kinds(&run, route, rs->kind_data, route->n_policies, &pctx, out, tf, &first))
+    return;
 
   /* 5. Circuit breaker of the route's upstream. */
   struct sl_breaker *br = route->upstream->breaker.enabled
@@ -319,8 +296,6 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       if (is_shadow(cfg, route->upstream->breaker.mode)) {
         sl_engine_add_shadow(out, SL_REASON_BREAKER, "upstream", route->upstream->name);
       } else {
-        if (out->conc) sl_concurrency_release(out->conc);
-        out->conc = NULL;
         snprintf(out->policy, sizeof(out->policy), "upstream/%s", route->upstream->name);
         sl_engine_refuse(out, 503, SL_REASON_BREAKER, "circuit_open",
                sl_retry_after_s(&cfg->reject, wait_ns, in->rnd));
@@ -448,8 +423,6 @@ void sl_admission_finish(struct sl_admission *a, enum sl_outcome outcome, uint64
                          uint64_t now_ns) {
   if (a->finished) return;
   a->finished = true;
-  if (a->conc) sl_concurrency_release(a->conc);
-  a->conc = NULL;
   if (a->breaker) sl_breaker_report(a->breaker, &a->breaker_verdict, outcome, latency_ns, now_ns);
   a->breaker = NULL;
   for (unsigned i = 0; i < a->n_held; i++) {
@@ -458,4 +431,5 @@ void sl_admission_finish(struct sl_admission *a, enum sl_outcome outcome, uint64
       h->policy->kind->finish(h->policy, h->state, h->held, outcome, latency_ns, now_ns);
   }
   a->n_held = 0;
+  a->conc = NULL; /* released by its kind's finish */
 }

@@ -32,9 +32,7 @@ void sl_engine_trace_write(FILE *f, bool *first, const char *policy, const char 
   *first = false;
 }
 
-static enum sl_reject_reason reason_of(const struct sl_policy_cfg *p) {
-  return (enum sl_reject_reason)(SL_REASON__COUNT + p->kind_index);
-}
+#define reason_of sl_engine_reason
 
 /* A refusal of |p| (|r|): enforced (true) or reported as a shadow one. */
 static bool refused(const struct sl_policy_cfg *p, const struct sl_policy_result *r,
@@ -44,7 +42,7 @@ static bool refused(const struct sl_policy_cfg *p, const struct sl_policy_result
     return false;
   }
   sl_engine_set_name(out->policy, p->name);
-  uint32_t wait = r->retry_after_ns ? sl_retry_after_s(&c->cfg->reject, r->retry_after_ns, c->rnd) : 0;
+  uint32_t wait = r->retry_after_ns || r->retry ? sl_retry_after_s(&c->cfg->reject, r->retry_after_ns, c->rnd) : 0;
   sl_engine_refuse(out, r->status ? r->status : 503, reason_of(p),
                    r->error ? r->error : "refused", wait);
   return true;
@@ -69,6 +67,7 @@ enum sl_verdict sl_engine_peek(struct sl_engine_run *run, const struct sl_policy
       r.status = 0;
       r.error = NULL;
       r.retry_after_ns = 0;
+      r.retry = false;
       r.pending = NULL;
       r.why[0] = '\0';
       p->kind->peek(p, state_of(states, i), c, &r);
