@@ -116,7 +116,12 @@ enum sl_verdict sl_engine_commit(struct sl_engine_run *run, const struct sl_poli
   for (size_t i = 0; i < n; i++) {
     const struct sl_policy_cfg *p = &ps[i];
     if (!(run->admitted >> i & 1) || !p->kind->commit) continue;
-    struct sl_policy_result r = {.verdict = SL_VERDICT_REFUSE};
+    struct sl_policy_result r; /* not zeroed whole: why[] is for explain only */
+    r.verdict = SL_VERDICT_REFUSE;
+    r.status = 0;
+    r.error = NULL;
+    r.retry_after_ns = 0;
+    r.retry = false;
     if (out->n_held == SL_ADMISSION_MAX_HELD) {
       r.status = 503;
       r.error = "unavailable"; /* more holding policies than a request can track */

@@ -99,6 +99,12 @@ struct sl_kind {
    * |p->mark| are set. Reports every problem at its FILE:LINE:COL and
    * returns false if the policy is unusable. */
   bool (*parse)(struct cfg_schema *s, const struct cfg_node *v, struct sl_policy_cfg *p);
+  /* Instead of |parse|, for a kind without a key in the route: gives
+   * |route| a policy of it when the configuration elsewhere says so (the
+   * breaker: the route's upstream has one enabled), setting |p|'s name,
+   * mark, mode, identity and data. Such a policy is printed and diffed
+   * where it is configured (|print| and |tunables| NULL). */
+  bool (*implied)(struct cfg_schema *s, struct sl_route_cfg *route, struct sl_policy_cfg *p);
   /* Prints |p| as YAML under its key at indentation |ind| (the key line
    * included), normalised, for `sluice check --print`. */
   void (*print)(FILE *out, int ind, const struct sl_policy_cfg *p);

@@ -230,13 +230,17 @@ static void parse_kinds(struct cfg_schema *s, node_t *m, struct sl_route_cfg *r)
     const struct sl_kind *kind = sl_policy_kinds[k];
     if (kind->stage != (i < sl_n_policy_kinds ? SL_STAGE_BEFORE_LIMITS : SL_STAGE_AFTER_LIMITS))
       continue;
-    node_t *v = cs_val(m, kind->key);
-    if (!v) continue;
+    node_t *v = kind->parse ? cs_val(m, kind->key) : NULL;
+    if (!v && !kind->implied) continue;
     if (!r->policies) r->policies = sl_arena_xalloc(s->a, sl_n_policy_kinds * sizeof(*r->policies));
     struct sl_policy_cfg *p = &r->policies[r->n_policies];
     memset(p, 0, sizeof(*p));
     p->kind = kind;
     p->kind_index = (uint16_t)k;
+    if (!v) { /* configured elsewhere (the breaker: with the upstream) */
+      if (kind->implied(s, r, p)) r->n_policies++;
+      continue;
+    }
     p->mark = v->mark;
     char buf[160];
     snprintf(buf, sizeof(buf), "%s/%s", r->name ? r->name : "?", kind->key);
@@ -254,6 +258,7 @@ static void parse_route(struct cfg_schema *s, node_t *m, struct sl_route_cfg *r)
   for (; ROUTE_KEYS[nk]; nk++) route_keys[nk] = ROUTE_KEYS[nk];
   n_own = nk;
   for (size_t k = 0; k < sl_n_policy_kinds && k < SL_ENGINE_MAX_KINDS; k++) {
+    if (!sl_policy_kinds[k]->parse) continue; /* no key in a route */
     size_t j = 0;
     while (j < n_own && strcmp(route_keys[j], sl_policy_kinds[k]->key)) j++;
     if (j == n_own) route_keys[nk++] = sl_policy_kinds[k]->key;
