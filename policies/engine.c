@@ -127,8 +127,9 @@ enum sl_verdict sl_engine_commit(struct sl_engine_run *run, const struct sl_poli
       r.error = "unavailable"; /* more holding policies than a request can track */
     } else {
       uint64_t held = 0;
-      if (p->kind->commit(p, state_of(states, i), c, &r, &held)) {
-        out->held[out->n_held++] = (struct sl_admission_hold){p, state_of(states, i), held};
+      void *st = state_of(states, i);
+      if (p->kind->commit(p, st, c, &r, &held)) {
+        out->held[out->n_held++] = (struct sl_admission_hold){p, st, held};
         continue;
       }
     }

@@ -9,10 +9,11 @@
  *
  * The counter is the route's slot of the policy set (keyed by the route
  * name: a reload with a new `max` keeps the in-flight count, and the new
- * limit applies to it), shared through state_of. Peek answers whether a
- * slot is free without taking one (explain reports it); commit takes it
- * (another worker may have taken the last one since: a refusal), rollback
- * and the outcome report give it back. A refusal is 429
+ * limit applies to it), shared through state_of. Explaining, peek
+ * answers whether a slot is free without taking one; deciding, it admits
+ * and commit takes a slot or refuses (a CAS: exact however many workers
+ * race), in kinds.def order, so before the breaker's commit as before;
+ * rollback and the outcome report give it back. A refusal is 429
  * "concurrency_limited" with the reject config's minimum Retry-After; its
  * metric reason stays "concurrency". The data (struct sl_concurrency_cfg)
  * stays in the route, where the policy set finds the counter's identity.
@@ -75,6 +76,10 @@ static void cc_peek(const struct sl_policy_cfg *p, void *state, const struct sl_
     r->verdict = SL_VERDICT_SKIP;
     return;
   }
+  /* Deciding, the commit's CAS answers (the count may change before it
+   * anyway, and it runs in this order, before the breaker's): a second
+   * look here would only cost. Explaining, tell what a request meets. */
+  if (!c->explain) return;
   uint32_t limit = sl_concurrency_limit(cc->max, c->route->priority);
   uint32_t now_in = sl_concurrency_in_flight(state);
   if (c->explain)
