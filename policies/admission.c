@@ -178,14 +178,14 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
 
   /* 2. Policies of registered kinds (sluice/policy.h) of the stage before
    * the rate limits (the first |early| of the route's): looked at now,
-   * committed with the rate limits below. */
+   * committed with the later stage's at 4-5. */
   struct sl_engine_run run;
   struct sl_policy_ctx pctx;
   size_t early = 0;
   if (route->n_policies) {
     run = (struct sl_engine_run){0};
-    pctx = (struct sl_policy_ctx){cfg,     route,   id,        in->facts, in->now_ns,
-                                  in->now_unix, in->rnd, tf != NULL, out};
+    pctx = (struct sl_policy_ctx){cfg, route, id, in->facts, in->now_ns, in->now_unix, in->rnd,
+                                  tf != NULL, out};
     while (early < route->n_policies && route->policies[early].kind->stage == SL_STAGE_BEFORE_LIMITS)
       early++;
     if (early && !peek_kinds(&run, route, rs->kind_data, early, &pctx, out, tf, &first)) return;
