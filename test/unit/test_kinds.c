@@ -26,18 +26,17 @@
 #define SEC 1000000000ull
 #define T0 (1000 * SEC)
 
+/* An upstream whose breaker opens at the first failure, for 5 s, then
+ * lets one probe through; one without a breaker. */
 static const char HEAD[] =
-    "listeners:\n"
-    "  - name: public\n"
-    "    address: \"127.0.0.1:18080\"\n"
-    "upstreams:\n"
-    "  app:\n"
-    "    address: \"127.0.0.1:18081\"\n"
-    "    circuit_breaker: { consecutive_failures: 1, open_for: 5s, half_open_probes: 1 }\n"
-    "  plain:\n"
-    "    address: \"127.0.0.1:18082\"\n"
     "reject:\n"
-    "  retry_after: { min: 2s, max: 60s, jitter: 0 }\n";
+    "  retry_after: { min: 2s, max: 60s, jitter: 0 }\n"
+    "listeners: [ { name: edge, address: \"127.0.0.1:18090\" } ]\n"
+    "upstreams:\n"
+    "  plain: { address: \"127.0.0.1:18092\" }\n"
+    "  app:\n"
+    "    address: \"127.0.0.1:18091\"\n"
+    "    circuit_breaker: { consecutive_failures: 1, open_for: 5s, half_open_probes: 1 }\n";
 
 static const char CFG[] =
     "routes:\n"
