@@ -7,8 +7,6 @@
 
 #include "sluice/admission.h"
 #include "sluice/blocklist.h"
-#include "sluice/breaker.h"
-#include "sluice/concurrency.h"
 #include "sluice/json.h"
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
@@ -95,8 +93,22 @@ uint8_t sl_admission_override_class(size_t i) {
   return i + 1 < SL_RL_CLASS_MAX ? (uint8_t)(i + 1) : SL_RL_CLASS_MAX;
 }
 
-static void set_policy(struct sl_admission *out, const char *route, const char *what) {
-  snprintf(out->policy, sizeof(out->policy), "%s/%s", route, what);
+/* No kind pends yet and the data plane cannot resume a decision: fail
+ * closed, as an unreachable store would. */
+static __attribute__((noinline, cold)) void pending_refuse(const struct sl_policy_cfg *p,
+                                                           struct sl_admission *out) {
+  sl_engine_set_name(out->policy, p->name);
+  sl_engine_refuse(out, 503, sl_engine_reason(p), "unavailable", 0);
+}
+
+/* Peeks the route's policies of registered kinds up to |n| (from where
+ * |run| stands); false: refused, |out| says why. */
+static inline bool peek_kinds(struct sl_engine_run *run, const struct sl_route_cfg *route,
+                              void *const *states, size_t n, const struct sl_policy_ctx *c,
+                              struct sl_admission *out, FILE *tf, bool *first) {
+  enum sl_verdict v = sl_engine_peek(run, route->policies, n, states, c, out, NULL, tf, first);
+  if (v == SL_VERDICT_PENDING && out->admit) pending_refuse(&route->policies[run->next], out);
+  return v == SL_VERDICT_ADMIT;
 }
 
 void sl_admission_decide(const struct sl_admission_input *in, struct sl_admission *out) {
@@ -164,26 +176,19 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
                        : "no entry matches");
   }
 
-  /* 2. Policies of registered kinds (sluice/policy.h): looked at now,
-   * committed with the rate limits below. */
+  /* 2. Policies of registered kinds (sluice/policy.h) of the stage before
+   * the rate limits (the first |early| of the route's): looked at now,
+   * committed with the later stage's at 4-5. */
   struct sl_engine_run run;
   struct sl_policy_ctx pctx;
+  size_t early = 0;
   if (route->n_policies) {
     run = (struct sl_engine_run){0};
     pctx = (struct sl_policy_ctx){cfg, route, id, in->facts, in->now_ns, in->now_unix, in->rnd,
-                                  tf != NULL};
-    void *pending = NULL;
-    enum sl_verdict v = sl_engine_peek(&run, route->policies, route->n_policies, rs->kind_data, &pctx, out,
-                                       &pending, tf, &first);
-    if (v == SL_VERDICT_PENDING && out->admit) {
-      /* No kind pends yet and the data plane cannot resume a decision:
-       * fail closed, as an unreachable store would. */
-      sl_engine_set_name(out->policy, route->policies[run.next].name);
-      sl_engine_refuse(out, 503, (enum sl_reject_reason)(SL_REASON__COUNT +
-                                                         route->policies[run.next].kind_index),
-                       "unavailable", 0);
-    }
-    if (v != SL_VERDICT_ADMIT) return;
+                                  tf != NULL, out};
+    while (early < route->n_policies && route->policies[early].kind->stage == SL_STAGE_BEFORE_LIMITS)
+      early++;
+    if (early && !peek_kinds(&run, route, rs->kind_data, early, &pctx, out, tf, &first)) return;
   }
 
   /* 3. Route rate limits: look first, commit only if every one admits, so
@@ -235,98 +240,18 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     return;
   }
 
-  /* 4. Concurrency. */
-  struct sl_concurrency *conc = sl_policy_state_concurrency(rs->concurrency);
-  if (conc && route->concurrency.max) {
-    if (tf) snprintf(pname, sizeof(pname), "%s/concurrency", route->name);
-    uint32_t limit = sl_concurrency_limit(route->concurrency.max, route->priority);
-    bool full;
-    if (in->trace) {
-      /* Explain does not take a slot, but answers what a request arriving
-       * now would meet. */
-      uint32_t now_in = sl_concurrency_in_flight(conc);
-      full = now_in >= limit;
-      snprintf(why, sizeof(why), "%u in flight, limit %u for this priority", now_in, limit);
-      sl_engine_trace(tf, &first, pname, "concurrency",
-            !full ? "admit" : is_shadow(cfg, route->concurrency.mode) ? "shadow_reject" : "reject",
-            why);
-      conc = NULL;
-    } else {
-      full = !sl_concurrency_try_acquire(conc, route->concurrency.max, route->priority);
-      if (full) conc = NULL;
-    }
-    if (full) {
-      if (is_shadow(cfg, route->concurrency.mode)) {
-        sl_engine_add_shadow(out, SL_REASON_CONCURRENCY, route->name, "concurrency");
-      } else {
-        set_policy(out, route->name, "concurrency");
-        sl_engine_refuse(out, 429, SL_REASON_CONCURRENCY, "concurrency_limited",
-               sl_retry_after_s(&cfg->reject, 0, in->rnd));
-        return;
-      }
-    }
-    out->conc = conc;
-  }
-
-  /* 5. Circuit breaker of the route's upstream. */
-  struct sl_breaker *br = route->upstream->breaker.enabled
-                              ? sl_policy_state_breaker(sl_policy_set_breaker(in->policies, route->upstream))
-                              : NULL;
-  if (br) {
-    if (tf) snprintf(pname, sizeof(pname), "upstream/%s", route->upstream->name);
-    struct sl_breaker_verdict bv;
-    bool refused;
-    uint64_t wait_ns = 0;
-    if (in->trace) {
-      /* What sl_breaker_admit() would answer now, without taking a probe
-       * ticket or changing state. */
-      const struct sl_breaker_cfg *bc = &route->upstream->breaker;
-      struct sl_breaker_snapshot snap;
-      sl_breaker_snapshot(br, in->now_ns, &snap);
-      uint32_t probes = bc->half_open_probes ? bc->half_open_probes : 1;
-      refused = false;
-      if (!bc->enabled) {
-        snprintf(why, sizeof(why), "breaker disabled");
-      } else if (snap.state == SL_BREAKER_OPEN && snap.open_remaining_ns > 0) {
-        refused = true;
-        wait_ns = snap.open_remaining_ns;
-        snprintf(why, sizeof(why), "breaker open; half-opens in %llu ms",
-                 (unsigned long long)(wait_ns / 1000000));
-      } else if (snap.state == SL_BREAKER_OPEN) {
-        snprintf(why, sizeof(why), "breaker open for long enough: a half-open probe");
-      } else if (snap.state == SL_BREAKER_HALF_OPEN) {
-        refused = snap.probes_in_flight + snap.probe_successes >= probes;
-        snprintf(why, sizeof(why), "breaker half-open; %u of %u probes in flight",
-                 snap.probes_in_flight, probes);
-      } else if (snap.admit_permille < 1000) {
-        snprintf(why, sizeof(why), "breaker closed, recovering: %u per mille admitted",
-                 snap.admit_permille);
-      } else {
-        snprintf(why, sizeof(why), "breaker closed");
-      }
-      bool shadow = refused && is_shadow(cfg, route->upstream->breaker.mode);
-      sl_engine_trace(tf, &first, pname, "breaker",
-            !refused ? "admit" : shadow ? "shadow_reject" : "reject", why);
-    } else {
-      refused = !sl_breaker_admit(br, in->now_ns, in->rnd, &bv);
-      wait_ns = bv.retry_after_ns;
-      if (!refused) {
-        out->breaker = br;
-        out->breaker_verdict = bv;
-      }
-    }
-    if (refused) {
-      if (is_shadow(cfg, route->upstream->breaker.mode)) {
-        sl_engine_add_shadow(out, SL_REASON_BREAKER, "upstream", route->upstream->name);
-      } else {
-        if (out->conc) sl_concurrency_release(out->conc);
-        out->conc = NULL;
-        snprintf(out->policy, sizeof(out->policy), "upstream/%s", route->upstream->name);
-        sl_engine_refuse(out, 503, SL_REASON_BREAKER, "circuit_open",
-               sl_retry_after_s(&cfg->reject, wait_ns, in->rnd));
-        return;
-      }
-    }
+  /* 4-5. Policies of the stage after the rate limits (concurrency, the
+   * upstream's breaker), looked at; then every policy of registered kinds
+   * commits (takes a slot, a breaker ticket), in order: a commit that
+   * fails refuses the request, the ones before it given back. What they
+   * hold is given back if shaping or a rate limit refuses below. */
+  if (route->n_policies) {
+    if (route->n_policies > early &&
+        !peek_kinds(&run, route, rs->kind_data, route->n_policies, &pctx, out, tf, &first))
+      return;
+    if (!tf && sl_engine_commit(&run, route->policies, route->n_policies, rs->kind_data, &pctx,
+                                out) != SL_VERDICT_ADMIT)
+      return;
   }
 
   /* 6. Shaping (staging): first matching rule. A rate cap that admits is
@@ -360,8 +285,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       if (!sl_ratelimit_decide_ref(cap, &cap_ref, r->rate_cap.period_ns, 1, in->now_ns, true, &v)) {
         snprintf(out->policy, sizeof(out->policy), "shaping/%s",
                  r->name ? r->name : "rate");
-        sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
-        out->finished = false;
+        if (route->n_policies) sl_engine_rollback(&run, &pctx, out);
         sl_engine_refuse(out, 429, SL_REASON_SHAPING, "shaped_rate",
                sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
         return;
@@ -377,9 +301,8 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     if (abort_now) {
       sl_engine_set_name(out->policy, pname);
       if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
-      sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
+      if (route->n_policies && !tf) sl_engine_rollback(&run, &pctx, out);
       sl_engine_refuse(out, r->abort_status ? r->abort_status : 503, SL_REASON_SHAPING, "shaped_abort", 0);
-      out->finished = false;
       out->delay_ms = 0;
       return;
     }
@@ -389,19 +312,10 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   /* Everything admits: now consume rate-limit quota. A limit that refuses
    * here consumes nothing: in shadow mode that is the refusal reported
    * above; enforcing, another worker took the last token between look and
-   * commit, and then the limits charged before it (and the shaping cap)
-   * are given back, so that the refused request has consumed nothing. */
+   * commit, and then the limits charged before it, the shaping cap and
+   * what the kinds' policies hold are given back, so that the refused
+   * request has consumed nothing. */
   if (!in->trace) {
-    if (route->n_policies &&
-        sl_engine_commit(&run, route->policies, route->n_policies, rs->kind_data, &pctx, out) !=
-            SL_VERDICT_ADMIT) {
-      /* Refused by the engine (which gave its own back): so is the rest. */
-      if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
-      sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
-      out->finished = false;
-      out->delay_ms = 0;
-      return;
-    }
     uint64_t charged = 0; /* bit i: limit i admitted and charged */
     for (size_t i = 0; i < route->n_rate_limits && i < SL_ROUTE_MAX_RATE_LIMITS; i++) {
       const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
@@ -431,10 +345,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
         sl_ratelimit_refund(tj, &ref, period);
       }
       if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
-      if (route->n_policies)
-        sl_engine_rollback(&run, &pctx, out);
-      sl_admission_finish(out, SL_OUTCOME_CANCELLED, 0, in->now_ns);
-      out->finished = false;
+      if (route->n_policies) sl_engine_rollback(&run, &pctx, out);
       out->delay_ms = 0;
       sl_engine_set_name(out->policy, rl->name);
       sl_engine_refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
@@ -448,14 +359,12 @@ void sl_admission_finish(struct sl_admission *a, enum sl_outcome outcome, uint64
                          uint64_t now_ns) {
   if (a->finished) return;
   a->finished = true;
-  if (a->conc) sl_concurrency_release(a->conc);
-  a->conc = NULL;
-  if (a->breaker) sl_breaker_report(a->breaker, &a->breaker_verdict, outcome, latency_ns, now_ns);
-  a->breaker = NULL;
   for (unsigned i = 0; i < a->n_held; i++) {
     const struct sl_admission_hold *h = &a->held[i];
     if (h->policy->kind->finish)
       h->policy->kind->finish(h->policy, h->state, h->held, outcome, latency_ns, now_ns);
   }
   a->n_held = 0;
+  a->conc = NULL; /* released by their kinds' finish */
+  a->breaker = NULL;
 }

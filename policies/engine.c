@@ -32,9 +32,7 @@ void sl_engine_trace_write(FILE *f, bool *first, const char *policy, const char 
   *first = false;
 }
 
-static enum sl_reject_reason reason_of(const struct sl_policy_cfg *p) {
-  return (enum sl_reject_reason)(SL_REASON__COUNT + p->kind_index);
-}
+#define reason_of sl_engine_reason
 
 /* A refusal of |p| (|r|): enforced (true) or reported as a shadow one. */
 static bool refused(const struct sl_policy_cfg *p, const struct sl_policy_result *r,
@@ -44,7 +42,7 @@ static bool refused(const struct sl_policy_cfg *p, const struct sl_policy_result
     return false;
   }
   sl_engine_set_name(out->policy, p->name);
-  uint32_t wait = r->retry_after_ns ? sl_retry_after_s(&c->cfg->reject, r->retry_after_ns, c->rnd) : 0;
+  uint32_t wait = r->retry_after_ns || r->retry ? sl_retry_after_s(&c->cfg->reject, r->retry_after_ns, c->rnd) : 0;
   sl_engine_refuse(out, r->status ? r->status : 503, reason_of(p),
                    r->error ? r->error : "refused", wait);
   return true;
@@ -69,6 +67,7 @@ enum sl_verdict sl_engine_peek(struct sl_engine_run *run, const struct sl_policy
       r.status = 0;
       r.error = NULL;
       r.retry_after_ns = 0;
+      r.retry = false;
       r.pending = NULL;
       r.why[0] = '\0';
       p->kind->peek(p, state_of(states, i), c, &r);
@@ -117,14 +116,20 @@ enum sl_verdict sl_engine_commit(struct sl_engine_run *run, const struct sl_poli
   for (size_t i = 0; i < n; i++) {
     const struct sl_policy_cfg *p = &ps[i];
     if (!(run->admitted >> i & 1) || !p->kind->commit) continue;
-    struct sl_policy_result r = {.verdict = SL_VERDICT_REFUSE};
+    struct sl_policy_result r; /* not zeroed whole: why[] is for explain only */
+    r.verdict = SL_VERDICT_REFUSE;
+    r.status = 0;
+    r.error = NULL;
+    r.retry_after_ns = 0;
+    r.retry = false;
     if (out->n_held == SL_ADMISSION_MAX_HELD) {
       r.status = 503;
       r.error = "unavailable"; /* more holding policies than a request can track */
     } else {
       uint64_t held = 0;
-      if (p->kind->commit(p, state_of(states, i), c, &r, &held)) {
-        out->held[out->n_held++] = (struct sl_admission_hold){p, state_of(states, i), held};
+      void *st = state_of(states, i);
+      if (p->kind->commit(p, st, c, &r, &held)) {
+        out->held[out->n_held++] = (struct sl_admission_hold){p, st, held};
         continue;
       }
     }

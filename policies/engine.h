@@ -33,6 +33,13 @@ static inline bool sl_engine_is_shadow(const struct sl_config *cfg, enum sl_mode
   return cfg->mode == SL_MODE_SHADOW;
 }
 
+/* The refusal reason of |p|'s kind: its built-in one, or SL_REASON__COUNT
+ * + its place in kinds.def. */
+static inline enum sl_reject_reason sl_engine_reason(const struct sl_policy_cfg *p) {
+  if (p->kind->reason_id) return (enum sl_reject_reason)p->kind->reason_id;
+  return (enum sl_reject_reason)(SL_REASON__COUNT + p->kind_index);
+}
+
 /* Peeks |ps[i]| for i from run->next (states[i]: its state, or |states|
  * NULL: none has any). Returns
  *   SL_VERDICT_ADMIT    every one admits, skips, or refuses in shadow mode

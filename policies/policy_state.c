@@ -361,7 +361,8 @@ static struct sl_policy_set *set_alloc(const struct sl_config *cfg) {
     struct sl_route_state *rs = &set->routes[r];
     ok = (rs->rate_limits = zalloc(route->n_rate_limits, sizeof(*rs->rate_limits))) != NULL;
     bool stateful = false;
-    for (size_t i = 0; i < route->n_policies; i++) stateful |= route->policies[i].kind->state_new != NULL;
+    for (size_t i = 0; i < route->n_policies; i++)
+      stateful |= route->policies[i].kind->state_new || route->policies[i].kind->state_of;
     if (ok && stateful) {
       rs->kinds = zalloc(route->n_policies, sizeof(*rs->kinds));
       rs->kind_data = zalloc(route->n_policies, sizeof(*rs->kind_data));
@@ -381,6 +382,14 @@ struct sl_policy_set *sl_policy_set_new(const struct sl_config *next,
   /* for_each_slot() only reads |prev| through collect(). */
   if (prev && for_each_slot(prev->cfg, (struct sl_policy_set *)prev, collect, &a) < 0) goto fail;
   if (for_each_slot(next, set, give, &a) < 0) goto fail;
+  /* Kinds whose state is a slot of the set's own (given above). */
+  for (size_t r = 0; r < next->n_routes; r++) {
+    const struct sl_route_cfg *route = &next->routes[r];
+    for (size_t i = 0; set->routes[r].kind_data && i < route->n_policies; i++) {
+      const struct sl_policy_cfg *p = &route->policies[i];
+      if (p->kind->state_of) set->routes[r].kind_data[i] = p->kind->state_of(set, route, p);
+    }
+  }
   free(a.c);
   return set;
 fail:

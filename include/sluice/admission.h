@@ -92,7 +92,8 @@ struct sl_admission {
   bool firmware_unknown;
   /* Shaping for an admitted request. */
   uint64_t delay_ms;
-  /* Held while admitted; released by sl_admission_finish(). */
+  /* Held while admitted; released by sl_admission_finish(). |conc|: the
+   * route's concurrency slot, also in held[] (the concurrency kind's). */
   struct sl_concurrency *conc;
   struct sl_breaker *breaker;
   struct sl_breaker_verdict breaker_verdict;

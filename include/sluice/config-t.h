@@ -192,15 +192,19 @@ struct sl_route_cfg {
   struct sl_upstream_cfg *upstream;
   struct sl_rate_limit_cfg *rate_limits;
   size_t n_rate_limits;
-  struct {
-    uint32_t max;           /* 0: unlimited */
+  /* Parsed by the concurrency kind (policies/kinds/route_concurrency.c),
+   * whose policy's data points here; the set keeps the counter of every
+   * route, keyed by this identity (sl_policy_set_concurrency). */
+  struct sl_concurrency_cfg {
+    uint32_t max;           /* 0: unlimited (no concurrency key) */
     enum sl_mode mode;
     uint64_t identity;      /* route name (not max: in-flight counts carry over) */
   } concurrency;
   enum sl_priority priority;
   uint64_t idle_timeout_ms; /* tunnels; 0: the listener's */
-  /* Policies of the registered kinds (sluice/policy.h) the route has, in
-   * the order of policies/kinds/kinds.def; run after the blocklist. */
+  /* Policies of the registered kinds (sluice/policy.h) the route has:
+   * those of kinds run before the route's rate limits first, then those
+   * run after them, each group in the order of policies/kinds/kinds.def. */
   struct sl_policy_cfg *policies;
   size_t n_policies;
 };

@@ -9,8 +9,9 @@
  * policies/kinds/kinds.def. The loader finds a route's policies by the
  * kinds' YAML keys, so a new kind needs no edit of the schema, printer,
  * diff or engine. A route's policies of these kinds run after the
- * blocklist and before the route's rate limits (SPEC section 4), in the
- * order of kinds.def.
+ * blocklist, at their kind's |stage| of SPEC section 4's order (before
+ * the route's rate limits, or after them: concurrency), in the order of
+ * kinds.def within a stage.
  *
  * Configuration is pure data: a struct sl_policy_cfg (and the kind's data
  * it points to) lives in the snapshot's arena and holds no runtime state.
@@ -39,6 +40,8 @@ struct cfg_schema; /* the loader's toolkit (policies/config/config_schema.h) */
 struct cfg_node;
 struct sl_identity;
 struct sl_request_facts;
+struct sl_admission;
+struct sl_policy_set;
 
 enum sl_verdict {
   SL_VERDICT_ADMIT = 0,
@@ -59,6 +62,9 @@ struct sl_policy_ctx {
   int64_t now_unix;
   uint64_t rnd;
   bool explain; /* describe, change nothing: commit is not called */
+  /* The verdict being built: a commit may publish there what callers read
+   * directly (the concurrency kind: out->conc), its rollback clears it. */
+  struct sl_admission *out;
 };
 
 /* A policy's answer. |why| is written only when ctx->explain is set. */
@@ -67,13 +73,25 @@ struct sl_policy_result {
   uint16_t status;          /* refusals */
   const char *error;        /* JSON "error" of a refusal, e.g. "header_required" */
   uint64_t retry_after_ns;  /* 0: no Retry-After wait of its own */
+  bool retry;               /* a Retry-After even without a wait (the reject minimum) */
   void *pending;            /* SL_VERDICT_PENDING: what the data plane must resolve */
   char why[160];
+};
+
+/* Where a kind's policies run in SPEC section 4's order. */
+enum sl_kind_stage {
+  SL_STAGE_BEFORE_LIMITS = 0, /* after the blocklist, before the route's rate limits */
+  SL_STAGE_AFTER_LIMITS,      /* after the rate limits, before the breaker (concurrency) */
 };
 
 struct sl_kind {
   const char *key;        /* its YAML key in a route, e.g. "require_header" */
   const char *reason;     /* metric label of its refusals, e.g. "require_header" */
+  /* Its refusals' enum sl_reject_reason when it keeps a built-in one (an
+   * existing metric label, e.g. SL_REASON_CONCURRENCY); 0: numbered by
+   * its place in kinds.def (SL_REASON__COUNT + index). */
+  uint16_t reason_id;
+  enum sl_kind_stage stage;
 
   /* ---- configuration (the loader, the printer, the reload diff) ---- */
   /* Parses |v|, the value of |key| in a route, into |p| (kind data in the
@@ -81,6 +99,12 @@ struct sl_kind {
    * |p->mark| are set. Reports every problem at its FILE:LINE:COL and
    * returns false if the policy is unusable. */
   bool (*parse)(struct cfg_schema *s, const struct cfg_node *v, struct sl_policy_cfg *p);
+  /* Instead of |parse|, for a kind without a key in the route: gives
+   * |route| a policy of it when the configuration elsewhere says so (the
+   * breaker: the route's upstream has one enabled), setting |p|'s name,
+   * mark, mode, identity and data. Such a policy is printed and diffed
+   * where it is configured (|print| and |tunables| NULL). */
+  bool (*implied)(struct cfg_schema *s, struct sl_route_cfg *route, struct sl_policy_cfg *p);
   /* Prints |p| as YAML under its key at indentation |ind| (the key line
    * included), normalised, for `sluice check --print`. */
   void (*print)(FILE *out, int ind, const struct sl_policy_cfg *p);
@@ -94,6 +118,11 @@ struct sl_kind {
   void (*state_carry)(void *state, const struct sl_policy_cfg *from,
                       const struct sl_policy_cfg *to, uint64_t now_ns);
   void (*state_del)(void *state);
+  /* Instead of state_new..: the policy's state is one the set keeps in a
+   * slot of its own (the route's concurrency counter), shared or typed;
+   * returns what the engine is given for |p| of |route| (in set->cfg). */
+  void *(*state_of)(const struct sl_policy_set *set, const struct sl_route_cfg *route,
+                    const struct sl_policy_cfg *p);
 
   /* ---- decision ---- */
   /* Looks, changes nothing. */

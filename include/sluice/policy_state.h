@@ -69,7 +69,8 @@ struct sl_route_state {
   struct sl_policy_state *concurrency;
   /* [route->n_policies], or NULL when none of them has state: the states
    * of the route's policies of registered kinds, and what the engine is
-   * given (each one's sl_policy_state_kind_data). */
+   * given (each one's sl_policy_state_kind_data, or for a kind with
+   * state_of, e.g. concurrency, the object in the set's own slot). */
   struct sl_policy_state **kinds;
   void **kind_data;
 };

@@ -61,6 +61,7 @@ static uint64_t route_hash(const struct sl_route_cfg *r) {
   h = sl_hash_mix_u64(sl_hash_mix_u64(h, r->n_rate_limits), (uint64_t)r->priority);
   for (size_t i = 0; i < r->n_policies; i++) {
     const struct sl_policy_cfg *p = &r->policies[i];
+    if (!p->kind->tunables) continue; /* diffed where configured (the breaker: its upstream) */
     h = sl_hash_mix_u64(sl_hash_mix_str(h, p->kind->key), (uint64_t)p->mode);
     h = sl_hash_mix_u64(sl_hash_mix_u64(h, p->identity), p->kind->tunables(p));
   }
@@ -211,9 +212,10 @@ static void diff_policies(const struct sl_config *a, const struct sl_policy_set 
                       r->rate_limits[j].name, prev, n, carried, retuned, fresh);
     snprintf(label, sizeof(label), "%s/concurrency", r->name);
     policy_classify(rs->concurrency, r->concurrency.max, label, prev, n, carried, retuned, fresh);
-    for (size_t j = 0; rs->kinds && j < r->n_policies; j++)
-      policy_classify(rs->kinds[j], r->policies[j].kind->tunables(&r->policies[j]),
-                      r->policies[j].name, prev, n, carried, retuned, fresh);
+    for (size_t j = 0; rs->kinds && j < r->n_policies; j++) /* kinds' own states */
+      if (rs->kinds[j])
+        policy_classify(rs->kinds[j], r->policies[j].kind->tunables(&r->policies[j]),
+                        r->policies[j].name, prev, n, carried, retuned, fresh);
   }
   for (size_t i = 0; i < b->n_upstreams; i++) {
     snprintf(label, sizeof(label), "%s/breaker", b->upstreams[i].name);

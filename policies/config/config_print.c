@@ -258,13 +258,12 @@ static void print_routes(FILE *out, const struct sl_config *cfg) {
       fputs("rate_limits:\n", out);
       for (size_t j = 0; j < r->n_rate_limits; j++) print_rate_limit(out, &r->rate_limits[j]);
     }
-    if (r->concurrency.max) {
-      cfg_print_indent(out, 4);
-      fputs("concurrency:\n", out);
-      cfg_print_kv_u64(out, 6, "max", r->concurrency.max);
-      cfg_print_kv_mode(out, 6, r->concurrency.mode);
-    }
-    for (size_t j = 0; j < r->n_policies; j++) r->policies[j].kind->print(out, 4, &r->policies[j]);
+    /* In kinds.def order (not the order they run in); a kind without a
+     * printer is printed where it is configured (the breaker). */
+    for (size_t k = 0; k < sl_n_policy_kinds; k++)
+      for (size_t j = 0; j < r->n_policies; j++)
+        if (r->policies[j].kind_index == k && r->policies[j].kind->print)
+          r->policies[j].kind->print(out, 4, &r->policies[j]);
     cfg_print_kv_raw(out, 4, "priority", PRIO_NAMES[r->priority]);
     kv_ms(out, 4, "idle_timeout", r->idle_timeout_ms);
   }

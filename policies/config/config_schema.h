@@ -28,6 +28,7 @@ struct cfg_schema {
   struct sl_config *cfg;
   struct sl_arena *a;
   struct sl_config_errors *errs;
+  struct sl_route_cfg *route; /* the route whose kinds' keys are being parsed */
 };
 
 typedef const struct cfg_node node_t;

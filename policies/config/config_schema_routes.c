@@ -221,32 +221,48 @@ static void resolve_upstream(struct cfg_schema *s, node_t *v, struct sl_route_cf
 }
 
 /* The policies of registered kinds (sluice/policy.h) |m| has, each
- * under its kind's key, in the order of kinds.def. */
+ * under its kind's key: by stage (the order admission runs them), in the
+ * order of kinds.def within a stage. */
 static void parse_kinds(struct cfg_schema *s, node_t *m, struct sl_route_cfg *r) {
-  for (size_t k = 0; k < sl_n_policy_kinds; k++) {
+  s->route = r;
+  for (size_t i = 0; i < 2 * sl_n_policy_kinds; i++) {
+    size_t k = i % sl_n_policy_kinds;
     const struct sl_kind *kind = sl_policy_kinds[k];
-    node_t *v = cs_val(m, kind->key);
-    if (!v) continue;
+    if (kind->stage != (i < sl_n_policy_kinds ? SL_STAGE_BEFORE_LIMITS : SL_STAGE_AFTER_LIMITS))
+      continue;
+    node_t *v = kind->parse ? cs_val(m, kind->key) : NULL;
+    if (!v && !kind->implied) continue;
     if (!r->policies) r->policies = sl_arena_xalloc(s->a, sl_n_policy_kinds * sizeof(*r->policies));
     struct sl_policy_cfg *p = &r->policies[r->n_policies];
     memset(p, 0, sizeof(*p));
     p->kind = kind;
     p->kind_index = (uint16_t)k;
+    if (!v) { /* configured elsewhere (the breaker: with the upstream) */
+      if (kind->implied(s, r, p)) r->n_policies++;
+      continue;
+    }
     p->mark = v->mark;
     char buf[160];
     snprintf(buf, sizeof(buf), "%s/%s", r->name ? r->name : "?", kind->key);
     p->name = cs_sdup(s, buf);
     if (kind->parse(s, v, p)) r->n_policies++;
   }
+  s->route = NULL;
 }
 
 static void parse_route(struct cfg_schema *s, node_t *m, struct sl_route_cfg *r) {
-  /* The route's own keys, then the kinds' keys. */
+  /* The route's own keys (some of them kinds', kept in their place for
+   * the "valid keys" list), then the other kinds' keys. */
   const char *route_keys[sizeof(ROUTE_KEYS) / sizeof(ROUTE_KEYS[0]) + SL_ENGINE_MAX_KINDS];
-  size_t nk = 0;
+  size_t nk = 0, n_own;
   for (; ROUTE_KEYS[nk]; nk++) route_keys[nk] = ROUTE_KEYS[nk];
-  for (size_t k = 0; k < sl_n_policy_kinds && k < SL_ENGINE_MAX_KINDS; k++)
-    route_keys[nk++] = sl_policy_kinds[k]->key;
+  n_own = nk;
+  for (size_t k = 0; k < sl_n_policy_kinds && k < SL_ENGINE_MAX_KINDS; k++) {
+    if (!sl_policy_kinds[k]->parse) continue; /* no key in a route */
+    size_t j = 0;
+    while (j < n_own && strcmp(route_keys[j], sl_policy_kinds[k]->key)) j++;
+    if (j == n_own) route_keys[nk++] = sl_policy_kinds[k]->key;
+  }
   route_keys[nk] = NULL;
   cs_check_keys(s, m, "route", route_keys);
   r->mark = m->mark;
@@ -282,16 +298,9 @@ static void parse_route(struct cfg_schema *s, node_t *m, struct sl_route_cfg *r)
       }
     }
   }
-  node_t *cc = cs_get_node(s, m, "concurrency", CFG_MAP);
-  if (cc) {
-    static const char *const keys[] = {"max", "mode", NULL};
-    cs_check_keys(s, cc, "concurrency", keys);
-    if (cs_get_u32(s, cc, "max", 1, 10000000, &r->concurrency.max) == 0)
-      cs_err(s, cc, "concurrency: missing 'max'");
-    cs_get_mode(s, cc, &r->concurrency.mode);
-  }
-  /* The route name only: a new `max` applies to the same counter, which
-   * still holds the requests in flight. */
+  /* Every route has a counter (`concurrency` is parsed by its kind). The
+   * route name only: a new `max` applies to the same counter, which still
+   * holds the requests in flight. */
   r->concurrency.identity = sl_hash_mix_str(sl_hash_mix_str(SL_HASH_SEED, "concurrency"), r->name);
   static const char *const prios[] = {"normal", "low", "high", NULL};
   int p;
