@@ -89,6 +89,15 @@ static inline void *sl_arena_xalloc(struct sl_arena *a, size_t n) {
   return p;
 }
 
+/* |n| zeroed objects of |size| bytes (config load: aborts on out-of-memory
+ * or overflow). */
+static inline void *sl_arena_xcalloc(struct sl_arena *a, size_t n, size_t size) {
+  if (size && n > SIZE_MAX / size) abort();
+  void *p = sl_arena_xalloc(a, n * size);
+  memset(p, 0, n * size);
+  return p;
+}
+
 static inline char *sl_arena_strndup(struct sl_arena *a, const char *s, size_t n) {
   char *p = sl_arena_alloc(a, n + 1);
   if (!p) return NULL;

@@ -300,6 +300,12 @@ int cs_get_mode(struct cfg_schema *s, node_t *map, enum sl_mode *out) {
   return rc;
 }
 
+/* A value whose parser refused it: the parser's message at its place. */
+static int cs_refused(struct cfg_schema *s, node_t *v, const char *key, const char *e) {
+  cs_err(s, v, "%s: %s", key, e);
+  return -1;
+}
+
 /* |min_ms| 0 accepts "0s"; durations always need a unit. */
 int cs_get_ms(struct cfg_schema *s, node_t *map, const char *key, uint64_t min_ms, uint64_t *out) {
   node_t *v;
@@ -307,10 +313,7 @@ int cs_get_ms(struct cfg_schema *s, node_t *map, const char *key, uint64_t min_m
   if (rc <= 0) return rc;
   char e[160];
   uint64_t ms;
-  if (sl_parse_duration_ms(v->str, &ms, e, sizeof(e))) {
-    cs_err(s, v, "%s: %s", key, e);
-    return -1;
-  }
+  if (sl_parse_duration_ms(v->str, &ms, e, sizeof(e))) return cs_refused(s, v, key, e);
   if (ms < min_ms) {
     cs_err(s, v, "%s: must be at least %llums", key, (unsigned long long)min_ms);
     return -1;
@@ -328,12 +331,7 @@ int cs_get_rate(struct cfg_schema *s, node_t *map, const char *key, struct sl_ra
   int rc = cs_get_text(s, map, key, &v);
   if (rc <= 0) return rc;
   char e[160];
-  const char *text = cs_sdup(s, v->str);
-  if (sl_parse_rate(text, out, e, sizeof(e))) {
-    cs_err(s, v, "%s: %s", key, e);
-    return -1;
-  }
-  return 1;
+  return sl_parse_rate(cs_sdup(s, v->str), out, e, sizeof(e)) ? cs_refused(s, v, key, e) : 1;
 }
 
 int cs_get_sockaddr(struct cfg_schema *s, node_t *map, const char *key, struct sl_sockaddr *out) {
@@ -341,11 +339,7 @@ int cs_get_sockaddr(struct cfg_schema *s, node_t *map, const char *key, struct s
   int rc = cs_get_text(s, map, key, &v);
   if (rc <= 0) return rc;
   char e[200];
-  if (sl_parse_sockaddr(cs_sdup(s, v->str), out, e, sizeof(e))) {
-    cs_err(s, v, "%s: %s", key, e);
-    return -1;
-  }
-  return 1;
+  return sl_parse_sockaddr(cs_sdup(s, v->str), out, e, sizeof(e)) ? cs_refused(s, v, key, e) : 1;
 }
 
 bool cs_name_ok(const char *n, bool slash) {

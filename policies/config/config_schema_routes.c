@@ -313,8 +313,7 @@ void cs_parse_routes(struct cfg_schema *s, node_t *root) {
   struct sl_config *cfg = s->cfg;
   node_t *seq = cs_required_list(s, root, "routes", "no routes defined: add at least one under 'routes'");
   if (!seq) return;
-  cfg->routes = sl_arena_xalloc(s->a, seq->n * sizeof(*cfg->routes));
-  memset(cfg->routes, 0, seq->n * sizeof(*cfg->routes));
+  cfg->routes = sl_arena_xcalloc(s->a, seq->n, sizeof(*cfg->routes));
   for (size_t i = 0; i < seq->n; i++) {
     if (!cs_want(s, seq->kids[i], CFG_MAP, "routes item")) continue;
     struct sl_route_cfg *r = &cfg->routes[cfg->n_routes];
@@ -361,8 +360,7 @@ void cs_parse_shaping(struct cfg_schema *s, node_t *root) {
   struct sl_config *cfg = s->cfg;
   node_t *seq = cs_get_node(s, root, "shaping", CFG_SEQ);
   if (!seq || !seq->n) return;
-  cfg->shaping = sl_arena_xalloc(s->a, seq->n * sizeof(*cfg->shaping));
-  memset(cfg->shaping, 0, seq->n * sizeof(*cfg->shaping));
+  cfg->shaping = sl_arena_xcalloc(s->a, seq->n, sizeof(*cfg->shaping));
   for (size_t i = 0; i < seq->n; i++) {
     if (!cs_want(s, seq->kids[i], CFG_MAP, "shaping item")) continue;
     parse_shaping_rule(s, seq->kids[i], &cfg->shaping[cfg->n_shaping++]);

@@ -79,8 +79,7 @@ void cs_parse_listeners(struct cfg_schema *s, node_t *root) {
   node_t *seq = cs_required_list(s, root, "listeners",
                               "no listeners defined: add at least one under 'listeners'");
   if (!seq) return;
-  cfg->listeners = sl_arena_xalloc(s->a, seq->n * sizeof(*cfg->listeners));
-  memset(cfg->listeners, 0, seq->n * sizeof(*cfg->listeners));
+  cfg->listeners = sl_arena_xcalloc(s->a, seq->n, sizeof(*cfg->listeners));
   for (size_t i = 0; i < seq->n; i++) {
     if (!cs_want(s, seq->kids[i], CFG_MAP, "listeners item")) continue;
     parse_listener(s, seq->kids[i], &cfg->listeners[cfg->n_listeners++]);
@@ -183,8 +182,7 @@ void cs_parse_upstreams(struct cfg_schema *s, node_t *root) {
   struct sl_config *cfg = s->cfg;
   node_t *map = cs_get_node(s, root, "upstreams", CFG_MAP);
   if (!map) return;
-  cfg->upstreams = sl_arena_xalloc(s->a, (map->n ? map->n : 1) * sizeof(*cfg->upstreams));
-  memset(cfg->upstreams, 0, (map->n ? map->n : 1) * sizeof(*cfg->upstreams));
+  cfg->upstreams = sl_arena_xcalloc(s->a, (map->n ? map->n : 1), sizeof(*cfg->upstreams));
   for (size_t i = 0; i < map->n; i++) {
     node_t *k = map->kids[2 * i], *v = map->kids[2 * i + 1];
     if (v->kind == CFG_NULL) {
@@ -334,8 +332,7 @@ void cs_parse_blocklist(struct cfg_schema *s, node_t *root) {
   cs_check_keys(s, m, "blocklist", keys);
   node_t *fw = cs_get_node(s, m, "firmware", CFG_SEQ);
   if (fw && fw->n) {
-    bl->firmware = sl_arena_xalloc(s->a, fw->n * sizeof(*bl->firmware));
-    memset(bl->firmware, 0, fw->n * sizeof(*bl->firmware));
+    bl->firmware = sl_arena_xcalloc(s->a, fw->n, sizeof(*bl->firmware));
     for (size_t i = 0; i < fw->n; i++) {
       if (!cs_want(s, fw->kids[i], CFG_MAP, "firmware item")) continue;
       /* counted before parsing, so that sl_config_free() releases the
