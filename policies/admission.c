@@ -7,6 +7,7 @@
 
 #include "sluice/admission.h"
 #include "sluice/blocklist.h"
+#include "sluice/config.h"
 #include "sluice/json.h"
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
@@ -170,7 +171,11 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       return;
     }
     out->firmware_unknown = bv.unknown;
-    if (!bv.deny && !bv.shadow_deny)
+    if (!bv.deny && !bv.shadow_deny && tf && bv.lapsed) { /* explain: say it lapsed */
+      char lapsed[512];
+      sl_config_describe_expiry(bv.lapsed, in->now_unix, lapsed, sizeof(lapsed));
+      sl_engine_trace(tf, &first, bl_name, "blocklist", "allow", lapsed);
+    } else if (!bv.deny && !bv.shadow_deny)
       sl_engine_trace(tf, &first, bl_name, "blocklist", "allow",
             bv.unknown ? "firmware absent or unparseable: allowed (unknown: allow)"
                        : "no entry matches");

@@ -280,6 +280,12 @@ fail:
 
 size_t sl_blocklist_size(const struct sl_blocklist *bl) { return bl->n_entries; }
 
+size_t sl_blocklist_cfg_expired(const struct sl_blocklist_cfg *cfg, int64_t now_unix) {
+  size_t n = 0;
+  for (size_t i = 0; i < cfg->n_firmware; i++) n += sl_block_entry_expired(&cfg->firmware[i], now_unix);
+  return n;
+}
+
 /* ---- lookup -------------------------------------------------------- */
 
 static const struct group *class_find(const struct sl_blocklist *bl, const char *cls, size_t len) {
@@ -313,16 +319,16 @@ static const uint32_t *group_match(const struct group *g, const struct sl_versio
 }
 
 struct pick {
-  uint32_t enforce, shadow; /* UINT32_MAX: none */
+  uint32_t enforce, shadow, lapsed; /* UINT32_MAX: none */
 };
 
 static void pick_from(const struct sl_blocklist *bl, const uint32_t *ents, size_t n, int64_t now,
                       struct pick *p) {
   for (size_t i = 0; i < n; i++) {
     uint32_t e = ents[i];
-    int64_t exp = bl->entries[e].expires_unix;
-    if (exp != 0 && exp <= now) continue;
-    uint32_t *slot = bl->shadow[e] ? &p->shadow : &p->enforce;
+    uint32_t *slot = sl_block_entry_expired(&bl->entries[e], now) ? &p->lapsed
+                     : bl->shadow[e]                              ? &p->shadow
+                                                                  : &p->enforce;
     if (e < *slot) *slot = e;
   }
 }
@@ -331,7 +337,7 @@ void sl_blocklist_check(const struct sl_blocklist *bl, const char *cls, size_t c
                         const struct sl_version *fw, int64_t now_unix,
                         struct sl_block_verdict *out) {
   memset(out, 0, sizeof(*out));
-  struct pick p = {UINT32_MAX, UINT32_MAX};
+  struct pick p = {UINT32_MAX, UINT32_MAX, UINT32_MAX};
   const struct group *g = cls ? class_find(bl, cls, cls_len) : NULL;
   if (fw) {
     size_t n;
@@ -355,6 +361,7 @@ void sl_blocklist_check(const struct sl_blocklist *bl, const char *cls, size_t c
     out->shadow = &bl->entries[p.shadow];
     out->shadow_deny = true;
   }
+  if (p.lapsed != UINT32_MAX) out->lapsed = &bl->entries[p.lapsed];
   if (!fw && !out->deny && bl->unknown == SL_UNKNOWN_DENY) {
     if (bl->global_mode == SL_MODE_SHADOW) {
       out->shadow_deny = true;

@@ -2,7 +2,7 @@
  * sluice — the command line.
  *
  *   sluice [run] -c FILE [--workers N] [--log-level LEVEL]
- *   sluice check -c FILE [--print]
+ *   sluice check -c FILE [--print] [--strict]
  *   sluice explain -c FILE [--ip A] [--header 'K: V']... [--method M] PATH
  *   sluice version
  *
@@ -27,7 +27,7 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: sluice [run] -c FILE [--workers N] [--log-level debug|info|warn|error]\n"
-          "       sluice check -c FILE [--print]\n"
+          "       sluice check -c FILE [--print] [--strict]\n"
           "       sluice explain -c FILE [--ip A] [--method M] [--header 'K: V']... PATH\n"
           "       sluice version\n");
 }
@@ -52,13 +52,14 @@ int main(int argc, char **argv) {
   static const struct option opts[] = {
       {"config", required_argument, NULL, 'c'}, {"workers", required_argument, NULL, 'w'},
       {"log-level", required_argument, NULL, 'l'}, {"print", no_argument, NULL, 'p'},
+      {"strict", no_argument, NULL, 's'},
       {"ip", required_argument, NULL, 'i'},     {"header", required_argument, NULL, 'H'},
       {"method", required_argument, NULL, 'm'}, {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   const char *config = NULL, *ip = NULL, *method = "GET";
   const char *hdrs[64];
   int n_hdrs = 0, workers = 0;
-  bool print = false;
+  bool print = false, strict = false;
   optind = argi;
   int ch;
   while ((ch = getopt_long(argc, argv, "c:w:l:H:h", opts, NULL)) != -1) {
@@ -85,6 +86,9 @@ int main(int argc, char **argv) {
     case 'p':
       print = true;
       break;
+    case 's':
+      strict = true;
+      break;
     case 'i':
       ip = optarg;
       break;
@@ -107,7 +111,7 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 1;
   }
-  if (strcmp(cmd, "check") == 0) return sl_cmd_check(config, print);
+  if (strcmp(cmd, "check") == 0) return sl_cmd_check_with(config, &(struct sl_check_opts){.print = print, .strict = strict});
   if (strcmp(cmd, "explain") == 0) {
     if (optind != argc - 1) {
       fprintf(stderr, "sluice explain: give exactly one request PATH\n");

@@ -23,6 +23,9 @@ struct sl_block_verdict {
   const struct sl_block_entry *entry;
   /* The first live shadow-mode entry that matched (log and count only). */
   const struct sl_block_entry *shadow;
+  /* The first entry that would have matched but has expired (explain says
+   * so instead of a silent allow); NULL when none. */
+  const struct sl_block_entry *lapsed;
 };
 
 #endif

@@ -5,6 +5,7 @@
 #ifndef SLUICE_BLOCKLIST_H
 #define SLUICE_BLOCKLIST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "sluice/blocklist-t.h"
@@ -27,6 +28,15 @@ void sl_blocklist_del(struct sl_blocklist *bl);
 void sl_blocklist_check(const struct sl_blocklist *bl, const char *cls, size_t cls_len,
                         const struct sl_version *fw, int64_t now_unix,
                         struct sl_block_verdict *out);
+
+/* Whether |e| has lapsed at |now_unix|: it has an `expires` time and that
+ * time has come (the entry no longer applies). */
+static inline bool sl_block_entry_expired(const struct sl_block_entry *e, int64_t now_unix) {
+  return e->expires_unix != 0 && e->expires_unix <= now_unix;
+}
+
+/* Number of entries of |cfg| that have lapsed at |now_unix|. */
+size_t sl_blocklist_cfg_expired(const struct sl_blocklist_cfg *cfg, int64_t now_unix);
 
 /* Number of entries compiled, for /explain. */
 size_t sl_blocklist_size(const struct sl_blocklist *bl);

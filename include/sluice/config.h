@@ -28,6 +28,14 @@ int sl_config_print(const struct sl_config *cfg, FILE *out);
 void sl_config_errors_print(const struct sl_config_errors *errs, FILE *out);
 void sl_config_errors_free(struct sl_config_errors *errs);
 
+/* Describes blocklist entry |e| as of |now_unix| for `sluice check`, the
+ * start-up and reload logs and explain: "blocklist entry 'NAME' expired at
+ * T (2 days ago): it no longer blocks anything" when it has lapsed (an
+ * entry without a name is named by its versions and class), "... expires
+ * at T (in 3 hours)" otherwise, "" when it has no `expires`. */
+void sl_config_describe_expiry(const struct sl_block_entry *e, int64_t now_unix, char *buf,
+                               size_t len);
+
 /* Helpers shared with the CLI and the admin listener. Each returns 0 on
  * success, -1 with a message in |err| otherwise. */
 int sl_parse_duration_ms(const char *s, uint64_t *out_ms, char *err, size_t errlen);

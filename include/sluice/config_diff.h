@@ -53,6 +53,7 @@ struct sl_reload_facts {
   uint64_t generation;      /* of |next| */
   double duration_ms;
   size_t blocklist_before, blocklist_after;
+  size_t blocklist_expired; /* of |blocklist_after|, lapsed at reload time */
   const struct sl_namelist *listeners_added, *listeners_removed, *listeners_changed,
       *listeners_tls;       /* TLS certificates reloaded */
 };

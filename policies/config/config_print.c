@@ -355,3 +355,41 @@ int sl_config_print(const struct sl_config *cfg, FILE *out) {
   cfg_print_kv_u64(out, 0, "rejection_log_per_sec", cfg->rejection_log_per_sec);
   return ferror(out) ? -1 : 0;
 }
+
+/* ---- expiry ------------------------------------------------------- */
+
+/* "2 days", "1 hour", "40 seconds": the largest unit that fits. */
+static void format_span(int64_t s, char *buf, size_t len) {
+  static const struct {
+    int64_t secs;
+    const char *unit;
+  } units[] = {{86400, "day"}, {3600, "hour"}, {60, "minute"}, {1, "second"}};
+  size_t u = 0;
+  while (u + 1 < sizeof(units) / sizeof(units[0]) && s < units[u].secs) u++;
+  long long n = (long long)(s / units[u].secs);
+  snprintf(buf, len, "%lld %s%s", n, units[u].unit, n == 1 ? "" : "s");
+}
+
+void sl_config_describe_expiry(const struct sl_block_entry *e, int64_t now_unix, char *buf,
+                               size_t len) {
+  if (!len) return;
+  buf[0] = '\0';
+  if (!e->expires_unix) return;
+  char who[192], ts[32], span[48];
+  if (e->name)
+    snprintf(who, sizeof(who), "'%s'", e->name);
+  else if (e->device_class)
+    snprintf(who, sizeof(who), "for versions '%s' of class '%s'", e->versions_text,
+             e->device_class);
+  else
+    snprintf(who, sizeof(who), "for versions '%s'", e->versions_text);
+  cfg_format_timestamp(e->expires_unix, ts, sizeof(ts));
+  if (e->expires_unix <= now_unix) {
+    format_span(now_unix - e->expires_unix, span, sizeof(span));
+    snprintf(buf, len, "blocklist entry %s expired at %s (%s ago): it no longer blocks anything",
+             who, ts, span);
+  } else {
+    format_span(e->expires_unix - now_unix, span, sizeof(span));
+    snprintf(buf, len, "blocklist entry %s expires at %s (in %s)", who, ts, span);
+  }
+}

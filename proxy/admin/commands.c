@@ -38,7 +38,49 @@ struct sl_config *sl_config_load_or_report(const char *path, bool as_log) {
   return cfg;
 }
 
+/* Each blocklist entry of |cfg| that has lapsed at |now_unix|, as
+ * "FILE:LINE:COL: warning: ..." (or "error:" when |strict|) on stderr.
+ * Returns how many. */
+static size_t check_expired(const struct sl_config *cfg, const char *path, int64_t now_unix,
+                            bool strict) {
+  size_t n = 0;
+  for (size_t i = 0; i < cfg->blocklist.n_firmware; i++) {
+    const struct sl_block_entry *e = &cfg->blocklist.firmware[i];
+    if (!sl_block_entry_expired(e, now_unix)) continue;
+    char what[512];
+    sl_config_describe_expiry(e, now_unix, what, sizeof(what));
+    fprintf(stderr, "%s:%u:%u: %s: %s\n", e->mark.file ? e->mark.file : path, e->mark.line,
+            e->mark.col, strict ? "error" : "warning", what);
+    n++;
+  }
+  return n;
+}
+
+void sl_config_log_expired(const struct sl_config *cfg, int64_t now_unix) {
+  enum { SHOWN = 10 };
+  size_t n = 0;
+  for (size_t i = 0; i < cfg->blocklist.n_firmware; i++) {
+    const struct sl_block_entry *e = &cfg->blocklist.firmware[i];
+    if (!sl_block_entry_expired(e, now_unix) || n++ >= SHOWN) continue;
+    char what[512], where[512];
+    sl_config_describe_expiry(e, now_unix, what, sizeof(what));
+    snprintf(where, sizeof(where), "%s:%u:%u", e->mark.file ? e->mark.file : "", e->mark.line,
+             e->mark.col);
+    sl_log(SL_LOG_WARN, "blocklist entry expired", "where", where, "detail", what, NULL);
+  }
+  if (n > SHOWN) {
+    char more[32];
+    snprintf(more, sizeof(more), "%zu", n - SHOWN);
+    sl_log(SL_LOG_WARN, "more blocklist entries expired", "count", more, NULL);
+  }
+}
+
 int sl_cmd_check(const char *path, bool print) {
+  return sl_cmd_check_with(path, &(struct sl_check_opts){.print = print});
+}
+
+int sl_cmd_check_with(const char *path, const struct sl_check_opts *o) {
+  bool print = o->print;
   struct sl_config *cfg = sl_config_load_or_report(path, false);
   if (!cfg) return 1;
   /* Validate exactly what `run` would load: certificates and keys are
@@ -58,6 +100,9 @@ int sl_cmd_check(const char *path, bool print) {
     }
     SSL_CTX_free(ctx);
   }
+  /* An expired entry blocks nothing: say so, so that nobody believes a
+   * block is in force when it lapsed (issue 12). */
+  if (check_expired(cfg, path, (int64_t)time(NULL), o->strict) && o->strict) bad = 1;
   if (bad) {
     sl_config_free(cfg);
     return 1;

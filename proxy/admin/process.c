@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <ev.h>
 
@@ -225,6 +226,7 @@ int sl_run(const struct sl_run_opts *opts) {
     sl_log(SL_LOG_INFO, "listening", "listener", M.listeners.items[i]->name, "address",
            M.listeners.items[i]->address, "tls", M.listeners.items[i]->tls ? "on" : "off", NULL);
   sl_log(SL_LOG_INFO, "started", "version", SLUICE_VERSION, "workers", nw, "config", path, NULL);
+  sl_config_log_expired(cfg, (int64_t)time(NULL));
 
   ev_run(M.loop, 0);
   /* Workers are gone after the joins below; what they retired late is

@@ -184,6 +184,7 @@ static int reload_config(const char *trigger, unsigned triggers) {
                                                   .duration_ms = ms,
                                                   .blocklist_before = sl_blocklist_size(cur->blocklist),
                                                   .blocklist_after = sl_blocklist_size(g->blocklist),
+                                                  .blocklist_expired = sl_blocklist_cfg_expired(&g->cfg->blocklist, (int64_t)time(NULL)),
                                                   .listeners_added = &ch.added,
                                                   .listeners_removed = &ch.removed,
                                                   .listeners_changed = &ch.changed,
