@@ -305,10 +305,14 @@ void sl_config_diff_report(const struct sl_config_diff *d, const struct sl_reloa
   snprintf(bl, sizeof(bl), "%zu->%zu", rf->blocklist_before, rf->blocklist_after);
   frag_str(&f, "blocklist_entries", bl);
   /* Active and lapsed apart: an entry past its `expires` still counts in
-   * blocklist_entries but blocks nothing. */
-  size_t expired = rf->blocklist_expired < rf->blocklist_after ? rf->blocklist_expired : rf->blocklist_after;
-  frag_num(&f, "blocklist_active", rf->blocklist_after - expired);
-  frag_num(&f, "blocklist_expired", expired);
+   * blocklist_entries but blocks nothing. Like the name lists, left out
+   * when there is nothing to count (no blocklist entries). */
+  if (rf->blocklist_after) {
+    size_t expired = rf->blocklist_expired < rf->blocklist_after ? rf->blocklist_expired
+                                                                 : rf->blocklist_after;
+    frag_num(&f, "blocklist_active", rf->blocklist_after - expired);
+    frag_num(&f, "blocklist_expired", expired);
+  }
   frag_num(&f, "policies_carried", d->carried.n);
   frag_num(&f, "policies_fresh", d->fresh.n);
   frag_names(&f, "policies_fresh_names", &d->fresh);

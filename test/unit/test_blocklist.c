@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "sluice/blocklist.h"
+#include "sluice/config.h"
 #include "sluice/version.h"
 
 struct fixture {
@@ -287,12 +288,101 @@ static void test_random_against_bruteforce(void **st) {
   free(texts);
 }
 
+/* Expired entries (issue 12): the verdict names the first lapsed entry
+ * that would have matched, so explain can say so instead of a silent
+ * allow; the count and the wording use the same "now". */
+static void test_lapsed_entries(void **st) {
+  (void)st;
+  struct fixture f = {0};
+  add(&f, "hub", "3.8.x", 403, NOW - 2 * 86400, SL_MODE_INHERIT); /* 0: lapsed 2 days ago */
+  add(&f, "hub", ">=3.8.2", 403, NOW, SL_MODE_INHERIT);         /* 1: lapses exactly now */
+  add(&f, NULL, "x", 403, NOW - 1, SL_MODE_SHADOW);              /* 2: every version, lapsed */
+  add(&f, "hub", "=3.8.4", 410, NOW + 3 * 3600, SL_MODE_INHERIT); /* 3: live 3 more hours */
+  f.e[0].name = "bad-3.8";
+  struct sl_blocklist *bl = compile(&f, SL_UNKNOWN_ALLOW, SL_MODE_ENFORCE);
+  struct sl_block_verdict v;
+
+  check(bl, "hub", "3.8.1", NOW, &v); /* only lapsed entries match: 0 is the first */
+  assert_false(v.deny);
+  assert_false(v.shadow_deny);
+  assert_ptr_equal(v.lapsed, &f.e[0]);
+  check(bl, "hub", "3.9.0", NOW, &v); /* 1 (lapsed at NOW) and 2 */
+  assert_false(v.deny);
+  assert_ptr_equal(v.lapsed, &f.e[1]);
+  check(bl, "hub", "3.9.0", NOW - 1, &v); /* a second earlier 1 was live */
+  assert_true(v.deny);
+  assert_ptr_equal(v.entry, &f.e[1]);
+  assert_ptr_equal(v.lapsed, &f.e[0] + 2); /* 2 lapsed at NOW - 1 */
+  check(bl, "hub", "3.8.4", NOW, &v); /* 3 denies; lapsed ones are still reported */
+  assert_true(v.deny);
+  assert_ptr_equal(v.entry, &f.e[3]);
+  assert_ptr_equal(v.lapsed, &f.e[0]);
+  check(bl, "other", NULL, NOW, &v); /* unknown firmware: the "x" entry covers it */
+  assert_true(v.unknown);
+  assert_ptr_equal(v.lapsed, &f.e[2]);
+  check(bl, "hub", "4.0", NOW - 10, &v); /* nothing lapsed yet but 0, which does not cover 4.0 */
+  assert_null(v.lapsed);
+  check(bl, "other", "1.0", NOW - 2 * 86400 - 1, &v); /* nothing lapsed at all */
+  assert_null(v.lapsed);
+  assert_true(v.shadow_deny);
+
+  assert_int_equal(sl_blocklist_cfg_expired(&f.cfg, NOW), 3);
+  assert_int_equal(sl_blocklist_cfg_expired(&f.cfg, NOW - 1), 2);
+  assert_int_equal(sl_blocklist_cfg_expired(&f.cfg, NOW - 2 * 86400 - 1), 0);
+  assert_int_equal(sl_blocklist_cfg_expired(&f.cfg, NOW + 3 * 3600), 4);
+  f.e[3].expires_unix = 0; /* never */
+  assert_int_equal(sl_blocklist_cfg_expired(&f.cfg, INT64_MAX), 3);
+  sl_blocklist_del(bl);
+  fixture_free(&f);
+}
+
+/* The wording of check, the logs and explain, at a fixed "now". */
+static void test_describe_expiry(void **st) {
+  (void)st;
+  /* 2026-11-30T10:00:00Z */
+  const int64_t T = 1796032800;
+  struct sl_block_entry e = {.name = "bad-3.8", .versions_text = ">=3.8.0-b3 <3.8.1",
+                             .expires_unix = T};
+  char buf[256];
+  sl_config_describe_expiry(&e, T + 2 * 86400 + 3600, buf, sizeof(buf));
+  assert_string_equal(buf, "blocklist entry 'bad-3.8' expired at 2026-11-30T10:00:00Z "
+                           "(2 days ago): it no longer blocks anything");
+  sl_config_describe_expiry(&e, T, buf, sizeof(buf)); /* lapsed the very second */
+  assert_string_equal(buf, "blocklist entry 'bad-3.8' expired at 2026-11-30T10:00:00Z "
+                           "(0 seconds ago): it no longer blocks anything");
+  sl_config_describe_expiry(&e, T + 61, buf, sizeof(buf));
+  assert_non_null(strstr(buf, "(1 minute ago)"));
+  sl_config_describe_expiry(&e, T + 86399, buf, sizeof(buf));
+  assert_non_null(strstr(buf, "(23 hours ago)"));
+  sl_config_describe_expiry(&e, T - 3 * 3600, buf, sizeof(buf));
+  assert_string_equal(buf, "blocklist entry 'bad-3.8' expires at 2026-11-30T10:00:00Z (in 3 hours)");
+  e.name = NULL;
+  e.device_class = "airtame-hub";
+  sl_config_describe_expiry(&e, T + 1, buf, sizeof(buf));
+  assert_string_equal(buf, "blocklist entry for versions '>=3.8.0-b3 <3.8.1' of class "
+                           "'airtame-hub' expired at 2026-11-30T10:00:00Z (1 second ago): "
+                           "it no longer blocks anything");
+  e.device_class = NULL;
+  sl_config_describe_expiry(&e, T + 1, buf, sizeof(buf));
+  assert_string_equal(buf, "blocklist entry for versions '>=3.8.0-b3 <3.8.1' expired at "
+                           "2026-11-30T10:00:00Z (1 second ago): it no longer blocks anything");
+  e.expires_unix = 0; /* never expires: nothing to say */
+  sl_config_describe_expiry(&e, T, buf, sizeof(buf));
+  assert_string_equal(buf, "");
+  char tiny[16]; /* truncated, still terminated */
+  e.expires_unix = T;
+  sl_config_describe_expiry(&e, T, tiny, sizeof(tiny));
+  assert_int_equal(strlen(tiny), sizeof(tiny) - 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_incident_range),
       cmocka_unit_test(test_order_expiry_and_modes),
       cmocka_unit_test(test_unknown_firmware),
       cmocka_unit_test(test_empty),
+      cmocka_unit_test(test_lapsed_entries),
+      cmocka_unit_test(test_describe_expiry),
       cmocka_unit_test(test_random_against_bruteforce),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -196,11 +196,37 @@ static void test_namelist_bounded(void **st) {
   assert_string_equal(small, "\"trigger\":\"x\",\"generation\":0,\"blocklist_entries\":\"0->0\"");
 }
 
+/* The reload line counts active and expired blocklist entries apart
+ * (issue 12), beside blocklist_entries; none when the list is empty. */
+static void test_blocklist_expired_counts(void **st) {
+  (void)st;
+  struct sl_config_diff d = {0};
+  char summary[512], fields[1700];
+  sl_config_diff_report(&d,
+                        &(struct sl_reload_facts){.trigger = "file", .blocklist_before = 2,
+                                                  .blocklist_after = 5, .blocklist_expired = 2},
+                        summary, sizeof(summary), fields, sizeof(fields));
+  assert_non_null(strstr(fields, "\"blocklist_entries\":\"2->5\",\"blocklist_active\":3,"
+                                 "\"blocklist_expired\":2"));
+  assert_non_null(strstr(summary, "blocklist 2->5;"));
+  sl_config_diff_report(&d,
+                        &(struct sl_reload_facts){.trigger = "file", .blocklist_before = 2,
+                                                  .blocklist_after = 1},
+                        summary, sizeof(summary), fields, sizeof(fields));
+  assert_non_null(strstr(fields, "\"blocklist_active\":1,\"blocklist_expired\":0"));
+  sl_config_diff_report(&d,
+                        &(struct sl_reload_facts){.trigger = "file", .blocklist_before = 2},
+                        summary, sizeof(summary), fields, sizeof(fields));
+  assert_null(strstr(fields, "blocklist_active"));
+  assert_null(strstr(fields, "blocklist_expired"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_diff),
       cmocka_unit_test(test_kind_tunables_change_route),
       cmocka_unit_test(test_namelist_bounded),
+      cmocka_unit_test(test_blocklist_expired_counts),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
