@@ -13,7 +13,8 @@ import socket
 import pytest
 
 from helpers import H2Client, base_config, h1_once, run_cli, to_yaml, wait_for
-from test_reload import generation
+from admission_helpers import admission_config, route
+from test_reload import BLOCK, BLOCKED_DEVICE, generation
 
 # reject: min 1s, max 1h, jitter 0.5. A base of 300s is inside [min, max]:
 # w = round(300 * 0.5) = 150, Retry-After uniform in [300, 450].
@@ -91,14 +92,17 @@ def test_top_level_for_every_route_and_a_route_overrides_it(start_sluice, upstre
 
 
 def test_maintenance_comes_before_the_blocklist_and_charges_no_quota(start_sluice, upstream):
-    cfg = base_config(reject=REJECT, maintenance=MAINT,
-                      routes=[{"name": "default", "match": {"path_prefix": "/"},
-                               "upstream": "identity",
-                               "rate_limits": [{"key": "route", "rate": "1/h", "burst": 1}]}])
+    cfg = admission_config(
+        reject=REJECT, maintenance=MAINT, blocklist=BLOCK,
+        routes=[route(rate_limits=[{"key": "route", "rate": "1/h", "burst": 1}])])
     s = start_sluice(cfg)
     for _ in range(3):
+        status, h, body = get(s.port, "/x", BLOCKED_DEVICE)  # blocked, and over the limit
+        check_maintenance(status, h, body, "maintenance")
         status, h, body = get(s.port, "/x")
         check_maintenance(status, h, body, "maintenance")
+    assert s.metric("sluice_rejections_total", reason="maintenance") == 6
+    assert s.metric("sluice_rejections_total", reason="blocklist") == 0
     assert s.metric("sluice_rejections_total", reason="rate_limit") == 0
     assert upstream.seen("/x") == 0
 
