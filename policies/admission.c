@@ -140,6 +140,21 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
                                 &route->rate_limits[i], route, id, &kept[i].ref, &kept[i].period,
                                 &kept[i].burst);
 
+  /* 0. Policies of registered kinds of the stage before the blocklist
+   * (maintenance): the route's first |early|, looked at now. */
+  struct sl_engine_run run;
+  struct sl_policy_ctx pctx;
+  size_t early = 0;
+  if (route->n_policies) {
+    run = (struct sl_engine_run){0};
+    pctx = (struct sl_policy_ctx){cfg, route, id, in->facts, in->now_ns, in->now_unix, in->rnd,
+                                  tf != NULL, out};
+    while (early < route->n_policies &&
+           route->policies[early].kind->stage == SL_STAGE_BEFORE_BLOCKLIST)
+      early++;
+    if (early && !peek_kinds(&run, route, rs->kind_data, early, &pctx, out, tf, &first)) return;
+  }
+
   /* 1. Firmware blocklist. */
   if (in->blocklist) {
     struct sl_block_verdict bv;
@@ -184,16 +199,12 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   /* 2. Policies of registered kinds (sluice/policy.h) of the stage before
    * the rate limits (the first |early| of the route's): looked at now,
    * committed with the later stage's at 4-5. */
-  struct sl_engine_run run;
-  struct sl_policy_ctx pctx;
-  size_t early = 0;
   if (route->n_policies) {
-    run = (struct sl_engine_run){0};
-    pctx = (struct sl_policy_ctx){cfg, route, id, in->facts, in->now_ns, in->now_unix, in->rnd,
-                                  tf != NULL, out};
+    size_t from = early;
     while (early < route->n_policies && route->policies[early].kind->stage == SL_STAGE_BEFORE_LIMITS)
       early++;
-    if (early && !peek_kinds(&run, route, rs->kind_data, early, &pctx, out, tf, &first)) return;
+    if (early > from && !peek_kinds(&run, route, rs->kind_data, early, &pctx, out, tf, &first))
+      return;
   }
 
   /* 3. Route rate limits: look first, commit only if every one admits, so
@@ -307,7 +318,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       sl_engine_set_name(out->policy, pname);
       if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
       if (route->n_policies && !tf) sl_engine_rollback(&run, &pctx, out);
-      sl_engine_refuse(out, r->abort_status ? r->abort_status : 503, SL_REASON_SHAPING, "shaped_abort", 0);
+      /* The reject minimum, spread (postmortems 003-004: not at once). */
+      sl_engine_refuse(out, r->abort_status ? r->abort_status : 503, SL_REASON_SHAPING, "shaped_abort",
+                       sl_retry_after_s(&cfg->reject, 0, in->rnd));
       out->delay_ms = 0;
       return;
     }

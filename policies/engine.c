@@ -45,6 +45,7 @@ static bool refused(const struct sl_policy_cfg *p, const struct sl_policy_result
   uint32_t wait = r->retry_after_ns || r->retry ? sl_retry_after_s(&c->cfg->reject, r->retry_after_ns, c->rnd) : 0;
   sl_engine_refuse(out, r->status ? r->status : 503, reason_of(p),
                    r->error ? r->error : "refused", wait);
+  out->extra = r->extra;
   return true;
 }
 
@@ -68,6 +69,7 @@ enum sl_verdict sl_engine_peek(struct sl_engine_run *run, const struct sl_policy
       r.error = NULL;
       r.retry_after_ns = 0;
       r.retry = false;
+      r.extra = NULL;
       r.pending = NULL;
       r.why[0] = '\0';
       p->kind->peek(p, state_of(states, i), c, &r);
@@ -122,6 +124,7 @@ enum sl_verdict sl_engine_commit(struct sl_engine_run *run, const struct sl_poli
     r.error = NULL;
     r.retry_after_ns = 0;
     r.retry = false;
+    r.extra = NULL;
     if (out->n_held == SL_ADMISSION_MAX_HELD) {
       r.status = 503;
       r.error = "unavailable"; /* more holding policies than a request can track */

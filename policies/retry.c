@@ -47,17 +47,22 @@ static bool put_raw(char *buf, size_t cap, size_t *len, const char *s) {
 
 int sl_reject_body_json(char *buf, size_t cap, const char *error, const char *policy,
                         uint32_t retry_after_s) {
+  return sl_reject_body_json_extra(buf, cap, error, policy, retry_after_s, NULL);
+}
+
+int sl_reject_body_json_extra(char *buf, size_t cap, const char *error, const char *policy,
+                              uint32_t retry_after_s, const char *extra_body) {
   size_t len = 0;
   char num[32];
   if (cap == 0) return -1;
   static const char pre[] = "\",\"retry_after\":";
   memcpy(num, pre, sizeof(pre) - 1);
   size_t nl = sizeof(pre) - 1 + sl_fmt_u64(num + sizeof(pre) - 1, retry_after_s);
-  num[nl] = '}';
-  num[nl + 1] = '\0';
+  num[nl] = '\0';
   if (!put_raw(buf, cap, &len, "{\"error\":\"") || !sl_json_escape(buf, cap, &len, error) ||
       !put_raw(buf, cap, &len, "\",\"policy\":\"") || !sl_json_escape(buf, cap, &len, policy) ||
-      !put_raw(buf, cap, &len, num)) {
+      !put_raw(buf, cap, &len, num) || (extra_body && !put_raw(buf, cap, &len, extra_body)) ||
+      !put_raw(buf, cap, &len, "}")) {
     buf[0] = '\0';
     return -1;
   }

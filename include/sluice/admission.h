@@ -2,7 +2,7 @@
  * sluice — the admission pipeline (pure): one request's facts and the
  * time in, one verdict out. SPEC section 4 "Admission order":
  *
- *   blocklist -> route rate limits -> concurrency -> circuit breaker -> shaping
+ *   maintenance -> blocklist -> route rate limits -> concurrency -> circuit breaker -> shaping
  *
  * (connection-rate is checked at accept, before any of this). The first
  * enforcing policy that refuses decides; a policy in shadow mode (its own
@@ -29,6 +29,7 @@ struct sl_blocklist;
 struct sl_concurrency;
 struct sl_breaker;
 struct sl_policy_set;
+struct sl_reject_extra;
 
 enum sl_reject_reason {
   SL_REASON_NONE = 0,
@@ -84,6 +85,7 @@ struct sl_admission {
   char policy[SL_POLICY_NAME_MAX];
   uint32_t retry_after_s;
   const struct sl_block_entry *block; /* blocklist refusals */
+  const struct sl_reject_extra *extra; /* extra body fields and headers (sluice/retry.h) */
   /* Shadow refusals (counted and logged by the caller). */
   struct sl_admission_shadow shadow[SL_ADMISSION_MAX_SHADOW];
   unsigned n_shadow;

@@ -295,6 +295,9 @@ struct sl_config {
   uint64_t drain_timeout_ms;    /* default 20000 */
   enum sl_access_log access_log;  /* default off */
   uint32_t rejection_log_per_sec; /* default 10 */
+  /* Top-level `maintenance` (policies/kinds/maintenance.c), implied in
+   * every route without its own; NULL: none. */
+  const struct sl_policy_cfg *maintenance;
 
   struct sl_arena *arena;       /* owns everything above */
 };

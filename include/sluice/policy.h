@@ -42,6 +42,7 @@ struct sl_identity;
 struct sl_request_facts;
 struct sl_admission;
 struct sl_policy_set;
+struct sl_reject_extra;
 
 enum sl_verdict {
   SL_VERDICT_ADMIT = 0,
@@ -74,6 +75,7 @@ struct sl_policy_result {
   const char *error;        /* JSON "error" of a refusal, e.g. "header_required" */
   uint64_t retry_after_ns;  /* 0: no Retry-After wait of its own */
   bool retry;               /* a Retry-After even without a wait (the reject minimum) */
+  const struct sl_reject_extra *extra; /* body fields, headers of a refusal; NULL: none */
   void *pending;            /* SL_VERDICT_PENDING: what the data plane must resolve */
   char why[160];
 };
@@ -82,6 +84,10 @@ struct sl_policy_result {
 enum sl_kind_stage {
   SL_STAGE_BEFORE_LIMITS = 0, /* after the blocklist, before the route's rate limits */
   SL_STAGE_AFTER_LIMITS,      /* after the rate limits, before the breaker (concurrency) */
+  /* right after route selection and identification, before the blocklist
+   * (maintenance: nothing reaches the upstream, nothing is charged); runs
+   * first of all */
+  SL_STAGE_BEFORE_BLOCKLIST,
 };
 
 struct sl_kind {

@@ -17,6 +17,7 @@
 #include "sluice/policy.h"
 #include "config_int.h"
 #include "config_print.h"
+#include "../kinds/maintenance.h"
 
 void cfg_print_indent(FILE *out, int n) { fprintf(out, "%*s", n, ""); }
 
@@ -339,6 +340,7 @@ int sl_config_print(const struct sl_config *cfg, FILE *out) {
   }
   print_upstreams(out, cfg);
   print_identify(out, &cfg->identify);
+  sl_maintenance_print_top(out, cfg);
   print_routes(out, cfg);
   print_blocklist(out, &cfg->blocklist);
   const struct sl_reject_cfg *rj = &cfg->reject;

@@ -19,6 +19,7 @@
 #include "sluice/path.h"
 #include "sluice/version.h"
 #include "config_schema.h"
+#include "../kinds/maintenance.h"
 
 void cs_err_at(struct cfg_schema *s, node_t *n, uint32_t col, const char *fmt, ...) {
   va_list ap;
@@ -452,7 +453,7 @@ node_t *cs_required_list(struct cfg_schema *s, node_t *root, const char *key, co
 static const char *const ROOT_KEYS[] = {
     "listeners", "admin",  "upstreams", "identify", "routes",        "blocklist",
     "reject",    "shaping", "mode",     "drain_timeout", "access_log", "rejection_log_per_sec",
-    "include",   NULL};
+    "include",   "maintenance", NULL};
 
 void cfg_schema_apply(struct sl_config *cfg, const struct cfg_node *root,
                       struct sl_config_errors *errs) {
@@ -469,6 +470,7 @@ void cfg_schema_apply(struct sl_config *cfg, const struct cfg_node *root,
   cs_parse_admin(s, root);
   cs_parse_upstreams(s, root);
   cs_parse_identify(s, root);
+  sl_maintenance_parse_top(s, root); /* before the routes: implied in them */
   cs_parse_routes(s, root);
   cs_parse_blocklist(s, root);
   cs_parse_reject(s, root);

@@ -225,11 +225,12 @@ static void resolve_upstream(struct cfg_schema *s, node_t *v, struct sl_route_cf
  * order of kinds.def within a stage. */
 static void parse_kinds(struct cfg_schema *s, node_t *m, struct sl_route_cfg *r) {
   s->route = r;
-  for (size_t i = 0; i < 2 * sl_n_policy_kinds; i++) {
+  static const enum sl_kind_stage order[] = {SL_STAGE_BEFORE_BLOCKLIST, SL_STAGE_BEFORE_LIMITS,
+                                             SL_STAGE_AFTER_LIMITS};
+  for (size_t i = 0; i < 3 * sl_n_policy_kinds; i++) {
     size_t k = i % sl_n_policy_kinds;
     const struct sl_kind *kind = sl_policy_kinds[k];
-    if (kind->stage != (i < sl_n_policy_kinds ? SL_STAGE_BEFORE_LIMITS : SL_STAGE_AFTER_LIMITS))
-      continue;
+    if (kind->stage != order[i / sl_n_policy_kinds]) continue;
     node_t *v = kind->parse ? cs_val(m, kind->key) : NULL;
     if (!v && !kind->implied) continue;
     if (!r->policies) r->policies = sl_arena_xalloc(s->a, sl_n_policy_kinds * sizeof(*r->policies));

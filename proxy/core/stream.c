@@ -173,8 +173,10 @@ static const char *facts_header(const void *ctx, const char *name) {
 
 static bool cfg_body_json(const struct sl_stream *s) { return s->gen->cfg->reject.body_json; }
 
-void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
-                             const char *policy, uint32_t retry_after) {
+/* A refusal, with what its policy adds (|extra|: body fields, headers). */
+static void respond_refusal(struct sl_stream *s, int status, const char *error,
+                            const char *policy, uint32_t retry_after,
+                            const struct sl_reject_extra *extra) {
   if (s->resp_head_sent) {
     s->fe->abort(s);
     return;
@@ -189,7 +191,8 @@ void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
   int bl;
   bool json = cfg_body_json(s);
   if (json) {
-    bl = sl_reject_body_json(body, sizeof(body), error, policy, retry_after);
+    bl = sl_reject_body_json_extra(body, sizeof(body), error, policy, retry_after,
+                                   extra ? extra->body : NULL);
   } else {
     /* reject.body: text, for clients that cannot parse JSON (postmortem
      * 002: an unparseable error body crashed the caller). */
@@ -211,6 +214,9 @@ void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
     size_t n = sl_fmt_u64(ra, retry_after);
     sl_response_add_header(s, "retry-after", 11, ra, n);
   }
+  for (size_t i = 0; extra && i < extra->n_headers; i++)
+    sl_response_add_header(s, extra->headers[i].name, strlen(extra->headers[i].name),
+                           extra->headers[i].value, strlen(extra->headers[i].value));
   s->local_body = NULL;
   s->local_body_len = 0;
   if (!s->resp.no_body && blen) {
@@ -226,6 +232,11 @@ void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
   s->resp_done = true;
   s->fe->response_head(s);
   s->fe->response_body(s);
+}
+
+void sl_stream_respond_error(struct sl_stream *s, int status, const char *error,
+                             const char *policy, uint32_t retry_after) {
+  respond_refusal(s, status, error, policy, retry_after, NULL);
 }
 
 void sl_stream_upstream_failed(struct sl_stream *s, int status, const char *error) {
@@ -371,8 +382,8 @@ void sl_stream_dispatch(struct sl_stream *s) {
   if (!s->adm.admit) {
     sl_stats_rejection(c->w, s->route->name, s->adm.policy, s->adm.reason, false, s->client_ip);
     if (s->req.upgrade_websocket) sl_stats_ws_upgrade(s->route->name, "rejected");
-    sl_stream_respond_error(s, s->adm.status, s->adm.error, s->adm.policy,
-                            s->adm.retry_after_s);
+    respond_refusal(s, s->adm.status, s->adm.error, s->adm.policy, s->adm.retry_after_s,
+                    s->adm.extra);
     return;
   }
   s->admitted = true;

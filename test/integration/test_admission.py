@@ -552,8 +552,9 @@ def test_shaping_delay_and_abort(start_sluice, upstream):
         {"match": {"path_prefix": "/v1/slowed"}, "delay": {"fixed": "400ms"}},
     ]))
     r = curl(s.url("/v1/abort"))
-    assert r.status == 418
-    assert r.json() == {"error": "shaped_abort", "policy": "shaping/0", "retry_after": 0}
+    # Issue 12: an abort has a Retry-After too, the reject minimum spread:
+    # min 1s, jitter 0.5 -> [1, 2].
+    check_rejection(r.status, r.header, r.body, 418, "shaped_abort", "shaping/0", 1, 2)
     assert upstream.seen("/v1/abort") == 0
     t0 = time.monotonic()
     r = curl(s.url("/v1/slowed"), "--http2-prior-knowledge")
