@@ -49,6 +49,19 @@ static bool refused(const struct sl_policy_cfg *p, const struct sl_policy_result
   return true;
 }
 
+/* A result before a kind fills it: everything but why[]'s text (explain
+ * only; 160 bytes not worth clearing per policy per request). */
+static inline void result_init(struct sl_policy_result *r, enum sl_verdict v) {
+  r->verdict = v;
+  r->status = 0;
+  r->error = NULL;
+  r->retry_after_ns = 0;
+  r->retry = false;
+  r->extra = NULL;
+  r->pending = NULL;
+  r->why[0] = '\0';
+}
+
 static void *state_of(void *const *states, size_t i) { return states ? states[i] : NULL; }
 
 enum sl_verdict sl_engine_peek(struct sl_engine_run *run, const struct sl_policy_cfg *ps, size_t n,
@@ -64,14 +77,7 @@ enum sl_verdict sl_engine_peek(struct sl_engine_run *run, const struct sl_policy
       r = *run->answer;
       run->answer = NULL;
     } else {
-      r.verdict = SL_VERDICT_ADMIT;
-      r.status = 0;
-      r.error = NULL;
-      r.retry_after_ns = 0;
-      r.retry = false;
-      r.extra = NULL;
-      r.pending = NULL;
-      r.why[0] = '\0';
+      result_init(&r, SL_VERDICT_ADMIT);
       p->kind->peek(p, state_of(states, i), c, &r);
     }
     switch (r.verdict) {
@@ -118,13 +124,8 @@ enum sl_verdict sl_engine_commit(struct sl_engine_run *run, const struct sl_poli
   for (size_t i = 0; i < n; i++) {
     const struct sl_policy_cfg *p = &ps[i];
     if (!(run->admitted >> i & 1) || !p->kind->commit) continue;
-    struct sl_policy_result r; /* not zeroed whole: why[] is for explain only */
-    r.verdict = SL_VERDICT_REFUSE;
-    r.status = 0;
-    r.error = NULL;
-    r.retry_after_ns = 0;
-    r.retry = false;
-    r.extra = NULL;
+    struct sl_policy_result r;
+    result_init(&r, SL_VERDICT_REFUSE);
     if (out->n_held == SL_ADMISSION_MAX_HELD) {
       r.status = 503;
       r.error = "unavailable"; /* more holding policies than a request can track */
