@@ -1,6 +1,7 @@
 /*
  * sluice — what a reload changed. See include/sluice/config_diff.h.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,41 +114,45 @@ static void diff_sections(const struct sl_config *a, const struct sl_config *b,
     sl_namelist_add(out, "include");
 }
 
-static void diff_routes(const struct sl_config *a, const struct sl_config *b,
-                        struct sl_namelist *added, struct sl_namelist *removed,
-                        struct sl_namelist *changed) {
-  for (size_t i = 0; i < b->n_routes; i++) {
-    const struct sl_route_cfg *r = &b->routes[i], *o = NULL;
-    for (size_t j = 0; j < a->n_routes && !o; j++)
-      if (strcmp(a->routes[j].name, r->name) == 0) o = &a->routes[j];
-    if (!o) sl_namelist_add(added, r->name);
-    else if (route_hash(o) != route_hash(r)) sl_namelist_add(changed, r->name);
+/* Added, removed and changed members of two arrays of named items (routes,
+ * upstreams): |stride| bytes apart, the name a `const char *` at |name_at|,
+ * |fp| the fingerprint that tells "changed" from "same". */
+struct named_array {
+  const void *items;
+  size_t n;
+};
+
+static const char *item_name(const struct named_array *v, size_t i, size_t stride,
+                             size_t name_at) {
+  return *(const char *const *)((const char *)v->items + i * stride + name_at);
+}
+
+static size_t item_find(const struct named_array *v, const char *name, size_t stride,
+                        size_t name_at) {
+  for (size_t j = 0; j < v->n; j++)
+    if (strcmp(item_name(v, j, stride, name_at), name) == 0) return j;
+  return v->n;
+}
+
+static void diff_named(struct named_array a, struct named_array b, size_t stride, size_t name_at,
+                       uint64_t (*fp)(const void *), struct sl_namelist *added,
+                       struct sl_namelist *removed, struct sl_namelist *changed) {
+  for (size_t i = 0; i < b.n; i++) {
+    const char *name = item_name(&b, i, stride, name_at);
+    size_t j = item_find(&a, name, stride, name_at);
+    if (j == a.n)
+      sl_namelist_add(added, name);
+    else if (fp((const char *)a.items + j * stride) != fp((const char *)b.items + i * stride))
+      sl_namelist_add(changed, name);
   }
-  for (size_t j = 0; j < a->n_routes; j++) {
-    bool kept = false;
-    for (size_t i = 0; i < b->n_routes && !kept; i++)
-      kept = strcmp(a->routes[j].name, b->routes[i].name) == 0;
-    if (!kept) sl_namelist_add(removed, a->routes[j].name);
+  for (size_t j = 0; j < a.n; j++) {
+    const char *name = item_name(&a, j, stride, name_at);
+    if (item_find(&b, name, stride, name_at) == b.n) sl_namelist_add(removed, name);
   }
 }
 
-static void diff_upstreams(const struct sl_config *a, const struct sl_config *b,
-                           struct sl_namelist *added, struct sl_namelist *removed,
-                           struct sl_namelist *changed) {
-  for (size_t i = 0; i < b->n_upstreams; i++) {
-    const struct sl_upstream_cfg *u = &b->upstreams[i], *o = NULL;
-    for (size_t j = 0; j < a->n_upstreams && !o; j++)
-      if (strcmp(a->upstreams[j].name, u->name) == 0) o = &a->upstreams[j];
-    if (!o) sl_namelist_add(added, u->name);
-    else if (upstream_hash(o) != upstream_hash(u)) sl_namelist_add(changed, u->name);
-  }
-  for (size_t j = 0; j < a->n_upstreams; j++) {
-    bool kept = false;
-    for (size_t i = 0; i < b->n_upstreams && !kept; i++)
-      kept = strcmp(a->upstreams[j].name, b->upstreams[i].name) == 0;
-    if (!kept) sl_namelist_add(removed, a->upstreams[j].name);
-  }
-}
+static uint64_t route_fp(const void *r) { return route_hash(r); }
+static uint64_t upstream_fp(const void *u) { return upstream_hash(u); }
 
 /* A policy state of the previous configuration and a hash of the
  * tunables it was used with. */
@@ -262,8 +267,14 @@ void sl_config_diff(const struct sl_config *prev, const struct sl_policy_set *pr
                     const struct sl_config *next, const struct sl_policy_set *next_set,
                     struct sl_config_diff *d) {
   memset(d, 0, sizeof(*d));
-  diff_routes(prev, next, &d->routes_added, &d->routes_removed, &d->routes_changed);
-  diff_upstreams(prev, next, &d->upstreams_added, &d->upstreams_removed, &d->upstreams_changed);
+  diff_named((struct named_array){prev->routes, prev->n_routes},
+             (struct named_array){next->routes, next->n_routes}, sizeof(struct sl_route_cfg),
+             offsetof(struct sl_route_cfg, name), route_fp, &d->routes_added, &d->routes_removed,
+             &d->routes_changed);
+  diff_named((struct named_array){prev->upstreams, prev->n_upstreams},
+             (struct named_array){next->upstreams, next->n_upstreams},
+             sizeof(struct sl_upstream_cfg), offsetof(struct sl_upstream_cfg, name), upstream_fp,
+             &d->upstreams_added, &d->upstreams_removed, &d->upstreams_changed);
   diff_sections(prev, next, &d->sections);
   diff_policies(prev, prev_set, next, next_set, &d->carried, &d->retuned, &d->fresh);
 }
