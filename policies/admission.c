@@ -25,7 +25,6 @@ const char *sl_reject_reason_name(enum sl_reject_reason r) {
   return k < sl_n_policy_kinds ? sl_policy_kinds[k]->reason : "unknown";
 }
 
-#define is_shadow sl_engine_is_shadow
 
 size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
                               const struct sl_identity *id, const uint8_t **key) {
@@ -108,7 +107,7 @@ static inline bool peek_kinds(struct sl_engine_run *run, const struct sl_route_c
                               void *const *states, size_t n, const struct sl_policy_ctx *c,
                               struct sl_admission *out, FILE *tf, bool *first) {
   enum sl_verdict v = sl_engine_peek(run, route->policies, n, states, c, out, NULL, tf, first);
-  if (v == SL_VERDICT_PENDING && out->admit) pending_refuse(&route->policies[run->next], out);
+  if (v == SL_VERDICT_PENDING) pending_refuse(&route->policies[run->next], out);
   return v == SL_VERDICT_ADMIT;
 }
 
@@ -162,12 +161,12 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     sl_blocklist_check(in->blocklist, cls, cls ? id->device_class_len : 0,
                        id->firmware_valid ? &id->firmware_version : NULL, in->now_unix, &bv);
     static const char bl_name[] = "blocklist/firmware";
-    if (bv.shadow_deny || (bv.deny && is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT))) {
+    if (bv.shadow_deny || (bv.deny && sl_engine_is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT))) {
       sl_engine_add_shadow(out, SL_REASON_BLOCKLIST, "blocklist", "firmware");
       sl_engine_trace(tf, &first, bl_name, "blocklist", "shadow_deny",
             bv.shadow && bv.shadow->reason ? bv.shadow->reason : "matched a shadow entry");
     }
-    if (bv.deny && !is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT)) {
+    if (bv.deny && !sl_engine_is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT)) {
       sl_engine_set_name(out->policy, bl_name);
       out->block = bv.entry;
       /* A block is an incident response, not a burst: tell the device to
@@ -243,7 +242,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     if (tf)
       snprintf(why, sizeof(why), "over %s (burst %u); admits again in %llu ms", rl->rate.text,
                burst, (unsigned long long)(v.retry_after_ns / 1000000));
-    if (is_shadow(cfg, rl->mode)) {
+    if (sl_engine_is_shadow(cfg, rl->mode)) {
       /* Shadow: reported; the commit below charges it only if it admits. */
       sl_engine_add_shadow(out, SL_REASON_RATE_LIMIT, rl_name, NULL);
       sl_engine_trace(tf, &first, rl_name, "rate_limit", "shadow_reject", why);
@@ -279,7 +278,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   for (size_t i = 0; i < cfg->n_shaping && in->facts; i++) {
     const struct sl_shaping_rule *r = &cfg->shaping[i];
     if (!sl_route_match_one(&r->match, in->facts)) continue;
-    if (is_shadow(cfg, r->mode)) break;
+    if (sl_engine_is_shadow(cfg, r->mode)) break;
     if (r->delay_fixed_ms || r->delay_jitter_ms) {
       uint64_t j = r->delay_jitter_ms ? (in->rnd >> 11) % (r->delay_jitter_ms + 1) : 0;
       out->delay_ms = r->delay_fixed_ms + j;
@@ -352,7 +351,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       }
       bool ok = sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, true, &v);
       if (ok) charged |= 1ull << i; /* the loader allows 64 limits a route */
-      if (ok || is_shadow(cfg, rl->mode)) continue;
+      if (ok || sl_engine_is_shadow(cfg, rl->mode)) continue;
       for (size_t j = 0; j < i; j++) {
         if (!(charged >> j & 1)) continue;
         struct sl_ratelimit_table *tj = sl_policy_state_ratelimit(rs->rate_limits[j]);
@@ -380,7 +379,7 @@ void sl_admission_finish(struct sl_admission *a, enum sl_outcome outcome, uint64
   for (unsigned i = 0; i < a->n_held; i++) {
     const struct sl_admission_hold *h = &a->held[i];
     if (h->policy->kind->finish)
-      h->policy->kind->finish(h->policy, h->state, h->held, outcome, latency_ns, now_ns);
+      h->policy->kind->finish(h->policy, h->state, h->held, a, outcome, latency_ns, now_ns);
   }
   a->n_held = 0;
   a->conc = NULL; /* released by their kinds' finish */

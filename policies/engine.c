@@ -32,18 +32,17 @@ void sl_engine_trace_write(FILE *f, bool *first, const char *policy, const char 
   *first = false;
 }
 
-#define reason_of sl_engine_reason
 
 /* A refusal of |p| (|r|): enforced (true) or reported as a shadow one. */
 static bool refused(const struct sl_policy_cfg *p, const struct sl_policy_result *r,
                     const struct sl_policy_ctx *c, struct sl_admission *out) {
   if (sl_engine_is_shadow(c->cfg, p->mode)) {
-    sl_engine_add_shadow(out, reason_of(p), p->name, NULL);
+    sl_engine_add_shadow(out, sl_engine_reason(p), p->name, NULL);
     return false;
   }
   sl_engine_set_name(out->policy, p->name);
   uint32_t wait = r->retry_after_ns || r->retry ? sl_retry_after_s(&c->cfg->reject, r->retry_after_ns, c->rnd) : 0;
-  sl_engine_refuse(out, r->status ? r->status : 503, reason_of(p),
+  sl_engine_refuse(out, r->status ? r->status : 503, sl_engine_reason(p),
                    r->error ? r->error : "refused", wait);
   out->extra = r->extra;
   return true;

@@ -145,9 +145,11 @@ struct sl_kind {
                    uint64_t held);
   /* The outcome report: the admitted exchange ended (tunnels: closed), with
    * |outcome| after |latency_ns|; release what commit held and learn (a
-   * breaker). Called once, by sl_admission_finish(). NULL: nothing to do. */
+   * breaker). Called once, by sl_admission_finish(), with the request's
+   * verdict |a| (what commit published in c->out). NULL: nothing to do. */
   void (*finish)(const struct sl_policy_cfg *p, void *state, uint64_t held,
-                 enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns);
+                 struct sl_admission *a, enum sl_outcome outcome, uint64_t latency_ns,
+                 uint64_t now_ns);
 };
 
 /* The registry (policies/kinds/registry.c, from kinds.def): at most

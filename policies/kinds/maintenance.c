@@ -130,13 +130,6 @@ static bool parse_body(struct cfg_schema *s, node_t *b, struct maintenance *m) {
   return ok;
 }
 
-static bool header_name_ok(const char *n) {
-  if (!*n) return false;
-  for (const unsigned char *p = (const unsigned char *)n; *p; p++)
-    if (!isalnum(*p) && !strchr("!#$%&'*+-.^_`|~", *p)) return false;
-  return true;
-}
-
 static bool header_value_ok(const char *v, size_t len) {
   if (strlen(v) != len) return false;
   for (const unsigned char *p = (const unsigned char *)v; *p; p++)
@@ -150,7 +143,7 @@ static bool parse_headers(struct cfg_schema *s, node_t *h, struct maintenance *m
   struct sl_reject_header *hs = sl_arena_xalloc(s->a, (h->n + 1) * sizeof(*hs));
   for (size_t i = 0; i < h->n; i++) {
     node_t *k = h->kids[2 * i], *v = h->kids[2 * i + 1];
-    if (!header_name_ok(k->str) || strlen(k->str) != k->len) {
+    if (!cfg_is_token(k->str) || strlen(k->str) != k->len) {
       cs_err(s, k, "headers: '%s' is not a header name (an RFC 9110 token)", k->str);
       ok = false;
       continue;

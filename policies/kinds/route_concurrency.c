@@ -82,8 +82,7 @@ static void cc_peek(const struct sl_policy_cfg *p, void *state, const struct sl_
   if (!c->explain) return;
   uint32_t limit = sl_concurrency_limit(cc->max, c->route->priority);
   uint32_t now_in = sl_concurrency_in_flight(state);
-  if (c->explain)
-    snprintf(r->why, sizeof(r->why), "%u in flight, limit %u for this priority", now_in, limit);
+  snprintf(r->why, sizeof(r->why), "%u in flight, limit %u for this priority", now_in, limit);
   if (now_in >= limit) refuse(r);
 }
 
@@ -107,8 +106,9 @@ static void cc_rollback(const struct sl_policy_cfg *p, void *state, const struct
 }
 
 static void cc_finish(const struct sl_policy_cfg *p, void *state, uint64_t held,
-                      enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns) {
-  (void)p, (void)held, (void)outcome, (void)latency_ns, (void)now_ns;
+                      struct sl_admission *a, enum sl_outcome outcome, uint64_t latency_ns,
+                      uint64_t now_ns) {
+  (void)p, (void)held, (void)a, (void)outcome, (void)latency_ns, (void)now_ns;
   sl_concurrency_release(state);
 }
 

@@ -103,8 +103,8 @@ static bool br_commit(const struct sl_policy_cfg *p, void *state, const struct s
     return false;
   }
   c->out->breaker = state;
-  c->out->breaker_verdict = bv;
-  *held = (uintptr_t)c->out; /* the verdict lives there, where it may be reported early */
+  c->out->breaker_verdict = bv; /* there, where the data plane may report it early */
+  (void)held;
   return true;
 }
 
@@ -118,13 +118,15 @@ static void report(struct sl_admission *a, enum sl_outcome outcome, uint64_t lat
 static void br_rollback(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c,
                         uint64_t held) {
   (void)p, (void)state;
-  report((struct sl_admission *)(uintptr_t)held, SL_OUTCOME_CANCELLED, 0, c->now_ns);
+  (void)held;
+  report(c->out, SL_OUTCOME_CANCELLED, 0, c->now_ns);
 }
 
 static void br_finish(const struct sl_policy_cfg *p, void *state, uint64_t held,
-                      enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns) {
-  (void)p, (void)state;
-  report((struct sl_admission *)(uintptr_t)held, outcome, latency_ns, now_ns);
+                      struct sl_admission *a, enum sl_outcome outcome, uint64_t latency_ns,
+                      uint64_t now_ns) {
+  (void)p, (void)state, (void)held;
+  report(a, outcome, latency_ns, now_ns);
 }
 
 const struct sl_kind sl_kind_breaker = {

@@ -70,8 +70,9 @@ static void tok_rollback(const struct sl_policy_cfg *p, void *state, const struc
 /* The outcome report: tokens that are given back when the exchange ends
  * (like a concurrency slot), and the outcome seen. */
 static void tok_finish(const struct sl_policy_cfg *p, void *state, uint64_t held,
-                       enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns) {
-  (void)p;
+                       struct sl_admission *a, enum sl_outcome outcome, uint64_t latency_ns,
+                       uint64_t now_ns) {
+  (void)p, (void)a;
   struct tokens *t = state;
   assert_true(held > 0);
   t->left++;

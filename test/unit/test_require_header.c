@@ -335,8 +335,9 @@ static void fake_rollback(const struct sl_policy_cfg *p, void *state, const stru
 
 static int fake_finishes;
 static void fake_finish(const struct sl_policy_cfg *p, void *state, uint64_t held,
-                        enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns) {
-  (void)p, (void)state, (void)held, (void)latency_ns, (void)now_ns;
+                        struct sl_admission *a, enum sl_outcome outcome, uint64_t latency_ns,
+                        uint64_t now_ns) {
+  (void)p, (void)state, (void)held, (void)a, (void)latency_ns, (void)now_ns;
   assert_int_equal(outcome, SL_OUTCOME_SUCCESS);
   fake_finishes++;
 }
