@@ -166,6 +166,7 @@ def test_response_fields_named_by_connection_are_dropped(start_sluice, upstream,
         assert r.header("x-other") is None, r.headers
         assert "x-internal" not in (r.header("connection") or "").lower(), r.headers
         assert "x-other" not in (r.header("connection") or "").lower(), r.headers
+    assert first.header("x-upstream-conn") is not None, first.headers
     assert first.header("x-upstream-conn") == second.header("x-upstream-conn"), (
         "the upstream connection was not kept: %r / %r" % (first.headers, second.headers))
     assert upstream.seen("/hop") == 2

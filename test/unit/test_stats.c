@@ -138,10 +138,11 @@ static void test_lagging_worker_clock_opens_no_window(void **st) {
   free(text);
 }
 
-/* Home slot of a throttle key (REJ_LOG_SLOTS of stats.c, 1024). */
+/* Home slot of a throttle key, as rej_log_slot() computes it. */
 static size_t old_slot(const char *route, const char *policy) {
   uint64_t h = sl_stats_rejection_key(route, policy, SL_REASON_RATE_LIMIT);
-  return (size_t)(h ^ (h >> 32)) % 1024;
+  if (h == 0) h = 1;
+  return (size_t)(h ^ (h >> 32)) % REJ_LOG_SLOTS;
 }
 
 /* A storm on one policy neither silences another policy nor lends it its
