@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#include "core/stream-t.h" /* enum sl_proto */
+#include "core/stream-t.h"
 #include "core/pipe.h"
 
 /* A client's outgoing byte queue (framed responses). */
@@ -72,7 +72,6 @@ struct sl_conn {
   bool read_paused;   /* protocol asked to stop reading */
   bool flush_pending; /* queued on the worker's flush list */
   bool dead;
-  enum sl_proto proto;
   const struct sl_proto_ops *ops;
   void *proto_data;
 

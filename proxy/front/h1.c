@@ -306,7 +306,6 @@ static int h1_start(struct sl_conn *c) {
   h->c = c;
   llhttp_init(&h->parser, HTTP_REQUEST, &h1_settings);
   h->parser.data = h;
-  c->proto = SL_PROTO_H1;
   c->proto_data = h;
   h->m_active = c->lis->m_conn_h1;
   if (h->m_active) sl_metric_gauge_add(h->m_active, 1);

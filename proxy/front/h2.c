@@ -819,7 +819,6 @@ static int h2_start(struct sl_conn *c) {
     free(h);
     return -1;
   }
-  c->proto = SL_PROTO_H2;
   c->proto_data = h;
   h->m_active = c->lis->m_conn_h2;
   if (h->m_active) sl_metric_gauge_add(h->m_active, 1);
