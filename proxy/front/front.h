@@ -16,5 +16,8 @@ const struct sl_proto_ops *sl_frontend_for_alpn(const unsigned char *alpn, size_
 /* The frontend the first |len| cleartext bytes select, or NULL when more
  * bytes are needed to decide. */
 const struct sl_proto_ops *sl_frontend_for_preface(const char *data, size_t len);
+/* The frontends' ALPN ids in the table's order of preference, in ALPN wire
+ * format (a length byte before each id); static, built at first use. */
+const unsigned char *sl_frontend_alpn_wire(size_t *len);
 
 #endif

@@ -4,6 +4,7 @@
  * h2c prior-knowledge preface, else HTTP/1.1). conn.c asks here and then
  * calls only through the chosen struct sl_proto_ops.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "core/conn-t.h"
@@ -38,4 +39,27 @@ const struct sl_proto_ops *sl_frontend_for_preface(const char *data, size_t len)
     undecided = true; /* a prefix of this preface so far */
   }
   return undecided ? NULL : frontend_default();
+}
+
+/* Built once: OpenSSL's selection points into this list, so it must
+ * outlive every handshake. */
+static unsigned char alpn_wire[64];
+static size_t alpn_wire_len;
+static pthread_once_t alpn_wire_once = PTHREAD_ONCE_INIT;
+
+static void alpn_wire_build(void) {
+  for (size_t i = 0; i < N_FRONTENDS; i++) {
+    const char *id = frontends[i]->alpn;
+    size_t len = id ? strlen(id) : 0;
+    if (!len || len > 255 || alpn_wire_len + 1 + len > sizeof(alpn_wire)) continue;
+    alpn_wire[alpn_wire_len++] = (unsigned char)len;
+    memcpy(alpn_wire + alpn_wire_len, id, len);
+    alpn_wire_len += len;
+  }
+}
+
+const unsigned char *sl_frontend_alpn_wire(size_t *len) {
+  pthread_once(&alpn_wire_once, alpn_wire_build);
+  *len = alpn_wire_len;
+  return alpn_wire;
 }

@@ -7,18 +7,21 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "front/front.h"
 #include "front/tls.h"
 #include "core/io.h"
 
-/* ALPN (RFC 7301): prefer h2, fall back to http/1.1; a client offering
- * neither gets no ALPN and speaks HTTP/1.1. */
+/* ALPN (RFC 7301): the frontends' ids in the order of their table (h2,
+ * then http/1.1); a client offering none of them gets no ALPN and speaks
+ * the default frontend's protocol (HTTP/1.1). */
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg) {
-  static const unsigned char ours[] = "\x02h2\x08http/1.1";
   (void)ssl;
   (void)arg;
+  size_t n;
+  const unsigned char *ours = sl_frontend_alpn_wire(&n);
   unsigned char *sel = NULL;
-  if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) !=
+  if (SSL_select_next_proto(&sel, outlen, ours, (unsigned)n, in, inlen) !=
       OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_NOACK;
   *out = sel;
