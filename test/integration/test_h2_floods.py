@@ -53,7 +53,7 @@ def read_until_goaway(s, deadline):
     raise AssertionError("no GOAWAY and no close within the deadline")
 
 
-# sluice's misbehaviour budget per connection (proxy/h2.c, H2_GLITCH_*):
+# sluice's misbehaviour budget per connection (proxy/front/h2.c, H2_GLITCH_*):
 # a burst of BURST tokens, refilled at RATE per second; one token per client
 # RST_STREAM, per reset the client provokes, per empty DATA without
 # END_STREAM, per PRIORITY, PING or SETTINGS frame.
