@@ -99,12 +99,22 @@ static uint64_t shaping_hash(const struct sl_config *c) {
   return h;
 }
 
+/* The top-level maintenance (0: none): on, off, or retuned. It is implied
+ * in routes too, which then show as changed; naming it here says why. */
+static uint64_t maintenance_hash(const struct sl_config *c) {
+  const struct sl_policy_cfg *p = c->maintenance;
+  if (!p) return 0;
+  uint64_t h = sl_hash_mix_u64(sl_hash_mix_u64(1, (uint64_t)p->mode), p->identity);
+  return p->kind->tunables ? sl_hash_mix_u64(h, p->kind->tunables(p)) : h;
+}
+
 /* Sections other than routes, upstreams, listeners and the blocklist. */
 static void diff_sections(const struct sl_config *a, const struct sl_config *b,
                           struct sl_namelist *out) {
   if (identify_hash(&a->identify) != identify_hash(&b->identify)) sl_namelist_add(out, "identify");
   if (memcmp(&a->reject, &b->reject, sizeof(a->reject)) != 0) sl_namelist_add(out, "reject");
   if (shaping_hash(a) != shaping_hash(b)) sl_namelist_add(out, "shaping");
+  if (maintenance_hash(a) != maintenance_hash(b)) sl_namelist_add(out, "maintenance");
   if (a->mode != b->mode) sl_namelist_add(out, "mode");
   if (a->drain_timeout_ms != b->drain_timeout_ms) sl_namelist_add(out, "drain_timeout");
   if (a->access_log != b->access_log) sl_namelist_add(out, "access_log");

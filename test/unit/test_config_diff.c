@@ -169,6 +169,35 @@ static void test_kind_tunables_change_route(void **st) {
   sl_config_free(a);
 }
 
+/* Turning the top-level maintenance on, retuning it and turning it off
+ * are each named under "other" (the routes it is implied in change too). */
+static void test_maintenance_named(void **st) {
+  (void)st;
+  char on[2048], longer[2048];
+  snprintf(on, sizeof(on), "%smaintenance: { retry_after: 300s }\n", BASE);
+  snprintf(longer, sizeof(longer), "%smaintenance: { retry_after: 600s }\n", BASE);
+  /* on, the same again, retuned, off */
+  const char *steps[] = {BASE, on, on, longer, BASE};
+  const char *want[] = {NULL, "maintenance", "", "maintenance", "maintenance"};
+  struct sl_config *prev = load(steps[0]);
+  struct sl_policy_set *pp = sl_policy_set_new(prev, NULL, 0);
+  for (size_t i = 1; i < 5; i++) {
+    struct sl_config *next = load(steps[i]);
+    struct sl_policy_set *pn = sl_policy_set_new(next, pp, 0);
+    struct sl_config_diff d;
+    sl_config_diff(prev, pp, next, pn, &d);
+    const char *w = want[i];
+    names(&d.sections, w, *w ? 1 : 0);
+    if (*w) assert_true(d.routes_changed.n > 0);
+    sl_policy_set_del(pp);
+    sl_config_free(prev);
+    prev = next;
+    pp = pn;
+  }
+  sl_policy_set_del(pp);
+  sl_config_free(prev);
+}
+
 /* Name lists are bounded: the first names that fit, and a count. */
 static void test_namelist_bounded(void **st) {
   (void)st;
@@ -225,6 +254,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_diff),
       cmocka_unit_test(test_kind_tunables_change_route),
+      cmocka_unit_test(test_maintenance_named),
       cmocka_unit_test(test_namelist_bounded),
       cmocka_unit_test(test_blocklist_expired_counts),
   };
