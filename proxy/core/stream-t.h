@@ -122,7 +122,9 @@ struct sl_stream {
   const struct sl_route_cfg *route;
   struct sl_pool *pool;
   struct sl_upconn *up;
-  struct sl_stream *queue_next; /* waiting for an upstream connection */
+  /* Waiting for an upstream connection (the pool's queue; the h1 backend
+   * also links the streams it hands back by queue_next). */
+  struct sl_stream *queue_next, *queue_prev;
 
   struct sl_pipe req_body, resp_body;
   /* A local answer's body (sluice's own JSON/text), in the arena: small,

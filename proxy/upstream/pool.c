@@ -86,40 +86,66 @@ struct sl_pool *sl_pool_for(struct sl_worker *w, const struct sl_upstream_cfg *u
   return p;
 }
 
+/* The queue a stream waits in: 0 low, 1 normal, 2 high. */
+static unsigned pool_rank(const struct sl_stream *s) {
+  switch (s->route->priority) {
+  case SL_PRIORITY_LOW: return 0;
+  case SL_PRIORITY_HIGH: return 2;
+  case SL_PRIORITY_NORMAL: break;
+  }
+  return 1;
+}
+
 static void pool_queue_push(struct sl_pool *p, struct sl_stream *s) {
+  struct sl_pool_queue *q = &p->queue[pool_rank(s)];
   s->queue_next = NULL;
-  if (p->queue_tail)
-    p->queue_tail->queue_next = s;
+  s->queue_prev = q->tail;
+  if (q->tail)
+    q->tail->queue_next = s;
   else
-    p->queue_head = s;
-  p->queue_tail = s;
+    q->head = s;
+  q->tail = s;
   p->n_pending++;
   s->queued = true;
 }
 
-static struct sl_stream *pool_queue_pop(struct sl_pool *p) {
-  struct sl_stream *s = p->queue_head;
-  if (!s) return NULL;
-  p->queue_head = s->queue_next;
-  if (!p->queue_head) p->queue_tail = NULL;
+static void pool_queue_remove(struct sl_pool *p, struct sl_stream *s) {
+  if (!s->queued) return;
+  struct sl_pool_queue *q = &p->queue[pool_rank(s)];
+  if (s->queue_prev)
+    s->queue_prev->queue_next = s->queue_next;
+  else
+    q->head = s->queue_next;
+  if (s->queue_next)
+    s->queue_next->queue_prev = s->queue_prev;
+  else
+    q->tail = s->queue_prev;
+  s->queue_next = s->queue_prev = NULL;
   p->n_pending--;
   s->queued = false;
-  s->queue_next = NULL;
-  return s;
 }
 
-static void pool_queue_remove(struct sl_pool *p, struct sl_stream *s) {
-  struct sl_stream **pp = &p->queue_head, *prev = NULL;
-  while (*pp && *pp != s) {
-    prev = *pp;
-    pp = &(*pp)->queue_next;
+/* The next waiter to serve: the oldest of the highest priority. */
+static struct sl_stream *pool_queue_pop(struct sl_pool *p) {
+  for (unsigned r = 3; r-- > 0;) {
+    struct sl_stream *s = p->queue[r].head;
+    if (s) {
+      pool_queue_remove(p, s);
+      return s;
+    }
   }
-  if (!*pp) return;
-  *pp = s->queue_next;
-  if (p->queue_tail == s) p->queue_tail = prev;
-  p->n_pending--;
-  s->queued = false;
+  return NULL;
 }
+
+/* The waiter a full queue gives up for a request of |rank|: the newest of
+ * the lowest priority below it (it has waited least), or NULL. */
+static struct sl_stream *pool_queue_victim(const struct sl_pool *p, unsigned rank) {
+  for (unsigned r = 0; r < rank; r++)
+    if (p->queue[r].tail) return p->queue[r].tail;
+  return NULL;
+}
+
+static bool pool_queue_empty(const struct sl_pool *p) { return p->n_pending == 0; }
 
 static void pool_idle_remove(struct sl_pool *p, struct sl_upconn *u) {
   for (struct sl_upconn **pp = &p->idle; *pp; pp = &(*pp)->next) {
@@ -301,7 +327,7 @@ static void upconn_bind(struct sl_upconn *u, struct sl_stream *s) {
 }
 
 static void pool_service_queue(struct sl_pool *p) {
-  while (p->queue_head && p->n_conns < p->max_conns) {
+  while (!pool_queue_empty(p) && p->n_conns < p->max_conns) {
     struct sl_upconn *u = upconn_connect(p);
     if (!u) break;
     upconn_bind(u, pool_queue_pop(p));
@@ -315,6 +341,14 @@ void sl_upstream_fail_stream(struct sl_pool *p, struct sl_stream *s, int status,
   sl_stats_upstream_done(p->w, p->name, 0, -1);
   s->ex->outcome(s, true);
   s->ex->failed(s, status, error);
+}
+
+/* Refuses |s| (not queued) for a full queue. */
+static void pool_shed(struct sl_pool *p, struct sl_stream *s) {
+  char policy[SL_POLICY_NAME_MAX];
+  snprintf(policy, sizeof(policy), "upstream/%s", p->name);
+  sl_stats_rejection(p->w, s->route->name, policy, SL_REASON_QUEUE_FULL, false, s->client_ip);
+  s->ex->respond_error(s, 503, "upstream_queue_full", policy, 1);
 }
 
 void sl_upstream_start(struct sl_stream *s) {
@@ -348,10 +382,17 @@ void sl_upstream_start(struct sl_stream *s) {
     pool_queue_push(p, s);
     return;
   }
-  char policy[SL_POLICY_NAME_MAX];
-  snprintf(policy, sizeof(policy), "upstream/%s", p->name);
-  sl_stats_rejection(p->w, s->route->name, policy, SL_REASON_QUEUE_FULL, false, s->client_ip);
-  s->ex->respond_error(s, 503, "upstream_queue_full", policy, 1);
+  /* Full. A waiter of lower priority gives its place up (503 with a
+   * retry-after, counted as queue_full like any shed request); without
+   * one, this request is shed. */
+  struct sl_stream *victim = pool_queue_victim(p, pool_rank(s));
+  if (victim) {
+    pool_queue_remove(p, victim);
+    pool_queue_push(p, s);
+    pool_shed(p, victim);
+    return;
+  }
+  pool_shed(p, s);
 }
 
 void sl_upstream_request_body(struct sl_stream *s) {

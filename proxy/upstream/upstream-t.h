@@ -168,7 +168,12 @@ struct sl_pool {
   uint32_t n_conns;     /* open, idle or busy */
   uint32_t n_pending;
   struct sl_upconn *idle; /* idle keep-alive connections, LIFO */
-  struct sl_stream *queue_head, *queue_tail;
+  /* Streams waiting for a connection, one FIFO per priority (index
+   * pool_rank(): low, normal, high), served high first; a full queue
+   * gives a high request the place of the newest lower waiter. */
+  struct sl_pool_queue {
+    struct sl_stream *head, *tail;
+  } queue[3];
   struct sl_pool *next;
   bool retired;         /* replaced by a reload: close when empty */
   uint32_t pipeline;    /* pipelining depth (1: off) */
