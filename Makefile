@@ -36,6 +36,22 @@ MAIN_SRC     := proxy/main.c
 LIB_SRC      := $(filter-out $(MAIN_SRC),$(SRC_PROXY)) $(SRC_POLICIES)
 UNIT_TESTS   := $(sort $(wildcard test/unit/test_*.c))
 
+# The commit the binary is built from (`sluice --version`,
+# sluice_build_info): "-dirty" when the tree has changes, "unknown" outside
+# a git checkout. Only build_info.c sees it; the stamp file changes (and
+# that one file is rebuilt) only when the commit does.
+SLUICE_COMMIT := $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) && \
+                   { git diff --quiet HEAD -- 2>/dev/null || c="$$c-dirty"; echo "$$c"; } \
+                   || echo unknown)
+BUILD_INFO_OBJS := $(foreach d,build build/san build/tsan build/fuzz,$(d)/obj/proxy/admin/build_info.o)
+$(BUILD_INFO_OBJS): CPPFLAGS += -DSLUICE_COMMIT='"$(SLUICE_COMMIT)"'
+$(BUILD_INFO_OBJS): build/commit.stamp
+build/commit.stamp: FORCE
+	@mkdir -p build
+	@echo '$(SLUICE_COMMIT)' | cmp -s - $@ || echo '$(SLUICE_COMMIT)' > $@
+.PHONY: FORCE
+FORCE:
+
 # Two build flavours share one rule set: build/ (release) and build/san/
 # (sanitizers, used by make test).
 define objs

@@ -4,7 +4,8 @@
  *   sluice [run] -c FILE [--workers N] [--log-level LEVEL]
  *   sluice check -c FILE [--print] [--strict]
  *   sluice explain -c FILE [--ip A] [--header 'K: V']... [--method M] PATH
- *   sluice version
+ *   sluice version | --version | -V
+ *   sluice help | --help | -h
  *
  * Exit codes: 0 ok, 1 invalid configuration or usage, 2 runtime failure.
  * Everything past argument parsing is in the library (libsluice.a):
@@ -17,10 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <nghttp2/nghttp2.h>
-#include <openssl/crypto.h>
-
 #include "sluice/log.h"
+#include "admin/build_info.h"
 #include "admin/commands.h"
 #include "admin/process.h"
 
@@ -29,7 +28,28 @@ static void usage(FILE *f) {
           "usage: sluice [run] -c FILE [--workers N] [--log-level debug|info|warn|error]\n"
           "       sluice check -c FILE [--print] [--strict]\n"
           "       sluice explain -c FILE [--ip A] [--method M] [--header 'K: V']... PATH\n"
-          "       sluice version\n");
+          "       sluice version | --version | -V\n"
+          "       sluice help | --help | -h\n");
+}
+
+static void help(void) {
+  usage(stdout);
+  fputs("\n"
+        "commands:\n"
+        "  run       serve: the listeners, the admin API, hot reload (SIGHUP, POST /reload,\n"
+        "            the watched files); the default command\n"
+        "  check     validate a configuration and its drop-ins (FILE:LINE:COL errors, exit 1);\n"
+        "            --print shows it normalised, --strict makes warnings (expired entries) errors\n"
+        "  explain   the verdict a request would get, policy by policy, without sending it\n"
+        "  version   the version, the commit built from, and the libraries\n"
+        "\n"
+        "options:\n"
+        "  -c, --config FILE   the main YAML file (its `include` names the drop-in directory)\n"
+        "  -w, --workers N     worker threads [one per available CPU]\n"
+        "  -l, --log-level L   debug, info [default], warn or error\n"
+        "\n"
+        "exit codes: 0 ok, 1 invalid configuration or usage, 2 runtime failure\n",
+        stdout);
 }
 
 int main(int argc, char **argv) {
@@ -39,9 +59,14 @@ int main(int argc, char **argv) {
     cmd = argv[1];
     argi = 2;
   }
-  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-    printf("sluice %s (nghttp2 %s, %s)\n", SLUICE_VERSION, nghttp2_version(0)->version_str,
-           OpenSSL_version(OPENSSL_VERSION));
+  /* Asked as the first word, with or without dashes. */
+  const char *first = argc > 1 ? argv[1] : "";
+  if (!strcmp(first, "version") || !strcmp(first, "--version") || !strcmp(first, "-V")) {
+    sl_build_info_print(stdout);
+    return 0;
+  }
+  if (!strcmp(first, "help") || !strcmp(first, "--help") || !strcmp(first, "-h")) {
+    help();
     return 0;
   }
   if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && strcmp(cmd, "explain") != 0) {
@@ -99,7 +124,7 @@ int main(int argc, char **argv) {
       method = optarg;
       break;
     case 'h':
-      usage(stdout);
+      help();
       return 0;
     default:
       usage(stderr);

@@ -17,7 +17,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum sl_metric_type { SL_METRIC_COUNTER, SL_METRIC_GAUGE, SL_METRIC_HISTOGRAM };
+/* SL_METRIC_SAMPLED_COUNTER: a counter kept elsewhere and copied in at
+ * scrape time (process CPU seconds, from the kernel): set like a gauge
+ * (sl_metric_gauge_set_double), exposed as a counter. */
+enum sl_metric_type {
+  SL_METRIC_COUNTER,
+  SL_METRIC_GAUGE,
+  SL_METRIC_HISTOGRAM,
+  SL_METRIC_SAMPLED_COUNTER,
+};
 
 struct sl_metric_family;
 struct sl_metric_series;
@@ -36,7 +44,7 @@ struct sl_metric_series *sl_metrics_series(struct sl_metric_family *f, const cha
 
 void sl_metric_inc(struct sl_metric_series *s);
 void sl_metric_add(struct sl_metric_series *s, uint64_t n);
-/* Gauges: signed. */
+/* Gauges (and sampled counters): signed. */
 void sl_metric_gauge_add(struct sl_metric_series *s, int64_t delta);
 void sl_metric_gauge_set(struct sl_metric_series *s, int64_t value);
 /* Gauges holding non-integer values (timestamps). */

@@ -19,6 +19,7 @@
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "admin/admin.h"
+#include "admin/build_info.h"
 #include "admin/commands.h"
 #include "admin/process.h"
 #include "admin/reload.h"
@@ -80,6 +81,7 @@ static int cpus_available(void) {
 static void breaker_gauges(void *ud) {
   (void)ud;
   sl_freelist_collect(); /* sluice_pool_* (core/freelist.h) */
+  sl_build_metrics_collect(); /* process_* */
   struct sl_gen *g = sl_gen_current_ref();
   const struct sl_config *cfg = g->cfg;
   uint64_t now = sl_now_ns();
@@ -158,6 +160,7 @@ int sl_run(const struct sl_run_opts *opts) {
   int workers = opts->workers;
   M.config_path = path;
   sl_stats_init();
+  sl_build_metrics_init();
   struct sl_config *cfg = sl_config_load_or_report(path, true);
   if (!cfg) {
     sl_reload_metrics(false, NULL);
@@ -225,7 +228,8 @@ int sl_run(const struct sl_run_opts *opts) {
   for (int i = 0; i < M.listeners.n; i++)
     sl_log(SL_LOG_INFO, "listening", "listener", M.listeners.items[i]->name, "address",
            M.listeners.items[i]->address, "tls", M.listeners.items[i]->tls ? "on" : "off", NULL);
-  sl_log(SL_LOG_INFO, "started", "version", SLUICE_VERSION, "workers", nw, "config", path, NULL);
+  sl_log(SL_LOG_INFO, "started", "version", SLUICE_VERSION, "commit", sl_build_commit(),
+         "workers", nw, "config", path, NULL);
   sl_config_log_expired(cfg, (int64_t)time(NULL));
 
   ev_run(M.loop, 0);

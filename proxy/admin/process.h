@@ -17,8 +17,6 @@
 
 #include "core/listener-t.h"
 
-#define SLUICE_VERSION "0.1.0"
-
 struct ev_loop;
 struct sl_admin;
 struct sl_worker;

@@ -359,6 +359,11 @@ out:
  * Every updater accepts NULL (a series that could not be allocated) and
  * does nothing, so callers on the request path need not check. */
 
+/* Gauges, and counters sampled from elsewhere, keep an int64 or a double. */
+static bool gauge_stored(const struct sl_metric_family *f) {
+  return f->type == SL_METRIC_GAUGE || f->type == SL_METRIC_SAMPLED_COUNTER;
+}
+
 void sl_metric_add(struct sl_metric_series *s, uint64_t n) {
   if (!s) return;
   switch (s->family->type) {
@@ -366,6 +371,7 @@ void sl_metric_add(struct sl_metric_series *s, uint64_t n) {
     atomic_fetch_add_explicit(&s->v.counter, n, memory_order_relaxed);
     break;
   case SL_METRIC_GAUGE:
+  case SL_METRIC_SAMPLED_COUNTER:
     sl_metric_gauge_add(s, (int64_t)n);
     break;
   case SL_METRIC_HISTOGRAM:
@@ -391,7 +397,7 @@ static uint64_t double_to_bits(double d) {
  * it; from then on every update goes to the double (adds by CAS loop).
  * Mixing the two styles concurrently on one series is not supported. */
 void sl_metric_gauge_add(struct sl_metric_series *s, int64_t delta) {
-  if (!s || s->family->type != SL_METRIC_GAUGE) return;
+  if (!s || !gauge_stored(s->family)) return;
   if (!atomic_load_explicit(&s->v.gauge.is_double, memory_order_relaxed)) {
     atomic_fetch_add_explicit(&s->v.gauge.ival, delta, memory_order_relaxed);
     return;
@@ -404,7 +410,7 @@ void sl_metric_gauge_add(struct sl_metric_series *s, int64_t delta) {
 }
 
 void sl_metric_gauge_set(struct sl_metric_series *s, int64_t value) {
-  if (!s || s->family->type != SL_METRIC_GAUGE) return;
+  if (!s || !gauge_stored(s->family)) return;
   if (atomic_load_explicit(&s->v.gauge.is_double, memory_order_relaxed))
     atomic_store_explicit(&s->v.gauge.dbits, double_to_bits((double)value), memory_order_relaxed);
   else
@@ -412,7 +418,7 @@ void sl_metric_gauge_set(struct sl_metric_series *s, int64_t value) {
 }
 
 void sl_metric_gauge_set_double(struct sl_metric_series *s, double value) {
-  if (!s || s->family->type != SL_METRIC_GAUGE) return;
+  if (!s || !gauge_stored(s->family)) return;
   atomic_store_explicit(&s->v.gauge.dbits, double_to_bits(value), memory_order_relaxed);
   atomic_store_explicit(&s->v.gauge.is_double, true, memory_order_relaxed);
 }
@@ -436,7 +442,8 @@ uint64_t sl_metric_counter_value(const struct sl_metric_series *s) {
   switch (s->family->type) {
   case SL_METRIC_COUNTER:
     return atomic_load_explicit(&m->v.counter, memory_order_relaxed);
-  case SL_METRIC_GAUGE: {
+  case SL_METRIC_GAUGE:
+  case SL_METRIC_SAMPLED_COUNTER: {
     double d = sl_metric_gauge_value(s);
     return d > 0 ? (uint64_t)d : 0;
   }
@@ -455,7 +462,7 @@ double sl_metric_gauge_value(const struct sl_metric_series *s) {
   struct sl_metric_series *m = (struct sl_metric_series *)s;
   if (s->family->type == SL_METRIC_COUNTER)
     return (double)atomic_load_explicit(&m->v.counter, memory_order_relaxed);
-  if (s->family->type != SL_METRIC_GAUGE) return 0;
+  if (!gauge_stored(s->family)) return 0;
   if (atomic_load_explicit(&m->v.gauge.is_double, memory_order_relaxed))
     return bits_to_double(atomic_load_explicit(&m->v.gauge.dbits, memory_order_relaxed));
   return (double)atomic_load_explicit(&m->v.gauge.ival, memory_order_relaxed);
@@ -490,6 +497,7 @@ static void render_series(struct obuf *b, const struct sl_metric_family *f,
     ob_putc(b, '\n');
     break;
   case SL_METRIC_GAUGE:
+  case SL_METRIC_SAMPLED_COUNTER:
     ob_series_name(b, f->name, "", s->labels, NULL);
     ob_putc(b, ' ');
     if (atomic_load_explicit(&s->v.gauge.is_double, memory_order_relaxed))
@@ -531,7 +539,7 @@ void sl_metrics_set_collector(void (*fn)(void *ud), void *ud) {
 }
 
 int sl_metrics_render(char **out, size_t *len) {
-  static const char *const type_names[] = {"counter", "gauge", "histogram"};
+  static const char *const type_names[] = {"counter", "gauge", "histogram", "counter"};
   void (*fn)(void *) = atomic_load(&collector);
   if (fn) fn(atomic_load(&collector_ud));
   struct obuf b = {0};

@@ -70,10 +70,34 @@ def error_at(stderr, path, line, col=None):
     raise AssertionError("no error at %s:%d:%s in stderr:\n%s" % (path, line, col or "*", stderr))
 
 
-def test_version(sluice_bin):
-    p = run_cli(["version"], binary=sluice_bin)
+def _git_commit():
+    """The checkout's commit as the Makefile names it, or None outside git."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        return subprocess.run(["git", "-C", repo, "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+@pytest.mark.parametrize("arg", ["version", "--version", "-V"])
+def test_version(sluice_bin, arg):
+    p = run_cli([arg], binary=sluice_bin)
     assert p.returncode == 0, p.stderr
-    assert re.search(r"\d+\.\d+", p.stdout + p.stderr), p.stdout
+    m = re.match(r"sluice (\d+\.\d+\.\d+) \(commit (\S+); nghttp2 [\d.]+, OpenSSL ", p.stdout)
+    assert m, p.stdout
+    commit = _git_commit()
+    if commit:  # built from this checkout (possibly with local changes: -dirty)
+        assert m.group(2).split("-")[0] == commit, (m.group(2), commit)
+
+
+@pytest.mark.parametrize("arg", ["help", "--help", "-h"])
+def test_help_lists_the_verbs(sluice_bin, arg):
+    p = run_cli([arg], binary=sluice_bin)
+    assert p.returncode == 0, p.stderr
+    for verb in ("run", "check", "explain", "version"):
+        assert re.search(r"^  %s  " % verb, p.stdout, re.M), (verb, p.stdout)
+    assert "exit codes" in p.stdout
 
 
 def test_no_arguments_is_usage_error(sluice_bin):
