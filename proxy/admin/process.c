@@ -19,6 +19,7 @@
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "admin/admin.h"
+#include "admin/breaker_watch.h"
 #include "admin/build_info.h"
 #include "admin/commands.h"
 #include "admin/process.h"
@@ -75,22 +76,14 @@ static int cpus_available(void) {
 /* ---- housekeeping -------------------------------------------------- */
 
 /* The metrics collector (sl_metrics_set_collector): at every scrape,
- * sluice_circuit_breaker_state of each upstream from its breaker's state
- * at this instant (open for long enough is half-open: the next request is
- * a probe), so the gauge never lags a refusal nor outlives `open_for`. */
-static void breaker_gauges(void *ud) {
+ * the breaker gauges (admin/breaker_watch.c), the recycling pools' and
+ * the process's. */
+static void scrape_gauges(void *ud) {
   (void)ud;
   sl_freelist_collect(); /* sluice_pool_* (core/freelist.h) */
   sl_build_metrics_collect(); /* process_* */
   struct sl_gen *g = sl_gen_current_ref();
-  const struct sl_config *cfg = g->cfg;
-  uint64_t now = sl_now_ns();
-  for (size_t i = 0; i < cfg->n_upstreams; i++) {
-    struct sl_breaker *b = sl_policy_state_breaker(g->policies->breakers[i]);
-    const char *values[1] = {cfg->upstreams[i].name};
-    struct sl_metric_series *bs = sl_metrics_series(sl_stats.breaker_state, values);
-    if (bs) sl_metric_gauge_set(bs, b ? (int64_t)sl_breaker_state_at(b, now) : 0);
-  }
+  sl_breaker_gauges(g, sl_now_ns());
   sl_gen_unref(g);
 }
 
@@ -115,6 +108,7 @@ static void housekeeping_cb(struct ev_loop *loop, ev_timer *w, int revents) {
       if (ks) sl_metric_gauge_set(ks, (int64_t)sl_ratelimit_keys(t));
     }
   }
+  sl_breaker_watch(g, now); /* transition log lines */
   sl_gen_unref(g);
   /* Listeners removed by a reload go once their last connection closed. */
   sl_listener_set_collect(&M.listeners, sl_workers_acked_min(M.workers, M.n_workers));
@@ -161,6 +155,7 @@ int sl_run(const struct sl_run_opts *opts) {
   M.config_path = path;
   sl_stats_init();
   sl_build_metrics_init();
+  sl_breaker_watch_init();
   struct sl_config *cfg = sl_config_load_or_report(path, true);
   if (!cfg) {
     sl_reload_metrics(false, NULL);
@@ -177,7 +172,7 @@ int sl_run(const struct sl_run_opts *opts) {
     return 2;
   }
   struct sl_gen *g = sl_gen_publish(cfg, M.listeners.items, M.listeners.n);
-  sl_metrics_set_collector(breaker_gauges, NULL); /* a generation is current from now on */
+  sl_metrics_set_collector(scrape_gauges, NULL); /* a generation is current from now on */
   sl_reload_metrics(true, cfg);
 
   M.loop = EV_DEFAULT;

@@ -168,6 +168,30 @@ void sl_stats_upstream_done(struct sl_worker *w, const char *upstream, int statu
   if (dur_cache[d].hist) sl_metric_observe(dur_cache[d].hist, seconds);
 }
 
+void sl_stats_upstream_failed(struct sl_worker *w, const char *upstream, const char *error,
+                              int status) {
+  /* The failure's kind is the code: "connect_failed", "timeout", "reset"
+   * ... (the error without its "upstream_" prefix; a fixed set). */
+  const char *kind = strncmp(error, "upstream_", 9) == 0 ? error + 9 : error;
+  const char *values[2] = {upstream, kind};
+  struct sl_metric_series *m = sl_metrics_series(sl_stats.upstream_requests, values);
+  if (m) sl_metric_inc(m);
+  struct sl_hasher h;
+  sl_hasher_init(&h, sl_hash_process_key());
+  sl_hasher_str(&h, "upstream failed");
+  sl_hasher_str(&h, upstream);
+  sl_hasher_str(&h, error);
+  unsigned suppressed;
+  if (!sl_stats_log_admit(sl_hasher_final(&h), (int64_t)ev_now(w->loop), &suppressed)) return;
+  char esc[128];
+  size_t n = 0;
+  sl_json_escape(esc, sizeof(esc), &n, upstream);
+  esc[n] = '\0';
+  sl_log_json(SL_LOG_WARN, "upstream failed",
+              "\"upstream\":\"%s\",\"error\":\"%s\",\"status\":%d,\"suppressed\":%u", esc, error,
+              status, suppressed);
+}
+
 struct sl_metric_series *sl_stats_conn_series(const char *listener, int proto) {
   const char *values[2] = {listener, proto_names[proto & 1]};
   return sl_metrics_series(sl_stats.connections_active, values);
@@ -230,6 +254,23 @@ static struct rej_log_slot *rej_log_slot(uint64_t key) {
   return &rej_log[home];
 }
 
+bool sl_stats_log_admit(uint64_t key, int64_t now_s, unsigned *suppressed) {
+  struct rej_log_slot *sl = rej_log_slot(key);
+  int64_t seen = atomic_load_explicit(&sl->second, memory_order_relaxed);
+  *suppressed = 0;
+  /* Only forward: workers cache their loop clocks independently, and one
+   * still in the previous second must not reopen that second's window. */
+  if (now_s > seen && atomic_compare_exchange_strong(&sl->second, &seen, now_s)) {
+    atomic_store(&sl->lines, 0);
+    *suppressed = atomic_exchange(&sl->suppressed, 0);
+  }
+  if (atomic_fetch_add(&sl->lines, 1) >= atomic_load(&rej_log_per_sec)) {
+    atomic_fetch_add(&sl->suppressed, 1);
+    return false;
+  }
+  return true;
+}
+
 void sl_stats_rejection(struct sl_worker *w, const char *route, const char *policy,
                         enum sl_reject_reason reason, bool shadow, const char *client_ip) {
   uint64_t h = sl_stats_rejection_key(route, policy, reason);
@@ -242,20 +283,8 @@ void sl_stats_rejection(struct sl_worker *w, const char *route, const char *poli
   }
   if (e->series) sl_metric_inc(e->series);
 
-  struct rej_log_slot *sl = rej_log_slot(shadow ? ~h : h);
-  int64_t now = (int64_t)ev_now(w->loop);
-  int64_t seen = atomic_load_explicit(&sl->second, memory_order_relaxed);
-  unsigned suppressed = 0;
-  /* Only forward: workers cache their loop clocks independently, and one
-   * still in the previous second must not reopen that second's window. */
-  if (now > seen && atomic_compare_exchange_strong(&sl->second, &seen, now)) {
-    atomic_store(&sl->lines, 0);
-    suppressed = atomic_exchange(&sl->suppressed, 0);
-  }
-  if (atomic_fetch_add(&sl->lines, 1) >= atomic_load(&rej_log_per_sec)) {
-    atomic_fetch_add(&sl->suppressed, 1);
-    return;
-  }
+  unsigned suppressed;
+  if (!sl_stats_log_admit(shadow ? ~h : h, (int64_t)ev_now(w->loop), &suppressed)) return;
   char esc_route[128], esc_policy[256], esc_ip[64];
   size_t a = 0, b = 0, c = 0;
   sl_json_escape(esc_route, sizeof(esc_route), &a, route);

@@ -50,6 +50,12 @@ void sl_stats_init(void);
 void sl_stats_request_done(struct sl_worker *w, const char *route, int proto, int status);
 void sl_stats_upstream_done(struct sl_worker *w, const char *upstream, int status,
                             double seconds);
+/* An exchange the upstream failed (no response head): counted in
+ * sluice_upstream_requests_total with the failure's kind as the code
+ * (|error| "upstream_timeout" -> code "timeout"), and logged, throttled
+ * per upstream and error like rejections. |status| is what the client got. */
+void sl_stats_upstream_failed(struct sl_worker *w, const char *upstream, const char *error,
+                              int status);
 struct sl_metric_series *sl_stats_conn_series(const char *listener, int proto);
 
 /* Counts a refusal (or, with |shadow|, a shadow-mode one) and logs it,
@@ -61,6 +67,12 @@ uint64_t sl_stats_rejection_key(const char *route, const char *policy,
 void sl_stats_rejection(struct sl_worker *w, const char *route, const char *policy,
                         enum sl_reject_reason reason, bool shadow, const char *client_ip);
 void sl_stats_set_rejection_log_rate(uint32_t per_sec);
+/* The log throttle behind rejection lines, for other noisy events: true if
+ * a line keyed |key| (a hash of what it is about, bounded by the
+ * configuration) may be written in second |now_s|, at most
+ * `rejection_log_per_sec` a second per key; |*suppressed| is how many were
+ * held back in the seconds before (report it in the line). */
+bool sl_stats_log_admit(uint64_t key, int64_t now_s, unsigned *suppressed);
 
 /* A request without a usable firmware version (absent or unparseable). */
 void sl_stats_firmware_unknown(const char *route, bool absent);

@@ -338,7 +338,7 @@ static void pool_service_queue(struct sl_pool *p) {
 
 void sl_upstream_fail_stream(struct sl_pool *p, struct sl_stream *s, int status,
                              const char *error) {
-  sl_stats_upstream_done(p->w, p->name, 0, -1);
+  sl_stats_upstream_failed(p->w, p->name, error, status);
   s->ex->outcome(s, true);
   s->ex->failed(s, status, error);
 }

@@ -497,6 +497,13 @@ def test_circuit_breaker_trips_then_recovers(start_sluice, upstream):
         wait_for(lambda: s.metric("sluice_circuit_breaker_state", upstream="identity") == 1, 3,
                  what="breaker state 1 (open)")
         assert rejections(s, policy="upstream/identity", reason="breaker") == 2
+        # Issue 14: the transition is logged (housekeeping looks once a
+        # second) and counted.
+        opened = s.wait_log(lambda l: l.get("msg") == "circuit breaker opened", 3,
+                            what="circuit breaker opened log line")
+        assert (opened["upstream"], opened["opens"], opened["level"]) == ("identity", 1, "warn")
+        assert 0 < opened["open_for_ms"] <= 2000
+        assert s.metric("sluice_circuit_breaker_opens_total", upstream="identity") == 1
         # After open_for (policy time moved, not slept): one probe; the
         # upstream is healthy, so it closes.
         advance_clock(s, 2100)
@@ -506,6 +513,10 @@ def test_circuit_breaker_trips_then_recovers(start_sluice, upstream):
     assert upstream.seen("/v1/healthy") == 6
     wait_for(lambda: s.metric("sluice_circuit_breaker_state", upstream="identity") == 0, 3,
              what="breaker state 0 (closed)")
+    closed = s.wait_log(lambda l: l.get("msg") == "circuit breaker closed", 3,
+                        what="circuit breaker closed log line")
+    assert closed["upstream"] == "identity"
+    assert s.metric("sluice_circuit_breaker_opens_total", upstream="identity") == 1
 
 
 @pytest.mark.timeout(30)
@@ -534,6 +545,14 @@ def test_circuit_breaker_opens_on_refused_connections(start_sluice):
     for _ in range(2):
         r = curl(s.url("/v1/x"))
         assert r.status == 502, r
+    # Issue 14: each failure is counted by its kind (not code="0") and
+    # logged, throttled per upstream and error.
+    assert s.metric("sluice_upstream_requests_total", upstream="identity",
+                    code="connect_failed") == 2
+    assert s.metric("sluice_upstream_requests_total", upstream="identity", code="0") == 0
+    failed = [l for l in s.logs() if l.get("msg") == "upstream failed"]
+    assert [(l["upstream"], l["error"], l["status"]) for l in failed] == \
+        [("identity", "upstream_connect_failed", 502)] * 2
     for _ in range(3):
         r = curl(s.url("/v1/x"))
         check_rejection(r.status, r.header, r.body, 503, "circuit_open", "upstream/identity", 28, 45)
