@@ -264,6 +264,9 @@ struct sl_shaping_rule {
 };
 
 enum sl_access_log { SL_ACCESS_LOG_OFF = 0, SL_ACCESS_LOG_ON, SL_ACCESS_LOG_SAMPLED };
+/* What the access log shows of a query string: names only (values are
+ * where tokens travel), or all of it. */
+enum sl_access_log_query { SL_ACCESS_QUERY_REDACT = 0, SL_ACCESS_QUERY_FULL };
 
 /* ---- the snapshot ------------------------------------------------- */
 
@@ -294,6 +297,7 @@ struct sl_config {
   enum sl_mode mode;            /* global; default enforce */
   uint64_t drain_timeout_ms;    /* default 20000 */
   enum sl_access_log access_log;  /* default off */
+  enum sl_access_log_query access_log_query; /* default redact */
   uint32_t rejection_log_per_sec; /* default 10 */
   /* Top-level `maintenance` (policies/kinds/maintenance.c), implied in
    * every route without its own; NULL: none. */

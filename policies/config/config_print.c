@@ -354,6 +354,8 @@ int sl_config_print(const struct sl_config *cfg, FILE *out) {
   kv_ms(out, 0, "drain_timeout", cfg->drain_timeout_ms);
   static const char *const logs[] = {"off", "on", "sampled"};
   cfg_print_kv_raw(out, 0, "access_log", logs[cfg->access_log]);
+  cfg_print_kv_raw(out, 0, "access_log_query",
+                   cfg->access_log_query == SL_ACCESS_QUERY_FULL ? "full" : "redact");
   cfg_print_kv_u64(out, 0, "rejection_log_per_sec", cfg->rejection_log_per_sec);
   return ferror(out) ? -1 : 0;
 }

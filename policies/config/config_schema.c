@@ -453,7 +453,7 @@ node_t *cs_required_list(struct cfg_schema *s, node_t *root, const char *key, co
 static const char *const ROOT_KEYS[] = {
     "listeners", "admin",  "upstreams", "identify", "routes",        "blocklist",
     "reject",    "shaping", "mode",     "drain_timeout", "access_log", "rejection_log_per_sec",
-    "include",   "maintenance", NULL};
+    "include",   "maintenance", "access_log_query", NULL};
 
 void cfg_schema_apply(struct sl_config *cfg, const struct cfg_node *root,
                       struct sl_config_errors *errs) {
@@ -481,6 +481,9 @@ void cfg_schema_apply(struct sl_config *cfg, const struct cfg_node *root,
   static const char *const logs[] = {"off", "on", "sampled", NULL};
   int li;
   if (cs_get_enum(s, root, "access_log", logs, &li) > 0) cfg->access_log = (enum sl_access_log)li;
+  static const char *const queries[] = {"redact", "full", NULL};
+  if (cs_get_enum(s, root, "access_log_query", queries, &li) > 0)
+    cfg->access_log_query = (enum sl_access_log_query)li;
   cs_get_u32(s, root, "rejection_log_per_sec", 0, 1000000, &cfg->rejection_log_per_sec);
   const char *inc;
   cs_get_str(s, root, "include", &inc); /* resolved and read by the loader */

@@ -10,6 +10,12 @@
 #include "core/http.h"
 #include "core/stream-t.h"
 
+const struct sl_header *sl_request_header(const struct sl_request *r, const char *name) {
+  for (uint32_t i = 0; i < r->n_headers; i++)
+    if (strcmp(r->headers[i].name, name) == 0) return &r->headers[i];
+  return NULL;
+}
+
 const char *sl_http_reason(int status) {
   switch (status) {
   case 100: return "Continue";

@@ -10,6 +10,10 @@
 
 struct sl_arena;
 struct sl_header;
+struct sl_request;
+
+/* The first field |name| (lowercase) of |r|, or NULL. */
+const struct sl_header *sl_request_header(const struct sl_request *r, const char *name);
 
 /* RFC 9110 §15 reason phrase for |status| (a class name for unlisted
  * codes). */

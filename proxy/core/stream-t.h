@@ -142,6 +142,7 @@ struct sl_stream {
   bool admitted;       /* adm holds resources until sl_admission_finish */
   bool xff_trusted;    /* the client address came from a trusted proxy */
   char client_ip[46];  /* as identified (XFF from trusted proxies) */
+  char request_id[33]; /* generated when the request had none (core/request_id.h); "": not yet */
 
   struct sl_admission adm;
   ev_timer delay_timer; /* shaping delay before going upstream */

@@ -23,6 +23,7 @@
 #include "core/container.h"
 #include "core/gen.h"
 #include "core/listener-t.h"
+#include "core/access_log.h"
 #include "core/stream.h"
 #include "core/worker-t.h"
 #include "upstream/upstream.h"
@@ -158,12 +159,6 @@ int sl_response_add_header(struct sl_stream *s, const char *name, size_t nlen, c
                            size_t vlen) {
   return header_append(&s->arena, &s->resp.headers, &s->resp.n_headers, &s->resp.cap_headers,
                        name, nlen, value, vlen);
-}
-
-const struct sl_header *sl_request_header(const struct sl_request *r, const char *name) {
-  for (uint32_t i = 0; i < r->n_headers; i++)
-    if (strcmp(r->headers[i].name, name) == 0) return &r->headers[i];
-  return NULL;
 }
 
 static const char *facts_header(const void *ctx, const char *name) {
@@ -412,21 +407,7 @@ static void access_log(struct sl_stream *s) {
   enum sl_access_log mode = s->gen->cfg->access_log;
   if (mode == SL_ACCESS_LOG_OFF || !SL_LOG_ENABLED(SL_LOG_INFO)) return;
   if (mode == SL_ACCESS_LOG_SAMPLED && stream_random() % 100 != 0) return;
-  char path[512], method[32];
-  size_t pl = 0, ml = 0;
-  sl_json_escape(path, sizeof(path), &pl, s->req.path ? s->req.path : "");
-  path[pl] = '\0';
-  sl_json_escape(method, sizeof(method), &ml, s->req.method ? s->req.method : "");
-  method[ml] = '\0';
-  double ms = (ev_now(s->conn->w->loop) - s->started) * 1000.0;
-  sl_log_json(SL_LOG_INFO, "access",
-              "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"route\":\"%s\","
-              "\"protocol\":\"%s\",\"client_ip\":\"%s\",\"duration_ms\":%.3f,"
-              "\"local\":%s",
-              method, path, s->resp.status, s->route ? s->route->name : "-",
-              s->proto == SL_PROTO_H2 ? "h2" : "h1",
-              s->client_ip[0] ? s->client_ip : s->conn->peer_ip, ms,
-              s->local_response ? "true" : "false");
+  sl_access_log_write(s);
 }
 
 void sl_stream_finish_metrics(struct sl_stream *s) {

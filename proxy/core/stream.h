@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/http.h"
 #include "core/stream-t.h"
 
 struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops *fe,
@@ -22,7 +23,6 @@ int sl_stream_add_header(struct sl_stream *s, const char *name, size_t nlen,
                          const char *value, size_t vlen);
 int sl_response_add_header(struct sl_stream *s, const char *name, size_t nlen,
                            const char *value, size_t vlen);
-const struct sl_header *sl_request_header(const struct sl_request *r, const char *name);
 /* The request head is complete: route it, apply admission, start the
  * upstream exchange or answer locally. */
 void sl_stream_dispatch(struct sl_stream *s);

@@ -25,6 +25,7 @@
 #include "core/conn-t.h"
 #include "core/container.h"
 #include "core/listener-t.h"
+#include "core/request_id.h"
 #include "core/stream.h"
 #include "core/worker-t.h"
 #include "upstream/upstream.h"
@@ -133,6 +134,8 @@ static int h1_write_request_head(struct h1_up *u, struct sl_stream *s) {
     if (s->ws_h2 && (strcmp(h->name, "sec-websocket-key") == 0 ||
                      strcmp(h->name, "sec-websocket-version") == 0))
       continue;
+    if (h->name_len == 12 && memcmp(h->name, "x-request-id", 12) == 0)
+      continue; /* written once below, the client's or sluice's */
     /* h2 cookies arrive split; HTTP/1.1 wants one field (RFC 9113 §8.2.3):
      * repeated cookie fields are acceptable to origins, keep it simple. */
     rv |= sl_pipe_put_field(o, h->name, h->name_len, h->value, h->value_len);
@@ -158,6 +161,10 @@ static int h1_write_request_head(struct h1_up *u, struct sl_stream *s) {
   if (v6) rv |= SL_PIPE_LIT(o, "]\"");
   rv |= SL_PIPE_LIT(o, ";proto=");
   rv |= sl_pipe_puts(o, r->scheme);
+  size_t id_len;
+  const char *id = sl_request_id(s, &id_len);
+  rv |= SL_PIPE_LIT(o, "\r\nx-request-id: ");
+  rv |= sl_pipe_write(o, id, id_len);
   rv |= SL_PIPE_LIT(o, "\r\n");
   if (r->upgrade_websocket) {
     /* Upgrade and Connection are hop-by-hop: sluice asks for the upgrade

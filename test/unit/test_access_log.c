@@ -1,0 +1,84 @@
+/*
+ * The access log's pure parts: query redaction (names kept, values
+ * starred, truncation safe at every size) and W3C traceparent parsing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/access_log.h"
+
+static void redacts(const char *in, const char *want) {
+  char out[256];
+  size_t n = sl_access_log_redact(in, out, sizeof(out));
+  assert_string_equal(out, want);
+  assert_int_equal(n, strlen(want));
+}
+
+static void test_redact(void **state) {
+  (void)state;
+  redacts("/v1/x", "/v1/x");
+  redacts("/v1/x?", "/v1/x?");
+  redacts("/v1/x?a=1", "/v1/x?a=*");
+  redacts("/v1/x?token=s3cr3t&user=bob&flag", "/v1/x?token=*&user=*&flag");
+  redacts("/v1/x?a=1=2&b==&=v", "/v1/x?a=*&b=*&=*"); /* '=' inside a value is the value's */
+  redacts("/p=q?k=v", "/p=q?k=*");                    /* before '?': the path, kept */
+  redacts("/v1/x?a=1&&b", "/v1/x?a=*&&b");
+}
+
+/* Every output size: NUL-terminated, a prefix of the whole redaction, and
+ * never a secret byte. */
+static void test_redact_truncates(void **state) {
+  (void)state;
+  const char *in = "/v1/login?token=SECRET&id=SECRET2";
+  char whole[128];
+  sl_access_log_redact(in, whole, sizeof(whole));
+  for (size_t cap = 1; cap < sizeof(whole); cap++) {
+    char out[128];
+    memset(out, 'Z', sizeof(out));
+    size_t n = sl_access_log_redact(in, out, cap);
+    assert_true(n < cap);
+    assert_int_equal(out[n], '\0');
+    assert_memory_equal(out, whole, n);
+    assert_null(strstr(out, "SECRET"));
+  }
+  char none[1] = {'Z'};
+  assert_int_equal(sl_access_log_redact(in, none, 0), 0);
+  assert_int_equal(none[0], 'Z');
+}
+
+static void test_traceparent(void **state) {
+  (void)state;
+  static const char ok[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const char *id = sl_traceparent_trace_id(ok, strlen(ok));
+  assert_non_null(id);
+  assert_memory_equal(id, "4bf92f3577b34da6a3ce929d0e0e4736", 32);
+  /* a later version may append fields after a '-'; version 00 may not */
+  static const char v1[] = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra";
+  assert_non_null(sl_traceparent_trace_id(v1, strlen(v1)));
+  static const char *const bad[] = {
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", /* 00 with more */
+      "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",       /* version ff */
+      "00-00000000000000000000000000000000-00f067aa0ba902b7-01",       /* zero trace id */
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",       /* zero parent */
+      "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",       /* uppercase */
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",        /* short */
+      "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",       /* separator */
+      "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",      /* no '-' after */
+      "",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    assert_null(sl_traceparent_trace_id(bad[i], strlen(bad[i])));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_redact),
+      cmocka_unit_test(test_redact_truncates),
+      cmocka_unit_test(test_traceparent),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
