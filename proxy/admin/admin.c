@@ -35,6 +35,7 @@
 #include <llhttp.h>
 
 #include "sluice/config-t.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "admin/admin.h"
@@ -455,11 +456,13 @@ static void conn_parse(struct admin_conn *c) {
                      : status == 431 ? "request header fields too large\n"
                                      : "bad request\n";
   if (SL_LOG_ENABLED(SL_LOG_DEBUG)) {
-    char code[8];
-    snprintf(code, sizeof(code), "%d", status);
-    sl_log(SL_LOG_DEBUG, "admin request refused", "status", code, "reason",
-           llhttp_get_error_reason(&c->parser) ? llhttp_get_error_reason(&c->parser) : "",
-           (char *)NULL);
+    const char *why = llhttp_get_error_reason(&c->parser);
+    char esc[256];
+    size_t n = 0;
+    sl_json_escape(esc, sizeof(esc), &n, why ? why : "");
+    esc[n] = '\0';
+    sl_log_json(SL_LOG_DEBUG, "admin request refused", "\"status\":%d,\"reason\":\"%s\"", status,
+                esc);
   }
   c->roff = c->rlen = 0;
   conn_respond_text(c, status, text, true);

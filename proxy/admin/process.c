@@ -13,6 +13,7 @@
 #include <ev.h>
 
 #include "sluice/breaker.h"
+#include "sluice/json.h"
 #include "sluice/config.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
@@ -218,13 +219,16 @@ int sl_run(const struct sl_run_opts *opts) {
   ev_timer_init(&housekeeping, housekeeping_cb, 0.0, 1.0);
   ev_timer_start(M.loop, &housekeeping);
 
-  char nw[16];
-  snprintf(nw, sizeof(nw), "%d", M.n_workers);
   for (int i = 0; i < M.listeners.n; i++)
     sl_log(SL_LOG_INFO, "listening", "listener", M.listeners.items[i]->name, "address",
            M.listeners.items[i]->address, "tls", M.listeners.items[i]->tls ? "on" : "off", NULL);
-  sl_log(SL_LOG_INFO, "started", "version", SLUICE_VERSION, "commit", sl_build_commit(),
-         "workers", nw, "config", path, NULL);
+  char esc_path[1024];
+  size_t pl = 0;
+  sl_json_escape(esc_path, sizeof(esc_path), &pl, path);
+  esc_path[pl] = '\0';
+  sl_log_json(SL_LOG_INFO, "started",
+              "\"version\":\"%s\",\"commit\":\"%s\",\"workers\":%d,\"config\":\"%s\"",
+              SLUICE_VERSION, sl_build_commit(), M.n_workers, esc_path);
   sl_config_log_expired(cfg, (int64_t)time(NULL));
 
   ev_run(M.loop, 0);

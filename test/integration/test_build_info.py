@@ -72,3 +72,12 @@ def test_process_metrics_agree_with_the_kernel(start_sluice):
         s.metrics_text()
     _, cpu2 = _sample(s.metrics_text(), "process_cpu_seconds_total")
     assert cpu2 >= cpu
+
+
+def test_started_line_has_typed_fields(start_sluice, sluice_bin):
+    s = start_sluice(base_config(), workers=2)
+    line = s.wait_log(lambda l: l.get("msg") == "started", what="started line")
+    assert line["workers"] == 2  # a number, not "2"
+    out = run_cli(["--version"], binary=sluice_bin).stdout
+    assert "commit %s;" % line["commit"] in out
+    assert line["config"].endswith(".yaml")
