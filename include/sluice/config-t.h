@@ -285,6 +285,15 @@ struct sl_config {
   struct sl_listener_cfg *listeners;
   size_t n_listeners;
   struct sl_sockaddr admin_address; /* len 0: no admin listener */
+  /* admin.metrics_address: a second admin listener serving only
+   * /metrics, /healthz and /readyz (len 0: none). */
+  struct sl_sockaddr admin_metrics_address;
+  /* admin.token_file as written, and the token read from it at load
+   * (NULL: none). With a token, /config, /explain and /reload want
+   * "Authorization: Bearer <token>"; without one they are served only
+   * when the admin address is loopback. */
+  const char *admin_token_file;
+  const char *admin_token;
   struct sl_upstream_cfg *upstreams;
   size_t n_upstreams;
   struct sl_identify_cfg identify;

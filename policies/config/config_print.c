@@ -337,6 +337,10 @@ int sl_config_print(const struct sl_config *cfg, FILE *out) {
   if (cfg->admin_address.len) {
     fputs("admin:\n", out);
     cfg_print_kv_str(out, 2, "address", cfg->admin_address.text);
+    if (cfg->admin_metrics_address.len)
+      cfg_print_kv_str(out, 2, "metrics_address", cfg->admin_metrics_address.text);
+    /* the file, never the token */
+    if (cfg->admin_token_file) cfg_print_kv_str(out, 2, "token_file", cfg->admin_token_file);
   }
   print_upstreams(out, cfg);
   print_identify(out, &cfg->identify);

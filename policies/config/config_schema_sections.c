@@ -3,6 +3,7 @@
  * identify, blocklist and reject sections. See config_schema.h.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <regex.h>
 #include <stdarg.h>
@@ -87,13 +88,59 @@ void cs_parse_listeners(struct cfg_schema *s, node_t *root) {
   CFG_CHECK_UNIQUE(s, "listener", cfg->listeners, cfg->n_listeners, struct sl_listener_cfg);
 }
 
+/* The bearer token in |path|: one line of RFC 6750 token68 characters
+ * (surrounding blanks and a final newline ignored), at most 4096 bytes. */
+static void read_admin_token(struct cfg_schema *s, node_t *v, const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    cs_err(s, v, "admin: cannot read token_file %s: %s", path, strerror(errno));
+    return;
+  }
+  char buf[4098];
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  bool more = !feof(f) && fgetc(f) != EOF;
+  fclose(f);
+  buf[n] = '\0';
+  char *p = buf, *end = buf + n;
+  while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
+  while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' || end[-1] == '\n')) end--;
+  *end = '\0';
+  if (more || end - p > 4096) {
+    cs_err(s, v, "admin: token_file %s: the token is longer than 4096 bytes", path);
+    return;
+  }
+  if (p == end) {
+    cs_err(s, v, "admin: token_file %s is empty", path);
+    return;
+  }
+  for (const char *q = p; q < end; q++) {
+    if (!isalnum((unsigned char)*q) && !strchr("-._~+/=", *q)) {
+      cs_err(s, v, "admin: token_file %s: the token may hold only letters, digits and -._~+/= "
+                   "(one line)", path);
+      return;
+    }
+  }
+  s->cfg->admin_token = cs_sdup(s, p);
+}
+
 void cs_parse_admin(struct cfg_schema *s, node_t *root) {
   node_t *m = cs_get_node(s, root, "admin", CFG_MAP);
   if (!m) return;
-  static const char *const keys[] = {"address", NULL};
+  static const char *const keys[] = {"address", "metrics_address", "token_file", NULL};
   cs_check_keys(s, m, "admin", keys);
-  if (cs_get_sockaddr(s, m, "address", &s->cfg->admin_address) == 0)
-    cs_err(s, m, "admin: missing 'address' (e.g. \"127.0.0.1:9901\")");
+  /* Loopback unless said otherwise: the admin API reloads, reveals the
+   * configuration and explains policies. */
+  if (cs_get_sockaddr(s, m, "address", &s->cfg->admin_address) == 0) {
+    char err[128];
+    if (sl_parse_sockaddr("127.0.0.1:9901", &s->cfg->admin_address, err, sizeof(err)) == 0)
+      s->cfg->admin_address.text = "127.0.0.1:9901";
+  }
+  cs_get_sockaddr(s, m, "metrics_address", &s->cfg->admin_metrics_address);
+  node_t *tf;
+  if (cs_get_text(s, m, "token_file", &tf) > 0) {
+    s->cfg->admin_token_file = cs_sdup(s, tf->str);
+    read_admin_token(s, tf, tf->str);
+  }
 }
 
 /* ---- upstreams ---------------------------------------------------- */

@@ -20,6 +20,7 @@
  * request (not reset by each byte, so a slow drip cannot hold a slot), the
  * write-progress timeout, and the linger limit.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -49,6 +50,7 @@
 #define ADMIN_MAX_URL 8192            /* bytes */
 #define ADMIN_MAX_HEAD 16384          /* request line + header bytes */
 #define ADMIN_MAX_HEADERS 100
+#define ADMIN_MAX_AUTH 4200          /* "Bearer " and a token of up to 4096 bytes */
 #define ADMIN_TIMEOUT 10.0            /* seconds */
 #define ADMIN_LINGER 2.0              /* seconds */
 #define ADMIN_ACCEPT_PAUSE 0.1        /* seconds, after EMFILE and friends */
@@ -74,6 +76,13 @@ struct admin_conn {
   uint64_t body_bytes;
   size_t url_len;
   char url[ADMIN_MAX_URL + 1];
+  /* The Authorization field, for the guarded routes: the field name being
+   * parsed (enough of it to tell), then the value. */
+  char field[16];
+  size_t field_len;
+  bool in_auth, auth_bad; /* auth_bad: too long or repeated */
+  size_t auth_len, n_auth;
+  char auth[ADMIN_MAX_AUTH + 1];
 
   /* Received, not yet parsed: rbuf[roff..rlen). */
   size_t roff, rlen;
@@ -132,6 +141,8 @@ static void conn_next_request(struct admin_conn *c) {
   c->body_bytes = 0;
   c->url_len = 0;
   c->url[0] = '\0';
+  c->field_len = c->auth_len = c->n_auth = 0;
+  c->in_auth = c->auth_bad = false;
   llhttp_resume(&c->parser);
   conn_set_timer(c, c->admin->timeout);
 }
@@ -140,10 +151,11 @@ static void conn_next_request(struct admin_conn *c) {
 
 /* Queues a response and switches to WRITING. Takes ownership of |body|
  * (malloc'd or NULL). |inline_body| (short, static) is used instead when
- * non-NULL. |allow| adds an Allow header. A HEAD request gets the headers
+ * non-NULL. |extra| is one more header line without its CRLF (an Allow or
+ * WWW-Authenticate field; NULL: none). A HEAD request gets the headers
  * only. */
 static void conn_respond(struct admin_conn *c, int status, const char *ctype, char *body,
-                         size_t len, const char *inline_body, const char *allow, bool close) {
+                         size_t len, const char *inline_body, const char *extra, bool close) {
   if (status < 200 || status > 599) {
     free(body);
     body = NULL;
@@ -166,7 +178,7 @@ static void conn_respond(struct admin_conn *c, int status, const char *ctype, ch
   if (!no_body)
     hl += (size_t)snprintf(c->head + hl, sizeof(c->head) - hl,
                            "content-type: %s\r\ncontent-length: %zu\r\n", ctype, len);
-  if (allow) hl += (size_t)snprintf(c->head + hl, sizeof(c->head) - hl, "allow: %s\r\n", allow);
+  if (extra) hl += (size_t)snprintf(c->head + hl, sizeof(c->head) - hl, "%s\r\n", extra);
   hl += (size_t)snprintf(c->head + hl, sizeof(c->head) - hl,
                          "cache-control: no-store\r\nconnection: %s\r\n\r\n",
                          close ? "close" : "keep-alive");
@@ -322,18 +334,41 @@ static void route_test_clock(struct admin_conn *c, const char *query, bool close
 
 struct admin_route {
   const char *path;
-  bool post; /* POST only; otherwise GET and HEAD */
+  bool post;    /* POST only; otherwise GET and HEAD */
+  bool guarded; /* changes or reveals something: hooks->authorize decides */
   void (*serve)(struct admin_conn *c, const char *query, bool close);
 };
 
 static const struct admin_route routes[] = {
-    {"/healthz", false, route_healthz}, {"/readyz", false, route_readyz},
-    {"/metrics", false, route_metrics}, {"/config", false, route_config},
-    {"/reload", true, route_reload},    {"/explain", false, route_explain},
+    {"/healthz", false, false, route_healthz}, {"/readyz", false, false, route_readyz},
+    {"/metrics", false, false, route_metrics}, {"/config", false, true, route_config},
+    {"/reload", true, true, route_reload},     {"/explain", false, true, route_explain},
 #ifdef SLUICE_TESTING
-    {"/testing/clock", true, route_test_clock},
+    {"/testing/clock", true, false, route_test_clock},
 #endif
 };
+
+/* Asks hooks->authorize about the request's Authorization field; answers
+ * 401 (with a Bearer challenge) or 403 itself and returns false when it
+ * says no. */
+static bool conn_authorized(struct admin_conn *c, bool close) {
+  struct sl_admin *a = c->admin;
+  if (!a->hooks.authorize) return true;
+  int st = a->hooks.authorize(a->ud, c->n_auth == 1 && !c->auth_bad ? c->auth : NULL, c->auth_len);
+  if (st == 200) return true;
+  if (st == 401) {
+    conn_respond(c, 401, "application/json", NULL, 0,
+                 "{\"error\":\"unauthorized\",\"detail\":\"this endpoint wants "
+                 "Authorization: Bearer <admin.token_file's token>\"}\n",
+                 "www-authenticate: Bearer realm=\"sluice-admin\"", close);
+    return false;
+  }
+  conn_respond(c, 403, "application/json", NULL, 0,
+               "{\"error\":\"token_required\",\"detail\":\"the admin address is not loopback: "
+               "set admin.token_file to use this endpoint\"}\n",
+               NULL, close);
+  return false;
+}
 
 /* Answers the complete request in c->url. */
 static void conn_route(struct admin_conn *c) {
@@ -349,9 +384,10 @@ static void conn_route(struct admin_conn *c) {
     bool ok = r->post ? method == HTTP_POST : method == HTTP_GET || method == HTTP_HEAD;
     if (!ok) {
       conn_respond(c, 405, "text/plain; charset=utf-8", NULL, 0, "method not allowed\n",
-                   r->post ? "POST" : "GET, HEAD", close);
+                   r->post ? "allow: POST" : "allow: GET, HEAD", close);
       return;
     }
+    if (r->guarded && !conn_authorized(c, close)) return;
     r->serve(c, query, close);
     return;
   }
@@ -393,9 +429,40 @@ static int on_head_data(llhttp_t *p, const char *at, size_t len) {
   return count_head(conn_of(p), len);
 }
 
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  struct admin_conn *c = conn_of(p);
+  /* The name may come in pieces; only its first bytes are kept, its
+   * length is counted whole. */
+  for (size_t i = 0; i < len; i++, c->field_len++)
+    if (c->field_len < sizeof(c->field)) c->field[c->field_len] = (char)tolower((unsigned char)at[i]);
+  return count_head(c, len);
+}
+
 static int on_header_field_complete(llhttp_t *p) {
   struct admin_conn *c = conn_of(p);
+  c->in_auth = c->field_len == 13 && memcmp(c->field, "authorization", 13) == 0;
+  if (c->in_auth && c->n_auth++) c->auth_bad = true; /* a second one: ambiguous */
+  c->field_len = 0;
   return ++c->n_headers > ADMIN_MAX_HEADERS ? refuse(c, 431) : 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  struct admin_conn *c = conn_of(p);
+  if (c->in_auth) {
+    if (len > ADMIN_MAX_AUTH - c->auth_len) {
+      c->auth_bad = true;
+    } else {
+      memcpy(c->auth + c->auth_len, at, len);
+      c->auth_len += len;
+      c->auth[c->auth_len] = '\0';
+    }
+  }
+  return count_head(c, len);
+}
+
+static int on_header_value_complete(llhttp_t *p) {
+  conn_of(p)->in_auth = false;
+  return 0;
 }
 
 static int on_headers_complete(llhttp_t *p) {
@@ -423,9 +490,10 @@ static const llhttp_settings_t parser_settings = {
     .on_url = on_url,
     .on_method = on_head_data,
     .on_version = on_head_data,
-    .on_header_field = on_head_data,
-    .on_header_value = on_head_data,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
     .on_header_field_complete = on_header_field_complete,
+    .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,

@@ -10,6 +10,8 @@
  *   POST /reload    hooks->reload
  *   GET  /explain   hooks->explain, given the raw query string
  *
+ * /config, /reload and /explain are guarded: hooks->authorize decides.
+ *
  * HEAD is accepted wherever GET is. Other paths get 404, other methods 405
  * with Allow. A route whose hook is NULL answers 404 (/readyz: 200).
  *
@@ -42,6 +44,12 @@ struct sl_admin_hooks {
   void (*explain)(void *ud, const char *query, int *status, char **body,
                   size_t *len); /* GET /explain?...: |query| is the raw query string
                                    after '?', "" when there is none */
+  /* Before /config, /reload and /explain: |auth| is the request's one
+   * Authorization value (|len| bytes; NULL when absent, repeated or over
+   * 4200 bytes). Returns 200 to serve, 401 (no or wrong credentials:
+   * answered with a Bearer challenge) or 403 (refused whatever the
+   * credentials). NULL: every request is served. */
+  int (*authorize)(void *ud, const char *auth, size_t len);
 };
 
 struct sl_admin;

@@ -20,6 +20,7 @@
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "admin/admin.h"
+#include "admin/admin_auth.h"
 #include "admin/breaker_watch.h"
 #include "admin/build_info.h"
 #include "admin/commands.h"
@@ -180,13 +181,23 @@ int sl_run(const struct sl_run_opts *opts) {
   sl_gen_defer_start(M.loop);
   sl_reload_start(&M, cfg);
   if (cfg->admin_address.len) {
+    M.admin_loopback = sl_sockaddr_is_loopback(&cfg->admin_address);
     M.admin = sl_admin_new(M.loop, &cfg->admin_address, &sl_reload_admin_hooks, NULL, err,
                            sizeof(err));
-    if (!M.admin) {
+    if (M.admin && cfg->admin_metrics_address.len)
+      M.metrics_admin = sl_admin_new(M.loop, &cfg->admin_metrics_address,
+                                     &sl_reload_metrics_hooks, NULL, err, sizeof(err));
+    if (!M.admin || (cfg->admin_metrics_address.len && !M.metrics_admin)) {
       sl_log(SL_LOG_ERROR, "cannot open admin listener", "error", err, NULL);
+      sl_admin_del(M.admin);
       for (int j = 0; j < M.listeners.n; j++) sl_listener_close(M.listeners.items[j]);
       return 2;
     }
+    if (!M.admin_loopback && !cfg->admin_token)
+      sl_log(SL_LOG_WARN,
+             "admin API beyond loopback without admin.token_file: /config, /reload and "
+             "/explain answer 403",
+             "address", cfg->admin_address.text, NULL);
   }
 
   /* Workers must not take signals: the main loop handles them. */
@@ -239,6 +250,7 @@ int sl_run(const struct sl_run_opts *opts) {
   M.workers_running = 0;
   sl_gen_defer_stop();
   sl_admin_del(M.admin);
+  sl_admin_del(M.metrics_admin);
   sl_reload_stop();
   sl_listener_set_close(&M.listeners);
   free(M.workers);

@@ -38,6 +38,8 @@ struct sl_process {
   int n_workers;
   struct sl_listener_set listeners;
   struct sl_admin *admin;
+  struct sl_admin *metrics_admin; /* admin.metrics_address; NULL: none */
+  bool admin_loopback;            /* the admin listener is bound to loopback */
   bool draining;
   int workers_running;
 };

@@ -20,6 +20,7 @@
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "admin/admin.h"
+#include "admin/admin_auth.h"
 #include "admin/commands.h"
 #include "admin/process.h"
 #include "admin/reload.h"
@@ -100,6 +101,10 @@ static bool watch_files_of(const struct sl_config *cfg) {
   return sl_watch_set_files(R.watch, cfg->include_dir, extra, n);
 }
 
+static bool same_sockaddr(const struct sl_sockaddr *a, const struct sl_sockaddr *b) {
+  return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
 /* Loads, validates and publishes the configuration file: the whole new
  * configuration is checked (YAML, schema, certificates, new listener
  * addresses bound) before anything running is touched. Returns 0 on
@@ -153,8 +158,8 @@ static int reload_config(const char *trigger, unsigned triggers) {
     return -1;
   }
   struct sl_gen *cur = sl_gen_current_ref();
-  if (cur->cfg->admin_address.len != cfg->admin_address.len ||
-      memcmp(&cur->cfg->admin_address.ss, &cfg->admin_address.ss, cfg->admin_address.len) != 0)
+  if (!same_sockaddr(&cur->cfg->admin_address, &cfg->admin_address) ||
+      !same_sockaddr(&cur->cfg->admin_metrics_address, &cfg->admin_metrics_address))
     sl_log(SL_LOG_WARN, "admin address changed: it takes effect at the next restart", NULL);
   uint64_t gen_next = sl_gen_next_number();
   sl_listeners_commit(&P->listeners, &ch, gen_next);
@@ -364,8 +369,26 @@ static void hook_explain(void *ud, const char *query, int *status, char **body, 
   free(q);
 }
 
-const struct sl_admin_hooks sl_reload_admin_hooks = {
-    .ready = hook_ready, .config = hook_config, .reload = hook_reload, .explain = hook_explain};
+/* The token of the current configuration (a reload may rotate it); the
+ * address of the listener as bound at start-up (a changed address waits
+ * for a restart). */
+static int hook_authorize(void *ud, const char *auth, size_t len) {
+  (void)ud;
+  struct sl_gen *g = sl_gen_current_ref();
+  int st = sl_admin_authorize(g->cfg->admin_token, P->admin_loopback, auth, len);
+  sl_gen_unref(g);
+  return st;
+}
+
+const struct sl_admin_hooks sl_reload_admin_hooks = {.ready = hook_ready,
+                                                     .config = hook_config,
+                                                     .reload = hook_reload,
+                                                     .explain = hook_explain,
+                                                     .authorize = hook_authorize};
+
+/* admin.metrics_address: /metrics, /healthz and /readyz only (the other
+ * routes have no hook there: 404). */
+const struct sl_admin_hooks sl_reload_metrics_hooks = {.ready = hook_ready};
 
 /* ---- start and stop ------------------------------------------------ */
 

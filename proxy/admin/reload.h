@@ -26,5 +26,6 @@ void sl_reload_metrics(bool ok, const struct sl_config *cfg);
 
 /* /readyz, /config, /reload and /explain of the running process. */
 extern const struct sl_admin_hooks sl_reload_admin_hooks;
+extern const struct sl_admin_hooks sl_reload_metrics_hooks;
 
 #endif

@@ -337,6 +337,86 @@ static void test_missing_hooks(void **state) {
   server_stop(s);
 }
 
+/* ---- the guard on /config, /reload and /explain ----------------------- */
+
+static char auth_seen[5000];
+static _Atomic int auth_calls;
+static _Atomic bool auth_null;
+
+/* Admits "Bearer good"; 403 for "Bearer forbidden"; 401 otherwise. */
+static int hook_authorize(void *ud, const char *auth, size_t len) {
+  atomic_fetch_add(&auth_calls, 1);
+  atomic_store(&auth_null, auth == NULL);
+  snprintf(auth_seen, sizeof(auth_seen), "%.*s", (int)len, auth ? auth : "");
+  if (auth && len == 11 && !memcmp(auth, "Bearer good", 11)) return 200;
+  if (auth && len == 16 && !memcmp(auth, "Bearer forbidden", 16)) return 403;
+  return 401;
+}
+
+static void test_guarded_routes(void **state) {
+  (void)state;
+  struct sl_admin_hooks h = hooks;
+  h.authorize = hook_authorize;
+  struct server *s = server_start(0, &h);
+  char v[256];
+  atomic_store(&auth_calls, 0);
+  /* Open routes never ask. */
+  roundtrip(s->port, "GET /metrics HTTP/1.1\r\n\r\n", &R);
+  assert_int_equal(R.status, 200);
+  roundtrip(s->port, "GET /readyz HTTP/1.1\r\n\r\n", &R);
+  assert_int_equal(R.status, 200);
+  assert_int_equal(atomic_load(&auth_calls), 0);
+  /* No credentials: 401 with a Bearer challenge; the hook saw NULL. */
+  roundtrip(s->port, "GET /config HTTP/1.1\r\n\r\n", &R);
+  assert_int_equal(R.status, 401);
+  assert_true(atomic_load(&auth_null));
+  assert_string_equal(header(&R, "www-authenticate", v, sizeof(v)), "Bearer realm=\"sluice-admin\"");
+  assert_non_null(strstr(R.body, "\"error\":\"unauthorized\""));
+  int before = atomic_load(&reload_calls);
+  roundtrip(s->port, "POST /reload HTTP/1.1\r\nAuthorization: Bearer bad\r\n\r\n", &R);
+  assert_int_equal(R.status, 401);
+  assert_int_equal(atomic_load(&reload_calls), before); /* not reloaded */
+  assert_string_equal(auth_seen, "Bearer bad");
+  /* The field name in any case and in pieces is found. */
+  struct client *c = cli_open(s->port);
+  cli_sends(c, "GET /explain?a=1 HTTP/1.1\r\nauThoriZ");
+  cli_sends(c, "ation: Bearer good\r\n\r\n");
+  assert_int_equal(cli_response(c, &R, false), 0);
+  assert_int_equal(R.status, 200);
+  assert_string_equal(R.body, "query=a=1\n");
+  cli_close(c);
+  roundtrip(s->port, "POST /reload HTTP/1.1\r\nAuthorization: Bearer good\r\n\r\n", &R);
+  assert_int_equal(R.status, 422); /* the reload hook's own answer */
+  assert_int_equal(atomic_load(&reload_calls), before + 1);
+  /* 403: refused whatever the credentials. */
+  roundtrip(s->port, "GET /config HTTP/1.1\r\nAuthorization: Bearer forbidden\r\n\r\n", &R);
+  assert_int_equal(R.status, 403);
+  assert_non_null(strstr(R.body, "\"error\":\"token_required\""));
+  /* Two Authorization fields, or one too long: the hook sees none. */
+  roundtrip(s->port,
+            "GET /config HTTP/1.1\r\nAuthorization: Bearer good\r\nAuthorization: Bearer good\r\n\r\n",
+            &R);
+  assert_int_equal(R.status, 401);
+  assert_true(atomic_load(&auth_null));
+  char big[4400 + 64];
+  int n = snprintf(big, sizeof(big), "GET /config HTTP/1.1\r\nAuthorization: Bearer ");
+  memset(big + n, 'g', 4300);
+  snprintf(big + n + 4300, sizeof(big) - (size_t)n - 4300, "\r\n\r\n");
+  roundtrip(s->port, big, &R);
+  assert_int_equal(R.status, 401);
+  assert_true(atomic_load(&auth_null));
+  /* A keep-alive connection forgets the last request's credentials. */
+  c = cli_open(s->port);
+  cli_sends(c, "GET /config HTTP/1.1\r\nAuthorization: Bearer good\r\n\r\n");
+  assert_int_equal(cli_response(c, &R, false), 0);
+  assert_int_equal(R.status, 200);
+  cli_sends(c, "GET /config HTTP/1.1\r\n\r\n");
+  assert_int_equal(cli_response(c, &R, false), 0);
+  assert_int_equal(R.status, 401);
+  cli_close(c);
+  server_stop(s);
+}
+
 static void test_head(void **state) {
   char v[128];
   struct client *c = cli_open(port_of(state));
@@ -809,6 +889,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_explain, setup, teardown),
       cmocka_unit_test_setup_teardown(test_not_found_and_method, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_hooks, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_guarded_routes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_head, setup, teardown),
       cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
