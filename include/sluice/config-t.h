@@ -294,6 +294,8 @@ struct sl_config {
    * when the admin address is loopback. */
   const char *admin_token_file;
   const char *admin_token;
+  /* admin.readiness: what /readyz waits for besides bound listeners. */
+  enum sl_readiness { SL_READINESS_LISTENERS = 0, SL_READINESS_UPSTREAMS } admin_readiness;
   struct sl_upstream_cfg *upstreams;
   size_t n_upstreams;
   struct sl_identify_cfg identify;

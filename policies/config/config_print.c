@@ -341,6 +341,8 @@ int sl_config_print(const struct sl_config *cfg, FILE *out) {
       cfg_print_kv_str(out, 2, "metrics_address", cfg->admin_metrics_address.text);
     /* the file, never the token */
     if (cfg->admin_token_file) cfg_print_kv_str(out, 2, "token_file", cfg->admin_token_file);
+    if (cfg->admin_readiness == SL_READINESS_UPSTREAMS)
+      cfg_print_kv_raw(out, 2, "readiness", "upstreams");
   }
   print_upstreams(out, cfg);
   print_identify(out, &cfg->identify);

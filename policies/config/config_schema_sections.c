@@ -126,7 +126,8 @@ static void read_admin_token(struct cfg_schema *s, node_t *v, const char *path) 
 void cs_parse_admin(struct cfg_schema *s, node_t *root) {
   node_t *m = cs_get_node(s, root, "admin", CFG_MAP);
   if (!m) return;
-  static const char *const keys[] = {"address", "metrics_address", "token_file", NULL};
+  static const char *const keys[] = {"address", "metrics_address", "token_file", "readiness",
+                                     NULL};
   cs_check_keys(s, m, "admin", keys);
   /* Loopback unless said otherwise: the admin API reloads, reveals the
    * configuration and explains policies. */
@@ -136,6 +137,10 @@ void cs_parse_admin(struct cfg_schema *s, node_t *root) {
       s->cfg->admin_address.text = "127.0.0.1:9901";
   }
   cs_get_sockaddr(s, m, "metrics_address", &s->cfg->admin_metrics_address);
+  static const char *const readiness[] = {"listeners", "upstreams", NULL};
+  int r;
+  if (cs_get_enum(s, m, "readiness", readiness, &r) > 0)
+    s->cfg->admin_readiness = (enum sl_readiness)r;
   node_t *tf;
   if (cs_get_text(s, m, "token_file", &tf) > 0) {
     s->cfg->admin_token_file = cs_sdup(s, tf->str);

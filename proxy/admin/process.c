@@ -26,6 +26,7 @@
 #include "admin/commands.h"
 #include "admin/process.h"
 #include "admin/reload.h"
+#include "admin/upstream_probe.h"
 #include "core/freelist.h"
 #include "core/clock.h"
 #include "core/gen.h"
@@ -229,6 +230,7 @@ int sl_run(const struct sl_run_opts *opts) {
   ev_timer_start(M.loop, &exit_poll);
   ev_timer_init(&housekeeping, housekeeping_cb, 0.0, 1.0);
   ev_timer_start(M.loop, &housekeeping);
+  sl_upstream_probe_start(M.loop); /* admin.readiness: upstreams */
 
   for (int i = 0; i < M.listeners.n; i++)
     sl_log(SL_LOG_INFO, "listening", "listener", M.listeners.items[i]->name, "address",
@@ -251,6 +253,7 @@ int sl_run(const struct sl_run_opts *opts) {
   sl_gen_defer_stop();
   sl_admin_del(M.admin);
   sl_admin_del(M.metrics_admin);
+  sl_upstream_probe_stop();
   sl_reload_stop();
   sl_listener_set_close(&M.listeners);
   free(M.workers);

@@ -24,6 +24,7 @@
 #include "admin/commands.h"
 #include "admin/process.h"
 #include "admin/reload.h"
+#include "admin/upstream_probe.h"
 #include "admin/watch.h"
 #include "core/clock.h"
 #include "core/gen.h"
@@ -234,6 +235,11 @@ static void on_files_changed(void *ud) {
 static void hook_ready(void *ud, int *status) {
   (void)ud;
   *status = (!P->draining && P->workers_running > 0) ? 200 : 503;
+  if (*status != 200) return;
+  struct sl_gen *g = sl_gen_current_ref();
+  if (g->cfg->admin_readiness == SL_READINESS_UPSTREAMS && !sl_upstream_probe_all_up(g))
+    *status = 503;
+  sl_gen_unref(g);
 }
 
 static void hook_config(void *ud, char **body, size_t *len) {
