@@ -251,7 +251,7 @@ static void test_order(void **st) {
   /* Same client, blocked firmware: the blocklist answers first (not the
    * exhausted limit, nor the full route, nor the open breaker). */
   decide(e, &(struct req){.cls = "airtame-hub", .fw = "3.8.0"}, &a);
-  assert_refused(a, 403, SL_REASON_BLOCKLIST, "blocklist/firmware");
+  assert_refused(a, 403, SL_REASON_BLOCKLIST, "blocklist/firmware/0");
   assert_string_equal(a.error, "blocked");
   assert_non_null(a.block);
   assert_string_equal(a.block->reason, "INC-2041");
@@ -417,7 +417,7 @@ static void test_shadow_global(void **st) {
   /* Blocked firmware: admitted, reported. */
   decide(e, &(struct req){.ip = "192.0.2.7", .cls = "airtame-hub", .fw = "3.8.2"}, &a);
   assert_admitted(a);
-  assert_true(has_shadow(&a, SL_REASON_BLOCKLIST, "blocklist/firmware"));
+  assert_true(has_shadow(&a, SL_REASON_BLOCKLIST, "blocklist/firmware/0"));
   finish(&a, SL_OUTCOME_SUCCESS, T0);
 
   /* Over the rate limit: every request admitted, each third and later one
@@ -485,10 +485,10 @@ static void test_shadow_per_policy(void **st) {
   /* The shadow entry reports, the enforcing one refuses. */
   decide(e, &(struct req){.ip = "192.0.2.200", .cls = "hub", .fw = "1.5"}, &a);
   assert_admitted(a);
-  assert_true(has_shadow(&a, SL_REASON_BLOCKLIST, "blocklist/firmware"));
+  assert_true(has_shadow(&a, SL_REASON_BLOCKLIST, "blocklist/firmware/0"));
   finish(&a, SL_OUTCOME_SUCCESS, T0);
   decide(e, &(struct req){.ip = "192.0.2.200", .cls = "hub", .fw = "1.0.0"}, &a);
-  assert_refused(a, 403, SL_REASON_BLOCKLIST, "blocklist/firmware");
+  assert_refused(a, 403, SL_REASON_BLOCKLIST, "blocklist/firmware/1");
   assert_string_equal(a.block->reason, "INC-1");
 
   /* client_ip (shadow, burst 1) only reports; device_class (enforcing,
