@@ -23,7 +23,7 @@
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "sluice/route.h"
-#include "yaml_fixture.h"
+#include "admission_env.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull
@@ -53,29 +53,7 @@ static const char UPSTREAM[] =
     "    circuit_breaker: { consecutive_failures: 3, open_for: 5s, half_open_probes: 1,\n"
     "                       recovery_ramp: 0s }\n";
 
-struct env {
-  struct sl_config *cfg;
-  struct sl_policy_set *ps;
-  struct sl_blocklist *bl;
-};
-
-static struct env *env_load(const char *body) {
-  struct env *e = calloc(1, sizeof(*e));
-  assert_non_null(e);
-  e->cfg = yaml_load_ok(HEAD, body);
-  e->ps = sl_policy_set_new(e->cfg, NULL, 0);
-  assert_non_null(e->ps);
-  e->bl = sl_blocklist_new(&e->cfg->blocklist, e->cfg->mode);
-  assert_non_null(e->bl);
-  return e;
-}
-
-static void env_free(struct env *e) {
-  sl_blocklist_del(e->bl);
-  sl_policy_set_del(e->ps);
-  sl_config_free(e->cfg);
-  free(e);
-}
+static struct env *env_load(const char *body) { return env_load_with(HEAD, body); }
 
 /* One hypothetical request. */
 struct req {

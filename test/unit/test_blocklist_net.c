@@ -22,7 +22,8 @@
 #include "sluice/policy_state.h"
 #include "sluice/retry.h"
 #include "sluice/route.h"
-#include "yaml_fixture.h"
+#include "sluice/version.h"
+#include "admission_env.h"
 
 #define UNIX0 ((int64_t)1750000000) /* fake wall clock: 2025-06-15T15:06:40Z */
 
@@ -32,11 +33,8 @@ static const char HEAD[] =
     "    address: \"127.0.0.1:18080\"\n"
     "upstreams:\n"
     "  identity: { address: \"127.0.0.1:18081\" }\n"
-    "identify:\n"
-    "  client_ip: { trusted_proxies: [\"127.0.0.0/8\"] }\n"
-    "  device_class: { header: \"x-device-class\" }\n"
-    "  firmware: { header: \"x-firmware-version\" }\n"
-    "  device_id: { header: \"x-device-id\" }\n"
+    "identify: {device_class: {header: x-device-class}, firmware: {header: x-firmware-version},\n"
+    "           device_id: {header: x-device-id}}\n"
     "routes:\n"
     "  - name: default\n"
     "    match: { path_prefix: \"/\" }\n"
@@ -44,29 +42,7 @@ static const char HEAD[] =
     "reject:\n"
     "  retry_after: { min: 1s, max: 120s, jitter: 0 }\n";
 
-struct env {
-  struct sl_config *cfg;
-  struct sl_policy_set *ps;
-  struct sl_blocklist *bl;
-};
-
-static struct env *env_load(const char *body) {
-  struct env *e = calloc(1, sizeof(*e));
-  assert_non_null(e);
-  e->cfg = yaml_load_ok(HEAD, body);
-  e->ps = sl_policy_set_new(e->cfg, NULL, 0);
-  assert_non_null(e->ps);
-  e->bl = sl_blocklist_new(&e->cfg->blocklist, e->cfg->mode);
-  assert_non_null(e->bl);
-  return e;
-}
-
-static void env_free(struct env *e) {
-  sl_blocklist_del(e->bl);
-  sl_policy_set_del(e->ps);
-  sl_config_free(e->cfg);
-  free(e);
-}
+static struct env *env_load(const char *body) { return env_load_with(HEAD, body); }
 
 /* |text| as (family, 16 bytes). */
 static uint8_t addr_of(const char *text, uint8_t a[16]) {
@@ -114,40 +90,37 @@ static void test_ip_first_live_entry_decides(void **st) {
   check_ip(e, "203.0.113.9", NULL, UNIX0, &v);
   assert_true(v.deny);
   assert_int_equal(v.status, 429);
-  assert_string_equal(name_of(v.entry), "spam-source-002");
   assert_string_equal(v.entry->label, "blocklist/client_ip/spam-source-002");
-  assert_true(v.shadow_deny);
-  assert_string_equal(name_of(v.shadow), "watch");
   assert_string_equal(name_of(v.lapsed), "old-ban");
   /* Before old-ban expired, it decided. */
   check_ip(e, "203.0.113.9", NULL, UNIX0 - 200 * 86400, &v);
   assert_string_equal(name_of(v.entry), "old-ban");
-  /* Outside the /25 of the shadow entry. */
-  check_ip(e, "203.0.113.200", NULL, UNIX0, &v);
-  assert_string_equal(name_of(v.entry), "spam-source-002");
-  assert_false(v.shadow_deny);
-  /* Only the /16. */
-  check_ip(e, "203.0.7.1", NULL, UNIX0, &v);
-  assert_string_equal(name_of(v.entry), "wide");
-  assert_int_equal(v.status, 403);
-  /* IPv6, and IPv4-mapped IPv6 (a dual-stack socket) matches IPv4 blocks. */
-  check_ip(e, "2001:db8:bad:1::5", NULL, UNIX0, &v);
-  assert_string_equal(name_of(v.entry), "spam-source-002");
-  assert_string_equal(name_of(v.shadow), "watch");
-  check_ip(e, "::ffff:203.0.113.9", NULL, UNIX0, &v);
-  assert_string_equal(name_of(v.entry), "spam-source-002");
-  /* Nothing. */
-  check_ip(e, "2001:db8:bae::1", NULL, UNIX0, &v);
-  assert_false(v.deny || v.shadow_deny || v.lapsed);
-  check_ip(e, "192.0.2.1", NULL, UNIX0, &v);
-  assert_false(v.deny);
-  /* A class-restricted entry applies to that class only. */
-  check_ip(e, "198.51.100.7", "airtame-hub", UNIX0, &v);
-  assert_string_equal(name_of(v.entry), "hubs-only");
-  check_ip(e, "198.51.100.7", "homey", UNIX0, &v);
-  assert_false(v.deny);
-  check_ip(e, "198.51.100.7", NULL, UNIX0, &v);
-  assert_false(v.deny);
+  static const struct {
+    const char *ip, *cls;
+    const char *entry, *shadow; /* NULL: none */
+  } cases[] = {
+      {"203.0.113.9", NULL, "spam-source-002", "watch"},
+      {"203.0.113.200", NULL, "spam-source-002", NULL}, /* outside the shadow /25 */
+      {"203.0.7.1", NULL, "wide", NULL},
+      {"2001:db8:bad:1::5", NULL, "spam-source-002", "watch"},
+      /* IPv4-mapped IPv6 (a dual-stack socket) matches IPv4 blocks */
+      {"::ffff:203.0.113.9", NULL, "spam-source-002", "watch"},
+      {"2001:db8:bae::1", NULL, NULL, NULL},
+      {"192.0.2.1", NULL, NULL, NULL},
+      /* a class-restricted entry applies to that class only */
+      {"198.51.100.7", "airtame-hub", "hubs-only", NULL},
+      {"198.51.100.7", "homey", NULL, NULL},
+      {"198.51.100.7", NULL, NULL, NULL},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    check_ip(e, cases[i].ip, cases[i].cls, UNIX0, &v);
+    const char *got = name_of(v.entry), *sh = name_of(v.shadow);
+    if ((got == NULL) != (cases[i].entry == NULL) || (got && strcmp(got, cases[i].entry)) ||
+        (sh == NULL) != (cases[i].shadow == NULL) || (sh && strcmp(sh, cases[i].shadow)) ||
+        v.deny != (got != NULL))
+      fail_msg("%s (%s): entry %s shadow %s", cases[i].ip, cases[i].cls ? cases[i].cls : "-",
+               got ? got : "-", sh ? sh : "-");
+  }
   /* Another family (a unix socket peer) matches nothing. */
   uint8_t z[16] = {0};
   sl_blocklist_check_addr(e->bl, 0, z, NULL, 0, UNIX0, &v);
@@ -233,31 +206,34 @@ static void test_device_ids(void **st) {
   (void)st;
   struct env *e = env_load(IDS);
   struct sl_block_verdict v;
-  for (int hash_only = 0; hash_only < 2; hash_only++) {
-    check_id(e, "dev-0001", NULL, hash_only, &v);
-    assert_false(v.deny);
-    assert_string_equal(name_of(v.shadow), "stolen-units");
-    check_id(e, "dev-0002", NULL, hash_only, &v);
-    assert_true(v.deny);
-    assert_null(v.entry->name);
-    assert_string_equal(v.entry->label, "blocklist/device_id/1");
-    assert_string_equal(v.entry->reason, "returned for refund");
-    assert_string_equal(name_of(v.shadow), "stolen-units");
-    check_id(e, "dev-0003", NULL, hash_only, &v);
-    assert_true(v.deny);
-    check_id(e, "dev-0004", "thermostat", hash_only, &v);
-    assert_string_equal(name_of(v.entry), "thermostats");
-    check_id(e, "dev-0004", "hub", hash_only, &v);
-    assert_false(v.deny);
-    check_id(e, "dev-0005", NULL, hash_only, &v);
-    assert_false(v.deny);
-    assert_string_equal(name_of(v.lapsed), "lapsed");
-    /* Ids are compared whole: no prefix, no case folding. */
-    check_id(e, "dev-000", NULL, hash_only, &v);
-    assert_false(v.deny || v.shadow_deny);
-    check_id(e, "DEV-0002", NULL, hash_only, &v);
-    assert_false(v.deny || v.shadow_deny);
-  }
+  static const struct {
+    const char *id, *cls;
+    const char *label, *shadow, *lapsed; /* NULL: none */
+  } cases[] = {
+      {"dev-0001", NULL, NULL, "stolen-units", NULL},
+      {"dev-0002", NULL, "blocklist/device_id/1", "stolen-units", NULL}, /* unnamed: its index */
+      {"dev-0003", NULL, "blocklist/device_id/1", NULL, NULL},
+      {"dev-0004", "thermostat", "blocklist/device_id/thermostats", NULL, NULL},
+      {"dev-0004", "hub", NULL, NULL, NULL},
+      {"dev-0005", NULL, NULL, NULL, "lapsed"},
+      /* ids are compared whole: no prefix, no case folding */
+      {"dev-000", NULL, NULL, NULL, NULL},
+      {"DEV-0002", NULL, NULL, NULL, NULL},
+  };
+  for (int hash_only = 0; hash_only < 2; hash_only++)
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+      check_id(e, cases[i].id, cases[i].cls, hash_only, &v);
+      const char *got = v.entry ? v.entry->label : NULL, *sh = name_of(v.shadow),
+                 *la = name_of(v.lapsed);
+      bool ok = v.deny == (cases[i].label != NULL) && v.shadow_deny == (cases[i].shadow != NULL) &&
+                (!got || !strcmp(got, cases[i].label)) && (!sh || !strcmp(sh, cases[i].shadow)) &&
+                (la == NULL) == (cases[i].lapsed == NULL) && (!la || !strcmp(la, cases[i].lapsed));
+      if (!ok)
+        fail_msg("%s (hash only: %d): entry %s shadow %s lapsed %s", cases[i].id, hash_only,
+                 got ? got : "-", sh ? sh : "-", la ? la : "-");
+    }
+  check_id(e, "dev-0002", NULL, false, &v);
+  assert_string_equal(v.entry->reason, "returned for refund");
   /* With the id, a slot of the same hash but another id does not match
    * (the hash of dev-0003 given with the id dev-0009). */
   sl_blocklist_check_device_id(e->bl, sl_blocklist_id_hash("dev-0003", 8), "dev-0009", 8, NULL,
@@ -269,7 +245,10 @@ static void test_device_ids(void **st) {
 
 /* ---- parse errors --------------------------------------------------- */
 
+/* |body| (after HEAD) fails with an error at its line |line| (1: its
+ * first), column |col|, containing |sub|. */
 static void expect_error(const char *body, uint32_t line, uint32_t col, const char *sub) {
+  for (const char *p = HEAD; *p; p++) line += *p == '\n';
   struct sl_config_errors errs = {0};
   struct sl_config *cfg = yaml_load(HEAD, body, &errs);
   bool found = false;
@@ -285,40 +264,29 @@ static void expect_error(const char *body, uint32_t line, uint32_t col, const ch
   sl_config_errors_free(&errs);
 }
 
-/* HEAD is 16 lines: the body's first line is 17. */
 static void test_parse_errors(void **st) {
   (void)st;
   /* The bad block of a list, at its column. */
   expect_error("blocklist:\n  client_ip:\n    - cidrs: [203.0.113.0/24, 203.0.113.999/24]\n",
-               19, 31, "cidrs: '203.0.113.999' is not an IPv4 address");
-  expect_error("blocklist:\n  client_ip:\n    - cidrs: [\"2001:db8::1/24\"]\n", 19, 15,
+               3, 31, "cidrs: '203.0.113.999' is not an IPv4 address");
+  expect_error("blocklist:\n  client_ip:\n    - cidrs: [\"2001:db8::1/24\"]\n", 3, 15,
                "cidrs:");
-  expect_error("blocklist:\n  client_ip:\n    - cidrs: []\n", 19, 7, "'cidrs' needs at least one");
-  expect_error("blocklist:\n  client_ip:\n    - name: x\n", 19, 7, "'cidrs' needs at least one");
-  expect_error("blocklist:\n  device_id:\n    - ids: []\n", 19, 7, "'ids' needs at least one");
-  expect_error("blocklist:\n  device_id:\n    - ids: [\"\"]\n", 19, 13, "ids: a device id is 1 to");
+  expect_error("blocklist:\n  client_ip:\n    - cidrs: []\n", 3, 7, "'cidrs' needs at least one");
+  expect_error("blocklist:\n  client_ip:\n    - name: x\n", 3, 7, "'cidrs' needs at least one");
+  expect_error("blocklist:\n  device_id:\n    - ids: []\n", 3, 7, "'ids' needs at least one");
+  expect_error("blocklist:\n  device_id:\n    - ids: [\"\"]\n", 3, 13, "ids: a device id is 1 to");
   expect_error("blocklist:\n  device_id:\n    - { name: a, ids: [x] }\n    - { name: a, ids: [y] }\n",
-               20, 7, "duplicate device_id entry name 'a'");
-  expect_error("blocklist:\n  client_ip:\n    - { cidrs: [10.0.0.0/8], versions: \"<2\" }\n", 19,
+               4, 7, "duplicate device_id entry name 'a'");
+  expect_error("blocklist:\n  client_ip:\n    - { cidrs: [10.0.0.0/8], versions: \"<2\" }\n", 3,
                30, "unknown key 'versions' in client_ip entry");
   expect_error("blocklist:\n  client_ip:\n    - cidrs: [10.0.0.0/8]\n      body: {policy: x}\n",
-               20, 14, "'policy' is a built-in field");
+               4, 14, "'policy' is a built-in field");
   expect_error("blocklist:\n  firmware:\n    - versions: \"<2\"\n      headers: {content-type: x}\n",
-               20, 17, "'content-type' is a hop-by-hop");
-  expect_error("blocklist:\n  clientip: []\n", 18, 3, "unknown key 'clientip' in blocklist");
+               4, 17, "'content-type' is a hop-by-hop");
+  expect_error("blocklist:\n  clientip: []\n", 2, 3, "unknown key 'clientip' in blocklist");
 }
 
 /* ---- printed form --------------------------------------------------- */
-
-static char *print(const struct sl_config *cfg) {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  assert_non_null(f);
-  assert_int_equal(sl_config_print(cfg, f), 0);
-  fclose(f);
-  return buf;
-}
 
 static void test_print_round_trip(void **st) {
   (void)st;
@@ -340,7 +308,7 @@ static void test_print_round_trip(void **st) {
       "      versions: \">=3.8.0-b3 <3.8.1\"\n"
       "      body: {update_url: \"https://fw.example.com/3.8.2\", min_version: 3.8.2}\n";
   struct sl_config *a = yaml_load_ok(HEAD, body);
-  char *pa = print(a);
+  char *pa = yaml_printed(a);
   assert_non_null(strstr(pa, "  client_ip:\n    - cidrs: [\"203.0.113.0/24\", \"2001:db8:bad::/48\"]\n"
                              "      name: \"spam-source-002\"\n"));
   assert_non_null(strstr(pa, "      body:\n        \"help_url\": \"https://status.example.com\"\n"
@@ -348,7 +316,7 @@ static void test_print_round_trip(void **st) {
                              "      headers:\n        \"x-ban\": \"spam\"\n"));
   assert_non_null(strstr(pa, "  device_id:\n    - ids: [\"dev-0001\", \"dev \\\"2\\\"\"]\n"));
   struct sl_config *b = yaml_load_ok(pa, "");
-  char *pb = print(b);
+  char *pb = yaml_printed(b);
   assert_string_equal(pa, pb);
   /* What the loader made of the extras: one JSON fragment each. */
   assert_string_equal(b->blocklist.client_ip[0].extra.body,
@@ -365,24 +333,24 @@ static void test_print_round_trip(void **st) {
 /* ---- the admission stage -------------------------------------------- */
 
 struct req {
-  const char *ip; /* X-Forwarded-For from the trusted peer 127.0.0.1 */
+  const char *ip; /* the identified client address; default 192.0.2.1 */
   const char *cls, *fw, *dev;
 };
 
+/* Runs the pipeline on the identity |r| describes (as sl_identify() would
+ * make it: the forwarded address, slices of the header values). */
 static void decide(struct env *e, const struct req *r, FILE *trace, struct sl_admission *out) {
-  struct sockaddr_in sin;
-  memset(&sin, 0, sizeof(sin));
-  sin.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-  struct sl_hdr h[4];
-  size_t n = 0;
-  if (r->ip) h[n++] = (struct sl_hdr){"x-forwarded-for", 15, r->ip, strlen(r->ip)};
-  if (r->cls) h[n++] = (struct sl_hdr){"x-device-class", 14, r->cls, strlen(r->cls)};
-  if (r->fw) h[n++] = (struct sl_hdr){"x-firmware-version", 18, r->fw, strlen(r->fw)};
-  if (r->dev) h[n++] = (struct sl_hdr){"x-device-id", 11, r->dev, strlen(r->dev)};
   struct sl_identity id;
-  assert_int_equal(sl_identify(&e->cfg->identify, (struct sockaddr *)&sin, h, n, &id),
-                   SL_IDENTIFY_OK);
+  memset(&id, 0, sizeof(id));
+  id.family = addr_of(r->ip ? r->ip : "192.0.2.1", id.addr);
+  id.forwarded = r->ip != NULL;
+  id.device_class = r->cls;
+  id.device_class_len = r->cls ? strlen(r->cls) : 0;
+  id.device_id = r->dev;
+  id.device_id_len = r->dev ? strlen(r->dev) : 0;
+  id.firmware = r->fw;
+  id.firmware_len = r->fw ? strlen(r->fw) : 0;
+  id.firmware_valid = r->fw && sl_version_parse(r->fw, id.firmware_len, &id.firmware_version) == 0;
   struct sl_request_facts facts = {.method = "GET", .path = "/v1/connect", .listener = "public"};
   struct sl_admission_input in = {
       .cfg = e->cfg, .policies = e->ps, .route = &e->cfg->routes[0], .id = &id,
@@ -393,20 +361,11 @@ static void decide(struct env *e, const struct req *r, FILE *trace, struct sl_ad
 static const char STAGE[] =
     "blocklist:\n"
     "  client_ip:\n"
-    "    - name: spam-source-002\n"
-    "      cidrs: [203.0.113.0/24]\n"
-    "      body: {help_url: \"https://status.example.com\"}\n"
-    "      headers: {x-ban: spam}\n"
-    "      expires: \"2025-06-15T15:07:40Z\"\n"
-    "    - name: watch\n"
-    "      cidrs: [198.51.100.0/24]\n"
-    "      mode: shadow\n"
-    "  device_id:\n"
-    "    - name: stolen-units\n"
-    "      ids: [dev-0001]\n"
-    "      status: 410\n"
-    "  firmware:\n"
-    "    - versions: \"<2\"\n"
+    "    - {name: spam-source-002, cidrs: [203.0.113.0/24], expires: \"2025-06-15T15:07:40Z\",\n"
+    "       body: {help_url: \"https://status.example.com\"}, headers: {x-ban: spam}}\n"
+    "    - {name: watch, cidrs: [198.51.100.0/24], mode: shadow}\n"
+    "  device_id: [{name: stolen-units, ids: [dev-0001], status: 410}]\n"
+    "  firmware: [{versions: \"<2\"}]\n"
     "  unknown: deny\n";
 
 static void test_stage_order_labels_and_extras(void **st) {
