@@ -229,8 +229,8 @@ def test_reload_ban_closes_idle_connections_and_tunnels(start_sluice, upstream):
     """Postmortem 002: the ban has to reach what is already open. A reload
     that adds a client_ip and a device_id entry closes the idle keep-alive
     connections of that source and device (h1 and h2) and sends their open
-    tunnels a close frame 1008 with the entry's reason; everybody else keeps
-    theirs."""
+    tunnels (RFC 6455 and RFC 8441) a close frame 1008 with the entry's
+    reason; everybody else keeps theirs."""
     s = start_sluice(ws_config())
     dev = device_headers(ip="198.51.100.4", dev="dev-0001")
     idle_src, idle_dev, idle_other = H1Conn(s.port, timeout=5), H1Conn(s.port, timeout=5), \
@@ -238,7 +238,12 @@ def test_reload_ban_closes_idle_connections_and_tunnels(start_sluice, upstream):
     h2_src = H2Client(s.port, timeout=5)
     tun_src, tun_dev = ws_open(s.port, headers=BANNED), ws_open(s.port, headers=dev)
     tun_other = ws_open(s.port, headers=OTHER)
+    h2ws = H2WSClient(s.port, timeout=5)  # RFC 8441: an HTTP/2 stream is the tunnel
     try:
+        h2ws.wait_connect_protocol()
+        sid_dev = h2ws.open_ws(headers=[("x-device-id", "dev-0002")])
+        sid_other = h2ws.open_ws(headers=[("x-device-id", "dev-0003")])
+        assert h2ws.echo(sid_dev, b"h2") == b"h2" and h2ws.echo(sid_other, b"h2") == b"h2"
         assert idle_src.request("GET", "/a", BANNED).status == 200
         assert idle_dev.request("GET", "/a", dev).status == 200
         assert idle_other.request("GET", "/a", OTHER).status == 200
@@ -253,6 +258,9 @@ def test_reload_ban_closes_idle_connections_and_tunnels(start_sluice, upstream):
                           (tun_dev, "reported stolen")):
             f, _ = t.expect_close(5)
             assert f is not None and f.close_code == 1008 and f.close_reason == reason, f
+        f, _ = h2ws.expect_close(sid_dev, 5)
+        assert f is not None and f.close_code == 1008 and f.close_reason == "reported stolen", f
+        assert h2ws.echo(sid_other, b"still") == b"still"
         s.wait_log(lambda l: l["msg"] == "closed idle connections of newly blocked devices",
                    what="the emergency close")
         assert idle_src.wait_closed(3) and idle_dev.wait_closed(3)
@@ -267,6 +275,7 @@ def test_reload_ban_closes_idle_connections_and_tunnels(start_sluice, upstream):
         for c in (idle_src, idle_dev, idle_other, tun_src, tun_dev, tun_other):
             c.close()
         h2_src.close()
+        h2ws.close()
     line = [l for l in s.logs() if l["msg"] == "configuration reloaded"][-1]
     assert line["blocklist_entries"] == "0->2"
     assert (line["blocklist_active"], line["blocklist_expired"]) == (2, 0), line
