@@ -54,7 +54,6 @@ struct bl_fw_group {
   size_t nall;
 };
 
-
 /* ---- positions ----------------------------------------------------- */
 
 static int pos_cmp(const struct pos *a, const struct pos *b) {
@@ -219,7 +218,8 @@ void bl_pick_verdict(const struct bl_list *l, const struct bl_pick *p,
   if (p->lapsed != UINT32_MAX) out->lapsed = &l->entries[p->lapsed];
 }
 
-struct sl_blocklist *sl_blocklist_new(const struct sl_blocklist_cfg *cfg, enum sl_mode global_mode) {
+struct sl_blocklist *sl_blocklist_new(const struct sl_blocklist_cfg *cfg,
+                                      enum sl_mode global_mode) {
   struct sl_blocklist *bl = calloc(1, sizeof(*bl));
   struct ival *iv = NULL;
   size_t niv = 0, cap = 0;
@@ -320,13 +320,15 @@ const struct sl_block_entry *sl_blocklist_cfg_at(const struct sl_blocklist_cfg *
 
 size_t sl_blocklist_cfg_expired(const struct sl_blocklist_cfg *cfg, int64_t now_unix) {
   size_t n = 0, all = sl_blocklist_cfg_count(cfg);
-  for (size_t i = 0; i < all; i++) n += sl_block_entry_expired(sl_blocklist_cfg_at(cfg, i), now_unix);
+  for (size_t i = 0; i < all; i++)
+    n += sl_block_entry_expired(sl_blocklist_cfg_at(cfg, i), now_unix);
   return n;
 }
 
 /* ---- lookup -------------------------------------------------------- */
 
-static const struct bl_fw_group *class_find(const struct sl_blocklist *bl, const char *cls, size_t len) {
+static const struct bl_fw_group *class_find(const struct sl_blocklist *bl, const char *cls,
+                                            size_t len) {
   size_t lo = 0, hi = bl->n_classes;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
@@ -339,7 +341,8 @@ static const struct bl_fw_group *class_find(const struct sl_blocklist *bl, const
 }
 
 /* Entries of |g| covering |v|, as a slice. */
-static const uint32_t *group_match(const struct bl_fw_group *g, const struct sl_version *v, size_t *n) {
+static const uint32_t *group_match(const struct bl_fw_group *g, const struct sl_version *v,
+                                   size_t *n) {
   /* The last position below v. */
   size_t lo = 0, hi = g->npos;
   while (lo < hi) {

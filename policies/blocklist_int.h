@@ -52,7 +52,8 @@ struct bl_pick {
 };
 #define BL_PICK_NONE ((struct bl_pick){UINT32_MAX, UINT32_MAX, UINT32_MAX})
 
-static inline void bl_pick_one(const struct bl_list *l, uint32_t e, int64_t now, struct bl_pick *p) {
+static inline void bl_pick_one(const struct bl_list *l, uint32_t e, int64_t now,
+                               struct bl_pick *p) {
   uint32_t *slot = sl_block_entry_expired(&l->entries[e], now) ? &p->lapsed
                    : l->shadow[e]                               ? &p->shadow
                                                                 : &p->enforce;

@@ -36,7 +36,8 @@ static bool apply(const struct sl_admission_input *in, struct sl_admission *out,
                   bool *first, const char *list, const struct sl_block_verdict *bv,
                   const char *allow_why) {
   const struct sl_config *cfg = in->cfg;
-  bool enforce = bv->deny && !sl_engine_is_shadow(cfg, bv->entry ? bv->entry->mode : SL_MODE_INHERIT);
+  bool enforce =
+      bv->deny && !sl_engine_is_shadow(cfg, bv->entry ? bv->entry->mode : SL_MODE_INHERIT);
   if (bv->shadow_deny || (bv->deny && !enforce)) {
     const struct sl_block_entry *se = bv->shadow ? bv->shadow : bv->entry;
     const char *label = se ? se->label : list;
@@ -51,8 +52,10 @@ static bool apply(const struct sl_admission_input *in, struct sl_admission *out,
     if (e && (e->extra.body || e->extra.n_headers)) out->extra = &e->extra;
     sl_engine_refuse(out, bv->status ? bv->status : 403, SL_REASON_BLOCKLIST, "blocked",
                      block_retry_after(in, e));
-    sl_engine_trace(tf, first, out->policy, "blocklist", "deny",
-                    e && e->reason ? e->reason : (bv->unknown ? "unknown firmware: deny" : "blocked"));
+    const char *why = e && e->reason ? e->reason
+                      : bv->unknown      ? "unknown firmware: deny"
+                                         : "blocked";
+    sl_engine_trace(tf, first, out->policy, "blocklist", "deny", why);
     return true;
   }
   if (!tf || bv->deny || bv->shadow_deny) return false;

@@ -291,8 +291,10 @@ static void print_block_entries(FILE *out, const char *list, const struct sl_blo
     cfg_print_indent(out, 4);
     fputs("- ", out);
     if (b->list == SL_BLOCK_FIRMWARE) cfg_print_kv_str(out, 0, "versions", b->versions_text);
-    else if (b->list == SL_BLOCK_CLIENT_IP) print_str_list(out, 0, "cidrs", b->cidr_texts, b->n_cidrs);
-    else print_str_list(out, 0, "ids", b->ids, b->n_ids);
+    else if (b->list == SL_BLOCK_CLIENT_IP)
+      print_str_list(out, 0, "cidrs", b->cidr_texts, b->n_cidrs);
+    else
+      print_str_list(out, 0, "ids", b->ids, b->n_ids);
     if (b->name) cfg_print_kv_str(out, 6, "name", b->name);
     if (b->device_class) cfg_print_kv_str(out, 6, "class", b->device_class);
     cfg_print_kv_u64(out, 6, "status", b->status);

@@ -406,8 +406,8 @@ static void parse_block_list(struct cfg_schema *s, node_t *m, enum sl_block_list
      * firmware range even when this entry has another error */
     parse_block_entry(s, l->kids[i], list, i, &(*out)[(*n)++]);
   }
-  cs_check_unique(s, ENTRY_WHAT[list], *out, *n, sizeof(**out), offsetof(struct sl_block_entry, name),
-                  offsetof(struct sl_block_entry, mark));
+  cs_check_unique(s, ENTRY_WHAT[list], *out, *n, sizeof(**out),
+                  offsetof(struct sl_block_entry, name), offsetof(struct sl_block_entry, mark));
 }
 
 void cs_parse_blocklist(struct cfg_schema *s, node_t *root) {

@@ -149,8 +149,10 @@ bool cs_parse_reject_extra(struct cfg_schema *s, node_t *map, struct sl_reject_e
   return ok;
 }
 
-static void print_map(FILE *out, int ind, const char *key, size_t n, const char *(*k)(const void *, size_t),
-                      const char *(*v)(const void *, size_t), const bool *quote, const void *ctx) {
+/* `key:` and |n| lines `"k(i)": v(i)` (v quoted unless |quote| says not). */
+static void print_map(FILE *out, int ind, const char *key, size_t n,
+                      const char *(*k)(const void *, size_t), const char *(*v)(const void *, size_t),
+                      const bool *quote, const void *ctx) {
   if (!n) return;
   cfg_print_indent(out, ind);
   fprintf(out, "%s:\n", key);
