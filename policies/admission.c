@@ -12,6 +12,7 @@
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "sluice/retry.h"
+#include "blocklist_int.h"
 #include "engine.h"
 
 static const char *const reason_names[SL_REASON__COUNT] = {
@@ -154,46 +155,8 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     if (early && !peek_kinds(&run, route, rs->kind_data, early, &pctx, out, tf, &first)) return;
   }
 
-  /* 1. Firmware blocklist. */
-  if (in->blocklist) {
-    struct sl_block_verdict bv;
-    const char *cls = id->device_class;
-    sl_blocklist_check(in->blocklist, cls, cls ? id->device_class_len : 0,
-                       id->firmware_valid ? &id->firmware_version : NULL, in->now_unix, &bv);
-    static const char bl_name[] = "blocklist/firmware";
-    if (bv.shadow_deny || (bv.deny && sl_engine_is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT))) {
-      sl_engine_add_shadow(out, SL_REASON_BLOCKLIST, "blocklist", "firmware");
-      sl_engine_trace(tf, &first, bl_name, "blocklist", "shadow_deny",
-            bv.shadow && bv.shadow->reason ? bv.shadow->reason : "matched a shadow entry");
-    }
-    if (bv.deny && !sl_engine_is_shadow(cfg, bv.entry ? bv.entry->mode : SL_MODE_INHERIT)) {
-      sl_engine_set_name(out->policy, bl_name);
-      out->block = bv.entry;
-      /* A block is an incident response, not a burst: tell the device to
-       * stay away until the entry expires, or as long as the reject
-       * config allows (a quick retry would only be refused again). */
-      uint64_t wait_ns = cfg->reject.retry_after_max_ms * 1000000ull;
-      if (bv.entry && bv.entry->expires_unix > in->now_unix) {
-        uint64_t until = (uint64_t)(bv.entry->expires_unix - in->now_unix) * 1000000000ull;
-        if (until < wait_ns) wait_ns = until;
-      }
-      sl_engine_refuse(out, bv.status ? bv.status : 403, SL_REASON_BLOCKLIST, "blocked",
-             sl_retry_after_s(&cfg->reject, wait_ns, in->rnd));
-      sl_engine_trace(tf, &first, bl_name, "blocklist", "deny",
-            bv.entry && bv.entry->reason ? bv.entry->reason
-                                         : (bv.unknown ? "unknown firmware: deny" : "blocked"));
-      return;
-    }
-    out->firmware_unknown = bv.unknown;
-    if (!bv.deny && !bv.shadow_deny && tf && bv.lapsed) { /* explain: say it lapsed */
-      char lapsed[512];
-      sl_config_describe_expiry(bv.lapsed, in->now_unix, lapsed, sizeof(lapsed));
-      sl_engine_trace(tf, &first, bl_name, "blocklist", "allow", lapsed);
-    } else if (!bv.deny && !bv.shadow_deny)
-      sl_engine_trace(tf, &first, bl_name, "blocklist", "allow",
-            bv.unknown ? "firmware absent or unparseable: allowed (unknown: allow)"
-                       : "no entry matches");
-  }
+  /* 1. Blocklist: client_ip, device_id, firmware (policies/blocklist_stage.c). */
+  if (in->blocklist && !sl_blocklist_stage(in, out, tf, &first)) return;
 
   /* 2. Policies of registered kinds (sluice/policy.h) of the stage before
    * the rate limits (the first |early| of the route's): looked at now,

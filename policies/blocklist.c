@@ -10,6 +10,9 @@
  * version ever equals a position, which makes inclusive and exclusive
  * bounds uniform.
  *
+ * (This file: the firmware list and the object; the client_ip and
+ * device_id lists are blocklist_net.c's.)
+ *
  * Entries are grouped by device class (one group for class-less entries).
  * In a group, every interval end is collected, sorted and deduplicated:
  * consecutive positions delimit elementary segments, and each segment
@@ -27,6 +30,7 @@
 
 #include "sluice/blocklist.h"
 #include "sluice/version.h"
+#include "blocklist_int.h"
 
 struct pos {
   struct sl_version v;
@@ -39,7 +43,7 @@ struct ival {
   struct pos lo, hi; /* covers versions strictly between lo and hi */
 };
 
-struct group {
+struct bl_fw_group {
   const char *cls; /* NULL for the class-less group */
   size_t cls_len;
   struct pos *pos;
@@ -48,17 +52,6 @@ struct group {
   uint32_t *ent;     /* entry indices, per segment in config order */
   uint32_t *all;     /* entries covering every version */
   size_t nall;
-};
-
-struct sl_blocklist {
-  const struct sl_block_entry *entries;
-  size_t n_entries;
-  bool *shadow;      /* effective mode per entry */
-  enum sl_unknown_firmware unknown;
-  enum sl_mode global_mode;
-  struct group any;
-  struct group *classes; /* sorted by name */
-  size_t n_classes;
 };
 
 /* ---- positions ----------------------------------------------------- */
@@ -123,18 +116,18 @@ static int cls_cmp(const char *a, size_t al, const char *b, size_t bl) {
 }
 
 static int class_qsort_cmp(const void *a, const void *b) {
-  const struct group *x = a, *y = b;
+  const struct bl_fw_group *x = a, *y = b;
   return cls_cmp(x->cls, x->cls_len, y->cls, y->cls_len);
 }
 
-static void group_free(struct group *g) {
+static void group_free(struct bl_fw_group *g) {
   free(g->pos);
   free(g->seg_off);
   free(g->ent);
   free(g->all);
 }
 
-static size_t pos_index(const struct group *g, const struct pos *p) {
+static size_t pos_index(const struct bl_fw_group *g, const struct pos *p) {
   size_t lo = 0, hi = g->npos;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
@@ -146,7 +139,7 @@ static size_t pos_index(const struct group *g, const struct pos *p) {
 
 /* Builds |g| from the merged intervals |iv| (sorted by entry, then lo)
  * of its entries. Returns -1 on OOM. */
-static int group_build(struct group *g, const struct ival *iv, size_t n) {
+static int group_build(struct bl_fw_group *g, const struct ival *iv, size_t n) {
   g->pos = malloc((2 * n + 1) * sizeof(*g->pos));
   g->all = malloc((n + 1) * sizeof(*g->all));
   if (!g->pos || !g->all) return -1;
@@ -187,31 +180,64 @@ static int group_build(struct group *g, const struct ival *iv, size_t n) {
 
 void sl_blocklist_del(struct sl_blocklist *bl) {
   if (!bl) return;
-  group_free(&bl->any);
+  if (bl->any) group_free(bl->any);
+  free(bl->any);
   for (size_t i = 0; i < bl->n_classes; i++) group_free(&bl->classes[i]);
   free(bl->classes);
-  free(bl->shadow);
+  free(bl->fw.shadow);
+  free(bl->ip.shadow);
+  free(bl->id.shadow);
+  bl_net_free(bl);
   free(bl);
 }
 
-struct sl_blocklist *sl_blocklist_new(const struct sl_blocklist_cfg *cfg, enum sl_mode global_mode) {
+int bl_list_init(struct bl_list *l, const struct sl_block_entry *e, size_t n,
+                 enum sl_mode global_mode) {
+  l->entries = e;
+  l->n = n;
+  l->shadow = calloc(n + 1, sizeof(*l->shadow));
+  if (!l->shadow) return -1;
+  for (size_t i = 0; i < n; i++) {
+    enum sl_mode m = e[i].mode == SL_MODE_INHERIT ? global_mode : e[i].mode;
+    l->shadow[i] = m == SL_MODE_SHADOW;
+  }
+  return 0;
+}
+
+void bl_pick_verdict(const struct bl_list *l, const struct bl_pick *p,
+                     struct sl_block_verdict *out) {
+  if (p->enforce != UINT32_MAX) {
+    out->entry = &l->entries[p->enforce];
+    out->deny = true;
+    out->status = out->entry->status ? out->entry->status : 403;
+  }
+  if (p->shadow != UINT32_MAX) {
+    out->shadow = &l->entries[p->shadow];
+    out->shadow_deny = true;
+  }
+  if (p->lapsed != UINT32_MAX) out->lapsed = &l->entries[p->lapsed];
+}
+
+struct sl_blocklist *sl_blocklist_new(const struct sl_blocklist_cfg *cfg,
+                                      enum sl_mode global_mode) {
   struct sl_blocklist *bl = calloc(1, sizeof(*bl));
   struct ival *iv = NULL;
   size_t niv = 0, cap = 0;
   if (!bl) return NULL;
-  bl->entries = cfg->firmware;
-  bl->n_entries = cfg->n_firmware;
   bl->unknown = cfg->unknown;
   bl->global_mode = global_mode;
-  bl->shadow = calloc(cfg->n_firmware + 1, sizeof(*bl->shadow));
+  bl->any = calloc(1, sizeof(*bl->any));
   bl->classes = calloc(cfg->n_firmware + 1, sizeof(*bl->classes));
-  if (!bl->shadow || !bl->classes) goto fail;
+  if (!bl->any || !bl->classes ||
+      bl_list_init(&bl->fw, cfg->firmware, cfg->n_firmware, global_mode) < 0 ||
+      bl_list_init(&bl->ip, cfg->client_ip, cfg->n_client_ip, global_mode) < 0 ||
+      bl_list_init(&bl->id, cfg->device_id, cfg->n_device_id, global_mode) < 0 ||
+      bl_net_build(bl) < 0)
+    goto fail;
 
   /* Merged intervals of every entry, in entry order. */
   for (size_t e = 0; e < cfg->n_firmware; e++) {
     const struct sl_block_entry *be = &cfg->firmware[e];
-    enum sl_mode m = be->mode == SL_MODE_INHERIT ? global_mode : be->mode;
-    bl->shadow[e] = m == SL_MODE_SHADOW;
     size_t first = niv;
     for (size_t c = 0; c < be->versions.n; c++) {
       struct pos lo, hi;
@@ -256,11 +282,11 @@ struct sl_blocklist *sl_blocklist_new(const struct sl_blocklist_cfg *cfg, enum s
   struct ival *tmp = malloc((niv + 1) * sizeof(*tmp));
   if (!tmp) goto fail;
   for (size_t k = 0; k <= bl->n_classes; k++) {
-    struct group *g = k < bl->n_classes ? &bl->classes[k] : &bl->any;
+    struct bl_fw_group *g = k < bl->n_classes ? &bl->classes[k] : bl->any;
     size_t n = 0;
     for (size_t i = 0; i < niv; i++) {
       const char *c = cfg->firmware[iv[i].entry].device_class;
-      bool in = g == &bl->any ? c == NULL : c && cls_cmp(g->cls, g->cls_len, c, strlen(c)) == 0;
+      bool in = g == bl->any ? c == NULL : c && cls_cmp(g->cls, g->cls_len, c, strlen(c)) == 0;
       if (in) tmp[n++] = iv[i];
     }
     if (group_build(g, tmp, n) < 0) {
@@ -278,17 +304,31 @@ fail:
   return NULL;
 }
 
-size_t sl_blocklist_size(const struct sl_blocklist *bl) { return bl->n_entries; }
+size_t sl_blocklist_size(const struct sl_blocklist *bl) { return bl->fw.n + bl->ip.n + bl->id.n; }
+
+size_t sl_blocklist_cfg_count(const struct sl_blocklist_cfg *cfg) {
+  return cfg->n_client_ip + cfg->n_device_id + cfg->n_firmware;
+}
+
+const struct sl_block_entry *sl_blocklist_cfg_at(const struct sl_blocklist_cfg *cfg, size_t i) {
+  if (i < cfg->n_client_ip) return &cfg->client_ip[i];
+  i -= cfg->n_client_ip;
+  if (i < cfg->n_device_id) return &cfg->device_id[i];
+  i -= cfg->n_device_id;
+  return i < cfg->n_firmware ? &cfg->firmware[i] : NULL;
+}
 
 size_t sl_blocklist_cfg_expired(const struct sl_blocklist_cfg *cfg, int64_t now_unix) {
-  size_t n = 0;
-  for (size_t i = 0; i < cfg->n_firmware; i++) n += sl_block_entry_expired(&cfg->firmware[i], now_unix);
+  size_t n = 0, all = sl_blocklist_cfg_count(cfg);
+  for (size_t i = 0; i < all; i++)
+    n += sl_block_entry_expired(sl_blocklist_cfg_at(cfg, i), now_unix);
   return n;
 }
 
 /* ---- lookup -------------------------------------------------------- */
 
-static const struct group *class_find(const struct sl_blocklist *bl, const char *cls, size_t len) {
+static const struct bl_fw_group *class_find(const struct sl_blocklist *bl, const char *cls,
+                                            size_t len) {
   size_t lo = 0, hi = bl->n_classes;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
@@ -301,7 +341,8 @@ static const struct group *class_find(const struct sl_blocklist *bl, const char 
 }
 
 /* Entries of |g| covering |v|, as a slice. */
-static const uint32_t *group_match(const struct group *g, const struct sl_version *v, size_t *n) {
+static const uint32_t *group_match(const struct bl_fw_group *g, const struct sl_version *v,
+                                   size_t *n) {
   /* The last position below v. */
   size_t lo = 0, hi = g->npos;
   while (lo < hi) {
@@ -318,30 +359,20 @@ static const uint32_t *group_match(const struct group *g, const struct sl_versio
   return g->ent + g->seg_off[s];
 }
 
-struct pick {
-  uint32_t enforce, shadow, lapsed; /* UINT32_MAX: none */
-};
-
 static void pick_from(const struct sl_blocklist *bl, const uint32_t *ents, size_t n, int64_t now,
-                      struct pick *p) {
-  for (size_t i = 0; i < n; i++) {
-    uint32_t e = ents[i];
-    uint32_t *slot = sl_block_entry_expired(&bl->entries[e], now) ? &p->lapsed
-                     : bl->shadow[e]                              ? &p->shadow
-                                                                  : &p->enforce;
-    if (e < *slot) *slot = e;
-  }
+                      struct bl_pick *p) {
+  for (size_t i = 0; i < n; i++) bl_pick_one(&bl->fw, ents[i], now, p);
 }
 
 void sl_blocklist_check(const struct sl_blocklist *bl, const char *cls, size_t cls_len,
                         const struct sl_version *fw, int64_t now_unix,
                         struct sl_block_verdict *out) {
   memset(out, 0, sizeof(*out));
-  struct pick p = {UINT32_MAX, UINT32_MAX, UINT32_MAX};
-  const struct group *g = cls ? class_find(bl, cls, cls_len) : NULL;
+  struct bl_pick p = BL_PICK_NONE;
+  const struct bl_fw_group *g = cls ? class_find(bl, cls, cls_len) : NULL;
   if (fw) {
     size_t n;
-    const uint32_t *e = group_match(&bl->any, fw, &n);
+    const uint32_t *e = group_match(bl->any, fw, &n);
     pick_from(bl, e, n, now_unix, &p);
     if (g) {
       e = group_match(g, fw, &n);
@@ -349,19 +380,10 @@ void sl_blocklist_check(const struct sl_blocklist *bl, const char *cls, size_t c
     }
   } else {
     out->unknown = true;
-    pick_from(bl, bl->any.all, bl->any.nall, now_unix, &p);
+    pick_from(bl, bl->any->all, bl->any->nall, now_unix, &p);
     if (g) pick_from(bl, g->all, g->nall, now_unix, &p);
   }
-  if (p.enforce != UINT32_MAX) {
-    out->entry = &bl->entries[p.enforce];
-    out->deny = true;
-    out->status = out->entry->status ? out->entry->status : 403;
-  }
-  if (p.shadow != UINT32_MAX) {
-    out->shadow = &bl->entries[p.shadow];
-    out->shadow_deny = true;
-  }
-  if (p.lapsed != UINT32_MAX) out->lapsed = &bl->entries[p.lapsed];
+  bl_pick_verdict(&bl->fw, &p, out);
   if (!fw && !out->deny && bl->unknown == SL_UNKNOWN_DENY) {
     if (bl->global_mode == SL_MODE_SHADOW) {
       out->shadow_deny = true;

@@ -1,5 +1,5 @@
 /*
- * sluice — compiled firmware blocklist (types only). Functions in
+ * sluice — compiled blocklist (types only). Functions in
  * blocklist.h; the entries themselves are struct sl_block_entry (config-t.h).
  */
 #ifndef SLUICE_BLOCKLIST_T_H

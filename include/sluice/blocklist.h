@@ -1,6 +1,9 @@
 /*
- * sluice — firmware blocklist: "is (device class, firmware) blocked, and by
- * which entry?" in O(log n) for thousands of entries.
+ * sluice — the blocklist: "is this client address, device id or (device
+ * class, firmware) blocked, and by which entry?", each in a lookup (not a
+ * scan) for thousands of entries. A request meets the lists in the order
+ * client_ip, device_id, firmware (SPEC section 4); in each, the first
+ * live enforcing entry in configuration order decides.
  */
 #ifndef SLUICE_BLOCKLIST_H
 #define SLUICE_BLOCKLIST_H
@@ -8,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "sluice/blocklist-t.h"
 #include "sluice/config-t.h"
 
@@ -35,10 +39,51 @@ static inline bool sl_block_entry_expired(const struct sl_block_entry *e, int64_
   return e->expires_unix != 0 && e->expires_unix <= now_unix;
 }
 
-/* Number of entries of |cfg| that have lapsed at |now_unix|. */
+/* Whether entry |e| applies to a request of class |cls| (|cls_len|
+ * bytes; NULL: none identified): it names no class, or that one. */
+static inline bool sl_block_entry_class_ok(const struct sl_block_entry *e, const char *cls,
+                                           size_t cls_len) {
+  if (!e->device_class) return true;
+  return cls && strlen(e->device_class) == cls_len && memcmp(e->device_class, cls, cls_len) == 0;
+}
+
+/* The client_ip list: entries with a block containing the address
+ * (|family| AF_INET with 4 bytes, or AF_INET6 with 16; IPv4-mapped IPv6
+ * matches IPv4 blocks) and whose class, if any, is |cls|. |out| as for
+ * sl_blocklist_check (never |unknown|). Pure, allocation-free. */
+void sl_blocklist_check_addr(const struct sl_blocklist *bl, uint8_t family, const uint8_t *addr,
+                             const char *cls, size_t cls_len, int64_t now_unix,
+                             struct sl_block_verdict *out);
+
+/* The key sl_blocklist_check_device_id() looks device ids up by:
+ * SipHash-1-3 of the id's bytes under the process key. */
+uint64_t sl_blocklist_id_hash(const char *id, size_t len);
+
+/* The device_id list, for the device whose id hashes to |hash|
+ * (sl_blocklist_id_hash). With |id| (|len| bytes) the id is compared
+ * exactly; without (NULL: an idle connection remembers only the hash),
+ * an entry listing another id of the same hash matches too, a chance of
+ * 2^-64 per listed id. Class and |out| as for sl_blocklist_check_addr. */
+void sl_blocklist_check_device_id(const struct sl_blocklist *bl, uint64_t hash, const char *id,
+                                  size_t len, const char *cls, size_t cls_len, int64_t now_unix,
+                                  struct sl_block_verdict *out);
+
+/* Entries of the client_ip and device_id lists, for callers that can skip
+ * them (no address or id to remember, nothing to look up). */
+size_t sl_blocklist_n_addr(const struct sl_blocklist *bl);
+size_t sl_blocklist_n_device_id(const struct sl_blocklist *bl);
+
+/* The entries of every list of |cfg|, in the order requests meet them
+ * (client_ip, device_id, firmware): how many, and entry |i| (NULL past
+ * the end). */
+size_t sl_blocklist_cfg_count(const struct sl_blocklist_cfg *cfg);
+const struct sl_block_entry *sl_blocklist_cfg_at(const struct sl_blocklist_cfg *cfg, size_t i);
+
+/* Number of entries of |cfg| (every list) that have lapsed at |now_unix|. */
 size_t sl_blocklist_cfg_expired(const struct sl_blocklist_cfg *cfg, int64_t now_unix);
 
-/* Number of entries compiled, for /explain. */
+/* Number of entries compiled (every list), for /explain and the reload
+ * summary. */
 size_t sl_blocklist_size(const struct sl_blocklist *bl);
 
 #endif

@@ -220,23 +220,71 @@ struct sl_policy_cfg {
   const void *data;      /* the kind's own configuration (snapshot arena) */
 };
 
+/* ---- refusal extras ----------------------------------------------- */
+
+/* What a refusal adds to the built-in answer (a policy's configuration,
+ * in the snapshot arena: maintenance's and blocklist entries' `body` and
+ * `headers`; parsed by policies/config/reject_extra.c): |body| is JSON
+ * members, each ",\"key\":value", appended after "retry_after" (NULL:
+ * none; keys never clash with the built-in ones), |headers| extra
+ * response headers (validated by the loader: no hop-by-hop or framing
+ * headers). Rendered by sluice/retry.h. */
+struct sl_reject_header {
+  const char *name; /* lowercase */
+  const char *value;
+};
+struct sl_reject_extra {
+  const char *body;
+  const struct sl_reject_header *headers;
+  size_t n_headers;
+  /* The body's fields as configured, for the printer: key i, value i,
+   * and whether the value is a string (printed quoted). */
+  const char *const *body_keys;
+  const char *const *body_vals;
+  const bool *body_str;
+  size_t n_body;
+};
+
 /* ---- blocklist ---------------------------------------------------- */
 
+/* The blocklist's lists (a request meets them in the order client_ip,
+ * device_id, firmware; firmware is 0, the list that came first). */
+enum sl_block_list { SL_BLOCK_FIRMWARE = 0, SL_BLOCK_CLIENT_IP, SL_BLOCK_DEVICE_ID };
+
+/* One entry of any list; the fields of the other lists are empty. */
 struct sl_block_entry {
   struct sl_mark mark;
+  enum sl_block_list list;
   const char *name;           /* optional; lets a drop-in replace the entry */
+  /* "blocklist/<list>/<name>", or the entry's index in its list when it
+   * has no name: the metric label, log field and body "policy" of its
+   * refusals (bounded by the configuration). */
+  const char *label;
   const char *device_class;   /* NULL: any class */
+  /* firmware */
   const char *versions_text;
   struct sl_vrange versions;  /* parsed range expression */
+  /* client_ip: blocks, and each as written (printer, messages) */
+  struct sl_cidr *cidrs;
+  const char *const *cidr_texts;
+  size_t n_cidrs;
+  /* device_id: exact ids */
+  const char *const *ids;
+  size_t n_ids;
   uint16_t status;            /* default 403 */
   const char *reason;
   int64_t expires_unix;       /* 0: never */
   enum sl_mode mode;
+  struct sl_reject_extra extra; /* `body`, `headers` */
 };
 
 enum sl_unknown_firmware { SL_UNKNOWN_ALLOW = 0, SL_UNKNOWN_DENY };
 
 struct sl_blocklist_cfg {
+  struct sl_block_entry *client_ip;
+  size_t n_client_ip;
+  struct sl_block_entry *device_id;
+  size_t n_device_id;
   struct sl_block_entry *firmware;
   size_t n_firmware;
   enum sl_unknown_firmware unknown;

@@ -35,21 +35,8 @@ uint32_t sl_retry_after_s(const struct sl_reject_cfg *cfg, uint64_t wait_ns, uin
 int sl_reject_body_json(char *buf, size_t cap, const char *error, const char *policy,
                         uint32_t retry_after_s);
 
-/* What a refusal adds to the built-in answer (a policy's configuration,
- * in the snapshot arena; the maintenance kind's `body` and `headers`):
- * |body| is JSON members, each ",\"key\":value", appended after
- * "retry_after" (NULL: none; keys never clash with the built-in ones),
- * |headers| extra response headers (validated by the loader: no
- * hop-by-hop or framing headers). */
-struct sl_reject_header {
-  const char *name; /* lowercase */
-  const char *value;
-};
-struct sl_reject_extra {
-  const char *body;
-  const struct sl_reject_header *headers;
-  size_t n_headers;
-};
+/* struct sl_reject_extra (what a refusal adds: body members, headers) is
+ * in config-t.h, with the configuration it comes from. */
 
 /* sl_reject_body_json() with |extra_body| (JSON members, see struct
  * sl_reject_extra; NULL: none) before the closing brace. */

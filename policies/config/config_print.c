@@ -17,6 +17,7 @@
 #include "sluice/policy.h"
 #include "config_int.h"
 #include "config_print.h"
+#include "reject_extra.h"
 #include "../kinds/maintenance.h"
 
 void cfg_print_indent(FILE *out, int n) { fprintf(out, "%*s", n, ""); }
@@ -270,20 +271,30 @@ static void print_routes(FILE *out, const struct sl_config *cfg) {
   }
 }
 
-static void print_blocklist(FILE *out, const struct sl_blocklist_cfg *bl) {
-  fputs("blocklist:\n", out);
-  if (!bl->n_firmware) {
-    cfg_print_indent(out, 2);
-    fputs("firmware: []\n", out);
-  } else {
-    cfg_print_indent(out, 2);
-    fputs("firmware:\n", out);
+/* A flow list of quoted strings: `key: ["a", "b"]`. */
+static void print_str_list(FILE *out, int ind, const char *key, const char *const *v, size_t n) {
+  cfg_print_indent(out, ind);
+  fprintf(out, "%s: [", key);
+  for (size_t i = 0; i < n; i++) {
+    if (i) fputs(", ", out);
+    cfg_print_str(out, v[i]);
   }
-  for (size_t i = 0; i < bl->n_firmware; i++) {
-    const struct sl_block_entry *b = &bl->firmware[i];
+  fputs("]\n", out);
+}
+
+static void print_block_entries(FILE *out, const char *list, const struct sl_block_entry *e,
+                                size_t n) {
+  cfg_print_indent(out, 2);
+  fprintf(out, "%s:%s\n", list, n ? "" : " []");
+  for (size_t i = 0; i < n; i++) {
+    const struct sl_block_entry *b = &e[i];
     cfg_print_indent(out, 4);
     fputs("- ", out);
-    cfg_print_kv_str(out, 0, "versions", b->versions_text);
+    if (b->list == SL_BLOCK_FIRMWARE) cfg_print_kv_str(out, 0, "versions", b->versions_text);
+    else if (b->list == SL_BLOCK_CLIENT_IP)
+      print_str_list(out, 0, "cidrs", b->cidr_texts, b->n_cidrs);
+    else
+      print_str_list(out, 0, "ids", b->ids, b->n_ids);
     if (b->name) cfg_print_kv_str(out, 6, "name", b->name);
     if (b->device_class) cfg_print_kv_str(out, 6, "class", b->device_class);
     cfg_print_kv_u64(out, 6, "status", b->status);
@@ -294,7 +305,17 @@ static void print_blocklist(FILE *out, const struct sl_blocklist_cfg *bl) {
       cfg_print_kv_str(out, 6, "expires", ts);
     }
     cfg_print_kv_mode(out, 6, b->mode);
+    cfg_print_reject_extra(out, 6, &b->extra);
   }
+}
+
+static void print_blocklist(FILE *out, const struct sl_blocklist_cfg *bl) {
+  fputs("blocklist:\n", out);
+  /* The address and device lists only when used: printed files of
+   * configurations without them stay as they were. */
+  if (bl->n_client_ip) print_block_entries(out, "client_ip", bl->client_ip, bl->n_client_ip);
+  if (bl->n_device_id) print_block_entries(out, "device_id", bl->device_id, bl->n_device_id);
+  print_block_entries(out, "firmware", bl->firmware, bl->n_firmware);
   cfg_print_kv_raw(out, 2, "unknown", bl->unknown == SL_UNKNOWN_DENY ? "deny" : "allow");
 }
 
@@ -388,6 +409,12 @@ void sl_config_describe_expiry(const struct sl_block_entry *e, int64_t now_unix,
   char who[192], ts[32], span[48];
   if (e->name)
     snprintf(who, sizeof(who), "'%s'", e->name);
+  else if (e->list == SL_BLOCK_CLIENT_IP)
+    snprintf(who, sizeof(who), "for addresses '%s'%s", e->n_cidrs ? e->cidr_texts[0] : "",
+             e->n_cidrs > 1 ? " and more" : "");
+  else if (e->list == SL_BLOCK_DEVICE_ID)
+    snprintf(who, sizeof(who), "for device ids '%s'%s", e->n_ids ? e->ids[0] : "",
+             e->n_ids > 1 ? " and more" : "");
   else if (e->device_class)
     snprintf(who, sizeof(who), "for versions '%s' of class '%s'", e->versions_text,
              e->device_class);

@@ -17,6 +17,7 @@
 #include "sluice/path.h"
 #include "sluice/version.h"
 #include "config_schema.h"
+#include "reject_extra.h"
 
 /* ---- listeners ---------------------------------------------------- */
 
@@ -342,30 +343,91 @@ void cs_parse_identify(struct cfg_schema *s, node_t *root) {
 
 /* ---- blocklist ---------------------------------------------------- */
 
-static const char *const BLOCK_KEYS[] = {"name",   "class",   "versions", "status",
-                                         "reason", "expires", "mode",     NULL};
+/* Keys every entry has, then its list's own (what it matches). */
+#define BLOCK_COMMON "name", "class", "status", "reason", "expires", "mode", "body", "headers"
+static const char *const FIRMWARE_KEYS[] = {BLOCK_COMMON, "versions", NULL};
+static const char *const CLIENT_IP_KEYS[] = {BLOCK_COMMON, "cidrs", NULL};
+static const char *const DEVICE_ID_KEYS[] = {BLOCK_COMMON, "ids", NULL};
 
-static void parse_block_entry(struct cfg_schema *s, node_t *m, struct sl_block_entry *b) {
-  cs_check_keys(s, m, "blocklist entry", BLOCK_KEYS);
-  b->mark = m->mark;
-  b->status = 403;
-  cs_get_name(s, m, "name", false, &b->name);
-  cs_get_str(s, m, "class", &b->device_class);
+/* Indexed by enum sl_block_list. */
+static const char *const LIST_NAMES[] = {"firmware", "client_ip", "device_id"};
+/* How messages call an entry ("blocklist entry" for firmware, as before
+ * the other lists existed). */
+static const char *const ENTRY_WHAT[] = {"blocklist entry", "client_ip entry", "device_id entry"};
+
+/* The longest device id an entry may list (longer ids are a paste error:
+ * real ones are serial numbers and UUIDs). */
+#define BLOCK_ID_MAX 256
+
+static void parse_versions(struct cfg_schema *s, node_t *m, struct sl_block_entry *b) {
   node_t *v;
   int rc = cs_get_text(s, m, "versions", &v);
   if (rc == 0) cs_err(s, m, "blocklist entry: missing 'versions' (e.g. \">=3.8.0-b3 <3.8.1\")");
-  if (rc > 0) {
-    char e[200] = "";
-    size_t off = 0;
-    if (sl_vrange_parse(v->str, &b->versions, e, sizeof(e), &off)) {
-      memset(&b->versions, 0, sizeof(b->versions));
-      cs_err_at(s, v, cfg_scalar_col(v, off), "versions: %s", e);
-    } else {
-      b->versions_text = cs_sdup(s, v->str);
-    }
+  if (rc <= 0) return;
+  char e[200] = "";
+  size_t off = 0;
+  if (sl_vrange_parse(v->str, &b->versions, e, sizeof(e), &off)) {
+    memset(&b->versions, 0, sizeof(b->versions));
+    cs_err_at(s, v, cfg_scalar_col(v, off), "versions: %s", e);
+  } else {
+    b->versions_text = cs_sdup(s, v->str);
   }
+}
+
+static void parse_cidrs(struct cfg_schema *s, node_t *m, struct sl_block_entry *b) {
+  node_t *l = cs_required_list(s, m, "cidrs",
+                               "client_ip entry: 'cidrs' needs at least one block (e.g. "
+                               "[203.0.113.0/24, \"2001:db8:bad::/48\"])");
+  if (!l) return;
+  struct sl_cidr *c = sl_arena_xcalloc(s->a, l->n, sizeof(*c));
+  const char **t = sl_arena_xcalloc(s->a, l->n, sizeof(*t));
+  for (size_t i = 0; i < l->n; i++) {
+    node_t *it = l->kids[i];
+    char e[200];
+    if (!cs_want(s, it, CFG_SCALAR, "cidrs item")) continue;
+    if (strlen(it->str) != it->len || sl_parse_cidr(it->str, &c[b->n_cidrs], e, sizeof(e))) {
+      cs_err(s, it, "cidrs: %s", strlen(it->str) != it->len ? "contains a NUL character" : e);
+      continue;
+    }
+    t[b->n_cidrs++] = cs_sdup(s, it->str);
+  }
+  b->cidrs = c;
+  b->cidr_texts = t;
+}
+
+static void parse_ids(struct cfg_schema *s, node_t *m, struct sl_block_entry *b) {
+  node_t *l = cs_required_list(s, m, "ids",
+                               "device_id entry: 'ids' needs at least one device id (e.g. "
+                               "[dev-0001, dev-0002])");
+  if (!l) return;
+  const char **ids = sl_arena_xcalloc(s->a, l->n, sizeof(*ids));
+  for (size_t i = 0; i < l->n; i++) {
+    node_t *it = l->kids[i];
+    if (!cs_want(s, it, CFG_SCALAR, "ids item")) continue;
+    if (!it->len || strlen(it->str) != it->len || it->len > BLOCK_ID_MAX) {
+      cs_err(s, it, "ids: a device id is 1 to %d bytes without NUL", BLOCK_ID_MAX);
+      continue;
+    }
+    ids[b->n_ids++] = cs_sdup(s, it->str);
+  }
+  b->ids = ids;
+}
+
+static void parse_block_entry(struct cfg_schema *s, node_t *m, enum sl_block_list list, size_t idx,
+                              struct sl_block_entry *b) {
+  static const char *const *const keys[] = {FIRMWARE_KEYS, CLIENT_IP_KEYS, DEVICE_ID_KEYS};
+  cs_check_keys(s, m, ENTRY_WHAT[list], keys[list]);
+  b->mark = m->mark;
+  b->list = list;
+  b->status = 403;
+  cs_get_name(s, m, "name", false, &b->name);
+  cs_get_str(s, m, "class", &b->device_class);
+  if (list == SL_BLOCK_FIRMWARE) parse_versions(s, m, b);
+  else if (list == SL_BLOCK_CLIENT_IP) parse_cidrs(s, m, b);
+  else parse_ids(s, m, b);
   cs_get_status(s, m, "status", &b->status);
   cs_get_str(s, m, "reason", &b->reason);
+  node_t *v;
   if (cs_get_text(s, m, "expires", &v) > 0) {
     char e[200];
     if (cfg_parse_timestamp(v->str, &b->expires_unix, e, sizeof(e)))
@@ -374,25 +436,41 @@ static void parse_block_entry(struct cfg_schema *s, node_t *m, struct sl_block_e
       cs_err(s, v, "expires: '%s' is not after 1970", v->str);
   }
   cs_get_mode(s, m, &b->mode);
+  cs_parse_reject_extra(s, m, &b->extra);
+  char label[128];
+  if (b->name)
+    snprintf(label, sizeof(label), "blocklist/%s/%s", LIST_NAMES[list], b->name);
+  else
+    snprintf(label, sizeof(label), "blocklist/%s/%zu", LIST_NAMES[list], idx);
+  b->label = cs_sdup(s, label);
+}
+
+static void parse_block_list(struct cfg_schema *s, node_t *m, enum sl_block_list list,
+                             struct sl_block_entry **out, size_t *n) {
+  node_t *l = cs_get_node(s, m, LIST_NAMES[list], CFG_SEQ);
+  if (!l || !l->n) return;
+  char what[32];
+  snprintf(what, sizeof(what), "%s item", LIST_NAMES[list]);
+  *out = sl_arena_xcalloc(s->a, l->n, sizeof(**out));
+  for (size_t i = 0; i < l->n; i++) {
+    if (!cs_want(s, l->kids[i], CFG_MAP, what)) continue;
+    /* counted before parsing, so that sl_config_free() releases a
+     * firmware range even when this entry has another error */
+    parse_block_entry(s, l->kids[i], list, i, &(*out)[(*n)++]);
+  }
+  cs_check_unique(s, ENTRY_WHAT[list], *out, *n, sizeof(**out),
+                  offsetof(struct sl_block_entry, name), offsetof(struct sl_block_entry, mark));
 }
 
 void cs_parse_blocklist(struct cfg_schema *s, node_t *root) {
   struct sl_blocklist_cfg *bl = &s->cfg->blocklist;
   node_t *m = cs_get_node(s, root, "blocklist", CFG_MAP);
   if (!m) return;
-  static const char *const keys[] = {"firmware", "unknown", NULL};
+  static const char *const keys[] = {"client_ip", "device_id", "firmware", "unknown", NULL};
   cs_check_keys(s, m, "blocklist", keys);
-  node_t *fw = cs_get_node(s, m, "firmware", CFG_SEQ);
-  if (fw && fw->n) {
-    bl->firmware = sl_arena_xcalloc(s->a, fw->n, sizeof(*bl->firmware));
-    for (size_t i = 0; i < fw->n; i++) {
-      if (!cs_want(s, fw->kids[i], CFG_MAP, "firmware item")) continue;
-      /* counted before parsing, so that sl_config_free() releases the
-       * range even when this entry has another error */
-      parse_block_entry(s, fw->kids[i], &bl->firmware[bl->n_firmware++]);
-    }
-    CFG_CHECK_UNIQUE(s, "blocklist entry", bl->firmware, bl->n_firmware, struct sl_block_entry);
-  }
+  parse_block_list(s, m, SL_BLOCK_CLIENT_IP, &bl->client_ip, &bl->n_client_ip);
+  parse_block_list(s, m, SL_BLOCK_DEVICE_ID, &bl->device_id, &bl->n_device_id);
+  parse_block_list(s, m, SL_BLOCK_FIRMWARE, &bl->firmware, &bl->n_firmware);
   static const char *const unknown[] = {"allow", "deny", NULL};
   int u;
   if (cs_get_enum(s, m, "unknown", unknown, &u) > 0) bl->unknown = (enum sl_unknown_firmware)u;

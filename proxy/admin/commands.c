@@ -43,9 +43,9 @@ struct sl_config *sl_config_load_or_report(const char *path, bool as_log) {
  * Returns how many. */
 static size_t check_expired(const struct sl_config *cfg, const char *path, int64_t now_unix,
                             bool strict) {
-  size_t n = 0;
-  for (size_t i = 0; i < cfg->blocklist.n_firmware; i++) {
-    const struct sl_block_entry *e = &cfg->blocklist.firmware[i];
+  size_t n = 0, all = sl_blocklist_cfg_count(&cfg->blocklist);
+  for (size_t i = 0; i < all; i++) {
+    const struct sl_block_entry *e = sl_blocklist_cfg_at(&cfg->blocklist, i);
     if (!sl_block_entry_expired(e, now_unix)) continue;
     char what[512];
     sl_config_describe_expiry(e, now_unix, what, sizeof(what));
@@ -58,9 +58,9 @@ static size_t check_expired(const struct sl_config *cfg, const char *path, int64
 
 void sl_config_log_expired(const struct sl_config *cfg, int64_t now_unix) {
   enum { SHOWN = 10 };
-  size_t n = 0;
-  for (size_t i = 0; i < cfg->blocklist.n_firmware; i++) {
-    const struct sl_block_entry *e = &cfg->blocklist.firmware[i];
+  size_t n = 0, all = sl_blocklist_cfg_count(&cfg->blocklist);
+  for (size_t i = 0; i < all; i++) {
+    const struct sl_block_entry *e = sl_blocklist_cfg_at(&cfg->blocklist, i);
     if (!sl_block_entry_expired(e, now_unix) || n++ >= SHOWN) continue;
     char what[512], where[512];
     sl_config_describe_expiry(e, now_unix, what, sizeof(what));

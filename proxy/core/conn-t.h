@@ -56,9 +56,11 @@ struct sl_conn {
   struct sl_worker *w;
   /* Device facts of the last request on this connection, so an emergency
    * blocklist reload can close the keep-alive connections of a newly
-   * blocked firmware (SPEC section 4). */
-  char last_class[32];
-  char last_firmware[32];
+   * blocked address, device or firmware (SPEC section 4). */
+  struct sl_dev_facts last;
+  /* Exempt from that close (set by an `allow` exemption; nobody sets it
+   * yet). */
+  bool blocklist_exempt;
   struct sl_listener *lis;
   int fd;
   ev_io rio, wio;

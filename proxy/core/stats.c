@@ -272,7 +272,7 @@ bool sl_stats_log_admit(uint64_t key, int64_t now_s, unsigned *suppressed) {
 }
 
 void sl_stats_rejection(struct sl_worker *w, const char *route, const char *policy,
-                        enum sl_reject_reason reason, bool shadow, const char *client_ip) {
+                        enum sl_reject_reason reason, bool shadow, const struct sl_stats_who *who) {
   uint64_t h = sl_stats_rejection_key(route, policy, reason);
   struct rej_cache_entry *e = &rej_cache[shadow][h % REJ_CACHE_SIZE];
   if (e->hash != h || !e->series) {
@@ -285,18 +285,29 @@ void sl_stats_rejection(struct sl_worker *w, const char *route, const char *poli
 
   unsigned suppressed;
   if (!sl_stats_log_admit(shadow ? ~h : h, (int64_t)ev_now(w->loop), &suppressed)) return;
-  char esc_route[128], esc_policy[256], esc_ip[64];
-  size_t a = 0, b = 0, c = 0;
+  static const struct sl_stats_who nobody;
+  if (!who) who = &nobody;
+  char esc_route[128], esc_policy[256], esc_ip[64], esc_fw[6 * SL_STATS_WHO_MAX + 1],
+      esc_cls[6 * SL_STATS_WHO_MAX + 1];
+  size_t a = 0, b = 0, c = 0, d = 0, e2 = 0;
   sl_json_escape(esc_route, sizeof(esc_route), &a, route);
   esc_route[a] = '\0';
   sl_json_escape(esc_policy, sizeof(esc_policy), &b, policy);
   esc_policy[b] = '\0';
-  sl_json_escape(esc_ip, sizeof(esc_ip), &c, client_ip ? client_ip : "");
+  sl_json_escape(esc_ip, sizeof(esc_ip), &c, who->client_ip ? who->client_ip : "");
   esc_ip[c] = '\0';
+  sl_json_escape_n(esc_fw, sizeof(esc_fw), &d, who->firmware ? who->firmware : "",
+                   who->firmware_len < SL_STATS_WHO_MAX ? who->firmware_len : SL_STATS_WHO_MAX);
+  esc_fw[d] = '\0';
+  sl_json_escape_n(esc_cls, sizeof(esc_cls), &e2, who->device_class ? who->device_class : "",
+                   who->device_class_len < SL_STATS_WHO_MAX ? who->device_class_len
+                                                            : SL_STATS_WHO_MAX);
+  esc_cls[e2] = '\0';
   sl_log_json(SL_LOG_WARN, shadow ? "shadow rejection" : "rejected",
               "\"route\":\"%s\",\"policy\":\"%s\",\"reason\":\"%s\",\"client_ip\":\"%s\","
-              "\"suppressed\":%u",
-              esc_route, esc_policy, sl_reject_reason_name(reason), esc_ip, suppressed);
+              "\"firmware\":\"%s\",\"device_class\":\"%s\",\"suppressed\":%u",
+              esc_route, esc_policy, sl_reject_reason_name(reason), esc_ip, esc_fw, esc_cls,
+              suppressed);
 }
 
 /* ---- WebSocket tunnels ---------------------------------------------- */

@@ -64,8 +64,19 @@ struct sl_metric_series *sl_stats_conn_series(const char *listener, int proto);
  * reason); exposed so tests can find two policies on one log slot. */
 uint64_t sl_stats_rejection_key(const char *route, const char *policy,
                                 enum sl_reject_reason reason);
+/* Who was refused, for the log line only (client data: JSON-escaped and
+ * cut to SL_STATS_WHO_MAX bytes, never a metric label). A NULL field, or
+ * a NULL |who|, is logged as "". */
+#define SL_STATS_WHO_MAX 64
+struct sl_stats_who {
+  const char *client_ip;                  /* NUL-terminated */
+  const char *firmware;                   /* |firmware_len| bytes */
+  size_t firmware_len;
+  const char *device_class;               /* |device_class_len| bytes */
+  size_t device_class_len;
+};
 void sl_stats_rejection(struct sl_worker *w, const char *route, const char *policy,
-                        enum sl_reject_reason reason, bool shadow, const char *client_ip);
+                        enum sl_reject_reason reason, bool shadow, const struct sl_stats_who *who);
 void sl_stats_set_rejection_log_rate(uint32_t per_sec);
 /* The log throttle behind rejection lines, for other noisy events: true if
  * a line keyed |key| (a hash of what it is about, bounded by the

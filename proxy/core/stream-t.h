@@ -106,6 +106,18 @@ struct sl_exchange_ops {
   void (*tunnel_close)(struct sl_stream *s, uint16_t code, const char *reason);
 };
 
+/* A device as its latest request identified it: what the emergency close
+ * after a blocklist reload (core/worker.c close_newly_blocked) looks up.
+ * Class and firmware are cut at 31 bytes. */
+struct sl_dev_facts {
+  char cls[32];
+  char firmware[32];
+  uint8_t family;   /* AF_INET, AF_INET6; 0: no address (unix socket) */
+  uint8_t addr[16]; /* the identified client address (sl_identity.addr) */
+  bool has_id;
+  uint64_t id_hash; /* sl_blocklist_id_hash() of the device id */
+};
+
 struct sl_stream {
   struct sl_conn *conn;
   const struct sl_frontend_ops *fe;
@@ -156,7 +168,10 @@ struct sl_stream {
   const char *ws_close_reason;
   char ws_key[25];        /* Sec-WebSocket-Key sent upstream (ws_h2) */
   struct sl_ws_tracker ws_down; /* frame boundaries, upstream -> client */
-  char dev_class[32], dev_firmware[32]; /* for emergency blocks of tunnels */
+  struct sl_dev_facts dev; /* for emergency blocks of tunnels */
+  /* Exempt from the emergency close of a blocklist reload (set by an
+   * `allow` exemption; nobody sets it yet). */
+  bool blocklist_exempt;
   ev_tstamp tunnel_started;
   uint64_t tunnel_bytes_up, tunnel_bytes_down;
   struct sl_metric_series *m_tunnels;

@@ -11,6 +11,7 @@
 
 #include "sluice/json.h"
 #include "sluice/admission.h"
+#include "sluice/blocklist.h"
 #include "sluice/fmt.h"
 #include "sluice/identify.h"
 #include "sluice/log.h"
@@ -264,22 +265,28 @@ static void delay_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
 }
 
 /* Remembers the device facts of the connection's latest request, for the
- * emergency close of blocked devices' idle connections after a reload. */
+ * emergency close of blocked devices' idle connections after a reload.
+ * Per request: two bounded copies, the address, and one SipHash of the
+ * device id when there is one (the id itself is not kept: idle
+ * connections' memory matters). */
 static void remember_device(struct sl_conn *c, const struct sl_identity *id) {
+  struct sl_dev_facts *d = &c->last;
   size_t n = 0;
   if (id->device_class) {
-    n = id->device_class_len < sizeof(c->last_class) - 1 ? id->device_class_len
-                                                           : sizeof(c->last_class) - 1;
-    memcpy(c->last_class, id->device_class, n);
+    n = id->device_class_len < sizeof(d->cls) - 1 ? id->device_class_len : sizeof(d->cls) - 1;
+    memcpy(d->cls, id->device_class, n);
   }
-  c->last_class[n] = '\0';
+  d->cls[n] = '\0';
   n = 0;
   if (id->firmware) {
-    n = id->firmware_len < sizeof(c->last_firmware) - 1 ? id->firmware_len
-                                                        : sizeof(c->last_firmware) - 1;
-    memcpy(c->last_firmware, id->firmware, n);
+    n = id->firmware_len < sizeof(d->firmware) - 1 ? id->firmware_len : sizeof(d->firmware) - 1;
+    memcpy(d->firmware, id->firmware, n);
   }
-  c->last_firmware[n] = '\0';
+  d->firmware[n] = '\0';
+  d->family = id->family;
+  memcpy(d->addr, id->addr, sizeof(d->addr));
+  d->has_id = id->device_id && id->device_id_len;
+  d->id_hash = d->has_id ? sl_blocklist_id_hash(id->device_id, id->device_id_len) : 0;
 }
 
 /* Replaces s->req.path with its normal form (sluice/path.h), so routes
@@ -353,10 +360,7 @@ void sl_stream_dispatch(struct sl_stream *s) {
   if (!id.forwarded || sl_identify_format_addr(&id, s->client_ip, sizeof(s->client_ip)) < 0)
     memcpy(s->client_ip, c->peer_ip, sizeof(s->client_ip));
   remember_device(c, &id);
-  if (s->req.upgrade_websocket) {
-    memcpy(s->dev_class, c->last_class, sizeof(s->dev_class));
-    memcpy(s->dev_firmware, c->last_firmware, sizeof(s->dev_firmware));
-  }
+  if (s->req.upgrade_websocket) s->dev = c->last;
 
   struct sl_admission_input in = {
       .cfg = cfg,
@@ -371,11 +375,13 @@ void sl_stream_dispatch(struct sl_stream *s) {
   };
   sl_admission_decide(&in, &s->adm);
   if (s->adm.firmware_unknown) sl_stats_firmware_unknown(s->route->name, id.firmware == NULL);
+  const struct sl_stats_who who = {s->client_ip, id.firmware, id.firmware_len, id.device_class,
+                                   id.device_class_len};
   for (unsigned i = 0; i < s->adm.n_shadow; i++)
     sl_stats_rejection(c->w, s->route->name, s->adm.shadow[i].policy, s->adm.shadow[i].reason,
-                       true, s->client_ip);
+                       true, &who);
   if (!s->adm.admit) {
-    sl_stats_rejection(c->w, s->route->name, s->adm.policy, s->adm.reason, false, s->client_ip);
+    sl_stats_rejection(c->w, s->route->name, s->adm.policy, s->adm.reason, false, &who);
     if (s->req.upgrade_websocket) sl_stats_ws_upgrade(s->route->name, "rejected");
     respond_refusal(s, s->adm.status, s->adm.error, s->adm.policy, s->adm.retry_after_s,
                     s->adm.extra);

@@ -66,7 +66,8 @@ static bool connect_rate_admits(struct sl_worker *w, const struct sl_listener *l
   sl_identify_format_addr(&id, ip, sizeof(ip));
   bool shadow = lc->connect_rate.mode == SL_MODE_SHADOW ||
                 (lc->connect_rate.mode == SL_MODE_INHERIT && cfg->mode == SL_MODE_SHADOW);
-  sl_stats_rejection(w, "-", policy, SL_REASON_CONNECT_RATE, shadow, ip);
+  sl_stats_rejection(w, "-", policy, SL_REASON_CONNECT_RATE, shadow,
+                     &(struct sl_stats_who){.client_ip = ip});
   return shadow;
 }
 
@@ -165,10 +166,38 @@ static void worker_begin_drain(struct sl_worker *w) {
   ev_timer_start(w->loop, &w->drain_timer);
 }
 
+/* The enforcing entry of |bl| that refuses device |d| as of |now_unix|,
+ * or NULL: its address (client_ip), its device id (device_id, by hash: an
+ * idle connection keeps no id, so another id of the same 64-bit hash
+ * matches too, a 2^-64 chance that only closes a connection which then
+ * reconnects and is judged on its real id), or its firmware. Only entries
+ * count: `unknown: deny` alone does not cut every device that never sent
+ * a version. */
+static const struct sl_block_entry *device_blocked(const struct sl_blocklist *bl,
+                                                   const struct sl_dev_facts *d, int64_t now_unix) {
+  const char *cls = d->cls[0] ? d->cls : NULL;
+  size_t cls_len = strlen(d->cls);
+  struct sl_block_verdict bv;
+  if (d->family && sl_blocklist_n_addr(bl)) {
+    sl_blocklist_check_addr(bl, d->family, d->addr, cls, cls_len, now_unix, &bv);
+    if (bv.deny) return bv.entry;
+  }
+  if (d->has_id && sl_blocklist_n_device_id(bl)) {
+    sl_blocklist_check_device_id(bl, d->id_hash, NULL, 0, cls, cls_len, now_unix, &bv);
+    if (bv.deny) return bv.entry;
+  }
+  if (!d->cls[0] && !d->firmware[0]) return NULL;
+  struct sl_version v;
+  bool have_v = d->firmware[0] && sl_version_parse(d->firmware, strlen(d->firmware), &v) == 0;
+  sl_blocklist_check(bl, cls, cls_len, have_v ? &v : NULL, now_unix, &bv);
+  return bv.deny ? bv.entry : NULL;
+}
+
 /* After a reload: close idle connections whose last request came from a
  * device the new blocklist refuses (SPEC section 4, emergency blocks reach
  * open connections). Busy connections are left to finish; their next
- * request meets the new blocklist anyway. */
+ * request meets the new blocklist anyway. Connections and tunnels exempt
+ * from the blocklist (`allow`) are left alone. */
 static void close_newly_blocked(struct sl_worker *w) {
   const struct sl_blocklist *bl = w->gen->blocklist;
   if (!bl || sl_blocklist_size(bl) == 0) return;
@@ -176,17 +205,8 @@ static void close_newly_blocked(struct sl_worker *w) {
   unsigned closed = 0;
   for (struct sl_conn *c = w->conns, *n; c; c = n) {
     n = c->next;
-    if (!c->ops || !c->ops->idle || !c->ops->idle(c)) continue;
-    if (!c->last_class[0] && !c->last_firmware[0]) continue;
-    struct sl_version v;
-    bool have_v = c->last_firmware[0] &&
-                  sl_version_parse(c->last_firmware, strlen(c->last_firmware), &v) == 0;
-    struct sl_block_verdict bv;
-    sl_blocklist_check(bl, c->last_class[0] ? c->last_class : NULL, strlen(c->last_class),
-                       have_v ? &v : NULL, now_unix, &bv);
-    /* Only firmware the list names: `unknown: deny` alone does not cut
-     * every device that never sent a version. */
-    if (bv.deny && bv.entry) {
+    if (c->blocklist_exempt || !c->ops || !c->ops->idle || !c->ops->idle(c)) continue;
+    if (device_blocked(bl, &c->last, now_unix)) {
       if (c->ops->drain) c->ops->drain(c);
       sl_conn_close_after_flush(c);
       closed++;
@@ -197,16 +217,11 @@ static void close_newly_blocked(struct sl_worker *w) {
   unsigned tunnels = 0;
   for (struct sl_stream *t = w->tunnels, *tn; t; t = tn) {
     tn = t->tunnel_next;
-    if (!t->dev_class[0] && !t->dev_firmware[0]) continue;
+    if (t->blocklist_exempt) continue;
     if (t->ws_close_pending || t->resp_done) continue; /* already closing */
-    struct sl_version v;
-    bool have_v = t->dev_firmware[0] &&
-                  sl_version_parse(t->dev_firmware, strlen(t->dev_firmware), &v) == 0;
-    struct sl_block_verdict bv;
-    sl_blocklist_check(bl, t->dev_class[0] ? t->dev_class : NULL, strlen(t->dev_class),
-                       have_v ? &v : NULL, now_unix, &bv);
-    if (bv.deny && bv.entry) {
-      sl_stream_tunnel_close(t, 1008, bv.entry->reason ? bv.entry->reason : "blocked");
+    const struct sl_block_entry *e = device_blocked(bl, &t->dev, now_unix);
+    if (e) {
+      sl_stream_tunnel_close(t, 1008, e->reason ? e->reason : "blocked");
       sl_conn_schedule_flush(t->conn);
       tunnels++;
     }

@@ -347,7 +347,8 @@ void sl_upstream_fail_stream(struct sl_pool *p, struct sl_stream *s, int status,
 static void pool_shed(struct sl_pool *p, struct sl_stream *s) {
   char policy[SL_POLICY_NAME_MAX];
   snprintf(policy, sizeof(policy), "upstream/%s", p->name);
-  sl_stats_rejection(p->w, s->route->name, policy, SL_REASON_QUEUE_FULL, false, s->client_ip);
+  sl_stats_rejection(p->w, s->route->name, policy, SL_REASON_QUEUE_FULL, false,
+                     &(struct sl_stats_who){.client_ip = s->client_ip});
   s->ex->respond_error(s, 503, "upstream_queue_full", policy, 1);
 }
 

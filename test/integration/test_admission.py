@@ -117,7 +117,7 @@ def test_blocked_firmware_403_h1_and_neighbour_admitted(start_sluice, upstream):
     for fw in ("3.8.0-b3", "3.8.0", "v3.8.0-rc1", "3.8.0b10"):
         r = curl(s.url("/v1/connect"), "-H", "x-device-class: airtame-hub",
                  "-H", "x-firmware-version: " + fw)
-        check_rejection(r.status, r.header, r.body, 403, "blocked", "blocklist/firmware")
+        check_rejection(r.status, r.header, r.body, 403, "blocked", "blocklist/firmware/0")
     for fw in ("3.8.0-b2", "3.8.1", "3.7.9"):
         r = curl(s.url("/v1/connect"), "-H", "x-device-class: airtame-hub",
                  "-H", "x-firmware-version: " + fw)
@@ -126,7 +126,7 @@ def test_blocked_firmware_403_h1_and_neighbour_admitted(start_sluice, upstream):
     r = curl(s.url("/v1/connect"), "-H", "x-device-class: homey", "-H", "x-firmware-version: 3.8.0")
     assert r.status == 200
     assert upstream.seen("/v1/connect") == 4
-    assert rejections(s, route="default", policy="blocklist/firmware", reason="blocklist") == 4
+    assert rejections(s, route="default", policy="blocklist/firmware/0", reason="blocklist") == 4
 
 
 @pytest.mark.timeout(30)
@@ -135,7 +135,7 @@ def test_blocked_firmware_403_h2(start_sluice, upstream, h2_client_factory):
     r = curl(s.url("/v1/connect"), "--http2-prior-knowledge", "-H", "x-device-class: airtame-hub",
              "-H", "x-firmware-version: 3.8.0")
     assert r.http_version == "2"
-    check_rejection(r.status, r.header, r.body, 403, "blocked", "blocklist/firmware")
+    check_rejection(r.status, r.header, r.body, 403, "blocked", "blocklist/firmware/0")
     r = curl(s.url("/v1/connect"), "--http2-prior-knowledge", "-H", "x-device-class: airtame-hub",
              "-H", "x-firmware-version: 3.8.1")
     assert (r.status, r.http_version) == (200, "2")
@@ -143,7 +143,7 @@ def test_blocked_firmware_403_h2(start_sluice, upstream, h2_client_factory):
     c = h2_client_factory(s.port)
     for i in range(3):
         st = c.get("/v1/connect", [("x-device-class", "airtame-hub"), ("x-firmware-version", "3.8.0")])
-        check_rejection(st.status, st.header, st.body, 403, "blocked", "blocklist/firmware")
+        check_rejection(st.status, st.header, st.body, 403, "blocked", "blocklist/firmware/0")
         assert c.get("/v1/connect", [("x-device-class", "airtame-hub"),
                                      ("x-firmware-version", "3.8.0-b2")]).status == 200
     assert upstream.seen("/v1/connect") == 4
@@ -250,9 +250,9 @@ def test_global_shadow_mode_admits_and_counts(start_sluice, upstream):
     assert metric_sum(m, "sluice_shadow_rejections_total", route="default",
                       policy="default/client_ip", reason="rate_limit") == 10
     assert metric_sum(m, "sluice_shadow_rejections_total", route="default",
-                      policy="blocklist/firmware", reason="blocklist") == 1
+                      policy="blocklist/firmware/0", reason="blocklist") == 1
     logs = [l for l in s.logs() if l["msg"] == "shadow rejection"]
-    assert logs and logs[0]["policy"] in ("default/client_ip", "blocklist/firmware")
+    assert logs and logs[0]["policy"] in ("default/client_ip", "blocklist/firmware/0")
 
 
 @pytest.mark.timeout(30)
@@ -289,10 +289,10 @@ def test_explain_cli(start_sluice):
     doc = json.loads(p.stdout)
     assert doc["route"] == "connect" and doc["upstream"] == "identity"
     assert doc["identity"]["firmware"] == "3.8.0"
-    assert doc["policies"][0]["policy"] == "blocklist/firmware"
+    assert doc["policies"][0]["policy"] == "blocklist/firmware/0"
     assert "INC-2041" in doc["policies"][0]["why"]
     assert doc["verdict"] == {"admit": False, "status": 403, "error": "blocked",
-                              "policy": "blocklist/firmware", "retry_after": doc["verdict"]["retry_after"]}
+                              "policy": "blocklist/firmware/0", "retry_after": doc["verdict"]["retry_after"]}
     p = run_cli(base + ["--header", "x-device-class: airtame-hub",
                         "--header", "x-firmware-version: 3.8.1", "/v1/connect"])
     doc = json.loads(p.stdout)
@@ -367,12 +367,12 @@ def test_emergency_block_closes_idle_keepalive_of_blocked_firmware(start_sluice,
         assert not c_good.wait_closed(0.5), "connection of another firmware closed"
         assert c_good.request("GET", "/v1/connect", good).status == 200
         r = c_good.request("GET", "/v1/connect", bad)  # this device's next request
-        check_h1_rejection(r, 403, "blocked", "blocklist/firmware")
+        check_h1_rejection(r, 403, "blocked", "blocklist/firmware/0")
     finally:
         c_bad.close()
         c_good.close()
     with H1Conn(s.port) as c:
-        check_h1_rejection(c.request("GET", "/v1/connect", bad), 403, "blocked", "blocklist/firmware")
+        check_h1_rejection(c.request("GET", "/v1/connect", bad), 403, "blocked", "blocklist/firmware/0")
     assert upstream.seen("/v1/connect") == 3
 
 
@@ -461,7 +461,7 @@ def test_rejection_and_limiter_metrics(start_sluice):
     m = parse_prometheus(text, strict=True)
     assert metric_sum(m, "sluice_rejections_total", route="default", policy="default/client_ip",
                       reason="rate_limit") == 6
-    assert metric_sum(m, "sluice_rejections_total", route="default", policy="blocklist/firmware",
+    assert metric_sum(m, "sluice_rejections_total", route="default", policy="blocklist/firmware/0",
                       reason="blocklist") == 2
     for labels, _ in metric_series(m, "sluice_rejections_total"):
         assert set(labels) == {"route", "policy", "reason"}

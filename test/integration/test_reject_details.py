@@ -34,7 +34,7 @@ def test_text_body_when_configured(start_sluice):
                                                       ("x-firmware-version", "3.8.0")])
     assert status == 403
     assert hdrs["content-type"].startswith("text/plain")
-    assert body.startswith(b"blocked (policy blocklist/firmware); retry after ")
+    assert body.startswith(b"blocked (policy blocklist/firmware/0); retry after ")
 
 
 def test_unknown_firmware_is_counted_and_allowed_by_default(start_sluice):

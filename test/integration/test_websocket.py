@@ -719,16 +719,16 @@ def test_emergency_block_closes_only_matching_tunnels(start_sluice, h2ws_factory
     if proto == "h1":
         with WSConn(s.port, timeout=5) as n:
             r = n.upgrade("/ws", HUB_B3)
-            check_rejection(r.status, r.header, r.body, 403, "blocked", "blocklist/firmware")
+            check_rejection(r.status, r.header, r.body, 403, "blocked", "blocklist/firmware/0")
         ws_open(s.port, headers=HUB_B2).close()
         other.close()
     else:
         st = c.wait(c.open_ws(headers=HUB_B3), 5)
-        check_rejection(st.status, st.header, st.body, 403, "blocked", "blocklist/firmware")
+        check_rejection(st.status, st.header, st.body, 403, "blocked", "blocklist/firmware/0")
         assert c.streams[c.open_ws(headers=HUB_B2)].status == 200
     m = ws_metrics(s)
     assert m["rejected"] == 1, m
-    assert metric_sum(s.metrics(), "sluice_rejections_total", policy="blocklist/firmware",
+    assert metric_sum(s.metrics(), "sluice_rejections_total", policy="blocklist/firmware/0",
                       reason="blocklist") == 1
 
 

@@ -23,7 +23,7 @@
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "sluice/route.h"
-#include "yaml_fixture.h"
+#include "admission_env.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull
@@ -53,29 +53,7 @@ static const char UPSTREAM[] =
     "    circuit_breaker: { consecutive_failures: 3, open_for: 5s, half_open_probes: 1,\n"
     "                       recovery_ramp: 0s }\n";
 
-struct env {
-  struct sl_config *cfg;
-  struct sl_policy_set *ps;
-  struct sl_blocklist *bl;
-};
-
-static struct env *env_load(const char *body) {
-  struct env *e = calloc(1, sizeof(*e));
-  assert_non_null(e);
-  e->cfg = yaml_load_ok(HEAD, body);
-  e->ps = sl_policy_set_new(e->cfg, NULL, 0);
-  assert_non_null(e->ps);
-  e->bl = sl_blocklist_new(&e->cfg->blocklist, e->cfg->mode);
-  assert_non_null(e->bl);
-  return e;
-}
-
-static void env_free(struct env *e) {
-  sl_blocklist_del(e->bl);
-  sl_policy_set_del(e->ps);
-  sl_config_free(e->cfg);
-  free(e);
-}
+static struct env *env_load(const char *body) { return env_load_with(HEAD, body); }
 
 /* One hypothetical request. */
 struct req {
@@ -251,7 +229,7 @@ static void test_order(void **st) {
   /* Same client, blocked firmware: the blocklist answers first (not the
    * exhausted limit, nor the full route, nor the open breaker). */
   decide(e, &(struct req){.cls = "airtame-hub", .fw = "3.8.0"}, &a);
-  assert_refused(a, 403, SL_REASON_BLOCKLIST, "blocklist/firmware");
+  assert_refused(a, 403, SL_REASON_BLOCKLIST, "blocklist/firmware/0");
   assert_string_equal(a.error, "blocked");
   assert_non_null(a.block);
   assert_string_equal(a.block->reason, "INC-2041");
@@ -417,7 +395,7 @@ static void test_shadow_global(void **st) {
   /* Blocked firmware: admitted, reported. */
   decide(e, &(struct req){.ip = "192.0.2.7", .cls = "airtame-hub", .fw = "3.8.2"}, &a);
   assert_admitted(a);
-  assert_true(has_shadow(&a, SL_REASON_BLOCKLIST, "blocklist/firmware"));
+  assert_true(has_shadow(&a, SL_REASON_BLOCKLIST, "blocklist/firmware/0"));
   finish(&a, SL_OUTCOME_SUCCESS, T0);
 
   /* Over the rate limit: every request admitted, each third and later one
@@ -485,10 +463,10 @@ static void test_shadow_per_policy(void **st) {
   /* The shadow entry reports, the enforcing one refuses. */
   decide(e, &(struct req){.ip = "192.0.2.200", .cls = "hub", .fw = "1.5"}, &a);
   assert_admitted(a);
-  assert_true(has_shadow(&a, SL_REASON_BLOCKLIST, "blocklist/firmware"));
+  assert_true(has_shadow(&a, SL_REASON_BLOCKLIST, "blocklist/firmware/0"));
   finish(&a, SL_OUTCOME_SUCCESS, T0);
   decide(e, &(struct req){.ip = "192.0.2.200", .cls = "hub", .fw = "1.0.0"}, &a);
-  assert_refused(a, 403, SL_REASON_BLOCKLIST, "blocklist/firmware");
+  assert_refused(a, 403, SL_REASON_BLOCKLIST, "blocklist/firmware/1");
   assert_string_equal(a.block->reason, "INC-1");
 
   /* client_ip (shadow, burst 1) only reports; device_class (enforcing,

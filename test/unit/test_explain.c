@@ -341,13 +341,13 @@ static void test_blocked_firmware(void **state) {
   assert_has(out, "\"upstream\":\"identity\"");
   assert_has(out, "\"device_class\":\"airtame-hub\"");
   assert_has(out, "\"firmware\":\"3.8.0-b10\"");
-  assert_has(out, "\"policy\":\"blocklist/firmware\",\"kind\":\"blocklist\",\"verdict\":\"deny\"");
+  assert_has(out, "\"policy\":\"blocklist/firmware/0\",\"kind\":\"blocklist\",\"verdict\":\"deny\"");
   /* The entry's reason, escaped. */
   assert_has(out, "full \\\"table\\\" scan \\\\ INC-2041\\u0009tab");
   /* A block without `expires` tells devices to stay away as long as the
    * reject config allows (max 120 s, jitter 0), not to retry at once. */
   assert_has(out, "\"verdict\":{\"admit\":false,\"status\":451,\"error\":\"blocked\","
-                  "\"policy\":\"blocklist/firmware\",\"retry_after\":120}");
+                  "\"policy\":\"blocklist/firmware/0\",\"retry_after\":120}");
   free(out);
 
   /* A neighbouring version is admitted; the blocklist says why. */

@@ -83,7 +83,8 @@ static struct lines lines_of(const char *text, const char *msg, const char *poli
 
 static void reject(const char *route, const char *policy, bool shadow, int times) {
   for (int i = 0; i < times; i++)
-    sl_stats_rejection(&g_worker, route, policy, SL_REASON_RATE_LIMIT, shadow, "192.0.2.1");
+    sl_stats_rejection(&g_worker, route, policy, SL_REASON_RATE_LIMIT, shadow,
+                       &(struct sl_stats_who){.client_ip = "192.0.2.1"});
 }
 
 static uint64_t counter(bool shadow, const char *route, const char *policy) {
