@@ -340,7 +340,7 @@ static void parse_bandwidth(struct cfg_schema *s, node_t *m, struct sl_shaping_r
   if (!bw) return;
   static const char *const keys[] = {"down", "up", NULL};
   cs_check_keys(s, bw, "bandwidth", keys);
-  if (!cs_val(bw, "down") && !cs_val(bw, "up")) {
+  if (bw->n == 0) {
     cs_err(s, bw, "bandwidth: give 'down', 'up' or both (e.g. { down: 64KiB/s, up: 16KiB/s })");
     return;
   }

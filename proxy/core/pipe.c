@@ -140,6 +140,31 @@ void sl_pipe_splice(struct sl_pipe *dst, struct sl_pipe *src) {
   src->len = 0;
 }
 
+int sl_pipe_move_slow(struct sl_pipe *dst, struct sl_pipe *src, size_t n) {
+  while (n > 0 && src->head) {
+    struct sl_chunk *c = src->head;
+    size_t have = c->end - c->start;
+    if (have > n) {
+      if (sl_pipe_write(dst, c->data + c->start, n) != 0) return -1;
+      sl_pipe_consume(src, n);
+      return 0;
+    }
+    /* The whole chunk changes pipes. */
+    src->head = c->next;
+    if (!src->head) src->tail = NULL;
+    src->len -= have;
+    c->next = NULL;
+    if (dst->tail)
+      dst->tail->next = c;
+    else
+      dst->head = c;
+    dst->tail = c;
+    dst->len += have;
+    n -= have;
+  }
+  return 0;
+}
+
 void sl_pipe_clear(struct sl_pipe *p) {
   while (p->head) {
     struct sl_chunk *c = p->head;

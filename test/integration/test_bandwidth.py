@@ -1,0 +1,194 @@
+"""Shaping `bandwidth: {down, up}` (issue 12, staging): an exchange that a
+rule with a bandwidth matches is paced, downstream and upstream, over
+HTTP/1.1, HTTP/2 and WebSocket tunnels, by back-pressure (the pacer stops
+taking bytes; nothing is buffered beyond the existing pipes).
+
+The bounds come from the bucket (proxy/core/pace.h): a direction starts
+with a full bucket of BURST bytes and earns RATE bytes a second, charges
+round up and refills round down, so by t seconds after the exchange began
+at most BURST + RATE * t bytes have passed. A transfer of SIZE bytes thus
+takes at least (SIZE - BURST) / RATE seconds however fast the machine is.
+An h2 upload is paced by the window sluice gives back, so the client may
+have sent one more initial stream window (65535 bytes) ahead of it."""
+import hashlib
+import json
+import os
+import time
+
+import pytest
+
+from helpers import base_config, curl, run_cli
+from ws_helpers import WSConn
+
+RATE = 128 * 1024          # bytes/s, the rules' bandwidth
+BURST = 16 * 1024          # sl_byte_bucket_burst(RATE): one 16 KiB chunk
+H2_WINDOW = 65535          # SETTINGS_INITIAL_WINDOW_SIZE sluice announces
+SIZE = 512 * 1024
+PACED_MIN = (SIZE - BURST) / RATE  # 3.875 s
+
+RULES = [
+    {"name": "slow-down", "match": {"path_prefix": "/bytes", "header": {"x-lane": "slow"}},
+     "bandwidth": {"down": "128KiB/s"}},
+    {"name": "slow-up", "match": {"path_prefix": "/sha256"}, "bandwidth": {"up": "128KiB/s"}},
+    {"match": {"path_prefix": "/ws"}, "bandwidth": {"down": "128KiB/s", "up": "1MiB/s"}},
+]
+
+
+def pattern(n):
+    """The upstream's /bytes body: byte i is i % 251."""
+    block = bytes(i % 251 for i in range(251 * 256))
+    return (block * (n // len(block) + 1))[:n]
+
+
+@pytest.fixture
+def paced(start_sluice):
+    return start_sluice(base_config(shaping=RULES))
+
+
+def paced_bytes(s, policy, direction):
+    return s.metric("sluice_shaping_paced_bytes_total", route="default", policy=policy,
+                    direction=direction)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_download_is_paced_and_whole(paced, proto):
+    args = ["--http2-prior-knowledge"] if proto == "h2" else ["--http1.1"]
+    t0 = time.monotonic()
+    r = curl(paced.url("/bytes?n=%d" % SIZE), *args, "-H", "x-lane: slow")
+    took = time.monotonic() - t0
+    assert r.status == 200
+    assert r.http_version == ("2" if proto == "h2" else "1.1")
+    assert r.body == pattern(SIZE), "the paced body is not byte for byte the origin's"
+    assert took >= PACED_MIN, "%d bytes at %d B/s took %.3f s < %.3f s" % (SIZE, RATE, took,
+                                                                          PACED_MIN)
+    # Counted when the exchange ends: sluice ends it before curl sees the last byte on h1
+    # (Content-Length), and before its last DATA frame on h2.
+    assert paced_bytes(paced, "shaping/slow-down", "down") == SIZE
+    assert paced.metric("sluice_shaping_paced_waits_total", route="default",
+                        policy="shaping/slow-down", direction="down") > 0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_upload_is_paced_and_whole(paced, proto, tmp_path):
+    body = os.urandom(SIZE)
+    path = tmp_path / "body"
+    path.write_bytes(body)
+    args = ["--http2-prior-knowledge"] if proto == "h2" else ["--http1.1"]
+    t0 = time.monotonic()
+    r = curl(paced.url("/sha256"), *args, "--data-binary", "@%s" % path,
+             "-H", "content-type: application/octet-stream")
+    took = time.monotonic() - t0
+    assert r.status == 200, r
+    got = json.loads(r.body)
+    assert got == {"sha256": hashlib.sha256(body).hexdigest(), "length": SIZE}
+    ahead = BURST + (H2_WINDOW if proto == "h2" else 0)
+    bound = (SIZE - ahead) / RATE
+    assert took >= bound, "%d bytes up at %d B/s took %.3f s < %.3f s" % (SIZE, RATE, took, bound)
+    assert paced_bytes(paced, "shaping/slow-up", "up") >= SIZE
+
+
+@pytest.mark.timeout(30)
+def test_websocket_echo_is_paced_down(paced):
+    n, msg = 16, 16 * 1024  # 256 KiB echoed; the down half (128 KiB/s) is the slower
+    payloads = [os.urandom(msg) for _ in range(n)]
+    with WSConn(paced.port) as ws:
+        r = ws.upgrade("/ws")
+        assert r.status == 101
+        t0 = time.monotonic()
+        for p in payloads:
+            assert ws.echo(p, timeout=20) == p
+        took = time.monotonic() - t0
+        ws.close_handshake()
+    bound = (n * msg - BURST) / RATE  # frame headers only add to what was paced
+    assert took >= bound, "tunnel echo of %d bytes took %.3f s < %.3f s" % (n * msg, took, bound)
+
+
+@pytest.mark.timeout(30)
+def test_unmatched_request_is_not_paced(paced, upstream):
+    # Without x-lane no rule matches: the same 512 KiB at loopback speed. An upper
+    # bound of a fast path, so generous: a quarter of the paced minimum.
+    for args in (["--http1.1"], ["--http2-prior-knowledge"]):
+        t0 = time.monotonic()
+        r = curl(paced.url("/bytes?n=%d" % SIZE), *args)
+        took = time.monotonic() - t0
+        assert r.status == 200
+        assert took < PACED_MIN / 4, "unpaced request took %.3f s" % took
+    assert "sluice_shaping_paced_bytes_total{" not in paced.metrics_text()
+
+
+@pytest.mark.timeout(30)
+def test_shadow_bandwidth_is_counted_not_paced(start_sluice):
+    s = start_sluice(base_config(shaping=[
+        {"name": "trial", "mode": "shadow", "match": {"path_prefix": "/bytes"},
+         "bandwidth": {"down": "1KiB/s"}}]))
+    t0 = time.monotonic()
+    r = curl(s.url("/bytes?n=%d" % SIZE), "--http1.1")
+    took = time.monotonic() - t0
+    assert r.status == 200 and r.body == pattern(SIZE)
+    assert took < (SIZE - 1024) / 1024 / 4  # paced would be 511 s
+    assert s.metric("sluice_shadow_rejections_total", route="default", policy="shaping/trial",
+                    reason="shaping") == 1
+
+
+def test_named_rule_labels_its_refusals(start_sluice, upstream):
+    s = start_sluice(base_config(shaping=[
+        {"match": {"path_prefix": "/v1/a"}, "abort": {"percent": 100, "status": 503}},
+        {"name": "chaos", "match": {"path_prefix": "/v1/b"}, "abort": {"percent": 100}},
+        {"match": {"path_prefix": "/v1/c"}, "rate": "1/h"}]))
+    assert json.loads(curl(s.url("/v1/a")).body)["policy"] == "shaping/0"
+    assert json.loads(curl(s.url("/v1/b")).body)["policy"] == "shaping/chaos"
+    assert curl(s.url("/v1/c")).status == 200
+    assert json.loads(curl(s.url("/v1/c")).body)["policy"] == "shaping/2"
+    for policy in ("shaping/0", "shaping/chaos", "shaping/2"):
+        assert s.metric("sluice_rejections_total", route="default", policy=policy,
+                        reason="shaping") == 1, policy
+    assert upstream.seen("/v1/a") == 0 and upstream.seen("/v1/b") == 0
+
+
+CHECK = """\
+listeners:
+  - name: public
+    address: "127.0.0.1:1"
+upstreams:
+  identity: { address: "127.0.0.1:2" }
+routes:
+  - name: default
+    match: { path_prefix: "/" }
+    upstream: identity
+shaping:
+  - match: { path_prefix: "/v1/" }
+    bandwidth: %s
+"""
+
+
+@pytest.mark.parametrize("value,col,message", [
+    ("{ down: 0/s }", 24, "down: bandwidth '0/s' must be positive"),
+    ("{ up: -16KiB/s }", 22, "up: bandwidth '-16KiB/s' must be positive"),
+    ("{ down: 64KB/s }", 24, "unknown size unit 'KB'"),
+    ("{ down: 64KiB }", 24, "needs a '/s'"),
+    ("{ down: 1MiB/m }", 24, "must be per second"),
+    ("{ sideways: 1KiB/s }", 18, "unknown key 'sideways' in bandwidth"),
+    ("{}", 16, "bandwidth: give 'down', 'up' or both"),
+    ("64KiB/s", 16, "bandwidth: expected a mapping"),
+])
+def test_check_reports_bad_bandwidth(sluice_bin, tmp_path, value, col, message):
+    path = tmp_path / "sluice.yaml"
+    path.write_text(CHECK % value)
+    p = run_cli(["check", "-c", str(path)], binary=sluice_bin)
+    assert p.returncode == 1, p.stderr
+    where = "%s:12:%d: " % (path, col)
+    assert where in p.stderr and message in p.stderr, p.stderr
+
+
+def test_check_print_round_trips_bandwidth(sluice_bin, tmp_path):
+    path = tmp_path / "sluice.yaml"
+    path.write_text(CHECK % "{ down: 64KiB/s, up: 16384/s }")
+    p = run_cli(["check", "-c", str(path), "--print"], binary=sluice_bin)
+    assert p.returncode == 0, p.stderr
+    assert 'down: "64KiB/s"' in p.stdout and 'up: "16384/s"' in p.stdout, p.stdout
+    again = tmp_path / "printed.yaml"
+    again.write_text(p.stdout)
+    p2 = run_cli(["check", "-c", str(again), "--print"], binary=sluice_bin)
+    assert p2.returncode == 0 and p2.stdout == p.stdout
