@@ -15,12 +15,12 @@
 
 /* ---- the bucket ------------------------------------------------------ */
 
-/* ceil(n * 1e9 / rate): the time |n| bytes cost. n <= 2^64, rate >= 1:
- * the 128-bit product cannot overflow; the quotient fits for the bytes an
- * exchange can move. */
+/* ceil(n * 1e9 / rate): the time |n| bytes cost. The 128-bit product
+ * cannot overflow; the quotient saturates (a charge is at most a pipe's
+ * worth, far below). */
 static uint64_t cost_ns(uint64_t n, uint64_t rate) {
-  unsigned __int128 p = (unsigned __int128)n * NS;
-  return (uint64_t)((p + rate - 1) / rate);
+  unsigned __int128 p = ((unsigned __int128)n * NS + rate - 1) / rate;
+  return p < (UINT64_C(1) << 62) ? (uint64_t)p : UINT64_C(1) << 62; /* ~146 years */
 }
 
 uint64_t sl_byte_bucket_burst(uint64_t rate) {

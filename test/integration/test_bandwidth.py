@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from helpers import base_config, curl, run_cli
-from ws_helpers import WSConn
+from helpers import H2Client, base_config, curl, run_cli, wait_for
+from ws_helpers import H2WSClient, WSConn
 
 RATE = 128 * 1024          # bytes/s, the rules' bandwidth
 BURST = 16 * 1024          # sl_byte_bucket_burst(RATE): one 16 KiB chunk
@@ -90,19 +90,53 @@ def test_upload_is_paced_and_whole(paced, proto, tmp_path):
 
 
 @pytest.mark.timeout(30)
-def test_websocket_echo_is_paced_down(paced):
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_websocket_echo_is_paced_down(paced, proto):
+    """The tunnel is paced for its whole life: an upgrade (h1) or an
+    extended CONNECT (h2, RFC 8441) through the /ws rule."""
     n, msg = 16, 16 * 1024  # 256 KiB echoed; the down half (128 KiB/s) is the slower
     payloads = [os.urandom(msg) for _ in range(n)]
-    with WSConn(paced.port) as ws:
-        r = ws.upgrade("/ws")
-        assert r.status == 101
-        t0 = time.monotonic()
-        for p in payloads:
-            assert ws.echo(p, timeout=20) == p
-        took = time.monotonic() - t0
-        ws.close_handshake()
+    if proto == "h1":
+        with WSConn(paced.port) as ws:
+            assert ws.upgrade("/ws").status == 101
+            t0 = time.monotonic()
+            for p in payloads:
+                assert ws.echo(p, timeout=20) == p
+            took = time.monotonic() - t0
+            ws.close_handshake()
+    else:
+        with H2WSClient(paced.port) as c:
+            c.wait_connect_protocol()
+            sid = c.open_ws("/ws")
+            assert c.streams[sid].status == 200
+            t0 = time.monotonic()
+            for p in payloads:
+                assert c.echo(sid, p, timeout=20) == p
+            took = time.monotonic() - t0
+            c.close_ws(sid)
     bound = (n * msg - BURST) / RATE  # frame headers only add to what was paced
     assert took >= bound, "tunnel echo of %d bytes took %.3f s < %.3f s" % (n * msg, took, bound)
+    wait_for(lambda: paced_bytes(paced, "shaping/2", "down") >= n * msg, 5,
+             what="the tunnel's paced bytes counted once it closed")
+
+
+@pytest.mark.timeout(30)
+def test_h2_paced_stream_does_not_starve_its_connection(paced):
+    """Pacing is per stream: an unpaced stream on the same connection runs at
+    full speed while the paced one trickles."""
+    with H2Client(paced.port, timeout=20) as c:
+        t0 = time.monotonic()
+        slow = c.start("GET", "/bytes?n=%d" % SIZE, [("x-lane", "slow")])
+        fast = c.start("GET", "/bytes?n=%d" % SIZE)
+        st = c.wait(fast)
+        took = time.monotonic() - t0
+        assert st.status == 200 and bytes(st.data) == pattern(SIZE)
+        assert took < PACED_MIN / 4, "the unpaced stream took %.3f s" % took
+        # Bound from the bucket: the paced one cannot have finished yet.
+        assert len(c.streams[slow].data) <= BURST + RATE * (time.monotonic() - t0) + 1
+        st = c.wait(slow)
+        assert st.status == 200 and bytes(st.data) == pattern(SIZE)
+        assert time.monotonic() - t0 >= PACED_MIN
 
 
 @pytest.mark.timeout(30)
@@ -192,3 +226,19 @@ def test_check_print_round_trips_bandwidth(sluice_bin, tmp_path):
     again.write_text(p.stdout)
     p2 = run_cli(["check", "-c", str(again), "--print"], binary=sluice_bin)
     assert p2.returncode == 0 and p2.stdout == p.stdout
+
+
+def test_explain_shows_the_bandwidth(sluice_bin, tmp_path):
+    path = tmp_path / "sluice.yaml"
+    path.write_text(CHECK.replace("  - match:", "  - name: staging\n    match:")
+                    % "{ down: 64KiB/s, up: 16KiB/s }")
+    p = run_cli(["explain", "-c", str(path), "/v1/connect"], binary=sluice_bin)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    shaping = [x for x in out["policies"] if x["kind"] == "shaping"]
+    assert shaping and shaping[0]["policy"] == "shaping/staging", out
+    assert "bandwidth down 64KiB/s, up 16KiB/s" in shaping[0]["why"], shaping
+    assert out["verdict"]["bandwidth"] == {"policy": "shaping/staging",
+                                           "down_bytes_per_s": 65536, "up_bytes_per_s": 16384}
+    p = run_cli(["explain", "-c", str(path), "/other"], binary=sluice_bin)
+    assert "bandwidth" not in json.loads(p.stdout)["verdict"]
