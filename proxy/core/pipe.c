@@ -141,27 +141,26 @@ void sl_pipe_splice(struct sl_pipe *dst, struct sl_pipe *src) {
 }
 
 int sl_pipe_move_slow(struct sl_pipe *dst, struct sl_pipe *src, size_t n) {
-  while (n > 0 && src->head) {
-    struct sl_chunk *c = src->head;
-    size_t have = c->end - c->start;
-    if (have > n) {
-      if (sl_pipe_write(dst, c->data + c->start, n) != 0) return -1;
-      sl_pipe_consume(src, n);
-      return 0;
-    }
-    /* The whole chunk changes pipes. */
-    src->head = c->next;
-    if (!src->head) src->tail = NULL;
-    src->len -= have;
-    c->next = NULL;
-    if (dst->tail)
-      dst->tail->next = c;
-    else
-      dst->head = c;
-    dst->tail = c;
-    dst->len += have;
-    n -= have;
+  /* The chunks that move whole are cut off as one pipe and spliced. */
+  struct sl_pipe whole = {.head = src->head};
+  struct sl_chunk *c = src->head;
+  while (c && c->end - c->start <= n) {
+    n -= c->end - c->start;
+    whole.len += c->end - c->start;
+    whole.tail = c;
+    c = c->next;
   }
+  if (whole.tail) {
+    whole.tail->next = NULL;
+    src->head = c;
+    if (!c) src->tail = NULL;
+    src->len -= whole.len;
+    sl_pipe_splice(dst, &whole);
+  }
+  /* The chunk that splits: its first |n| bytes are copied. */
+  if (!n || !c) return 0;
+  if (sl_pipe_write(dst, c->data + c->start, n) != 0) return -1;
+  sl_pipe_consume(src, n);
   return 0;
 }
 

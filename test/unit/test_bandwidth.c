@@ -106,16 +106,6 @@ static void test_schema_errors(void **st) {
                "      down: 1MiB/m\n", 12, 13, "must be per second");
 }
 
-static char *print(const struct sl_config *cfg) {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  assert_non_null(f);
-  assert_int_equal(sl_config_print(cfg, f), 0);
-  fclose(f);
-  return buf;
-}
-
 static const char RULES[] = "  - match: { path_prefix: \"/v1/\" }\n"
                             "    bandwidth: { down: 64KiB/s, up: 16384/s }\n"
                             "  - name: bulk\n"
@@ -134,11 +124,11 @@ static void test_values_labels_and_round_trip(void **st) {
   assert_int_equal(a->shaping[1].bw_down.bytes_per_s, 0);
   assert_int_equal(a->shaping[1].bw_up.bytes_per_s, 1048576);
   assert_string_equal(a->shaping[1].label, "shaping/bulk");
-  char *text = print(a);
+  char *text = yaml_printed(a);
   assert_non_null(strstr(text, "    bandwidth:\n      down: \"64KiB/s\"\n      up: \"16384/s\"\n"));
   assert_non_null(strstr(text, "    bandwidth:\n      up: \"1MiB/s\"\n"));
   struct sl_config *b = yaml_load_ok(text, "");
-  char *again = print(b);
+  char *again = yaml_printed(b);
   assert_string_equal(again, text);
   assert_int_equal(b->shaping[1].bw_up.bytes_per_s, 1048576);
   free(again);

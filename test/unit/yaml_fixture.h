@@ -37,4 +37,20 @@ static struct sl_config *yaml_load_ok(const char *head, const char *body) {
   return cfg;
 }
 
+/* What `sluice check --print` writes for |cfg|, through a real file,
+ * NUL-terminated (malloc'd). */
+static inline char *yaml_printed(const struct sl_config *cfg) {
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  assert_int_equal(sl_config_print(cfg, f), 0);
+  long n = ftell(f);
+  assert_true(n > 0);
+  char *text = calloc(1, (size_t)n + 1);
+  assert_non_null(text);
+  rewind(f);
+  assert_int_equal(fread(text, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  return text;
+}
+
 #endif
