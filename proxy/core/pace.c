@@ -105,22 +105,40 @@ void sl_pace_stop(struct sl_stream *s) {
   s->pace = NULL;
 }
 
+static uint64_t quarter_burst(const struct sl_pace_half *h) {
+  return h->bucket.burst / 4 ? h->bucket.burst / 4 : 1;
+}
+
+/* Arms |h|'s timer (unless it runs) for when |n| bytes exist. */
+static void pace_wait(struct sl_pace_half *h, uint64_t now, uint64_t n) {
+  if (ev_is_active(&h->timer)) return;
+  uint64_t ns = sl_byte_bucket_wait_ns(&h->bucket, now, n);
+  ev_timer_set(&h->timer, (ev_tstamp)ns / 1e9, 0.);
+  ev_timer_start(h->s->conn->w->loop, &h->timer);
+  h->waits++;
+}
+
 size_t sl_pace_quota_slow(struct sl_pace_half *h, size_t want) {
   if (!h->on) return want;
   uint64_t now = sl_now_ns();
   uint64_t avail = sl_byte_bucket_avail(&h->bucket, now);
   if (avail >= want) return want;
   /* Short: wake up when a useful amount more exists (a quarter of the
-   * burst, fewer syscalls and frames than a byte at a time). */
-  if (!ev_is_active(&h->timer)) {
-    uint64_t more = h->bucket.burst / 4 ? h->bucket.burst / 4 : 1;
-    if (more > want - avail) more = want - avail;
-    uint64_t ns = sl_byte_bucket_wait_ns(&h->bucket, now, avail + more);
-    ev_timer_set(&h->timer, (ev_tstamp)ns / 1e9, 0.);
-    ev_timer_start(h->s->conn->w->loop, &h->timer);
-    h->waits++;
-  }
+   * burst, fewer syscalls and frames than a byte at a time). The caller
+   * takes |avail| now: the wait counts from there. */
+  uint64_t more = quarter_burst(h);
+  if (more > want - avail) more = want - avail;
+  pace_wait(h, now, avail + more);
   return (size_t)avail;
+}
+
+bool sl_pace_hold_slow(struct sl_pace_half *h) {
+  if (!h->on) return false;
+  uint64_t now = sl_now_ns();
+  uint64_t q = quarter_burst(h);
+  if (sl_byte_bucket_avail(&h->bucket, now) >= q) return false;
+  pace_wait(h, now, q);
+  return true;
 }
 
 void sl_pace_charge_slow(struct sl_pace_half *h, size_t n) {

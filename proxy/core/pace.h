@@ -6,12 +6,14 @@
  * bucket in bytes per direction. Down paces what the frontend writes to the
  * client (h1: the response body or the tunnel's bytes moved to the output
  * pipe; h2: the stream's DATA), up what it takes from the client (h1: the
- * bytes it parses or tunnels; h2: the stream window it gives back).
+ * body bytes it parses or the bytes it tunnels; h2: the stream window it
+ * gives back, so the client may be one initial window ahead).
  *
  * Back-pressure, not buffering: a frontend asks sl_pace_quota() how many
- * bytes may pass now and moves no more. The rest stays where it already
- * waits (the response pipe, whose producer stops reading the origin when
- * it fills; the connection's read buffer, with reading paused; the h2
+ * bytes may pass now and moves no more, or (h1 uploads) stops reading once
+ * sl_pace_hold() says the bandwidth is spent. The rest stays where it
+ * already waits (the response pipe, whose producer stops reading the
+ * origin when it fills; the client's socket, with reading paused; the h2
  * stream window, left shut), and the direction's timer wakes the
  * frontend, through its ops, once more tokens exist: down calls
  * s->fe->response_body(), up s->fe->request_body_drained(s, 0).
@@ -91,6 +93,16 @@ void sl_pace_charge_slow(struct sl_pace_half *h, size_t n);
 static inline size_t sl_pace_quota(struct sl_stream *s, enum sl_pace_dir dir, size_t want) {
   if (__builtin_expect(!s->pace, 1) || !want) return want;
   return sl_pace_quota_slow(&s->pace->half[dir], want);
+}
+bool sl_pace_hold_slow(struct sl_pace_half *h);
+/* For a reader that takes what it has read and charges it after the fact
+ * (an h1 upload: the bytes are in memory already, and keeping them back
+ * in the read buffer would put them behind a later EOF): true when |dir|
+ * has spent its bandwidth, and the caller should stop reading; the timer
+ * is then armed for when a quarter of the burst exists again. Up to one
+ * read passes beyond the bucket this way. */
+static inline bool sl_pace_hold(struct sl_stream *s, enum sl_pace_dir dir) {
+  return __builtin_expect(s->pace != NULL, 0) && sl_pace_hold_slow(&s->pace->half[dir]);
 }
 /* |n| bytes passed |dir| (they may exceed the quota: the bucket goes into
  * debt, e.g. for body bytes that came in one read with the head). */

@@ -366,28 +366,18 @@ static void h1_request_done_reading(struct sl_h1 *h) {
 static ssize_t h1_tunnel_read(struct sl_h1 *h, const char *data, size_t len) {
   struct sl_stream *s = h->cur;
   if (!s || s->req_done) return (ssize_t)len;
-  size_t n = sl_pace_quota(s, SL_PACE_UP, len);
-  if (n < len) sl_conn_pause_read(h->c); /* the pacer's timer resumes it */
-  if (!n) return 0;
-  if (sl_pipe_write(&s->req_body, data, n) != 0) return -1;
-  sl_pace_charge(s, SL_PACE_UP, n);
+  if (sl_pipe_write(&s->req_body, data, len) != 0) return -1;
+  sl_pace_charge(s, SL_PACE_UP, len);
   sl_stream_request_body(s);
-  if (h->cur == s && sl_pipe_full(&s->req_body)) sl_conn_pause_read(h->c);
-  return (ssize_t)n;
+  if (h->cur == s && (sl_pipe_full(&s->req_body) || sl_pace_hold(s, SL_PACE_UP)))
+    sl_conn_pause_read(h->c);
+  return (ssize_t)len;
 }
 
 static ssize_t h1_on_read(struct sl_conn *c, const char *data, size_t len) {
   struct sl_h1 *h = h1_of(c);
   if (h->state == H1_TUNNEL) return h1_tunnel_read(h, data, len);
   if (h->state == H1_WAIT_RESPONSE) return 0; /* paused; keep bytes */
-  if (h->state == H1_BODY && h->cur && h->cur->pace) {
-    /* A paced upload: parse what the bandwidth lets in, keep the rest in
-     * the read buffer and stop reading until the pacer's timer. */
-    size_t n = sl_pace_quota(h->cur, SL_PACE_UP, len);
-    if (n < len) sl_conn_pause_read(c);
-    if (!n) return 0;
-    len = n;
-  }
   h->exec_start = data;
   llhttp_errno_t err = llhttp_execute(&h->parser, data, len);
   size_t used = len;
@@ -419,8 +409,11 @@ parsed:;
   struct sl_stream *s = h->cur;
   if (s && !s->local_response && s->route) {
     if (!sl_pipe_empty(&s->req_body) || s->req_done) sl_stream_request_body(s);
-    /* Back-pressure: the upstream has not taken the body yet. */
-    if (h->cur == s && sl_pipe_full(&s->req_body)) sl_conn_pause_read(c);
+    /* Back-pressure: the upstream has not taken the body yet, or a paced
+     * upload has used its bandwidth (on_body charged it). */
+    if (h->cur == s &&
+        (sl_pipe_full(&s->req_body) || (h->state == H1_BODY && sl_pace_hold(s, SL_PACE_UP))))
+      sl_conn_pause_read(c);
   }
   return (ssize_t)used;
 }

@@ -8,11 +8,14 @@ with a full bucket of BURST bytes and earns RATE bytes a second, charges
 round up and refills round down, so by t seconds after the exchange began
 at most BURST + RATE * t bytes have passed. A transfer of SIZE bytes thus
 takes at least (SIZE - BURST) / RATE seconds however fast the machine is.
+An h1 upload is charged for what sluice has read, and reading stops once
+the bucket is spent: one read (READ, a 16 KiB chunk) may pass beyond it.
 An h2 upload is paced by the window sluice gives back, so the client may
 have sent one more initial stream window (65535 bytes) ahead of it."""
 import hashlib
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -22,6 +25,7 @@ from ws_helpers import H2WSClient, WSConn
 
 RATE = 128 * 1024          # bytes/s, the rules' bandwidth
 BURST = 16 * 1024          # sl_byte_bucket_burst(RATE): one 16 KiB chunk
+READ = 16 * 1024           # the most sluice reads from a client at once (a chunk)
 H2_WINDOW = 65535          # SETTINGS_INITIAL_WINDOW_SIZE sluice announces
 SIZE = 512 * 1024
 PACED_MIN = (SIZE - BURST) / RATE  # 3.875 s
@@ -83,10 +87,35 @@ def test_upload_is_paced_and_whole(paced, proto, tmp_path):
     assert r.status == 200, r
     got = json.loads(r.body)
     assert got == {"sha256": hashlib.sha256(body).hexdigest(), "length": SIZE}
-    ahead = BURST + (H2_WINDOW if proto == "h2" else 0)
+    ahead = BURST + (H2_WINDOW if proto == "h2" else READ)
     bound = (SIZE - ahead) / RATE
     assert took >= bound, "%d bytes up at %d B/s took %.3f s < %.3f s" % (SIZE, RATE, took, bound)
     assert paced_bytes(paced, "shaping/slow-up", "up") >= SIZE
+
+
+@pytest.mark.timeout(30)
+def test_h1_upload_then_half_close_arrives_whole(paced):
+    """The client sends the whole paced body and shuts its write side at
+    once: sluice reads the FIN only after the bytes before it, so the
+    request still completes (paced reading must not strand bytes behind a
+    later EOF)."""
+    n = 128 * 1024
+    body = os.urandom(n)
+    c = socket.create_connection(("127.0.0.1", paced.port), timeout=20)
+    try:
+        c.sendall(b"POST /sha256 HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % n + body)
+        c.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        c.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data[:200]
+    assert json.loads(rest) == {"sha256": hashlib.sha256(body).hexdigest(), "length": n}
 
 
 @pytest.mark.timeout(30)
