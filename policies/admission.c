@@ -379,6 +379,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
       if (route->n_policies) sl_engine_rollback(&run, &pctx, out);
       out->delay_ms = 0;
+      out->paced = NULL;
       sl_engine_set_name(out->policy, rl->name);
       sl_engine_refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
              sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));

@@ -561,6 +561,7 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
     return (ssize_t)n;
   }
   if (s->pace && !sl_pipe_empty(&s->resp_body)) {
+    if (length > s->resp_body.len) length = s->resp_body.len;
     length = sl_pace_quota(s, SL_PACE_DOWN, length);
     if (!length) { /* the pacer's timer calls h2_response_body */
       x->deferred = true;

@@ -94,6 +94,29 @@ def test_upload_is_paced_and_whole(paced, proto, tmp_path):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_tls_upload_and_download_are_paced(start_sluice, tls_cert, proto, tmp_path):
+    """Over TLS, where a paused read may leave the rest of a record inside
+    the TLS library rather than in the socket: nothing may stall there."""
+    cfg = base_config(shaping=RULES)
+    cfg["listeners"][0]["tls"] = {"certificate": tls_cert.ecdsa.cert,
+                                  "private_key": tls_cert.ecdsa.key}
+    s = start_sluice(cfg)
+    n = 256 * 1024
+    body = os.urandom(n)
+    path = tmp_path / "body"
+    path.write_bytes(body)
+    args = ["--cacert", tls_cert.ecdsa.cert, "--http2" if proto == "h2" else "--http1.1"]
+    r = curl(s.url("/sha256"), *args, "--data-binary", "@%s" % path, timeout=20)
+    assert r.status == 200
+    assert json.loads(r.body) == {"sha256": hashlib.sha256(body).hexdigest(), "length": n}
+    t0 = time.monotonic()
+    r = curl(s.url("/bytes?n=%d" % n), *args, "-H", "x-lane: slow", timeout=20)
+    assert r.status == 200 and r.body == pattern(n)
+    assert time.monotonic() - t0 >= (n - BURST) / RATE
+
+
+@pytest.mark.timeout(30)
 def test_h1_upload_then_half_close_arrives_whole(paced):
     """The client sends the whole paced body and shuts its write side at
     once: sluice reads the FIN only after the bytes before it, so the
