@@ -66,9 +66,9 @@ def test_download_is_paced_and_whole(paced, proto):
     assert r.body == pattern(SIZE), "the paced body is not byte for byte the origin's"
     assert took >= PACED_MIN, "%d bytes at %d B/s took %.3f s < %.3f s" % (SIZE, RATE, took,
                                                                           PACED_MIN)
-    # Counted when the exchange ends: sluice ends it before curl sees the last byte on h1
-    # (Content-Length), and before its last DATA frame on h2.
-    assert paced_bytes(paced, "shaping/slow-down", "down") == SIZE
+    # Counted when the exchange ends (before sluice writes the last bytes, in fact).
+    wait_for(lambda: paced_bytes(paced, "shaping/slow-down", "down") == SIZE, 5,
+             what="%d paced bytes counted down" % SIZE)
     assert paced.metric("sluice_shaping_paced_waits_total", route="default",
                         policy="shaping/slow-down", direction="down") > 0
 
@@ -90,7 +90,8 @@ def test_upload_is_paced_and_whole(paced, proto, tmp_path):
     ahead = BURST + (H2_WINDOW if proto == "h2" else READ)
     bound = (SIZE - ahead) / RATE
     assert took >= bound, "%d bytes up at %d B/s took %.3f s < %.3f s" % (SIZE, RATE, took, bound)
-    assert paced_bytes(paced, "shaping/slow-up", "up") >= SIZE
+    wait_for(lambda: paced_bytes(paced, "shaping/slow-up", "up") == SIZE, 5,
+             what="%d paced bytes counted up" % SIZE)
 
 
 @pytest.mark.timeout(30)
