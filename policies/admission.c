@@ -94,6 +94,16 @@ uint8_t sl_admission_override_class(size_t i) {
   return i + 1 < SL_RL_CLASS_MAX ? (uint8_t)(i + 1) : SL_RL_CLASS_MAX;
 }
 
+/* Explain: what shaping rule |r| does to a request it matches. */
+static void shaping_describe(const struct sl_shaping_rule *r, char *buf, size_t len) {
+  int n = snprintf(buf, len, "delay %llu ms, abort %.1f%%", (unsigned long long)r->delay_fixed_ms,
+                   r->abort_percent);
+  if (n > 0 && (size_t)n < len && (r->bw_down.bytes_per_s || r->bw_up.bytes_per_s))
+    snprintf(buf + n, len - (size_t)n, ", bandwidth down %s, up %s",
+             r->bw_down.bytes_per_s ? r->bw_down.text : "unpaced",
+             r->bw_up.bytes_per_s ? r->bw_up.text : "unpaced");
+}
+
 /* No kind pends yet and the data plane cannot resume a decision: fail
  * closed, as an unreachable store would. */
 static __attribute__((noinline, cold)) void pending_refuse(const struct sl_policy_cfg *p,
@@ -119,7 +129,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   const struct sl_route_state *rs = &in->policies->routes[route->index];
   FILE *tf = in->trace;
   bool first = true;
-  char why[160], pname[SL_POLICY_NAME_MAX];
+  char why[160];
   memset(out, 0, offsetof(struct sl_admission, held));
   out->admit = true;
 
@@ -232,16 +242,26 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       return;
   }
 
-  /* 6. Shaping (staging): first matching rule. A rate cap that admits is
+  /* 6. Shaping (staging): first matching rule, labelled r->label in
+   * refusals, shadow events and explain. A rate cap that admits is
    * charged at once (a single shared bucket: no look-then-commit) and
-   * given back if the request is refused after all. */
+   * given back if the request is refused after all. A bandwidth is handed
+   * to the data plane (out->paced), which paces the exchange. */
   struct sl_ratelimit_table *cap_table = NULL;
   struct sl_rl_ref cap_ref;
   uint64_t cap_period = 0;
   for (size_t i = 0; i < cfg->n_shaping && in->facts; i++) {
     const struct sl_shaping_rule *r = &cfg->shaping[i];
     if (!sl_route_match_one(&r->match, in->facts)) continue;
-    if (sl_engine_is_shadow(cfg, r->mode)) break;
+    bool paces = r->bw_down.bytes_per_s || r->bw_up.bytes_per_s;
+    if (tf) shaping_describe(r, why, sizeof(why));
+    if (sl_engine_is_shadow(cfg, r->mode)) {
+      /* Shadow: nothing is delayed, aborted, capped or paced; a bandwidth
+       * that would have paced the exchange is counted. */
+      if (paces) sl_engine_add_shadow(out, SL_REASON_SHAPING, r->label, NULL);
+      sl_engine_trace(tf, &first, r->label, "shaping", "shadow", why);
+      break;
+    }
     if (r->delay_fixed_ms || r->delay_jitter_ms) {
       uint64_t j = r->delay_jitter_ms ? (in->rnd >> 11) % (r->delay_jitter_ms + 1) : 0;
       out->delay_ms = r->delay_fixed_ms + j;
@@ -252,7 +272,6 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     bool abort_now = in->trace ? r->abort_percent >= 100
                                : r->abort_percent > 0 &&
                                      (double)(in->rnd & 0xffff) / 65536.0 * 100.0 < r->abort_percent;
-    if (tf || abort_now) snprintf(pname, sizeof(pname), "shaping/%zu", i);
     /* Rate cap (staging): a single bucket for all traffic the rule
      * matches, burst 1, shared by every worker. */
     struct sl_ratelimit_table *cap = sl_policy_state_ratelimit(sl_policy_set_shaping(in->policies, i));
@@ -261,8 +280,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       struct sl_rl_verdict v;
       sl_ratelimit_locate(cap, cap_key, sizeof(cap_key) - 1, &cap_ref);
       if (!sl_ratelimit_decide_ref(cap, &cap_ref, r->rate_cap.period_ns, 1, in->now_ns, true, &v)) {
-        snprintf(out->policy, sizeof(out->policy), "shaping/%s",
-                 r->name ? r->name : "rate");
+        sl_engine_set_name(out->policy, r->label);
         if (route->n_policies) sl_engine_rollback(&run, &pctx, out);
         sl_engine_refuse(out, 429, SL_REASON_SHAPING, "shaped_rate",
                sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
@@ -271,13 +289,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       cap_table = cap;
       cap_period = r->rate_cap.period_ns;
     }
-    if (tf) {
-      snprintf(why, sizeof(why), "delay %llu ms, abort %.1f%%",
-               (unsigned long long)r->delay_fixed_ms, r->abort_percent);
-      sl_engine_trace(tf, &first, pname, "shaping", abort_now ? "abort" : "shape", why);
-    }
+    sl_engine_trace(tf, &first, r->label, "shaping", abort_now ? "abort" : "shape", why);
     if (abort_now) {
-      sl_engine_set_name(out->policy, pname);
+      sl_engine_set_name(out->policy, r->label);
       if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
       if (route->n_policies && !tf) sl_engine_rollback(&run, &pctx, out);
       /* The reject minimum, spread (postmortems 003-004: not at once). */
@@ -286,6 +300,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       out->delay_ms = 0;
       return;
     }
+    if (paces) out->paced = r;
     break;
   }
 
@@ -327,6 +342,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       if (cap_table) sl_ratelimit_refund(cap_table, &cap_ref, cap_period);
       if (route->n_policies) sl_engine_rollback(&run, &pctx, out);
       out->delay_ms = 0;
+      out->paced = NULL;
       sl_engine_set_name(out->policy, rl->name);
       sl_engine_refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
              sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));

@@ -185,6 +185,13 @@ static int explain_normalised(const struct sl_config *cfg, const struct sl_polic
   if (a.admit) {
     fprintf(out, "\"admit\":true,\"shadow_rejections\":%u", a.n_shadow);
     if (a.delay_ms) fprintf(out, ",\"delay_ms\":%llu", (unsigned long long)a.delay_ms);
+    if (a.paced) { /* the bytes per second that would pace the exchange (0: unpaced) */
+      fputs(",\"bandwidth\":{\"policy\":", out);
+      json_str(out, a.paced->label, strlen(a.paced->label));
+      fprintf(out, ",\"down_bytes_per_s\":%llu,\"up_bytes_per_s\":%llu}",
+              (unsigned long long)a.paced->bw_down.bytes_per_s,
+              (unsigned long long)a.paced->bw_up.bytes_per_s);
+    }
   } else {
     fprintf(out, "\"admit\":false,\"status\":%u,\"error\":", a.status);
     json_str(out, a.error, strlen(a.error));

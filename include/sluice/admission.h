@@ -92,8 +92,11 @@ struct sl_admission {
   /* The firmware header was absent or unparseable (counted by the caller:
    * SPEC section 4 wants unknown firmware visible). */
   bool firmware_unknown;
-  /* Shaping for an admitted request. */
+  /* Shaping for an admitted request. |paced|: the rule whose `bandwidth`
+   * paces the exchange (proxy/core/pace.h), NULL: none; it belongs to the
+   * configuration decided with. */
   uint64_t delay_ms;
+  const struct sl_shaping_rule *paced;
   /* Held while admitted; released by sl_admission_finish(). |conc|: the
    * route's concurrency slot, also in held[] (the concurrency kind's). */
   struct sl_concurrency *conc;

@@ -299,14 +299,29 @@ struct sl_reject_cfg {
   bool body_json;              /* default true */
 };
 
+/* A byte rate (shaping `bandwidth`): |bytes_per_s| 0: none. */
+struct sl_bandwidth {
+  uint64_t bytes_per_s;
+  const char *text; /* as written, e.g. "64KiB/s" */
+};
+
+/* "shaping/" and a name of at most 64 characters, or an index. */
+#define SL_SHAPING_LABEL_MAX 80
+
 struct sl_shaping_rule {
   struct sl_mark mark;
   const char *name;            /* optional; lets a drop-in replace the rule */
+  /* "shaping/<name>", or "shaping/<index>" for a rule without a name: the
+   * policy label of its refusals, shadow events and pacing metrics. */
+  const char *label;
   struct sl_route_match match;
   uint64_t delay_fixed_ms, delay_jitter_ms;
   double abort_percent;
   uint16_t abort_status;
   struct sl_rate rate_cap;     /* period_ns 0: none; burst 1, across workers */
+  /* `bandwidth`: paces what sluice writes to the client (down) and reads
+   * from it (up) for the exchange (proxy/core/pace.h). */
+  struct sl_bandwidth bw_down, bw_up;
   enum sl_mode mode;
   uint64_t identity;           /* rate cap's identity, for state carry-over */
 };

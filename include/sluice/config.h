@@ -40,6 +40,7 @@ void sl_config_describe_expiry(const struct sl_block_entry *e, int64_t now_unix,
  * success, -1 with a message in |err| otherwise. */
 int sl_parse_duration_ms(const char *s, uint64_t *out_ms, char *err, size_t errlen);
 int sl_parse_rate(const char *s, struct sl_rate *out, char *err, size_t errlen);
+int sl_parse_bandwidth(const char *s, struct sl_bandwidth *out, char *err, size_t errlen);
 int sl_parse_sockaddr(const char *s, struct sl_sockaddr *out, char *err, size_t errlen);
 int sl_parse_cidr(const char *s, struct sl_cidr *out, char *err, size_t errlen);
 

@@ -95,6 +95,7 @@ static uint64_t shaping_hash(const struct sl_config *c) {
     h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_u64(h, r->delay_fixed_ms), r->delay_jitter_ms), r->abort_status);
     h = sl_hash_mix(h, &r->abort_percent, sizeof(r->abort_percent));
     h = sl_hash_mix_u64(sl_hash_mix_u64(h, r->rate_cap.period_ns), (uint64_t)r->mode);
+    h = sl_hash_mix_u64(sl_hash_mix_u64(h, r->bw_down.bytes_per_s), r->bw_up.bytes_per_s);
   }
   return h;
 }

@@ -1,5 +1,5 @@
 /*
- * sluice — configuration value parsers: durations, rates, socket
+ * sluice — configuration value parsers: durations, rates, bandwidths, socket
  * addresses, CIDRs, RFC 3339 timestamps, header tokens, and the PCRE to
  * POSIX pattern translation. Pure functions; see config.h / config_int.h.
  */
@@ -137,6 +137,48 @@ int sl_parse_rate(const char *s, struct sl_rate *out, char *err, size_t errlen) 
   if (n == 0) return fail(err, errlen, "rate '%s' must be positive", s);
   if (n > unit_ns) return fail(err, errlen, "rate '%s' is too high (at most 1000000000/s)", s);
   out->period_ns = unit_ns / n;
+  out->text = s;
+  return 0;
+}
+
+/* ---- bandwidths ---------------------------------------------------- */
+
+/* "N/s" or "N<unit>/s", unit B, KiB, MiB or GiB (powers of 1024; decimal
+ * units are refused rather than guessed at); N a positive integer. Per
+ * second only: a byte rate per minute means nothing to a socket. At most
+ * 1024 GiB/s, so the pacer's arithmetic cannot overflow. |out->text| points
+ * at |s|. */
+int sl_parse_bandwidth(const char *s, struct sl_bandwidth *out, char *err, size_t errlen) {
+  static const char hint[] = "write e.g. 64KiB/s, 1MiB/s or 65536/s";
+  if (!s || !*s) return fail(err, errlen, "empty bandwidth (%s)", hint);
+  const char *p = s;
+  if (*p == '-') return fail(err, errlen, "bandwidth '%s' must be positive", s);
+  if (!isdigit((unsigned char)*p)) return fail(err, errlen, "invalid bandwidth '%s' (%s)", s, hint);
+  uint64_t n = 0;
+  while (isdigit((unsigned char)*p)) {
+    if (__builtin_mul_overflow(n, 10, &n) || __builtin_add_overflow(n, (uint64_t)(*p - '0'), &n))
+      return fail(err, errlen, "bandwidth '%s' is too large (at most 1024GiB/s)", s);
+    p++;
+  }
+  const char *slash = strchr(p, '/');
+  if (!slash) return fail(err, errlen, "bandwidth '%s' needs a '/s' (e.g. %s/s)", s, s);
+  static const struct {
+    const char *unit;
+    unsigned shift;
+  } units[] = {{"", 0}, {"B", 0}, {"KiB", 10}, {"MiB", 20}, {"GiB", 30}};
+  size_t ul = (size_t)(slash - p);
+  int u = -1;
+  for (int i = 0; i < (int)(sizeof(units) / sizeof(units[0])); i++)
+    if (strlen(units[i].unit) == ul && memcmp(units[i].unit, p, ul) == 0) u = i;
+  if (u < 0)
+    return fail(err, errlen, "unknown size unit '%.*s' in bandwidth '%s' (use B, KiB, MiB or GiB)",
+                (int)ul, p, s);
+  if (strcmp(slash, "/s") != 0)
+    return fail(err, errlen, "bandwidth '%s' must be per second ('/s')", s);
+  if (n == 0) return fail(err, errlen, "bandwidth '%s' must be positive", s);
+  if (n > (UINT64_C(1) << 40) >> units[u].shift)
+    return fail(err, errlen, "bandwidth '%s' is too large (at most 1024GiB/s)", s);
+  out->bytes_per_s = n << units[u].shift;
   out->text = s;
   return 0;
 }

@@ -328,7 +328,8 @@ static void print_shaping(FILE *out, const struct sl_config *cfg) {
   for (size_t i = 0; i < cfg->n_shaping; i++) {
     const struct sl_shaping_rule *r = &cfg->shaping[i];
     bool empty = match_empty(&r->match) && !r->delay_fixed_ms && !r->delay_jitter_ms &&
-                 !(r->abort_percent > 0) && !r->rate_cap.period_ns && !r->mode;
+                 !(r->abort_percent > 0) && !r->rate_cap.period_ns && !r->bw_down.bytes_per_s &&
+                 !r->bw_up.bytes_per_s && !r->mode;
     if (r->name) {
       fputs("  - ", out);
       cfg_print_kv_str(out, 0, "name", r->name);
@@ -349,6 +350,12 @@ static void print_shaping(FILE *out, const struct sl_config *cfg) {
       cfg_print_kv_u64(out, 6, "status", r->abort_status);
     }
     if (r->rate_cap.period_ns) cfg_print_kv_str(out, 4, "rate", r->rate_cap.text);
+    if (r->bw_down.bytes_per_s || r->bw_up.bytes_per_s) {
+      cfg_print_indent(out, 4);
+      fputs("bandwidth:\n", out);
+      if (r->bw_down.bytes_per_s) cfg_print_kv_str(out, 6, "down", r->bw_down.text);
+      if (r->bw_up.bytes_per_s) cfg_print_kv_str(out, 6, "up", r->bw_up.text);
+    }
     cfg_print_kv_mode(out, 4, r->mode);
   }
 }

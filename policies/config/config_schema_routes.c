@@ -324,7 +324,29 @@ void cs_parse_routes(struct cfg_schema *s, node_t *root) {
   CFG_CHECK_UNIQUE(s, "route", cfg->routes, cfg->n_routes, struct sl_route_cfg);
 }
 
-static const char *const SHAPING_KEYS[] = {"name", "match", "delay", "abort", "rate", "mode", NULL};
+static const char *const SHAPING_KEYS[] = {"name", "match", "delay", "abort", "rate",
+                                           "bandwidth", "mode", NULL};
+
+static void get_bandwidth(struct cfg_schema *s, node_t *bw, const char *key, struct sl_bandwidth *out) {
+  node_t *v;
+  if (cs_get_text(s, bw, key, &v) <= 0) return;
+  char e[160];
+  if (sl_parse_bandwidth(cs_sdup(s, v->str), out, e, sizeof(e)) != 0) cs_err(s, v, "%s: %s", key, e);
+}
+
+/* `bandwidth: {down, up}`: either or both (sl_parse_bandwidth). */
+static void parse_bandwidth(struct cfg_schema *s, node_t *m, struct sl_shaping_rule *sr) {
+  node_t *bw = cs_get_node(s, m, "bandwidth", CFG_MAP);
+  if (!bw) return;
+  static const char *const keys[] = {"down", "up", NULL};
+  cs_check_keys(s, bw, "bandwidth", keys);
+  if (bw->n == 0) {
+    cs_err(s, bw, "bandwidth: give 'down', 'up' or both (e.g. { down: 64KiB/s, up: 16KiB/s })");
+    return;
+  }
+  get_bandwidth(s, bw, "down", &sr->bw_down);
+  get_bandwidth(s, bw, "up", &sr->bw_up);
+}
 
 static void parse_shaping_rule(struct cfg_schema *s, node_t *m, struct sl_shaping_rule *sr) {
   cs_check_keys(s, m, "shaping rule", SHAPING_KEYS);
@@ -350,11 +372,19 @@ static void parse_shaping_rule(struct cfg_schema *s, node_t *m, struct sl_shapin
     cs_get_status(s, ab, "status", &sr->abort_status);
   }
   cs_get_rate(s, m, "rate", &sr->rate_cap);
+  parse_bandwidth(s, m, sr);
   cs_get_mode(s, m, &sr->mode);
+  size_t index = (size_t)(sr - s->cfg->shaping);
+  char label[SL_SHAPING_LABEL_MAX];
+  if (sr->name)
+    snprintf(label, sizeof(label), "shaping/%s", sr->name);
+  else
+    snprintf(label, sizeof(label), "shaping/%zu", index);
+  sr->label = cs_sdup(s, label);
   /* The cap's state survives a reload while the rule keeps its position in
    * the list; a new rate converts it (sl_policies_attach). */
   sr->identity = sl_hash_mix_u64(sl_hash_mix_str(SL_HASH_SEED, "shaping-rate"),
-                                 (uint64_t)(sr - s->cfg->shaping));
+                                 (uint64_t)index);
 }
 
 void cs_parse_shaping(struct cfg_schema *s, node_t *root) {

@@ -140,6 +140,30 @@ void sl_pipe_splice(struct sl_pipe *dst, struct sl_pipe *src) {
   src->len = 0;
 }
 
+int sl_pipe_move_slow(struct sl_pipe *dst, struct sl_pipe *src, size_t n) {
+  /* The chunks that move whole are cut off as one pipe and spliced. */
+  struct sl_pipe whole = {.head = src->head};
+  struct sl_chunk *c = src->head;
+  while (c && c->end - c->start <= n) {
+    n -= c->end - c->start;
+    whole.len += c->end - c->start;
+    whole.tail = c;
+    c = c->next;
+  }
+  if (whole.tail) {
+    whole.tail->next = NULL;
+    src->head = c;
+    if (!c) src->tail = NULL;
+    src->len -= whole.len;
+    sl_pipe_splice(dst, &whole);
+  }
+  /* The chunk that splits: its first |n| bytes are copied. */
+  if (!n || !c) return 0;
+  if (sl_pipe_write(dst, c->data + c->start, n) != 0) return -1;
+  sl_pipe_consume(src, n);
+  return 0;
+}
+
 void sl_pipe_clear(struct sl_pipe *p) {
   while (p->head) {
     struct sl_chunk *c = p->head;

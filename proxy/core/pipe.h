@@ -85,5 +85,17 @@ void sl_pipe_consume(struct sl_pipe *p, size_t n);
 /* Moves all of |src| to the end of |dst| without copying bytes. */
 void sl_pipe_splice(struct sl_pipe *dst, struct sl_pipe *src);
 void sl_pipe_clear(struct sl_pipe *p);
+int sl_pipe_move_slow(struct sl_pipe *dst, struct sl_pipe *src, size_t n);
+/* Moves the first |n| bytes of |src| to the end of |dst| (all of it when
+ * n >= src->len): whole chunks without copying, the part of a chunk that
+ * splits copied (paced transfers, core/pace.h). Returns 0, or -1 on OOM
+ * (then nothing of the split chunk moved; the exchange must fail). */
+static inline int sl_pipe_move(struct sl_pipe *dst, struct sl_pipe *src, size_t n) {
+  if (n >= src->len) {
+    sl_pipe_splice(dst, src);
+    return 0;
+  }
+  return sl_pipe_move_slow(dst, src, n);
+}
 
 #endif

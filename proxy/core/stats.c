@@ -70,6 +70,14 @@ void sl_stats_init(void) {
       "sluice_firmware_unknown_total",
       "Requests whose firmware header was absent or unparseable (decided by blocklist.unknown).",
       SL_METRIC_COUNTER, "route,reason");
+  sl_stats.paced_bytes = sl_metrics_family(
+      "sluice_shaping_paced_bytes_total",
+      "Bytes carried by exchanges a shaping bandwidth paced, by direction (down, up).",
+      SL_METRIC_COUNTER, "route,policy,direction");
+  sl_stats.paced_waits = sl_metrics_family(
+      "sluice_shaping_paced_waits_total",
+      "Times a shaping bandwidth stopped an exchange's direction until it had tokens again.",
+      SL_METRIC_COUNTER, "route,policy,direction");
   sl_stats.draining = sl_metrics_family("sluice_draining", "1 while shutting down.",
                                         SL_METRIC_GAUGE, "");
 }
@@ -366,4 +374,14 @@ void sl_stats_connection_accepted(const char *listener) {
     name_key_set(&e->name, listener);
   }
   if (e->series) sl_metric_inc(e->series);
+}
+
+/* Once per paced exchange (staging traffic): registry lookups are fine. */
+void sl_stats_paced(const char *route, const char *policy, const char *direction, uint64_t bytes,
+                    uint64_t waits) {
+  const char *values[3] = {route, policy, direction};
+  struct sl_metric_series *b = sl_metrics_series(sl_stats.paced_bytes, values);
+  struct sl_metric_series *w = sl_metrics_series(sl_stats.paced_waits, values);
+  if (b) sl_metric_add(b, bytes);
+  if (w) sl_metric_add(w, waits);
 }

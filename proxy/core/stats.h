@@ -40,6 +40,8 @@ struct sl_stats {
   struct sl_metric_family *ws_duration;         /* route */
   struct sl_metric_family *ws_bytes;            /* route,direction */
   struct sl_metric_family *firmware_unknown;    /* route,reason */
+  struct sl_metric_family *paced_bytes;         /* route,policy,direction */
+  struct sl_metric_family *paced_waits;         /* route,policy,direction */
 };
 
 extern struct sl_stats sl_stats;
@@ -93,6 +95,11 @@ void sl_stats_connection_accepted(const char *listener);
 /* WebSocket tunnels (rare events: registry lookups are fine). */
 struct sl_metric_series *sl_stats_tunnel_series(const char *route);
 void sl_stats_ws_upgrade(const char *route, const char *result);
+/* A paced exchange ended (core/pace.c): |bytes| went |direction| ("down",
+ * "up") through shaping rule |policy|'s bandwidth, which stopped it |waits|
+ * times for tokens. */
+void sl_stats_paced(const char *route, const char *policy, const char *direction, uint64_t bytes,
+                    uint64_t waits);
 void sl_stats_tunnel_closed(const char *route, double seconds, uint64_t bytes_up,
                             uint64_t bytes_down);
 

@@ -44,6 +44,7 @@ struct sl_pool;
 struct sl_upconn;
 struct sl_route_cfg;
 struct sl_metric_series;
+struct sl_pace;
 
 struct sl_header {
   const char *name;  /* lowercase, NUL-terminated, in the stream arena */
@@ -158,6 +159,7 @@ struct sl_stream {
 
   struct sl_admission adm;
   ev_timer delay_timer; /* shaping delay before going upstream */
+  struct sl_pace *pace;  /* shaping bandwidth (core/pace.h), NULL: unpaced */
 
   /* WebSocket. After the upstream's 101 the stream is a tunnel: both
    * pipes carry raw bytes until one side closes. */

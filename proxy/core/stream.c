@@ -23,6 +23,7 @@
 #include "core/conn.h"
 #include "core/container.h"
 #include "core/gen.h"
+#include "core/pace.h"
 #include "core/listener-t.h"
 #include "core/access_log.h"
 #include "core/stream.h"
@@ -114,6 +115,7 @@ static void tunnel_unlink(struct sl_stream *s) {
 
 void sl_stream_del(struct sl_stream *s) {
   if (s->tunnel) tunnel_unlink(s);
+  if (s->pace) sl_pace_stop(s);
   if (s->admitted) {
     ev_timer_stop(s->conn->w->loop, &s->delay_timer);
     /* A breaker ticket never reported means the client left first. */
@@ -389,6 +391,10 @@ void sl_stream_dispatch(struct sl_stream *s) {
   }
   s->admitted = true;
   ev_init(&s->delay_timer, delay_timer_cb);
+  if (s->adm.paced && sl_pace_start(s) != 0) {
+    sl_stream_respond_error(s, 503, "out_of_memory", "shaping", 1);
+    return;
+  }
   if (s->adm.delay_ms) {
     s->delay_timer.repeat = 0;
     ev_timer_set(&s->delay_timer, (ev_tstamp)s->adm.delay_ms / 1000.0, 0);

@@ -22,6 +22,7 @@
 #include "sluice/retry.h"
 #include "core/hpiece.h"
 #include "core/conn.h"
+#include "core/pace.h"
 #include "core/listener-t.h"
 #include "core/stream.h"
 #include "core/worker-t.h"
@@ -269,6 +270,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
   struct sl_stream *s = h->cur;
   if (s->local_response) return 0; /* answered already: discard */
   if (sl_pipe_write(&s->req_body, at, n)) return h1_fail(h, 503, "oom");
+  sl_pace_charge(s, SL_PACE_UP, n);
   return 0;
 }
 
@@ -365,8 +367,10 @@ static ssize_t h1_tunnel_read(struct sl_h1 *h, const char *data, size_t len) {
   struct sl_stream *s = h->cur;
   if (!s || s->req_done) return (ssize_t)len;
   if (sl_pipe_write(&s->req_body, data, len) != 0) return -1;
+  sl_pace_charge(s, SL_PACE_UP, len);
   sl_stream_request_body(s);
-  if (h->cur == s && sl_pipe_full(&s->req_body)) sl_conn_pause_read(h->c);
+  if (h->cur == s && (sl_pipe_full(&s->req_body) || sl_pace_hold(s, SL_PACE_UP)))
+    sl_conn_pause_read(h->c);
   return (ssize_t)len;
 }
 
@@ -405,8 +409,11 @@ parsed:;
   struct sl_stream *s = h->cur;
   if (s && !s->local_response && s->route) {
     if (!sl_pipe_empty(&s->req_body) || s->req_done) sl_stream_request_body(s);
-    /* Back-pressure: the upstream has not taken the body yet. */
-    if (h->cur == s && sl_pipe_full(&s->req_body)) sl_conn_pause_read(c);
+    /* Back-pressure: the upstream has not taken the body yet, or a paced
+     * upload has used its bandwidth (on_body charged it). */
+    if (h->cur == s &&
+        (sl_pipe_full(&s->req_body) || (h->state == H1_BODY && sl_pace_hold(s, SL_PACE_UP))))
+      sl_conn_pause_read(c);
   }
   return (ssize_t)used;
 }
@@ -535,7 +542,13 @@ static void h1_produce(struct sl_conn *c) {
   if (h->state == H1_TUNNEL) {
     bool moved_any = false;
     while (!sl_pipe_empty(&s->resp_body) && !sl_pipe_full(&c->out)) {
-      sl_pipe_splice(&c->out, &s->resp_body);
+      size_t n = sl_pace_quota(s, SL_PACE_DOWN, s->resp_body.len);
+      if (!n) break; /* the pacer's timer calls h1_response_body */
+      if (sl_pipe_move(&c->out, &s->resp_body, n) != 0) {
+        sl_conn_close(c);
+        return;
+      }
+      sl_pace_charge(s, SL_PACE_DOWN, n);
       moved_any = true;
     }
     if (moved_any) sl_stream_response_drained(s);
@@ -558,12 +571,17 @@ static void h1_produce(struct sl_conn *c) {
       s->local_body_len = 0;
     }
     while (!sl_pipe_empty(&s->resp_body) && !sl_pipe_full(&c->out)) {
-      size_t n = s->resp_body.len;
+      size_t n = sl_pace_quota(s, SL_PACE_DOWN, s->resp_body.len);
+      if (!n) break; /* the pacer's timer calls h1_response_body */
       if (h->resp_chunked) {
         sl_pipe_put_uint(&c->out, n, true);
         SL_PIPE_LIT(&c->out, "\r\n");
       }
-      sl_pipe_splice(&c->out, &s->resp_body);
+      if (sl_pipe_move(&c->out, &s->resp_body, n) != 0) {
+        sl_conn_close(c);
+        return;
+      }
+      sl_pace_charge(s, SL_PACE_DOWN, n);
       if (h->resp_chunked) SL_PIPE_LIT(&c->out, "\r\n");
       moved += n;
     }

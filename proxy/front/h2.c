@@ -24,6 +24,7 @@
 #include "sluice/fmt.h"
 #include "sluice/log.h"
 #include "core/conn.h"
+#include "core/pace.h"
 #include "core/listener-t.h"
 #include "core/stream.h"
 #include "core/worker-t.h"
@@ -79,6 +80,9 @@ struct h2_stream_extra {
   bool deferred; /* data_read waits for the upstream, not the client */
   bool end_sent; /* END_STREAM went out */
   bool stalled;  /* reset for want of write progress */
+  /* A paced upload (core/pace.h): bytes that went upstream but whose
+   * window the bandwidth has not given back yet. */
+  size_t pace_owed;
 };
 
 static const struct sl_frontend_ops h2_frontend;
@@ -527,7 +531,9 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
   /* Body bytes still buffered were never consumed: give their share of
    * the connection window back, or each stream reset mid-upload would
    * shrink it for good (nghttp2 does not on close). */
-  if (s->req_body.len) nghttp2_session_consume_connection(session, s->req_body.len);
+  sl_pace_charge(s, SL_PACE_UP, xs(s)->pace_owed); /* they went upstream: counted */
+  size_t unconsumed = s->req_body.len + xs(s)->pace_owed;
+  if (unconsumed) nghttp2_session_consume_connection(session, unconsumed);
   bool was_quiet = h2_quiet(h);
   h2_stream_del(h, s);
   if (h->n_streams == 0 || (!was_quiet && h2_quiet(h)))
@@ -554,7 +560,16 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
   }
+  if (s->pace && !sl_pipe_empty(&s->resp_body)) {
+    if (length > s->resp_body.len) length = s->resp_body.len;
+    length = sl_pace_quota(s, SL_PACE_DOWN, length);
+    if (!length) { /* the pacer's timer calls h2_response_body */
+      x->deferred = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+  }
   size_t n = sl_pipe_read(&s->resp_body, buf, length);
+  sl_pace_charge(s, SL_PACE_DOWN, n);
   if (n == 0 && !s->resp_done) {
     x->deferred = true;
     return NGHTTP2_ERR_DEFERRED;
@@ -628,6 +643,15 @@ static void h2_response_body(struct sl_stream *s) {
 
 static void h2_request_body_drained(struct sl_stream *s, size_t n) {
   struct sl_h2 *h = h2_of(s->conn);
+  if (s->pace) {
+    /* A paced upload: the window reopens as fast as the bandwidth allows;
+     * the pacer's timer calls back with n = 0 for the rest. */
+    struct h2_stream_extra *x = xs(s);
+    x->pace_owed += n;
+    n = sl_pace_quota(s, SL_PACE_UP, x->pace_owed);
+    sl_pace_charge(s, SL_PACE_UP, n);
+    x->pace_owed -= n;
+  }
   nghttp2_session_consume(h->session, s->h2_id, n);
   sl_conn_schedule_flush(s->conn);
 }

@@ -157,24 +157,10 @@ static void test_body_json_extra(void **st) {
   assert_string_equal(buf, "");
 }
 
-/* `sluice check --print` of |cfg|, NUL-terminated (malloc'd). */
-static char *printed(const struct sl_config *cfg) {
-  FILE *f = tmpfile();
-  assert_non_null(f);
-  assert_int_equal(sl_config_print(cfg, f), 0);
-  long n = ftell(f);
-  assert_true(n > 0);
-  char *text = calloc(1, (size_t)n + 1);
-  rewind(f);
-  assert_int_equal(fread(text, 1, (size_t)n, f), (size_t)n);
-  fclose(f);
-  return text;
-}
-
 /* |out| loads to a configuration that prints the same; frees |out|. */
 static void assert_reads_back(char *out) {
   struct sl_config *again = yaml_load_ok(out, "");
-  char *twice = printed(again);
+  char *twice = yaml_printed(again);
   sl_config_free(again);
   assert_string_equal(twice, out);
   free(twice);
@@ -184,7 +170,7 @@ static void assert_reads_back(char *out) {
 static void test_print_reads_back(void **st) {
   (void)st;
   struct world w = up(CFG);
-  char *out = printed(w.cfg);
+  char *out = yaml_printed(w.cfg);
   assert_non_null(strstr(out, "maintenance:\n  status: 503\n  retry_after: 5m\n  body:\n"
                               "    \"message\": \"back at 14:00\"\n    \"eta\": 300\n"
                               "    \"planned\": true\n  headers:\n"

@@ -38,7 +38,7 @@ static struct sl_config *yaml_load_ok(const char *head, const char *body) {
 }
 
 /* `sluice check --print` of |cfg|, NUL-terminated (malloc'd). */
-static char *yaml_printed(const struct sl_config *cfg) {
+static inline char *yaml_printed(const struct sl_config *cfg) {
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
