@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "sluice/admission.h"
+#include "sluice/allow.h"
 #include "sluice/blocklist.h"
 #include "sluice/config.h"
 #include "sluice/json.h"
@@ -93,6 +94,27 @@ uint8_t sl_admission_override_class(size_t i) {
   return i + 1 < SL_RL_CLASS_MAX ? (uint8_t)(i + 1) : SL_RL_CLASS_MAX;
 }
 
+/* The request's allow rule (the first that matches) and what it skips;
+ * explain shows it first, or that no rule matched. */
+static void allow_find(const struct sl_admission_input *in, struct sl_admission *out, FILE *tf,
+                       bool *first) {
+  const struct sl_allow_rule *r = sl_allow_match(&in->cfg->allow, in->route, in->id, in->facts);
+  if (r) {
+    out->allow = r;
+    out->skip = r->skip;
+  }
+  if (!tf) return;
+  char name[SL_POLICY_NAME_MAX], why[256];
+  if (r) {
+    snprintf(name, sizeof(name), "allow/%s", r->name);
+    sl_allow_describe(r, why, sizeof(why));
+  } else {
+    snprintf(name, sizeof(name), "allow");
+    snprintf(why, sizeof(why), "no allow rule matches (%zu rules)", in->cfg->allow.n_rules);
+  }
+  sl_engine_trace(tf, first, name, "allow", r ? "exempt" : "none", why);
+}
+
 /* No kind pends yet and the data plane cannot resume a decision: fail
  * closed, as an unreachable store would. */
 static __attribute__((noinline, cold)) void pending_refuse(const struct sl_policy_cfg *p,
@@ -121,6 +143,8 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   char why[160], pname[SL_POLICY_NAME_MAX];
   memset(out, 0, offsetof(struct sl_admission, held));
   out->admit = true;
+  if (cfg->allow.n_rules) allow_find(in, out, tf, &first);
+  const uint64_t skip = out->skip;
 
   /* Locate the route's limiter keys first: for a table of a million keys
    * the bucket is a DRAM miss, and prefetching it here lets that latency
@@ -134,7 +158,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     uint32_t burst;
     bool live; /* applies to this request */
   } kept[KEPT];
-  for (size_t i = 0; i < route->n_rate_limits && i < KEPT; i++)
+  for (size_t i = 0; i < route->n_rate_limits && i < KEPT && !(skip & SL_SKIP_RATE_LIMITS); i++)
     kept[i].live = limit_locate(sl_policy_state_ratelimit(rs->rate_limits[i]),
                                 &route->rate_limits[i], route, id, &kept[i].ref, &kept[i].period,
                                 &kept[i].burst);
@@ -155,7 +179,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   }
 
   /* 1. Firmware blocklist. */
-  if (in->blocklist) {
+  if (in->blocklist && (skip & SL_SKIP_BLOCKLIST))
+    sl_engine_trace_exempt(tf, &first, "blocklist", "blocklist", out);
+  else if (in->blocklist) {
     struct sl_block_verdict bv;
     const char *cls = id->device_class;
     sl_blocklist_check(in->blocklist, cls, cls ? id->device_class_len : 0,
@@ -218,6 +244,10 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     uint64_t period;
     uint32_t burst;
     struct sl_rl_ref ref;
+    if (skip & SL_SKIP_RATE_LIMITS) {
+      sl_engine_trace_exempt(tf, &first, rl_name, "rate_limit", out);
+      continue;
+    }
     if (i < KEPT) {
       if (!kept[i].live) {
         sl_engine_trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
@@ -275,7 +305,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   struct sl_ratelimit_table *cap_table = NULL;
   struct sl_rl_ref cap_ref;
   uint64_t cap_period = 0;
-  for (size_t i = 0; i < cfg->n_shaping && in->facts; i++) {
+  if ((skip & SL_SKIP_SHAPING) && cfg->n_shaping)
+    sl_engine_trace_exempt(tf, &first, "shaping", "shaping", out);
+  for (size_t i = 0; i < cfg->n_shaping && in->facts && !(skip & SL_SKIP_SHAPING); i++) {
     const struct sl_shaping_rule *r = &cfg->shaping[i];
     if (!sl_route_match_one(&r->match, in->facts)) continue;
     if (sl_engine_is_shadow(cfg, r->mode)) break;
@@ -332,7 +364,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
    * commit, and then the limits charged before it, the shaping cap and
    * what the kinds' policies hold are given back, so that the refused
    * request has consumed nothing. */
-  if (!in->trace) {
+  if (!in->trace && !(skip & SL_SKIP_RATE_LIMITS)) {
     uint64_t charged = 0; /* bit i: limit i admitted and charged */
     for (size_t i = 0; i < route->n_rate_limits && i < SL_ROUTE_MAX_RATE_LIMITS; i++) {
       const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];

@@ -59,6 +59,9 @@ struct sl_conn {
    * blocked firmware (SPEC section 4). */
   char last_class[32];
   char last_firmware[32];
+  /* The last request's `allow` rule skipped the blocklist: the emergency
+   * close leaves this connection open. */
+  bool blocklist_exempt;
   struct sl_listener *lis;
   int fd;
   ev_io rio, wio;

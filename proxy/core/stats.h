@@ -40,6 +40,7 @@ struct sl_stats {
   struct sl_metric_family *ws_duration;         /* route */
   struct sl_metric_family *ws_bytes;            /* route,direction */
   struct sl_metric_family *firmware_unknown;    /* route,reason */
+  struct sl_metric_family *exemptions;          /* allow,route */
 };
 
 extern struct sl_stats sl_stats;
@@ -64,6 +65,9 @@ void sl_stats_set_rejection_log_rate(uint32_t per_sec);
 
 /* A request without a usable firmware version (absent or unparseable). */
 void sl_stats_firmware_unknown(const char *route, bool absent);
+/* A request the `allow` rule |allow| exempted on |route| (cached per
+ * thread). */
+void sl_stats_exemption(const char *allow, const char *route);
 /* One more accepted connection on |listener| (cached per thread). */
 void sl_stats_connection_accepted(const char *listener);
 

@@ -154,6 +154,7 @@ struct sl_stream {
   char ws_key[25];        /* Sec-WebSocket-Key sent upstream (ws_h2) */
   struct sl_ws_tracker ws_down; /* frame boundaries, upstream -> client */
   char dev_class[32], dev_firmware[32]; /* for emergency blocks of tunnels */
+  bool blocklist_exempt;  /* its `allow` rule skipped the blocklist: not closed by one */
   ev_tstamp tunnel_started;
   uint64_t tunnel_bytes_up, tunnel_bytes_down;
   struct sl_metric_series *m_tunnels;
