@@ -58,6 +58,28 @@ static node_t *get_list(struct cfg_schema *s, node_t *m, const char *key, size_t
 
 static node_t *list_item(node_t *v, size_t i) { return v->kind == CFG_SEQ ? v->kids[i] : v; }
 
+/* Parses the items of list |key| of |m| into a new array of |size|-byte
+ * elements: |one| fills element |*n| from an item, or reports why it
+ * cannot (false). Returns the array (NULL: absent or in error) and in
+ * |*n| how many items |one| took. */
+typedef bool item_parser(struct cfg_schema *s, node_t *item, void *elem);
+static void *parse_list(struct cfg_schema *s, node_t *m, const char *key, size_t size,
+                        item_parser *one, size_t *n) {
+  size_t count;
+  node_t *v = get_list(s, m, key, &count);
+  *n = 0;
+  if (!v) return NULL;
+  char *arr = sl_arena_xalloc(s->a, count * size);
+  for (size_t i = 0; i < count; i++)
+    if (one(s, list_item(v, i), arr + *n * size)) ++*n;
+  return arr;
+}
+
+static bool one_string(struct cfg_schema *s, node_t *it, void *elem) {
+  *(const char **)elem = cs_sdup(s, it->str);
+  return true;
+}
+
 static int strptr_cmp(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -66,10 +88,8 @@ static int strptr_cmp(const void *a, const void *b) {
 static void parse_strings(struct cfg_schema *s, node_t *m, const char *key, const char ***out,
                           size_t *n_out) {
   size_t n;
-  node_t *v = get_list(s, m, key, &n);
-  if (!v) return;
-  const char **arr = sl_arena_xalloc(s->a, n * sizeof(*arr));
-  for (size_t i = 0; i < n; i++) arr[i] = cs_sdup(s, list_item(v, i)->str);
+  const char **arr = parse_list(s, m, key, sizeof(*arr), one_string, &n);
+  if (!arr) return;
   qsort(arr, n, sizeof(*arr), strptr_cmp);
   size_t k = 0;
   for (size_t i = 0; i < n; i++)
@@ -78,19 +98,11 @@ static void parse_strings(struct cfg_schema *s, node_t *m, const char *key, cons
   *n_out = k;
 }
 
-static void parse_cidrs(struct cfg_schema *s, node_t *m, struct sl_allow_rule *r) {
-  size_t n;
-  node_t *v = get_list(s, m, "client_ip", &n);
-  if (!v) return;
-  r->cidrs = sl_arena_xalloc(s->a, n * sizeof(*r->cidrs));
-  for (size_t i = 0; i < n; i++) {
-    node_t *it = list_item(v, i);
-    char e[200];
-    if (sl_parse_cidr(it->str, &r->cidrs[r->n_cidrs], e, sizeof(e)) == 0)
-      r->n_cidrs++;
-    else
-      cs_err(s, it, "client_ip: %s", e);
-  }
+static bool one_cidr(struct cfg_schema *s, node_t *it, void *elem) {
+  char e[200];
+  if (sl_parse_cidr(it->str, elem, e, sizeof(e)) == 0) return true;
+  cs_err(s, it, "client_ip: %s", e);
+  return false;
 }
 
 static void parse_header(struct cfg_schema *s, node_t *m, struct sl_allow_rule *r) {
@@ -146,28 +158,22 @@ static void parse_skip(struct cfg_schema *s, node_t *m, struct sl_allow_rule *r)
   }
 }
 
-static void parse_routes(struct cfg_schema *s, node_t *m, struct sl_allow_rule *r) {
+/* A route name: the route's own name (the masks compare addresses). */
+static bool one_route(struct cfg_schema *s, node_t *it, void *elem) {
   const struct sl_config *cfg = s->cfg;
-  size_t n;
-  node_t *v = get_list(s, m, "routes", &n);
-  if (!v) return;
-  r->routes = sl_arena_xalloc(s->a, n * sizeof(*r->routes));
-  for (size_t i = 0; i < n; i++) {
-    node_t *it = list_item(v, i);
-    size_t j = 0;
-    while (j < cfg->n_routes && strcmp(cfg->routes[j].name, it->str) != 0) j++;
-    if (j < cfg->n_routes) {
-      r->routes[r->n_routes++] = cfg->routes[j].name;
-      continue;
+  for (size_t j = 0; j < cfg->n_routes; j++)
+    if (!strcmp(cfg->routes[j].name, it->str)) {
+      *(const char **)elem = cfg->routes[j].name;
+      return true;
     }
-    const char **names = malloc((cfg->n_routes + 1) * sizeof(*names));
-    if (!names) abort(); /* config load */
-    for (j = 0; j < cfg->n_routes; j++) names[j] = cfg->routes[j].name;
-    char sug[512];
-    cs_suggestion(sug, sizeof(sug), it->str, names, cfg->n_routes, "defined routes are");
-    free(names);
-    cs_err(s, it, "routes: '%s' is not a defined route%s", it->str, sug);
-  }
+  const char **names = malloc((cfg->n_routes + 1) * sizeof(*names));
+  if (!names) abort(); /* config load */
+  for (size_t j = 0; j < cfg->n_routes; j++) names[j] = cfg->routes[j].name;
+  char sug[512];
+  cs_suggestion(sug, sizeof(sug), it->str, names, cfg->n_routes, "defined routes are");
+  free(names);
+  cs_err(s, it, "routes: '%s' is not a defined route%s", it->str, sug);
+  return false;
 }
 
 static void parse_rule(struct cfg_schema *s, node_t *m, struct sl_allow_rule *r) {
@@ -177,11 +183,11 @@ static void parse_rule(struct cfg_schema *s, node_t *m, struct sl_allow_rule *r)
   if (cs_get_name(s, m, "name", false, &r->name) == 0)
     cs_err(s, m, "allow rule: missing 'name' (it labels the rule in explain, metrics and "
                  "drop-ins)");
-  parse_cidrs(s, m, r);
+  r->cidrs = parse_list(s, m, "client_ip", sizeof(*r->cidrs), one_cidr, &r->n_cidrs);
   parse_header(s, m, r);
   parse_strings(s, m, "class", &r->classes, &r->n_classes);
   parse_strings(s, m, "device_id", &r->device_ids, &r->n_device_ids);
-  parse_routes(s, m, r);
+  r->routes = parse_list(s, m, "routes", sizeof(*r->routes), one_route, &r->n_routes);
   parse_skip(s, m, r);
   if (!cs_val(m, "client_ip") && !cs_val(m, "header") && !cs_val(m, "class") &&
       !cs_val(m, "device_id"))
@@ -255,11 +261,7 @@ static void print_strings(FILE *out, const char *key, const char *const *v, size
 
 void cfg_print_allow(FILE *out, const struct sl_config *cfg) {
   const struct sl_allow_cfg *a = &cfg->allow;
-  if (!a->n_rules) {
-    fputs("allow: []\n", out);
-    return;
-  }
-  fputs("allow:\n", out);
+  fputs(a->n_rules ? "allow:\n" : "allow: []\n", out);
   for (size_t i = 0; i < a->n_rules; i++) {
     const struct sl_allow_rule *r = &a->rules[i];
     fputs("  - ", out);

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 
 #include "sluice/admission.h"
@@ -37,28 +38,17 @@
 /* Two routes, a rate limit of one a minute per address, a concurrency
  * cap of one, a firmware block; the allow rules come after. */
 static const char BASE[] =
-    "listeners:\n"
-    "  - name: public\n"
-    "    address: \"127.0.0.1:18080\"\n"
+    "listeners: [{ name: public, address: \"127.0.0.1:18080\" }]\n"
     "identify:\n"
-    "  client_ip: { trusted_proxies: [\"127.0.0.0/8\"] }\n"
-    "  device_class: { header: \"x-device-class\" }\n"
-    "  firmware: { header: \"x-firmware-version\" }\n"
-    "  device_id: { header: \"x-device-id\" }\n"
+    "  { client_ip: { trusted_proxies: [127.0.0.0/8] }, device_class: { header: x-device-class },\n"
+    "    firmware: { header: x-firmware-version }, device_id: { header: x-device-id } }\n"
     "upstreams:\n"
     "  identity: { address: \"127.0.0.1:18081\" }\n"
     "routes:\n"
-    "  - name: connect\n"
-    "    match: { path_prefix: \"/v1/connect\" }\n"
-    "    upstream: identity\n"
-    "    rate_limits:\n"
-    "      - { key: client_ip, rate: \"1/m\", burst: 1 }\n"
-    "    concurrency: { max: 1 }\n"
-    "  - name: other\n"
-    "    match: { path_prefix: \"/\" }\n"
-    "    upstream: identity\n"
-    "    rate_limits:\n"
-    "      - { key: client_ip, rate: \"1/m\", burst: 1 }\n"
+    "  - { name: connect, match: { path_prefix: /v1/connect }, upstream: identity,\n"
+    "      rate_limits: [{ key: client_ip, rate: 1/m, burst: 1 }], concurrency: { max: 1 } }\n"
+    "  - { name: other, match: { path_prefix: / }, upstream: identity,\n"
+    "      rate_limits: [{ key: client_ip, rate: 1/m, burst: 1 }] }\n"
     "blocklist:\n"
     "  firmware:\n"
     "    - { class: hub, versions: \">=1.0.0\", reason: \"INC-1\" }\n"
@@ -66,7 +56,7 @@ static const char BASE[] =
     "  - { match: { path_prefix: \"/v1/connect\" }, abort: { percent: 100, status: 418 } }\n";
 
 /* BASE has this many lines: a test's rules start on the next. */
-#define BASE_LINES 27
+#define BASE_LINES 16
 
 static const char RULES[] =
     "allow:\n"
@@ -126,25 +116,15 @@ static const char *req_header(const void *ctx, const char *name) {
 /* Identifies |r| into |id| and |f|; returns its route. */
 static const struct sl_route_cfg *identify(const struct env *e, const struct req *r,
                                            struct sl_identity *id, struct sl_request_facts *f) {
-  struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof(ss));
-  const char *ip = r->ip ? r->ip : "192.0.2.1";
-  if (strchr(ip, ':')) {
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-    s6->sin6_family = AF_INET6;
-    assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
-  } else {
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    s4->sin_family = AF_INET;
-    assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
-  }
+  struct addrinfo hints = {.ai_flags = AI_NUMERICHOST}, *peer;
+  assert_int_equal(getaddrinfo(r->ip ? r->ip : "192.0.2.1", NULL, &hints, &peer), 0);
   struct sl_hdr h[3];
   size_t n = 0;
   if (r->cls) h[n++] = (struct sl_hdr){"x-device-class", 14, r->cls, strlen(r->cls)};
   if (r->fw) h[n++] = (struct sl_hdr){"x-firmware-version", 18, r->fw, strlen(r->fw)};
   if (r->dev) h[n++] = (struct sl_hdr){"x-device-id", 11, r->dev, strlen(r->dev)};
-  assert_int_equal(sl_identify(&e->cfg->identify, (struct sockaddr *)&ss, h, n, id),
-                   SL_IDENTIFY_OK);
+  assert_int_equal(sl_identify(&e->cfg->identify, peer->ai_addr, h, n, id), SL_IDENTIFY_OK);
+  freeaddrinfo(peer);
   *f = (struct sl_request_facts){.method = "GET",
                                  .path = r->path ? r->path : "/v1/connect",
                                  .listener = "public",
@@ -199,22 +179,20 @@ static void test_match(void **st) {
   assert_string_equal(rule_of(&e, &(struct req){.cls = "partner-g", .dev = "dev-42"}), "-");
   assert_string_equal(rule_of(&e, &(struct req){.cls = "partner-gwx", .dev = "dev-42"}), "-");
 
-  /* Header with a value, only on route "other". */
-  struct req h = {.path = "/x", .hname = "x-partner", .hvalue = "wallet-api"};
-  assert_string_equal(rule_of(&e, &h), "hdr");
-  h.path = "/v1/connect";
-  assert_string_equal(rule_of(&e, &h), "-");
-  h.path = "/x";
-  h.hvalue = "wallet-api2";
-  assert_string_equal(rule_of(&e, &h), "-");
-  /* Presence AND a CIDR. */
-  struct req p = {.ip = "203.0.113.5", .hname = "x-any", .hvalue = ""};
-  assert_string_equal(rule_of(&e, &p), "present");
-  p.ip = "203.0.114.5";
-  assert_string_equal(rule_of(&e, &p), "-");
-  p.ip = "203.0.113.5";
-  p.hname = "x-other";
-  assert_string_equal(rule_of(&e, &p), "-");
+  /* A header with a value, only on route "other"; presence AND a CIDR. */
+  static const struct {
+    struct req r;
+    const char *rule;
+  } cases[] = {
+      {{.path = "/x", .hname = "x-partner", .hvalue = "wallet-api"}, "hdr"},
+      {{.path = "/v1/connect", .hname = "x-partner", .hvalue = "wallet-api"}, "-"},
+      {{.path = "/x", .hname = "x-partner", .hvalue = "wallet-api2"}, "-"},
+      {{.ip = "203.0.113.5", .hname = "x-any", .hvalue = ""}, "present"},
+      {{.ip = "203.0.114.5", .hname = "x-any", .hvalue = ""}, "-"},
+      {{.ip = "203.0.113.5", .hname = "x-other", .hvalue = ""}, "-"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+    assert_string_equal(rule_of(&e, &cases[i].r), cases[i].rule);
   env_free(&e);
 }
 
@@ -269,33 +247,42 @@ static void expect_error(const char *rules, unsigned line, unsigned col, const c
 
 static void test_schema_errors(void **st) {
   (void)st;
-  expect_error("allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n    skip: [rate_limit]\n", 4, 12,
-               "unknown policy 'rate_limit' (did you mean 'rate_limits'?)");
-  expect_error("allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n    skip: [nothing_like_it]\n",
-               4, 12, "valid names are: blocklist, rate_limits, shaping, concurrency");
-  expect_error("allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n    skip: [shaping, breaker]\n",
-               4, 21, "'breaker' cannot be skipped");
-  expect_error("allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n    skip: []\n", 4, 11,
-               "skip: must not be an empty list");
-  expect_error("allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n", 2, 5, "missing 'skip'");
-  expect_error("allow:\n  - name: a\n    routes: [other]\n    skip: [shaping]\n", 2, 5,
-               "give at least one of client_ip, header, class, device_id");
-  expect_error("allow:\n  - name: a\n    client_ip: [10.0.0.1/8]\n    skip: [shaping]\n", 3, 17,
-               "host bits set");
-  expect_error("allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n    routes: [conect]\n"
-               "    skip: [shaping]\n",
-               4, 14, "'conect' is not a defined route (did you mean 'connect'?)");
-  expect_error("allow:\n  - client_ip: 10.0.0.0/8\n    skip: [shaping]\n", 2, 5,
-               "missing 'name'");
-  expect_error("allow:\n  - name: a\n    header: { value: x }\n    skip: [shaping]\n", 3, 13,
-               "header: missing 'name'");
-  expect_error("allow:\n  - name: a\n    class: []\n    skip: [shaping]\n", 3, 12,
-               "class: must not be an empty list");
-  expect_error("allow:\n  - name: a\n    clas: [x]\n    skip: [shaping]\n", 3, 5,
-               "unknown key 'clas' in allow rule (did you mean 'class'?)");
-  expect_error("allow:\n  - { name: a, class: x, skip: [shaping] }\n"
-               "  - { name: a, class: y, skip: [shaping] }\n",
-               3, 5, "duplicate allow rule name 'a'");
+  static const struct {
+    const char *rules;
+    unsigned line, col;
+    const char *text;
+  } cases[] = {
+      {"allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n    skip: [rate_limit]\n", 4, 12,
+       "unknown policy 'rate_limit' (did you mean 'rate_limits'?)"},
+      {"allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n    skip: [nothing_like_it]\n", 4, 12,
+       "valid names are: blocklist, rate_limits, shaping, concurrency"},
+      {"allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n    skip: [shaping, breaker]\n", 4, 21,
+       "'breaker' cannot be skipped"},
+      {"allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n    skip: []\n", 4, 11,
+       "skip: must not be an empty list"},
+      {"allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n", 2, 5, "missing 'skip'"},
+      {"allow:\n  - name: a\n    routes: [other]\n    skip: [shaping]\n", 2, 5,
+       "give at least one of client_ip, header, class, device_id"},
+      {"allow:\n  - name: a\n    client_ip: [10.0.0.1/8]\n    skip: [shaping]\n", 3, 17,
+       "host bits set"},
+      {"allow:\n  - name: a\n    client_ip: 10.0.0.0/8\n    routes: [conect]\n"
+       "    skip: [shaping]\n",
+       4, 14, "'conect' is not a defined route (did you mean 'connect'?)"},
+      {"allow:\n  - client_ip: 10.0.0.0/8\n    skip: [shaping]\n", 2, 5, "missing 'name'"},
+      {"allow:\n  - name: a\n    header: { value: x }\n    skip: [shaping]\n", 3, 13,
+       "header: missing 'name'"},
+      {"allow:\n  - name: a\n    class: []\n    skip: [shaping]\n", 3, 12,
+       "class: must not be an empty list"},
+      {"allow:\n  - name: a\n    clas: [x]\n    skip: [shaping]\n", 3, 5,
+       "unknown key 'clas' in allow rule (did you mean 'class'?)"},
+      {"allow:\n  - { name: a, class: x, skip: [shaping] }\n"
+       "  - { name: a, class: y, skip: [shaping] }\n",
+       3, 5, "duplicate allow rule name 'a'"},
+      {"allow:\n  - name: a\n    device_id: [{ x: y }]\n    skip: [shaping]\n", 3, 17,
+       "device_id: expected a string"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+    expect_error(cases[i].rules, cases[i].line, cases[i].col, cases[i].text);
   /* More rules than the masks hold: the 65th is the error. */
   char many[64 * 64 + 64];
   size_t off = (size_t)snprintf(many, sizeof(many), "allow:\n");
@@ -311,9 +298,7 @@ static char *print_cfg(const struct sl_config *cfg) {
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
-  assert_non_null(f);
-  assert_int_equal(sl_config_print(cfg, f), 0);
-  fclose(f);
+  assert_true(f && sl_config_print(cfg, f) == 0 && fclose(f) == 0);
   return buf;
 }
 
