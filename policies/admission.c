@@ -110,7 +110,8 @@ static void allow_find(const struct sl_admission_input *in, struct sl_admission 
     sl_allow_describe(r, why, sizeof(why));
   } else {
     snprintf(name, sizeof(name), "allow");
-    snprintf(why, sizeof(why), "no allow rule matches (%zu rules)", in->cfg->allow.n_rules);
+    size_t n = in->cfg->allow.n_rules;
+    snprintf(why, sizeof(why), "no allow rule matches (%zu rule%s)", n, n == 1 ? "" : "s");
   }
   sl_engine_trace(tf, first, name, "allow", r ? "exempt" : "none", why);
 }
