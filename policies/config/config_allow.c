@@ -162,7 +162,7 @@ static void parse_skip(struct cfg_schema *s, node_t *m, struct sl_allow_rule *r)
 static bool one_route(struct cfg_schema *s, node_t *it, void *elem) {
   const struct sl_config *cfg = s->cfg;
   for (size_t j = 0; j < cfg->n_routes; j++)
-    if (!strcmp(cfg->routes[j].name, it->str)) {
+    if (cfg->routes[j].name && !strcmp(cfg->routes[j].name, it->str)) { /* NULL: in error */
       *(const char **)elem = cfg->routes[j].name;
       return true;
     }

@@ -292,6 +292,23 @@ static void test_schema_errors(void **st) {
   expect_error(many, SL_ALLOW_MAX_RULES + 2, 5, "at most 64 rules");
 }
 
+/* A rule naming routes while a route has no name (an error of its own):
+ * reported, never compared with the missing name (found by fuzz_config). */
+static void test_routes_with_an_unnamed_route(void **st) {
+  (void)st;
+  struct sl_config_errors errs = {0};
+  assert_null(yaml_load("listeners: [{ name: public, address: \"127.0.0.1:18080\" }]\n"
+                        "upstreams: { identity: { address: \"127.0.0.1:18081\" } }\n"
+                        "routes: [{ match: { path_prefix: / }, upstream: identity }]\n"
+                        "allow: [{ name: a, class: x, routes: [connect], skip: [shaping] }]\n",
+                        "", &errs));
+  bool named = false;
+  for (size_t i = 0; i < errs.n; i++)
+    named |= errs.items[i].line == 4 && strstr(errs.items[i].message, "'connect' is not a defined");
+  assert_true(named);
+  sl_config_errors_free(&errs);
+}
+
 /* ---- printer and diff --------------------------------------------- */
 
 static char *print_cfg(const struct sl_config *cfg) {
@@ -491,6 +508,7 @@ int main(void) {
       cmocka_unit_test(test_match_forwarded),
       cmocka_unit_test(test_first_match),
       cmocka_unit_test(test_schema_errors),
+      cmocka_unit_test(test_routes_with_an_unnamed_route),
       cmocka_unit_test(test_print_round_trip),
       cmocka_unit_test(test_diff),
       cmocka_unit_test(test_admission_rate_limit_not_charged),
