@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "sluice/admission.h"
+#include "sluice/allow.h"
 #include "sluice/blocklist.h"
 #include "sluice/config.h"
 #include "sluice/json.h"
@@ -104,6 +105,28 @@ static void shaping_describe(const struct sl_shaping_rule *r, char *buf, size_t 
              r->bw_up.bytes_per_s ? r->bw_up.text : "unpaced");
 }
 
+/* The request's allow rule (the first that matches) and what it skips;
+ * explain shows it first, or that no rule matched. */
+static void allow_find(const struct sl_admission_input *in, struct sl_admission *out, FILE *tf,
+                       bool *first) {
+  const struct sl_allow_rule *r = sl_allow_match(&in->cfg->allow, in->route, in->id, in->facts);
+  if (r) {
+    out->allow = r;
+    out->skip = r->skip;
+  }
+  if (!tf) return;
+  char name[SL_POLICY_NAME_MAX], why[256];
+  if (r) {
+    snprintf(name, sizeof(name), "allow/%s", r->name);
+    sl_allow_describe(r, why, sizeof(why));
+  } else {
+    snprintf(name, sizeof(name), "allow");
+    size_t n = in->cfg->allow.n_rules;
+    snprintf(why, sizeof(why), "no allow rule matches (%zu rule%s)", n, n == 1 ? "" : "s");
+  }
+  sl_engine_trace(tf, first, name, "allow", r ? "exempt" : "none", why);
+}
+
 /* No kind pends yet and the data plane cannot resume a decision: fail
  * closed, as an unreachable store would. */
 static __attribute__((noinline, cold)) void pending_refuse(const struct sl_policy_cfg *p,
@@ -132,6 +155,8 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   char why[160];
   memset(out, 0, offsetof(struct sl_admission, held));
   out->admit = true;
+  if (cfg->allow.n_rules) allow_find(in, out, tf, &first);
+  const uint64_t skip = out->skip;
 
   /* Locate the route's limiter keys first: for a table of a million keys
    * the bucket is a DRAM miss, and prefetching it here lets that latency
@@ -145,7 +170,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     uint32_t burst;
     bool live; /* applies to this request */
   } kept[KEPT];
-  for (size_t i = 0; i < route->n_rate_limits && i < KEPT; i++)
+  for (size_t i = 0; i < route->n_rate_limits && i < KEPT && !(skip & SL_SKIP_RATE_LIMITS); i++)
     kept[i].live = limit_locate(sl_policy_state_ratelimit(rs->rate_limits[i]),
                                 &route->rate_limits[i], route, id, &kept[i].ref, &kept[i].period,
                                 &kept[i].burst);
@@ -166,7 +191,10 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   }
 
   /* 1. Blocklist: client_ip, device_id, firmware (policies/blocklist_stage.c). */
-  if (in->blocklist && !sl_blocklist_stage(in, out, tf, &first)) return;
+  if (in->blocklist && (skip & SL_SKIP_BLOCKLIST))
+    sl_engine_trace_exempt(tf, &first, "blocklist", "blocklist", out);
+  else if (in->blocklist && !sl_blocklist_stage(in, out, tf, &first))
+    return;
 
   /* 2. Policies of registered kinds (sluice/policy.h) of the stage before
    * the rate limits (the first |early| of the route's): looked at now,
@@ -191,6 +219,10 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     uint64_t period;
     uint32_t burst;
     struct sl_rl_ref ref;
+    if (skip & SL_SKIP_RATE_LIMITS) {
+      sl_engine_trace_exempt(tf, &first, rl_name, "rate_limit", out);
+      continue;
+    }
     if (i < KEPT) {
       if (!kept[i].live) {
         sl_engine_trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
@@ -250,7 +282,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   struct sl_ratelimit_table *cap_table = NULL;
   struct sl_rl_ref cap_ref;
   uint64_t cap_period = 0;
-  for (size_t i = 0; i < cfg->n_shaping && in->facts; i++) {
+  if ((skip & SL_SKIP_SHAPING) && cfg->n_shaping)
+    sl_engine_trace_exempt(tf, &first, "shaping", "shaping", out);
+  for (size_t i = 0; i < cfg->n_shaping && in->facts && !(skip & SL_SKIP_SHAPING); i++) {
     const struct sl_shaping_rule *r = &cfg->shaping[i];
     if (!sl_route_match_one(&r->match, in->facts)) continue;
     bool paces = r->bw_down.bytes_per_s || r->bw_up.bytes_per_s;
@@ -310,7 +344,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
    * commit, and then the limits charged before it, the shaping cap and
    * what the kinds' policies hold are given back, so that the refused
    * request has consumed nothing. */
-  if (!in->trace) {
+  if (!in->trace && !(skip & SL_SKIP_RATE_LIMITS)) {
     uint64_t charged = 0; /* bit i: limit i admitted and charged */
     for (size_t i = 0; i < route->n_rate_limits && i < SL_ROUTE_MAX_RATE_LIMITS; i++) {
       const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];

@@ -32,6 +32,12 @@ void sl_engine_trace_write(FILE *f, bool *first, const char *policy, const char 
   *first = false;
 }
 
+void sl_engine_trace_exempt_write(FILE *f, bool *first, const char *policy, const char *kind,
+                                  const struct sl_admission *out) {
+  char why[128];
+  snprintf(why, sizeof(why), "skip (allow/%s)", out->allow ? out->allow->name : "?");
+  sl_engine_trace_write(f, first, policy, kind, "skip", why);
+}
 
 /* A refusal of |p| (|r|): enforced (true) or reported as a shadow one. */
 static bool refused(const struct sl_policy_cfg *p, const struct sl_policy_result *r,
@@ -68,10 +74,17 @@ enum sl_verdict sl_engine_peek(struct sl_engine_run *run, const struct sl_policy
                                struct sl_admission *out, void **pending, FILE *trace,
                                bool *first) {
   if (n > SL_ENGINE_MAX_POLICIES) n = SL_ENGINE_MAX_POLICIES;
+  /* Kinds the request's allow rule skips: never peeked, so never
+   * committed, rolled back or finished. */
+  uint64_t skip = c->out ? c->out->skip : 0;
   for (; run->next < n; run->next++) {
     size_t i = run->next;
     const struct sl_policy_cfg *p = &ps[i];
     struct sl_policy_result r;
+    if (skip >> p->kind_index & 1) {
+      sl_engine_trace_exempt(trace, first, p->name, p->kind->key, c->out);
+      continue;
+    }
     if (run->answer) {
       r = *run->answer;
       run->answer = NULL;

@@ -95,6 +95,15 @@ static inline void sl_engine_trace(FILE *f, bool *first, const char *policy, con
   if (f) sl_engine_trace_write(f, first, policy, kind, verdict, why);
 }
 
+/* Explain: |policy| was skipped by the request's allow rule (out->allow):
+ * verdict "skip", why "skip (allow/<rule>)". */
+void sl_engine_trace_exempt_write(FILE *f, bool *first, const char *policy, const char *kind,
+                                  const struct sl_admission *out);
+static inline void sl_engine_trace_exempt(FILE *f, bool *first, const char *policy,
+                                          const char *kind, const struct sl_admission *out) {
+  if (f) sl_engine_trace_exempt_write(f, first, policy, kind, out);
+}
+
 static inline void sl_engine_refuse(struct sl_admission *out, uint16_t status,
                                     enum sl_reject_reason reason, const char *error,
                                     uint32_t retry_after_s) {

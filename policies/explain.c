@@ -10,6 +10,7 @@
 
 #include "sluice/json.h"
 #include "sluice/admission.h"
+#include "sluice/allow.h"
 #include "sluice/explain.h"
 #include "sluice/identify.h"
 #include "sluice/path.h"
@@ -198,6 +199,15 @@ static int explain_normalised(const struct sl_config *cfg, const struct sl_polic
     fputs(",\"policy\":", out);
     json_str(out, a.policy, strlen(a.policy));
     fprintf(out, ",\"retry_after\":%u", a.retry_after_s);
+  }
+  if (a.allow) { /* the exemption, whatever the verdict */
+    char skip[256];
+    sl_allow_describe_skip(a.skip, skip, sizeof(skip));
+    fputs(",\"allow\":{\"rule\":", out);
+    json_str(out, a.allow->name, strlen(a.allow->name));
+    fputs(",\"skip\":", out);
+    json_str(out, skip, strlen(skip));
+    fputc('}', out);
   }
   fputs("}}\n", out);
   return 0;

@@ -4,6 +4,8 @@
  *
  *   maintenance -> blocklist -> route rate limits -> concurrency -> circuit breaker -> shaping
  *
+ * Before all of them, the first matching `allow` rule (sluice/allow.h)
+ * says which of them this request skips.
  * (connection-rate is checked at accept, before any of this). The first
  * enforcing policy that refuses decides; a policy in shadow mode (its own
  * `mode: shadow` or the global one) records what it would have done and
@@ -97,6 +99,11 @@ struct sl_admission {
    * configuration decided with. */
   uint64_t delay_ms;
   const struct sl_shaping_rule *paced;
+  /* The `allow` rule that exempts this request (sluice/allow.h; NULL:
+   * none) and what it skips (SL_SKIP_*, config-t.h; 0 without a rule),
+   * whether or not the request was then admitted. */
+  const struct sl_allow_rule *allow;
+  uint64_t skip;
   /* Held while admitted; released by sl_admission_finish(). |conc|: the
    * route's concurrency slot, also in held[] (the concurrency kind's). */
   struct sl_concurrency *conc;

@@ -326,6 +326,52 @@ struct sl_shaping_rule {
   uint64_t identity;           /* rate cap's identity, for state carry-over */
 };
 
+/* ---- allow (exemptions) ------------------------------------------ */
+
+struct sl_cidrset;
+
+/* What an allow rule skips (struct sl_allow_rule.skip): bit i for i below
+ * SL_ENGINE_MAX_KINDS (sluice/policy.h) is the policy kind of place i in
+ * policies/kinds/kinds.def (sl_policy_cfg.kind_index); the built-in steps
+ * of admission have the bits above. */
+#define SL_SKIP_KIND(i) (UINT64_C(1) << (i))
+#define SL_SKIP_BLOCKLIST (UINT64_C(1) << 32)
+#define SL_SKIP_RATE_LIMITS (UINT64_C(1) << 33)
+#define SL_SKIP_SHAPING (UINT64_C(1) << 34)
+
+/* Rules in `allow`: one bit each in the masks of struct sl_allow_cfg. */
+#define SL_ALLOW_MAX_RULES 64
+
+/* One exemption: a request matches when every criterion given matches
+ * (AND across criteria, OR within a list); the first matching rule is the
+ * request's, and admission skips what its |skip| names. */
+struct sl_allow_rule {
+  const char *name;
+  struct sl_mark mark;
+  struct sl_cidr *cidrs;       /* client_ip (the identified address) */
+  size_t n_cidrs;
+  /* header: one exact (or, value NULL, presence) match, as routes match
+   * headers (n_headers 0: none; nothing else set). */
+  struct sl_route_match header;
+  const char **classes;        /* device classes, sorted (strcmp); exact */
+  size_t n_classes;
+  const char **device_ids;     /* sorted (strcmp); exact */
+  size_t n_device_ids;
+  const char **routes;         /* as written (names checked at load); NULL: every route */
+  size_t n_routes;
+  uint64_t skip;               /* SL_SKIP_* */
+};
+
+struct sl_allow_cfg {
+  struct sl_allow_rule *rules;
+  size_t n_rules;               /* at most SL_ALLOW_MAX_RULES */
+  uint64_t any_ip;              /* bit i: rule i has no client_ip criterion */
+  uint64_t *route_rules;        /* [cfg->n_routes]: bit i: rule i applies on that route */
+  /* Every rule's client_ip blocks, each carrying its rule's index; built
+   * at load (heap, released by sl_config_free()); NULL: no rule has one. */
+  struct sl_cidrset *cidrs;
+};
+
 enum sl_access_log { SL_ACCESS_LOG_OFF = 0, SL_ACCESS_LOG_ON, SL_ACCESS_LOG_SAMPLED };
 /* What the access log shows of a query string: names only (values are
  * where tokens travel), or all of it. */
@@ -376,6 +422,7 @@ struct sl_config {
   /* Top-level `maintenance` (policies/kinds/maintenance.c), implied in
    * every route without its own; NULL: none. */
   const struct sl_policy_cfg *maintenance;
+  struct sl_allow_cfg allow;    /* exemptions (policies/allow.c) */
 
   struct sl_arena *arena;       /* owns everything above */
 };

@@ -15,6 +15,7 @@
 
 #include <openssl/evp.h>
 
+#include "sluice/cidrset.h"
 #include "sluice/config.h"
 #include "sluice/version.h"
 #include "config_int.h"
@@ -367,6 +368,7 @@ void sl_config_free(struct sl_config *cfg) {
   }
   for (size_t i = 0; i < cfg->blocklist.n_firmware; i++)
     sl_vrange_free(&cfg->blocklist.firmware[i].versions);
+  sl_cidrset_del(cfg->allow.cidrs);
   struct sl_arena *arena = cfg->arena; /* |cfg| lives in it */
   sl_arena_free(arena);
   free(arena);

@@ -11,6 +11,7 @@
 #include "sluice/json.h"
 #include "sluice/policy.h"
 #include "sluice/policy_state.h"
+#include "config_allow.h"
 
 void sl_namelist_add(struct sl_namelist *nl, const char *name) {
   nl->n++;
@@ -116,6 +117,7 @@ static void diff_sections(const struct sl_config *a, const struct sl_config *b,
   if (memcmp(&a->reject, &b->reject, sizeof(a->reject)) != 0) sl_namelist_add(out, "reject");
   if (shaping_hash(a) != shaping_hash(b)) sl_namelist_add(out, "shaping");
   if (maintenance_hash(a) != maintenance_hash(b)) sl_namelist_add(out, "maintenance");
+  if (cfg_allow_hash(a) != cfg_allow_hash(b)) sl_namelist_add(out, "allow");
   if (a->mode != b->mode) sl_namelist_add(out, "mode");
   if (a->drain_timeout_ms != b->drain_timeout_ms) sl_namelist_add(out, "drain_timeout");
   if (a->access_log != b->access_log || a->access_log_query != b->access_log_query)

@@ -15,6 +15,7 @@
 
 #include "sluice/config.h"
 #include "sluice/policy.h"
+#include "config_allow.h"
 #include "config_int.h"
 #include "config_print.h"
 #include "reject_extra.h"
@@ -384,6 +385,7 @@ int sl_config_print(const struct sl_config *cfg, FILE *out) {
   kv_double(out, 4, "jitter", rj->jitter);
   cfg_print_kv_raw(out, 2, "body", rj->body_json ? "json" : "text");
   print_shaping(out, cfg);
+  cfg_print_allow(out, cfg);
   cfg_print_kv_raw(out, 0, "mode", cfg->mode == SL_MODE_SHADOW ? "shadow" : "enforce");
   kv_ms(out, 0, "drain_timeout", cfg->drain_timeout_ms);
   static const char *const logs[] = {"off", "on", "sampled"};

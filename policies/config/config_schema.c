@@ -18,6 +18,7 @@
 #include "sluice/config.h"
 #include "sluice/path.h"
 #include "sluice/version.h"
+#include "config_allow.h"
 #include "config_schema.h"
 #include "../kinds/maintenance.h"
 
@@ -453,7 +454,7 @@ node_t *cs_required_list(struct cfg_schema *s, node_t *root, const char *key, co
 static const char *const ROOT_KEYS[] = {
     "listeners", "admin",  "upstreams", "identify", "routes",        "blocklist",
     "reject",    "shaping", "mode",     "drain_timeout", "access_log", "rejection_log_per_sec",
-    "include",   "maintenance", "access_log_query", NULL};
+    "include",   "maintenance", "access_log_query", "allow", NULL};
 
 void cfg_schema_apply(struct sl_config *cfg, const struct cfg_node *root,
                       struct sl_config_errors *errs) {
@@ -475,6 +476,7 @@ void cfg_schema_apply(struct sl_config *cfg, const struct cfg_node *root,
   cs_parse_blocklist(s, root);
   cs_parse_reject(s, root);
   cs_parse_shaping(s, root);
+  cs_parse_allow(s, root); /* after the routes: rules name them */
 
   cs_get_mode(s, root, &cfg->mode);
   cs_get_ms(s, root, "drain_timeout", 0, &cfg->drain_timeout_ms);

@@ -58,8 +58,8 @@ struct sl_conn {
    * blocklist reload can close the keep-alive connections of a newly
    * blocked address, device or firmware (SPEC section 4). */
   struct sl_dev_facts last;
-  /* Exempt from that close (set by an `allow` exemption; nobody sets it
-   * yet). */
+  /* Exempt from that close (the last request's `allow` rule skipped the
+   * blocklist). */
   bool blocklist_exempt;
   struct sl_listener *lis;
   int fd;

@@ -78,6 +78,10 @@ void sl_stats_init(void) {
       "sluice_shaping_paced_waits_total",
       "Times a shaping bandwidth stopped an exchange's direction until it had tokens again.",
       SL_METRIC_COUNTER, "route,policy,direction");
+  sl_stats.exemptions = sl_metrics_family(
+      "sluice_exemptions_total",
+      "Requests an allow rule exempted from some policies, by rule and route.",
+      SL_METRIC_COUNTER, "allow,route");
   sl_stats.draining = sl_metrics_family("sluice_draining", "1 while shutting down.",
                                         SL_METRIC_GAUGE, "");
 }
@@ -384,4 +388,23 @@ void sl_stats_paced(const char *route, const char *policy, const char *direction
   struct sl_metric_series *w = sl_metrics_series(sl_stats.paced_waits, values);
   if (b) sl_metric_add(b, bytes);
   if (w) sl_metric_add(w, waits);
+}
+
+/* Keyed by both names' addresses and texts (both live in the snapshot). */
+#define EXEMPT_CACHE_SIZE 32
+static __thread struct {
+  struct name_key allow, route;
+  struct sl_metric_series *series;
+} exempt_cache[EXEMPT_CACHE_SIZE];
+
+void sl_stats_exemption(const char *allow, const char *route) {
+  size_t h = (((uintptr_t)allow >> 4) * 31u + ((uintptr_t)route >> 4)) % EXEMPT_CACHE_SIZE;
+  if (!exempt_cache[h].series || !name_key_match(&exempt_cache[h].allow, allow) ||
+      !name_key_match(&exempt_cache[h].route, route)) {
+    const char *values[2] = {allow, route};
+    exempt_cache[h].series = sl_metrics_series(sl_stats.exemptions, values);
+    name_key_set(&exempt_cache[h].allow, allow);
+    name_key_set(&exempt_cache[h].route, route);
+  }
+  if (exempt_cache[h].series) sl_metric_inc(exempt_cache[h].series);
 }

@@ -42,6 +42,7 @@ struct sl_stats {
   struct sl_metric_family *firmware_unknown;    /* route,reason */
   struct sl_metric_family *paced_bytes;         /* route,policy,direction */
   struct sl_metric_family *paced_waits;         /* route,policy,direction */
+  struct sl_metric_family *exemptions;          /* allow,route */
 };
 
 extern struct sl_stats sl_stats;
@@ -89,6 +90,9 @@ bool sl_stats_log_admit(uint64_t key, int64_t now_s, unsigned *suppressed);
 
 /* A request without a usable firmware version (absent or unparseable). */
 void sl_stats_firmware_unknown(const char *route, bool absent);
+/* A request the `allow` rule |allow| exempted on |route| (cached per
+ * thread). */
+void sl_stats_exemption(const char *allow, const char *route);
 /* One more accepted connection on |listener| (cached per thread). */
 void sl_stats_connection_accepted(const char *listener);
 

@@ -171,8 +171,8 @@ struct sl_stream {
   char ws_key[25];        /* Sec-WebSocket-Key sent upstream (ws_h2) */
   struct sl_ws_tracker ws_down; /* frame boundaries, upstream -> client */
   struct sl_dev_facts dev; /* for emergency blocks of tunnels */
-  /* Exempt from the emergency close of a blocklist reload (set by an
-   * `allow` exemption; nobody sets it yet). */
+  /* Exempt from the emergency close of a blocklist reload (its `allow` rule
+   * skipped the blocklist). */
   bool blocklist_exempt;
   ev_tstamp tunnel_started;
   uint64_t tunnel_bytes_up, tunnel_bytes_down;

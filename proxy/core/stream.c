@@ -376,6 +376,10 @@ void sl_stream_dispatch(struct sl_stream *s) {
       .rnd = stream_random(),
   };
   sl_admission_decide(&in, &s->adm);
+  /* Exempt from the blocklist: an emergency close after a reload passes
+   * this tunnel and this connection by (until a request that is not). */
+  c->blocklist_exempt = s->blocklist_exempt = (s->adm.skip & SL_SKIP_BLOCKLIST) != 0;
+  if (s->adm.allow) sl_stats_exemption(s->adm.allow->name, s->route->name);
   if (s->adm.firmware_unknown) sl_stats_firmware_unknown(s->route->name, id.firmware == NULL);
   const struct sl_stats_who who = {s->client_ip, id.firmware, id.firmware_len, id.device_class,
                                    id.device_class_len};
