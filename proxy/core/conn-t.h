@@ -64,6 +64,7 @@ struct sl_conn {
   ev_io rio, wio;
   ev_timer timer;
   SSL *ssl;
+  bool proxy_hdr;     /* waiting for the PROXY header (proxy_protocol listener) */
   bool handshaking;
   bool detecting;     /* cleartext: h1 or h2c preface not decided yet */
   bool closing;       /* close once `out` is flushed */

@@ -11,8 +11,13 @@
 
 #include "core/conn-t.h"
 
+struct sl_listener_cfg;
+
+/* Takes |fd| (closed on failure). |lc|: the listener's configuration in
+ * the worker's generation (NULL: none); with `proxy_protocol` the
+ * connection waits for its PROXY header (and |peer| was trusted) first. */
 void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
-                    const struct sockaddr_storage *peer);
+                    const struct sockaddr_storage *peer, const struct sl_listener_cfg *lc);
 /* Queue |c| for a write at the end of this loop iteration. */
 void sl_conn_schedule_flush(struct sl_conn *c);
 /* Close after pending output is written: the protocol state is freed,

@@ -40,6 +40,7 @@ struct sl_stats {
   struct sl_metric_family *ws_duration;         /* route */
   struct sl_metric_family *ws_bytes;            /* route,direction */
   struct sl_metric_family *firmware_unknown;    /* route,reason */
+  struct sl_metric_family *proxy_protocol_errors; /* listener,reason */
 };
 
 extern struct sl_stats sl_stats;

@@ -20,6 +20,7 @@
 #include "sluice/ratelimit.h"
 #include "sluice/log.h"
 #include "sluice/version.h"
+#include "core/accept.h"
 #include "core/clock.h"
 #include "core/conn.h"
 #include "core/container.h"
@@ -41,33 +42,6 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
   (void)loop;
   (void)revents;
   sl_worker_flush_all(wk);
-}
-
-/* The connection-rate limit of SPEC section 4, checked at accept before
- * any TLS or HTTP work: per client address (the TCP peer; there are no
- * headers yet), refused by closing the socket. Returns true to accept. */
-static bool connect_rate_admits(struct sl_worker *w, const struct sl_listener *lis,
-                                const struct sockaddr_storage *peer) {
-  const struct sl_config *cfg = w->gen->cfg;
-  const struct sl_listener_cfg *lc = NULL;
-  for (size_t i = 0; i < cfg->n_listeners; i++)
-    if (strcmp(cfg->listeners[i].name, lis->name) == 0) lc = &cfg->listeners[i];
-  struct sl_ratelimit_table *t =
-      lc ? sl_policy_state_ratelimit(sl_policy_set_connect_rate(w->gen->policies, lc)) : NULL;
-  if (!t) return true;
-  struct sl_identity id;
-  sl_identify_peer(&cfg->identify, (const struct sockaddr *)peer, &id);
-  struct sl_rl_verdict v;
-  if (sl_ratelimit_admit(t, id.key, sizeof(id.key), lc->connect_rate.per_ip.period_ns,
-                         lc->connect_rate.burst, sl_now_ns(), &v))
-    return true;
-  char policy[SL_POLICY_NAME_MAX], ip[64] = "";
-  snprintf(policy, sizeof(policy), "%s/connect_rate", lc->name);
-  sl_identify_format_addr(&id, ip, sizeof(ip));
-  bool shadow = lc->connect_rate.mode == SL_MODE_SHADOW ||
-                (lc->connect_rate.mode == SL_MODE_INHERIT && cfg->mode == SL_MODE_SHADOW);
-  sl_stats_rejection(w, "-", policy, SL_REASON_CONNECT_RATE, shadow, ip);
-  return shadow;
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
@@ -96,12 +70,26 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
       close(fd);
       continue;
     }
-    if (!connect_rate_admits(w, lis, &peer)) {
+    /* The connection-rate limit (SPEC section 4) runs here, before any
+     * TLS or HTTP work, on the TCP peer; behind a PROXY header it runs on
+     * the header's client once that is in (conn.c). An untrusted peer
+     * may not send one: closed without a byte read. */
+    const struct sl_listener_cfg *lc = sl_accept_cfg(w, lis);
+    bool proxied = lc && lc->proxy_protocol.n_trusted;
+    if (proxied && !sl_accept_proxy_trusted(lc, &peer)) {
+      char ip[64];
+      sl_accept_format_peer(&peer, ip, sizeof(ip));
+      sl_accept_proxy_error(w, lis->name, "untrusted", ip,
+                            "peer not in proxy_protocol.trusted");
+      close(fd);
+      continue;
+    }
+    if (!proxied && !sl_accept_connect_rate(w, lc, &peer)) {
       close(fd);
       continue;
     }
     sl_stats_connection_accepted(lis->name);
-    sl_conn_accept(w, lis, fd, &peer);
+    sl_conn_accept(w, lis, fd, &peer, lc);
   }
 }
 
