@@ -541,6 +541,42 @@ bool sl_conn_reclaim_lingering(struct sl_worker *w, const struct sl_listener *li
   return false;
 }
 
+/* ---- the drain spread queue (worker.c) ----------------------------- */
+
+void sl_conn_spread_push(struct sl_conn *c) {
+  struct sl_worker *w = c->w;
+  if (c->spread_queued) return;
+  c->spread_queued = true;
+  c->spread_next = NULL;
+  c->spread_prev = w->spread_tail;
+  if (w->spread_tail)
+    w->spread_tail->spread_next = c;
+  else
+    w->spread_head = c;
+  w->spread_tail = c;
+}
+
+static void conn_spread_unlink(struct sl_conn *c) {
+  struct sl_worker *w = c->w;
+  if (c->spread_prev)
+    c->spread_prev->spread_next = c->spread_next;
+  else
+    w->spread_head = c->spread_next;
+  if (c->spread_next)
+    c->spread_next->spread_prev = c->spread_prev;
+  else
+    w->spread_tail = c->spread_prev;
+  c->spread_next = c->spread_prev = NULL;
+  c->spread_queued = false;
+  w->spread_spent++; /* its turn is used, whether taken or given up */
+}
+
+struct sl_conn *sl_conn_spread_pop(struct sl_worker *w) {
+  struct sl_conn *c = w->spread_head;
+  if (c) conn_spread_unlink(c);
+  return c;
+}
+
 /* Releases |c|'s socket and protocol state at once and marks it dead. The
  * struct itself is freed by the worker's flush pass at the end of this
  * loop iteration, so callers up the stack may still look at c->dead. */
@@ -559,6 +595,7 @@ void sl_conn_close(struct sl_conn *c) {
       lw->linger_tail = c->linger_prev;
     c->linger_next = c->linger_prev = NULL;
   }
+  if (c->spread_queued) conn_spread_unlink(c);
   struct ev_loop *loop = c->w->loop;
   ev_io_stop(loop, &c->rio);
   ev_io_stop(loop, &c->wio);

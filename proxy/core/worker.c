@@ -35,7 +35,7 @@
 
 atomic_int sl_workers_exited;
 
-static _Atomic uint64_t stop_timeout_ms;
+static _Atomic uint64_t stop_timeout_ms, stop_spread_ms;
 
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
   struct sl_worker *wk = SL_CONTAINER_OF(w, struct sl_worker, flush_watcher);
@@ -97,6 +97,46 @@ static void drain_check(struct sl_worker *w) {
   if (w->draining && w->n_conns == 0) ev_break(w->loop, EVBREAK_ALL);
 }
 
+/* Tunnels no turn of the spread covers (opened by an upgrade that was in
+ * flight when the drain began) are closed once the spread is over. */
+static void close_late_tunnels(struct sl_worker *w) {
+  for (struct sl_stream *t = w->tunnels, *tn; t; t = tn) {
+    tn = t->tunnel_next;
+    if (t->ws_close_pending || t->resp_done || t->conn->spread_queued) continue;
+    sl_stream_tunnel_close(t, 1001, SL_DRAIN_CLOSE_REASON);
+    sl_conn_schedule_flush(t->conn);
+  }
+}
+
+/* Takes the turns of the drain spread that are due: the i-th of n (from
+ * 0) at spread_at + spread_s * i / n, so the last is spread_s * (n-1)/n
+ * after the first and the clients' reconnects come at most n/spread_s a
+ * second. Counting from the clock (not from timer firings) keeps a late
+ * timer from stretching the spread. */
+static void spread_tick(struct sl_worker *w) {
+  uint32_t due = w->spread_n;
+  if (w->spread_s > 0) {
+    double turns = (ev_now(w->loop) - w->spread_at) * w->spread_n / w->spread_s;
+    if (turns + 1 < due) due = (uint32_t)turns + 1;
+  }
+  while (w->spread_spent < due) {
+    struct sl_conn *c = sl_conn_spread_pop(w);
+    if (!c) break;
+    if (c->ops && c->ops->drain) c->ops->drain(c);
+    if (!c->dead) sl_conn_schedule_flush(c);
+  }
+  if (!w->spread_head) {
+    ev_timer_stop(w->loop, &w->spread_timer);
+    close_late_tunnels(w);
+  }
+}
+
+static void spread_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  spread_tick(SL_CONTAINER_OF(t, struct sl_worker, spread_timer));
+}
+
 static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   struct sl_worker *w = SL_CONTAINER_OF(t, struct sl_worker, drain_timer);
   (void)revents;
@@ -108,12 +148,53 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
     ev_break(loop, EVBREAK_ALL);
     return;
   }
-  /* Connections that became idle since the last check close now. */
+  /* Connections that became idle since the last check close now; those
+   * waiting for their turn in the spread stay. */
   for (struct sl_conn *c = w->conns, *n; c; c = n) {
     n = c->next;
+    if (c->spread_queued) continue;
     if (!c->ops || (c->ops->idle && c->ops->idle(c))) sl_conn_close_after_flush(c);
   }
+  if (!w->spread_head) close_late_tunnels(w);
   drain_check(w);
+}
+
+/* Long-lived connections (open tunnels, h2) take turns spread evenly over
+ * drain_spread, so that their clients do not all reconnect elsewhere in
+ * the same few milliseconds (a herd the drain itself would make); until
+ * its turn a connection is served as usual. The rest drain at once: an
+ * idle keep-alive connection closes (its client reconnects when it next
+ * has a request, on its own schedule), a busy one after its response. */
+static void spread_begin(struct sl_worker *w) {
+  uint32_t n = 0;
+  for (struct sl_stream *t = w->tunnels; t; t = t->tunnel_next) {
+    if (t->conn->spread_queued || t->conn->lingering) continue;
+    sl_conn_spread_push(t->conn);
+    n++;
+  }
+  for (struct sl_conn *c = w->conns, *cn; c; c = cn) {
+    cn = c->next;
+    if (c->lingering || c->spread_queued) continue; /* lingering: ends within SL_LINGER_MS */
+    if (!c->ops) {
+      sl_conn_close(c);
+    } else if (c->ops->drain_spread) {
+      sl_conn_spread_push(c);
+      n++;
+    } else if (c->ops->drain) {
+      c->ops->drain(c);
+    }
+  }
+  w->spread_n = n;
+  w->spread_spent = 0;
+  w->spread_at = ev_now(w->loop);
+  w->spread_s = (ev_tstamp)atomic_load(&stop_spread_ms) / 1000.0;
+  if (n)
+    sl_log_json(SL_LOG_INFO, "drain: spreading closes", "\"worker\":%d,\"connections\":%u,"
+                "\"spread_ms\":%llu", w->id, n, (unsigned long long)atomic_load(&stop_spread_ms));
+  double every = n && w->spread_s > 0 ? w->spread_s / n : 0.001;
+  ev_timer_init(&w->spread_timer, spread_timer_cb, every, every < 0.001 ? 0.001 : every);
+  spread_tick(w); /* the first turn is now */
+  if (w->spread_head) ev_timer_start(w->loop, &w->spread_timer);
 }
 
 static void worker_begin_drain(struct sl_worker *w) {
@@ -132,20 +213,7 @@ static void worker_begin_drain(struct sl_worker *w) {
     free(wl);
   }
   w->n_listeners = 0;
-  /* Tunnels get a WebSocket close 1001 (going away) at a frame boundary
-   * well before drain_timeout cuts whatever is left. */
-  for (struct sl_stream *t = w->tunnels, *tn; t; t = tn) {
-    tn = t->tunnel_next;
-    sl_stream_tunnel_close(t, 1001, "server shutting down");
-  }
-  for (struct sl_conn *c = w->conns, *n; c; c = n) {
-    n = c->next;
-    if (c->lingering) continue; /* ends within its own bound (SL_LINGER_MS) */
-    if (!c->ops)
-      sl_conn_close(c);
-    else if (c->ops->drain)
-      c->ops->drain(c);
-  }
+  spread_begin(w);
   static __thread ev_tstamp deadline;
   deadline = ev_now(w->loop) + (ev_tstamp)atomic_load(&stop_timeout_ms) / 1000.0;
   w->drain_timer.data = &deadline;
@@ -328,8 +396,9 @@ void sl_worker_notify_reload(struct sl_worker *w) {
   ev_async_send(w->loop, &w->wakeup);
 }
 
-void sl_worker_notify_stop(struct sl_worker *w, uint64_t timeout_ms) {
+void sl_worker_notify_stop(struct sl_worker *w, uint64_t timeout_ms, uint64_t spread_ms) {
   atomic_store(&stop_timeout_ms, timeout_ms);
+  atomic_store(&stop_spread_ms, spread_ms < timeout_ms ? spread_ms : timeout_ms);
   atomic_store(&w->stop_requested, true);
   ev_async_send(w->loop, &w->wakeup);
 }
