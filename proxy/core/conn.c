@@ -543,6 +543,21 @@ bool sl_conn_reclaim_lingering(struct sl_worker *w, const struct sl_listener *li
 
 /* ---- the drain spread queue (worker.c) ----------------------------- */
 
+/* Takes |c| off one of its worker's doubly linked lists (head and tail in
+ * the worker, |prev| and |next| the link fields in the connection). */
+#define CONN_LIST_UNLINK(c, head, tail, prev, next) \
+  do {                                              \
+    if ((c)->prev)                                  \
+      (c)->prev->next = (c)->next;                  \
+    else                                            \
+      (c)->w->head = (c)->next;                     \
+    if ((c)->next)                                  \
+      (c)->next->prev = (c)->prev;                  \
+    else                                            \
+      (c)->w->tail = (c)->prev;                     \
+    (c)->next = (c)->prev = NULL;                   \
+  } while (0)
+
 void sl_conn_spread_push(struct sl_conn *c) {
   struct sl_worker *w = c->w;
   if (c->spread_queued) return;
@@ -557,18 +572,9 @@ void sl_conn_spread_push(struct sl_conn *c) {
 }
 
 static void conn_spread_unlink(struct sl_conn *c) {
-  struct sl_worker *w = c->w;
-  if (c->spread_prev)
-    c->spread_prev->spread_next = c->spread_next;
-  else
-    w->spread_head = c->spread_next;
-  if (c->spread_next)
-    c->spread_next->spread_prev = c->spread_prev;
-  else
-    w->spread_tail = c->spread_prev;
-  c->spread_next = c->spread_prev = NULL;
+  CONN_LIST_UNLINK(c, spread_head, spread_tail, spread_prev, spread_next);
   c->spread_queued = false;
-  w->spread_spent++; /* its turn is used, whether taken or given up */
+  c->w->spread_spent++; /* its turn is used, whether taken or given up */
 }
 
 struct sl_conn *sl_conn_spread_pop(struct sl_worker *w) {
@@ -583,18 +589,7 @@ struct sl_conn *sl_conn_spread_pop(struct sl_worker *w) {
 void sl_conn_close(struct sl_conn *c) {
   if (c->dead) return;
   c->dead = true;
-  if (c->lingering) {
-    struct sl_worker *lw = c->w;
-    if (c->linger_prev)
-      c->linger_prev->linger_next = c->linger_next;
-    else
-      lw->linger_head = c->linger_next;
-    if (c->linger_next)
-      c->linger_next->linger_prev = c->linger_prev;
-    else
-      lw->linger_tail = c->linger_prev;
-    c->linger_next = c->linger_prev = NULL;
-  }
+  if (c->lingering) CONN_LIST_UNLINK(c, linger_head, linger_tail, linger_prev, linger_next);
   if (c->spread_queued) conn_spread_unlink(c);
   struct ev_loop *loop = c->w->loop;
   ev_io_stop(loop, &c->rio);

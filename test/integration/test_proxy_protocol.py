@@ -128,12 +128,15 @@ def pp_config(trusted=("127.0.0.0/8",), timeout="3s", **listener):
     return cfg
 
 
-def raw_request(port, data, timeout=5):
-    """Sends |data| in one write; returns everything read until EOF, or
-    None when the connection was reset (closed with our bytes unread)."""
+def raw_request(port, data, timeout=5, writes=None):
+    """Sends |data| in one write (or the byte strings of |writes| one
+    write each); returns everything read until EOF, or None when the
+    connection was reset (closed with our bytes unread)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        s.sendall(data)
+        for w in writes or [data]:
+            s.sendall(w)
         out = b""
         while True:
             try:
@@ -181,21 +184,8 @@ def test_header_and_request_in_one_write(start_sluice, header, client):
 
 def test_header_one_byte_per_write(start_sluice):
     s = start_sluice(pp_config())
-    c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
-    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        for b in v2("198.51.100.3"):
-            c.sendall(bytes([b]))
-        c.sendall(GET)
-        out = b""
-        while True:
-            chunk = c.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        c.close()
-    assert forwarded_for(out) == "198.51.100.3"
+    writes = [bytes([b]) for b in v2("198.51.100.3")] + [GET]
+    assert forwarded_for(raw_request(s.port, None, writes=writes)) == "198.51.100.3"
 
 
 def test_keepalive_requests_all_carry_the_header_client(start_sluice, upstream, lb_factory):

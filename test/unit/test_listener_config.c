@@ -15,30 +15,18 @@
 #include "sluice/config.h"
 #include "yaml_fixture.h"
 
-/* 9 lines; what a test appends starts at line 10. */
-#define BASE                          \
-  "listeners:\n"                      \
-  "  - name: public\n"                \
-  "    address: \"127.0.0.1:8080\"\n" \
-  "upstreams:\n"                      \
-  "  identity:\n"                     \
-  "    address: \"127.0.0.1:8081\"\n" \
-  "routes:\n"                         \
-  "  - name: default\n"               \
-  "    upstream: identity\n"
-
-/* A listener with a PROXY block at line 4 (appended keys at line 10+). */
-#define PP(block)                              \
-  "listeners:\n"                               \
-  "  - name: public\n"                         \
-  "    address: \"127.0.0.1:8080\"\n"          \
-  "    proxy_protocol: " block "\n"            \
-  "upstreams:\n"                               \
-  "  identity:\n"                              \
-  "    address: \"127.0.0.1:8081\"\n"          \
-  "routes:\n"                                  \
-  "  - name: default\n"                        \
-  "    upstream: identity\n"
+/* A configuration whose listener has |extra| lines after its address
+ * (line 4 on). */
+#define CONFIG(extra)                                           \
+  "listeners:\n"                                                \
+  "  - name: public\n"                                          \
+  "    address: \"127.0.0.1:8080\"\n" extra                     \
+  "upstreams: { identity: { address: \"127.0.0.1:8081\" } }\n"  \
+  "routes: [ { name: default, upstream: identity } ]\n"
+/* 5 lines; what a test appends starts at line 6. */
+#define BASE CONFIG("")
+/* The listener's proxy_protocol |block| on line 4. */
+#define PP(block) CONFIG("    proxy_protocol: " block "\n")
 
 static void expect_error(const char *yaml, uint32_t line, uint32_t col, const char *sub) {
   struct sl_config_errors errs = {0};
@@ -54,35 +42,27 @@ static void expect_error(const char *yaml, uint32_t line, uint32_t col, const ch
   sl_config_errors_free(&errs);
 }
 
-static char *print_to_string(const struct sl_config *cfg) {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  assert_non_null(f);
-  assert_int_equal(sl_config_print(cfg, f), 0);
-  fclose(f);
-  return buf;
-}
-
 static void test_defaults(void **state) {
   (void)state;
   struct sl_config *cfg = yaml_load_ok(BASE, "");
   assert_int_equal(cfg->listeners[0].proxy_protocol.n_trusted, 0);
   assert_int_equal(cfg->drain_timeout_ms, 20000);
-  assert_int_equal(cfg->drain_spread_ms, 15000); /* 3/4 of drain_timeout */
   sl_config_free(cfg);
-  cfg = yaml_load_ok(BASE, "drain_timeout: 6s\n");
-  assert_int_equal(cfg->drain_spread_ms, 4500);
-  sl_config_free(cfg);
-  cfg = yaml_load_ok(BASE, "drain_timeout: 0s\n");
-  assert_int_equal(cfg->drain_spread_ms, 0);
-  sl_config_free(cfg);
-  cfg = yaml_load_ok(BASE, "drain_timeout: 6s\ndrain_spread: 6s\n");
-  assert_int_equal(cfg->drain_spread_ms, 6000);
-  sl_config_free(cfg);
-  cfg = yaml_load_ok(BASE, "drain_spread: 0s\n");
-  assert_int_equal(cfg->drain_spread_ms, 0);
-  sl_config_free(cfg);
+  static const struct {
+    const char *yaml;
+    uint64_t spread_ms;
+  } cases[] = {
+      {"", 15000}, /* 3/4 of drain_timeout */
+      {"drain_timeout: 6s\n", 4500},
+      {"drain_timeout: 0s\n", 0},
+      {"drain_timeout: 6s\ndrain_spread: 6s\n", 6000},
+      {"drain_spread: 0s\n", 0},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    cfg = yaml_load_ok(BASE, cases[i].yaml);
+    assert_int_equal(cfg->drain_spread_ms, cases[i].spread_ms);
+    sl_config_free(cfg);
+  }
 }
 
 static void test_proxy_protocol_values(void **state) {
@@ -111,10 +91,10 @@ static void test_errors(void **state) {
   expect_error(PP("{ trusted: [ \"10.0.0.0/8\" ], timeout: 0s }"), 4, 59, "at least 1ms");
   expect_error(PP("{ trusted: [ \"10.0.0.0/8\" ], timout: 3s }"), 4, 50, "timeout");
   expect_error(PP("[ \"10.0.0.0/8\" ]"), 4, 21, "expected a mapping");
-  expect_error(BASE "drain_timeout: 5s\ndrain_spread: 6s\n", 11, 15,
+  expect_error(BASE "drain_timeout: 5s\ndrain_spread: 6s\n", 7, 15,
                "drain_spread: 6000ms is longer than drain_timeout (5000ms)");
-  expect_error(BASE "drain_spread: 21s\n", 10, 15, "longer than drain_timeout (20000ms)");
-  expect_error(BASE "drain_spread: soon\n", 10, 15, "drain_spread");
+  expect_error(BASE "drain_spread: 21s\n", 6, 15, "longer than drain_timeout (20000ms)");
+  expect_error(BASE "drain_spread: soon\n", 6, 15, "drain_spread");
 }
 
 static void test_print_round_trip(void **state) {
@@ -122,12 +102,12 @@ static void test_print_round_trip(void **state) {
   struct sl_config *a = yaml_load_ok(
       PP("{ trusted: [ \"10.0.0.0/8\", \"2001:db8::/32\" ], timeout: 750ms }"),
       "drain_timeout: 8s\ndrain_spread: 5s\n");
-  char *t1 = print_to_string(a);
+  char *t1 = yaml_print(a);
   assert_non_null(strstr(t1, "    proxy_protocol:\n      trusted:\n        - \"10.0.0.0/8\"\n"
                              "        - \"2001:db8::/32\"\n      timeout: 750ms\n"));
   assert_non_null(strstr(t1, "drain_spread: 5s\n"));
   struct sl_config *b = yaml_load_ok(t1, "");
-  char *t2 = print_to_string(b);
+  char *t2 = yaml_print(b);
   assert_string_equal(t1, t2);
   assert_int_equal(b->listeners[0].proxy_protocol.n_trusted, 2);
   assert_int_equal(b->drain_spread_ms, 5000);
@@ -137,7 +117,7 @@ static void test_print_round_trip(void **state) {
   sl_config_free(b);
   /* Without proxy_protocol nothing of it is printed. */
   a = yaml_load_ok(BASE, "");
-  t1 = print_to_string(a);
+  t1 = yaml_print(a);
   assert_null(strstr(t1, "proxy_protocol"));
   free(t1);
   sl_config_free(a);

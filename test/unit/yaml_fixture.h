@@ -37,4 +37,15 @@ static struct sl_config *yaml_load_ok(const char *head, const char *body) {
   return cfg;
 }
 
+/* What `sluice check --print` writes for |cfg| (malloc'd; caller frees). */
+static inline char *yaml_print(const struct sl_config *cfg) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  assert_non_null(f);
+  assert_int_equal(sl_config_print(cfg, f), 0);
+  fclose(f);
+  return buf;
+}
+
 #endif
