@@ -496,8 +496,8 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
   struct sl_h2 *h = ud;
   /* A reset the client caused costs it a token; once the budget is spent
-   * the GOAWAY goes out in this same send pass. Draining refuses streams
-   * with REFUSED_STREAM on sluice's account. */
+   * the GOAWAY goes out in this same send pass. After the drain's GOAWAY,
+   * streams are refused with REFUSED_STREAM on sluice's account. */
   if (frame->hd.type == NGHTTP2_RST_STREAM &&
       h2_reset_is_clients_fault(frame->rst_stream.error_code) &&
       !(frame->rst_stream.error_code == NGHTTP2_REFUSED_STREAM && h->goaway_sent)) {
