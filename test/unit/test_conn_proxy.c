@@ -90,27 +90,27 @@ static void test_v2_and_local(void **state) {
   send_and_check((const char *)msg, 16 + strlen(req), 16, "127.0.0.1");
 }
 
+/* sluice closes without sending a byte. */
+static void expect_silent_close(struct tclient *t) {
+  assert_true(tc_until(t, tc_done_eof, NULL, 2000));
+  assert_int_equal(t->len, 0);
+  tc_close(t);
+}
+
 static void test_bad_header_closes(void **state) {
   (void)state;
   static const char *bad[] = {"GET / HTTP/1.1\r\n\r\n", "PROXY TCP4 1.2.3.4\n", "\x16\x03\x01"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     struct tclient *t = pp_open(2000);
     tc_puts(t, bad[i]);
-    assert_true(tc_until(t, tc_done_eof, NULL, 2000));
-    assert_int_equal(t->len, 0);
-    tc_close(t);
+    expect_silent_close(t);
   }
-}
-
-static void test_header_timeout(void **state) {
-  (void)state;
+  /* Half a header, then nothing, past the 5 ms header timeout. */
   struct tclient *t = pp_open(5);
   tc_puts(t, "PROXY TCP4 ");
   tc_spin(t, 2);
   assert_false(t->eof);
-  assert_true(tc_until(t, tc_done_eof, NULL, 2000));
-  assert_int_equal(t->len, 0);
-  tc_close(t);
+  expect_silent_close(t);
 }
 
 int main(void) {
@@ -119,7 +119,6 @@ int main(void) {
       cmocka_unit_test(test_every_split),
       cmocka_unit_test(test_v2_and_local),
       cmocka_unit_test(test_bad_header_closes),
-      cmocka_unit_test(test_header_timeout),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
