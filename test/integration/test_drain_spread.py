@@ -19,7 +19,7 @@ import time
 import pytest
 
 from helpers import H2Client, base_config, run_cli, to_yaml, wait_for
-from ws_helpers import OP_CLOSE, close_payload, encode_frame, ws_config, ws_open
+from ws_helpers import OP_CLOSE, H2WSClient, close_payload, encode_frame, ws_config, ws_open
 
 REASON = "sluice draining: reconnect in a few seconds"
 
@@ -166,6 +166,29 @@ def test_drain_spread_zero_closes_at_once(start_sluice, clients):
         f, before = c.expect_close(5)
         assert f is not None and f.close_code == 1001 and f.close_reason == REASON, f
     assert time.monotonic() - t0 < 1.0
+    assert s.wait(10) == 0
+    s.stop()
+
+
+@pytest.mark.timeout(30)
+def test_h1_and_h2_tunnels_get_the_reason(start_sluice, clients):
+    """Over HTTP/1.1 and over HTTP/2 (RFC 8441, closed at its connection's
+    turn together with the GOAWAY) a tunnel's close frame is 1001 with the
+    reason."""
+    s = start_sluice(ws_config(drain_spread="1s"))
+    a = ws_open(s.port)
+    h = H2WSClient(s.port)
+    clients += [a, h]
+    h.wait_connect_protocol()
+    sid = h.open_ws()
+    assert a.echo(b"a") == b"a" and h.echo(sid, b"h") == b"h"
+    wait_for(lambda: s.metric("sluice_websocket_tunnels_active", route="ws") == 2, 10,
+             what="2 open tunnels")
+    s.send_signal(signal.SIGTERM)
+    f, before = a.expect_close(5)
+    assert before == [] and f.close_code == 1001 and f.close_reason == REASON, f
+    f, before = h.expect_close(sid, 5)
+    assert before == [] and f.close_code == 1001 and f.close_reason == REASON, f
     assert s.wait(10) == 0
     s.stop()
 

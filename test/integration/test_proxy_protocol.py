@@ -19,7 +19,7 @@ import pytest
 
 from admission_helpers import advance_clock, check_h1_rejection
 from helpers import H1Conn, H2Client, base_config, reserve_port
-from ws_helpers import ws_config, ws_open
+from ws_helpers import H2WSClient, ws_config, ws_open
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -344,6 +344,23 @@ def test_websocket_behind_proxy_header(start_sluice, lb_factory):
     c = ws_open(lb.port)
     try:
         assert c.echo(b"through the balancer") == b"through the balancer"
+    finally:
+        c.close()
+
+
+def test_h2_websocket_behind_proxy_header(start_sluice, lb_factory):
+    """RFC 8441 tunnels on an h2c connection behind the header."""
+    cfg = ws_config()
+    cfg["identify"]["client_ip"]["trusted_proxies"] = []
+    cfg["listeners"][0]["proxy_protocol"] = {"trusted": ["127.0.0.0/8"]}
+    s = start_sluice(cfg)
+    lb = lb_factory(s.port, v1("2001:db8::33"))
+    c = H2WSClient(lb.port)
+    try:
+        c.wait_connect_protocol()
+        sids = [c.open_ws() for _ in range(2)]
+        for i, sid in enumerate(sids):
+            assert c.echo(sid, b"tunnel %d" % i) == b"tunnel %d" % i
     finally:
         c.close()
 
