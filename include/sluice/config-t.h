@@ -75,6 +75,16 @@ struct sl_listener_cfg {
   uint32_t header_bytes;              /* default 16384 */
   uint32_t headers;                   /* default 100 */
   uint32_t h2_streams;                /* default 100 */
+  /* PROXY protocol v1/v2 (haproxy's proxy-protocol.txt), read before TLS
+   * and HTTP: from a `trusted` peer every connection starts with the
+   * header and its source address becomes the connection's peer (what
+   * connect_rate, identification, logs and X-Forwarded-For see); any
+   * other peer is closed. n_trusted 0: off. */
+  struct {
+    struct sl_cidr *trusted;
+    size_t n_trusted;
+    uint64_t timeout_ms;              /* default 3000: the header must be in by then */
+  } proxy_protocol;
 };
 
 /* ---- upstreams ---------------------------------------------------- */
@@ -416,6 +426,10 @@ struct sl_config {
   size_t n_shaping;
   enum sl_mode mode;            /* global; default enforce */
   uint64_t drain_timeout_ms;    /* default 20000 */
+  /* Open tunnels and HTTP/2 connections are closed one by one at evenly
+   * spaced instants over this long after SIGTERM, so their clients do not
+   * all reconnect at once; <= drain_timeout_ms, default 3/4 of it. */
+  uint64_t drain_spread_ms;
   enum sl_access_log access_log;  /* default off */
   enum sl_access_log_query access_log_query; /* default redact */
   uint32_t rejection_log_per_sec; /* default 10 */

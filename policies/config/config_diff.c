@@ -120,6 +120,7 @@ static void diff_sections(const struct sl_config *a, const struct sl_config *b,
   if (cfg_allow_hash(a) != cfg_allow_hash(b)) sl_namelist_add(out, "allow");
   if (a->mode != b->mode) sl_namelist_add(out, "mode");
   if (a->drain_timeout_ms != b->drain_timeout_ms) sl_namelist_add(out, "drain_timeout");
+  if (a->drain_spread_ms != b->drain_spread_ms) sl_namelist_add(out, "drain_spread");
   if (a->access_log != b->access_log || a->access_log_query != b->access_log_query)
     sl_namelist_add(out, "access_log");
   if (a->rejection_log_per_sec != b->rejection_log_per_sec) sl_namelist_add(out, "rejection_log");

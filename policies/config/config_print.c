@@ -114,6 +114,21 @@ static void print_match(FILE *out, int ind, const struct sl_route_match *m) {
   if (m->websocket >= 0) cfg_print_kv_raw(out, ind, "websocket", m->websocket ? "true" : "false");
 }
 
+/* "key:" and one "- a.b.c.d/n" line per block, at indent |ind|. */
+static void print_cidrs(FILE *out, int ind, const char *key, const struct sl_cidr *cs, size_t n) {
+  cfg_print_indent(out, ind);
+  fprintf(out, "%s:\n", key);
+  for (size_t i = 0; i < n; i++) {
+    char addr[64], buf[80];
+    inet_ntop(cs[i].family, cs[i].addr, addr, sizeof(addr));
+    snprintf(buf, sizeof(buf), "%s/%u", addr, cs[i].prefix);
+    cfg_print_indent(out, ind + 2);
+    fputs("- ", out);
+    cfg_print_str(out, buf);
+    fputc('\n', out);
+  }
+}
+
 static void print_listeners(FILE *out, const struct sl_config *cfg) {
   fputs("listeners:\n", out);
   for (size_t i = 0; i < cfg->n_listeners; i++) {
@@ -145,6 +160,12 @@ static void print_listeners(FILE *out, const struct sl_config *cfg) {
     cfg_print_kv_u64(out, 6, "header_bytes", l->header_bytes);
     cfg_print_kv_u64(out, 6, "headers", l->headers);
     cfg_print_kv_u64(out, 6, "h2_streams", l->h2_streams);
+    if (l->proxy_protocol.n_trusted) {
+      cfg_print_indent(out, 4);
+      fputs("proxy_protocol:\n", out);
+      print_cidrs(out, 6, "trusted", l->proxy_protocol.trusted, l->proxy_protocol.n_trusted);
+      kv_ms(out, 6, "timeout", l->proxy_protocol.timeout_ms);
+    }
   }
 }
 
@@ -190,18 +211,7 @@ static void print_identify(FILE *out, const struct sl_identify_cfg *id) {
   cfg_print_indent(out, 2);
   fputs("client_ip:\n", out);
   if (id->n_trusted_proxies) {
-    cfg_print_indent(out, 4);
-    fputs("trusted_proxies:\n", out);
-    for (size_t i = 0; i < id->n_trusted_proxies; i++) {
-      const struct sl_cidr *c = &id->trusted_proxies[i];
-      char addr[64], buf[80];
-      inet_ntop(c->family, c->addr, addr, sizeof(addr));
-      snprintf(buf, sizeof(buf), "%s/%u", addr, c->prefix);
-      cfg_print_indent(out, 6);
-      fputs("- ", out);
-      cfg_print_str(out, buf);
-      fputc('\n', out);
-    }
+    print_cidrs(out, 4, "trusted_proxies", id->trusted_proxies, id->n_trusted_proxies);
   } else {
     cfg_print_indent(out, 4);
     fputs("trusted_proxies: []\n", out);
@@ -388,6 +398,7 @@ int sl_config_print(const struct sl_config *cfg, FILE *out) {
   cfg_print_allow(out, cfg);
   cfg_print_kv_raw(out, 0, "mode", cfg->mode == SL_MODE_SHADOW ? "shadow" : "enforce");
   kv_ms(out, 0, "drain_timeout", cfg->drain_timeout_ms);
+  kv_ms(out, 0, "drain_spread", cfg->drain_spread_ms);
   static const char *const logs[] = {"off", "on", "sampled"};
   cfg_print_kv_raw(out, 0, "access_log", logs[cfg->access_log]);
   cfg_print_kv_raw(out, 0, "access_log_query",

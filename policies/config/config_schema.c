@@ -454,7 +454,7 @@ node_t *cs_required_list(struct cfg_schema *s, node_t *root, const char *key, co
 static const char *const ROOT_KEYS[] = {
     "listeners", "admin",  "upstreams", "identify", "routes",        "blocklist",
     "reject",    "shaping", "mode",     "drain_timeout", "access_log", "rejection_log_per_sec",
-    "include",   "maintenance", "access_log_query", "allow", NULL};
+    "include",   "maintenance", "access_log_query", "allow", "drain_spread", NULL};
 
 void cfg_schema_apply(struct sl_config *cfg, const struct cfg_node *root,
                       struct sl_config_errors *errs) {
@@ -480,6 +480,15 @@ void cfg_schema_apply(struct sl_config *cfg, const struct cfg_node *root,
 
   cs_get_mode(s, root, &cfg->mode);
   cs_get_ms(s, root, "drain_timeout", 0, &cfg->drain_timeout_ms);
+  /* Most of the drain: the last close leaves a quarter of drain_timeout
+   * for the closing handshakes and the streams a GOAWAY lets finish. */
+  cfg->drain_spread_ms = cfg->drain_timeout_ms - cfg->drain_timeout_ms / 4;
+  if (cs_get_ms(s, root, "drain_spread", 0, &cfg->drain_spread_ms) > 0 &&
+      cfg->drain_spread_ms > cfg->drain_timeout_ms)
+    cs_err(s, cfg_map_get(root, "drain_spread", NULL),
+           "drain_spread: %llums is longer than drain_timeout (%llums): the closes must be spread "
+           "within the drain",
+           (unsigned long long)cfg->drain_spread_ms, (unsigned long long)cfg->drain_timeout_ms);
   static const char *const logs[] = {"off", "on", "sampled", NULL};
   int li;
   if (cs_get_enum(s, root, "access_log", logs, &li) > 0) cfg->access_log = (enum sl_access_log)li;

@@ -22,7 +22,44 @@
 /* ---- listeners ---------------------------------------------------- */
 
 static const char *const LISTENER_KEYS[] = {
-    "name", "address", "tls", "max_connections", "connect_rate", "timeouts", "limits", NULL};
+    "name", "address", "tls", "max_connections", "connect_rate", "timeouts", "limits",
+    "proxy_protocol", NULL};
+
+/* A list of CIDR blocks under |key| of |m| into the arena (*out, *n; both
+ * left alone when the key is absent). Returns the list's node or NULL. */
+static node_t *get_cidrs(struct cfg_schema *s, node_t *m, const char *key, struct sl_cidr **out,
+                         size_t *n) {
+  node_t *seq = cs_get_node(s, m, key, CFG_SEQ);
+  if (!seq || !seq->n) return seq;
+  *out = sl_arena_xalloc(s->a, seq->n * sizeof(**out));
+  *n = 0;
+  for (size_t i = 0; i < seq->n; i++) {
+    node_t *c = seq->kids[i];
+    char what[64], e[200];
+    snprintf(what, sizeof(what), "%s item", key);
+    if (!cs_want(s, c, CFG_SCALAR, what)) continue;
+    if (sl_parse_cidr(c->str, &(*out)[*n], e, sizeof(e)))
+      cs_err(s, c, "%s: %s", key, e);
+    else
+      (*n)++;
+  }
+  return seq;
+}
+
+/* proxy_protocol: {trusted: [CIDRs], timeout: 3s}. */
+static void parse_proxy_protocol(struct cfg_schema *s, node_t *m, struct sl_listener_cfg *l) {
+  node_t *pp = cs_get_node(s, m, "proxy_protocol", CFG_MAP);
+  if (!pp) return;
+  static const char *const keys[] = {"trusted", "timeout", NULL};
+  cs_check_keys(s, pp, "proxy_protocol", keys);
+  l->proxy_protocol.timeout_ms = 3000;
+  cs_get_ms(s, pp, "timeout", 1, &l->proxy_protocol.timeout_ms);
+  node_t *t = get_cidrs(s, pp, "trusted", &l->proxy_protocol.trusted, &l->proxy_protocol.n_trusted);
+  if (!t || !t->n)
+    cs_err(s, t ? t : pp,
+           "proxy_protocol: 'trusted' must list the load balancers' addresses (e.g. [\"10.0.0.0/8\"]): "
+           "a PROXY header from anyone else would let them choose their client address");
+}
 
 static void parse_listener(struct cfg_schema *s, node_t *m, struct sl_listener_cfg *l) {
   cs_check_keys(s, m, "listener", LISTENER_KEYS);
@@ -71,6 +108,7 @@ static void parse_listener(struct cfg_schema *s, node_t *m, struct sl_listener_c
     cs_get_u32(s, lim, "headers", 1, 10000, &l->headers);
     cs_get_u32(s, lim, "h2_streams", 1, 1000000, &l->h2_streams);
   }
+  parse_proxy_protocol(s, m, l);
   /* Not the rate nor the burst: a reload that changes them converts the
    * table (sl_policies_attach) instead of starting it full. */
   l->connect_rate.identity = sl_hash_mix_str(sl_hash_mix_str(SL_HASH_SEED, "connect_rate"), l->name);
@@ -306,19 +344,7 @@ void cs_parse_identify(struct cfg_schema *s, node_t *root) {
   if (ci) {
     static const char *const ckeys[] = {"trusted_proxies", "ipv6_prefix", NULL};
     cs_check_keys(s, ci, "client_ip", ckeys);
-    node_t *tp = cs_get_node(s, ci, "trusted_proxies", CFG_SEQ);
-    if (tp && tp->n) {
-      id->trusted_proxies = sl_arena_xalloc(s->a, tp->n * sizeof(*id->trusted_proxies));
-      for (size_t i = 0; i < tp->n; i++) {
-        node_t *c = tp->kids[i];
-        if (!cs_want(s, c, CFG_SCALAR, "trusted_proxies item")) continue;
-        char e[200];
-        if (sl_parse_cidr(c->str, &id->trusted_proxies[id->n_trusted_proxies], e, sizeof(e)))
-          cs_err(s, c, "trusted_proxies: %s", e);
-        else
-          id->n_trusted_proxies++;
-      }
-    }
+    get_cidrs(s, ci, "trusted_proxies", &id->trusted_proxies, &id->n_trusted_proxies);
     uint32_t p;
     if (cs_get_u32(s, ci, "ipv6_prefix", 1, 128, &p) > 0) id->ipv6_prefix = (uint8_t)p;
   }

@@ -125,10 +125,13 @@ static void begin_shutdown(const char *why) {
   struct sl_metric_series *d = sl_metrics_series(sl_stats.draining, NULL);
   if (d) sl_metric_gauge_set(d, 1);
   struct sl_gen *g = sl_gen_current_ref();
-  uint64_t timeout = g->cfg->drain_timeout_ms;
+  uint64_t timeout = g->cfg->drain_timeout_ms, spread = g->cfg->drain_spread_ms;
   sl_gen_unref(g);
-  sl_log(SL_LOG_INFO, "draining", "signal", why, NULL);
-  for (int i = 0; i < M.n_workers; i++) sl_worker_notify_stop(&M.workers[i], timeout);
+  char t[24], sp[24];
+  snprintf(t, sizeof(t), "%llu", (unsigned long long)timeout);
+  snprintf(sp, sizeof(sp), "%llu", (unsigned long long)spread);
+  sl_log(SL_LOG_INFO, "draining", "signal", why, "drain_timeout_ms", t, "drain_spread_ms", sp, NULL);
+  for (int i = 0; i < M.n_workers; i++) sl_worker_notify_stop(&M.workers[i], timeout, spread);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {

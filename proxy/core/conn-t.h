@@ -46,11 +46,21 @@ struct sl_proto_ops {
   /* Tear down protocol state (the connection is closing). */
   void (*destroy)(struct sl_conn *c);
   /* Graceful shutdown: stop taking new requests (h2 GOAWAY; h1 close
-   * after the current response). */
+   * after the current response); open tunnels get a WebSocket close 1001
+   * with SL_DRAIN_CLOSE_REASON. */
   void (*drain)(struct sl_conn *c);
   /* True when no request is in progress (idle keep-alive). */
   bool (*idle)(struct sl_conn *c);
+  /* A drain takes the connection's turn in the worker's drain spread
+   * instead of draining it at once: its clients keep it for many requests
+   * and reconnect as soon as it is drained (h2). An h1 connection takes a
+   * turn only while it carries a tunnel. */
+  bool drain_spread;
 };
+
+/* The reason of the close frame (1001, going away) a drain sends on open
+ * WebSocket tunnels: something a client can log. */
+#define SL_DRAIN_CLOSE_REASON "sluice draining: reconnect in a few seconds"
 
 struct sl_conn {
   struct sl_worker *w;
@@ -66,6 +76,7 @@ struct sl_conn {
   ev_io rio, wio;
   ev_timer timer;
   SSL *ssl;
+  bool proxy_hdr;     /* waiting for the PROXY header (proxy_protocol listener) */
   bool handshaking;
   bool detecting;     /* cleartext: h1 or h2c preface not decided yet */
   bool closing;       /* close once `out` is flushed */
@@ -90,6 +101,8 @@ struct sl_conn {
   ev_tstamp timer_armed_at; /* deadline the libev timer is armed for */
   uint32_t linger_bytes;    /* input discarded while lingering */
   struct sl_conn *linger_next, *linger_prev; /* worker's lingering list */
+  bool spread_queued;       /* waiting for its turn in the drain spread */
+  struct sl_conn *spread_next, *spread_prev; /* worker's drain spread queue */
 };
 
 #endif

@@ -9,6 +9,7 @@
  * connection once per loop iteration (ev_prepare), with one writev.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -18,10 +19,13 @@
 #include <unistd.h>
 
 #include "sluice/log.h"
+#include "sluice/config-t.h"
+#include "core/accept.h"
 #include "core/conn.h"
 #include "core/container.h"
 #include "core/io.h"
 #include "core/listener-t.h"
+#include "core/proxy_proto.h"
 #include "core/worker-t.h"
 #include "front/front.h"
 #include "front/tls.h"
@@ -34,8 +38,27 @@ static void conn_do_flush(struct sl_conn *c);
 static void conn_linger(struct sl_conn *c);
 static void conn_linger_tls(struct sl_conn *c);
 
+/* The transport starts: TLS in accept state, or cleartext protocol
+ * detection; until the first request head is complete the header timeout
+ * runs. Returns -1 after closing |c| if TLS could not be set up. */
+static int conn_begin(struct sl_conn *c) {
+  if (c->lis->ssl_ctx) {
+    c->ssl = SSL_new(c->lis->ssl_ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+      sl_conn_close(c);
+      return -1;
+    }
+    SSL_set_accept_state(c->ssl);
+    c->handshaking = true;
+  } else {
+    c->detecting = true;
+  }
+  sl_conn_set_timeout(c, c->lis->request_header_timeout_ms);
+  return 0;
+}
+
 void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
-                    const struct sockaddr_storage *peer) {
+                    const struct sockaddr_storage *peer, const struct sl_listener_cfg *lc) {
   struct sl_conn *c = calloc(1, sizeof(*c));
   if (!c) {
     close(fd);
@@ -47,16 +70,7 @@ void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
   c->peer = *peer;
   sl_pipe_init(&c->in, SL_CHUNK_SIZE);
   sl_pipe_init(&c->out, SL_OUT_PIPE_CAP);
-  if (peer->ss_family == AF_INET6) {
-    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)peer;
-    if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
-      inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], c->peer_ip, sizeof(c->peer_ip));
-    else
-      inet_ntop(AF_INET6, &s6->sin6_addr, c->peer_ip, sizeof(c->peer_ip));
-  } else {
-    inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->peer_ip,
-              sizeof(c->peer_ip));
-  }
+  sl_accept_format_peer(peer, c->peer_ip, sizeof(c->peer_ip));
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
@@ -70,20 +84,73 @@ void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
   w->n_conns++;
   atomic_fetch_add_explicit(&lis->n_connections, 1, memory_order_relaxed);
 
-  if (lis->ssl_ctx) {
-    c->ssl = SSL_new(lis->ssl_ctx);
-    if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
-      sl_conn_close(c);
-      return;
-    }
-    SSL_set_accept_state(c->ssl);
-    c->handshaking = true;
-  } else {
-    c->detecting = true;
+  if (lc && lc->proxy_protocol.n_trusted) {
+    /* The PROXY header comes first (conn_proxy_header), then TLS or HTTP. */
+    c->proxy_hdr = true;
+    sl_conn_set_timeout(c, lc->proxy_protocol.timeout_ms);
+  } else if (conn_begin(c) != 0) {
+    return;
   }
-  /* Until the first request head is complete the header timeout runs. */
-  sl_conn_set_timeout(c, lis->request_header_timeout_ms);
   ev_io_start(w->loop, &c->rio);
+}
+
+static void conn_proxy_error(struct sl_conn *c, const char *reason, const char *detail) {
+  sl_accept_proxy_error(c->w, c->lis->name, reason, c->peer_ip, detail);
+  sl_conn_close(c);
+}
+
+/* Reads the PROXY header of a `proxy_protocol` listener's connection,
+ * before TLS and HTTP. It takes exactly the header's bytes from the
+ * socket, so the TLS or HTTP stream starts with the socket's next byte
+ * whoever reads it (OpenSSL reads the fd itself): it peeks at what has
+ * arrived, and consumes either all of it (a header not complete yet: every
+ * byte belongs to it, and is kept in `in`) or up to the header's end.
+ * Then the header's source address becomes the connection's peer and the
+ * connection-rate limit runs on it. Returns 1 once the transport has
+ * begun, 0 to wait for more bytes, -1 when |c| was closed. */
+static int conn_proxy_header(struct sl_conn *c) {
+  size_t have = c->in.len, avail;
+  size_t want = SL_PP_MAX_HEADER - have;
+  /* Contiguous with what `in` holds: the header fits in one chunk. */
+  char *dst = sl_pipe_reserve(&c->in, want, &avail);
+  if (!dst) {
+    sl_conn_close(c);
+    return -1;
+  }
+  ssize_t n = recv(c->fd, dst, want, MSG_PEEK);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
+  if (n <= 0) {
+    conn_proxy_error(c, "closed", n == 0 ? "closed before its PROXY header" : strerror(errno));
+    return -1;
+  }
+  struct sl_pp_header h;
+  const struct sl_chunk *ch = c->in.tail;
+  enum sl_pp_status st =
+      sl_pp_parse((const uint8_t *)ch->data + ch->start, have + (size_t)n, &h);
+  if (st == SL_PP_ERROR) {
+    conn_proxy_error(c, h.too_long ? "too_long" : "malformed", h.error);
+    return -1;
+  }
+  size_t take = st == SL_PP_DONE ? h.len - have : (size_t)n;
+  if (recv(c->fd, dst, take, 0) != (ssize_t)take) {
+    conn_proxy_error(c, "closed", "the header's bytes went away");
+    return -1;
+  }
+  if (st == SL_PP_NEED_MORE) {
+    sl_pipe_commit(&c->in, take);
+    return 0;
+  }
+  sl_pipe_clear(&c->in);
+  c->proxy_hdr = false;
+  if (h.has_addr) {
+    c->peer = h.src;
+    sl_accept_format_peer(&c->peer, c->peer_ip, sizeof(c->peer_ip));
+  }
+  if (!sl_accept_connect_rate(c->w, sl_accept_cfg(c->w, c->lis), &c->peer)) {
+    sl_conn_close(c);
+    return -1;
+  }
+  return conn_begin(c) == 0 ? 1 : -1;
 }
 
 /* libev's "be smart about timeouts" (ev.pod): the deadline is
@@ -246,6 +313,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
     ev_io_stop(loop, &c->rio); /* see sl_conn_pause_read */
     return;
   }
+  if (c->proxy_hdr && conn_proxy_header(c) <= 0) return;
   if (c->handshaking) {
     int rv = conn_tls_handshake(c);
     if (rv < 0) {
@@ -360,7 +428,9 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     return;
   }
   c->timeout_at = 0;
-  if (!c->ops)
+  if (c->proxy_hdr)
+    conn_proxy_error(c, "timeout", "no complete PROXY header within proxy_protocol.timeout");
+  else if (!c->ops)
     sl_conn_close(c); /* handshake or preface never completed, or linger over */
   else
     c->ops->on_timeout(c);
@@ -471,24 +541,56 @@ bool sl_conn_reclaim_lingering(struct sl_worker *w, const struct sl_listener *li
   return false;
 }
 
+/* ---- the drain spread queue (worker.c) ----------------------------- */
+
+/* Takes |c| off one of its worker's doubly linked lists (head and tail in
+ * the worker, |prev| and |next| the link fields in the connection). */
+#define CONN_LIST_UNLINK(c, head, tail, prev, next) \
+  do {                                              \
+    if ((c)->prev)                                  \
+      (c)->prev->next = (c)->next;                  \
+    else                                            \
+      (c)->w->head = (c)->next;                     \
+    if ((c)->next)                                  \
+      (c)->next->prev = (c)->prev;                  \
+    else                                            \
+      (c)->w->tail = (c)->prev;                     \
+    (c)->next = (c)->prev = NULL;                   \
+  } while (0)
+
+void sl_conn_spread_push(struct sl_conn *c) {
+  struct sl_worker *w = c->w;
+  if (c->spread_queued) return;
+  c->spread_queued = true;
+  c->spread_next = NULL;
+  c->spread_prev = w->spread_tail;
+  if (w->spread_tail)
+    w->spread_tail->spread_next = c;
+  else
+    w->spread_head = c;
+  w->spread_tail = c;
+}
+
+static void conn_spread_unlink(struct sl_conn *c) {
+  CONN_LIST_UNLINK(c, spread_head, spread_tail, spread_prev, spread_next);
+  c->spread_queued = false;
+  c->w->spread_spent++; /* its turn is used, whether taken or given up */
+}
+
+struct sl_conn *sl_conn_spread_pop(struct sl_worker *w) {
+  struct sl_conn *c = w->spread_head;
+  if (c) conn_spread_unlink(c);
+  return c;
+}
+
 /* Releases |c|'s socket and protocol state at once and marks it dead. The
  * struct itself is freed by the worker's flush pass at the end of this
  * loop iteration, so callers up the stack may still look at c->dead. */
 void sl_conn_close(struct sl_conn *c) {
   if (c->dead) return;
   c->dead = true;
-  if (c->lingering) {
-    struct sl_worker *lw = c->w;
-    if (c->linger_prev)
-      c->linger_prev->linger_next = c->linger_next;
-    else
-      lw->linger_head = c->linger_next;
-    if (c->linger_next)
-      c->linger_next->linger_prev = c->linger_prev;
-    else
-      lw->linger_tail = c->linger_prev;
-    c->linger_next = c->linger_prev = NULL;
-  }
+  if (c->lingering) CONN_LIST_UNLINK(c, linger_head, linger_tail, linger_prev, linger_next);
+  if (c->spread_queued) conn_spread_unlink(c);
   struct ev_loop *loop = c->w->loop;
   ev_io_stop(loop, &c->rio);
   ev_io_stop(loop, &c->wio);

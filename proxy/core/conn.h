@@ -11,8 +11,13 @@
 
 #include "core/conn-t.h"
 
+struct sl_listener_cfg;
+
+/* Takes |fd| (closed on failure). |lc|: the listener's configuration in
+ * the worker's generation (NULL: none); with `proxy_protocol` the
+ * connection waits for its PROXY header (and |peer| was trusted) first. */
 void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
-                    const struct sockaddr_storage *peer);
+                    const struct sockaddr_storage *peer, const struct sl_listener_cfg *lc);
 /* Queue |c| for a write at the end of this loop iteration. */
 void sl_conn_schedule_flush(struct sl_conn *c);
 /* Close after pending output is written: the protocol state is freed,
@@ -30,6 +35,11 @@ void sl_conn_close(struct sl_conn *c);
  * answer; nginx reuses such connections the same way). Returns true if one
  * was closed. */
 bool sl_conn_reclaim_lingering(struct sl_worker *w, const struct sl_listener *lis);
+/* The worker's drain spread queue (worker.c): |c| waits there for its
+ * turn; a connection that closes first leaves it (its turn counts as
+ * spent, w->spread_spent). Pop returns the head, or NULL. */
+void sl_conn_spread_push(struct sl_conn *c);
+struct sl_conn *sl_conn_spread_pop(struct sl_worker *w);
 void sl_conn_pause_read(struct sl_conn *c);
 void sl_conn_resume_read(struct sl_conn *c);
 /* (Re)arms the connection timer to fire after |ms| (0: stop). */

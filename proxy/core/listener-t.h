@@ -39,6 +39,10 @@ struct sl_listener {
   _Atomic uint32_t max_connections;
   _Atomic uint64_t request_header_timeout_ms, idle_timeout_ms;
   _Atomic uint32_t header_bytes, headers, h2_streams;
+  /* What proxy_protocol is set to (0: off), so a reload that changes it
+   * names the listener as changed; connections read the setting from
+   * their worker's generation. */
+  _Atomic uint64_t proxy_protocol_fp;
   atomic_uint n_connections; /* across workers */
   struct sl_metric_series *m_conn_h1, *m_conn_h2;
   /* Main thread only: what `ssl_ctx` was built from, so a reload rebuilds

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "sluice/config-t.h"
+#include "sluice/hash.h"
 #include "sluice/log.h"
 #include "core/listener.h"
 #include "core/stats.h"
@@ -62,6 +63,14 @@ static uint64_t tls_files_fp(const char *cert, const char *key) {
   return h;
 }
 
+static uint64_t proxy_protocol_fp(const struct sl_listener_cfg *lc) {
+  if (!lc->proxy_protocol.n_trusted) return 0;
+  uint64_t h = sl_hash_mix(SL_HASH_SEED, lc->proxy_protocol.trusted,
+                           lc->proxy_protocol.n_trusted * sizeof(*lc->proxy_protocol.trusted));
+  return sl_hash_mix_u64(sl_hash_mix_u64(h, lc->proxy_protocol.n_trusted),
+                         lc->proxy_protocol.timeout_ms) | 1;
+}
+
 /* Stores |lc|'s limits; workers read them atomically, new connections
  * (and existing ones at their next request or timer) meet them. */
 static void listener_set_limits(struct sl_listener *l, const struct sl_listener_cfg *lc) {
@@ -71,6 +80,7 @@ static void listener_set_limits(struct sl_listener *l, const struct sl_listener_
   atomic_store(&l->header_bytes, lc->header_bytes);
   atomic_store(&l->headers, lc->headers);
   atomic_store(&l->h2_streams, lc->h2_streams);
+  atomic_store(&l->proxy_protocol_fp, proxy_protocol_fp(lc));
 }
 
 static bool listener_limits_differ(const struct sl_listener *l, const struct sl_listener_cfg *lc) {
@@ -78,7 +88,8 @@ static bool listener_limits_differ(const struct sl_listener *l, const struct sl_
          atomic_load(&l->request_header_timeout_ms) != lc->request_header_timeout_ms ||
          atomic_load(&l->idle_timeout_ms) != lc->idle_timeout_ms ||
          atomic_load(&l->header_bytes) != lc->header_bytes ||
-         atomic_load(&l->headers) != lc->headers || atomic_load(&l->h2_streams) != lc->h2_streams;
+         atomic_load(&l->headers) != lc->headers || atomic_load(&l->h2_streams) != lc->h2_streams ||
+         atomic_load(&l->proxy_protocol_fp) != proxy_protocol_fp(lc);
 }
 
 /* Frees |l|: its remaining sockets, its TLS context, its strings. The

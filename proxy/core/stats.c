@@ -84,6 +84,11 @@ void sl_stats_init(void) {
       SL_METRIC_COUNTER, "allow,route");
   sl_stats.draining = sl_metrics_family("sluice_draining", "1 while shutting down.",
                                         SL_METRIC_GAUGE, "");
+  sl_stats.proxy_protocol_errors = sl_metrics_family(
+      "sluice_proxy_protocol_errors_total",
+      "Connections closed for their PROXY protocol header (untrusted, malformed, too_long, "
+      "timeout, closed).",
+      SL_METRIC_COUNTER, "listener,reason");
 }
 
 static const char *const proto_names[] = {"h1", "h2"};

@@ -43,6 +43,7 @@ struct sl_stats {
   struct sl_metric_family *paced_bytes;         /* route,policy,direction */
   struct sl_metric_family *paced_waits;         /* route,policy,direction */
   struct sl_metric_family *exemptions;          /* allow,route */
+  struct sl_metric_family *proxy_protocol_errors; /* listener,reason */
 };
 
 extern struct sl_stats sl_stats;

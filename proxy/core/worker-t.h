@@ -55,6 +55,13 @@ struct sl_worker {
    * what an older generation used. */
   _Atomic uint64_t acked_generation;
   bool draining;
+  /* The drain spread (worker.c): connections waiting for their turn
+   * (tunnels, h2), in order; the n turns are spread_s seconds * i / n
+   * after spread_at; spent counts turns taken or given up. */
+  struct sl_conn *spread_head, *spread_tail;
+  uint32_t spread_n, spread_spent;
+  ev_tstamp spread_at, spread_s;
+  ev_timer spread_timer;
 };
 
 #endif

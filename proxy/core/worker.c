@@ -20,6 +20,7 @@
 #include "sluice/ratelimit.h"
 #include "sluice/log.h"
 #include "sluice/version.h"
+#include "core/accept.h"
 #include "core/clock.h"
 #include "core/conn.h"
 #include "core/container.h"
@@ -34,41 +35,13 @@
 
 atomic_int sl_workers_exited;
 
-static _Atomic uint64_t stop_timeout_ms;
+static _Atomic uint64_t stop_timeout_ms, stop_spread_ms;
 
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
   struct sl_worker *wk = SL_CONTAINER_OF(w, struct sl_worker, flush_watcher);
   (void)loop;
   (void)revents;
   sl_worker_flush_all(wk);
-}
-
-/* The connection-rate limit of SPEC section 4, checked at accept before
- * any TLS or HTTP work: per client address (the TCP peer; there are no
- * headers yet), refused by closing the socket. Returns true to accept. */
-static bool connect_rate_admits(struct sl_worker *w, const struct sl_listener *lis,
-                                const struct sockaddr_storage *peer) {
-  const struct sl_config *cfg = w->gen->cfg;
-  const struct sl_listener_cfg *lc = NULL;
-  for (size_t i = 0; i < cfg->n_listeners; i++)
-    if (strcmp(cfg->listeners[i].name, lis->name) == 0) lc = &cfg->listeners[i];
-  struct sl_ratelimit_table *t =
-      lc ? sl_policy_state_ratelimit(sl_policy_set_connect_rate(w->gen->policies, lc)) : NULL;
-  if (!t) return true;
-  struct sl_identity id;
-  sl_identify_peer(&cfg->identify, (const struct sockaddr *)peer, &id);
-  struct sl_rl_verdict v;
-  if (sl_ratelimit_admit(t, id.key, sizeof(id.key), lc->connect_rate.per_ip.period_ns,
-                         lc->connect_rate.burst, sl_now_ns(), &v))
-    return true;
-  char policy[SL_POLICY_NAME_MAX], ip[64] = "";
-  snprintf(policy, sizeof(policy), "%s/connect_rate", lc->name);
-  sl_identify_format_addr(&id, ip, sizeof(ip));
-  bool shadow = lc->connect_rate.mode == SL_MODE_SHADOW ||
-                (lc->connect_rate.mode == SL_MODE_INHERIT && cfg->mode == SL_MODE_SHADOW);
-  sl_stats_rejection(w, "-", policy, SL_REASON_CONNECT_RATE, shadow,
-                     &(struct sl_stats_who){.client_ip = ip});
-  return shadow;
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
@@ -97,17 +70,71 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents) {
       close(fd);
       continue;
     }
-    if (!connect_rate_admits(w, lis, &peer)) {
+    /* The connection-rate limit (SPEC section 4) runs here, before any
+     * TLS or HTTP work, on the TCP peer; behind a PROXY header it runs on
+     * the header's client once that is in (conn.c). An untrusted peer
+     * may not send one: closed without a byte read. */
+    const struct sl_listener_cfg *lc = sl_accept_cfg(w, lis);
+    bool proxied = lc && lc->proxy_protocol.n_trusted;
+    if (proxied && !sl_accept_proxy_trusted(lc, &peer)) {
+      char ip[64];
+      sl_accept_format_peer(&peer, ip, sizeof(ip));
+      sl_accept_proxy_error(w, lis->name, "untrusted", ip,
+                            "peer not in proxy_protocol.trusted");
+      close(fd);
+      continue;
+    }
+    if (!proxied && !sl_accept_connect_rate(w, lc, &peer)) {
       close(fd);
       continue;
     }
     sl_stats_connection_accepted(lis->name);
-    sl_conn_accept(w, lis, fd, &peer);
+    sl_conn_accept(w, lis, fd, &peer, lc);
   }
 }
 
 static void drain_check(struct sl_worker *w) {
   if (w->draining && w->n_conns == 0) ev_break(w->loop, EVBREAK_ALL);
+}
+
+/* Tunnels no turn of the spread covers (opened by an upgrade that was in
+ * flight when the drain began) are closed once the spread is over. */
+static void close_late_tunnels(struct sl_worker *w) {
+  for (struct sl_stream *t = w->tunnels, *tn; t; t = tn) {
+    tn = t->tunnel_next;
+    if (t->ws_close_pending || t->resp_done || t->conn->spread_queued) continue;
+    sl_stream_tunnel_close(t, 1001, SL_DRAIN_CLOSE_REASON);
+    sl_conn_schedule_flush(t->conn);
+  }
+}
+
+/* Takes the turns of the drain spread that are due: the i-th of n (from
+ * 0) at spread_at + spread_s * i / n, so the last is spread_s * (n-1)/n
+ * after the first and the clients' reconnects come at most n/spread_s a
+ * second. Counting from the clock (not from timer firings) keeps a late
+ * timer from stretching the spread. */
+static void spread_tick(struct sl_worker *w) {
+  uint32_t due = w->spread_n;
+  if (w->spread_s > 0) {
+    double turns = (ev_now(w->loop) - w->spread_at) * w->spread_n / w->spread_s;
+    if (turns + 1 < due) due = (uint32_t)turns + 1;
+  }
+  while (w->spread_spent < due) {
+    struct sl_conn *c = sl_conn_spread_pop(w);
+    if (!c) break;
+    if (c->ops && c->ops->drain) c->ops->drain(c);
+    if (!c->dead) sl_conn_schedule_flush(c);
+  }
+  if (!w->spread_head) {
+    ev_timer_stop(w->loop, &w->spread_timer);
+    close_late_tunnels(w);
+  }
+}
+
+static void spread_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  spread_tick(SL_CONTAINER_OF(t, struct sl_worker, spread_timer));
 }
 
 static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
@@ -121,12 +148,53 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
     ev_break(loop, EVBREAK_ALL);
     return;
   }
-  /* Connections that became idle since the last check close now. */
+  /* Connections that became idle since the last check close now; those
+   * waiting for their turn in the spread stay. */
   for (struct sl_conn *c = w->conns, *n; c; c = n) {
     n = c->next;
+    if (c->spread_queued) continue;
     if (!c->ops || (c->ops->idle && c->ops->idle(c))) sl_conn_close_after_flush(c);
   }
+  if (!w->spread_head) close_late_tunnels(w);
   drain_check(w);
+}
+
+/* Long-lived connections (open tunnels, h2) take turns spread evenly over
+ * drain_spread, so that their clients do not all reconnect elsewhere in
+ * the same few milliseconds (a herd the drain itself would make); until
+ * its turn a connection is served as usual. The rest drain at once: an
+ * idle keep-alive connection closes (its client reconnects when it next
+ * has a request, on its own schedule), a busy one after its response. */
+static void spread_begin(struct sl_worker *w) {
+  uint32_t n = 0;
+  for (struct sl_stream *t = w->tunnels; t; t = t->tunnel_next) {
+    if (t->conn->spread_queued || t->conn->lingering) continue;
+    sl_conn_spread_push(t->conn);
+    n++;
+  }
+  for (struct sl_conn *c = w->conns, *cn; c; c = cn) {
+    cn = c->next;
+    if (c->lingering || c->spread_queued) continue; /* lingering: ends within SL_LINGER_MS */
+    if (!c->ops) {
+      sl_conn_close(c);
+    } else if (c->ops->drain_spread) {
+      sl_conn_spread_push(c);
+      n++;
+    } else if (c->ops->drain) {
+      c->ops->drain(c);
+    }
+  }
+  w->spread_n = n;
+  w->spread_spent = 0;
+  w->spread_at = ev_now(w->loop);
+  w->spread_s = (ev_tstamp)atomic_load(&stop_spread_ms) / 1000.0;
+  if (n)
+    sl_log_json(SL_LOG_INFO, "drain: spreading closes", "\"worker\":%d,\"connections\":%u,"
+                "\"spread_ms\":%llu", w->id, n, (unsigned long long)atomic_load(&stop_spread_ms));
+  double every = n && w->spread_s > 0 ? w->spread_s / n : 0.001;
+  ev_timer_init(&w->spread_timer, spread_timer_cb, every, every < 0.001 ? 0.001 : every);
+  spread_tick(w); /* the first turn is now */
+  if (w->spread_head) ev_timer_start(w->loop, &w->spread_timer);
 }
 
 static void worker_begin_drain(struct sl_worker *w) {
@@ -145,20 +213,7 @@ static void worker_begin_drain(struct sl_worker *w) {
     free(wl);
   }
   w->n_listeners = 0;
-  /* Tunnels get a WebSocket close 1001 (going away) at a frame boundary
-   * well before drain_timeout cuts whatever is left. */
-  for (struct sl_stream *t = w->tunnels, *tn; t; t = tn) {
-    tn = t->tunnel_next;
-    sl_stream_tunnel_close(t, 1001, "server shutting down");
-  }
-  for (struct sl_conn *c = w->conns, *n; c; c = n) {
-    n = c->next;
-    if (c->lingering) continue; /* ends within its own bound (SL_LINGER_MS) */
-    if (!c->ops)
-      sl_conn_close(c);
-    else if (c->ops->drain)
-      c->ops->drain(c);
-  }
+  spread_begin(w);
   static __thread ev_tstamp deadline;
   deadline = ev_now(w->loop) + (ev_tstamp)atomic_load(&stop_timeout_ms) / 1000.0;
   w->drain_timer.data = &deadline;
@@ -355,8 +410,9 @@ void sl_worker_notify_reload(struct sl_worker *w) {
   ev_async_send(w->loop, &w->wakeup);
 }
 
-void sl_worker_notify_stop(struct sl_worker *w, uint64_t timeout_ms) {
+void sl_worker_notify_stop(struct sl_worker *w, uint64_t timeout_ms, uint64_t spread_ms) {
   atomic_store(&stop_timeout_ms, timeout_ms);
+  atomic_store(&stop_spread_ms, spread_ms < timeout_ms ? spread_ms : timeout_ms);
   atomic_store(&w->stop_requested, true);
   ev_async_send(w->loop, &w->wakeup);
 }

@@ -21,8 +21,10 @@ int sl_worker_start(struct sl_worker *w);
 /* Thread-safe: ask the worker to pick up the current generation and its
  * listener set; w->acked_generation tells when it has. */
 void sl_worker_notify_reload(struct sl_worker *w);
-/* Thread-safe: stop accepting, drain within |timeout_ms|, then exit. */
-void sl_worker_notify_stop(struct sl_worker *w, uint64_t timeout_ms);
+/* Thread-safe: stop accepting, drain within |timeout_ms| (open tunnels
+ * and h2 connections one by one over the first |spread_ms| of it), then
+ * exit. */
+void sl_worker_notify_stop(struct sl_worker *w, uint64_t timeout_ms, uint64_t spread_ms);
 void sl_worker_join(struct sl_worker *w);
 /* The oldest generation any of |w[0..n)| has acknowledged (UINT64_MAX
  * when n is 0): everything retired as of a generation up to it is no

@@ -651,7 +651,7 @@ static void h1_destroy(struct sl_conn *c) {
 static void h1_drain(struct sl_conn *c) {
   struct sl_h1 *h = h1_of(c);
   if (h->state == H1_TUNNEL) {
-    sl_stream_tunnel_close(h->cur, 1001, "server shutting down");
+    sl_stream_tunnel_close(h->cur, 1001, SL_DRAIN_CLOSE_REASON);
     return;
   }
   if (h->state == H1_IDLE) {

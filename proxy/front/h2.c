@@ -263,7 +263,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
   struct sl_h2 *h = ud;
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   if (h->calm) return NGHTTP2_ERR_CALLBACK_FAILURE;
-  if (h->c->w->draining) {
+  if (h->goaway_sent) {
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                               NGHTTP2_REFUSED_STREAM);
     return 0;
@@ -500,11 +500,11 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
   struct sl_h2 *h = ud;
   /* A reset the client caused costs it a token; once the budget is spent
-   * the GOAWAY goes out in this same send pass. Draining refuses streams
-   * with REFUSED_STREAM on sluice's account. */
+   * the GOAWAY goes out in this same send pass. After the drain's GOAWAY,
+   * streams are refused with REFUSED_STREAM on sluice's account. */
   if (frame->hd.type == NGHTTP2_RST_STREAM &&
       h2_reset_is_clients_fault(frame->rst_stream.error_code) &&
-      !(frame->rst_stream.error_code == NGHTTP2_REFUSED_STREAM && h->c->w->draining)) {
+      !(frame->rst_stream.error_code == NGHTTP2_REFUSED_STREAM && h->goaway_sent)) {
     h2_glitch(h);
     return 0;
   }
@@ -729,12 +729,17 @@ static void h2_destroy(struct sl_conn *c) {
   c->proto_data = NULL;
 }
 
-/* Draining closes this connection's tunnels with 1001 (the worker walks
- * its tunnel list); streams in flight finish under the GOAWAY. */
+/* Draining (the connection's turn in the worker's drain spread): GOAWAY,
+ * streams in flight finish under it, tunnels get a close 1001. Until then
+ * the connection serves new streams as usual. */
 static void h2_drain(struct sl_conn *c) {
   struct sl_h2 *h = h2_of(c);
   if (h->goaway_sent) return;
   h->goaway_sent = true;
+  for (struct h2_stream_extra *x = h->live, *n; x; x = n) {
+    n = x->next;
+    if (x->s->tunnel) sl_stream_tunnel_close(x->s, 1001, SL_DRAIN_CLOSE_REASON);
+  }
   nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR,
                         NULL, 0);
@@ -788,6 +793,7 @@ const struct sl_proto_ops sl_h2_ops = {
     .destroy = h2_destroy,
     .drain = h2_drain,
     .idle = h2_idle,
+    .drain_spread = true,
 };
 
 static nghttp2_session_callbacks *h2_callbacks;

@@ -381,7 +381,7 @@ static int world_accept(bool expire) {
   atomic_store(&lis.request_header_timeout_ms, expire ? 1 : 10000);
   atomic_store(&lis.idle_timeout_ms, expire ? 1 : 60000);
   ev_now_update(w.loop);
-  sl_conn_accept(&w, &lis, sv[0], &peer);
+  sl_conn_accept(&w, &lis, sv[0], &peer, NULL);
   return sv[1];
 }
 
