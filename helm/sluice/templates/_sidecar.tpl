@@ -205,12 +205,16 @@ lifecycle:
 {{- end -}}
 
 {{- define "sluice.sidecar.podAnnotations" -}}
+{{- $a := dict -}}
 {{- if .values.metrics.podAnnotations -}}
-prometheus.io/scrape: "true"
-prometheus.io/port: {{ include "sluice.sidecar.adminPort" . | quote }}
-prometheus.io/path: /metrics
-{{- end }}
-{{- if .values.sluice.restartOnConfigChange }}
-checksum/sluice-config: {{ toYaml .values.sluice.config | sha256sum }}
+{{- $_ := set $a "prometheus.io/scrape" "true" -}}
+{{- $_ := set $a "prometheus.io/port" (include "sluice.sidecar.adminPort" .) -}}
+{{- $_ := set $a "prometheus.io/path" "/metrics" -}}
+{{- end -}}
+{{- if .values.sluice.restartOnConfigChange -}}
+{{- $_ := set $a "checksum/sluice-config" (toYaml .values.sluice.config | sha256sum) -}}
+{{- end -}}
+{{- if $a -}}
+{{- toYaml $a -}}
 {{- end -}}
 {{- end -}}
