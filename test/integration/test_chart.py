@@ -304,7 +304,8 @@ def test_native_sidecar_and_its_shutdown_budget(tools):
     assert ports == {"sluice-http": 8080, "sluice-admin": 9901}
     assert find(docs, "Service")["spec"]["ports"][0]["targetPort"] == "sluice-http"
     # A drop-in's drain_timeout is the one sluice runs with; 1m30s + 500ms rounds up.
-    spec = pod_spec(render(tools[0], ["--set-string", "sluice.dropins.zz\\.yaml=drain_timeout: 1m30s500ms"]))
+    dropin = "sluice.dropins.zz\\.yaml=drain_timeout: 1m30s500ms"
+    spec = pod_spec(render(tools[0], ["--set-string", dropin]))
     assert spec["terminationGracePeriodSeconds"] == 5 + 10 + 91 + 5
 
 
@@ -327,7 +328,8 @@ def test_topology_spread_and_network_policy(tools):
     keys = [c["topologyKey"] for c in spec["topologySpreadConstraints"]]
     assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
     np = find(docs, "NetworkPolicy")
-    assert np["spec"]["podSelector"]["matchLabels"] == find(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    selector = find(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert np["spec"]["podSelector"]["matchLabels"] == selector
     rules = np["spec"]["ingress"]
     assert [r["ports"][0]["port"] for r in rules] == [8080, 9901]
     assert "from" not in rules[0]
@@ -432,7 +434,8 @@ ALERT_TESTS = {
              "values": "0 1 2 1 1 1 2 1 1 1"},
             {"series": 'sluice_requests_total{%s, route="connect", protocol="h1", code="200"}' % POD,
              "values": "0+70x40"},
-            {"series": 'sluice_rejections_total{%s, route="connect", policy="connect/client_ip", reason="rate_limit"}' % POD,
+            {"series": 'sluice_rejections_total{%s, route="connect", policy="connect/client_ip", '
+                       'reason="rate_limit"}' % POD,
              "values": "0+30x40"},
             {"series": 'sluice_rejections_total{%s, route="", policy="public", reason="connect_rate"}' % POD,
              "values": "0+1000x40"},
