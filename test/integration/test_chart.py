@@ -16,7 +16,7 @@ the summary. promtool comes from Debian's prometheus (scripts/deps.sh).
                  render with a message naming the value
   sidecar        native (initContainers, restartPolicy: Always, startupProbe)
                  and classic, and the shutdown budget
-  wrapper        a parent chart that adds sluice to its own Deployment
+  wrapper        helm/examples/my-service adds sluice to its own Deployment
   alerts         promtool check rules, and promtool test rules: each alert
                  fires on the series it is about
   dashboard      every panel expression through promtool
@@ -35,7 +35,7 @@ import sys
 import pytest
 import yaml
 
-from helpers import REPO, base_config, curl
+from helpers import REPO, base_config, curl, wait_for
 from ws_helpers import ws_open
 
 sys.path.insert(0, os.path.join(REPO, "deploy"))
@@ -336,54 +336,16 @@ def test_topology_spread_and_network_policy(tools):
     assert rules[1]["from"] == [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]
 
 
-WRAPPER_DEPLOYMENT = """\
-{{- $sluice := dict "top" $ "values" .Values.sluice }}
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {{ .Release.Name }}-my-service
-spec:
-  replicas: 2
-  selector:
-    matchLabels: { app: my-service }
-  template:
-    metadata:
-      labels: { app: my-service }
-      annotations:
-        {{- include "sluice.sidecar.podAnnotations" $sluice | nindent 8 }}
-    spec:
-      automountServiceAccountToken: false
-      terminationGracePeriodSeconds: {{ include "sluice.sidecar.terminationGracePeriodSeconds" $sluice }}
-      initContainers:
-        {{- include "sluice.sidecar.initContainers" $sluice | nindent 8 }}
-      containers:
-        {{- include "sluice.sidecar.containers" $sluice | nindent 8 }}
-        - name: my-service
-          image: registry.example.com/my-service:2.0
-          {{- include "sluice.sidecar.appLifecycle" $sluice | nindent 10 }}
-      volumes:
-        {{- include "sluice.sidecar.volumes" $sluice | nindent 8 }}
-"""
-WRAPPER_VALUES = """\
-sluice:
-  app: { enabled: false, shutdownSeconds: 20 }
-  podSelector: { app: my-service }
-  metrics: { podMonitor: { enabled: true }, prometheusRule: { enabled: true } }
-"""
+EXAMPLE = os.path.join(REPO, "helm", "examples", "my-service")
 
 
 def test_around_an_existing_workload(tools, sluice_bin, tmp_path):
-    """A parent chart with the sluice chart as a dependency adds the sidecar
-    to its own Deployment through the named templates (helm/sluice/README.md)."""
+    """helm/examples/my-service: a chart with the sluice chart as a
+    dependency adds the sidecar to its own Deployment through the named
+    templates (helm/sluice/README.md, "Around an existing workload")."""
     parent = tmp_path / "my-service"
-    (parent / "templates").mkdir(parents=True)
-    (parent / "charts").mkdir()
-    shutil.copytree(CHART, parent / "charts" / "sluice")
-    (parent / "Chart.yaml").write_text(
-        "apiVersion: v2\nname: my-service\nversion: 1.0.0\nkubeVersion: '>=1.29.0-0'\n"
-        "dependencies:\n  - { name: sluice, version: '>=0.2.0' }\n")
-    (parent / "values.yaml").write_text(WRAPPER_VALUES)
-    (parent / "templates" / "deployment.yaml").write_text(WRAPPER_DEPLOYMENT)
+    shutil.copytree(EXAMPLE, parent)
+    shutil.copytree(CHART, parent / "charts" / "sluice")   # what `helm dependency build` does
     p = helm_run(tools[0], "lint", "--strict", str(parent))
     assert p.returncode == 0, p.stdout + p.stderr
     docs = render(tools[0], chart=str(parent), release="shop")
@@ -392,14 +354,21 @@ def test_around_an_existing_workload(tools, sluice_bin, tmp_path):
     spec = deps[0]["spec"]["template"]["spec"]
     assert container(spec, "sluice", "initContainers")["restartPolicy"] == "Always"
     assert [c["name"] for c in spec["containers"]] == ["my-service"]
-    assert spec["terminationGracePeriodSeconds"] == 5 + 20 + 20 + 5
+    assert container(spec, "my-service")["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert spec["terminationGracePeriodSeconds"] == 5 + 20 + 20 + 5      # its shutdownSeconds: 20
     assert find(docs, "PodMonitor")["spec"]["selector"]["matchLabels"] == {"app": "my-service"}
     assert find(docs, "Service")["spec"]["selector"] == {"app": "my-service"}
+    find(docs, "PrometheusRule")
     assert not [d for d in docs if d["kind"] in ("ServiceAccount", "PodDisruptionBudget")]
     ck = cm.Checker(verbose=False)
-    cm.check_objects(ck, sluice_bin, docs, "wrapper")     # its volumes name the ConfigMaps
-    cm.validate_objects(ck, docs, tools[1], "wrapper")
+    cm.check_objects(ck, sluice_bin, docs, "my-service")     # its volumes name the ConfigMaps
+    cm.validate_objects(ck, docs, tools[1], "my-service")
     assert not ck.failures, "\n".join(ck.failures)
+    # The same pod with a classic sidecar.
+    spec = pod_spec(render(tools[0], ["--set", "sluice.sluice.sidecar=classic"], chart=str(parent)))
+    assert not spec.get("initContainers")
+    assert [c["name"] for c in spec["containers"]] == ["sluice", "my-service"]
+    assert container(spec, "my-service")["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "25"]
 
 
 # ---- alerts and dashboard ------------------------------------------------------
@@ -592,6 +561,9 @@ def test_alert_and_panel_metrics_exist(tools, start_sluice, upstream):
         ws.close_handshake()
     finally:
         ws.close()
+    # The tunnel's end is counted when sluice sees the close: wait for it.
+    wait_for(lambda: s.metric("sluice_websocket_tunnel_duration_seconds_count") >= 1, 5,
+             what="the tunnel's duration to be observed")
     with open(s.config_path, "a") as f:
         f.write("drain_timeout: 10\n")     # a reload that fails
     status, _, _ = s.admin_get("/reload", method="POST")
