@@ -158,7 +158,7 @@ tsan: $(TSAN_BINS)
 	done
 
 integration: build/san/sluice build/sluice
-	SLUICE_BIN=$(CURDIR)/build/san/sluice $(PYTHON) -m pytest -q -p no:cacheprovider \
+	SLUICE_BIN=$(CURDIR)/build/san/sluice $(PYTHON) -m pytest -q -rs -p no:cacheprovider \
 		test/integration $(PYTEST_ARGS)
 
 test: deps

@@ -3,7 +3,7 @@
 {{- default .Values.app.name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Release-qualified name of the workload and its objects. */}}
+{{/* Release-qualified name of the example workload and its objects. */}}
 {{- define "sluice.fullname" -}}
 {{- if .Values.fullnameOverride -}}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
@@ -12,9 +12,29 @@
 {{- end -}}
 {{- end -}}
 
+{{/* Prefix of sluice's own objects (ConfigMaps, ServiceAccount, monitoring):
+     RELEASE-sluice. It depends on the release only, so that a parent chart's
+     templates compute the same names (see _sidecar.tpl). */}}
+{{- define "sluice.prefix" -}}
+{{- printf "%s-sluice" .Release.Name | trunc 48 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sluice.serviceAccountName" -}}
+{{- default (include "sluice.prefix" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
 {{- define "sluice.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "sluice.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* The pods that run sluice: podSelector, or the example workload's. */}}
+{{- define "sluice.podSelector" -}}
+{{- if .Values.podSelector -}}
+{{- toYaml .Values.podSelector -}}
+{{- else -}}
+{{- include "sluice.selectorLabels" . -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "sluice.labels" -}}
@@ -22,4 +42,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Labels of sluice's own objects. */}}
+{{- define "sluice.componentLabels" -}}
+{{ include "sluice.labels" . }}
+app.kubernetes.io/component: sluice
 {{- end -}}
