@@ -262,8 +262,8 @@ BAD_VALUES = [
     (["--set", "terminationGracePeriodSeconds=20"],
      "terminationGracePeriodSeconds=20 is shorter than the shutdown budget, 40 s (native sidecar: "
      "app preStop 5 s + app.shutdownSeconds 10 s + drain_timeout 20 s + 5 s)"),
-    (["--set", "sluice.config.admin.address=127.0.0.1:9901"],
-     "sluice.config.admin.address: '127.0.0.1:9901' is a loopback address"),
+    (["--set", "sluice.config.admin.metrics_address=127.0.0.1:9902"],
+     "sluice.config.admin.metrics_address: '127.0.0.1:9902' is a loopback address"),
     (["--set", "sluice.config.include=/etc/elsewhere"],
      "sluice.dropins are mounted at /etc/sluice/conf.d, but sluice.config.include is '/etc/elsewhere'"),
     (["--set", "metrics.prometheusRule.rejectionRatio=2"], "rejectionRatio: Must be less than or equal to 1"),
@@ -301,7 +301,7 @@ def test_native_sidecar_and_its_shutdown_budget(tools):
     cms = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
     assert {v["configMap"]["name"] for v in spec["volumes"]} <= cms
     ports = {p["name"]: p["containerPort"] for p in sc["ports"]}
-    assert ports == {"sluice-http": 8080, "sluice-admin": 9901}
+    assert ports == {"sluice-http": 8080, "sluice-admin": 9902}
     assert find(docs, "Service")["spec"]["ports"][0]["targetPort"] == "sluice-http"
     # A drop-in's drain_timeout is the one sluice runs with; 1m30s + 500ms rounds up.
     dropin = "sluice.dropins.zz\\.yaml=drain_timeout: 1m30s500ms"
@@ -331,7 +331,7 @@ def test_topology_spread_and_network_policy(tools):
     selector = find(docs, "Deployment")["spec"]["selector"]["matchLabels"]
     assert np["spec"]["podSelector"]["matchLabels"] == selector
     rules = np["spec"]["ingress"]
-    assert [r["ports"][0]["port"] for r in rules] == [8080, 9901]
+    assert [r["ports"][0]["port"] for r in rules] == [8080, 9902]
     assert "from" not in rules[0]
     assert rules[1]["from"] == [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]
 
@@ -410,7 +410,7 @@ ALERT_TESTS = {
              "values": "0+1000x40"},
             {"series": 'sluice_upstream_requests_total{%s, upstream="identity", code="200"}' % POD,
              "values": "0+90x40"},
-            {"series": 'sluice_upstream_requests_total{%s, upstream="identity", code="0"}' % POD,
+            {"series": 'sluice_upstream_requests_total{%s, upstream="identity", code="connect_failed"}' % POD,
              "values": "0+6x40"},
             {"series": 'sluice_upstream_requests_total{%s, upstream="identity", code="503"}' % POD,
              "values": "0+4x40"},

@@ -107,15 +107,19 @@ lifecycle:
 {{- include "sluice.sidecar.portOf" (dict "address" (first $l).address "what" "sluice.config.listeners[0].address") -}}
 {{- end -}}
 
+{{- /* The port of admin.metrics_address: /metrics, /healthz and /readyz
+     only, for kubelet's probes and Prometheus on the pod IP; the full
+     admin API (/reload, /config, /explain) stays on admin.address,
+     loopback, reached with kubectl port-forward. */ -}}
 {{- define "sluice.sidecar.adminPort" -}}
-{{- $a := (.values.sluice.config.admin | default dict).address -}}
+{{- $a := (.values.sluice.config.admin | default dict).metrics_address -}}
 {{- if not $a -}}
-{{- fail "sluice.config.admin.address: the chart needs the admin listener (probes and metrics), e.g. \"0.0.0.0:9901\"" -}}
+{{- fail "sluice.config.admin.metrics_address: the chart needs the metrics listener (probes and Prometheus), e.g. \"0.0.0.0:9902\"" -}}
 {{- end -}}
 {{- if regexMatch "^(127\\.|localhost:|\\[::1\\]:)" (toString $a) -}}
-{{- fail (printf "sluice.config.admin.address: '%s' is a loopback address, which kubelet's probes and Prometheus cannot reach; use 0.0.0.0:PORT" $a) -}}
+{{- fail (printf "sluice.config.admin.metrics_address: '%s' is a loopback address, which kubelet's probes and Prometheus cannot reach; use 0.0.0.0:PORT" $a) -}}
 {{- end -}}
-{{- include "sluice.sidecar.portOf" (dict "address" $a "what" "sluice.config.admin.address") -}}
+{{- include "sluice.sidecar.portOf" (dict "address" $a "what" "sluice.config.admin.metrics_address") -}}
 {{- end -}}
 
 {{/* Render-time checks of the wiring between values and configuration. */}}
