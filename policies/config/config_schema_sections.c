@@ -153,7 +153,9 @@ static void read_admin_token(struct cfg_schema *s, node_t *v, const char *path) 
     return;
   }
   for (const char *q = p; q < end; q++) {
-    if (!isalnum((unsigned char)*q) && !strchr("-._~+/=", *q)) {
+    /* strchr finds the terminating NUL too: a NUL byte is refused here,
+     * not left to cut the token short. */
+    if (*q == '\0' || (!isalnum((unsigned char)*q) && !strchr("-._~+/=", *q))) {
       cs_err(s, v, "admin: token_file %s: the token may hold only letters, digits and -._~+/= "
                    "(one line)", path);
       return;

@@ -81,6 +81,7 @@ struct admin_conn {
   char field[16];
   size_t field_len;
   bool in_auth, auth_bad; /* auth_bad: too long or repeated */
+  bool in_trailers;        /* the head is done: fields now are trailers */
   size_t auth_len, n_auth;
   char auth[ADMIN_MAX_AUTH + 1];
 
@@ -142,7 +143,7 @@ static void conn_next_request(struct admin_conn *c) {
   c->url_len = 0;
   c->url[0] = '\0';
   c->field_len = c->auth_len = c->n_auth = 0;
-  c->in_auth = c->auth_bad = false;
+  c->in_auth = c->auth_bad = c->in_trailers = false;
   llhttp_resume(&c->parser);
   conn_set_timer(c, c->admin->timeout);
 }
@@ -354,7 +355,11 @@ static const struct admin_route routes[] = {
 static bool conn_authorized(struct admin_conn *c, bool close) {
   struct sl_admin *a = c->admin;
   if (!a->hooks.authorize) return true;
-  int st = a->hooks.authorize(a->ud, c->n_auth == 1 && !c->auth_bad ? c->auth : NULL, c->auth_len);
+  /* The field value without the trailing blanks llhttp leaves in it
+   * (RFC 9110 §5.5: optional whitespace is not part of the value). */
+  size_t len = c->auth_len;
+  while (len > 0 && (c->auth[len - 1] == ' ' || c->auth[len - 1] == '\t')) len--;
+  int st = a->hooks.authorize(a->ud, c->n_auth == 1 && !c->auth_bad ? c->auth : NULL, len);
   if (st == 200) return true;
   if (st == 401) {
     conn_respond(c, 401, "application/json", NULL, 0,
@@ -440,7 +445,10 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_field_complete(llhttp_t *p) {
   struct admin_conn *c = conn_of(p);
-  c->in_auth = c->field_len == 13 && memcmp(c->field, "authorization", 13) == 0;
+  /* Credentials come in the head only (RFC 9110 §6.5.1: a trailer must
+   * not carry authentication); a chunked body's trailer fields are not
+   * looked at. */
+  c->in_auth = !c->in_trailers && c->field_len == 13 && memcmp(c->field, "authorization", 13) == 0;
   if (c->in_auth && c->n_auth++) c->auth_bad = true; /* a second one: ambiguous */
   c->field_len = 0;
   return ++c->n_headers > ADMIN_MAX_HEADERS ? refuse(c, 431) : 0;
@@ -467,6 +475,7 @@ static int on_header_value_complete(llhttp_t *p) {
 
 static int on_headers_complete(llhttp_t *p) {
   struct admin_conn *c = conn_of(p);
+  c->in_trailers = true;
   /* A declared length is refused before any of the body is read. */
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > ADMIN_MAX_BODY) return refuse(c, 413);
   return 0;

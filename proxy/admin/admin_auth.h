@@ -8,7 +8,8 @@
  *   no token, loopback address            served (the pod's own shell)
  *   no token, any other address           403 token_required
  *
- * The token is compared in constant time. Pure: no I/O.
+ * The token is compared in constant time (digests compared with
+ * CRYPTO_memcmp: neither its bytes nor its length leak). Pure: no I/O.
  */
 #ifndef SLUICE_ADMIN_AUTH_H
 #define SLUICE_ADMIN_AUTH_H

@@ -16,23 +16,22 @@
 
 size_t sl_access_log_redact(const char *path, char *out, size_t cap) {
   size_t n = 0;
-  bool in_value = false, query = false;
   if (cap == 0) return 0;
-  for (const char *p = path; *p && n + 1 < cap; p++) {
-    char c = *p;
-    if (!query) {
-      query = c == '?';
-    } else if (c == '&') {
-      in_value = false;
-    } else if (c == '=' && !in_value) {
-      in_value = true;
-      out[n++] = '=';
-      if (n + 1 < cap) out[n++] = '*';
-      continue;
-    } else if (in_value) {
-      continue;
-    }
-    out[n++] = c;
+  const char *q = strchr(path, '?');
+  size_t head = q ? (size_t)(q - path) + 1 : strlen(path);
+  for (size_t i = 0; i < head && n + 1 < cap; i++) out[n++] = path[i];
+  /* Each item: its name and "=*", or "*" alone for an item without '='
+   * (a bare item may be the token itself: "?3f9a0c..."). */
+  for (const char *p = q ? q + 1 : path + head; q && *p;) {
+    const char *amp = strchr(p, '&');
+    size_t len = amp ? (size_t)(amp - p) : strlen(p);
+    const char *eq = memchr(p, '=', len);
+    size_t keep = eq ? (size_t)(eq - p) + 1 : 0;
+    for (size_t i = 0; i < keep && n + 1 < cap; i++) out[n++] = p[i];
+    if (len && n + 1 < cap) out[n++] = '*';
+    if (!amp) break;
+    if (n + 1 < cap) out[n++] = '&';
+    p = amp + 1;
   }
   out[n] = '\0';
   return n;

@@ -16,7 +16,8 @@ struct sl_stream;
  * a valid `traceparent`. One write(2). */
 void sl_access_log_write(struct sl_stream *s);
 
-/* |path|'s query with every value replaced by "*" (names kept: "a=*&b"),
+/* |path|'s query with every value replaced by "*" (names kept: "a=*&b=*"),
+ * an item without '=' replaced whole ("?*": it may be the token itself),
  * into |out| (|cap| bytes, NUL-terminated, truncated to fit); the part
  * before the '?' is copied as is. Returns the length. Pure. */
 size_t sl_access_log_redact(const char *path, char *out, size_t cap);

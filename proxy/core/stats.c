@@ -190,9 +190,24 @@ void sl_stats_upstream_failed(struct sl_worker *w, const char *upstream, const c
   /* The failure's kind is the code: "connect_failed", "timeout", "reset"
    * ... (the error without its "upstream_" prefix; a fixed set). */
   const char *kind = strncmp(error, "upstream_", 9) == 0 ? error + 9 : error;
-  const char *values[2] = {upstream, kind};
-  struct sl_metric_series *m = sl_metrics_series(sl_stats.upstream_requests, values);
-  if (m) sl_metric_inc(m);
+  /* Per-thread series cache (an outage fails every request: the
+   * registry's mutex must not be taken for each). |error| is a constant
+   * string of the data plane: its address identifies it. */
+  enum { FAIL_CACHE_SIZE = 32 };
+  static __thread struct {
+    struct name_key upstream;
+    const char *error;
+    struct sl_metric_series *series;
+  } fail_cache[FAIL_CACHE_SIZE];
+  size_t slot = (((uintptr_t)upstream >> 4) * 31u + ((uintptr_t)error >> 3)) % FAIL_CACHE_SIZE;
+  if (fail_cache[slot].error != error || !fail_cache[slot].series ||
+      !name_key_match(&fail_cache[slot].upstream, upstream)) {
+    const char *values[2] = {upstream, kind};
+    fail_cache[slot].series = sl_metrics_series(sl_stats.upstream_requests, values);
+    fail_cache[slot].error = error;
+    name_key_set(&fail_cache[slot].upstream, upstream);
+  }
+  if (fail_cache[slot].series) sl_metric_inc(fail_cache[slot].series);
   struct sl_hasher h;
   sl_hasher_init(&h, sl_hash_process_key());
   sl_hasher_str(&h, "upstream failed");

@@ -338,7 +338,9 @@ static void pool_service_queue(struct sl_pool *p) {
 
 void sl_upstream_fail_stream(struct sl_pool *p, struct sl_stream *s, int status,
                              const char *error) {
-  sl_stats_upstream_failed(p->w, p->name, error, status);
+  /* A failure after the response head (a reset mid-body) was counted
+   * with the head's status already: one exchange, one count. */
+  if (!s->resp_head_done) sl_stats_upstream_failed(p->w, p->name, error, status);
   s->ex->outcome(s, true);
   s->ex->failed(s, status, error);
 }

@@ -95,10 +95,17 @@ def test_check_defaults_and_errors(sluice_bin, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "address: 127.0.0.1:9901" in p.stdout or 'address: "127.0.0.1:9901"' in p.stdout
 
+    zeros = os.path.join(d, "zeros.token")  # a preallocated file, never written
+    with open(zeros, "wb") as f:
+        f.write(b"\0" * 32)
+    halfnul = os.path.join(d, "halfnul.token")
+    with open(halfnul, "wb") as f:
+        f.write(b"abc\0def\n")
     empty = write_token(tmp_path, "", "empty.token")
     spaced = write_token(tmp_path, "two words", "spaced.token")
     for token_file, want in ((os.path.join(d, "missing.token"), "cannot read token_file"),
-                             (empty, "is empty"), (spaced, "may hold only")):
+                             (empty, "is empty"), (spaced, "may hold only"),
+                             (zeros, "may hold only"), (halfnul, "may hold only")):
         bad = os.path.join(d, "bad.yaml")
         with open(bad, "w") as f:
             f.write(base + "admin:\n  token_file: %s\n" % token_file)

@@ -405,6 +405,18 @@ static void test_guarded_routes(void **state) {
   roundtrip(s->port, big, &R);
   assert_int_equal(R.status, 401);
   assert_true(atomic_load(&auth_null));
+  /* Trailing blanks are not part of the value; a chunked body's trailer
+   * fields carry no credentials (RFC 9110 §6.5.1). */
+  roundtrip(s->port, "GET /config HTTP/1.1\r\nAuthorization: Bearer good \t\r\n\r\n", &R);
+  assert_int_equal(R.status, 200);
+  before = atomic_load(&reload_calls);
+  roundtrip(s->port,
+            "POST /reload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "3\r\nabc\r\n0\r\nAuthorization: Bearer good\r\n\r\n",
+            &R);
+  assert_int_equal(R.status, 401);
+  assert_true(atomic_load(&auth_null));
+  assert_int_equal(atomic_load(&reload_calls), before);
   /* A keep-alive connection forgets the last request's credentials. */
   c = cli_open(s->port);
   cli_sends(c, "GET /config HTTP/1.1\r\nAuthorization: Bearer good\r\n\r\n");

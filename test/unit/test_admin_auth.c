@@ -59,6 +59,9 @@ static void test_authorize(void **state) {
     assert_int_equal(authz("s3cr3t", lo, "Basic s3cr3t"), 401);
     assert_int_equal(authz("s3cr3t", lo, "Bearer  s3cr3t"), 401); /* one space */
   }
+  /* An empty token (the loader refuses one) matches nothing. */
+  assert_int_equal(authz("", true, "Bearer "), 401);
+  assert_int_equal(authz("", false, "Bearer "), 401);
   /* A NUL inside the value does not end the comparison early. */
   assert_int_equal(sl_admin_authorize("ab", false, "Bearer a\0b", 10), 401);
 }
