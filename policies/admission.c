@@ -49,7 +49,14 @@ size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct s
     n = strlen(s);
     break;
   }
-  if (!s || n == 0) return 0;
+  if (!s || n == 0) {
+    /* `missing_key: shared`: one bucket for every keyless request, under
+     * a key no header value can be (a NUL byte). */
+    static const uint8_t keyless[1] = {0};
+    if (rl->missing_key != SL_MISSING_SHARED) return 0;
+    *key = keyless;
+    return sizeof(keyless);
+  }
   *key = (const uint8_t *)s; /* all of it: ids that share a prefix are distinct keys */
   return n;
 }
@@ -88,6 +95,28 @@ static bool limit_locate(struct sl_ratelimit_table *t, const struct sl_rate_limi
   if (*period == 0) return false;
   sl_ratelimit_locate(t, key, klen, ref);
   ref->cls = cls;
+  return true;
+}
+
+/* `missing_key: deny` and the request has no key for |rl|: refused 400
+ * missing_key (no retry-after: waiting does not give it one), or, in
+ * shadow mode, reported. Returns true when refused. */
+static __attribute__((noinline)) bool missing_key_refuses(const struct sl_admission_input *in,
+                                                          const struct sl_rate_limit_cfg *rl,
+                                                          struct sl_admission *out, FILE *tf,
+                                                          bool *first) {
+  const uint8_t *key;
+  if (sl_admission_limit_key(rl, in->route, in->id, &key) != 0) return false; /* not missing */
+  if (sl_engine_is_shadow(in->cfg, rl->mode)) {
+    sl_engine_add_shadow(out, SL_REASON_RATE_LIMIT, rl->name, NULL);
+    sl_engine_trace(tf, first, rl->name, "rate_limit", "shadow_reject",
+                    "the request carries no key (missing_key: deny)");
+    return false;
+  }
+  sl_engine_set_name(out->policy, rl->name);
+  sl_engine_refuse(out, 400, SL_REASON_RATE_LIMIT, "missing_key", 0);
+  sl_engine_trace(tf, first, rl->name, "rate_limit", "reject",
+                  "the request carries no key (missing_key: deny)");
   return true;
 }
 
@@ -223,15 +252,18 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       sl_engine_trace_exempt(tf, &first, rl_name, "rate_limit", out);
       continue;
     }
+    bool live;
     if (i < KEPT) {
-      if (!kept[i].live) {
-        sl_engine_trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
-        continue;
-      }
+      live = kept[i].live;
       ref = kept[i].ref;
       period = kept[i].period;
       burst = kept[i].burst;
-    } else if (!limit_locate(t, rl, route, id, &ref, &period, &burst)) {
+    } else {
+      live = limit_locate(t, rl, route, id, &ref, &period, &burst);
+    }
+    if (!live) {
+      if (rl->missing_key == SL_MISSING_DENY && missing_key_refuses(in, rl, out, tf, &first))
+        return;
       sl_engine_trace(tf, &first, rl_name, "rate_limit", "skip", "request carries no such key");
       continue;
     }

@@ -166,6 +166,10 @@ struct sl_rate_limit_cfg {
   uint32_t max_keys; /* 0: default */
   struct sl_rate_override *overrides;
   size_t n_overrides;
+  /* A request without the key (no device-class header, say): skips the
+   * limit [default], is refused (400 missing_key), or shares one bucket
+   * with every other keyless request. device_class and device_id only. */
+  enum sl_missing_key { SL_MISSING_SKIP = 0, SL_MISSING_DENY, SL_MISSING_SHARED } missing_key;
   enum sl_mode mode;
   /* Hash of what the table's keys mean (the route's name, `name`, `key`,
    * `max_keys`): a reload whose policy has the same identity keeps its table,

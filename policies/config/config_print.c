@@ -242,6 +242,8 @@ static void print_rate_limit(FILE *out, const struct sl_rate_limit_cfg *rl) {
   cfg_print_kv_str(out, 8, "rate", rl->rate.text);
   cfg_print_kv_u64(out, 8, "burst", rl->burst);
   if (rl->max_keys) cfg_print_kv_u64(out, 8, "max_keys", rl->max_keys);
+  static const char *const MISSING[] = {"skip", "deny", "shared"};
+  if (rl->missing_key) cfg_print_kv_raw(out, 8, "missing_key", MISSING[rl->missing_key]);
   if (rl->n_overrides) {
     cfg_print_indent(out, 8);
     fputs("override:\n", out);
