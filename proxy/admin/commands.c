@@ -69,9 +69,7 @@ void sl_config_log_expired(const struct sl_config *cfg, int64_t now_unix) {
     sl_log(SL_LOG_WARN, "blocklist entry expired", "where", where, "detail", what, NULL);
   }
   if (n > SHOWN) {
-    char more[32];
-    snprintf(more, sizeof(more), "%zu", n - SHOWN);
-    sl_log(SL_LOG_WARN, "more blocklist entries expired", "count", more, NULL);
+    sl_log_json(SL_LOG_WARN, "more blocklist entries expired", "\"count\":%zu", n - SHOWN);
   }
 }
 
