@@ -174,6 +174,7 @@ static int reload_config(const char *trigger, unsigned triggers) {
   }
   sl_listener_set_collect(&P->listeners, sl_workers_acked_min(P->workers, P->n_workers));
   sl_reload_metrics(true, g->cfg);
+  sl_upstream_probe_reloaded();
   if (R.watch) {
     if (watch_files_of(g->cfg)) fp = sl_watch_fingerprint(R.watch);
     sl_watch_loaded(R.watch, fp);

@@ -119,8 +119,17 @@ static void sync_to(const struct sl_gen *g) {
       P.p = np;
       P.cap = cap;
     }
+    /* The same upstream moved to a new address: until its first check
+     * there, it keeps the old address's verdict (a routine reload must
+     * not flip /readyz). */
+    const struct probe *was = NULL;
+    for (size_t j = 0; j < P.n; j++)
+      if (!strcmp(P.p[j].name, cfg->upstreams[i].name)) was = &P.p[j];
+    bool up = was && was->up, checked = was && was->checked;
     p = &P.p[P.n];
     memset(p, 0, sizeof(*p));
+    p->up = up;
+    p->checked = checked;
     p->name = strdup(cfg->upstreams[i].name);
     if (!p->name) return;
     memcpy(&p->ss, &cfg->upstreams[i].address.ss, cfg->upstreams[i].address.len);
@@ -142,16 +151,24 @@ static void sync_to(const struct sl_gen *g) {
   P.n = k;
 }
 
-static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
-  (void)loop;
-  (void)w;
-  (void)revents;
+static void tick(void) {
   struct sl_gen *g = sl_gen_current_ref();
   if (g->cfg->admin_readiness == SL_READINESS_UPSTREAMS) {
     sync_to(g);
     for (size_t i = 0; i < P.n; i++) check(&P.p[i]);
   }
   sl_gen_unref(g);
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop;
+  (void)w;
+  (void)revents;
+  tick();
+}
+
+void sl_upstream_probe_reloaded(void) {
+  if (P.loop) tick();
 }
 
 void sl_upstream_probe_start(struct ev_loop *loop) {

@@ -22,6 +22,11 @@ struct sl_gen;
 void sl_upstream_probe_start(struct ev_loop *loop);
 void sl_upstream_probe_stop(void);
 
+/* A reload published a new generation: check its new upstreams now
+ * rather than at the next tick (an upstream that only moved keeps its
+ * verdict until then). */
+void sl_upstream_probe_reloaded(void);
+
 /* Whether every upstream of |g| was up at its last check (true when |g|
  * has none). Logs each change of an upstream's reachability. */
 bool sl_upstream_probe_all_up(const struct sl_gen *g);

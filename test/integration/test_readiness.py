@@ -40,3 +40,27 @@ def test_default_readiness_ignores_the_upstream(start_sluice):
     s = start_sluice(cfg, upstream=False)
     assert readyz(s) == 200
     assert h1_once(s.port, "/v1/x")[0] == 502
+
+
+def test_reload_keeps_readyz_while_upstreams_are_up(start_sluice, tmp_path):
+    """A routine reload must not flip /readyz: an upstream that moves to
+    another listening address keeps its verdict until checked there, and a
+    new one is checked as the reload is applied, not a tick later."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Upstream(str(tmp_path / "a")).start()
+    b = Upstream(str(tmp_path / "b")).start()
+    try:
+        cfg = base_config(admin={"readiness": "upstreams"})
+        cfg["upstreams"]["identity"]["address"] = a.address
+        s = start_sluice(cfg, upstream=False)
+        wait_for(lambda: readyz(s) == 200, 3, what="/readyz 200")
+        cfg["upstreams"]["identity"]["address"] = b.address       # moved
+        cfg["upstreams"]["other"] = {"address": a.address}         # new
+        s.write_config(cfg)
+        assert s.reload() == 1.0
+        assert readyz(s) == 200
+        assert h1_once(s.port, "/v1/x")[0] == 200
+    finally:
+        a.stop()
+        b.stop()
