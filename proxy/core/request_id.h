@@ -4,9 +4,9 @@
  *
  * A request that carries `x-request-id` (1 to SL_REQUEST_ID_MAX visible
  * ASCII bytes) keeps it; any other gets one, 32 lowercase hex digits like
- * nginx's $request_id, unique in the process (a keyed hash of a per-thread
- * sequence with the process's random key, so ids from replicas do not
- * collide either, short of 2^-64 chances). The upstream request carries
+ * nginx's $request_id, unique in the process (the thread's keyed-hash name
+ * and its sequence number; the process's random key makes ids from
+ * replicas differ too, short of 2^-64 chances). The upstream request carries
  * the id as its one `x-request-id` field; the access log prints it.
  * Computed once, when first asked for.
  */
@@ -22,5 +22,11 @@ struct sl_stream;
 /* The id of |s|'s request (|*len| bytes, not NUL-terminated when it is
  * the client's). */
 const char *sl_request_id(struct sl_stream *s, size_t *len);
+
+/* The same, when the caller has already found the request's first
+ * x-request-id field |client| (NULL: it has none): no second look. */
+struct sl_header;
+const char *sl_request_id_from(struct sl_stream *s, const struct sl_header *client,
+                               size_t *len);
 
 #endif

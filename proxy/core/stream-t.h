@@ -155,7 +155,9 @@ struct sl_stream {
   bool admitted;       /* adm holds resources until sl_admission_finish */
   bool xff_trusted;    /* the client address came from a trusted proxy */
   char client_ip[46];  /* as identified (XFF from trusted proxies) */
-  char request_id[33]; /* generated when the request had none (core/request_id.h); "": not yet */
+  char request_id[33]; /* generated when the request had none (core/request_id.h) */
+  const char *rid;     /* the request id once decided (NULL: not yet): the client's or request_id */
+  uint16_t rid_len;
 
   struct sl_admission adm;
   ev_timer delay_timer; /* shaping delay before going upstream */

@@ -128,14 +128,17 @@ static int h1_write_request_head(struct h1_up *u, struct sl_stream *s) {
   const char *host = r->authority ? r->authority : u->c.pool->address_text;
   rv |= sl_pipe_write(o, host, strlen(host));
   rv |= SL_PIPE_LIT(o, "\r\n");
+  const struct sl_header *client_id = NULL; /* the first x-request-id */
   for (uint32_t i = 0; i < r->n_headers && rv == 0; i++) {
     const struct sl_header *h = &r->headers[i];
     if (sl_http_hop(SL_HTTP_REQUEST, h->name, h->name_len, conn_tokens) != SL_HOP_KEEP) continue;
     if (s->ws_h2 && (strcmp(h->name, "sec-websocket-key") == 0 ||
                      strcmp(h->name, "sec-websocket-version") == 0))
       continue;
-    if (h->name_len == 12 && memcmp(h->name, "x-request-id", 12) == 0)
+    if (h->name_len == 12 && memcmp(h->name, "x-request-id", 12) == 0) {
+      if (!client_id) client_id = h;
       continue; /* written once below, the client's or sluice's */
+    }
     /* h2 cookies arrive split; HTTP/1.1 wants one field (RFC 9113 §8.2.3):
      * repeated cookie fields are acceptable to origins, keep it simple. */
     rv |= sl_pipe_put_field(o, h->name, h->name_len, h->value, h->value_len);
@@ -161,11 +164,14 @@ static int h1_write_request_head(struct h1_up *u, struct sl_stream *s) {
   if (v6) rv |= SL_PIPE_LIT(o, "]\"");
   rv |= SL_PIPE_LIT(o, ";proto=");
   rv |= sl_pipe_puts(o, r->scheme);
+  /* One write for the field: it is on every forwarded request. */
   size_t id_len;
-  const char *id = sl_request_id(s, &id_len);
-  rv |= SL_PIPE_LIT(o, "\r\nx-request-id: ");
-  rv |= sl_pipe_write(o, id, id_len);
-  rv |= SL_PIPE_LIT(o, "\r\n");
+  const char *id = sl_request_id_from(s, client_id, &id_len);
+  char idf[sizeof("\r\nx-request-id: \r\n") + SL_REQUEST_ID_MAX];
+  memcpy(idf, "\r\nx-request-id: ", 16);
+  memcpy(idf + 16, id, id_len);
+  memcpy(idf + 16 + id_len, "\r\n", 2);
+  rv |= sl_pipe_write(o, idf, 18 + id_len);
   if (r->upgrade_websocket) {
     /* Upgrade and Connection are hop-by-hop: sluice asks for the upgrade
      * itself (Upgrade: h2c or anything else is never forwarded). */

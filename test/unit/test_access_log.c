@@ -9,7 +9,11 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
+
 #include "core/access_log.h"
+#include "core/request_id.h"
+#include "core/stream-t.h"
 
 static void redacts(const char *in, const char *want) {
   char out[256];
@@ -75,11 +79,45 @@ static void test_traceparent(void **state) {
     assert_null(sl_traceparent_trace_id(bad[i], strlen(bad[i])));
 }
 
+/* Generated ids: 32 lowercase hex digits, one thread's share a name (the
+ * first 16) and count up by one in the last 16, carries included (300
+ * ids cross ..ff -> ..100); a client's usable id is kept. */
+static void test_request_ids(void **state) {
+  (void)state;
+  static struct sl_stream s;
+  uint64_t prev = 0;
+  char name[17] = "";
+  for (int i = 0; i < 300; i++) {
+    memset(&s, 0, sizeof(s));
+    size_t len;
+    const char *id = sl_request_id(&s, &len);
+    assert_int_equal(len, 32);
+    for (size_t k = 0; k < 32; k++) assert_non_null(strchr("0123456789abcdef", id[k]));
+    if (i == 0) memcpy(name, id, 16);
+    assert_memory_equal(id, name, 16);
+    uint64_t seq = strtoull(id + 16, NULL, 16);
+    if (i) assert_true(seq == prev + 1);
+    prev = seq;
+    size_t len2;
+    assert_ptr_equal(sl_request_id(&s, &len2), id); /* decided once */
+  }
+  memset(&s, 0, sizeof(s));
+  struct sl_header h = {.name = "x-request-id", .name_len = 12, .value = "abc-123", .value_len = 7};
+  size_t len;
+  const char *id = sl_request_id_from(&s, &h, &len);
+  assert_int_equal(len, 7);
+  assert_memory_equal(id, "abc-123", 7);
+  memset(&s, 0, sizeof(s));
+  struct sl_header bad = {.name = "x-request-id", .name_len = 12, .value = "a b", .value_len = 3};
+  assert_int_equal((sl_request_id_from(&s, &bad, &len), len), 32);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_redact),
       cmocka_unit_test(test_redact_truncates),
       cmocka_unit_test(test_traceparent),
+      cmocka_unit_test(test_request_ids),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
