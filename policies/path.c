@@ -21,6 +21,19 @@ static bool is_unreserved(unsigned char c) {
 
 static bool is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
 
+/* Not in a request target at all, raw (RFC 3986 §2: such bytes travel
+ * percent-encoded): a space, or anything beyond ASCII. An HTTP/2 :path may
+ * carry them; forwarded to an HTTP/1.1 origin they would break its request
+ * line. */
+static bool is_invalid(unsigned char c) { return c == ' ' || c >= 0x80; }
+
+/* The refusal for a raw byte of the query or fragment, or OK. */
+static enum sl_path_status check_raw(unsigned char c) {
+  if (is_control(c)) return SL_PATH_CONTROL;
+  if (is_invalid(c)) return SL_PATH_INVALID_CHAR;
+  return SL_PATH_OK;
+}
+
 /* Where the path part ends: the query ('?') or a fragment ('#'). */
 static size_t path_part_len(const char *p, size_t len) {
   size_t i = 0;
@@ -29,10 +42,10 @@ static size_t path_part_len(const char *p, size_t len) {
 }
 
 /* Byte classes for sl_path_is_plain: 0 is an ordinary path byte. */
-enum { PC_END = 1, PC_SLOW = 2, PC_SLASH = 3 };
+enum { PC_END = 1, PC_SLOW = 2, PC_SLASH = 3, PC_BAD = 4 };
 static const unsigned char path_class[256] = {
-    [0 ... 0x1f] = PC_SLOW, [0x7f] = PC_SLOW, ['%'] = PC_SLOW, ['\\'] = PC_SLOW,
-    ['?'] = PC_END,         ['#'] = PC_END,   ['/'] = PC_SLASH,
+    [0 ... 0x20] = PC_BAD, [0x7f ... 0xff] = PC_BAD, ['%'] = PC_SLOW, ['\\'] = PC_SLOW,
+    ['?'] = PC_END,        ['#'] = PC_END,           ['/'] = PC_SLASH,
 };
 
 bool sl_path_is_plain(const char *p, size_t len) {
@@ -40,8 +53,12 @@ bool sl_path_is_plain(const char *p, size_t len) {
   for (size_t i = 0; i < len; i++) {
     unsigned char k = path_class[(unsigned char)p[i]];
     if (k == 0) continue;
-    if (k == PC_END) return true;
-    if (k == PC_SLOW) return false;
+    if (k == PC_END) { /* the query: kept as is, if every byte may be */
+      for (i++; i < len; i++)
+        if (path_class[(unsigned char)p[i]] == PC_BAD) return false;
+      return true;
+    }
+    if (k == PC_SLOW || k == PC_BAD) return false;
     /* "//" and a segment starting with '.' ("." or ".."; "/.well-known"
      * takes the slow path and comes out unchanged). */
     if (i + 1 < len && (p[i + 1] == '/' || p[i + 1] == '.')) return false;
@@ -58,7 +75,8 @@ static enum sl_path_status copy_segment(const char *p, size_t end, size_t *i, ch
     unsigned char c = (unsigned char)p[*i];
     if (c != '%') {
       if (c == '\\') return SL_PATH_BACKSLASH;
-      if (is_control(c)) return SL_PATH_CONTROL;
+      enum sl_path_status bad = check_raw(c);
+      if (bad != SL_PATH_OK) return bad;
       out[(*o)++] = (char)c;
       (*i)++;
       continue;
@@ -107,6 +125,10 @@ enum sl_path_status sl_path_normalize(const char *p, size_t len, char *out, size
       o = k;
     }
   }
+  for (size_t q = end; q < len; q++) {
+    enum sl_path_status bad = check_raw((unsigned char)p[q]);
+    if (bad != SL_PATH_OK) return bad;
+  }
   memcpy(out + o, p + end, len - end);
   o += len - end;
   out[o] = '\0';
@@ -128,6 +150,8 @@ const char *sl_path_status_name(enum sl_path_status st) {
     return "path_backslash";
   case SL_PATH_CONTROL:
     return "path_control_character";
+  case SL_PATH_INVALID_CHAR:
+    return "path_invalid_character";
   case SL_PATH_ESCAPES_ROOT:
     return "path_escapes_root";
   }

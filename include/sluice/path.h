@@ -18,7 +18,9 @@
  * origin may decode them into a path separator, a string terminator or
  * something else than what sluice routed on): `%2F` (encoded '/'), `%5C`
  * and raw '\' (a separator to some origins), NUL and other control
- * characters raw or encoded (%00-%1F, %7F), a '%' not followed by two hex
+ * characters raw or encoded (%00-%1F, %7F; raw also in the query), a raw
+ * space or byte beyond ASCII anywhere (they travel percent-encoded; an
+ * HTTP/2 :path may carry them raw), a '%' not followed by two hex
  * digits, a ".." that would climb above the root, and a path that does
  * not start with '/'.
  */
@@ -36,6 +38,7 @@ enum sl_path_status {
   SL_PATH_BACKSLASH,     /* '\' or %5C */
   SL_PATH_CONTROL,       /* NUL or another control character, raw or encoded */
   SL_PATH_ESCAPES_ROOT,  /* ".." above "/" */
+  SL_PATH_INVALID_CHAR,  /* a raw space or non-ASCII byte (path, query or fragment) */
 };
 
 /* True when |path| (|len| bytes, query included) is certainly in normal

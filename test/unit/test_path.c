@@ -129,6 +129,24 @@ static void test_query_untouched(void **state) {
   refused("*", 1, SL_PATH_NOT_ABSOLUTE); /* the caller treats "*" itself */
 }
 
+/* What an HTTP/1.1 request line cannot carry raw, an HTTP/2 :path can: a
+ * space, a byte beyond ASCII, a control character in the query (found by
+ * fuzz_h2: "/up/\x92" forwarded to the origin broke its request line). */
+static void test_invalid_raw_bytes(void **state) {
+  (void)state;
+  refused("/up/\x92", 5, SL_PATH_INVALID_CHAR);
+  refused("/a b", 4, SL_PATH_INVALID_CHAR);
+  refused("/a?x=\xc3\xa9", 8, SL_PATH_INVALID_CHAR);
+  refused("/a?x y", 6, SL_PATH_INVALID_CHAR);
+  refused("/a?x\x01", 5, SL_PATH_CONTROL);
+  refused("/a#\x7f", 4, SL_PATH_CONTROL);
+  expect("/a?x=%C3%A9", "/a?x=%C3%A9"); /* encoded: fine */
+  assert_false(sl_path_is_plain("/up/\x92", 5));
+  assert_false(sl_path_is_plain("/a?x y", 6));
+  assert_false(sl_path_is_plain("/a?x\x01", 5));
+  assert_true(sl_path_is_plain("/a?x=%C3%A9", 11));
+}
+
 static void test_is_plain(void **state) {
   (void)state;
   assert_true(sl_path_is_plain("/v1/connect", 11));
@@ -208,6 +226,7 @@ static enum sl_path_status reference(const char *in, size_t len, char *out) {
       } else {
         if (c == '\\') return SL_PATH_BACKSLASH;
         if (c < 0x20 || c == 0x7f) return SL_PATH_CONTROL;
+        if (c == ' ' || c >= 0x80) return SL_PATH_INVALID_CHAR;
         seg[k++] = (char)c;
       }
     }
@@ -235,6 +254,11 @@ static enum sl_path_status reference(const char *in, size_t len, char *out) {
     if (s + 1 < nseg || trailing) out[o++] = '/';
   }
   if (nseg == 0) o = 1;
+  for (size_t q = end; q < len; q++) { /* the query: raw bytes only checked */
+    unsigned char c = (unsigned char)in[q];
+    if (c < 0x20 || c == 0x7f) return SL_PATH_CONTROL;
+    if (c == ' ' || c >= 0x80) return SL_PATH_INVALID_CHAR;
+  }
   memcpy(out + o, in + end, len - end);
   out[o + len - end] = '\0';
   return SL_PATH_OK;
@@ -266,7 +290,7 @@ static void check_one(const char *in, size_t len) {
 
 static void test_exhaustive_small(void **state) {
   (void)state;
-  static const char alpha[] = {'/', '.', '%', '2', 'e', 'F', 'a', '?', '5'};
+  static const char alpha[] = {'/', '.', '%', '2', 'e', 'F', 'a', '?', '5', '\x92'};
   enum { NA = sizeof(alpha), MAXLEN = 6 };
   char buf[MAXLEN + 1];
   unsigned long checked = 0;
@@ -291,7 +315,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_issue_examples),   cmocka_unit_test(test_percent_encoding),
       cmocka_unit_test(test_dot_segments),     cmocka_unit_test(test_query_untouched),
-      cmocka_unit_test(test_is_plain),         cmocka_unit_test(test_prefix_match),
+      cmocka_unit_test(test_is_plain),
+      cmocka_unit_test(test_invalid_raw_bytes),         cmocka_unit_test(test_prefix_match),
       cmocka_unit_test(test_exhaustive_small),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
