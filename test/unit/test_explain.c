@@ -504,7 +504,15 @@ static void test_not_utf8(void **state) {
                       "x-device-class", "caf\xc3\xa9\xc0\xaf", "x-device-id",
                       "\xed\xa0\x80\xf4\x90\x80\x80\xe2\x82\xac");
   assert_int_equal(rc, 0);
+  /* Raw bytes beyond ASCII have no place in a target: refused, and the
+   * path still shown as valid JSON. */
   assert_has(out, "\"path\":\"/v1/connect/\\ufffd\\ufffd\\ufffd(\\ufffd\\ufffd\"");
+  assert_has(out, "\"error\":\"path_invalid_character\"");
+  free(out);
+  out = explain(e, "192.0.2.1", "/v1/connect", T0, &rc, 2, "x-device-class",
+                "caf\xc3\xa9\xc0\xaf", "x-device-id",
+                "\xed\xa0\x80\xf4\x90\x80\x80\xe2\x82\xac");
+  assert_int_equal(rc, 0);
   assert_has(out, "\"device_class\":\"caf\xc3\xa9\\ufffd\\ufffd\"");
   assert_has(out, "\"device_id\":\"\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\xe2\x82\xac\"");
   free(out);
