@@ -8,6 +8,7 @@
 #   make fuzz       libFuzzer drivers of test/fuzz/, FUZZ_SECONDS each (not part of make test)
 #   make tsan       the multi-threaded unit tests under ThreadSanitizer (build/tsan/)
 #   make layers     no two files of proxy/ call each other both ways (part of make unit)
+#   make image      the runtime image (deploy/Dockerfile) with podman or docker, if one works
 #   make clean
 #
 # llhttp is compiled from Debian's node-llhttp sources in place
@@ -62,7 +63,7 @@ endef
 REL_OBJS := $(call objs,build)
 SAN_OBJS := $(call objs,build/san)
 
-.PHONY: all test unit integration demo run bench clean deps check fuzz tsan layers
+.PHONY: all test unit integration demo run bench clean deps check fuzz tsan layers image
 all: build/sluice
 
 deps:
@@ -176,6 +177,11 @@ demo: deps
 run: deps
 	$(MAKE) build/sluice
 	$(PYTHON) deploy/demo.py --sluice ./build/sluice --forever
+
+# The runtime image: FROM scratch, filled with build/sluice and what it
+# links (scripts/image-rootfs.sh); no base image is pulled.
+image: build/sluice
+	./scripts/image.sh build/sluice $(IMAGE)
 
 bench: build/sluice
 	./scripts/deps.sh --bench

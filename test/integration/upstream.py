@@ -39,8 +39,12 @@ x-upstream-request (request number on that connection). Any request may add
 ?close=1 to get "Connection: close" and a closed connection.
 
 Usage: upstream.py [--host 127.0.0.1] [--port 0] [--idle-close-ms MS] [--drop-stale-ms MS]
-                   [--close-reused METHOD,...]
-Prints "READY <port>" on stdout once listening; SIGTERM/SIGINT stop it.
+                   [--close-reused METHOD,...] [--graceful-ms MS]
+Prints "READY <port>" on stdout once listening; SIGTERM/SIGINT stop it: at
+once, or with --graceful-ms as an app server's graceful shutdown does (Go's
+http.Server.Shutdown): stop listening, close idle keep-alive connections,
+finish the requests in flight (answered with "connection: close"), exit when
+none is left or after MS.
 """
 
 import argparse
@@ -120,6 +124,7 @@ class Stats:
 
 STATS = Stats()
 OPEN_CONNS = set()
+STOPPING = []  # non-empty once a graceful stop began: answer with connection: close
 
 
 class Request:
@@ -316,6 +321,7 @@ class Conn:
         self.writer = writer
         self.args = args
         self.nreq = 0
+        self.busy = False  # between a request head and the end of its answer
 
     def heads_buffered(self):
         """Complete request heads received and not yet read (pipelined
@@ -329,7 +335,7 @@ class Conn:
             out.append(("%s: %s\r\n" % (k, v)).encode("latin-1"))
         out.append(("x-upstream-conn: %d\r\nx-upstream-request: %d\r\n"
                     % (self.id, self.nreq)).encode("ascii"))
-        if not keep:
+        if not keep or STOPPING:
             out.append(b"connection: close\r\n")
         out.append(b"\r\n")
         return b"".join(out)
@@ -407,6 +413,7 @@ class Conn:
                     return
                 if head is None:
                     return
+                self.busy = True
                 if (self.nreq and self.args.drop_stale_ms
                         and loop.time() - self.idle_since >= self.args.drop_stale_ms / 1000.0):
                     # The race a pool must survive: the request arrives on a
@@ -446,7 +453,8 @@ class Conn:
                 finally:
                     if counted:
                         STATS.inflight -= 1
-                if not keep:
+                self.busy = False
+                if not keep or STOPPING:
                     return
                 self.idle_since = loop.time()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -634,6 +642,21 @@ async def main_async(args):
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
+        if args.graceful_ms:
+            await graceful_stop(server, args.graceful_ms / 1000.0)
+
+
+async def graceful_stop(server, limit):
+    """Stops listening, closes the idle connections (none with bytes
+    waiting) and waits, at most |limit| s, for the busy ones to finish."""
+    server.close()
+    STOPPING.append(1)
+    for c in list(OPEN_CONNS):
+        if not c.busy and not getattr(c.reader, "_buffer", b""):
+            c.writer.close()
+    deadline = asyncio.get_running_loop().time() + limit
+    while OPEN_CONNS and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
 
 
 def main():
@@ -649,6 +672,9 @@ def main():
                     help="comma-separated methods: such a request arriving on a reused "
                          "keep-alive connection is read, counted, and the connection closed "
                          "unanswered (counted in stats reused_closes)")
+    ap.add_argument("--graceful-ms", type=int, default=0,
+                    help="on SIGTERM, stop listening, close idle connections and finish the "
+                         "requests in flight, for at most this long, then exit")
     args = ap.parse_args()
     args.close_reused = frozenset(m for m in args.close_reused.split(",") if m)
     asyncio.run(main_async(args))
