@@ -6,6 +6,7 @@
  *   sluice explain -c FILE [--ip A] [--header 'K: V']... [--method M] PATH
  *   sluice version | --version | -V
  *   sluice help | --help | -h
+ *   sluice sleep SECONDS      (a preStop hook for an image without a shell)
  *
  * Exit codes: 0 ok, 1 invalid configuration or usage, 2 runtime failure.
  * Everything past argument parsing is in the library (libsluice.a):
@@ -17,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <time.h>
 
 #include "sluice/log.h"
 #include "admin/build_info.h"
@@ -29,7 +32,8 @@ static void usage(FILE *f) {
           "       sluice check -c FILE [--print] [--strict]\n"
           "       sluice explain -c FILE [--ip A] [--method M] [--header 'K: V']... PATH\n"
           "       sluice version | --version | -V\n"
-          "       sluice help | --help | -h\n");
+          "       sluice help | --help | -h\n"
+          "       sluice sleep SECONDS\n");
 }
 
 static void help(void) {
@@ -42,6 +46,8 @@ static void help(void) {
         "            --print shows it normalised, --strict makes warnings (expired entries) errors\n"
         "  explain   the verdict a request would get, policy by policy, without sending it\n"
         "  version   the version, the commit built from, and the libraries\n"
+        "  sleep     wait SECONDS (0..3600) and exit 0: a Kubernetes preStop hook in the\n"
+        "            runtime image, which has no shell and no sleep(1)\n"
         "\n"
         "options:\n"
         "  -c, --config FILE   the main YAML file (its `include` names the drop-in directory)\n"
@@ -50,6 +56,21 @@ static void help(void) {
         "\n"
         "exit codes: 0 ok, 1 invalid configuration or usage, 2 runtime failure\n",
         stdout);
+}
+
+/* `sluice sleep SECONDS`: the whole seconds, through signals that
+ * interrupt nanosleep. */
+static int sleep_for(int argc, char **argv) {
+  char *end = NULL;
+  long s = argc == 3 ? strtol(argv[2], &end, 10) : -1;
+  if (argc != 3 || !end || *end || end == argv[2] || s < 0 || s > 3600) {
+    fprintf(stderr, "sluice sleep: give one number of seconds, 0 to 3600\n");
+    return 1;
+  }
+  struct timespec left = {.tv_sec = s, .tv_nsec = 0};
+  while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+  }
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -69,6 +90,7 @@ int main(int argc, char **argv) {
     help();
     return 0;
   }
+  if (!strcmp(first, "sleep")) return sleep_for(argc, argv);
   if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && strcmp(cmd, "explain") != 0) {
     fprintf(stderr, "sluice: unknown command '%s'\n", cmd);
     usage(stderr);

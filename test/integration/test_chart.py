@@ -316,7 +316,8 @@ def test_classic_sidecar_outlives_nothing_it_serves(tools):
     assert not spec.get("initContainers")
     sc = container(spec, "sluice")
     assert "restartPolicy" not in sc
-    assert sc["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    # The runtime image has no shell and no sleep(1): sluice sleeps itself.
+    assert sc["lifecycle"]["preStop"]["exec"]["command"] == ["/usr/local/bin/sluice", "sleep", "5"]
     app = container(spec, "identity-api")
     assert app["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "25"]   # 5 + drain 20
     assert spec["terminationGracePeriodSeconds"] == 25 + 10 + 5

@@ -91,6 +91,17 @@ def test_version(sluice_bin, arg):
         assert m.group(2).split("-")[0] == commit, (m.group(2), commit)
 
 
+def test_sleep_verb(sluice_bin):
+    """The runtime image's preStop hook: `sluice sleep N` waits N seconds and
+    exits 0; anything else is a usage error."""
+    t0 = time.monotonic()
+    p = run_cli(["sleep", "1"], binary=sluice_bin)
+    assert p.returncode == 0 and 1.0 <= time.monotonic() - t0 < 10, p.stderr
+    for bad in (["sleep"], ["sleep", "x"], ["sleep", "-1"], ["sleep", "3601"], ["sleep", "1", "2"]):
+        p = run_cli(bad, binary=sluice_bin)
+        assert p.returncode == 1 and "0 to 3600" in p.stderr, (bad, p.stderr)
+
+
 @pytest.mark.parametrize("arg", ["help", "--help", "-h"])
 def test_help_lists_the_verbs(sluice_bin, arg):
     p = run_cli([arg], binary=sluice_bin)

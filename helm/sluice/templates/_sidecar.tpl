@@ -169,7 +169,7 @@ lifecycle:
   lifecycle:
     # Let endpoints drop the pod before SIGTERM closes the listener.
     preStop:
-      exec: { command: ["sleep", "{{ $s.preStopSleepSeconds }}"] }
+      exec: { command: ["/usr/local/bin/sluice", "sleep", "{{ $s.preStopSleepSeconds }}"] }
   {{- end }}
   resources:
     {{- toYaml $s.resources | nindent 4 }}
