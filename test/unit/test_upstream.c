@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
+
 #include "upstream_world.h"
 
 static const char *resp_header(const struct sl_stream *s, const char *name) {
@@ -405,6 +407,29 @@ static void test_pool_gauges(void **state) {
   assert_int_equal(pool_gauge("active"), 0);
 }
 
+static atomic_bool scraping;
+
+static void *scraper_main(void *arg) {
+  (void)arg;
+  while (atomic_load(&scraping)) sl_pool_collect();
+  return NULL;
+}
+
+/* The collector reads every pool's counts and the registry from another
+ * thread while the worker makes pools, runs exchanges and frees pools
+ * (make tsan runs this: a plain cross-thread read would be reported). */
+static void test_pool_gauges_scraped_concurrently(void **state) {
+  (void)state;
+  atomic_store(&scraping, true);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, scraper_main, NULL), 0);
+  for (int round = 0; round < 3; round++) run_case(&cases[0], 0, 0);
+  for (unsigned seed = 1; seed <= 5; seed++) run_case(&cases[1], 13, seed);
+  atomic_store(&scraping, false);
+  pthread_join(th, NULL);
+  assert_int_equal(pool_gauge("idle"), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_response_whole),
@@ -417,6 +442,7 @@ int main(void) {
       cmocka_unit_test(test_request_body_chunked),
       cmocka_unit_test(test_reused_connection_closed),
       cmocka_unit_test(test_pool_gauges),
+      cmocka_unit_test(test_pool_gauges_scraped_concurrently),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
