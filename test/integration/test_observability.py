@@ -10,6 +10,7 @@ import json
 from admission_helpers import check_rejection
 from helpers import (H1Conn, H2Client, H2Stream, base_config, build_request, metric_series,
                      random_bytes, wait_for)
+from test_access_log import access_lines
 from ws_helpers import ws_config, ws_open
 
 HIST = "sluice_request_duration_seconds"
@@ -140,13 +141,6 @@ def test_pool_gauges_active_idle_and_pending(start_sluice):
     text = s.metrics_text()
     assert "# TYPE sluice_upstream_connections gauge" in text
     assert "# TYPE sluice_upstream_pending gauge" in text
-
-
-def access_lines(s, n):
-    def lines():
-        return [l for l in s.logs() if l.get("msg") == "access"]
-    wait_for(lambda: len(lines()) >= n, 5, what="%d access lines" % n)
-    return lines()
 
 
 def test_access_log_bytes_in_and_out(start_sluice):
