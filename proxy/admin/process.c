@@ -33,6 +33,7 @@
 #include "core/listener.h"
 #include "core/stats.h"
 #include "core/worker.h"
+#include "upstream/upstream.h"
 
 /* The process, with the loop-embedded watchers only this file uses. */
 static struct sl_process M;
@@ -85,6 +86,7 @@ static void scrape_gauges(void *ud) {
   (void)ud;
   sl_freelist_collect(); /* sluice_pool_* (core/freelist.h) */
   sl_build_metrics_collect(); /* process_* */
+  sl_pool_collect(); /* sluice_upstream_connections, _pending (upstream/pool.c) */
   struct sl_gen *g = sl_gen_current_ref();
   sl_breaker_gauges(g, sl_now_ns());
   sl_gen_unref(g);

@@ -92,9 +92,11 @@ void sl_access_log_write(struct sl_stream *s) {
   sl_log_json(SL_LOG_INFO, "access",
               "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"route\":\"%s\","
               "\"protocol\":\"%s\",\"client_ip\":\"%s\",\"duration_ms\":%.3f,"
-              "\"local\":%s,\"request_id\":\"%s\",\"user_agent\":\"%s\",\"trace_id\":\"%.*s\"",
+              "\"local\":%s,\"request_id\":\"%s\",\"user_agent\":\"%s\",\"trace_id\":\"%.*s\","
+              "\"bytes_in\":%llu,\"bytes_out\":%llu",
               method, path, s->resp.status, s->route ? s->route->name : "-",
               s->proto == SL_PROTO_H2 ? "h2" : "h1",
               s->client_ip[0] ? s->client_ip : s->conn->peer_ip, ms,
-              s->local_response ? "true" : "false", rid, ua, trace ? 32 : 0, trace ? trace : "");
+              s->local_response ? "true" : "false", rid, ua, trace ? 32 : 0, trace ? trace : "",
+              (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out);
 }

@@ -13,7 +13,8 @@ struct sl_stream;
 /* Writes |s|'s line: method, path (its query as `access_log_query` says),
  * status, route, protocol, client address, duration, whether sluice
  * answered itself, the request id, the user agent and the W3C trace id of
- * a valid `traceparent`. One write(2). */
+ * a valid `traceparent`, and the body bytes in and out (s->bytes_in,
+ * s->bytes_out). One write(2). */
 void sl_access_log_write(struct sl_stream *s);
 
 /* |path|'s query with every value replaced by "*" (names kept: "a=*&b=*"),

@@ -18,6 +18,10 @@ void sl_stats_init(void) {
   sl_stats.requests = sl_metrics_family("sluice_requests_total",
                                         "Requests answered, by route, protocol and status code.",
                                         SL_METRIC_COUNTER, "route,protocol,code");
+  sl_stats.request_duration = sl_metrics_family(
+      "sluice_request_duration_seconds",
+      "Time from a request's first byte to the end of its response, as the client sees it.",
+      SL_METRIC_HISTOGRAM, "route,protocol");
   sl_stats.upstream_requests =
       sl_metrics_family("sluice_upstream_requests_total",
                         "Responses received from upstreams, by status code.", SL_METRIC_COUNTER,
@@ -26,6 +30,13 @@ void sl_stats_init(void) {
       "sluice_upstream_request_duration_seconds",
       "Time from sending a request upstream to its complete response head.",
       SL_METRIC_HISTOGRAM, "upstream");
+  sl_stats.upstream_connections = sl_metrics_family(
+      "sluice_upstream_connections",
+      "Open upstream connections, by state (idle; active: serving or opening).",
+      SL_METRIC_GAUGE, "upstream,state");
+  sl_stats.upstream_pending = sl_metrics_family(
+      "sluice_upstream_pending", "Requests waiting in an upstream's queue for a connection.",
+      SL_METRIC_GAUGE, "upstream");
   sl_stats.connections_active =
       sl_metrics_family("sluice_connections_active", "Open client connections.",
                         SL_METRIC_GAUGE, "listener,protocol");
@@ -128,10 +139,12 @@ struct req_cache_entry {
   struct name_key route;
   int proto, status;
   struct sl_metric_series *series;
+  struct sl_metric_series *duration; /* route,proto's histogram */
 };
 static __thread struct req_cache_entry req_cache[REQ_CACHE_SIZE];
 
-void sl_stats_request_done(struct sl_worker *w, const char *route, int proto, int status) {
+void sl_stats_request_done(struct sl_worker *w, const char *route, int proto, int status,
+                           double seconds) {
   (void)w;
   size_t h = (((uintptr_t)route >> 4) * 31u + (size_t)status * 7u + (size_t)proto) %
              REQ_CACHE_SIZE;
@@ -141,12 +154,23 @@ void sl_stats_request_done(struct sl_worker *w, const char *route, int proto, in
     snprintf(code, sizeof(code), "%d", status);
     const char *values[3] = {route, proto_names[proto & 1], code};
     e->series = sl_metrics_series(sl_stats.requests, values);
+    e->duration = sl_metrics_series(sl_stats.request_duration, values);
     name_key_set(&e->route, route);
     e->status = status;
     e->proto = proto;
-    if (!e->series) return;
+    if (!e->series || !e->duration) {
+      e->series = NULL; /* out of memory: looked up again next time */
+      return;
+    }
   }
   sl_metric_inc(e->series);
+  if (seconds >= 0) sl_metric_observe(e->duration, seconds);
+}
+
+void sl_stats_request_duration(const char *route, int proto, double seconds) {
+  const char *values[2] = {route, proto_names[proto & 1]};
+  struct sl_metric_series *d = sl_metrics_series(sl_stats.request_duration, values);
+  if (d) sl_metric_observe(d, seconds);
 }
 
 #define UP_CACHE_SIZE 64

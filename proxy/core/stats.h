@@ -22,8 +22,11 @@ struct sl_worker;
 
 struct sl_stats {
   struct sl_metric_family *requests;            /* route,protocol,code */
+  struct sl_metric_family *request_duration;    /* route,protocol */
   struct sl_metric_family *upstream_requests;   /* upstream,code */
   struct sl_metric_family *upstream_duration;   /* upstream */
+  struct sl_metric_family *upstream_connections; /* upstream,state */
+  struct sl_metric_family *upstream_pending;    /* upstream */
   struct sl_metric_family *connections_active;  /* listener,protocol */
   struct sl_metric_family *connections_total;   /* listener */
   struct sl_metric_family *config_generation;
@@ -51,7 +54,16 @@ extern struct sl_stats sl_stats;
 /* Registers every family (main thread, start-up). */
 void sl_stats_init(void);
 
-void sl_stats_request_done(struct sl_worker *w, const char *route, int proto, int status);
+/* An exchange ended: counted in sluice_requests_total and, unless
+ * |seconds| < 0, its duration (first byte of the request to the end of the
+ * response, seconds) observed in sluice_request_duration_seconds. Both
+ * series come from one per-thread cache entry. */
+void sl_stats_request_done(struct sl_worker *w, const char *route, int proto, int status,
+                           double seconds);
+/* The duration of an exchange that sl_stats_request_done() will not
+ * observe (a WebSocket upgrade, when the tunnel opens): a registry lookup,
+ * for rare events only. */
+void sl_stats_request_duration(const char *route, int proto, double seconds);
 void sl_stats_upstream_done(struct sl_worker *w, const char *upstream, int status,
                             double seconds);
 /* An exchange the upstream failed (no response head): counted in

@@ -185,6 +185,12 @@ struct sl_stream {
 
   ev_tstamp started;
   ev_tstamp upstream_started;
+  /* Body bytes of this exchange, for its access line, counted by the
+   * frontend once per chunk: taken from the client into req_body
+   * (discarded bytes of a refused request are not), and handed to the
+   * client's connection (the local answer's body or resp_body; never
+   * sluice's own framing or head). A tunnel counts what it carried. */
+  uint64_t bytes_in, bytes_out;
 };
 
 #endif

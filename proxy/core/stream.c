@@ -426,9 +426,17 @@ static void access_log(struct sl_stream *s) {
   sl_access_log_write(s);
 }
 
+/* The exchange's duration is observed here, at the instant its access
+ * line is written, except a tunnel's: that was its upgrade's, observed
+ * when the tunnel opened (its life is sluice_websocket_tunnel_duration). */
 void sl_stream_finish_metrics(struct sl_stream *s) {
-  sl_stats_request_done(s->conn->w, s->route ? s->route->name : "-", s->proto,
-                        s->resp.status);
+  double seconds = -1;
+  if (!s->tunnel) {
+    seconds = ev_now(s->conn->w->loop) - s->started;
+    if (seconds < 0) seconds = 0; /* the wall clock stepped back */
+  }
+  sl_stats_request_done(s->conn->w, s->route ? s->route->name : "-", s->proto, s->resp.status,
+                        seconds);
   access_log(s);
 }
 
@@ -446,6 +454,7 @@ void sl_stream_tunnel_open(struct sl_stream *s) {
   s->m_tunnels = sl_stats_tunnel_series(s->route->name);
   if (s->m_tunnels) sl_metric_gauge_add(s->m_tunnels, 1);
   sl_stats_ws_upgrade(s->route->name, "success");
+  sl_stats_request_duration(s->route->name, s->proto, s->tunnel_started - s->started);
 }
 
 /* Appends the pending close frame and ends the tunnel's downstream half.

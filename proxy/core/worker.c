@@ -386,10 +386,7 @@ static void *worker_main(void *arg) {
   sl_worker_flush_all(w);
   for (struct sl_pool *p = w->pools, *n; p; p = n) {
     n = p->next;
-    sl_pool_close_all(p);
-    free(p->name);
-    free(p->address_text);
-    free(p);
+    sl_pool_del(p);
   }
   w->pools = NULL;
   sl_gen_unref(w->gen);

@@ -270,6 +270,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
   struct sl_stream *s = h->cur;
   if (s->local_response) return 0; /* answered already: discard */
   if (sl_pipe_write(&s->req_body, at, n)) return h1_fail(h, 503, "oom");
+  s->bytes_in += n;
   sl_pace_charge(s, SL_PACE_UP, n);
   return 0;
 }
@@ -337,6 +338,7 @@ static void h1_write_error_and_close(struct sl_h1 *h, int status, const char *er
     sl_conn_close_after_flush(c);
     return;
   }
+  double seconds = s ? ev_now(c->w->loop) - s->started : 0; /* no stream: no time yet */
   if (s) {
     sl_stream_del(s);
     h->cur = NULL;
@@ -351,7 +353,7 @@ static void h1_write_error_and_close(struct sl_h1 *h, int status, const char *er
   /* RFC 9110 §9.3.2: a HEAD response has no content (its length is still
    * announced, as it would be for GET). */
   if (!h->head_request) sl_pipe_write(&c->out, body, blen);
-  sl_stats_request_done(c->w, "-", SL_PROTO_H1, status);
+  sl_stats_request_done(c->w, "-", SL_PROTO_H1, status, seconds < 0 ? 0 : seconds);
   h->state = H1_IDLE;
   sl_conn_close_after_flush(c);
 }
@@ -367,6 +369,7 @@ static ssize_t h1_tunnel_read(struct sl_h1 *h, const char *data, size_t len) {
   struct sl_stream *s = h->cur;
   if (!s || s->req_done) return (ssize_t)len;
   if (sl_pipe_write(&s->req_body, data, len) != 0) return -1;
+  s->bytes_in += len;
   sl_pace_charge(s, SL_PACE_UP, len);
   sl_stream_request_body(s);
   if (h->cur == s && (sl_pipe_full(&s->req_body) || sl_pace_hold(s, SL_PACE_UP)))
@@ -549,6 +552,7 @@ static void h1_produce(struct sl_conn *c) {
         return;
       }
       sl_pace_charge(s, SL_PACE_DOWN, n);
+      s->bytes_out += n;
       moved_any = true;
     }
     if (moved_any) sl_stream_response_drained(s);
@@ -568,6 +572,7 @@ static void h1_produce(struct sl_conn *c) {
         sl_conn_close(c);
         return;
       }
+      s->bytes_out += s->local_body_len;
       s->local_body_len = 0;
     }
     while (!sl_pipe_empty(&s->resp_body) && !sl_pipe_full(&c->out)) {
@@ -588,6 +593,7 @@ static void h1_produce(struct sl_conn *c) {
   } else {
     sl_pipe_clear(&s->resp_body);
   }
+  s->bytes_out += moved;
   if (moved) {
     sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
     sl_stream_response_drained(s);

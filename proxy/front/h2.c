@@ -493,6 +493,8 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
   }
   if (sl_pipe_write(&s->req_body, data, len) != 0) {
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_INTERNAL_ERROR);
+  } else {
+    s->bytes_in += len;
   }
   return 0;
 }
@@ -556,6 +558,7 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
     memcpy(buf, s->local_body, n);
     s->local_body += n;
     s->local_body_len -= n;
+    s->bytes_out += n;
     if (!s->local_body_len && s->resp_done && sl_pipe_empty(&s->resp_body))
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
@@ -570,6 +573,7 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
   }
   size_t n = sl_pipe_read(&s->resp_body, buf, length);
   sl_pace_charge(s, SL_PACE_DOWN, n);
+  s->bytes_out += n;
   if (n == 0 && !s->resp_done) {
     x->deferred = true;
     return NGHTTP2_ERR_DEFERRED;

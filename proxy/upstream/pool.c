@@ -23,6 +23,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,16 @@ static void pool_service_queue(struct sl_pool *p);
 static void upconn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void upconn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void upconn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void pool_register(struct sl_pool *p);
+
+/* The pool's counts (upstream-t.h): only its worker writes them, so a
+ * relaxed load and store is enough and costs what a plain ++ does. */
+static inline uint32_t pool_count(_Atomic uint32_t *c) {
+  return atomic_load_explicit(c, memory_order_relaxed);
+}
+static inline void pool_count_add(_Atomic uint32_t *c, int32_t d) {
+  atomic_store_explicit(c, pool_count(c) + (uint32_t)d, memory_order_relaxed);
+}
 
 /* ---- pools -------------------------------------------------------- */
 
@@ -74,6 +86,7 @@ struct sl_pool *sl_pool_for(struct sl_worker *w, const struct sl_upstream_cfg *u
     p->addr.len = u->address.len;
     p->next = w->pools;
     w->pools = p;
+    pool_register(p);
   }
   /* Limits follow the current configuration without a new pool. */
   uint32_t nw = (uint32_t)(w->n_workers > 0 ? w->n_workers : 1);
@@ -105,7 +118,7 @@ static void pool_queue_push(struct sl_pool *p, struct sl_stream *s) {
   else
     q->head = s;
   q->tail = s;
-  p->n_pending++;
+  pool_count_add(&p->n_pending, 1);
   s->queued = true;
 }
 
@@ -121,7 +134,7 @@ static void pool_queue_remove(struct sl_pool *p, struct sl_stream *s) {
   else
     q->tail = s->queue_prev;
   s->queue_next = s->queue_prev = NULL;
-  p->n_pending--;
+  pool_count_add(&p->n_pending, -1);
   s->queued = false;
 }
 
@@ -145,13 +158,29 @@ static struct sl_stream *pool_queue_victim(const struct sl_pool *p, unsigned ran
   return NULL;
 }
 
-static bool pool_queue_empty(const struct sl_pool *p) { return p->n_pending == 0; }
+static bool pool_queue_empty(struct sl_pool *p) { return pool_count(&p->n_pending) == 0; }
+
+static void pool_idle_push(struct sl_pool *p, struct sl_upconn *u) {
+  u->next = p->idle;
+  p->idle = u;
+  pool_count_add(&p->n_idle, 1);
+}
+
+/* The most recently used idle connection (the pool has one). */
+static struct sl_upconn *pool_idle_pop(struct sl_pool *p) {
+  struct sl_upconn *u = p->idle;
+  p->idle = u->next;
+  u->next = NULL;
+  pool_count_add(&p->n_idle, -1);
+  return u;
+}
 
 static void pool_idle_remove(struct sl_pool *p, struct sl_upconn *u) {
   for (struct sl_upconn **pp = &p->idle; *pp; pp = &(*pp)->next) {
     if (*pp == u) {
       *pp = u->next;
       u->next = NULL;
+      pool_count_add(&p->n_idle, -1);
       return;
     }
   }
@@ -159,12 +188,97 @@ static void pool_idle_remove(struct sl_pool *p, struct sl_upconn *u) {
 
 void sl_pool_close_all(struct sl_pool *p) {
   while (p->idle) {
-    struct sl_upconn *u = p->idle;
-    p->idle = u->next;
-    u->next = NULL;
+    struct sl_upconn *u = pool_idle_pop(p);
     u->state = SL_UPCONN_ACTIVE; /* not in the idle list any more */
     sl_upconn_close(u);
   }
+}
+
+/* ---- gauges ---------------------------------------------------------
+ *
+ * Pools belong to their worker, and the counts change per request (an
+ * idle connection taken and given back). Gauge series updated there would
+ * be two atomic read-modify-writes per request on lines every worker
+ * shares; instead each pool keeps its counts itself (upstream-t.h, single
+ * writer, no lock prefix) and the scrape sums them, walking a registry of
+ * live pools that changes only when a pool is made or freed. */
+
+static pthread_mutex_t pool_reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sl_pool *pool_reg; /* under pool_reg_lock */
+
+enum { GAUGE_IDLE, GAUGE_ACTIVE, GAUGE_PENDING, GAUGE_N };
+/* One upstream name's series and sums; names are bounded by the
+ * configurations loaded, like the series themselves (never freed). */
+struct pool_gauges {
+  char *name;
+  struct sl_metric_series *m[GAUGE_N];
+  uint64_t n[GAUGE_N];
+};
+static struct pool_gauges *gauges; /* under pool_reg_lock */
+static size_t n_gauges, cap_gauges;
+
+static void pool_register(struct sl_pool *p) {
+  pthread_mutex_lock(&pool_reg_lock);
+  p->reg_prev = NULL;
+  p->reg_next = pool_reg;
+  if (pool_reg) pool_reg->reg_prev = p;
+  pool_reg = p;
+  pthread_mutex_unlock(&pool_reg_lock);
+}
+
+void sl_pool_del(struct sl_pool *p) {
+  sl_pool_close_all(p);
+  pthread_mutex_lock(&pool_reg_lock);
+  if (p->reg_prev)
+    p->reg_prev->reg_next = p->reg_next;
+  else if (pool_reg == p)
+    pool_reg = p->reg_next;
+  if (p->reg_next) p->reg_next->reg_prev = p->reg_prev;
+  pthread_mutex_unlock(&pool_reg_lock);
+  free(p->name);
+  free(p->address_text);
+  free(p);
+}
+
+/* |name|'s entry, made on first sight; NULL on OOM (not shown then). */
+static struct pool_gauges *pool_gauges_of(const char *name) {
+  for (size_t i = 0; i < n_gauges; i++)
+    if (strcmp(gauges[i].name, name) == 0) return &gauges[i];
+  if (n_gauges == cap_gauges) {
+    size_t cap = cap_gauges ? 2 * cap_gauges : 8;
+    struct pool_gauges *ng = realloc(gauges, cap * sizeof(*ng));
+    if (!ng) return NULL;
+    gauges = ng;
+    cap_gauges = cap;
+  }
+  struct pool_gauges *g = &gauges[n_gauges];
+  memset(g, 0, sizeof(*g));
+  g->name = strdup(name);
+  if (!g->name) return NULL;
+  const char *idle[2] = {name, "idle"}, *active[2] = {name, "active"}, *pending[1] = {name};
+  g->m[GAUGE_IDLE] = sl_metrics_series(sl_stats.upstream_connections, idle);
+  g->m[GAUGE_ACTIVE] = sl_metrics_series(sl_stats.upstream_connections, active);
+  g->m[GAUGE_PENDING] = sl_metrics_series(sl_stats.upstream_pending, pending);
+  n_gauges++;
+  return g;
+}
+
+void sl_pool_collect(void) {
+  pthread_mutex_lock(&pool_reg_lock);
+  for (size_t i = 0; i < n_gauges; i++) memset(gauges[i].n, 0, sizeof(gauges[i].n));
+  for (struct sl_pool *p = pool_reg; p; p = p->reg_next) {
+    struct pool_gauges *g = pool_gauges_of(p->name);
+    if (!g) continue;
+    /* Two loads apart: a connection closing between them may show as
+     * idle and not yet closed for this one sample. */
+    uint32_t idle = pool_count(&p->n_idle), conns = pool_count(&p->n_conns);
+    g->n[GAUGE_IDLE] += idle;
+    g->n[GAUGE_ACTIVE] += conns > idle ? conns - idle : 0;
+    g->n[GAUGE_PENDING] += pool_count(&p->n_pending);
+  }
+  for (size_t i = 0; i < n_gauges; i++)
+    for (int k = 0; k < GAUGE_N; k++) sl_metric_gauge_set(gauges[i].m[k], (int64_t)gauges[i].n[k]);
+  pthread_mutex_unlock(&pool_reg_lock);
 }
 
 /* ---- connections -------------------------------------------------- */
@@ -183,7 +297,7 @@ struct sl_upconn *sl_upconn_adopt(struct sl_pool *p, int fd) {
   ev_init(&u->timer, upconn_timer_cb);
   sl_upconn_set_timeout(u, p->connect_timeout_ms);
   ev_io_start(p->w->loop, &u->wio);
-  p->n_conns++;
+  pool_count_add(&p->n_conns, 1);
   return u;
 }
 
@@ -231,7 +345,7 @@ void sl_upconn_close(struct sl_upconn *u) {
   u->s = NULL;
   close(u->fd);
   u->fd = -1;
-  p->n_conns--;
+  pool_count_add(&p->n_conns, -1);
   u->dead = true;
   if (u->busy == 0) free(u);
   /* A slot freed: a queued stream may now connect. */
@@ -316,8 +430,7 @@ void sl_upconn_release(struct sl_upconn *u, bool reusable) {
     p->ops->attach(u, next);
     return;
   }
-  u->next = p->idle;
-  p->idle = u;
+  pool_idle_push(p, u);
 }
 
 /* Gives |s| the connection |u| is opening for it. */
@@ -327,7 +440,7 @@ static void upconn_bind(struct sl_upconn *u, struct sl_stream *s) {
 }
 
 static void pool_service_queue(struct sl_pool *p) {
-  while (!pool_queue_empty(p) && p->n_conns < p->max_conns) {
+  while (!pool_queue_empty(p) && pool_count(&p->n_conns) < p->max_conns) {
     struct sl_upconn *u = upconn_connect(p);
     if (!u) break;
     upconn_bind(u, pool_queue_pop(p));
@@ -364,15 +477,13 @@ void sl_upstream_start(struct sl_stream *s) {
     return;
   }
   if (p->idle) {
-    struct sl_upconn *u = p->idle;
-    p->idle = u->next;
-    u->next = NULL;
+    struct sl_upconn *u = pool_idle_pop(p);
     u->reused = true;
     upconn_bind(u, s);
     ops->attach(u, s);
     return;
   }
-  if (p->n_conns < p->max_conns) {
+  if (pool_count(&p->n_conns) < p->max_conns) {
     struct sl_upconn *u = upconn_connect(p);
     if (!u) {
       sl_upstream_fail_stream(p, s, 502, "upstream_connect_failed");
@@ -381,7 +492,7 @@ void sl_upstream_start(struct sl_stream *s) {
     upconn_bind(u, s);
     return;
   }
-  if (p->n_pending < p->max_pending) {
+  if (pool_count(&p->n_pending) < p->max_pending) {
     pool_queue_push(p, s);
     return;
   }
@@ -468,7 +579,7 @@ bool sl_upconn_retry(struct sl_upconn *u, uint64_t body_taken) {
   u->s = NULL;
   s->up = NULL;
   sl_upconn_close(u);
-  if (p->n_conns >= p->max_conns) {
+  if (pool_count(&p->n_conns) >= p->max_conns) {
     /* Cannot happen after a close, but keep the invariant honest. */
     pool_queue_push(p, s);
     return true;

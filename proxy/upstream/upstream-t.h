@@ -70,6 +70,7 @@
 #define SLUICE_UPSTREAM_T_H
 
 #include <ev.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -165,8 +166,12 @@ struct sl_pool {
   uint32_t max_conns;   /* this worker's share */
   uint32_t max_pending; /* this worker's share */
   uint64_t connect_timeout_ms, response_timeout_ms, idle_timeout_ms;
-  uint32_t n_conns;     /* open, idle or busy */
-  uint32_t n_pending;
+  /* Counts: written only by the pool's worker, with relaxed loads and
+   * stores (plain moves, no lock prefix; pool.c pool_count_add), and read
+   * by the metrics collector on the scraping thread (sl_pool_collect). */
+  _Atomic uint32_t n_conns;   /* open: connecting, idle or busy */
+  _Atomic uint32_t n_idle;    /* on the idle list */
+  _Atomic uint32_t n_pending; /* in the queue */
   struct sl_upconn *idle; /* idle keep-alive connections, LIFO */
   /* Streams waiting for a connection, one FIFO per priority (index
    * pool_rank(): low, normal, high), served high first; a full queue
@@ -181,6 +186,9 @@ struct sl_pool {
    * taking pipelined requests); set by the backend, cleared by the pool
    * when that connection closes or goes idle. */
   struct sl_upconn *shared;
+  /* Every live pool of every worker, for the gauges (pool.c's registry,
+   * under its mutex): linked by sl_pool_for, unlinked by sl_pool_del. */
+  struct sl_pool *reg_next, *reg_prev;
 };
 
 #endif

@@ -16,6 +16,14 @@ struct sl_upstream_cfg;
 struct sl_pool *sl_pool_for(struct sl_worker *w, const struct sl_upstream_cfg *u);
 /* Closes the pool's idle connections (worker exit, teardown). */
 void sl_pool_close_all(struct sl_pool *p);
+/* Closes the pool's idle connections, takes it out of the gauges and
+ * frees it (its worker, at exit: nothing of it may be in use). */
+void sl_pool_del(struct sl_pool *p);
+/* Sets sluice_upstream_connections{upstream,state} and
+ * sluice_upstream_pending{upstream} to the sums over every pool of every
+ * worker, retired ones included, by upstream name (the metrics collector,
+ * on the scraping thread). An upstream whose pools are all gone reads 0. */
+void sl_pool_collect(void);
 /* Starts the upstream half of |s| (connect, reuse or queue). On failure
  * answers the stream itself (503 queue full, 502). */
 void sl_upstream_start(struct sl_stream *s);

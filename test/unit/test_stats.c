@@ -246,12 +246,12 @@ static void test_reused_name_memory_counts_right_label(void **st) {
   char *name = malloc(16);
   assert_non_null(name);
   strcpy(name, "alpha");
-  sl_stats_request_done(&g_worker, name, 0, 200);
+  sl_stats_request_done(&g_worker, name, 0, 200, 0.01);
   sl_stats_upstream_done(&g_worker, name, 200, 0.001);
   sl_stats_firmware_unknown(name, true);
   sl_stats_connection_accepted(name);
   strcpy(name, "bravo"); /* same address, another name */
-  sl_stats_request_done(&g_worker, name, 0, 200);
+  sl_stats_request_done(&g_worker, name, 0, 200, 0.01);
   sl_stats_upstream_done(&g_worker, name, 200, 0.001);
   sl_stats_firmware_unknown(name, true);
   sl_stats_connection_accepted(name);
@@ -275,9 +275,52 @@ static void test_reused_name_memory_counts_right_label(void **st) {
   free(out);
   /* And the same name at another address is still the same series. */
   char other[16] = "alpha";
-  sl_stats_request_done(&g_worker, other, 0, 200);
+  sl_stats_request_done(&g_worker, other, 0, 200, 0.01);
   assert_int_equal(requests_of("alpha", "200"), 2);
   free(name);
+}
+
+/* The rendered value of |sample| (a full "name{labels}" prefix), or -1. */
+static double rendered(const char *sample) {
+  char *out;
+  size_t len;
+  assert_int_equal(sl_metrics_render(&out, &len), 0);
+  double v = -1;
+  char *at = strstr(out, sample);
+  if (at && at[strlen(sample)] == ' ') v = strtod(at + strlen(sample) + 1, NULL);
+  free(out);
+  return v;
+}
+
+/* sluice_request_duration_seconds: one observation per exchange counted
+ * (status codes share the route's series), in cumulative buckets by the
+ * seconds given; a negative duration (a tunnel's, observed when it opened)
+ * counts the request only. */
+static void test_request_duration(void **st) {
+  (void)st;
+  const char *route = "timed";
+  sl_stats_request_done(&g_worker, route, 1, 200, 0.0004);
+  sl_stats_request_done(&g_worker, route, 1, 429, 0.003);
+  sl_stats_request_done(&g_worker, route, 1, 200, 0.3);
+  sl_stats_request_done(&g_worker, route, 1, 101, -1);
+  sl_stats_request_duration(route, 1, 0.02); /* the 101's upgrade */
+  const char *p = "sluice_request_duration_seconds_bucket{route=\"timed\",protocol=\"h2\",le=";
+  char key[256];
+  static const struct {
+    const char *le;
+    double n;
+  } want[] = {{"0.001", 1}, {"0.0025", 1}, {"0.005", 2}, {"0.025", 3},
+              {"0.25", 3},  {"0.5", 4},    {"10", 4},    {"+Inf", 4}};
+  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+    snprintf(key, sizeof(key), "%s\"%s\"}", p, want[i].le);
+    if (rendered(key) != want[i].n) fail_msg("%s: %g, not %g", key, rendered(key), want[i].n);
+  }
+  assert_true(rendered("sluice_request_duration_seconds_count{route=\"timed\",protocol=\"h2\"}") ==
+              4);
+  double sum = rendered("sluice_request_duration_seconds_sum{route=\"timed\",protocol=\"h2\"}");
+  assert_true(sum > 0.3233 && sum < 0.3235);
+  const char *v[3] = {route, "h2", "101"};
+  assert_int_equal(sl_metric_counter_value(sl_metrics_series(sl_stats.requests, v)), 1);
 }
 
 struct counting {
@@ -288,7 +331,7 @@ struct counting {
 static void *counting_main(void *arg) {
   struct counting *c = arg;
   for (int i = 0; i < c->n; i++) {
-    sl_stats_request_done(&g_worker, c->route, 0, 200 + (i & 1));
+    sl_stats_request_done(&g_worker, c->route, 0, 200 + (i & 1), 0.002);
     sl_stats_upstream_done(&g_worker, c->route, 200, 0.001);
   }
   return NULL;
@@ -304,6 +347,8 @@ static void test_threads_count_apart(void **st) {
   for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
   assert_int_equal(requests_of("thread-a", "200") + requests_of("thread-a", "201"), 20000);
   assert_int_equal(requests_of("thread-b", "200") + requests_of("thread-b", "201"), 20000);
+  assert_true(rendered("sluice_request_duration_seconds_count{route=\"thread-a\",protocol=\"h1\"}") ==
+              20000);
 }
 
 int main(void) {
@@ -317,6 +362,7 @@ int main(void) {
       cmocka_unit_test(test_many_policies),
       cmocka_unit_test(test_reused_name_memory_counts_right_label),
       cmocka_unit_test(test_threads_count_apart),
+      cmocka_unit_test(test_request_duration),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   sl_metrics_reset();

@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
+
 #include "upstream_world.h"
 
 static const char *resp_header(const struct sl_stream *s, const char *name) {
@@ -354,6 +356,80 @@ static void test_reused_connection_closed(void **state) {
   check_reused_close("POST", "upstream_closed", false);
 }
 
+/* sluice_upstream_connections{upstream="origin",state} or, with state
+ * NULL, sluice_upstream_pending, as the collector sets them. */
+static int64_t pool_gauge(const char *state) {
+  sl_pool_collect();
+  const char *conns[2] = {"origin", state}, *pending[1] = {"origin"};
+  struct sl_metric_series *m = state ? sl_metrics_series(sl_stats.upstream_connections, conns)
+                                     : sl_metrics_series(sl_stats.upstream_pending, pending);
+  return (int64_t)sl_metric_gauge_value(m);
+}
+
+/* The pool's gauges follow a connection from opening (active) through its
+ * exchange (active) to the idle list, and a stream waiting behind
+ * max_connections (pending) until it leaves; a freed pool reads 0. */
+static void test_pool_gauges(void **state) {
+  (void)state;
+  world_setup(1);
+  struct exchange x = {0};
+  x.s = world_stream("GET", "/g", &x.rec);
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  struct sl_upconn *u = sl_upconn_adopt(pool, sv[0]);
+  assert_non_null(u);
+  u->s = x.s;
+  x.s->up = u;
+  assert_int_equal(pool_gauge("active"), 1); /* opening counts as active */
+  assert_int_equal(pool_gauge("idle"), 0);
+  x.fd = sv[1];
+  pump();
+  origin_read(x.fd, x.req, sizeof(x.req));
+  assert_int_equal(pool_gauge("active"), 1);
+  /* A second stream waits behind max_connections 1. */
+  pool->max_conns = 1;
+  struct fe_rec rec2 = {0};
+  struct sl_stream *s2 = world_stream("GET", "/h", &rec2);
+  sl_upstream_start(s2);
+  assert_true(s2->queued);
+  assert_int_equal(pool_gauge(NULL), 1);
+  sl_upstream_detach(s2); /* the client left */
+  assert_int_equal(pool_gauge(NULL), 0);
+  sl_stream_del(s2);
+  fe_rec_free(&rec2);
+  feed(x.fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 40, 0, 0);
+  assert_true(x.rec.done);
+  assert_int_equal(pool_gauge("active"), 0);
+  assert_int_equal(pool_gauge("idle"), 1);
+  exchange_close(&x);
+  world_teardown();
+  assert_int_equal(pool_gauge("idle"), 0);
+  assert_int_equal(pool_gauge("active"), 0);
+}
+
+static atomic_bool scraping;
+
+static void *scraper_main(void *arg) {
+  (void)arg;
+  while (atomic_load(&scraping)) sl_pool_collect();
+  return NULL;
+}
+
+/* The collector reads every pool's counts and the registry from another
+ * thread while the worker makes pools, runs exchanges and frees pools
+ * (make tsan runs this: a plain cross-thread read would be reported). */
+static void test_pool_gauges_scraped_concurrently(void **state) {
+  (void)state;
+  atomic_store(&scraping, true);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, scraper_main, NULL), 0);
+  for (int round = 0; round < 3; round++) run_case(&cases[0], 0, 0);
+  for (unsigned seed = 1; seed <= 5; seed++) run_case(&cases[1], 13, seed);
+  atomic_store(&scraping, false);
+  pthread_join(th, NULL);
+  assert_int_equal(pool_gauge("idle"), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_response_whole),
@@ -365,6 +441,8 @@ int main(void) {
       cmocka_unit_test(test_closed_before_answer),
       cmocka_unit_test(test_request_body_chunked),
       cmocka_unit_test(test_reused_connection_closed),
+      cmocka_unit_test(test_pool_gauges),
+      cmocka_unit_test(test_pool_gauges_scraped_concurrently),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -171,9 +171,7 @@ static void world_teardown(void) {
     abort();
   }
   w.pools = NULL;
-  free(pool->name);
-  free(pool->address_text);
-  free(pool);
+  sl_pool_del(pool);
   pool = NULL;
   ev_loop_destroy(w.loop);
   w.loop = NULL;
