@@ -336,6 +336,13 @@ def test_explain_admin_answers_json_for_any_bytes(start_sluice):
     assert status == 200
     doc = json.loads(body.decode("utf-8"))  # strict: raises on bytes that are not UTF-8
     assert doc["request"]["path"] == "/v1/connect/\ufffd\ufffd("
+    # Raw bytes beyond ASCII have no place in a target: refused (400), and
+    # still answered as valid JSON.
+    assert doc["verdict"]["error"] == "path_invalid_character"
+    status, headers, body = s.admin_get(
+        "/explain?ip=198.51.100.12&path=/v1/connect&header=x-device-class:caf%C3%A9%FE")
+    assert status == 200
+    doc = json.loads(body.decode("utf-8"))
     assert doc["identity"]["device_class"] == "caf\u00e9\ufffd"
     assert doc["route"] == "connect"
 
