@@ -43,6 +43,18 @@ def route(name="default", prefix="/", **policies):
     return r
 
 
+def h1_get(port, path, headers):
+    """One GET on a fresh HTTP/1.1 connection: the response (H1Conn's)."""
+    with H1Conn(port, timeout=10) as c:
+        return c.request("GET", path, headers)
+
+
+def h2_get(port, path, headers):
+    """One GET on a fresh h2c connection; |headers| as for h1_get."""
+    with H2Client(port, timeout=10) as c:
+        return c.get(path, [(k.lower(), v) for k, v in headers])
+
+
 def device_headers(ip=None, cls=None, fw=None, dev=None):
     """[(name, value)] for a device behind the trusted proxy."""
     h = []

@@ -13,8 +13,9 @@ import threading
 
 import pytest
 
-from helpers import H1Conn, H2Client, run_cli, to_yaml, wait_for
-from admission_helpers import admission_config, check_rejection, device_headers, route
+from helpers import run_cli, to_yaml, wait_for
+from admission_helpers import (admission_config, check_rejection, device_headers, h1_get, h2_get,
+                               route)
 from ws_helpers import H2WSClient, WSConn, ws_route
 
 PARTNER_IP = "198.51.100.7"    # wallet-api, behind the trusted proxy
@@ -46,16 +47,6 @@ def config(**top):
 
 def exemptions(s, allow, route_name):
     return s.metric("sluice_exemptions_total", allow=allow, route=route_name)
-
-
-def h1_get(port, path, headers):
-    with H1Conn(port, timeout=10) as c:
-        return c.request("GET", path, headers)
-
-
-def h2_get(port, path, headers):
-    with H2Client(port, timeout=10) as c:
-        return c.get(path, [(k.lower(), v) for k, v in headers])
 
 
 # ---- rate limits -------------------------------------------------------------------

@@ -9,18 +9,8 @@ import os
 
 import pytest
 
-from helpers import H1Conn, H2Client, run_cli
-from admission_helpers import admission_config, device_headers, route
-
-
-def h1_get(port, path, headers):
-    with H1Conn(port, timeout=10) as c:
-        return c.request("GET", path, headers)
-
-
-def h2_get(port, path, headers):
-    with H2Client(port, timeout=10) as c:
-        return c.get(path, [(k.lower(), v) for k, v in headers])
+from helpers import run_cli
+from admission_helpers import admission_config, device_headers, h1_get, h2_get, route
 
 
 def config(missing, mode=None):
