@@ -762,11 +762,12 @@ class Sluice:
 
     # -- admin --
 
-    def admin_get(self, path, timeout=5.0, method="GET", body=None):
-        """(status, headers dict lower-case, body bytes) from the admin port."""
-        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
+    def admin_get(self, path, timeout=5.0, method="GET", body=None, headers=None, port=None):
+        """(status, headers dict lower-case, body bytes) from the admin port
+        (or |port|: admin.metrics_address), with request |headers| (a dict)."""
+        c = http.client.HTTPConnection("127.0.0.1", port or self.admin_port, timeout=timeout)
         try:
-            c.request(method, path, body=body)
+            c.request(method, path, body=body, headers=headers or {})
             r = c.getresponse()
             return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
         finally:

@@ -4,22 +4,15 @@
 test/unit/test_admin_auth.c, since tests bind loopback only); the token is
 re-read on reload; admin.metrics_address serves scraping and probes only;
 the admin address defaults to loopback."""
-import http.client
 import json
 import os
 
-from helpers import base_config, reserve_port, run_cli
+from helpers import base_config, closed_port, run_cli
 
 
 def admin(s, path, method="GET", token=None, port=None):
-    c = http.client.HTTPConnection("127.0.0.1", port or s.admin_port, timeout=5)
-    try:
-        headers = {"Authorization": "Bearer " + token} if token else {}
-        c.request(method, path, headers=headers)
-        r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        c.close()
+    headers = {"Authorization": "Bearer " + token} if token else None
+    return s.admin_get(path, method=method, headers=headers, port=port)
 
 
 def write_token(tmp_path, token, name="admin.token"):
@@ -70,9 +63,7 @@ def test_unreadable_token_file_is_a_reload_failure(start_sluice, tmp_path):
 
 
 def test_metrics_address_serves_scraping_only(start_sluice):
-    r = reserve_port()
-    port = r.port
-    r.release()
+    port = closed_port()
     s = start_sluice(base_config(admin={"metrics_address": "127.0.0.1:%d" % port}))
     assert admin(s, "/metrics", port=port)[0] == 200
     assert admin(s, "/readyz", port=port)[0] == 200

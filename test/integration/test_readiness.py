@@ -1,21 +1,15 @@
 """Readiness that waits for the app (issue 14): with `admin.readiness:
 upstreams`, /readyz is 503 until every upstream accepts connections, and
 again once one stops, so a pod is not Ready before its app nor after it."""
-from helpers import Upstream, base_config, h1_once, reserve_port, wait_for
+from helpers import Upstream, base_config, closed_port, h1_once, wait_for
 
 
 def readyz(s):
     return s.admin_get("/readyz", timeout=2)[0]
 
 
-def free_port():
-    r = reserve_port()
-    r.release()
-    return r.port
-
-
 def test_readyz_follows_the_upstream(start_sluice, tmp_path):
-    port = free_port()
+    port = closed_port()
     cfg = base_config(admin={"readiness": "upstreams"})
     cfg["upstreams"]["identity"]["address"] = "127.0.0.1:%d" % port
     s = start_sluice(cfg, upstream=False, wait_ready=False)
@@ -36,7 +30,7 @@ def test_readyz_follows_the_upstream(start_sluice, tmp_path):
 
 def test_default_readiness_ignores_the_upstream(start_sluice):
     cfg = base_config()
-    cfg["upstreams"]["identity"]["address"] = "127.0.0.1:%d" % free_port()
+    cfg["upstreams"]["identity"]["address"] = "127.0.0.1:%d" % closed_port()
     s = start_sluice(cfg, upstream=False)
     assert readyz(s) == 200
     assert h1_once(s.port, "/v1/x")[0] == 502
