@@ -37,6 +37,16 @@ def send_in_one_write(c, paths):
     return sids
 
 
+def queue_up(s, requests):
+    """Warms the pool's one connection, then sends |requests| (name, path)
+    in one write; {name: answer}."""
+    with H2Client(s.port) as c:
+        assert c.get("/warm").status == 200  # opens the one connection, left idle
+        names = [n for n, _ in requests]
+        answers = c.wait_all(send_in_one_write(c, [p for _, p in requests]), timeout=15)
+    return dict(zip(names, answers))
+
+
 def shed(st):
     return st.status == 503 and json.loads(st.body)["error"] == "upstream_queue_full"
 
@@ -47,11 +57,16 @@ def test_high_takes_the_place_of_the_newest_lower_waiter(start_sluice):
     # the place of the newest waiter of the lowest priority: low2, low1,
     # then normal1; the fourth finds only high waiters and is shed itself.
     s = start_sluice(priority_config(3), workers=1)
-    with H2Client(s.port) as c:
-        assert c.get("/warm").status == 200  # opens the one connection, left idle
-        names = ["hold", "normal1", "low1", "low2", "high1", "high2", "high3", "high4"]
-        paths = ["/lo/slow?ms=800", "/n1", "/lo/1", "/lo/2", "/hi/1", "/hi/2", "/hi/3", "/hi/4"]
-        got = dict(zip(names, c.wait_all(send_in_one_write(c, paths), timeout=15)))
+    got = queue_up(s, [
+        ("hold", "/lo/slow?ms=800"),
+        ("normal1", "/n1"),
+        ("low1", "/lo/1"),
+        ("low2", "/lo/2"),
+        ("high1", "/hi/1"),
+        ("high2", "/hi/2"),
+        ("high3", "/hi/3"),
+        ("high4", "/hi/4"),
+    ])
     for n in ("low2", "low1", "normal1", "high4"):
         assert shed(got[n]), (n, got[n].status, bytes(got[n].data))
         assert got[n].header("retry-after") == "1"
@@ -71,13 +86,14 @@ def test_waiters_are_served_high_first(start_sluice):
     # The queue has room for all: low1, normal1, high1 arrive in that order
     # behind the hold and are served high1, normal1, low1.
     s = start_sluice(priority_config(8), workers=1)
-    with H2Client(s.port) as c:
-        assert c.get("/warm").status == 200
-        names = ["hold", "low1", "normal1", "high1"]
-        paths = ["/slow?ms=500", "/lo/1", "/n1", "/hi/1"]
-        got = dict(zip(names, c.wait_all(send_in_one_write(c, paths), timeout=15)))
+    got = queue_up(s, [
+        ("hold", "/slow?ms=500"),
+        ("low1", "/lo/1"),
+        ("normal1", "/n1"),
+        ("high1", "/hi/1"),
+    ])
     assert all(st.status == 200 for st in got.values()), {n: st.status for n, st in got.items()}
-    served = sorted(names, key=lambda n: int(got[n].header("x-upstream-request")))
+    served = sorted(got, key=lambda n: int(got[n].header("x-upstream-request")))
     assert served == ["hold", "high1", "normal1", "low1"]
     assert s.metric("sluice_rejections_total", reason="queue_full") == 0
 
@@ -85,10 +101,11 @@ def test_waiters_are_served_high_first(start_sluice):
 def test_low_does_not_displace_anyone(start_sluice):
     # A full queue of normal waiters: a low request is shed, nobody else.
     s = start_sluice(priority_config(2), workers=1)
-    with H2Client(s.port) as c:
-        assert c.get("/warm").status == 200
-        names = ["hold", "normal1", "normal2", "low1"]
-        paths = ["/slow?ms=500", "/n1", "/n2", "/lo/1"]
-        got = dict(zip(names, c.wait_all(send_in_one_write(c, paths), timeout=15)))
+    got = queue_up(s, [
+        ("hold", "/slow?ms=500"),
+        ("normal1", "/n1"),
+        ("normal2", "/n2"),
+        ("low1", "/lo/1"),
+    ])
     assert shed(got["low1"])
     assert [got[n].status for n in ("hold", "normal1", "normal2")] == [200, 200, 200]
