@@ -177,6 +177,7 @@ void sl_stats_request_duration(const char *route, int proto, double seconds) {
 struct up_cache_entry {
   struct name_key upstream;
   int status;
+  const char *kind; /* a failure's kind (a constant of the data plane), or NULL */
   struct sl_metric_series *count;
 };
 static __thread struct up_cache_entry up_cache[UP_CACHE_SIZE];
@@ -185,20 +186,31 @@ static __thread struct {
   struct sl_metric_series *hist;
 } dur_cache[8];
 
-void sl_stats_upstream_done(struct sl_worker *w, const char *upstream, int status,
-                            double seconds) {
-  (void)w;
-  size_t h = (((uintptr_t)upstream >> 4) * 31u + (size_t)status) % UP_CACHE_SIZE;
+/* Counts one exchange of |upstream| in sluice_upstream_requests_total:
+ * code |status|, or |kind| for a failure without a response. Per-thread
+ * series cache: an outage fails every request, and the registry's mutex
+ * must not be taken for each. */
+static void upstream_count(const char *upstream, int status, const char *kind) {
+  size_t h = (((uintptr_t)upstream >> 4) * 31u + (size_t)status + ((uintptr_t)kind >> 3)) %
+             UP_CACHE_SIZE;
   struct up_cache_entry *e = &up_cache[h];
-  if (e->status != status || !e->count || !name_key_match(&e->upstream, upstream)) {
+  if (e->status != status || e->kind != kind || !e->count ||
+      !name_key_match(&e->upstream, upstream)) {
     char code[8];
     snprintf(code, sizeof(code), "%d", status);
-    const char *values[2] = {upstream, code};
+    const char *values[2] = {upstream, kind ? kind : code};
     e->count = sl_metrics_series(sl_stats.upstream_requests, values);
     name_key_set(&e->upstream, upstream);
     e->status = status;
+    e->kind = kind;
   }
   if (e->count) sl_metric_inc(e->count);
+}
+
+void sl_stats_upstream_done(struct sl_worker *w, const char *upstream, int status,
+                            double seconds) {
+  (void)w;
+  upstream_count(upstream, status, NULL);
   if (seconds < 0) return;
   size_t d = ((uintptr_t)upstream >> 4) % 8;
   if (!dur_cache[d].hist || !name_key_match(&dur_cache[d].upstream, upstream)) {
@@ -213,25 +225,7 @@ void sl_stats_upstream_failed(struct sl_worker *w, const char *upstream, const c
                               int status) {
   /* The failure's kind is the code: "connect_failed", "timeout", "reset"
    * ... (the error without its "upstream_" prefix; a fixed set). */
-  const char *kind = strncmp(error, "upstream_", 9) == 0 ? error + 9 : error;
-  /* Per-thread series cache (an outage fails every request: the
-   * registry's mutex must not be taken for each). |error| is a constant
-   * string of the data plane: its address identifies it. */
-  enum { FAIL_CACHE_SIZE = 32 };
-  static __thread struct {
-    struct name_key upstream;
-    const char *error;
-    struct sl_metric_series *series;
-  } fail_cache[FAIL_CACHE_SIZE];
-  size_t slot = (((uintptr_t)upstream >> 4) * 31u + ((uintptr_t)error >> 3)) % FAIL_CACHE_SIZE;
-  if (fail_cache[slot].error != error || !fail_cache[slot].series ||
-      !name_key_match(&fail_cache[slot].upstream, upstream)) {
-    const char *values[2] = {upstream, kind};
-    fail_cache[slot].series = sl_metrics_series(sl_stats.upstream_requests, values);
-    fail_cache[slot].error = error;
-    name_key_set(&fail_cache[slot].upstream, upstream);
-  }
-  if (fail_cache[slot].series) sl_metric_inc(fail_cache[slot].series);
+  upstream_count(upstream, 0, strncmp(error, "upstream_", 9) == 0 ? error + 9 : error);
   struct sl_hasher h;
   sl_hasher_init(&h, sl_hash_process_key());
   sl_hasher_str(&h, "upstream failed");
