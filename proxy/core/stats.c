@@ -190,7 +190,7 @@ static __thread struct {
  * code |status|, or |kind| for a failure without a response. Per-thread
  * series cache: an outage fails every request, and the registry's mutex
  * must not be taken for each. */
-static void upstream_count(const char *upstream, int status, const char *kind) {
+static inline void upstream_count(const char *upstream, int status, const char *kind) {
   size_t h = (((uintptr_t)upstream >> 4) * 31u + (size_t)status + ((uintptr_t)kind >> 3)) %
              UP_CACHE_SIZE;
   struct up_cache_entry *e = &up_cache[h];
