@@ -32,9 +32,11 @@ static uint32_t block_retry_after(const struct sl_admission_input *in,
 
 /* Applies list |list|'s verdict |bv|: reports a shadow match, refuses on
  * an enforcing one (true), or traces the allow (|allow_why|). */
-static bool apply(const struct sl_admission_input *in, struct sl_admission *out, FILE *tf,
-                  bool *first, const char *list, const struct sl_block_verdict *bv,
-                  const char *allow_why) {
+static __attribute__((noinline)) bool apply_match(const struct sl_admission_input *in,
+                                                  struct sl_admission *out, FILE *tf,
+                                                  bool *first, const char *list,
+                                                  const struct sl_block_verdict *bv,
+                                                  const char *allow_why) {
   const struct sl_config *cfg = in->cfg;
   bool enforce =
       bv->deny && !sl_engine_is_shadow(cfg, bv->entry ? bv->entry->mode : SL_MODE_INHERIT);
@@ -67,6 +69,15 @@ static bool apply(const struct sl_admission_input *in, struct sl_admission *out,
     sl_engine_trace(tf, first, list, "blocklist", "allow", allow_why);
   }
   return false;
+}
+
+/* The common request matches nothing and is not explained: nothing to
+ * do, so it pays no call. */
+static inline bool apply(const struct sl_admission_input *in, struct sl_admission *out, FILE *tf,
+                         bool *first, const char *list, const struct sl_block_verdict *bv,
+                         const char *allow_why) {
+  if (!bv->deny && !bv->shadow_deny && !tf) return false;
+  return apply_match(in, out, tf, first, list, bv, allow_why);
 }
 
 bool sl_blocklist_stage(const struct sl_admission_input *in, struct sl_admission *out, FILE *tf,
