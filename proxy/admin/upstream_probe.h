@@ -6,7 +6,8 @@
  *
  * The main thread opens one non-blocking connection to each upstream of
  * the current configuration every second (a connect and a close; no
- * request is sent), allowing it the upstream's connect timeout. An
+ * request is sent); a connect that has not finished by the next tick fails
+ * the check (so it is given 1 to 2 s). An
  * upstream is up from its first accepted connection until a check fails.
  * Until the first check of an upstream ends, it counts as down.
  */
