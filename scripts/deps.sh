@@ -17,6 +17,7 @@ PKGS=(
   curl nghttp2-client openssl
   python3-pytest python3-h2 python3-websockets python3-aiohttp
   prometheus python3-yaml   # promtool, and PyYAML for test_chart.py / deploy/check_manifests.py
+  podman                    # make image; test_image.py builds the image with it
 )
 BENCH_PKGS=(
   nghttp2-proxy     # nghttpx
