@@ -63,6 +63,7 @@ struct sl_listener_cfg {
   struct sl_sockaddr address;
   const char *tls_certificate; /* NULL: cleartext (h1 and h2c prior knowledge) */
   const char *tls_private_key;
+  const char *tls_ticket_keys; /* tls.ticket_keys_file; NULL: the process's own key */
   uint32_t max_connections;    /* default 50000 */
   struct {
     struct sl_rate per_ip;     /* period_ns 0: no connect-rate limit */

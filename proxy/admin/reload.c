@@ -92,12 +92,13 @@ static void reload_failed(const char *msg) {
  * that set changed. */
 static bool watch_files_of(const struct sl_config *cfg) {
   if (!R.watch) return false;
-  const char *extra[2 * 64];
+  const char *extra[3 * 64];
   size_t n = 0;
-  for (size_t i = 0; i < cfg->n_listeners && n + 2 <= sizeof(extra) / sizeof(extra[0]); i++) {
+  for (size_t i = 0; i < cfg->n_listeners && n + 3 <= sizeof(extra) / sizeof(extra[0]); i++) {
     if (!cfg->listeners[i].tls_certificate) continue;
     extra[n++] = cfg->listeners[i].tls_certificate;
     extra[n++] = cfg->listeners[i].tls_private_key;
+    if (cfg->listeners[i].tls_ticket_keys) extra[n++] = cfg->listeners[i].tls_ticket_keys;
   }
   return sl_watch_set_files(R.watch, cfg->include_dir, extra, n);
 }

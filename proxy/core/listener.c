@@ -40,17 +40,22 @@ static int bind_socket(const struct sl_sockaddr *a, bool reuseport, char *err, s
   return fd;
 }
 
-/* Device, inode, size and mtime of the certificate and key files: a
- * reload rebuilds a listener's TLS context only when these or the paths
- * changed (a rotated certificate keeps its path, e.g. a Secret's ..data
- * swap). Taken before the files are read. */
-static uint64_t tls_files_fp(const char *cert, const char *key) {
+/* Device, inode, size and mtime of the certificate, key and ticket key
+ * files, and the ticket key file's path: a reload rebuilds a listener's
+ * TLS context only when these or the paths changed (a rotated certificate
+ * keeps its path, e.g. a Secret's ..data swap). Taken before the files
+ * are read. */
+static uint64_t tls_files_fp(const struct sl_listener_cfg *lc) {
   uint64_t h = 1469598103934665603ULL;
-  const char *paths[2] = {cert, key};
-  for (int i = 0; i < 2; i++) {
+  const char *paths[3] = {lc->tls_certificate, lc->tls_private_key, lc->tls_ticket_keys};
+  for (int i = 0; i < 3; i++) {
     struct stat st;
     uint64_t v[5] = {0};
-    if (stat(paths[i], &st) == 0) {
+    if (paths[i]) {
+      for (const char *c = paths[i]; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+      h = (h ^ 0xff) * 1099511628211ULL;
+    }
+    if (paths[i] && stat(paths[i], &st) == 0) {
       v[0] = (uint64_t)st.st_dev;
       v[1] = (uint64_t)st.st_ino;
       v[2] = (uint64_t)st.st_size;
@@ -126,8 +131,9 @@ static struct sl_listener *listener_new(const struct sl_listener_cfg *lc, int n_
     l->tls_certificate = strdup(lc->tls_certificate);
     l->tls_private_key = strdup(lc->tls_private_key);
     if (!l->tls_certificate || !l->tls_private_key) abort();
-    l->tls_files_fp = tls_files_fp(lc->tls_certificate, lc->tls_private_key);
-    SSL_CTX *ctx = sl_tls_ctx_new(lc->tls_certificate, lc->tls_private_key, err, errlen);
+    l->tls_files_fp = tls_files_fp(lc);
+    SSL_CTX *ctx = sl_tls_ctx_new(lc->tls_certificate, lc->tls_private_key, lc->tls_ticket_keys,
+                                  err, errlen);
     if (!ctx) {
       sl_listener_close(l);
       return NULL;
@@ -265,12 +271,13 @@ int sl_listeners_prepare(struct sl_listener_set *set, const struct sl_config *cf
     char why[400];
     if (p->keep) {
       if (!lc->tls_certificate) continue;
-      uint64_t fp = tls_files_fp(lc->tls_certificate, lc->tls_private_key);
+      uint64_t fp = tls_files_fp(lc);
       if (fp == p->keep->tls_files_fp && strcmp(p->keep->tls_certificate, lc->tls_certificate) == 0 &&
           strcmp(p->keep->tls_private_key, lc->tls_private_key) == 0)
         continue;
       p->new_fp = fp;
-      p->new_ctx = sl_tls_ctx_new(lc->tls_certificate, lc->tls_private_key, why, sizeof(why));
+      p->new_ctx = sl_tls_ctx_new(lc->tls_certificate, lc->tls_private_key, lc->tls_ticket_keys,
+                                  why, sizeof(why));
       if (!p->new_ctx) goto fail;
       continue;
     }

@@ -1,6 +1,6 @@
 /*
  * sluice — TLS server contexts: TLS 1.2+, ALPN h2 then http/1.1, session
- * tickets on, ECDSA or RSA certificates.
+ * tickets on (keys: front/tls_tickets.c), ECDSA or RSA certificates.
  */
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -9,6 +9,7 @@
 
 #include "front/front.h"
 #include "front/tls.h"
+#include "front/tls_tickets.h"
 #include "core/io.h"
 
 /* ALPN (RFC 7301): the frontends' ids in the order of their table (h2,
@@ -36,11 +37,21 @@ static void tls_err(char *err, size_t errlen, const char *what, const char *path
   ERR_clear_error();
 }
 
-SSL_CTX *sl_tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen) {
+SSL_CTX *sl_tls_ctx_new(const char *cert, const char *key, const char *ticket_keys, char *err,
+                        size_t errlen) {
+  struct sl_ticket_keys *tk = NULL;
+  if (ticket_keys && !(tk = sl_ticket_keys_load(ticket_keys, err, errlen))) return NULL;
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
   if (!ctx) {
+    sl_ticket_keys_free(tk);
     tls_err(err, errlen, "cannot create TLS context", "");
     return NULL;
+  }
+  /* Tickets under keys every worker (and, with a key file, every replica)
+   * shares; a reload or certificate rotation keeps them valid. */
+  if (!sl_ticket_keys_install(ctx, tk)) {
+    tls_err(err, errlen, "cannot set up session ticket keys", ticket_keys ? ticket_keys : "");
+    goto fail;
   }
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |

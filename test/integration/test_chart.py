@@ -267,6 +267,7 @@ BAD_VALUES = [
     (["--set", "sluice.config.include=/etc/elsewhere"],
      "sluice.dropins are mounted at /etc/sluice/conf.d, but sluice.config.include is '/etc/elsewhere'"),
     (["--set", "metrics.prometheusRule.rejectionRatio=2"], "rejectionRatio: Must be less than or equal to 1"),
+    (["--set", "sluice.tls.secretName=Bad_Name"], "sluice.tls.secretName: Does not match pattern"),
 ]
 
 
@@ -279,6 +280,59 @@ def test_bad_values_fail_the_render(tools, args, message):
 def test_lint_strict_fails_on_a_bad_value(tools):
     p = helm_run(tools[0], "lint", "--strict", CHART, "--set", "replicaCount=three")
     assert p.returncode != 0 and "replicaCount: Invalid type" in p.stdout + p.stderr
+
+
+TLS_LISTENER = {"name": "public", "address": "0.0.0.0:8443", "tls": {
+    "certificate": "/etc/sluice/tls/tls.crt", "private_key": "/etc/sluice/tls/tls.key",
+    "ticket_keys_file": "/etc/sluice/tickets/ticket.keys"}}
+
+
+def tls_values(tmp_path, tls, listener=TLS_LISTENER):
+    """-f a values file: sluice.tls as given and the listener (lists cannot
+    be set key by key with --set, and this helm has no --set-json)."""
+    path = tmp_path / ("tls-%d.yaml" % len(list(tmp_path.iterdir())))
+    path.write_text(yaml.safe_dump({"sluice": {"tls": tls, "config": {"listeners": [listener]}}}))
+    return ["-f", str(path)]
+
+
+def test_tls_secrets_are_mounted_where_the_config_reads_them(tools, tmp_path):
+    """sluice.tls: the certificate Secret and the ticket key Secret (the same
+    in every replica, so devices resume on any pod) mounted read-only where
+    the listener's tls: paths point; the objects pass the schemas."""
+    docs = render(tools[0], tls_values(tmp_path, {"secretName": "api-tls",
+                                                  "ticketKeysSecretName": "api-tickets"}))
+    spec = pod_spec(docs)
+    sc = container(spec, "sluice", "initContainers")
+    mounts = {m["name"]: m for m in sc["volumeMounts"]}
+    assert mounts["sluice-tls"] == {"name": "sluice-tls", "mountPath": "/etc/sluice/tls",
+                                    "readOnly": True}
+    assert mounts["sluice-tickets"]["mountPath"] == "/etc/sluice/tickets"
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["sluice-tls"]["secret"]["secretName"] == "api-tls"
+    assert [i["path"] for i in vols["sluice-tls"]["secret"]["items"]] == ["tls.crt", "tls.key"]
+    assert vols["sluice-tickets"]["secret"] == {
+        "secretName": "api-tickets", "items": [{"key": "ticket.keys", "path": "ticket.keys"}]}
+    conf = yaml.safe_load(find(docs, "ConfigMap", "rel-sluice-config")["data"]["sluice.yaml"])
+    assert conf["listeners"][0]["tls"]["ticket_keys_file"] == "/etc/sluice/tickets/ticket.keys"
+    ck = cm.Checker(verbose=False)
+    cm.validate_objects(ck, docs, tools[1], "tls")
+    assert not ck.failures, "\n".join(ck.failures)
+    # Without the values nothing is mounted.
+    default = {m["name"] for m in container(pod_spec(render(tools[0])), "sluice",
+                                            "initContainers")["volumeMounts"]}
+    assert default == {"sluice-config", "sluice-dropins"}
+
+
+@pytest.mark.parametrize("tls,message", [
+    ({}, "listener 'public': tls.certificate is under /etc/sluice/tls/, but "
+         "sluice.tls.secretName is empty: nothing is mounted there"),
+    ({"secretName": "api-tls"}, "listener 'public': tls.ticket_keys_file is under "
+                                "/etc/sluice/tickets/, but sluice.tls.ticketKeysSecretName is empty"),
+])
+def test_tls_paths_without_their_secret_fail_the_render(tools, tmp_path, tls, message):
+    p = helm_run(tools[0], "template", "rel", CHART, "--kube-version", cm.KUBE_VERSION,
+                 *tls_values(tmp_path, tls))
+    assert p.returncode != 0 and message in p.stderr, p.stderr
 
 
 # ---- sidecar and shutdown ----------------------------------------------------------

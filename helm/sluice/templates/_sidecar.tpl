@@ -130,6 +130,18 @@ lifecycle:
 {{- fail (printf "sluice.dropins are mounted at /etc/sluice/conf.d, but sluice.config.include is '%s': set it to ../conf.d" $inc) -}}
 {{- end -}}
 {{- $_ := include "sluice.sidecar.terminationGracePeriodSeconds" . -}}
+{{- $tls := $s.tls | default dict -}}
+{{- range $l := $s.config.listeners | default list -}}
+{{- $t := $l.tls | default dict -}}
+{{- range $k := list "certificate" "private_key" -}}
+{{- if and (hasPrefix "/etc/sluice/tls/" (toString (get $t $k))) (not $tls.secretName) -}}
+{{- fail (printf "listener '%s': tls.%s is under /etc/sluice/tls/, but sluice.tls.secretName is empty: nothing is mounted there" $l.name $k) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (hasPrefix "/etc/sluice/tickets/" (toString $t.ticket_keys_file)) (not $tls.ticketKeysSecretName) -}}
+{{- fail (printf "listener '%s': tls.ticket_keys_file is under /etc/sluice/tickets/, but sluice.tls.ticketKeysSecretName is empty: nothing is mounted there" $l.name) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The sluice container; native adds restartPolicy: Always, classic a
@@ -184,6 +196,14 @@ lifecycle:
   volumeMounts:
     - { name: sluice-config, mountPath: /etc/sluice/config, readOnly: true }
     - { name: sluice-dropins, mountPath: /etc/sluice/conf.d, readOnly: true }
+{{- with .values.sluice.tls }}
+{{- if .secretName }}
+    - { name: sluice-tls, mountPath: /etc/sluice/tls, readOnly: true }
+{{- end }}
+{{- if .ticketKeysSecretName }}
+    - { name: sluice-tickets, mountPath: /etc/sluice/tickets, readOnly: true }
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "sluice.sidecar.initContainers" -}}
@@ -206,6 +226,20 @@ lifecycle:
   configMap:
     name: {{ include "sluice.prefix" .top }}-dropins
     optional: true
+{{- with .values.sluice.tls }}
+{{- if .secretName }}
+- name: sluice-tls
+  secret:
+    secretName: {{ .secretName }}
+    items: [{ key: tls.crt, path: tls.crt }, { key: tls.key, path: tls.key }]
+{{- end }}
+{{- if .ticketKeysSecretName }}
+- name: sluice-tickets
+  secret:
+    secretName: {{ .ticketKeysSecretName }}
+    items: [{ key: ticket.keys, path: ticket.keys }]
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "sluice.sidecar.podAnnotations" -}}
