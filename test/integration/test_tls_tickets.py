@@ -162,3 +162,20 @@ def test_a_bad_key_file_on_reload_keeps_the_running_keys(start_sluice, tls_cert,
         f.write("truncated\n")
     assert s.reload() == 0.0
     assert connect(s.port, ctx, sess)[0]
+
+
+def test_a_changed_key_file_is_picked_up_by_the_watcher(start_sluice, tls_cert, tmp_path):
+    """A Secret update (kubelet swaps the file) reloads by itself: the
+    listener gets the new keys without a SIGHUP."""
+    keys = str(tmp_path / "ticket.keys")
+    k1 = new_key()
+    write_keys(keys, [k1])
+    s = start_sluice(tls_config(tls_cert.ecdsa, keys))
+    ctx = client_context()
+    _, old = connect(s.port, ctx)
+    write_keys(keys, [new_key()])  # k1 retired at once
+    line = s.wait_log(lambda l: l["msg"] == "configuration reloaded"
+                      and l.get("listeners_tls_reloaded") == "public",
+                      what="a reload of the listener's TLS context after the key file changed")
+    assert line["trigger"] == "file"
+    assert connect(s.port, ctx, old)[0] is False
