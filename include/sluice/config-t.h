@@ -64,6 +64,8 @@ struct sl_listener_cfg {
   const char *tls_certificate; /* NULL: cleartext (h1 and h2c prior knowledge) */
   const char *tls_private_key;
   const char *tls_ticket_keys; /* tls.ticket_keys_file; NULL: the process's own key */
+  const char *tls_ciphersuites; /* TLS 1.3 suites (OpenSSL syntax); NULL: sluice's order */
+  const char *tls_groups;       /* key exchange groups; NULL: OpenSSL's list */
   uint32_t max_connections;    /* default 50000 */
   struct {
     struct sl_rate per_ip;     /* period_ns 0: no connect-rate limit */

@@ -143,6 +143,8 @@ static void print_listeners(FILE *out, const struct sl_config *cfg) {
       cfg_print_kv_str(out, 6, "certificate", l->tls_certificate);
       cfg_print_kv_str(out, 6, "private_key", l->tls_private_key);
       if (l->tls_ticket_keys) cfg_print_kv_str(out, 6, "ticket_keys_file", l->tls_ticket_keys);
+      if (l->tls_ciphersuites) cfg_print_kv_str(out, 6, "ciphersuites", l->tls_ciphersuites);
+      if (l->tls_groups) cfg_print_kv_str(out, 6, "groups", l->tls_groups);
     }
     cfg_print_kv_u64(out, 4, "max_connections", l->max_connections);
     if (l->connect_rate.per_ip.period_ns) {

@@ -75,9 +75,12 @@ static void parse_listener(struct cfg_schema *s, node_t *m, struct sl_listener_c
     cs_err(s, m, "listener: missing 'address' (e.g. \"0.0.0.0:8443\")");
   node_t *tls = cs_get_node(s, m, "tls", CFG_MAP);
   if (tls) {
-    static const char *const keys[] = {"certificate", "private_key", "ticket_keys_file", NULL};
+    static const char *const keys[] = {"certificate", "private_key", "ticket_keys_file",
+                                       "ciphersuites", "groups", NULL};
     cs_check_keys(s, tls, "tls", keys);
     cs_get_str(s, tls, "ticket_keys_file", &l->tls_ticket_keys);
+    cs_get_str(s, tls, "ciphersuites", &l->tls_ciphersuites);
+    cs_get_str(s, tls, "groups", &l->tls_groups);
     if (cs_get_str(s, tls, "certificate", &l->tls_certificate) == 0)
       cs_err(s, tls, "tls: missing 'certificate'");
     if (cs_get_str(s, tls, "private_key", &l->tls_private_key) == 0)

@@ -89,8 +89,7 @@ int sl_cmd_check_with(const char *path, const struct sl_check_opts *o) {
     const struct sl_listener_cfg *lc = &cfg->listeners[i];
     if (!lc->tls_certificate) continue;
     char err[512];
-    SSL_CTX *ctx = sl_tls_ctx_new(lc->tls_certificate, lc->tls_private_key, lc->tls_ticket_keys, err,
-                                  sizeof(err));
+    SSL_CTX *ctx = sl_tls_ctx_new(lc, err, sizeof(err));
     if (!ctx) {
       fprintf(stderr, "%s:%u:%u: listener '%s': %s\n", lc->mark.file ? lc->mark.file : path,
               lc->mark.line, lc->mark.col, lc->name, err);

@@ -41,12 +41,18 @@ static int bind_socket(const struct sl_sockaddr *a, bool reuseport, char *err, s
 }
 
 /* Device, inode, size and mtime of the certificate, key and ticket key
- * files, and the ticket key file's path: a reload rebuilds a listener's
- * TLS context only when these or the paths changed (a rotated certificate
+ * files, the ticket key file's path, the suites and groups: a reload
+ * rebuilds a listener's TLS context only when these or the paths changed (a rotated certificate
  * keeps its path, e.g. a Secret's ..data swap). Taken before the files
  * are read. */
 static uint64_t tls_files_fp(const struct sl_listener_cfg *lc) {
   uint64_t h = 1469598103934665603ULL;
+  const char *const settings[2] = {lc->tls_ciphersuites, lc->tls_groups};
+  for (int i = 0; i < 2; i++) {
+    for (const char *c = settings[i] ? settings[i] : ""; *c; c++)
+      h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    h = (h ^ 0xfe) * 1099511628211ULL;
+  }
   const char *paths[3] = {lc->tls_certificate, lc->tls_private_key, lc->tls_ticket_keys};
   for (int i = 0; i < 3; i++) {
     struct stat st;
@@ -132,8 +138,7 @@ static struct sl_listener *listener_new(const struct sl_listener_cfg *lc, int n_
     l->tls_private_key = strdup(lc->tls_private_key);
     if (!l->tls_certificate || !l->tls_private_key) abort();
     l->tls_files_fp = tls_files_fp(lc);
-    SSL_CTX *ctx = sl_tls_ctx_new(lc->tls_certificate, lc->tls_private_key, lc->tls_ticket_keys,
-                                  err, errlen);
+    SSL_CTX *ctx = sl_tls_ctx_new(lc, err, errlen);
     if (!ctx) {
       sl_listener_close(l);
       return NULL;
@@ -276,8 +281,7 @@ int sl_listeners_prepare(struct sl_listener_set *set, const struct sl_config *cf
           strcmp(p->keep->tls_private_key, lc->tls_private_key) == 0)
         continue;
       p->new_fp = fp;
-      p->new_ctx = sl_tls_ctx_new(lc->tls_certificate, lc->tls_private_key, lc->tls_ticket_keys,
-                                  why, sizeof(why));
+      p->new_ctx = sl_tls_ctx_new(lc, why, sizeof(why));
       if (!p->new_ctx) goto fail;
       continue;
     }

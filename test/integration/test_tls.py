@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from helpers import MiB, H1Conn, H2Client, base_config, curl, random_bytes, sha256_hex
+from helpers import MiB, H1Conn, H2Client, base_config, curl, random_bytes, run_cli, sha256_hex
 
 KINDS = ["ecdsa", "rsa"]
 
@@ -148,3 +148,46 @@ def test_tls_and_cleartext_listeners_side_by_side(start_sluice, tls_cert):
     r = curl(s.url("/v1/b", listener="secure"), "--cacert", tls_cert.ecdsa.cert, "--http2")
     assert (r.status, r.http_version) == (200, "2")
     assert r.json()["headers"]["x-forwarded-proto"] == "https"
+
+
+def tls13_client():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def test_tls13_suite_is_the_servers_choice(start_sluice, tls_cert):
+    """sluice's order wins over the client's (Python offers AES-256-GCM-SHA384
+    first, as OpenSSL does): AES-128-GCM-SHA256, whose SHA-256 key schedule is
+    cheaper per handshake; tls.ciphersuites replaces the order."""
+    cfg = base_config()
+    cfg["listeners"][0]["tls"] = {"certificate": tls_cert.ecdsa.cert,
+                                  "private_key": tls_cert.ecdsa.key}
+    s = start_sluice(cfg)
+    with handshake(s.port, tls13_client()) as c:
+        assert c.cipher()[0] == "TLS_AES_128_GCM_SHA256"
+    cfg["listeners"][0]["tls"]["ciphersuites"] = "TLS_CHACHA20_POLY1305_SHA256"
+    cfg["listeners"][0]["tls"]["groups"] = "P-256:X25519"
+    s2 = start_sluice(cfg)
+    with handshake(s2.port, tls13_client()) as c:
+        assert c.cipher()[0] == "TLS_CHACHA20_POLY1305_SHA256"
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("ciphersuites", "TLS_NO_SUCH_SUITE", "bad tls.ciphersuites TLS_NO_SUCH_SUITE"),
+    ("groups", "P-999", "bad tls.groups P-999"),
+])
+def test_bad_suites_and_groups_are_refused(tls_cert, tmp_path, key, value, message):
+    import yaml
+    cfg = base_config()
+    cfg["listeners"][0].update(address="127.0.0.1:8443", tls={
+        "certificate": tls_cert.ecdsa.cert, "private_key": tls_cert.ecdsa.key, key: value})
+    cfg["admin"]["address"] = "127.0.0.1:9901"
+    cfg["upstreams"]["identity"]["address"] = "127.0.0.1:8081"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    p = run_cli(["check", "-c", str(path)])
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.startswith(str(path) + ":") and message in p.stderr, p.stderr
