@@ -81,6 +81,10 @@ struct sl_conn {
   bool detecting;     /* cleartext: h1 or h2c preface not decided yet */
   bool closing;       /* close once `out` is flushed */
   bool lingering;     /* answered and half-closed: draining input (conn_linger) */
+  /* The protocol read its last request to the end (h1: Connection: close
+   * after a complete request): conn_linger may close at once when the
+   * socket holds nothing more (conn_input_quiet). */
+  bool input_done;
   bool peer_eof;      /* the client closed its write side */
   bool read_paused;   /* protocol asked to stop reading */
   bool flush_pending; /* queued on the worker's flush list */

@@ -71,8 +71,7 @@ void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
   sl_pipe_init(&c->in, SL_CHUNK_SIZE);
   sl_pipe_init(&c->out, SL_OUT_PIPE_CAP);
   sl_accept_format_peer(peer, c->peer_ip, sizeof(c->peer_ip));
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  /* TCP_NODELAY: inherited from the listening socket (listener.c). */
 
   ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
   ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
@@ -496,6 +495,32 @@ static void conn_linger_tls(struct sl_conn *c) {
   conn_linger_drain(c);
 }
 
+/* No lingering needed: the protocol read its last request to the end
+ * (c->input_done), nothing of it is left unparsed, and the socket holds no
+ * further byte (a peek; 0 is the client's FIN). Then close() sends a FIN,
+ * not an RST, and the answer cannot be lost: nginx closes at once in the
+ * same case. This saves the shutdown, a loop turn, a watcher change and
+ * the EOF read of a lingering close: 3 of the 11 system calls of a
+ * Connection: close exchange. A byte that arrives between the peek and
+ * the close is one the client sent after asking to close. */
+static bool conn_input_quiet(struct sl_conn *c) {
+  if (!c->input_done || !sl_pipe_empty(&c->in) || (c->ssl && SSL_pending(c->ssl) > 0))
+    return false;
+  char b;
+  ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
+/* TLS: close_notify written in full (RFC 8446 §6.1), so that the client
+ * sees a clean end; false if the socket took none of it (linger then
+ * retries it from the write watcher). Cleartext: nothing to send. */
+static bool conn_close_notify_sent(struct sl_conn *c) {
+  if (!c->ssl) return true;
+  ERR_clear_error();
+  int rv = SSL_shutdown(c->ssl);
+  return rv >= 0 || SSL_get_error(c->ssl, rv) != SSL_ERROR_WANT_WRITE;
+}
+
 /* Answer, then close gently (nginx ngx_http_set_lingering_close): called
  * once the last byte of the answer is written. Closing a socket with
  * unread input makes the kernel send an RST, and the client's kernel may
@@ -509,6 +534,10 @@ static void conn_linger_tls(struct sl_conn *c) {
  * longer than the idle timeout), whichever comes first. */
 static void conn_linger(struct sl_conn *c) {
   struct ev_loop *loop = c->w->loop;
+  if (conn_input_quiet(c) && conn_close_notify_sent(c)) {
+    sl_conn_close(c);
+    return;
+  }
   c->lingering = true;
   c->closing = false;
   struct sl_worker *w = c->w;

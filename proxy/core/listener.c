@@ -3,6 +3,8 @@
  * (prepare, then commit). See listener.h.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,9 @@ static int bind_socket(const struct sl_sockaddr *a, bool reuseport, char *err, s
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  /* Linux copies TCP_NODELAY to every accepted socket: set once here, not
+   * once per connection (Linux's sk_clone keeps the listener's nonagle flag). */
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   if (bind(fd, (const struct sockaddr *)&a->ss, a->len) != 0) {
     snprintf(err, errlen, "cannot bind %s: %s", a->text, strerror(errno));
     close(fd);

@@ -55,6 +55,7 @@ struct sl_h1 {
   const char *err_what;
   const char *err_header; /* an extra "name: value\r\n" for that answer */
   bool keep_alive;       /* this exchange allows another after it */
+  bool client_close;     /* the client asked to close after it (Connection: close, 1.0) */
   bool resp_chunked;     /* response framed with chunked encoding */
   bool resp_close_delim; /* HTTP/1.0 client, unknown length */
   bool resp_complete;
@@ -242,7 +243,8 @@ static int on_headers_complete(llhttp_t *p) {
   /* Any other Upgrade (h2c included) is never forwarded: the header is
    * hop-by-hop and dropped, and the request proceeds as plain HTTP/1.1. */
 
-  h->keep_alive = llhttp_should_keep_alive(p) && !c->w->draining;
+  h->client_close = !llhttp_should_keep_alive(p);
+  h->keep_alive = !h->client_close && !c->w->draining;
   /* RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has framing
    * a 1.0 intermediary may have got wrong: close after answering it. */
   if (h->http10 && te) h->keep_alive = false;
@@ -525,6 +527,13 @@ static void h1_exchange_done(struct sl_h1 *h) {
   bool reuse = h->keep_alive && s->req_done && !h->eof;
   sl_stream_finish_metrics(s);
   h->cur = NULL;
+  /* The client asked to close after a request read to its end (a refusal
+   * of a bodiless request is answered from its head): nothing of its is
+   * unread, unless it sent more after asking to close. When sluice chose
+   * to close (draining, an unread body), linger as before: a pipelining
+   * client may have the next request on its way. */
+  c->input_done = !reuse && h->client_close &&
+                  (s->req_done || (s->local_response && !s->req.has_body));
   sl_stream_del(s);
   h->state = H1_IDLE;
   if (!reuse) {

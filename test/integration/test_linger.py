@@ -245,3 +245,64 @@ def test_lingering_connection_gives_its_slot_to_a_new_client(start_sluice, upstr
     finally:
         a.close()
     assert upstream.stats()["paths"] == {"/v1/next": 1}
+
+
+def _server_closed(sock, timeout):
+    """True when sluice has closed its socket (not merely shut its write
+    side to linger). A byte sent to a closed socket is answered with a
+    reset, after which the next send fails (EPIPE: the FIN came first, so
+    recv would only ever say EOF); bytes sent to a lingering socket are read
+    and discarded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            sock.send(b"x")
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _close_request(sock, extra=b""):
+    sock.sendall(b"GET /v1/bye HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + extra)
+
+
+def test_client_close_after_a_complete_request_closes_at_once(start_sluice, upstream, tls_cert):
+    """The client asked to close and sent nothing after its request: no
+    lingering, the socket is closed right after the answer (nginx does the
+    same), so the connection is gone while the client still holds its end.
+    Lingering would keep it until the client's FIN or LINGER_BOUND_S."""
+    for tls in (False, True):
+        cfg = base_config()
+        if tls:
+            cfg["listeners"][0]["tls"] = {"certificate": tls_cert.ecdsa.cert,
+                                          "private_key": tls_cert.ecdsa.key}
+        s = start_sluice(cfg)
+        raw = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        sock = _strict_tls_client(tls_cert).wrap_socket(
+            raw, server_hostname="localhost", suppress_ragged_eofs=False) if tls else raw
+        try:
+            _close_request(sock)
+            status, headers, _ = _parse(_read_until_eof(sock, 10))
+            assert status == 200 and headers.get("connection") == "close"
+            if tls:
+                sock = sock.unwrap()  # close_notify came before the FIN
+            # Within half the linger bound: a lingering socket would still
+            # be open then, reading and discarding what the client sends.
+            assert _server_closed(sock, LINGER_BOUND_S / 2), "sluice lingered (tls=%s)" % tls
+        finally:
+            sock.close()
+
+
+def test_client_close_with_bytes_after_it_still_lingers(sluice, upstream):
+    """Bytes after a Connection: close request (in the same write, so they
+    are there when the answer is done): sluice lingers, and the answer is
+    read in full, ended by a clean EOF, not lost to a reset."""
+    sock = socket.create_connection(("127.0.0.1", sluice.port), timeout=10)
+    try:
+        status, headers, body = _refused_and_drained(
+            sock, b"GET /v1/bye HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", GARBAGE)
+        assert status == 200 and headers.get("connection") == "close"
+        assert len(body) == int(headers["content-length"])
+    finally:
+        sock.close()
