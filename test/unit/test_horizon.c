@@ -1,0 +1,144 @@
+/* Unit tests for policies/horizon.c: the reservation horizon of a shared
+ * key, on a fake clock (time is an argument). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "sluice/horizon.h"
+#include "sluice/retry.h"
+
+#define SEC 1000000000ull
+#define MS 1000000ull
+
+static struct sl_reject_cfg cfg(uint64_t min_ms, uint64_t max_ms) {
+  struct sl_reject_cfg c;
+  memset(&c, 0, sizeof(c));
+  c.retry_after_min_ms = min_ms;
+  c.retry_after_max_ms = max_ms;
+  c.jitter = 0.5;
+  c.spread = SL_SPREAD_BACKLOG;
+  return c;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t next(void) {
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return rng;
+}
+
+/* 300 refused at once by a 10/s key (P = 100 ms) whose limiter admits
+ * again in 40 ms: slot k starts at 40 ms + k P, so the answers cover
+ * 1 .. ceil(0.04 + 29.9 + P) = 31 s, monotone in k, and a second's value
+ * n is told to the slots overlapping (n - 1, n]: at most 1 s / P + 1 = 11,
+ * at least 1 s / P - 1 = 9 for every second the crowd fills (1..30); the
+ * last slot's jitter may spill one into 31. */
+static void test_crowd_spread(void **st) {
+  (void)st;
+  struct sl_reject_cfg c = cfg(1000, 120000);
+  _Atomic uint64_t h = 0;
+  uint64_t now = 1000 * SEC, P = 100 * MS;
+  unsigned count[64] = {0};
+  uint64_t prev = 0;
+  uint32_t prev_s = 0;
+  for (int k = 0; k < 300; k++) {
+    uint64_t slot = sl_horizon_reserve(&h, now, 40 * MS, P, sl_horizon_max_ns(&c));
+    assert_int_equal(slot, 40 * MS + (uint64_t)k * P);
+    assert_true(k == 0 || slot > prev);
+    prev = slot;
+    uint32_t s = sl_horizon_retry_after_s(&c, slot, P, next());
+    assert_true(s >= prev_s); /* slots are P apart and the jitter stays in one */
+    prev_s = s;
+    assert_true(s >= 1 && s <= 31);
+    assert_true((uint64_t)s * SEC >= slot); /* never before the slot opens */
+    count[s]++;
+  }
+  for (int s = 1; s <= 30; s++) assert_in_range(count[s], 9, 11);
+  assert_in_range(count[31], 0, 1);
+  assert_int_equal(h, now + 40 * MS + 300 * P);
+}
+
+/* Capped: the horizon never runs more than max ahead; those refused past
+ * it are told the cap window (as sl_retry_after_s) and take no slot. */
+static void test_capped(void **st) {
+  (void)st;
+  struct sl_reject_cfg c = cfg(1000, 10000);
+  _Atomic uint64_t h = 0;
+  uint64_t now = 5 * SEC, P = 100 * MS, max = sl_horizon_max_ns(&c);
+  for (int k = 0; k < 100; k++) sl_horizon_reserve(&h, now, 0, P, max);
+  assert_int_equal(h, now + 100 * P); /* 10 s: full */
+  for (int k = 0; k < 50; k++) {
+    uint64_t slot = sl_horizon_reserve(&h, now, 0, P, max);
+    assert_int_equal(slot, max);
+    uint32_t s = sl_horizon_retry_after_s(&c, slot, P, next());
+    assert_in_range(s, 5, 10); /* [max - round(10 * 0.5), max] */
+  }
+  assert_int_equal(h, now + 100 * P);
+}
+
+/* Nobody comes back: the reserved slots pass with time, and a refusal
+ * after the horizon starts from the limiter's own wait again. Half way
+ * through, the horizon still holds the remaining half of the crowd. */
+static void test_decay(void **st) {
+  (void)st;
+  struct sl_reject_cfg c = cfg(1000, 120000);
+  _Atomic uint64_t h = 0;
+  uint64_t now = 7 * SEC, P = 100 * MS, max = sl_horizon_max_ns(&c);
+  for (int k = 0; k < 300; k++) sl_horizon_reserve(&h, now, 0, P, max);
+  assert_int_equal(sl_horizon_peek(&h, now + 15 * SEC, 0), 15 * SEC);
+  assert_int_equal(sl_horizon_peek(&h, now + 31 * SEC, 20 * MS), 20 * MS);
+  assert_int_equal(sl_horizon_reserve(&h, now + 31 * SEC, 20 * MS, P, max), 20 * MS);
+  assert_int_equal(sl_horizon_retry_after_s(&c, 20 * MS, P, 0), 1);
+}
+
+/* The limiter's wait beyond the horizon wins (newcomers admitted in
+ * between used the capacity): slot = max(H, now + wait). */
+static void test_wait_wins(void **st) {
+  (void)st;
+  _Atomic uint64_t h = 0;
+  uint64_t now = SEC, P = SEC;
+  assert_int_equal(sl_horizon_reserve(&h, now, 0, P, 60 * SEC), 0);
+  assert_int_equal(sl_horizon_reserve(&h, now, 5 * SEC, P, 60 * SEC), 5 * SEC);
+  assert_int_equal(h, now + 6 * SEC);
+  assert_int_equal(sl_horizon_peek(&h, now, 0), 6 * SEC);
+}
+
+/* A slot longer than a second (1/min): the jitter spreads the crowd over
+ * the slot's seconds, never before it opens nor after it closes. */
+static void test_slow_rate_jitter(void **st) {
+  (void)st;
+  struct sl_reject_cfg c = cfg(1000, 3600000);
+  unsigned seen[61] = {0};
+  for (int k = 0; k < 6000; k++) {
+    uint32_t s = sl_horizon_retry_after_s(&c, 0, 60 * SEC, next());
+    assert_in_range(s, 1, 60);
+    seen[s]++;
+  }
+  /* 100 expected per value; binomial sd ~10: 50..150 is 5 sd. */
+  for (int s = 1; s <= 60; s++) assert_in_range(seen[s], 50, 150);
+}
+
+/* min and max clamp the answer. */
+static void test_clamps(void **st) {
+  (void)st;
+  struct sl_reject_cfg c = cfg(3000, 120000);
+  assert_int_equal(sl_horizon_retry_after_s(&c, 0, 100 * MS, 0), 3);
+  assert_int_equal(sl_horizon_retry_after_s(&c, 4 * SEC, 100 * MS, 0), 4);
+  assert_int_equal(sl_horizon_retry_after_s(&c, 4 * SEC + 1, 100 * MS, 0), 5);
+  struct sl_reject_cfg big = cfg(1000, UINT64_MAX);
+  assert_int_equal(sl_horizon_max_ns(&big), UINT64_MAX);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_crowd_spread), cmocka_unit_test(test_capped),
+      cmocka_unit_test(test_decay),        cmocka_unit_test(test_wait_wins),
+      cmocka_unit_test(test_slow_rate_jitter), cmocka_unit_test(test_clamps),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
