@@ -1,0 +1,234 @@
+"""Retry-After that knows the backlog (`reject.retry_after.spread`): a
+crowd refused by a shared key (a route-wide or device-class limit) is told
+to come back spread over crowd / rate seconds, each refusal the next free
+slot of the limit (policies/horizon.c); per-client keys keep the limiter's
+own wait; `spread: window` keeps the wait jittered over a window.
+
+The bounds come from the maths (include/sluice/horizon.h). A crowd sent
+between t0 and t0 + T (T measured: first send to last answer) against a
+limit of |rate| per second is given slots P = 1 / rate apart; refusal k,
+arriving at t_k in [t0, t0 + T], is told n = ceil(A_k - t_k) with A_k its
+(jittered) time in its slot. So A_k lies in (t0 + n - 1, t0 + T + n], an
+interval of 1 + T seconds holding at most floor((1 + T) rate) + 1 slots:
+that many clients at most are told any one value. The last of R refusals
+has A >= t0 + (R - 1) P, so it is told at least (R - 1) P - T; none is
+told more than R P + P + 1 (its slot, the limiter's own wait <= P with
+burst 1, and the rounding up)."""
+import collections
+import math
+import time
+
+from admission_helpers import admission_config, check_rejection, device_headers, route
+from helpers import H1Conn, H2Client, H2Stream, run_cli, to_yaml
+from ws_helpers import WSConn
+
+RATE = 10
+P = 1.0 / RATE
+N = 300
+
+
+def cfg_with(limit, spread="backlog"):
+    cfg = admission_config(routes=[route(rate_limits=[limit])])
+    cfg["reject"]["retry_after"]["spread"] = spread
+    return cfg
+
+
+def h2_crowd(port, n, headers_of, batch=100):
+    """|n| GETs on one h2c connection, |batch| at a time in one write (the
+    stream limit), each with its own headers: [(status, retry-after or
+    None)], and the seconds it took."""
+    t0 = time.monotonic()
+    got = []
+    with H2Client(port, timeout=20) as c:
+        for start in range(0, n, batch):
+            sids = []
+            for i in range(start, min(n, start + batch)):
+                sid = c.conn.get_next_available_stream_id()
+                c.streams[sid] = H2Stream(sid)
+                hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", "a"),
+                        (":path", "/v1/herd")] + [(k.lower(), v) for k, v in headers_of(i)]
+                c.conn.send_headers(sid, hdrs, end_stream=True)
+                sids.append(sid)
+            c.flush()
+            got += c.wait_all(sids, timeout=20)
+    out = []
+    for r in got:
+        ra = r.header("retry-after") if r.status == 429 else None
+        if r.status == 429:
+            check_rejection(r.status, r.header, r.body, 429, "rate_limited", limit_name())
+        out.append((r.status, int(ra) if ra else None))
+    return out, time.monotonic() - t0
+
+
+_NAME = ["default/route"]
+
+
+def limit_name():
+    return _NAME[0]
+
+
+def h1_crowd(port, n, headers_of):
+    """|n| sequential HTTP/1.1 GETs (a new connection when sluice closes
+    one), each with its own headers: as h2_crowd."""
+    t0 = time.monotonic()
+    out = []
+    conn = None
+    for i in range(n):
+        if conn is None:
+            conn = H1Conn(port, timeout=10)
+        r = conn.request("GET", "/v1/herd", headers_of(i))
+        if r.status == 429:
+            check_rejection(r.status, r.header, r.body, 429, "rate_limited", limit_name())
+        out.append((r.status, int(r.header("retry-after")) if r.status == 429 else None))
+        if "close" in (r.header("connection") or "").lower():
+            conn.close()
+            conn = None
+    if conn is not None:
+        conn.close()
+    return out, time.monotonic() - t0
+
+
+def xff(i):
+    return device_headers(ip="10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, (i & 255) + 1))
+
+
+def check_spread(answers, elapsed):
+    """The herd's Retry-After values against the bounds of the docstring."""
+    told = [ra for st, ra in answers if st == 429]
+    admitted = sum(1 for st, _ in answers if st == 200)
+    assert len(told) + admitted == len(answers), collections.Counter(st for st, _ in answers)
+    # burst 1: one at once, then one per P while the crowd arrives
+    assert admitted <= 1 + math.ceil(elapsed * RATE) + 1, (admitted, elapsed)
+    r = len(told)
+    per_value = collections.Counter(told)
+    bound = math.floor((1 + elapsed) * RATE) + 1
+    assert max(per_value.values()) <= bound, (sorted(per_value.items()), bound, elapsed)
+    assert max(told) >= math.floor((r - 1) * P - elapsed), (max(told), r, elapsed)
+    assert max(told) <= math.ceil(r * P + P) + 1, (max(told), r)
+    # the crowd fills every second from 1 to about R P: no empty values
+    assert len(per_value) >= math.floor((r - 1) * P - elapsed), sorted(per_value.items())
+    return told
+
+
+def test_route_limit_herd_h2_spread_over_backlog(start_sluice):
+    """The postmortem herd: 300 clients behind one route-wide 10/s limit
+    were all told 1 or 2 s. Now they are told 1..~30 s, ~10 per value."""
+    _NAME[0] = "herd"
+    s = start_sluice(cfg_with({"name": "herd", "key": "route", "rate": "10/s", "burst": 1}))
+    answers, elapsed = h2_crowd(s.port, N, xff)
+    told = check_spread(answers, elapsed)
+    assert len(told) >= N - 1 - math.ceil(elapsed * RATE) - 1
+    assert max(told) >= 25
+
+
+def test_route_limit_herd_h1_spread_over_backlog(start_sluice):
+    _NAME[0] = "herd"
+    s = start_sluice(cfg_with({"name": "herd", "key": "route", "rate": "10/s", "burst": 1}))
+    answers, elapsed = h1_crowd(s.port, N, xff)
+    check_spread(answers, elapsed)
+
+
+def test_websocket_upgrade_refused_behind_the_crowd(start_sluice):
+    """An upgrade refused after a crowd of R is told the end of the crowd's
+    backlog, about R P, not the limiter's 1-2 s."""
+    _NAME[0] = "herd"
+    s = start_sluice(cfg_with({"name": "herd", "key": "route", "rate": "10/s", "burst": 1}))
+    t0 = time.monotonic()
+    answers, _ = h2_crowd(s.port, 100, xff)
+    r = sum(1 for st, _ in answers if st == 429)
+    c = WSConn(s.port)
+    try:
+        resp = c.upgrade("/ws", device_headers(ip="192.0.2.77"))
+    finally:
+        c.close()
+    elapsed = time.monotonic() - t0
+    ra = check_rejection(resp.status, resp.header, resp.body, 429, "rate_limited", "herd")
+    # its slot is the (r + 1)-th: at least r P after t0, told from t0 + elapsed
+    assert math.floor(r * P - elapsed) <= ra <= math.ceil((r + 1) * P + P) + 1, (ra, r, elapsed)
+    assert ra >= 5
+
+
+def test_device_class_limit_herd_spread(start_sluice):
+    """300 devices of one class behind a per-class 10/s limit: the class is
+    one queue, spread like a route-wide limit."""
+    _NAME[0] = "tv"
+    s = start_sluice(cfg_with({"name": "tv", "key": "device_class", "rate": "10/s",
+                               "burst": 1}))
+    answers, elapsed = h2_crowd(s.port, N, lambda i: xff(i) + [("X-Device-Class", "tv")])
+    check_spread(answers, elapsed)
+
+
+def test_per_client_limit_keeps_the_limiter_wait(start_sluice):
+    """Per-client keys are not a crowd: each client refused by its own 1/s
+    bucket is told its own wait (1 s, jittered to [1, 2]), however many
+    clients are refused at the same time."""
+    _NAME[0] = "per-client"
+    s = start_sluice(cfg_with({"name": "per-client", "key": "client_ip", "rate": "1/s",
+                               "burst": 1}))
+    answers, _ = h2_crowd(s.port, 2 * 150, lambda i: xff(i // 2))
+    told = [ra for st, ra in answers if st == 429]
+    assert len(told) == 150, collections.Counter(st for st, _ in answers)
+    assert set(told) <= {1, 2}, collections.Counter(told)
+
+
+def test_spread_window_keeps_the_old_answer(start_sluice):
+    """`spread: window`: the herd is told the limiter's wait (< P) jittered
+    over [1, 2], as before the horizon."""
+    _NAME[0] = "herd"
+    s = start_sluice(cfg_with({"name": "herd", "key": "route", "rate": "10/s", "burst": 1},
+                              spread="window"))
+    answers, _ = h2_crowd(s.port, N, xff)
+    told = [ra for st, ra in answers if st == 429]
+    assert len(told) >= N - 10
+    assert set(told) <= {1, 2}, collections.Counter(told)
+
+
+def test_check_spread_values(sluice_bin, tmp_path):
+    """`check` names a bad spread at FILE:LINE:COL; `check --print` shows
+    the mode (default backlog)."""
+    path = str(tmp_path / "c.yaml")
+    with open(path, "w") as f:
+        f.write('listeners:\n  - name: p\n    address: "127.0.0.1:1"\n'
+                'upstreams:\n  u: { address: "127.0.0.1:2" }\n'
+                'routes:\n  - { name: d, match: { path_prefix: "/" }, upstream: u }\n'
+                'reject:\n  retry_after:\n    spread: queue\n')
+    p = run_cli(["check", "-c", path], binary=sluice_bin)
+    assert p.returncode == 1
+    assert "%s:10:13: spread: expected one of" % path in p.stderr, p.stderr
+    assert "got 'queue'" in p.stderr
+    with open(path, "w") as f:
+        f.write('listeners:\n  - name: p\n    address: "127.0.0.1:1"\n'
+                'upstreams:\n  u: { address: "127.0.0.1:2" }\n'
+                'routes:\n  - { name: d, match: { path_prefix: "/" }, upstream: u }\n')
+    p = run_cli(["check", "--print", "-c", path], binary=sluice_bin)
+    assert p.returncode == 0, p.stderr
+    assert "    spread: backlog\n" in p.stdout, p.stdout
+
+
+def test_explain_shows_the_next_free_slot(start_sluice):
+    """/explain on a shared key behind a crowd of R shows the horizon (next
+    free slot ~R P away) and reserves nothing: asked twice, the same slot,
+    and the next real refusal is still told about R P."""
+    import json
+    _NAME[0] = "herd"
+    s = start_sluice(cfg_with({"name": "herd", "key": "route", "rate": "10/s", "burst": 1}))
+    t0 = time.monotonic()
+    answers, _ = h2_crowd(s.port, 100, xff)
+    r = sum(1 for st, _ in answers if st == 429)
+
+    def slot():
+        status, _, body = s.admin_get("/explain?ip=192.0.2.9&path=/v1/herd")
+        assert status == 200, body
+        doc = json.loads(body)
+        assert doc["verdict"]["status"] == 429, doc
+        why = [p["why"] for p in doc["policies"] if p["policy"] == "herd"][0]
+        assert "next free slot in " in why, why
+        return float(why.split("next free slot in ")[1].split(" s")[0])
+    first, second = slot(), slot()
+    elapsed = time.monotonic() - t0
+    assert r * P - elapsed - 0.1 <= first <= r * P + P + 0.1, (first, r, elapsed)
+    assert second <= first  # time passed, nothing reserved
+    told, _ = h2_crowd(s.port, 1, lambda i: device_headers(ip="192.0.2.10"))
+    assert told[0][0] == 429
+    elapsed = time.monotonic() - t0
+    assert told[0][1] >= math.floor(r * P - elapsed), (told, r, elapsed)
