@@ -232,3 +232,84 @@ def test_explain_shows_the_next_free_slot(start_sluice):
     assert told[0][0] == 429
     elapsed = time.monotonic() - t0
     assert told[0][1] >= math.floor(r * P - elapsed), (told, r, elapsed)
+
+
+def _h2_send(clients, port, headers_list):
+    """Opens one h2c connection per 100 requests and sends every request
+    before reading any answer; returns [(client, sids)]."""
+    out = []
+    for start in range(0, len(headers_list), 100):
+        c = H2Client(port, timeout=20)
+        c.__enter__()
+        clients.append(c)
+        sids = []
+        for hdrs in headers_list[start:start + 100]:
+            sid = c.conn.get_next_available_stream_id()
+            c.streams[sid] = H2Stream(sid)
+            c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "a"),
+                                      (":path", "/v1/herd")] + hdrs, end_stream=True)
+            sids.append(sid)
+        out.append((c, sids))
+    for c, _ in out:
+        c.flush()
+    return out
+
+
+def _h2_statuses(sent):
+    res = []
+    for c, sids in sent:
+        res += [(r.status, int(r.header("retry-after")) if r.status == 429 else None)
+                for r in c.wait_all(sids, timeout=20)]
+    return res
+
+
+def test_clients_that_come_back_on_time_are_admitted(start_sluice):
+    """1000 clients against a route-wide 100/s limit (burst 100: one
+    second's worth, since Retry-After is whole seconds and a second's
+    clients come back together). Each client told n comes back n seconds
+    after the last answer (never early). Batch n meets the tokens earned
+    since batch n - 1 (rate x gap, at most the burst), so at most
+    max(0, count_n - floor(100 min(gap, 1))) + 1 of it are refused again
+    (the +1: a token being earned as they arrive). Bounded: ~11 s."""
+    _NAME[0] = "herd"
+    rate = 100
+    s = start_sluice(cfg_with({"name": "herd", "key": "route", "rate": "100/s",
+                               "burst": rate}))
+    keep = []
+    try:
+        heads = [[(k.lower(), v) for k, v in xff(i)] for i in range(1000)]
+        t0 = time.monotonic()
+        first = _h2_statuses(_h2_send(keep, s.port, heads))
+        t_end = time.monotonic()
+        told = collections.defaultdict(list)
+        for i, (st, ra) in enumerate(first):
+            if st == 429:
+                told[ra].append(heads[i])
+        assert max(told) <= 15, sorted((k, len(v)) for k, v in told.items())
+        for c in keep:
+            c.__exit__(None, None, None)
+        keep = []
+        refused = allowed = returned = 0
+        last = t_end
+        for n in sorted(told):
+            wait = t_end + n - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # the client's own clock: its Retry-After
+            start = time.monotonic()
+            gap = min(start - last, 1.0)
+            last = start
+            res = _h2_statuses(_h2_send(keep, s.port, told[n]))
+            for c in keep:
+                c.__exit__(None, None, None)
+            keep = []
+            returned += len(res)
+            refused += sum(1 for st, _ in res if st == 429)
+            allowed += max(0, len(told[n]) - math.floor(rate * gap)) + 1
+        # the burst, and the tokens earned while the crowd came
+        assert returned >= 1000 - rate - math.ceil((t_end - t0) * rate) - 1
+        print("returned %d, refused again %d (bound %d)" % (returned, refused, allowed))
+        assert refused <= allowed, (refused, allowed, returned)
+        assert refused <= returned // 4, (refused, returned)
+    finally:
+        for c in keep:
+            c.__exit__(None, None, None)
