@@ -187,19 +187,19 @@ def test_check_spread_values(sluice_bin, tmp_path):
     """`check` names a bad spread at FILE:LINE:COL; `check --print` shows
     the mode (default backlog)."""
     path = str(tmp_path / "c.yaml")
+    cfg = {"listeners": [{"name": "p", "address": "127.0.0.1:1"}],
+           "upstreams": {"u": {"address": "127.0.0.1:2"}},
+           "routes": [{"name": "d", "match": {"path_prefix": "/"}, "upstream": "u"}]}
     with open(path, "w") as f:
-        f.write('listeners:\n  - name: p\n    address: "127.0.0.1:1"\n'
-                'upstreams:\n  u: { address: "127.0.0.1:2" }\n'
-                'routes:\n  - { name: d, match: { path_prefix: "/" }, upstream: u }\n'
-                'reject:\n  retry_after:\n    spread: queue\n')
+        f.write(to_yaml(cfg) + "reject:\n  retry_after:\n    spread: queue\n")
+    lines = open(path).read().splitlines()
+    line = next(i for i, l in enumerate(lines, 1) if "spread:" in l)
     p = run_cli(["check", "-c", path], binary=sluice_bin)
     assert p.returncode == 1
-    assert "%s:10:13: spread: expected one of" % path in p.stderr, p.stderr
+    assert "%s:%d:13: spread: expected one of" % (path, line) in p.stderr, p.stderr
     assert "got 'queue'" in p.stderr
     with open(path, "w") as f:
-        f.write('listeners:\n  - name: p\n    address: "127.0.0.1:1"\n'
-                'upstreams:\n  u: { address: "127.0.0.1:2" }\n'
-                'routes:\n  - { name: d, match: { path_prefix: "/" }, upstream: u }\n')
+        f.write(to_yaml(cfg))
     p = run_cli(["check", "--print", "-c", path], binary=sluice_bin)
     assert p.returncode == 0, p.stderr
     assert "    spread: backlog\n" in p.stdout, p.stdout

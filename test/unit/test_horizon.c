@@ -14,22 +14,33 @@
 #define SEC 1000000000ull
 #define MS 1000000ull
 
-static struct sl_reject_cfg cfg(uint64_t min_ms, uint64_t max_ms) {
-  struct sl_reject_cfg c;
-  memset(&c, 0, sizeof(c));
-  c.retry_after_min_ms = min_ms;
-  c.retry_after_max_ms = max_ms;
-  c.jitter = 0.5;
-  c.spread = SL_SPREAD_BACKLOG;
-  return c;
+/* A reject config: min, max (ms); jitter 0.5 (the cap window only). */
+#define CFG(min_ms, max_ms)                                                          \
+  ((struct sl_reject_cfg){.retry_after_min_ms = (min_ms), .retry_after_max_ms = (max_ms), \
+                          .jitter = 0.5, .spread = SL_SPREAD_BACKLOG})
+
+/* splitmix64: uniform draws for the jitter. */
+static uint64_t draw_state = 0x9e3779b97f4a7c15ull;
+static uint64_t next(void) {
+  uint64_t z = (draw_state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
 }
 
-static uint64_t rng = 88172645463325252ull;
-static uint64_t next(void) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return rng;
+/* A key of period 100 ms at |now|, |n| refusals already given slots. */
+static struct {
+  struct sl_reject_cfg c;
+  _Atomic uint64_t h;
+  uint64_t now, P, max;
+} fx;
+static void fx_fill(uint64_t max_ms, uint64_t now, int n) {
+  fx.c = CFG(1000, max_ms);
+  atomic_store(&fx.h, 0);
+  fx.now = now;
+  fx.P = 100 * MS;
+  fx.max = sl_horizon_max_ns(&fx.c);
+  for (int k = 0; k < n; k++) sl_horizon_reserve(&fx.h, now, 0, fx.P, fx.max);
 }
 
 /* 300 refused at once by a 10/s key (P = 100 ms) whose limiter admits
@@ -40,7 +51,7 @@ static uint64_t next(void) {
  * last slot's jitter may spill one into 31. */
 static void test_crowd_spread(void **st) {
   (void)st;
-  struct sl_reject_cfg c = cfg(1000, 120000);
+  struct sl_reject_cfg c = CFG(1000, 120000);
   _Atomic uint64_t h = 0;
   uint64_t now = 1000 * SEC, P = 100 * MS;
   unsigned count[64] = {0};
@@ -67,18 +78,15 @@ static void test_crowd_spread(void **st) {
  * it are told the cap window (as sl_retry_after_s) and take no slot. */
 static void test_capped(void **st) {
   (void)st;
-  struct sl_reject_cfg c = cfg(1000, 10000);
-  _Atomic uint64_t h = 0;
-  uint64_t now = 5 * SEC, P = 100 * MS, max = sl_horizon_max_ns(&c);
-  for (int k = 0; k < 100; k++) sl_horizon_reserve(&h, now, 0, P, max);
-  assert_int_equal(h, now + 100 * P); /* 10 s: full */
+  fx_fill(10000, 5 * SEC, 100);
+  assert_int_equal(fx.h, fx.now + 100 * fx.P); /* 10 s: full */
   for (int k = 0; k < 50; k++) {
-    uint64_t slot = sl_horizon_reserve(&h, now, 0, P, max);
-    assert_int_equal(slot, max);
-    uint32_t s = sl_horizon_retry_after_s(&c, slot, P, next());
+    uint64_t slot = sl_horizon_reserve(&fx.h, fx.now, 0, fx.P, fx.max);
+    assert_int_equal(slot, fx.max);
+    uint32_t s = sl_horizon_retry_after_s(&fx.c, slot, fx.P, next());
     assert_in_range(s, 5, 10); /* [max - round(10 * 0.5), max] */
   }
-  assert_int_equal(h, now + 100 * P);
+  assert_int_equal(fx.h, fx.now + 100 * fx.P);
 }
 
 /* Nobody comes back: the reserved slots pass with time, and a refusal
@@ -86,14 +94,12 @@ static void test_capped(void **st) {
  * through, the horizon still holds the remaining half of the crowd. */
 static void test_decay(void **st) {
   (void)st;
-  struct sl_reject_cfg c = cfg(1000, 120000);
-  _Atomic uint64_t h = 0;
-  uint64_t now = 7 * SEC, P = 100 * MS, max = sl_horizon_max_ns(&c);
-  for (int k = 0; k < 300; k++) sl_horizon_reserve(&h, now, 0, P, max);
-  assert_int_equal(sl_horizon_peek(&h, now + 15 * SEC, 0), 15 * SEC);
-  assert_int_equal(sl_horizon_peek(&h, now + 31 * SEC, 20 * MS), 20 * MS);
-  assert_int_equal(sl_horizon_reserve(&h, now + 31 * SEC, 20 * MS, P, max), 20 * MS);
-  assert_int_equal(sl_horizon_retry_after_s(&c, 20 * MS, P, 0), 1);
+  fx_fill(120000, 7 * SEC, 300);
+  uint64_t later = fx.now + 31 * SEC;
+  assert_int_equal(sl_horizon_peek(&fx.h, fx.now + 15 * SEC, 0), 15 * SEC);
+  assert_int_equal(sl_horizon_peek(&fx.h, later, 20 * MS), 20 * MS);
+  assert_int_equal(sl_horizon_reserve(&fx.h, later, 20 * MS, fx.P, fx.max), 20 * MS);
+  assert_int_equal(sl_horizon_retry_after_s(&fx.c, 20 * MS, fx.P, 0), 1);
 }
 
 /* The limiter's wait beyond the horizon wins (newcomers admitted in
@@ -112,7 +118,7 @@ static void test_wait_wins(void **st) {
  * the slot's seconds, never before it opens nor after it closes. */
 static void test_slow_rate_jitter(void **st) {
   (void)st;
-  struct sl_reject_cfg c = cfg(1000, 3600000);
+  struct sl_reject_cfg c = CFG(1000, 3600000);
   unsigned seen[61] = {0};
   for (int k = 0; k < 6000; k++) {
     uint32_t s = sl_horizon_retry_after_s(&c, 0, 60 * SEC, next());
@@ -126,11 +132,11 @@ static void test_slow_rate_jitter(void **st) {
 /* min and max clamp the answer. */
 static void test_clamps(void **st) {
   (void)st;
-  struct sl_reject_cfg c = cfg(3000, 120000);
+  struct sl_reject_cfg c = CFG(3000, 120000);
   assert_int_equal(sl_horizon_retry_after_s(&c, 0, 100 * MS, 0), 3);
   assert_int_equal(sl_horizon_retry_after_s(&c, 4 * SEC, 100 * MS, 0), 4);
   assert_int_equal(sl_horizon_retry_after_s(&c, 4 * SEC + 1, 100 * MS, 0), 5);
-  struct sl_reject_cfg big = cfg(1000, UINT64_MAX);
+  struct sl_reject_cfg big = CFG(1000, UINT64_MAX);
   assert_int_equal(sl_horizon_max_ns(&big), UINT64_MAX);
 }
 
