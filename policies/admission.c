@@ -351,7 +351,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
         sl_engine_set_name(out->policy, r->label);
         if (route->n_policies) sl_engine_rollback(&run, &pctx, out);
         sl_engine_refuse(out, 429, SL_REASON_SHAPING, "shaped_rate",
-               sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
+                         sl_shared_retry_after(in, sl_policy_set_shaping(in->policies, i),
+                                               cap_ref.fp, r->rate_cap.period_ns,
+                                               v.retry_after_ns, NULL, 0));
         return;
       }
       cap_table = cap;

@@ -24,4 +24,10 @@ uint32_t sl_limit_retry_after(const struct sl_admission_input *in,
                               const struct sl_rl_ref *ref, uint64_t period_ns, uint64_t wait_ns,
                               char *why, size_t why_len);
 
+/* The same for a key known to be shared (fingerprint |fp|), e.g. the
+ * single bucket of a shaping rate cap. */
+uint32_t sl_shared_retry_after(const struct sl_admission_input *in, struct sl_policy_state *st,
+                               uint64_t fp, uint64_t period_ns, uint64_t wait_ns, char *why,
+                               size_t why_len);
+
 #endif

@@ -55,12 +55,12 @@ def h2_crowd(port, n, headers_of, batch=100):
     for r in got:
         ra = r.header("retry-after") if r.status == 429 else None
         if r.status == 429:
-            check_rejection(r.status, r.header, r.body, 429, "rate_limited", limit_name())
+            check_rejection(r.status, r.header, r.body, 429, _NAME[1], limit_name())
         out.append((r.status, int(ra) if ra else None))
     return out, time.monotonic() - t0
 
 
-_NAME = ["default/route"]
+_NAME = ["herd", "rate_limited"]  # the refusing policy and error the test expects
 
 
 def limit_name():
@@ -78,7 +78,7 @@ def h1_crowd(port, n, headers_of):
             conn = H1Conn(port, timeout=10)
         r = conn.request("GET", "/v1/herd", headers_of(i))
         if r.status == 429:
-            check_rejection(r.status, r.header, r.body, 429, "rate_limited", limit_name())
+            check_rejection(r.status, r.header, r.body, 429, _NAME[1], limit_name())
         out.append((r.status, int(r.header("retry-after")) if r.status == 429 else None))
         if "close" in (r.header("connection") or "").lower():
             conn.close()
@@ -181,6 +181,20 @@ def test_spread_window_keeps_the_old_answer(start_sluice):
     told = [ra for st, ra in answers if st == 429]
     assert len(told) >= N - 10
     assert set(told) <= {1, 2}, collections.Counter(told)
+
+
+def test_shaping_rate_cap_herd_spread(start_sluice):
+    """A shaping rate cap is one bucket for all the traffic it matches: its
+    crowd is spread like a route-wide limit's."""
+    _NAME[:] = ["shaping/0", "shaped_rate"]
+    cfg = cfg_with({"name": "herd", "key": "route", "rate": "1000/s"})
+    cfg["shaping"] = [{"match": {"path_prefix": "/v1/herd"}, "rate": "10/s"}]
+    try:
+        s = start_sluice(cfg)
+        answers, elapsed = h2_crowd(s.port, N, xff)
+        check_spread(answers, elapsed)
+    finally:
+        _NAME[:] = ["herd", "rate_limited"]
 
 
 def test_check_spread_values(sluice_bin, tmp_path):
