@@ -1,10 +1,12 @@
 /* Unit tests for policies/horizon.c: the reservation horizon of a shared
  * key, on a fake clock (time is an argument). */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -140,11 +142,41 @@ static void test_clamps(void **st) {
   assert_int_equal(sl_horizon_max_ns(&big), UINT64_MAX);
 }
 
+/* Workers refused at the same instant: every refusal gets its own slot
+ * (the CAS loses none and hands none out twice), H = the sum. */
+enum { THREADS = 4, EACH = 2000 };
+static _Atomic uint64_t shared_h;
+static uint64_t slots[THREADS][EACH];
+static pthread_barrier_t bar;
+static void *reserver(void *arg) {
+  uint64_t *out = arg;
+  pthread_barrier_wait(&bar);
+  for (int k = 0; k < EACH; k++) out[k] = sl_horizon_reserve(&shared_h, SEC, 0, MS, 3600 * SEC);
+  return NULL;
+}
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+static void test_concurrent_reserve(void **st) {
+  (void)st;
+  pthread_t th[THREADS];
+  pthread_barrier_init(&bar, NULL, THREADS);
+  for (int i = 0; i < THREADS; i++) pthread_create(&th[i], NULL, reserver, slots[i]);
+  for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&bar);
+  uint64_t *all = (uint64_t *)slots; /* THREADS * EACH in a row */
+  qsort(all, THREADS * EACH, sizeof(uint64_t), cmp_u64);
+  for (int k = 0; k < THREADS * EACH; k++) assert_int_equal(all[k], (uint64_t)k * MS);
+  assert_int_equal(shared_h, SEC + THREADS * EACH * MS);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_crowd_spread), cmocka_unit_test(test_capped),
       cmocka_unit_test(test_decay),        cmocka_unit_test(test_wait_wins),
       cmocka_unit_test(test_slow_rate_jitter), cmocka_unit_test(test_clamps),
+      cmocka_unit_test(test_concurrent_reserve),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
