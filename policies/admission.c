@@ -15,6 +15,7 @@
 #include "sluice/retry.h"
 #include "blocklist_int.h"
 #include "engine.h"
+#include "limit_horizon.h"
 
 static const char *const reason_names[SL_REASON__COUNT] = {
     "none", "rate_limit", "concurrency", "blocklist", "breaker", "queue_full", "connect_rate",
@@ -287,7 +288,8 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     }
     sl_engine_set_name(out->policy, rl_name);
     sl_engine_refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
-           sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
+                     sl_limit_retry_after(in, rl, rs->rate_limits[i], &ref, period,
+                                          v.retry_after_ns, why, sizeof(why)));
     sl_engine_trace(tf, &first, rl_name, "rate_limit", "reject", why);
     return;
   }
@@ -349,7 +351,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
         sl_engine_set_name(out->policy, r->label);
         if (route->n_policies) sl_engine_rollback(&run, &pctx, out);
         sl_engine_refuse(out, 429, SL_REASON_SHAPING, "shaped_rate",
-               sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
+                         sl_shared_retry_after(in, sl_policy_set_shaping(in->policies, i),
+                                               cap_ref.fp, r->rate_cap.period_ns,
+                                               v.retry_after_ns, NULL, 0));
         return;
       }
       cap_table = cap;
@@ -396,6 +400,8 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       bool ok = sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, true, &v);
       if (ok) charged |= 1ull << i; /* the loader allows 64 limits a route */
       if (ok || sl_engine_is_shadow(cfg, rl->mode)) continue;
+      uint32_t wait_s = sl_limit_retry_after(in, rl, rs->rate_limits[i], &ref, period,
+                                             v.retry_after_ns, NULL, 0); /* |ref| is reused below */
       for (size_t j = 0; j < i; j++) {
         if (!(charged >> j & 1)) continue;
         struct sl_ratelimit_table *tj = sl_policy_state_ratelimit(rs->rate_limits[j]);
@@ -410,8 +416,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       out->delay_ms = 0;
       out->paced = NULL;
       sl_engine_set_name(out->policy, rl->name);
-      sl_engine_refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
-             sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd));
+      sl_engine_refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited", wait_s);
       return;
     }
   }

@@ -13,11 +13,13 @@
 #include "sluice/policy.h"
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
+#include "sluice/horizon-t.h"
 
 struct sl_policy_state {
   _Atomic uint32_t refs;
   enum sl_policy_kind kind;
   uint64_t identity;
+  struct sl_horizons hz; /* a rate limit's shared keys (sluice/horizon.h) */
   union {
     struct sl_ratelimit_table *rl;
     struct sl_concurrency *cc;
@@ -101,6 +103,9 @@ uint32_t sl_policy_state_refs(const struct sl_policy_state *s) {
 
 struct sl_ratelimit_table *sl_policy_state_ratelimit(const struct sl_policy_state *s) {
   return s && s->kind == SL_POLICY_RATELIMIT ? s->u.rl : NULL;
+}
+struct sl_horizons *sl_policy_state_horizons(struct sl_policy_state *s) {
+  return s && s->kind == SL_POLICY_RATELIMIT ? &s->hz : NULL;
 }
 struct sl_concurrency *sl_policy_state_concurrency(const struct sl_policy_state *s) {
   return s && s->kind == SL_POLICY_CONCURRENCY ? s->u.cc : NULL;

@@ -309,10 +309,18 @@ struct sl_blocklist_cfg {
 
 /* ---- reject, shaping ---------------------------------------------- */
 
+/* `reject.retry_after.spread`: how refusals of a shared key (a route-wide
+ * or device-class limit) are told to come back (sluice/horizon.h). */
+enum sl_retry_spread {
+  SL_SPREAD_BACKLOG = 0, /* each refusal takes the next free slot (default) */
+  SL_SPREAD_WINDOW,      /* the admit time, jittered over a window */
+};
+
 struct sl_reject_cfg {
   uint64_t retry_after_min_ms; /* default 1000 */
   uint64_t retry_after_max_ms; /* default 120000 */
   double jitter;               /* 0..1, default 0.5 */
+  enum sl_retry_spread spread; /* default backlog */
   bool body_json;              /* default true */
 };
 

@@ -20,6 +20,7 @@
 
 struct sl_policy_state; /* opaque */
 struct sl_ratelimit_table;
+struct sl_horizons;
 struct sl_concurrency;
 struct sl_breaker;
 struct sl_kind;
@@ -50,6 +51,9 @@ uint32_t sl_policy_state_refs(const struct sl_policy_state *s); /* tests, /expla
 
 /* The object inside, or NULL if |s| is NULL or of another kind. */
 struct sl_ratelimit_table *sl_policy_state_ratelimit(const struct sl_policy_state *s);
+/* A rate limit's reservation horizons (sluice/horizon.h), carried over a
+ * reload with its table; NULL if |s| is NULL or not a rate limit. */
+struct sl_horizons *sl_policy_state_horizons(struct sl_policy_state *s);
 struct sl_concurrency *sl_policy_state_concurrency(const struct sl_policy_state *s);
 struct sl_breaker *sl_policy_state_breaker(const struct sl_policy_state *s);
 /* A registered kind's state, or NULL if |s| is NULL or not of |kind|. */

@@ -398,6 +398,7 @@ int sl_config_print(const struct sl_config *cfg, FILE *out) {
   kv_ms(out, 4, "min", rj->retry_after_min_ms);
   kv_ms(out, 4, "max", rj->retry_after_max_ms);
   kv_double(out, 4, "jitter", rj->jitter);
+  cfg_print_kv_raw(out, 4, "spread", rj->spread == SL_SPREAD_WINDOW ? "window" : "backlog");
   cfg_print_kv_raw(out, 2, "body", rj->body_json ? "json" : "text");
   print_shaping(out, cfg);
   cfg_print_allow(out, cfg);

@@ -515,6 +515,7 @@ void cs_parse_reject(struct cfg_schema *s, node_t *root) {
   rj->retry_after_min_ms = 1000;
   rj->retry_after_max_ms = 120000;
   rj->jitter = 0.5;
+  rj->spread = SL_SPREAD_BACKLOG;
   rj->body_json = true;
   node_t *m = cs_get_node(s, root, "reject", CFG_MAP);
   if (!m) return;
@@ -522,11 +523,14 @@ void cs_parse_reject(struct cfg_schema *s, node_t *root) {
   cs_check_keys(s, m, "reject", keys);
   node_t *ra = cs_get_node(s, m, "retry_after", CFG_MAP);
   if (ra) {
-    static const char *const rkeys[] = {"min", "max", "jitter", NULL};
+    static const char *const rkeys[] = {"min", "max", "jitter", "spread", NULL};
     cs_check_keys(s, ra, "retry_after", rkeys);
     int a = cs_get_ms(s, ra, "min", 0, &rj->retry_after_min_ms);
     int b = cs_get_ms(s, ra, "max", 1, &rj->retry_after_max_ms);
     cs_get_double(s, ra, "jitter", 0, 1, &rj->jitter);
+    static const char *const spreads[] = {"backlog", "window", NULL};
+    int sp;
+    if (cs_get_enum(s, ra, "spread", spreads, &sp) > 0) rj->spread = (enum sl_retry_spread)sp;
     if (a >= 0 && b >= 0 && rj->retry_after_min_ms > rj->retry_after_max_ms) {
       char mn[24], mx[24];
       cfg_format_duration(rj->retry_after_min_ms, mn, sizeof(mn));
