@@ -57,14 +57,18 @@ void sl_conc_table_del(struct sl_conc_table *t) {
   free(t);
 }
 
-/* The key's bucket and its fingerprint (high 40 bits, never 0). */
-static struct bucket *locate(const struct sl_conc_table *t, const void *key, size_t len,
-                             uint64_t *fp) {
+/* The key's two candidate buckets (the same one when the hash says so)
+ * and its fingerprint (high 40 bits, never 0). Two choices keep buckets
+ * even: at 2 * max_keys slots no bucket of 16 fills before the table. */
+static void locate(const struct sl_conc_table *t, const void *key, size_t len, uint64_t *fp,
+                   struct bucket **b1, struct bucket **b2) {
   uint64_t h[2];
   sl_siphash128(&t->key, key, len, h);
   *fp = h[1] >> COUNT_BITS;
   if (!*fp) *fp = 1;
-  return &t->b[h[0] & t->mask];
+  uint64_t i = h[0] & t->mask, j = (h[0] >> 32 ^ h[1]) & t->mask;
+  *b1 = &t->b[i < j ? i : j];
+  *b2 = &t->b[i < j ? j : i];
 }
 
 static void lock(struct bucket *b) {
@@ -83,36 +87,58 @@ static bool take_key(struct sl_conc_table *t) {
   return true;
 }
 
+/* |fp|'s slot in |b|, or -1; |*free_at| its first free slot (-1: none) and
+ * |*used| its slots in use. */
+static int find(struct bucket *b, uint64_t fp, int *free_at, unsigned *used) {
+  *free_at = -1;
+  *used = 0;
+  for (unsigned i = 0; i < SLOTS; i++) {
+    uint64_t w = atomic_load_explicit(&b->slot[i], memory_order_relaxed);
+    if (w >> COUNT_BITS == fp) return (int)i;
+    if (w) (*used)++;
+    else if (*free_at < 0) *free_at = (int)i;
+  }
+  return -1;
+}
+
+/* Under |b|'s lock (and its twin's): |fp| found at slot |at| or, if -1,
+ * new in free slot |free_at|. */
+static enum sl_conc_result take(struct sl_conc_table *t, struct bucket *b, int at, int free_at,
+                                uint64_t fp, uint32_t limit, uint64_t *handle) {
+  if (at >= 0) {
+    uint64_t w = atomic_load_explicit(&b->slot[at], memory_order_relaxed);
+    if ((limit && (w & COUNT_MASK) >= limit) || (w & COUNT_MASK) == COUNT_MASK)
+      return SL_CONC_LIMITED;
+    atomic_store_explicit(&b->slot[at], w + 1, memory_order_relaxed);
+  } else {
+    if (free_at < 0 || !take_key(t)) return SL_CONC_TABLE_FULL;
+    atomic_store_explicit(&b->slot[free_at], fp << COUNT_BITS | 1, memory_order_relaxed);
+    at = free_at;
+  }
+  *handle = (uint64_t)(b - t->b) * SLOTS + (uint64_t)at + 1;
+  return SL_CONC_TAKEN;
+}
+
 enum sl_conc_result sl_conc_table_acquire(struct sl_conc_table *t, const void *key, size_t len,
                                           uint32_t limit, uint64_t *handle) {
   uint64_t fp;
-  struct bucket *b = locate(t, key, len, &fp);
-  enum sl_conc_result res = SL_CONC_TABLE_FULL;
-  int free_at = -1, at = -1;
-  lock(b);
-  for (unsigned i = 0; i < SLOTS; i++) {
-    uint64_t w = atomic_load_explicit(&b->slot[i], memory_order_relaxed);
-    if (w >> COUNT_BITS == fp) {
-      at = (int)i;
-      break;
-    }
-    if (!w && free_at < 0) free_at = (int)i;
-  }
-  if (at >= 0) {
-    uint64_t w = atomic_load_explicit(&b->slot[at], memory_order_relaxed);
-    if (limit && (w & COUNT_MASK) >= limit) {
-      res = SL_CONC_LIMITED;
-    } else if ((w & COUNT_MASK) < COUNT_MASK) {
-      atomic_store_explicit(&b->slot[at], w + 1, memory_order_relaxed);
-      res = SL_CONC_TAKEN;
-    }
-  } else if (free_at >= 0 && take_key(t)) {
-    atomic_store_explicit(&b->slot[free_at], fp << COUNT_BITS | 1, memory_order_relaxed);
-    at = free_at;
-    res = SL_CONC_TAKEN;
-  }
-  unlock(b);
-  if (res == SL_CONC_TAKEN) *handle = (uint64_t)(b - t->b) * SLOTS + (uint64_t)at + 1;
+  struct bucket *b1, *b2;
+  locate(t, key, len, &fp, &b1, &b2);
+  lock(b1); /* in address order: no deadlock with another pair */
+  if (b2 != b1) lock(b2);
+  int f1, f2;
+  unsigned u1, u2;
+  int at1 = find(b1, fp, &f1, &u1), at2 = b2 != b1 ? find(b2, fp, &f2, &u2) : -1;
+  enum sl_conc_result res;
+  if (at1 >= 0 || b2 == b1)
+    res = take(t, b1, at1, f1, fp, limit, handle);
+  else if (at2 >= 0)
+    res = take(t, b2, at2, f2, fp, limit, handle);
+  else /* new: the emptier bucket */
+    res = (f2 >= 0 && (f1 < 0 || u2 < u1)) ? take(t, b2, -1, f2, fp, limit, handle)
+                                           : take(t, b1, -1, f1, fp, limit, handle);
+  if (b2 != b1) unlock(b2);
+  unlock(b1);
   return res;
 }
 
@@ -132,11 +158,13 @@ void sl_conc_table_release(struct sl_conc_table *t, uint64_t handle) {
 
 uint32_t sl_conc_table_count(const struct sl_conc_table *t, const void *key, size_t len) {
   uint64_t fp;
-  const struct bucket *b = locate(t, key, len, &fp);
-  for (unsigned i = 0; i < SLOTS; i++) {
-    uint64_t w = atomic_load_explicit(&b->slot[i], memory_order_relaxed);
-    if (w >> COUNT_BITS == fp) return (uint32_t)(w & COUNT_MASK);
-  }
+  struct bucket *b[2];
+  locate(t, key, len, &fp, &b[0], &b[1]);
+  for (unsigned k = 0; k < 2; k++)
+    for (unsigned i = 0; i < SLOTS; i++) {
+      uint64_t w = atomic_load_explicit(&b[k]->slot[i], memory_order_relaxed);
+      if (w >> COUNT_BITS == fp) return (uint32_t)(w & COUNT_MASK);
+    }
   return 0;
 }
 

@@ -6,14 +6,16 @@
  * taken by the key's first acquire and freed when its count returns to 0,
  * so the table holds at most the keys in flight, never more than
  * |max_keys| of them. Keys are identified by a SipHash-1-3 fingerprint
- * under the table's own random key (40 bits, within the one bucket of 16
+ * under the table's own random key (40 bits, within the two buckets of 16
  * slots a key may live in), so clients cannot aim keys at one bucket.
- * Counts are exact across workers: a bucket is changed under its own
- * spin lock (a few instructions held), never more than one at a time.
+ * Counts are exact across workers: an acquire holds the spin locks of the
+ * key's two buckets (in address order; a few instructions held), a
+ * release the lock of the entry's bucket.
  *
- * Full table: when |max_keys| keys are in flight, or (with the table
- * sized at twice max_keys slots, rarely) the key's bucket has no free
- * slot, a new key is refused (SL_CONC_TABLE_FULL) rather than counted
+ * Full table: when |max_keys| keys are in flight, or (the table has twice
+ * max_keys slots and a new key goes to the emptier of its two buckets:
+ * practically never) both of the key's buckets are full, a new key is
+ * refused (SL_CONC_TABLE_FULL) rather than counted
  * somewhere shared: an attacker filling the table cannot make the limit
  * of the devices already in it go away, and a shared overflow counter
  * with the per-key `max` would refuse nearly everything anyway.
