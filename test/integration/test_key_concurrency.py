@@ -132,6 +132,14 @@ def test_in_flight_requests_per_key(start_sluice, upstream, get, key):
         check_rejection(r.status, r.header, r.body, 429, "concurrency_limited",
                         "default/concurrency")
         assert get(s.port, "/v1/a", other).status == 200
+        if key == "device_id" and get is h1_get:
+            # /explain shows the key's count against its limit.
+            status, _, body = s.admin_get("/explain?ip=192.0.2.1&path=/v1/a"
+                                          "&header=x-device-id:d1")
+            doc = json.loads(body)
+            assert status == 200 and doc["verdict"]["status"] == 429, doc
+            why = [p["why"] for p in doc["policies"] if p["policy"] == "default/concurrency"]
+            assert why and why[0].startswith("1 in flight for this device_id, limit 1"), doc
         first = c.read_response() if get is h1_get else c.wait(sid, 10)
         assert first.status == 200
     finally:
