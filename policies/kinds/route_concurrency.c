@@ -45,21 +45,15 @@
 static const char *const KEYS[] = {"max", "mode", "key", "missing_key", "max_keys", NULL};
 /* In the order of enum sl_limit_key and enum sl_missing_key. */
 static const char *const KEY_NAMES[] = {"client_ip", "device_class", "device_id", "route", NULL};
-static const char *const MISSING[] = {"skip", "deny", "shared", NULL};
+static const char *const MISSING[] = {"skip", "deny", "shared"}; /* printed */
 
 /* key, missing_key, max_keys: what a keyed limit counts. */
 static void cc_parse_key(struct cfg_schema *s, const struct cfg_node *v,
                          struct sl_concurrency_cfg *cc) {
-  int key = SL_KEY_ROUTE, mk;
+  int key = SL_KEY_ROUTE;
   if (cs_get_enum(s, v, "key", KEY_NAMES, &key) < 0) return; /* reported; nothing to check it against */
   cc->key = (enum sl_limit_key)key;
-  if (cs_get_enum(s, v, "missing_key", MISSING, &mk) > 0) {
-    cc->missing_key = (enum sl_missing_key)mk;
-    if (cc->key == SL_KEY_CLIENT_IP || cc->key == SL_KEY_ROUTE)
-      cs_err(s, cfg_map_get(v, "missing_key", NULL),
-             "missing_key: every request has a %s key; it applies to device_class and device_id",
-             KEY_NAMES[cc->key]);
-  }
+  cs_get_missing_key(s, v, cc->key, &cc->missing_key);
   if (cs_get_u32(s, v, "max_keys", 1, 100000000, &cc->max_keys) > 0 &&
       cc->key == SL_KEY_ROUTE)
     cs_err(s, cfg_map_get(v, "max_keys", NULL),

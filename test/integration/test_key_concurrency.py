@@ -77,6 +77,23 @@ class Tunnels:
 OK = {"h1": 101, "h2": 200}
 
 
+def refused_upgrade(s, headers, status, error):
+    """An h1 upgrade refused |status| |error| by ws/concurrency."""
+    with WSConn(s.port, timeout=5) as c:
+        r = c.upgrade("/ws", headers)
+        check_rejection(r.status, r.header, r.body, status, error, "ws/concurrency")
+
+
+def close_then_admitted(s, conn, headers, left):
+    """Closes tunnel |conn|; once |left| tunnels are open, one with
+    |headers| is admitted in its place."""
+    assert conn.close_handshake().close_code == 1000
+    conn.close()
+    wait_active(s, left)
+    with ws_open(s.port, headers=headers) as c:
+        assert c.echo(b"admitted") == b"admitted"
+
+
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("proto", ["h1", "h2"])
 def test_one_tunnel_per_device(start_sluice, upstream, proto):
@@ -179,15 +196,8 @@ def test_full_table_refuses_new_keys(start_sluice):
         concurrency={"max": 1, "key": "device_id", "max_keys": 2})))
     a, b = ws_open(s.port, headers=dev("a")), ws_open(s.port, headers=dev("b"))
     try:
-        with WSConn(s.port, timeout=5) as c:
-            r = c.upgrade("/ws", dev("c"))
-            check_rejection(r.status, r.header, r.body, 503, "concurrency_table_full",
-                            "ws/concurrency")
-        assert a.close_handshake().close_code == 1000
-        a.close()
-        wait_active(s, 1)
-        with ws_open(s.port, headers=dev("c")) as c:
-            assert c.echo(b"c") == b"c"
+        refused_upgrade(s, dev("c"), 503, "concurrency_table_full")
+        close_then_admitted(s, a, dev("c"), 1)
     finally:
         a.close()
         b.close()
@@ -205,15 +215,8 @@ def test_reload_keeps_the_count(start_sluice):
         s.write_config(cfg)
         assert s.reload() == 1.0
         a2 = ws_open(s.port, headers=dev("d1"))
-        with WSConn(s.port, timeout=5) as c:
-            r = c.upgrade("/ws", dev("d1"))
-            check_rejection(r.status, r.header, r.body, 429, "concurrency_limited",
-                            "ws/concurrency")
-        assert a1.close_handshake().close_code == 1000
-        a1.close()
-        wait_active(s, 1)
-        with ws_open(s.port, headers=dev("d1")) as a3:
-            assert a3.echo(b"x") == b"x"
+        refused_upgrade(s, dev("d1"), 429, "concurrency_limited")
+        close_then_admitted(s, a1, dev("d1"), 1)
         a2.close()
     finally:
         a1.close()
@@ -230,11 +233,12 @@ def test_check_and_print(sluice_bin, tmp_path):
                 '    concurrency: { max: 1, key: client_ip, missing_key: deny }\n'
                 '  - name: f\n    upstream: u\n    concurrency: { max: 1, max_keys: 5 }\n')
     p = run_cli(["check", "-c", path], binary=sluice_bin)
+    # Each mistake at its value's FILE:LINE:COL (columns counted in the text above).
+    for want in ("9:33: key: expected one of client_ip",
+                 "12:57: missing_key: every request has a client_ip key",
+                 "15:38: max_keys: a limit keyed by route has one counter"):
+        assert "%s:%s" % (path, want) in p.stderr, p.stderr
     assert p.returncode == 1
-    assert "%s:9:33: key: expected one of client_ip" % path in p.stderr, p.stderr
-    assert "%s:12:57: missing_key: every request has a client_ip key" % path in p.stderr, p.stderr
-    assert "%s:15:38: max_keys: a limit keyed by route has one counter" % path in p.stderr, \
-        p.stderr
     with open(path, "w") as f:
         f.write(head + '    concurrency: { max: 1, key: device_id, missing_key: shared,'
                 ' max_keys: 50 }\n')
