@@ -131,7 +131,7 @@ unit: $(UNIT_BINS) layers
 # registry and its per-thread caches, the admin thread), built with the
 # library instrumented into build/tsan/ and run. Any race report fails.
 TSAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
-TSAN_TESTS  := test_ratelimit test_breaker test_concurrency test_stats test_metrics \
+TSAN_TESTS  := test_ratelimit test_breaker test_concurrency test_conc_table test_stats test_metrics \
                test_policy_state test_admin test_gen test_freelist test_upstream test_horizon
 TSAN_BINS   := $(addprefix build/tsan/test/,$(TSAN_TESTS))
 TSAN_OBJS   := $(call objs,build/tsan)

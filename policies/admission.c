@@ -29,11 +29,12 @@ const char *sl_reject_reason_name(enum sl_reject_reason r) {
 }
 
 
-size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
-                              const struct sl_identity *id, const uint8_t **key) {
+size_t sl_admission_key(enum sl_limit_key which, enum sl_missing_key missing,
+                        const struct sl_route_cfg *route, const struct sl_identity *id,
+                        const uint8_t **key) {
   const char *s = NULL;
   size_t n = 0;
-  switch (rl->key) {
+  switch (which) {
   case SL_KEY_CLIENT_IP:
     *key = id->key;
     return sizeof(id->key);
@@ -54,12 +55,17 @@ size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct s
     /* `missing_key: shared`: one bucket for every keyless request, under
      * a key no header value can be (a NUL byte). */
     static const uint8_t keyless[1] = {0};
-    if (rl->missing_key != SL_MISSING_SHARED) return 0;
+    if (missing != SL_MISSING_SHARED) return 0;
     *key = keyless;
     return sizeof(keyless);
   }
   *key = (const uint8_t *)s; /* all of it: ids that share a prefix are distinct keys */
   return n;
+}
+
+size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
+                              const struct sl_identity *id, const uint8_t **key) {
+  return sl_admission_key(rl->key, rl->missing_key, route, id, key);
 }
 
 /* Rate and burst for |rl| given the key value (overrides match the key,

@@ -130,6 +130,11 @@ void sl_admission_finish(struct sl_admission *a, enum sl_outcome outcome, uint64
  * header), in which case the policy does not apply. */
 size_t sl_admission_limit_key(const struct sl_rate_limit_cfg *rl, const struct sl_route_cfg *route,
                               const struct sl_identity *id, const uint8_t **key);
+/* The same for any policy keyed by |which| whose keyless requests are
+ * |missing| (a keyed concurrency limit): `shared` gives them one key. */
+size_t sl_admission_key(enum sl_limit_key which, enum sl_missing_key missing,
+                        const struct sl_route_cfg *route, const struct sl_identity *id,
+                        const uint8_t **key);
 
 /* The limiter parameter class of override |i| of a rate limit (see
  * sl_rl_ref.cls): 1 + i, the last overrides sharing SL_RL_CLASS_MAX. */

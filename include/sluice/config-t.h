@@ -215,7 +215,13 @@ struct sl_route_cfg {
   struct sl_concurrency_cfg {
     uint32_t max;           /* 0: unlimited (no concurrency key) */
     enum sl_mode mode;
-    uint64_t identity;      /* route name (not max: in-flight counts carry over) */
+    /* What is counted: the route (one counter) [default], or each value
+     * of a key (a bounded table of |max_keys|, policies/conc_table.c);
+     * missing_key as for a rate limit (device_class, device_id only). */
+    enum sl_limit_key key;
+    enum sl_missing_key missing_key;
+    uint32_t max_keys;      /* keyed: 0 is the default */
+    uint64_t identity;      /* route name, key, max_keys (not max: in-flight counts carry over) */
   } concurrency;
   enum sl_priority priority;
   uint64_t idle_timeout_ms; /* tunnels; 0: the listener's */

@@ -217,7 +217,7 @@ static void diff_policies(const struct sl_config *a, const struct sl_policy_set 
         prev[n++] = (struct prev_state){rs->rate_limits[j], rate_limit_tunables(&r->rate_limits[j])};
     if (rs->concurrency) prev[n++] = (struct prev_state){rs->concurrency, r->concurrency.max};
     for (size_t j = 0; rs->kinds && j < r->n_policies; j++)
-      if (rs->kinds[j])
+      if (rs->kinds[j] && !r->policies[j].kind->state_of) /* state_of: reported by its slot */
         prev[n++] = (struct prev_state){rs->kinds[j], r->policies[j].kind->tunables(&r->policies[j])};
   }
   for (size_t i = 0; i < a->n_upstreams; i++)
@@ -234,7 +234,7 @@ static void diff_policies(const struct sl_config *a, const struct sl_policy_set 
     snprintf(label, sizeof(label), "%s/concurrency", r->name);
     policy_classify(rs->concurrency, r->concurrency.max, label, prev, n, carried, retuned, fresh);
     for (size_t j = 0; rs->kinds && j < r->n_policies; j++) /* kinds' own states */
-      if (rs->kinds[j])
+      if (rs->kinds[j] && !r->policies[j].kind->state_of)
         policy_classify(rs->kinds[j], r->policies[j].kind->tunables(&r->policies[j]),
                         r->policies[j].name, prev, n, carried, retuned, fresh);
   }

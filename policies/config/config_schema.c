@@ -294,6 +294,20 @@ int cs_get_enum(struct cfg_schema *s, node_t *map, const char *key, const char *
   return -1;
 }
 
+int cs_get_missing_key(struct cfg_schema *s, node_t *map, enum sl_limit_key key,
+                       enum sl_missing_key *out) {
+  static const char *const names[] = {"skip", "deny", "shared", NULL};
+  static const char *const keys[] = {"client_ip", "device_class", "device_id", "route"};
+  int mk, rc = cs_get_enum(s, map, "missing_key", names, &mk);
+  if (rc <= 0) return rc;
+  *out = (enum sl_missing_key)mk;
+  if (key == SL_KEY_CLIENT_IP || key == SL_KEY_ROUTE)
+    cs_err(s, cfg_map_get(map, "missing_key", NULL),
+           "missing_key: every request has a %s key; it applies to device_class and device_id",
+           keys[key]);
+  return 1;
+}
+
 int cs_get_mode(struct cfg_schema *s, node_t *map, enum sl_mode *out) {
   static const char *const names[] = {"enforce", "shadow", NULL};
   int i;

@@ -75,6 +75,10 @@ int cs_get_bool(struct cfg_schema *s, node_t *map, const char *key, bool *out);
 int cs_get_enum(struct cfg_schema *s, node_t *map, const char *key, const char *const *names,
                 int *out);
 int cs_get_mode(struct cfg_schema *s, node_t *map, enum sl_mode *out);
+/* `missing_key` of a policy keyed by |key| (skip | deny | shared), an
+ * error where the key is never missing (client_ip, route). */
+int cs_get_missing_key(struct cfg_schema *s, node_t *map, enum sl_limit_key key,
+                       enum sl_missing_key *out);
 /* |min_ms| 0 accepts "0s"; durations always need a unit. */
 int cs_get_ms(struct cfg_schema *s, node_t *map, const char *key, uint64_t min_ms, uint64_t *out);
 int cs_get_rate(struct cfg_schema *s, node_t *map, const char *key, struct sl_rate *out);

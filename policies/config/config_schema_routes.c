@@ -192,15 +192,7 @@ static bool parse_rate_limit(struct cfg_schema *s, node_t *m, struct sl_route_cf
   node_t *ov = cs_get_node(s, m, "override", CFG_MAP);
   if (ov) parse_overrides(s, ov, rl);
   cs_get_mode(s, m, &rl->mode);
-  static const char *const MISSING[] = {"skip", "deny", "shared", NULL};
-  int mk;
-  if (cs_get_enum(s, m, "missing_key", MISSING, &mk) > 0) {
-    rl->missing_key = (enum sl_missing_key)mk;
-    if (rl->key == SL_KEY_CLIENT_IP || rl->key == SL_KEY_ROUTE)
-      cs_err(s, cfg_map_get(m, "missing_key", NULL),
-             "missing_key: every request has a %s key; it applies to device_class and device_id",
-             KEY_NAMES[rl->key]);
-  }
+  cs_get_missing_key(s, m, rl->key, &rl->missing_key);
   if (cs_get_name(s, m, "name", true, &rl->name) <= 0) {
     char buf[160];
     snprintf(buf, sizeof(buf), "%s/%s", r->name ? r->name : "?", KEY_NAMES[rl->key]);
