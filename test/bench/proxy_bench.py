@@ -464,6 +464,33 @@ def median(xs):
 
 # ---- profiling helpers (by hand) --------------------------------------
 
+def perf_attach(pid, data, freq, call_graph):
+    """perf record (cpu-clock, call graphs) of |pid| into |data|; returns
+    the perf process once it has had time to attach."""
+    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(freq),
+                             "--call-graph", call_graph, "-o", data, "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    return perf
+
+
+def perf_detach(perf, data, prefix):
+    """Stops |perf| (perf_attach) and writes PREFIX.self.txt and
+    PREFIX.children.txt (perf report by symbol and DSO)."""
+    perf.send_signal(signal.SIGINT)
+    try:
+        perf.wait(120)
+    except subprocess.TimeoutExpired:
+        perf.kill()
+        perf.wait()
+    for kind, extra in (("self", ["--no-children"]), ("children", ["--children"])):
+        rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g", "none",
+                              "--percent-limit", "0.3", "--sort", "symbol,dso"] + extra,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             timeout=600).stdout
+        write("%s.%s.txt" % (prefix, kind), rep)
+
+
 def profile_perf(proxies, args, workdir, cases):
     """perf record (cpu-clock, call graphs) of sluice under one load per
     case; writes self and children reports beside the data."""
@@ -475,27 +502,44 @@ def profile_perf(proxies, args, workdir, cases):
     for case in cases:
         proto, path, _ = CASES[case]
         data = os.path.join(out_dir, "perf-%s.data" % case)
-        perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock",
-                                 "-F", str(args.perf_freq), "--call-graph", args.call_graph,
-                                 "-o", data, "-p", str(sl["proc"].pid)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(1.0)
+        perf = perf_attach(sl["proc"].pid, data, args.perf_freq, args.call_graph)
         m = run_load(sl, proto, path, args.requests, args, workdir, "perf-" + case)
-        perf.send_signal(signal.SIGINT)
-        try:
-            perf.wait(120)
-        except subprocess.TimeoutExpired:
-            perf.kill()
-            perf.wait()
         log("perf %s: %d requests, %.1f us/req under perf" % (case, m["requests"],
                                                                m["cpu_us_per_req"]))
-        for kind, extra in (("self", ["--no-children"]), ("children", ["--children"])):
-            rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g", "none",
-                                  "--percent-limit", "0.3", "--sort", "symbol,dso"] + extra,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                 timeout=600).stdout
-            write(os.path.join(out_dir, "perf-%s.%s.txt" % (case, kind)), rep)
+        perf_detach(perf, data, os.path.join(out_dir, "perf-" + case))
         log("perf %s: reports in %s" % (case, out_dir))
+
+
+def strace_attach(pid, summary):
+    """strace -c -f on every thread of |pid|'s tree, its summary to the file
+    |summary|; returns the strace process once it has had time to attach."""
+    cmd = ["strace", "-c", "-f", "-o", summary]
+    for p in tree_pids(pid):
+        for t in os.listdir("/proc/%d/task" % p):
+            cmd += ["-p", t]
+    st = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    return st
+
+
+def strace_detach(st, summary):
+    """Stops |st| (strace_attach) and reads its summary: (text, total calls,
+    {syscall: calls})."""
+    st.send_signal(signal.SIGINT)
+    try:
+        st.wait(60)
+    except subprocess.TimeoutExpired:
+        st.kill()
+        st.wait()
+    with open(summary) as f:
+        text = f.read()
+    calls, per = 0, {}
+    for line in text.splitlines():
+        mm = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
+        if mm and mm.group(2) != "total":
+            calls += int(mm.group(1))
+            per[mm.group(2)] = int(mm.group(1))
+    return text, calls, per
 
 
 def profile_strace(proxies, args, workdir, cases):
@@ -507,27 +551,9 @@ def profile_strace(proxies, args, workdir, cases):
         sl = proxies[name]
         proto, path, _ = CASES[case]
         summary = os.path.join(out_dir, "strace-%s-%s.txt" % (case, name))
-        cmd = ["strace", "-c", "-f", "-o", summary]
-        for pid in tree_pids(sl["proc"].pid):
-            for t in os.listdir("/proc/%d/task" % pid):
-                cmd += ["-p", t]
-        st = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(1.0)
+        st = strace_attach(sl["proc"].pid, summary)
         m = run_load(sl, proto, path, args.strace_requests, args, workdir, "strace-" + case)
-        st.send_signal(signal.SIGINT)
-        try:
-            st.wait(60)
-        except subprocess.TimeoutExpired:
-            st.kill()
-            st.wait()
-        with open(summary) as f:
-            text = f.read()
-        calls, per = 0, {}
-        for line in text.splitlines():
-            mm = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
-            if mm and mm.group(2) != "total":
-                calls += int(mm.group(1))
-                per[mm.group(2)] = int(mm.group(1))
+        text, calls, per = strace_detach(st, summary)
         n = max(1, m["requests"])
         detail = "  ".join("%s %.3f" % (k, v / n) for k, v in
                            sorted(per.items(), key=lambda kv: -kv[1]))
