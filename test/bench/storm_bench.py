@@ -93,6 +93,11 @@ ANCHORS = {  # the issue's figures (their harness), us per connection, one worke
     "tls-ecdsa": {"sluice": (520, 594), "nginx": (569, 636), "haproxy": (638, 688)},
 }
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+SLUICE_LISTENER = """  - name: %s
+    address: "127.0.0.1:%d"
+    max_connections: 50000
+    timeouts: { request_header: 10s, idle: 300s }
+"""
 
 
 # ---- configurations ----------------------------------------------------------
@@ -100,25 +105,14 @@ WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 def start_sluice(d, binary, origin, ws, cert, workers, ticket_keys=None):
     ports = {"h1": free_port(), "tls": free_port(), "crate": free_port(), "admin": free_port()}
     ports["h2"] = ports["h1"]
-    tk = "\n      ticket_keys_file: %s" % ticket_keys if ticket_keys else ""
+    listeners = "".join(SLUICE_LISTENER % (name, ports[key]) + extra for name, key, extra in (
+        ("public", "h1", "    limits: { h2_streams: 100 }\n"),
+        ("tls", "tls", "    tls: { certificate: %s, private_key: %s%s }\n" % (
+            cert[0], cert[1], ", ticket_keys_file: %s" % ticket_keys if ticket_keys else "")),
+        ("crate", "crate", '    connect_rate: { per_ip: "1/h", burst: 1 }\n')))
     conf = write(os.path.join(d, "sluice.yaml"), """
 listeners:
-  - name: public
-    address: "127.0.0.1:%(h1)d"
-    max_connections: 50000
-    timeouts: { request_header: 10s, idle: 300s }
-  - name: tls
-    address: "127.0.0.1:%(tls)d"
-    max_connections: 50000
-    timeouts: { request_header: 10s, idle: 300s }
-    tls:
-      certificate: %(crt)s
-      private_key: %(key)s%(tk)s
-  - name: crate
-    address: "127.0.0.1:%(crate)d"
-    max_connections: 50000
-    connect_rate: { per_ip: "1/h", burst: 1 }
-admin:
+%(listeners)sadmin:
   address: "127.0.0.1:%(admin)d"
 upstreams:
   origin:
@@ -135,18 +129,7 @@ routes:
   - name: ws
     match: { path_prefix: "/ws", websocket: true }
     upstream: ws
-  - name: limited
-    match: { path_prefix: "/limited" }
-    upstream: origin
-    rate_limits:
-      - { key: client_ip, rate: "1/h", burst: 1 }
-  - name: default
-    match: { path_prefix: "/" }
-    upstream: origin
-access_log: off
-mode: enforce
-drain_timeout: 2s
-""" % dict(ports, origin=origin, ws=ws, crt=cert[0], key=cert[1], tk=tk))
+%(routes)s""" % dict(ports, origin=origin, ws=ws, listeners=listeners, routes=pb.SLUICE_ROUTES))
     proc = Proc("sluice", [os.path.abspath(binary), "run", "-c", conf, "--workers",
                            str(workers), "--log-level", "warn"], d,
                 {k: v for k, v in ports.items() if k != "h2"})
@@ -156,16 +139,7 @@ drain_timeout: 2s
 def start_nginx(d, origin, ws, cert, workers):
     ports = {"h1": free_port(), "h2": free_port(), "tls": free_port()}
     conf = write(os.path.join(d, "nginx.conf"), """
-worker_processes %(workers)d;
-daemon off;
-pid %(d)s/nginx.pid;
-error_log %(d)s/nginx.err error;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  client_body_temp_path %(d)s/n_body;
-  proxy_temp_path %(d)s/n_proxy;
-  keepalive_timeout 300s;
+%(head)s  keepalive_timeout 300s;
   limit_req_zone $binary_remote_addr zone=limited:10m rate=1r/m;
   upstream origin { server 127.0.0.1:%(origin)d; keepalive 1024; keepalive_timeout 300s; }
   upstream ws { server 127.0.0.1:%(ws)d; }
@@ -185,22 +159,10 @@ http {
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection "upgrade";
     }
-    location /limited {
-      limit_req zone=limited burst=1 nodelay;
-      limit_req_status 429;
-      limit_req_log_level warn;
-      error_page 429 = @rejected;
-      proxy_pass http://origin;
-    }
-    location @rejected {
-      default_type application/json;
-      add_header retry-after 60 always;
-      return 429 '%(reject)s';
-    }
-  }
+%(limited)s  }
 }
-""" % dict(ports, d=d, origin=origin, ws=ws, crt=cert[0], key=cert[1], workers=workers,
-           reject=pb.REJECT_BODY))
+""" % dict(ports, origin=origin, ws=ws, crt=cert[0], key=cert[1],
+           limited=pb.NGINX_LIMITED, head=pb.nginx_head(d, workers)))
     return Proc("nginx", ["nginx", "-p", d, "-e", d + "/nginx.err", "-c", conf], d, ports), ports
 
 
@@ -213,28 +175,13 @@ global
   maxconn 8000
   ssl-default-bind-options ssl-min-ver TLSv1.2
 
-defaults
-  mode http
-  option http-keep-alive
-  option forwardfor
-  http-reuse always
-  timeout connect 2s
-  timeout client 300s
-  timeout server 30s
-  timeout tunnel 300s
-  timeout http-keep-alive 300s
+%(defaults)s  timeout tunnel 300s
 
 frontend fe
   bind 127.0.0.1:%(h1)d
   bind 127.0.0.1:%(h2)d proto h2
   bind 127.0.0.1:%(tls)d ssl crt %(pem)s
-  stick-table type ip size 100k expire 1h store http_req_rate(1h)
-  acl limited path_beg /limited
-  http-request track-sc0 src if limited
-  acl over sc_http_req_rate(0) gt 1
-  http-request deny deny_status 429 content-type application/json string '%(reject)s' \
-hdr retry-after 60 if limited over
-  use_backend ws if { path_beg /ws }
+%(limited)s  use_backend ws if { path_beg /ws }
   default_backend be
 
 frontend crate
@@ -249,7 +196,8 @@ backend be
 
 backend ws
   server ws 127.0.0.1:%(ws)d
-""" % dict(ports, origin=origin, ws=ws, pem=pem, workers=workers, reject=pb.REJECT_BODY))
+""" % dict(ports, origin=origin, ws=ws, pem=pem, workers=workers,
+           defaults=pb.HAPROXY_DEFAULTS, limited=pb.HAPROXY_LIMITED))
     return Proc("haproxy", ["haproxy", "-db", "-f", conf], d, ports), ports
 
 
@@ -679,8 +627,8 @@ def main():
                           "ws_count": args.ws_count, "connections": args.connections,
                           "ticket_keys": args.ticket_keys},
                "versions": dict(pb.versions(args.sluice),
-                                wrk=pb_first_line(["wrk", "-v"]),
-                                openssl=pb_first_line(["openssl", "version"])),
+                                wrk=pb.first_line(["wrk", "-v"]),
+                                openssl=pb.first_line(["openssl", "version"])),
                "anchors_us_per_conn": ANCHORS, "results": results}
         print("\nversions: " + "; ".join("%s %s" % kv for kv in out["versions"].items()))
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -698,15 +646,6 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             log("storm_bench: logs kept in %s" % workdir)
-
-
-def pb_first_line(cmd):
-    try:
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           timeout=10)
-        return r.stdout.strip().splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return None
 
 
 if __name__ == "__main__":
