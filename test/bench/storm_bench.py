@@ -296,12 +296,14 @@ def socket_client(port, total, conc, request, timeout, conn_timeout=3.0):
     live = {}
 
     def start_one():
+        nonlocal finished
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
         rc = s.connect_ex(("127.0.0.1", port))
         if rc not in (0, errno.EINPROGRESS):
             s.close()
             st["connect_error"] += 1
+            finished += 1
             return
         c = {"s": s, "out": request, "in": b"", "t": time.monotonic()}
         live[s.fileno()] = c
@@ -320,8 +322,6 @@ def socket_client(port, total, conc, request, timeout, conn_timeout=3.0):
         while started < total and len(live) < conc:
             started += 1
             start_one()
-            if st["connect_error"] and not live:
-                finished += 1
         for key, ev in sel.select(0.2):
             c = key.data
             try:
