@@ -7,7 +7,8 @@ keep-alive from each proxy), same certificates (one ECDSA P-256, one RSA
 2048, made here with openssl), TLS 1.2+ offered by every proxy with the
 library's default TLS 1.3 suites and groups (the clients negotiate TLS 1.3),
 --workers N (sluice), worker_processes N (nginx), nbthread N (HAProxy),
---workers=N (nghttpx). h2o is not installed here: no column.
+--workers=N (nghttpx; left out of --workers 2, which the issue sets against
+nginx and HAProxy). h2o is not installed here: no column.
 
 Cases (client in brackets):
   h1-new      cleartext HTTP/1.1, Connection: close per request [wrk]
@@ -37,18 +38,18 @@ Cases (client in brackets):
 Metric: CPU of the proxy's process tree per completed connection: the run
 time of every thread (/proc/P/task/T/schedstat, ns; utime+stime in ticks
 beside it, coarser), sampled before the load and after the proxy has gone
-quiet.
-Each cell runs --runs times, the proxies interleaved (A B C A B C ..., the
+quiet. Each cell runs --runs times, the proxies interleaved (A B C A B C ..., the
 order rotated each round) so that drift cancels; the median and the spread
 (min-max) are reported, with connections/s. Syscalls per connection come
 from a separate, untimed run per cell under strace -c -f (--no-strace skips
 it). Nothing asserts a time.
 
   make bench                     (proxy_bench, then this with --workers 1,2)
+  make bench STORM_ARGS=--quick  (this one as a smoke run)
   python3 test/bench/storm_bench.py --quick           (smoke: 1 short run per cell)
   python3 test/bench/storm_bench.py --cases tls-ecdsa,h1-new --only sluice,nginx
   ... --perf DIR      (perf record -g sluice in tls-ecdsa; reports in DIR)
-  ... --ticket-keys FILE  (sluice listeners get tls.ticket_keys_file: FILE)
+  ... --ticket-keys FILE  (sluice's TLS listener gets tls.ticket_keys_file: FILE)
 
 Every process is started here and stopped by its PID; every load is bounded
 in count or duration, and killed after --timeout seconds.
