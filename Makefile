@@ -189,6 +189,7 @@ bench: build/sluice
 	./build/bench/bench_policies
 	./build/bench/bench_breaker
 	$(PYTHON) test/bench/proxy_bench.py --sluice ./build/sluice --out build/bench/results.json $(BENCH_ARGS)
+	$(PYTHON) test/bench/storm_bench.py --sluice ./build/sluice --out build/bench/storm.json $(STORM_ARGS)
 
 build/bench/%: test/bench/%.c build/libsluice.a
 	@mkdir -p $(dir $@)

@@ -53,6 +53,51 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 JSON_BODY = ('{"device":"hub-0042","session":"2f1c9a7e5b3d4c6a8e0f1a2b3c4d5e6f",'
              '"status":"connected","region":"eu-west-1","expires_in":3600,"features":["ota","ws"]}')
 REJECT_BODY = '{"error":"rate_limited","policy":"limited/client_ip","retry_after":60}'
+# Shared with storm_bench.py: nginx's and HAProxy's 429 for /limited (a
+# limit that refuses all but the first request), sluice's routes for it
+# and for the rest, HAProxy's defaults.
+NGINX_LIMITED = """    location /limited {
+      limit_req zone=limited burst=1 nodelay;
+      limit_req_status 429;
+      limit_req_log_level warn;
+      error_page 429 = @rejected;
+      proxy_pass http://origin;
+    }
+    location @rejected {
+      default_type application/json;
+      add_header retry-after 60 always;
+      return 429 '%(reject)s';
+    }
+""" % {"reject": REJECT_BODY}
+HAPROXY_LIMITED = """  stick-table type ip size 100k expire 1h store http_req_rate(1h)
+  acl limited path_beg /limited
+  http-request track-sc0 src if limited
+  acl over sc_http_req_rate(0) gt 1
+  http-request deny deny_status 429 content-type application/json string '%(reject)s' \
+hdr retry-after 60 if limited over
+""" % {"reject": REJECT_BODY}
+SLUICE_ROUTES = """  - name: limited
+    match: { path_prefix: "/limited" }
+    upstream: origin
+    rate_limits:
+      - { key: client_ip, rate: "1/h", burst: 1 }
+  - name: default
+    match: { path_prefix: "/" }
+    upstream: origin
+access_log: off
+mode: enforce
+drain_timeout: 2s
+"""  # the last routes of sluice.yaml, and the rest
+HAPROXY_DEFAULTS = """defaults
+  mode http
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+  timeout connect 2s
+  timeout client 300s
+  timeout server 30s
+  timeout http-keep-alive 300s
+"""
 ALL_PROXIES = ("sluice", "nghttpx", "nginx", "haproxy")
 CASES = {
     # name: (protocol, path, proxies that take part)
@@ -256,18 +301,7 @@ upstreams:
     max_pending: 100000%(pipeline_line)s
     timeouts: { connect: 2s, response: 30s, idle: 300s }
 routes:
-  - name: limited
-    match: { path_prefix: "/limited" }
-    upstream: origin
-    rate_limits:
-      - { key: client_ip, rate: "1/h", burst: 1 }
-  - name: default
-    match: { path_prefix: "/" }
-    upstream: origin
-access_log: off
-mode: enforce
-drain_timeout: 2s
-""" % dict(ports, origin=origin, conns=UPSTREAM_CONNS,
+%(routes)s""" % dict(ports, origin=origin, conns=UPSTREAM_CONNS, routes=SLUICE_ROUTES,
            pipeline_line="\n    pipeline: %d" % pipeline if pipeline > 1 else ""))
     binary = os.path.abspath(binary)
     return Proc(name, [binary, "run", "-c", conf, "--workers", "1", "--log-level", "warn"],
@@ -289,10 +323,11 @@ def start_nghttpx(d, origin):
     return Proc("nghttpx", cmd, d, {"h1": port}), {"h1": port, "h2": port}
 
 
-def start_nginx(d, origin):
-    ports = {"h1": free_port(), "h2": free_port()}
-    conf = write(os.path.join(d, "nginx.conf"), """
-worker_processes 1;
+def nginx_head(d, workers):
+    """The start of an nginx.conf (shared with storm_bench.py): |workers|
+    processes, in the foreground, files under |d|, no access log, the
+    opening of http {."""
+    return """worker_processes %(workers)d;
 daemon off;
 pid %(d)s/nginx.pid;
 error_log %(d)s/nginx.err error;
@@ -301,7 +336,13 @@ http {
   access_log off;
   client_body_temp_path %(d)s/n_body;
   proxy_temp_path %(d)s/n_proxy;
-  keepalive_requests 100000000;
+""" % {"d": d, "workers": workers}
+
+
+def start_nginx(d, origin):
+    ports = {"h1": free_port(), "h2": free_port()}
+    conf = write(os.path.join(d, "nginx.conf"), """
+%(head)s  keepalive_requests 100000000;
   keepalive_timeout 300s;
   http2_max_concurrent_streams 100;
   limit_req_zone $binary_remote_addr zone=limited:10m rate=1r/m;
@@ -319,21 +360,10 @@ http {
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     proxy_set_header X-Forwarded-Proto $scheme;
     location / { proxy_pass http://origin; }
-    location /limited {
-      limit_req zone=limited burst=1 nodelay;
-      limit_req_status 429;
-      limit_req_log_level warn;
-      error_page 429 = @rejected;
-      proxy_pass http://origin;
-    }
-    location @rejected {
-      default_type application/json;
-      add_header retry-after 60 always;
-      return 429 '%(reject)s';
-    }
-  }
+%(limited)s  }
 }
-""" % dict(ports, d=d, origin=origin, conns=UPSTREAM_CONNS, reject=REJECT_BODY))
+""" % dict(ports, origin=origin, conns=UPSTREAM_CONNS, routes=SLUICE_ROUTES, limited=NGINX_LIMITED,
+           head=nginx_head(d, 1)))
     return Proc("nginx", ["nginx", "-p", d, "-e", d + "/nginx.err", "-c", conf], d, ports), ports
 
 
@@ -344,30 +374,16 @@ global
   nbthread 1
   maxconn 8000
 
-defaults
-  mode http
-  option http-keep-alive
-  option forwardfor
-  http-reuse always
-  timeout connect 2s
-  timeout client 300s
-  timeout server 30s
-  timeout http-keep-alive 300s
-
+%(defaults)s
 frontend fe
   bind 127.0.0.1:%(h1)d
   bind 127.0.0.1:%(h2)d proto h2
-  stick-table type ip size 100k expire 1h store http_req_rate(1h)
-  acl limited path_beg /limited
-  http-request track-sc0 src if limited
-  acl over sc_http_req_rate(0) gt 1
-  http-request deny deny_status 429 content-type application/json string '%(reject)s' \
-hdr retry-after 60 if limited over
-  default_backend be
+%(limited)s  default_backend be
 
 backend be
   server origin 127.0.0.1:%(origin)d maxconn %(conns)d
-""" % dict(ports, origin=origin, conns=UPSTREAM_CONNS, reject=REJECT_BODY))
+""" % dict(ports, origin=origin, conns=UPSTREAM_CONNS, routes=SLUICE_ROUTES, defaults=HAPROXY_DEFAULTS,
+           limited=HAPROXY_LIMITED))
     return Proc("haproxy", ["haproxy", "-db", "-f", conf], d, ports), ports
 
 
@@ -464,6 +480,39 @@ def median(xs):
 
 # ---- profiling helpers (by hand) --------------------------------------
 
+def interrupt(proc, timeout):
+    """SIGINT to a profiler we started (it writes its report), then SIGKILL
+    after |timeout| s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def perf_attach(pid, data, freq, call_graph):
+    """perf record (cpu-clock, call graphs) of |pid| into |data|; returns
+    the perf process once it has had time to attach."""
+    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(freq),
+                             "--call-graph", call_graph, "-o", data, "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    return perf
+
+
+def perf_detach(perf, data, prefix):
+    """Stops |perf| (perf_attach) and writes PREFIX.self.txt and
+    PREFIX.children.txt (perf report by symbol and DSO)."""
+    interrupt(perf, 120)
+    for kind, extra in (("self", ["--no-children"]), ("children", ["--children"])):
+        rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g", "none",
+                              "--percent-limit", "0.3", "--sort", "symbol,dso"] + extra,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             timeout=600).stdout
+        write("%s.%s.txt" % (prefix, kind), rep)
+
+
 def profile_perf(proxies, args, workdir, cases):
     """perf record (cpu-clock, call graphs) of sluice under one load per
     case; writes self and children reports beside the data."""
@@ -475,27 +524,39 @@ def profile_perf(proxies, args, workdir, cases):
     for case in cases:
         proto, path, _ = CASES[case]
         data = os.path.join(out_dir, "perf-%s.data" % case)
-        perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock",
-                                 "-F", str(args.perf_freq), "--call-graph", args.call_graph,
-                                 "-o", data, "-p", str(sl["proc"].pid)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(1.0)
+        perf = perf_attach(sl["proc"].pid, data, args.perf_freq, args.call_graph)
         m = run_load(sl, proto, path, args.requests, args, workdir, "perf-" + case)
-        perf.send_signal(signal.SIGINT)
-        try:
-            perf.wait(120)
-        except subprocess.TimeoutExpired:
-            perf.kill()
-            perf.wait()
         log("perf %s: %d requests, %.1f us/req under perf" % (case, m["requests"],
                                                                m["cpu_us_per_req"]))
-        for kind, extra in (("self", ["--no-children"]), ("children", ["--children"])):
-            rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g", "none",
-                                  "--percent-limit", "0.3", "--sort", "symbol,dso"] + extra,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                 timeout=600).stdout
-            write(os.path.join(out_dir, "perf-%s.%s.txt" % (case, kind)), rep)
+        perf_detach(perf, data, os.path.join(out_dir, "perf-" + case))
         log("perf %s: reports in %s" % (case, out_dir))
+
+
+def strace_attach(pid, summary):
+    """strace -c -f on every thread of |pid|'s tree, its summary to the file
+    |summary|; returns the strace process once it has had time to attach."""
+    cmd = ["strace", "-c", "-f", "-o", summary]
+    for p in tree_pids(pid):
+        for t in os.listdir("/proc/%d/task" % p):
+            cmd += ["-p", t]
+    st = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    return st
+
+
+def strace_detach(st, summary):
+    """Stops |st| (strace_attach) and reads its summary: (text, total calls,
+    {syscall: calls})."""
+    interrupt(st, 60)
+    with open(summary) as f:
+        text = f.read()
+    calls, per = 0, {}
+    for line in text.splitlines():
+        mm = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
+        if mm and mm.group(2) != "total":
+            calls += int(mm.group(1))
+            per[mm.group(2)] = int(mm.group(1))
+    return text, calls, per
 
 
 def profile_strace(proxies, args, workdir, cases):
@@ -507,27 +568,9 @@ def profile_strace(proxies, args, workdir, cases):
         sl = proxies[name]
         proto, path, _ = CASES[case]
         summary = os.path.join(out_dir, "strace-%s-%s.txt" % (case, name))
-        cmd = ["strace", "-c", "-f", "-o", summary]
-        for pid in tree_pids(sl["proc"].pid):
-            for t in os.listdir("/proc/%d/task" % pid):
-                cmd += ["-p", t]
-        st = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(1.0)
+        st = strace_attach(sl["proc"].pid, summary)
         m = run_load(sl, proto, path, args.strace_requests, args, workdir, "strace-" + case)
-        st.send_signal(signal.SIGINT)
-        try:
-            st.wait(60)
-        except subprocess.TimeoutExpired:
-            st.kill()
-            st.wait()
-        with open(summary) as f:
-            text = f.read()
-        calls, per = 0, {}
-        for line in text.splitlines():
-            mm = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
-            if mm and mm.group(2) != "total":
-                calls += int(mm.group(1))
-                per[mm.group(2)] = int(mm.group(1))
+        text, calls, per = strace_detach(st, summary)
         n = max(1, m["requests"])
         detail = "  ".join("%s %.3f" % (k, v / n) for k, v in
                            sorted(per.items(), key=lambda kv: -kv[1]))
@@ -734,14 +777,16 @@ def main():
             log("proxy_bench: logs kept in %s" % workdir)
 
 
+def first_line(cmd):
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=10)
+        return r.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
 def versions(sluice):
-    def first_line(cmd):
-        try:
-            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               timeout=10)
-            return r.stdout.strip().splitlines()[0]
-        except (OSError, subprocess.SubprocessError, IndexError):
-            return None
     return {
         "sluice": first_line([os.path.abspath(sluice), "version"]),
         "nghttpx": first_line(["nghttpx", "--version"]),
@@ -749,7 +794,6 @@ def versions(sluice):
         "haproxy": first_line(["haproxy", "-v"]),
         "h2load": first_line(["h2load", "--version"]),
     }
-
 
 if __name__ == "__main__":
     try:
