@@ -79,6 +79,10 @@ SSL_CTX *sl_tls_ctx_new(const struct sl_listener_cfg *o, char *err, size_t errle
     tls_err(err, errlen, "bad tls.groups", o->tls_groups);
     goto fail;
   }
+  /* One TLS 1.3 ticket per full handshake, not OpenSSL's two: a device
+   * resumes with one, and each ticket is a session serialised, encrypted
+   * and written (3.9% of a handshake's CPU in a perf profile). */
+  SSL_CTX_set_num_tickets(ctx, 1);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
   SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"sluice", 6);
   if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
