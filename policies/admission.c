@@ -127,6 +127,46 @@ static __attribute__((noinline)) bool missing_key_refuses(const struct sl_admiss
   return true;
 }
 
+/* The `new_keys` cap of |rl| (limit |i| of the route, whose key is fresh
+ * for this request): looks at the client address's bucket of new keys.
+ * Returns true when it refuses the request (|out| says why); in shadow
+ * mode the refusal is reported and false returned. */
+static __attribute__((noinline)) bool new_keys_refuses(const struct sl_admission_input *in,
+                                                       const struct sl_rate_limit_cfg *rl,
+                                                       struct sl_ratelimit_table *t,
+                                                       struct sl_admission *out, FILE *tf,
+                                                       bool *first) {
+  const struct sl_new_keys_cfg *nk = &rl->new_keys;
+  struct sl_rl_verdict v;
+  char why[160];
+  sl_ratelimit_peek(t, in->id->key, sizeof(in->id->key), nk->rate.period_ns, nk->burst, in->now_ns,
+                    &v);
+  if (v.admitted) {
+    if (tf) {
+      snprintf(why, sizeof(why), "a new key: %u more new keys from this address allowed now",
+               v.remaining);
+      sl_engine_trace(tf, first, nk->name, "rate_limit", "admit", why);
+    }
+    return false;
+  }
+  if (tf)
+    snprintf(why, sizeof(why),
+             "a new key, over %s new keys per client address (burst %u); admits one again in "
+             "%llu ms", nk->rate.text, nk->burst,
+             (unsigned long long)(v.retry_after_ns / 1000000));
+  if (sl_engine_is_shadow(in->cfg, rl->mode)) {
+    sl_engine_add_shadow(out, SL_REASON_RATE_LIMIT, nk->name, NULL);
+    sl_engine_trace(tf, first, nk->name, "rate_limit", "shadow_reject", why);
+    return false;
+  }
+  sl_engine_set_name(out->policy, nk->name);
+  /* The address's own bucket: a per-client key, answered exactly. */
+  sl_engine_refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
+                   sl_retry_after_s(&in->cfg->reject, v.retry_after_ns, in->rnd));
+  sl_engine_trace(tf, first, nk->name, "rate_limit", "reject", why);
+  return true;
+}
+
 uint8_t sl_admission_override_class(size_t i) {
   return i + 1 < SL_RL_CLASS_MAX ? (uint8_t)(i + 1) : SL_RL_CLASS_MAX;
 }
@@ -247,6 +287,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
    * a refused request consumes nothing. Nothing is kept per limit between
    * the two passes (a route may have any number of limits): the commit
    * recomputes keys and parameters, which is cheap and pure. */
+  uint64_t fresh = 0; /* bit i: limit i meets a new key and has a new_keys cap */
   for (size_t i = 0; i < route->n_rate_limits; i++) {
     const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
     struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rs->rate_limits[i]);
@@ -280,6 +321,11 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       if (tf) {
         snprintf(why, sizeof(why), "%u more allowed now", v.remaining);
         sl_engine_trace(tf, &first, rl_name, "rate_limit", "admit", why);
+      }
+      struct sl_ratelimit_table *nkt = sl_policy_state_ratelimit(rs->new_keys[i]);
+      if (nkt && v.fresh) {
+        if (new_keys_refuses(in, rl, nkt, out, tf, &first)) return;
+        fresh |= 1ull << i; /* charged below, with the limit */
       }
       continue;
     }
@@ -387,7 +433,8 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
    * what the kinds' policies hold are given back, so that the refused
    * request has consumed nothing. */
   if (!in->trace && !(skip & SL_SKIP_RATE_LIMITS)) {
-    uint64_t charged = 0; /* bit i: limit i admitted and charged */
+    uint64_t charged = 0;    /* bit i: limit i admitted and charged */
+    uint64_t nk_charged = 0; /* bit i: limit i's new_keys cap charged */
     for (size_t i = 0; i < route->n_rate_limits && i < SL_ROUTE_MAX_RATE_LIMITS; i++) {
       const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
       struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rs->rate_limits[i]);
@@ -403,12 +450,37 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       } else if (!limit_locate(t, rl, route, id, &ref, &period, &burst)) {
         continue;
       }
-      bool ok = sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, true, &v);
-      if (ok) charged |= 1ull << i; /* the loader allows 64 limits a route */
-      if (ok || sl_engine_is_shadow(cfg, rl->mode)) continue;
-      uint32_t wait_s = sl_limit_retry_after(in, rl, rs->rate_limits[i], &ref, period,
-                                             v.retry_after_ns, NULL, 0); /* |ref| is reused below */
-      for (size_t j = 0; j < i; j++) {
+      bool shadow = sl_engine_is_shadow(cfg, rl->mode);
+      const char *refused_by = NULL;
+      uint32_t wait_s = 0;
+      if (sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, true, &v)) {
+        charged |= 1ull << i; /* the loader allows 64 limits a route */
+        if (fresh >> i & 1) {
+          const struct sl_new_keys_cfg *nk = &rl->new_keys;
+          struct sl_ratelimit_table *nkt = sl_policy_state_ratelimit(rs->new_keys[i]);
+          struct sl_rl_verdict nv;
+          if (sl_ratelimit_admit(nkt, id->key, sizeof(id->key), nk->rate.period_ns, nk->burst,
+                                 in->now_ns, &nv))
+            nk_charged |= 1ull << i;
+          else if (!shadow) {
+            refused_by = nk->name;
+            wait_s = sl_retry_after_s(&cfg->reject, nv.retry_after_ns, in->rnd);
+          }
+        }
+        if (!refused_by) continue;
+      } else {
+        if (shadow) continue;
+        refused_by = rl->name;
+        wait_s = sl_limit_retry_after(in, rl, rs->rate_limits[i], &ref, period, v.retry_after_ns,
+                                      NULL, 0); /* |ref| is reused below */
+      }
+      for (size_t j = 0; j <= i; j++) {
+        if (nk_charged >> j & 1) {
+          struct sl_ratelimit_table *nkt = sl_policy_state_ratelimit(rs->new_keys[j]);
+          struct sl_rl_ref nref;
+          sl_ratelimit_locate(nkt, id->key, sizeof(id->key), &nref);
+          sl_ratelimit_refund(nkt, &nref, route->rate_limits[j].new_keys.rate.period_ns);
+        }
         if (!(charged >> j & 1)) continue;
         struct sl_ratelimit_table *tj = sl_policy_state_ratelimit(rs->rate_limits[j]);
         if (j < KEPT)
@@ -421,7 +493,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       if (route->n_policies) sl_engine_rollback(&run, &pctx, out);
       out->delay_ms = 0;
       out->paced = NULL;
-      sl_engine_set_name(out->policy, rl->name);
+      sl_engine_set_name(out->policy, refused_by);
       sl_engine_refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited", wait_s);
       return;
     }

@@ -158,6 +158,12 @@ static int for_each_slot(const struct sl_config *cfg, struct sl_policy_set *set,
                              rl->rate.period_ns, rl->burst, rl->overrides, rl->n_overrides,
                              rate_limit_has_rate(rl), NULL, NULL, NULL};
       if (fn(ctx, &si) < 0) return -1;
+      const struct sl_new_keys_cfg *nk = &rl->new_keys;
+      if (!nk->rate.period_ns) continue;
+      struct slot_info ni = {.kind = SL_POLICY_RATELIMIT, .identity = nk->identity,
+                             .slot = &rs->new_keys[i], .max_keys = nk->max_keys,
+                             .period_ns = nk->rate.period_ns, .burst = nk->burst, .rated = true};
+      if (fn(ctx, &ni) < 0) return -1;
     }
     struct slot_info si = {.kind = SL_POLICY_CONCURRENCY, .identity = route->concurrency.identity,
                            .slot = &rs->concurrency};
@@ -364,7 +370,8 @@ static struct sl_policy_set *set_alloc(const struct sl_config *cfg) {
   for (size_t r = 0; ok && r < cfg->n_routes; r++) {
     const struct sl_route_cfg *route = &cfg->routes[r];
     struct sl_route_state *rs = &set->routes[r];
-    ok = (rs->rate_limits = zalloc(route->n_rate_limits, sizeof(*rs->rate_limits))) != NULL;
+    ok = (rs->rate_limits = zalloc(route->n_rate_limits, sizeof(*rs->rate_limits))) != NULL &&
+         (rs->new_keys = zalloc(route->n_rate_limits, sizeof(*rs->new_keys))) != NULL;
     bool stateful = false;
     for (size_t i = 0; i < route->n_policies; i++)
       stateful |= route->policies[i].kind->state_new || route->policies[i].kind->state_of;
@@ -407,10 +414,12 @@ void sl_policy_set_del(struct sl_policy_set *set) {
   if (!set) return;
   const struct sl_config *cfg = set->cfg;
   bool whole = set->routes && set->breakers && set->shaping && set->connect_rate;
-  for (size_t r = 0; whole && r < cfg->n_routes; r++) whole = set->routes[r].rate_limits != NULL;
+  for (size_t r = 0; whole && r < cfg->n_routes; r++)
+    whole = set->routes[r].rate_limits != NULL && set->routes[r].new_keys != NULL;
   if (whole) for_each_slot(cfg, set, drop, NULL);
   for (size_t r = 0; set->routes && r < cfg->n_routes; r++) {
     free(set->routes[r].rate_limits);
+    free(set->routes[r].new_keys);
     free(set->routes[r].kinds);
     free(set->routes[r].kind_data);
   }

@@ -123,6 +123,7 @@ static inline uint64_t gcra(uint64_t tat, uint64_t period, uint32_t burst, uint6
                             struct sl_rl_verdict *v) {
   if (burst == 0) burst = 1;
   v->overflow = false;
+  v->fresh = tat <= now;
   if (period == 0) { /* no limit */
     v->admitted = true;
     v->remaining = burst;
@@ -313,6 +314,7 @@ static bool overflow_decide(struct sl_ratelimit_table *t, uint64_t period, uint3
       break;
   }
   v->overflow = true;
+  v->fresh = true;
   if (commit) atomic_fetch_add_explicit(&t->overflow_hits, 1, memory_order_relaxed);
   return v->admitted;
 }

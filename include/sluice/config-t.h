@@ -173,6 +173,18 @@ struct sl_rate_limit_cfg {
    * limit [default], is refused (400 missing_key), or shares one bucket
    * with every other keyless request. device_class and device_id only. */
   enum sl_missing_key { SL_MISSING_SKIP = 0, SL_MISSING_DENY, SL_MISSING_SHARED } missing_key;
+  /* `new_keys: {per: client_ip, rate, burst, max_keys}`: a key the
+   * client chooses (device_class, device_id) costs nothing to rotate, a
+   * fresh value being a full bucket; so each *new* key (one whose bucket
+   * is full: never seen, or rested) also takes a token from its client
+   * address's bucket of this rate. rate.period_ns 0: no cap. */
+  struct sl_new_keys_cfg {
+    struct sl_rate rate;
+    uint32_t burst;
+    uint32_t max_keys; /* of the per-address table; 0: default */
+    const char *name;  /* "<limit name>/new_keys": the refusal's policy */
+    uint64_t identity; /* route, limit name, max_keys: as a limit's */
+  } new_keys;
   enum sl_mode mode;
   /* Hash of what the table's keys mean (the route's name, `name`, `key`,
    * `max_keys`): a reload whose policy has the same identity keeps its table,

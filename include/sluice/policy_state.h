@@ -70,6 +70,9 @@ void *sl_policy_state_kind_data(const struct sl_policy_state *s, const struct sl
  * state in kinds[route][i]. */
 struct sl_route_state {
   struct sl_policy_state **rate_limits; /* [route->n_rate_limits] */
+  /* [route->n_rate_limits]: the per-address table of each limit's
+   * `new_keys` cap (NULL where it has none). */
+  struct sl_policy_state **new_keys;
   struct sl_policy_state *concurrency;
   /* [route->n_policies], or NULL when none of them has state: the states
    * of the route's policies of registered kinds, and what the engine is

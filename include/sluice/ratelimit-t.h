@@ -17,6 +17,10 @@ struct sl_ratelimit_table;
 struct sl_rl_verdict {
   bool admitted;
   bool overflow;           /* decided by the table's shared overflow bucket */
+  /* The key's bucket was full before this decision: a key never seen (or
+   * evicted), or one that has rested a whole bucket. What `new_keys`
+   * charges. A decision of the overflow bucket is fresh too. */
+  bool fresh;
   uint32_t remaining;      /* further requests that would be admitted at now_ns */
   uint64_t retry_after_ns; /* 0 if admitted; else time until one would be */
   uint64_t reset_ns;       /* time until the key's bucket is full again */

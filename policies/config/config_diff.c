@@ -37,6 +37,7 @@ static uint64_t dh_match(uint64_t h, const struct sl_route_match *m) {
 static uint64_t rate_limit_tunables(const struct sl_rate_limit_cfg *rl) {
   uint64_t h = sl_hash_mix_u64(sl_hash_mix_u64(SL_HASH_SEED, rl->rate.period_ns), rl->burst);
   h = sl_hash_mix_u64(h, (uint64_t)rl->missing_key);
+  h = sl_hash_mix_u64(sl_hash_mix_u64(h, rl->new_keys.rate.period_ns), rl->new_keys.burst);
   for (size_t j = 0; j < rl->n_overrides; j++)
     h = sl_hash_mix_u64(sl_hash_mix_u64(sl_hash_mix_str(h, rl->overrides[j].match), rl->overrides[j].rate.period_ns),
                rl->overrides[j].burst);

@@ -247,6 +247,14 @@ static void print_rate_limit(FILE *out, const struct sl_rate_limit_cfg *rl) {
   if (rl->max_keys) cfg_print_kv_u64(out, 8, "max_keys", rl->max_keys);
   static const char *const MISSING[] = {"skip", "deny", "shared"};
   if (rl->missing_key) cfg_print_kv_raw(out, 8, "missing_key", MISSING[rl->missing_key]);
+  if (rl->new_keys.rate.period_ns) {
+    cfg_print_indent(out, 8);
+    fputs("new_keys:\n", out);
+    cfg_print_kv_raw(out, 10, "per", "client_ip");
+    cfg_print_kv_str(out, 10, "rate", rl->new_keys.rate.text);
+    cfg_print_kv_u64(out, 10, "burst", rl->new_keys.burst);
+    if (rl->new_keys.max_keys) cfg_print_kv_u64(out, 10, "max_keys", rl->new_keys.max_keys);
+  }
   if (rl->n_overrides) {
     cfg_print_indent(out, 8);
     fputs("override:\n", out);

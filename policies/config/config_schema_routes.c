@@ -118,7 +118,7 @@ void cs_parse_match(struct cfg_schema *s, node_t *m, struct sl_route_match *rm) 
 
 static const char *const RATE_LIMIT_KEYS[] = {"name",     "key",      "rate", "burst",
                                               "max_keys", "override", "mode", "missing_key",
-                                              NULL};
+                                              "new_keys", NULL};
 static const char *const KEY_NAMES[] = {"client_ip", "device_class", "device_id", "route", NULL};
 
 static void parse_overrides(struct cfg_schema *s, node_t *ov, struct sl_rate_limit_cfg *rl) {
@@ -175,6 +175,40 @@ static uint64_t rate_limit_identity(const char *route, const struct sl_rate_limi
   return sl_hash_mix_u64(h, rl->max_keys);
 }
 
+/* `new_keys: {per, rate, burst, max_keys}` of |rl| (named already). Only
+ * for keys the client picks: an address or a route is not chosen per
+ * request, so there is nothing to rotate. */
+static void parse_new_keys(struct cfg_schema *s, node_t *v, const char *route,
+                           struct sl_rate_limit_cfg *rl) {
+  static const char *const keys[] = {"per", "rate", "burst", "max_keys", NULL};
+  static const char *const per_names[] = {"client_ip", NULL};
+  struct sl_new_keys_cfg *nk = &rl->new_keys;
+  if (rl->key == SL_KEY_CLIENT_IP || rl->key == SL_KEY_ROUTE) {
+    cs_err(s, v, "new_keys: a limit keyed by %s has keys the client cannot choose; it applies "
+                 "to device_class and device_id", KEY_NAMES[rl->key]);
+    return;
+  }
+  cs_check_keys(s, v, "new_keys", keys);
+  int per = 0;
+  cs_get_enum(s, v, "per", per_names, &per);
+  int rc = cs_get_rate(s, v, "rate", &nk->rate);
+  if (rc == 0) cs_err(s, v, "new_keys: missing 'rate' (new keys per client address, e.g. \"20/m\")");
+  if (rc <= 0) {
+    nk->rate.period_ns = 0;
+    return;
+  }
+  nk->burst = cs_default_burst(&nk->rate);
+  cs_get_burst(s, v, &nk->burst);
+  cs_get_u32(s, v, "max_keys", 1, 100000000, &nk->max_keys);
+  char buf[200];
+  snprintf(buf, sizeof(buf), "%s/new_keys", rl->name);
+  nk->name = cs_sdup(s, buf);
+  uint64_t h = sl_hash_mix_str(SL_HASH_SEED, "new_keys");
+  h = sl_hash_mix_str(h, route);
+  h = sl_hash_mix_str(h, rl->name);
+  nk->identity = sl_hash_mix_u64(h, nk->max_keys);
+}
+
 static bool parse_rate_limit(struct cfg_schema *s, node_t *m, struct sl_route_cfg *r,
                              struct sl_rate_limit_cfg *rl) {
   cs_check_keys(s, m, "rate limit", RATE_LIMIT_KEYS);
@@ -199,6 +233,8 @@ static bool parse_rate_limit(struct cfg_schema *s, node_t *m, struct sl_route_cf
     rl->name = cs_sdup(s, buf);
   }
   rl->identity = rate_limit_identity(r->name, rl);
+  node_t *nk = cs_get_node(s, m, "new_keys", CFG_MAP);
+  if (nk) parse_new_keys(s, nk, r->name ? r->name : "?", rl);
   return rl->rate.period_ns != 0;
 }
 

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import H1Conn, H2Client, build_request, metric_sum, run_cli, wait_for
 from admission_helpers import admission_config, device_headers, h1_get, h2_get, route
-from ws_helpers import H2WSClient, WSConn, check_rejection, ws_config, ws_open, ws_route
+from ws_helpers import Tunnels, WSConn, check_rejection, ws_config, ws_open, ws_route
 
 
 def dev(d):
@@ -29,49 +29,6 @@ def wait_active(s, n):
 
 def rejections(s, r="ws"):
     return metric_sum(s.metrics(), "sluice_rejections_total", route=r, reason="concurrency")
-
-
-class Tunnels:
-    """Opens and closes tunnels over h1 (one connection each) or h2 (one
-    connection, a stream each), the same way for the tests below."""
-
-    def __init__(self, port, proto):
-        self.port, self.proto = port, proto
-        self.h2 = None
-        if proto == "h2":
-            self.h2 = H2WSClient(port)
-            self.h2.wait_connect_protocol()
-
-    def open(self, headers):
-        """(status, header(), body, handle); handle is None unless admitted."""
-        if self.proto == "h1":
-            c = WSConn(self.port, timeout=5)
-            r = c.upgrade("/ws", headers)
-            if r.status == 101:
-                return r.status, r.header, r.body, c
-            c.close()
-            return r.status, r.header, r.body, None
-        sid = self.h2.open_ws(headers=headers)
-        st = self.h2.streams[sid]
-        if st.status == 200:
-            return 200, st.header, b"", sid
-        st = self.h2.wait(sid, 5)
-        return st.status, st.header, st.body, None
-
-    def echo(self, h, data):
-        return h.echo(data) if self.proto == "h1" else self.h2.echo(h, data)
-
-    def close(self, h):
-        if self.proto == "h1":
-            assert h.close_handshake().close_code == 1000
-            h.close()
-        else:
-            assert self.h2.close_ws(h).close_code == 1000
-            self.h2.wait(h, 5)
-
-    def shut(self):
-        if self.h2:
-            self.h2.close()
 
 
 OK = {"h1": 101, "h2": 200}

@@ -951,6 +951,167 @@ static void test_long_device_ids_distinct(void **st) {
   env_free(e);
 }
 
+
+/* ---- new_keys: rotating a chosen key costs new-key tokens ----------- */
+
+static const char NEW_KEYS_CFG[] =
+    "routes:\n"
+    "  - name: connect\n"
+    "    match: { path_prefix: \"/v1/connect\" }\n"
+    "    upstream: identity\n"
+    "    rate_limits:\n"
+    "      - { key: device_id, rate: \"2/s\", burst: 2,\n"
+    "          new_keys: { per: client_ip, rate: \"20/m\", burst: 3 } }\n"
+    "reject:\n"
+    "  retry_after: { min: 1s, max: 120s, jitter: 0 }\n";
+
+static char *dev_name(char *buf, size_t n, unsigned i) {
+  snprintf(buf, n, "token-%u", i);
+  return buf;
+}
+
+/* One admitted request at T0 from the default address for each device id
+ * (one letter each) of |ids|. */
+static void admit_new_ids(struct env *e, const char *ids) {
+  for (; *ids; ids++) {
+    char id[2] = {*ids, 0};
+    struct sl_admission a;
+    decide(e, &(struct req){.dev = id}, &a);
+    assert_admitted(a);
+    finish(&a, SL_OUTCOME_SUCCESS, T0);
+  }
+}
+
+/* The attack of the issue: a new device id (an Authorization token) per
+ * request from one address. Each id has a full bucket, so only the cap on
+ * new keys per address holds it: burst 3, then one per 3 s (20/m). */
+static void test_new_keys_stop_key_rotation(void **st) {
+  (void)st;
+  char yaml[4096], id[32];
+  snprintf(yaml, sizeof(yaml), "%s%s", UPSTREAM, NEW_KEYS_CFG);
+  struct env *e = env_load(yaml);
+  struct sl_admission a;
+  unsigned admitted = 0;
+  for (unsigned i = 0; i < 100; i++) {
+    decide(e, &(struct req){.dev = dev_name(id, sizeof(id), i)}, &a);
+    if (a.admit) {
+      admitted++;
+      finish(&a, SL_OUTCOME_SUCCESS, T0);
+    } else {
+      assert_refused(a, 429, SL_REASON_RATE_LIMIT, "connect/device_id/new_keys");
+      assert_string_equal(a.error, "rate_limited");
+      assert_int_equal(a.retry_after_s, 3); /* the address's own bucket: one key per 3 s */
+    }
+  }
+  assert_int_equal(admitted, 3);
+  /* 3 s later the address has one new key again, and only one. */
+  decide(e, &(struct req){.dev = "token-500", .now = T0 + 3 * SEC}, &a);
+  assert_admitted(a);
+  finish(&a, SL_OUTCOME_SUCCESS, T0 + 3 * SEC);
+  decide(e, &(struct req){.dev = "token-501", .now = T0 + 3 * SEC}, &a);
+  assert_refused(a, 429, SL_REASON_RATE_LIMIT, "connect/device_id/new_keys");
+  /* Another address has a budget of its own. */
+  decide(e, &(struct req){.dev = "token-502", .ip = "192.0.2.9", .now = T0 + 3 * SEC}, &a);
+  assert_admitted(a);
+  finish(&a, SL_OUTCOME_SUCCESS, T0 + 3 * SEC);
+  env_free(e);
+}
+
+/* A device that keeps its id is not charged again while its bucket is
+ * in use; a refused new key consumes nothing of its own bucket. */
+static void test_new_keys_known_key_is_free(void **st) {
+  (void)st;
+  char yaml[4096];
+  snprintf(yaml, sizeof(yaml), "%s%s", UPSTREAM, NEW_KEYS_CFG);
+  struct env *e = env_load(yaml);
+  struct sl_admission a;
+  admit_new_ids(e, "abc"); /* the address's three new keys */
+  decide(e, &(struct req){.dev = "d"}, &a);
+  assert_refused(a, 429, SL_REASON_RATE_LIMIT, "connect/device_id/new_keys");
+  /* "a" is a known key (its bucket is not full): its second request is
+   * its own limit's business only. Its third is over 2/s burst 2. */
+  decide(e, &(struct req){.dev = "a"}, &a);
+  assert_admitted(a);
+  finish(&a, SL_OUTCOME_SUCCESS, T0);
+  decide(e, &(struct req){.dev = "a"}, &a);
+  assert_refused(a, 429, SL_REASON_RATE_LIMIT, "connect/device_id");
+  /* "d" was refused before its own bucket was charged: when the address
+   * has a new key again, "d" starts with its whole burst of 2. */
+  uint64_t t = T0 + 3 * SEC;
+  decide(e, &(struct req){.dev = "d", .now = t}, &a);
+  assert_admitted(a);
+  finish(&a, SL_OUTCOME_SUCCESS, t);
+  decide(e, &(struct req){.dev = "d", .now = t}, &a);
+  assert_admitted(a);
+  finish(&a, SL_OUTCOME_SUCCESS, t);
+  /* A key that has rested a whole bucket (1 s at 2/s burst 2) is new
+   * again: "b" and "c" have, and the address has no new key left. */
+  decide(e, &(struct req){.dev = "b", .now = t}, &a);
+  assert_refused(a, 429, SL_REASON_RATE_LIMIT, "connect/device_id/new_keys");
+  env_free(e);
+}
+
+static const char NEW_KEYS_TWO_CFG[] =
+    "routes:\n"
+    "  - name: connect\n"
+    "    match: { path_prefix: \"/v1/connect\" }\n"
+    "    upstream: identity\n"
+    "    rate_limits:\n"
+    "      - { name: one, key: device_id, rate: \"2/s\", burst: 2,\n"
+    "          new_keys: { rate: \"1/m\", burst: 1 } }\n"
+    "      - { name: two, key: device_id, rate: \"2/s\", burst: 2,\n"
+    "          new_keys: { rate: \"1/m\", burst: 1 } }\n";
+
+/* Two limits whose new-key caps share one table (as if another worker
+ * took the address's last new key between look and commit): the second
+ * refuses at commit, and every charge made before it, the first cap's
+ * included, is given back. */
+static void test_new_keys_commit_refusal_refunds(void **st) {
+  (void)st;
+  char yaml[4096];
+  snprintf(yaml, sizeof(yaml), "%s%s", UPSTREAM, NEW_KEYS_TWO_CFG);
+  struct env *e = env_load(yaml);
+  struct sl_route_state *r = &e->ps->routes[route_named(e, "connect") - e->cfg->routes];
+  assert_non_null(r->new_keys[0]);
+  struct sl_policy_state *own = r->new_keys[1];
+  r->new_keys[1] = sl_policy_state_ref(r->new_keys[0]);
+  struct sl_admission a;
+  decide(e, &(struct req){.dev = "x"}, &a);
+  assert_refused(a, 429, SL_REASON_RATE_LIMIT, "two/new_keys");
+  decide(e, &(struct req){.dev = "x"}, &a);
+  assert_refused(a, 429, SL_REASON_RATE_LIMIT, "two/new_keys"); /* not "one/new_keys" */
+  sl_policy_state_unref(r->new_keys[1]);
+  r->new_keys[1] = own;
+  /* Nothing was kept: both limits' buckets of "x" and the first cap are
+   * whole (burst 2 of "x" twice, without a new key for the second). */
+  decide(e, &(struct req){.dev = "x"}, &a);
+  assert_admitted(a);
+  finish(&a, SL_OUTCOME_SUCCESS, T0);
+  decide(e, &(struct req){.dev = "x"}, &a);
+  assert_admitted(a);
+  finish(&a, SL_OUTCOME_SUCCESS, T0);
+  env_free(e);
+}
+
+/* A reload that keeps the limit keeps what each address has used. */
+static void test_new_keys_survive_reload(void **st) {
+  (void)st;
+  char yaml[4096];
+  snprintf(yaml, sizeof(yaml), "%s%s", UPSTREAM, NEW_KEYS_CFG);
+  struct env *e = env_load(yaml);
+  struct sl_admission a;
+  admit_new_ids(e, "abc");
+  struct env *e2 = env_load(yaml);
+  struct sl_policy_set *fresh_set = e2->ps;
+  e2->ps = sl_policy_set_new(e2->cfg, e->ps, T0);
+  assert_non_null(e2->ps);
+  sl_policy_set_del(fresh_set);
+  decide(e2, &(struct req){.dev = "d"}, &a);
+  assert_refused(a, 429, SL_REASON_RATE_LIMIT, "connect/device_id/new_keys");
+  env_free(e2);
+  env_free(e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_order),
@@ -970,6 +1131,10 @@ int main(void) {
       cmocka_unit_test(test_commit_refusal_rolls_back),
       cmocka_unit_test(test_commit_refusal_refunds_shaping_cap),
       cmocka_unit_test(test_long_device_ids_distinct),
+      cmocka_unit_test(test_new_keys_stop_key_rotation),
+      cmocka_unit_test(test_new_keys_known_key_is_free),
+      cmocka_unit_test(test_new_keys_commit_refusal_refunds),
+      cmocka_unit_test(test_new_keys_survive_reload),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
