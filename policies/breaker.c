@@ -70,6 +70,12 @@ struct sl_breaker {
   _Atomic uint64_t open_until;
   _Atomic uint64_t ramp_start, ramp_end; /* ramp_end 0: no ramp */
   _Atomic uint64_t opened_total;
+  /* What the upstream served while the breaker was last closed: one
+   * success every serve_period_ns over the window before it opened (0:
+   * none seen, unknown). The crowd the breaker refuses is spread at that
+   * rate over `horizon` (sluice/horizon.h), from the time it half-opens. */
+  _Atomic uint64_t serve_period_ns;
+  _Atomic uint64_t horizon;
   pthread_mutex_t mu;
   /* Under mu: */
   uint32_t probes_in_flight, probe_successes;
@@ -256,12 +262,38 @@ static bool should_trip(const struct sl_breaker *b, uint32_t epoch, uint64_t now
   return false;
 }
 
+/* Before the breaker opens from closed (mu held): the rate at which the
+ * upstream served successes over the window of |epoch|, the closed state
+ * that is ending. The window's slots cover (NSLOTS - 1) whole slots and
+ * the current one's elapsed part. A breaker that reopens from half-open
+ * keeps what it learnt when it first opened. */
+#define SERVE_MIN_SAMPLES 10
+#define SERVE_MAX_PERIOD_NS (1000 * MS)
+
+static void learn_serve_rate(struct sl_breaker *b, uint32_t epoch, uint64_t now) {
+  uint32_t total, failures;
+  window_sum(b, epoch, now, &total, &failures);
+  uint64_t slot = TUN(b, slot_ns);
+  uint64_t span = (NSLOTS - 1) * slot + now % slot;
+  uint32_t ok = total - failures;
+  /* Fewer successes than SERVE_MIN_SAMPLES say little: unknown. And the
+   * crowd is never spread slower than one a second (SERVE_MAX_PERIOD):
+   * an upstream that served little before it failed may serve more when
+   * it comes back, and Retry-After is capped by `max` anyway. */
+  uint64_t period = ok >= SERVE_MIN_SAMPLES ? span / ok : 0;
+  if (period > SERVE_MAX_PERIOD_NS) period = SERVE_MAX_PERIOD_NS;
+  atomic_store_explicit(&b->serve_period_ns, period, memory_order_relaxed);
+}
+
+_Atomic uint64_t *sl_breaker_horizon(struct sl_breaker *b) { return &b->horizon; }
+
 /* ---- admission and outcomes ---------------------------------------- */
 
 bool sl_breaker_admit(struct sl_breaker *b, uint64_t now_ns, uint64_t rnd,
                       struct sl_breaker_verdict *v) {
   v->probe = false;
   v->retry_after_ns = 0;
+  v->serve_period_ns = atomic_load_explicit(&b->serve_period_ns, memory_order_relaxed);
   uint32_t st = atomic_load_explicit(&b->state, memory_order_acquire);
   v->epoch = atomic_load_explicit(&b->epoch, memory_order_relaxed);
   v->state = (enum sl_breaker_state)st;
@@ -331,8 +363,10 @@ void sl_breaker_report(struct sl_breaker *b, const struct sl_breaker_verdict *v,
     if (!should_trip(b, epoch, now_ns, n)) return;
     pthread_mutex_lock(&b->mu);
     if (atomic_load_explicit(&b->epoch, memory_order_relaxed) == epoch &&
-        atomic_load_explicit(&b->state, memory_order_relaxed) == SL_BREAKER_CLOSED)
+        atomic_load_explicit(&b->state, memory_order_relaxed) == SL_BREAKER_CLOSED) {
+      learn_serve_rate(b, epoch, now_ns);
       trip(b, now_ns); /* else another report moved it first */
+    }
     pthread_mutex_unlock(&b->mu);
     return;
   }
@@ -365,6 +399,7 @@ void sl_breaker_snapshot(struct sl_breaker *b, uint64_t now_ns, struct sl_breake
   out->admit_permille = out->state == SL_BREAKER_CLOSED ? ramp_permille(b, now_ns) : 0;
   uint64_t until = atomic_load_explicit(&b->open_until, memory_order_relaxed);
   out->open_remaining_ns = out->state == SL_BREAKER_OPEN && until > now_ns ? until - now_ns : 0;
+  out->serve_period_ns = atomic_load_explicit(&b->serve_period_ns, memory_order_relaxed);
   out->opened_total = atomic_load_explicit(&b->opened_total, memory_order_relaxed);
   pthread_mutex_unlock(&b->mu);
 }

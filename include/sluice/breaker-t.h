@@ -25,6 +25,10 @@ struct sl_breaker_verdict {
   enum sl_breaker_state state;
   uint32_t epoch;           /* give back to sl_breaker_report() */
   uint64_t retry_after_ns;  /* when refused: until half-open (0: unknown) */
+  /* One success every this many ns: what the upstream served over the
+   * window before the breaker last opened (0: unknown). A refused crowd
+   * is spread at this rate (sl_breaker_horizon). */
+  uint64_t serve_period_ns;
 };
 
 struct sl_breaker_snapshot {
@@ -35,6 +39,7 @@ struct sl_breaker_snapshot {
   uint32_t admit_permille;  /* 1000 unless ramping up after recovery */
   uint64_t open_remaining_ns;
   uint64_t opened_total;    /* times the breaker has opened */
+  uint64_t serve_period_ns; /* as in struct sl_breaker_verdict */
 };
 
 #endif

@@ -50,6 +50,11 @@ bool sl_breaker_admit(struct sl_breaker *b, uint64_t now_ns, uint64_t rnd,
 void sl_breaker_report(struct sl_breaker *b, const struct sl_breaker_verdict *v,
                        enum sl_outcome outcome, uint64_t latency_ns, uint64_t now_ns);
 
+/* The reservation horizon of the crowd |b| refuses (sluice/horizon.h):
+ * with `spread: backlog` each refusal takes the next slot of
+ * v->serve_period_ns from the time the breaker half-opens. */
+_Atomic uint64_t *sl_breaker_horizon(struct sl_breaker *b);
+
 enum sl_breaker_state sl_breaker_state(const struct sl_breaker *b);
 /* The state a request arriving at |now_ns| meets: as sl_breaker_state(),
  * except that a breaker open for `open_for` already is half-open (its next

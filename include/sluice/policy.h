@@ -75,6 +75,13 @@ struct sl_policy_result {
   const char *error;        /* JSON "error" of a refusal, e.g. "header_required" */
   uint64_t retry_after_ns;  /* 0: no Retry-After wait of its own */
   bool retry;               /* a Retry-After even without a wait (the reject minimum) */
+  /* A refusal of a crowd that shares one queue (an open breaker): with
+   * `spread: backlog` each refusal takes the next free slot of |horizon|,
+   * one |period_ns| long (the rate at which what refused it admits
+   * again), instead of the jitter window over retry_after_ns. NULL: the
+   * window (sluice/horizon.h has the maths). */
+  _Atomic uint64_t *horizon;
+  uint64_t period_ns;
   const struct sl_reject_extra *extra; /* body fields, headers of a refusal; NULL: none */
   void *pending;            /* SL_VERDICT_PENDING: what the data plane must resolve */
   char why[160];

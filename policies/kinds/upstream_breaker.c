@@ -46,12 +46,18 @@ static void *br_state_of(const struct sl_policy_set *set, const struct sl_route_
   return sl_policy_state_breaker(sl_policy_set_breaker(set, route->upstream));
 }
 
-static void refuse(struct sl_policy_result *r, uint64_t wait_ns) {
+/* Refused, to come back in |wait_ns| (half-open); the crowd an open
+ * breaker refuses is one queue, spread at the rate the upstream served
+ * before it opened (|period_ns|, 0: unknown, the jitter window). */
+static void refuse(struct sl_policy_result *r, struct sl_breaker *br, uint64_t wait_ns,
+                   uint64_t period_ns) {
   r->verdict = SL_VERDICT_REFUSE;
   r->status = 503;
   r->error = "circuit_open";
   r->retry_after_ns = wait_ns;
   r->retry = true;
+  r->horizon = sl_breaker_horizon(br);
+  r->period_ns = period_ns;
 }
 
 /* Explain: what sl_breaker_admit() would answer now, without taking a
@@ -82,7 +88,7 @@ static void describe(const struct sl_breaker_cfg *bc, struct sl_breaker *br, uin
   } else {
     snprintf(r->why, sizeof(r->why), "breaker closed");
   }
-  if (refused) refuse(r, wait_ns);
+  if (refused) refuse(r, br, wait_ns, snap.serve_period_ns);
 }
 
 static void br_peek(const struct sl_policy_cfg *p, void *state, const struct sl_policy_ctx *c,
@@ -99,7 +105,7 @@ static bool br_commit(const struct sl_policy_cfg *p, void *state, const struct s
   (void)p;
   struct sl_breaker_verdict bv;
   if (!sl_breaker_admit(state, c->now_ns, c->rnd, &bv)) {
-    refuse(r, bv.retry_after_ns);
+    refuse(r, state, bv.retry_after_ns, bv.serve_period_ns);
     return false;
   }
   c->out->breaker = state;

@@ -26,6 +26,7 @@
 #include "core/pace.h"
 #include "core/listener-t.h"
 #include "core/access_log.h"
+#include "core/rand.h"
 #include "core/stream.h"
 #include "core/worker-t.h"
 #include "upstream/upstream.h"
@@ -73,17 +74,6 @@ struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops 
   s->gen = sl_gen_ref(c->w->gen);
   s->started = ev_now(c->w->loop);
   return s;
-}
-
-/* xorshift64*: per-thread, seeded from the clock and the thread's stack
- * address; only spreads retry-after and shaping draws, never security. */
-static uint64_t stream_random(void) {
-  static __thread uint64_t x;
-  if (!x) x = sl_now_ns() ^ (uint64_t)(uintptr_t)&x ^ 0x9e3779b97f4a7c15ull;
-  x ^= x >> 12;
-  x ^= x << 25;
-  x ^= x >> 27;
-  return x * 0x2545f4914f6cdd1dull;
 }
 
 void sl_stream_outcome(struct sl_stream *s, bool failure) {
@@ -373,7 +363,7 @@ void sl_stream_dispatch(struct sl_stream *s) {
       .facts = &f,
       .now_ns = sl_now_ns(),
       .now_unix = (int64_t)ev_now(c->w->loop),
-      .rnd = stream_random(),
+      .rnd = sl_rand64(),
   };
   sl_admission_decide(&in, &s->adm);
   /* Exempt from the blocklist: an emergency close after a reload passes
@@ -422,7 +412,7 @@ void sl_stream_response_drained(struct sl_stream *s) {
 static void access_log(struct sl_stream *s) {
   enum sl_access_log mode = s->gen->cfg->access_log;
   if (mode == SL_ACCESS_LOG_OFF || !SL_LOG_ENABLED(SL_LOG_INFO)) return;
-  if (mode == SL_ACCESS_LOG_SAMPLED && stream_random() % 100 != 0) return;
+  if (mode == SL_ACCESS_LOG_SAMPLED && sl_rand64() % 100 != 0) return;
   sl_access_log_write(s);
 }
 

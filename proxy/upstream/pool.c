@@ -34,11 +34,15 @@
 #include "core/conn-t.h"
 #include "core/container.h"
 #include "core/listener-t.h"
+#include "core/gen.h"
+#include "core/rand.h"
 #include "core/stream.h"
 #include "core/worker-t.h"
 #include "upstream/upstream.h"
 #include "core/stats.h"
 #include "upstream/backend.h"
+#include "sluice/horizon.h"
+#include "sluice/retry.h"
 
 static void pool_service_queue(struct sl_pool *p);
 static void upconn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -139,11 +143,27 @@ static void pool_queue_remove(struct sl_pool *p, struct sl_stream *s) {
 }
 
 /* The next waiter to serve: the oldest of the highest priority. */
+static bool pool_queue_empty(struct sl_pool *p) { return pool_count(&p->n_pending) == 0; }
+
+/* A waiter leaves the queue for a connection: learns the drain rate from
+ * the gap since the previous one, when the queue stayed non-empty in
+ * between (an idle gap says nothing about how fast a backlog drains). */
+static void pool_note_drain(struct sl_pool *p) {
+  uint64_t now = sl_now_ns();
+  if (p->backlogged && now > p->last_drain_ns) {
+    uint64_t d = now - p->last_drain_ns;
+    p->drain_period_ns = p->drain_period_ns ? (p->drain_period_ns * 7 + d) / 8 : d;
+  }
+  p->last_drain_ns = now;
+  p->backlogged = !pool_queue_empty(p);
+}
+
 static struct sl_stream *pool_queue_pop(struct sl_pool *p) {
   for (unsigned r = 3; r-- > 0;) {
     struct sl_stream *s = p->queue[r].head;
     if (s) {
       pool_queue_remove(p, s);
+      pool_note_drain(p);
       return s;
     }
   }
@@ -157,8 +177,6 @@ static struct sl_stream *pool_queue_victim(const struct sl_pool *p, unsigned ran
     if (p->queue[r].tail) return p->queue[r].tail;
   return NULL;
 }
-
-static bool pool_queue_empty(struct sl_pool *p) { return pool_count(&p->n_pending) == 0; }
 
 static void pool_idle_push(struct sl_pool *p, struct sl_upconn *u) {
   u->next = p->idle;
@@ -458,13 +476,28 @@ void sl_upstream_fail_stream(struct sl_pool *p, struct sl_stream *s, int status,
   s->ex->failed(s, status, error);
 }
 
+/* The Retry-After of a request a full queue sheds. The crowd a full
+ * queue sheds is one queue too: with `spread: backlog` each shed request
+ * takes the next slot of the queue's drain period, so a crowd of N comes
+ * back over N drain periods, as fast as the queue takes them in. Before
+ * the queue has drained once (rate unknown), and with `spread: window`,
+ * the jitter window over the drain period (the reject minimum at least). */
+static uint32_t pool_shed_retry_after(struct sl_pool *p, const struct sl_stream *s) {
+  const struct sl_reject_cfg *rj = &s->gen->cfg->reject;
+  uint64_t period = p->drain_period_ns;
+  if (rj->spread != SL_SPREAD_BACKLOG || !period) return sl_retry_after_s(rj, period, sl_rand64());
+  uint64_t now = sl_now_ns();
+  uint64_t slot = sl_horizon_reserve(&p->shed_horizon, now, period, period, sl_horizon_max_ns(rj));
+  return sl_horizon_retry_after_s(rj, slot, period, sl_rand64());
+}
+
 /* Refuses |s| (not queued) for a full queue. */
 static void pool_shed(struct sl_pool *p, struct sl_stream *s) {
   char policy[SL_POLICY_NAME_MAX];
   snprintf(policy, sizeof(policy), "upstream/%s", p->name);
   sl_stats_rejection(p->w, s->route->name, policy, SL_REASON_QUEUE_FULL, false,
                      &(struct sl_stats_who){.client_ip = s->client_ip});
-  s->ex->respond_error(s, 503, "upstream_queue_full", policy, 1);
+  s->ex->respond_error(s, 503, "upstream_queue_full", policy, pool_shed_retry_after(p, s));
 }
 
 void sl_upstream_start(struct sl_stream *s) {

@@ -186,6 +186,14 @@ struct sl_pool {
    * taking pipelined requests); set by the backend, cleared by the pool
    * when that connection closes or goes idle. */
   struct sl_upconn *shared;
+  /* How fast the queue drains while backlogged (the pool's worker only):
+   * a moving average of the time between two waiters handed a connection
+   * with more still waiting (0: not seen yet); and the reservation
+   * horizon of the crowd a full queue sheds (sluice/horizon.h), spread at
+   * that rate. */
+  uint64_t drain_period_ns, last_drain_ns;
+  bool backlogged;
+  _Atomic uint64_t shed_horizon;
   /* Every live pool of every worker, for the gauges (pool.c's registry,
    * under its mutex): linked by sl_pool_for, unlinked by sl_pool_del. */
   struct sl_pool *reg_next, *reg_prev;

@@ -7,7 +7,10 @@ The order of arrival is made by the protocol, not by sleeping: HTTP/2
 requests sent in one write reach sluice in stream order, and with one
 upstream connection the origin's x-upstream-request numbers are the order in
 which sluice served the waiters."""
+import collections
 import json
+
+import pytest
 
 from helpers import H2Client, H2Stream, base_config
 
@@ -69,7 +72,9 @@ def test_high_takes_the_place_of_the_newest_lower_waiter(start_sluice):
     ])
     for n in ("low2", "low1", "normal1", "high4"):
         assert shed(got[n]), (n, got[n].status, bytes(got[n].data))
-        assert got[n].header("retry-after") == "1"
+        # The queue has not drained yet (its rate is unknown): the reject
+        # minimum (1 s) with its jitter window (0.5 x 1 s, at least 1 s).
+        assert got[n].header("retry-after") in ("1", "2")
     for n in ("hold", "high1", "high2", "high3"):
         assert got[n].status == 200, (n, got[n].status)
     order = sorted(("high1", "high2", "high3"),
@@ -109,3 +114,31 @@ def test_low_does_not_displace_anyone(start_sluice):
     ])
     assert shed(got["low1"])
     assert [got[n].status for n in ("hold", "normal1", "normal2")] == [200, 200, 200]
+
+
+@pytest.mark.parametrize("spread", ["backlog", "window"])
+def test_a_shed_crowd_is_spread_at_the_rate_the_queue_drains(start_sluice, spread):
+    # One connection, two places; every request takes 100 ms upstream.
+    cfg = priority_config(2)
+    cfg["reject"] = {"retry_after": {"min": "1s", "max": "120s", "jitter": 0.5, "spread": spread}}
+    s = start_sluice(cfg, workers=1)
+    with H2Client(s.port) as c:
+        # Learn: one served, two waiting; the second waiter is handed the
+        # connection one service time (>= 100 ms) after the first, with
+        # the queue not empty in between: the drain period, >= 100 ms.
+        learn = c.wait_all(send_in_one_write(c, ["/slow?ms=100"] * 3), timeout=15)
+        assert [r.status for r in learn] == [200] * 3
+        # A crowd: three fill the connection and the queue, 60 are shed.
+        got = c.wait_all(send_in_one_write(c, ["/slow?ms=100"] * 63), timeout=30)
+    shed_ra = [int(r.header("retry-after")) for r in got if shed(r)]
+    assert len(shed_ra) == 60, [r.status for r in got]
+    told = collections.Counter(shed_ra)
+    if spread == "window":
+        # The reject minimum's window over a wait of one drain period.
+        assert set(told) <= {1, 2}, told
+        return
+    # Each shed request takes the next slot of one drain period P >= 100 ms:
+    # the 60th slot starts at 60 P >= 6 s, and a whole second holds at most
+    # ceil(1 s / P) + 1 <= 11 slots, as many as the queue takes in.
+    assert max(told) >= 6, told
+    assert max(told.values()) <= 11, told

@@ -1112,6 +1112,63 @@ static void test_new_keys_survive_reload(void **st) {
   env_free(e);
 }
 
+/* ---- the crowd an open breaker refuses ------------------------------ */
+
+static const char BREAKER_SPREAD_CFG[] =
+    "routes:\n"
+    "  - name: connect\n"
+    "    match: { path_prefix: \"/\" }\n"
+    "    upstream: identity\n"
+    "reject:\n"
+    "  retry_after: { min: 1s, max: 120s, jitter: 0, spread: %s }\n";
+
+/* Opens the breaker at T0 after it served 100 successes in its window:
+ * 9 whole slots of 1 s and none of the current one have passed (T0 is a
+ * whole second), so it learns one success every 90 ms. */
+static struct env *breaker_opened(const char *spread) {
+  char body[1024], yaml[4096];
+  snprintf(body, sizeof(body), BREAKER_SPREAD_CFG, spread);
+  snprintf(yaml, sizeof(yaml), "%s%s", UPSTREAM, body);
+  struct env *e = env_load(yaml);
+  struct sl_admission a;
+  for (int i = 0; i < 103; i++) {
+    decide(e, &(struct req){0}, &a);
+    assert_admitted(a);
+    finish(&a, i < 100 ? SL_OUTCOME_SUCCESS : SL_OUTCOME_FAILURE, T0);
+  }
+  assert_int_equal(sl_breaker_state(breaker_of(e)), SL_BREAKER_OPEN);
+  return e;
+}
+
+/* 200 clients refused at T0 + 1 s (half-open in 4 s). spread: backlog
+ * gives each the next 90 ms slot from then: values from 4 s to
+ * ceil(4 + 200 x 0.09) = 22 s, and a whole second n to at most
+ * ceil(1 s / 90 ms) + 1 = 13 clients, as many as the upstream served in a
+ * second. spread: window tells all of them 4 (jitter 0). */
+static void test_breaker_spreads_its_crowd(void **st) {
+  (void)st;
+  struct env *e = breaker_opened("backlog");
+  unsigned told[130] = {0};
+  struct sl_admission a;
+  for (uint64_t i = 0; i < 200; i++) {
+    decide(e, &(struct req){.now = T0 + 1 * SEC, .rnd = i * 0x9E3779B97F4A7C15ull}, &a);
+    assert_refused(a, 503, SL_REASON_BREAKER, "upstream/identity");
+    assert_true(a.retry_after_s >= 4 && a.retry_after_s <= 22);
+    told[a.retry_after_s]++;
+  }
+  for (unsigned n = 0; n < 130; n++) assert_true(told[n] <= 13);
+  assert_true(told[22] + told[21] > 0); /* the crowd reaches the far end */
+  env_free(e);
+
+  e = breaker_opened("window");
+  for (uint64_t i = 0; i < 200; i++) {
+    decide(e, &(struct req){.now = T0 + 1 * SEC, .rnd = i * 0x9E3779B97F4A7C15ull}, &a);
+    assert_refused(a, 503, SL_REASON_BREAKER, "upstream/identity");
+    assert_int_equal(a.retry_after_s, 4);
+  }
+  env_free(e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_order),
@@ -1135,6 +1192,7 @@ int main(void) {
       cmocka_unit_test(test_new_keys_known_key_is_free),
       cmocka_unit_test(test_new_keys_commit_refusal_refunds),
       cmocka_unit_test(test_new_keys_survive_reload),
+      cmocka_unit_test(test_breaker_spreads_its_crowd),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
