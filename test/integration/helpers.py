@@ -1434,6 +1434,16 @@ def release_ports(sluice):
     sluice._reservations = []
 
 
+def recv_all(sock):
+    """Everything |sock| receives until the peer closes (EOF)."""
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
 def h1_once(port, path, headers=(), timeout=10):
     """One HTTP/1.1 GET on a fresh connection (Connection: close), read to
     EOF. Returns (status, {lowercase header: value}, body, seconds)."""
@@ -1443,12 +1453,7 @@ def h1_once(port, path, headers=(), timeout=10):
         req = "GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" % path
         req += "".join("%s: %s\r\n" % h for h in headers) + "\r\n"
         s.sendall(req.encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
     finally:
         s.close()
     head, _, body = data.partition(b"\r\n\r\n")

@@ -11,7 +11,7 @@ import ssl
 
 import yaml
 
-from helpers import base_config, make_cert, run_cli
+from helpers import base_config, make_cert, recv_all, run_cli
 
 KEY_BYTES = 80
 
@@ -48,12 +48,7 @@ def connect(port, ctx, session=None):
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
         s.sendall(b"GET /v1/resume HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
         assert data.startswith(b"HTTP/1.1 200"), data[:200]
         return s.session_reused, s.session
 
