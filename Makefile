@@ -185,7 +185,7 @@ image: build/sluice
 
 bench: build/sluice
 	./scripts/deps.sh --bench
-	$(MAKE) -C . build/bench/bench_policies build/bench/bench_breaker
+	$(MAKE) -C . build/bench/bench_policies build/bench/bench_breaker build/bench/idle_client
 	./build/bench/bench_policies
 	./build/bench/bench_breaker
 	$(PYTHON) test/bench/proxy_bench.py --sluice ./build/sluice --out build/bench/results.json $(BENCH_ARGS)
