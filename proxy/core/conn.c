@@ -26,6 +26,7 @@
 #include "core/io.h"
 #include "core/listener-t.h"
 #include "core/proxy_proto.h"
+#include "core/slab.h"
 #include "core/worker-t.h"
 #include "front/front.h"
 #include "front/tls.h"
@@ -37,6 +38,12 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_do_flush(struct sl_conn *c);
 static void conn_linger(struct sl_conn *c);
 static void conn_linger_tls(struct sl_conn *c);
+
+/* Connections live in slabs (core/slab.h): what an idle one keeps stays
+ * packed, whatever it freed around it. */
+static __thread struct sl_slab conn_slab = SL_SLAB_INIT(sizeof(struct sl_conn));
+
+void sl_conn_cache_drain(void) { sl_slab_drain(&conn_slab); }
 
 /* The transport starts: TLS in accept state, or cleartext protocol
  * detection; until the first request head is complete the header timeout
@@ -59,7 +66,7 @@ static int conn_begin(struct sl_conn *c) {
 
 void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
                     const struct sockaddr_storage *peer, const struct sl_listener_cfg *lc) {
-  struct sl_conn *c = calloc(1, sizeof(*c));
+  struct sl_conn *c = sl_slab_calloc(&conn_slab);
   if (!c) {
     close(fd);
     return;
@@ -233,7 +240,7 @@ void sl_worker_flush_all(struct sl_worker *w) {
     w->flush_list = c->flush_next;
     c->flush_pending = false;
     if (c->dead) {
-      free(c);
+      sl_slab_free(&conn_slab, c);
       continue;
     }
     conn_do_flush(c);

@@ -48,5 +48,8 @@ void sl_conn_set_timeout(struct sl_conn *c, uint64_t ms);
  * parses buffered input of resumed connections and writes every queued
  * connection, until neither list has work, then frees closed ones. */
 void sl_worker_flush_all(struct sl_worker *w);
+/* Frees the calling thread's connection slabs (worker exit, after every
+ * connection was freed). */
+void sl_conn_cache_drain(void);
 
 #endif

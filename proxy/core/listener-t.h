@@ -45,6 +45,7 @@ struct sl_listener {
   _Atomic uint64_t proxy_protocol_fp;
   atomic_uint n_connections; /* across workers */
   struct sl_metric_series *m_conn_h1, *m_conn_h2;
+  struct sl_metric_series *m_h2_asleep; /* sluice_h2_sessions_asleep */
   /* Main thread only: what `ssl_ctx` was built from, so a reload rebuilds
    * it only when the paths or the files (inode, size, mtime) changed. */
   char *tls_certificate, *tls_private_key;

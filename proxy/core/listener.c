@@ -152,6 +152,7 @@ static struct sl_listener *listener_new(const struct sl_listener_cfg *lc, int n_
   }
   l->m_conn_h1 = sl_stats_conn_series(l->name, SL_PROTO_H1);
   l->m_conn_h2 = sl_stats_conn_series(l->name, SL_PROTO_H2);
+  l->m_h2_asleep = sl_stats_h2_asleep_series(l->name);
   return l;
 }
 
