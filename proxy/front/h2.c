@@ -120,6 +120,7 @@ static struct sl_stream *h2_stream_new(struct sl_h2 *h, int32_t id) {
   }
   memset(x, 0, sizeof(*x));
   x->s = s;
+  if (h->n_streams == 0) sl_conn_idle_leave(h->c);
   x->next = h->live;
   if (h->live) h->live->prev = x;
   h->live = x;
@@ -234,6 +235,7 @@ static void h2_quiet_timer(struct sl_h2 *h) {
     sl_conn_set_timeout(c, H2_SLEEP_AFTER_MS);
   else
     sl_conn_set_timeout(c, idle);
+  if (h->n_streams == 0) sl_conn_idle_enter(c);
 }
 
 /* Frees the session if nothing ties it to its past (h2sleep.h), keeping

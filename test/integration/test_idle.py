@@ -128,3 +128,74 @@ def test_idle_h2c_resident_memory_stays_within_bound(tmp_path, upstream):
         if client:
             client.stop()
         s.stop()
+
+
+# ---- limits.max_idle ------------------------------------------------------
+
+def cap_config(cap):
+    cfg = one_worker_config()
+    cfg["listeners"][0]["limits"] = {"max_idle": cap}
+    return cfg
+
+
+def evictions(s):
+    return helpers.metric_sum(s.metrics(), "sluice_idle_evictions_total", listener="public")
+
+
+def test_max_idle_closes_the_oldest_idle_h2_connection(start_sluice, h2_client_factory):
+    """At the cap, a new idle connection is taken and the longest idle one
+    gets GOAWAY (NO_ERROR) and is closed; the others keep working."""
+    s = start_sluice(cap_config(3), workers=1)
+    clients = []
+    for _ in range(3):
+        c = h2_client_factory(s.port)
+        assert c.ping_ok()
+        clients.append(c)
+    assert evictions(s) == 0
+    newest = h2_client_factory(s.port)
+    assert newest.ping_ok()
+
+    def oldest_closed():
+        clients[0].pump(0.2)
+        return clients[0].closed
+    wait_for(oldest_closed, 10.0, interval=0, what="the oldest idle connection to close")
+    assert clients[0].goaway is not None and int(clients[0].goaway.error_code) == 0
+    assert evictions(s) == 1
+    for c in clients[1:] + [newest]:
+        assert c.ping_ok() and c.goaway is None
+    assert newest.get("/v1/hello").status == 200
+
+
+def test_max_idle_counts_h1_keep_alive_between_requests(start_sluice):
+    """An HTTP/1.1 connection is idle between requests: with max_idle 1, a
+    second keep-alive connection's answered request closes the first."""
+    import http.client
+    s = start_sluice(cap_config(1), workers=1)
+    a = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    a.request("GET", "/v1/a")
+    assert a.getresponse().read() is not None
+    b = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    b.request("GET", "/v1/b")
+    b.getresponse().read()
+    wait_for(lambda: evictions(s) == 1, 5.0, what="an eviction")
+    a.sock.settimeout(5)
+    assert a.sock.recv(1) == b""  # closed by sluice, nothing sent
+    b.request("GET", "/v1/b2")  # the newest stays usable
+    assert b.getresponse().status == 200
+    a.close()
+    b.close()
+
+
+def test_max_idle_bad_value_is_a_config_error(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("listeners:\n  - name: public\n    address: \"127.0.0.1:1\"\n"
+                    "    limits: { max_idle: -5 }\nadmin: { address: \"127.0.0.1:2\" }\n"
+                    "upstreams: { identity: { address: \"127.0.0.1:3\" } }\n"
+                    "routes:\n  - { name: d, match: { path_prefix: / }, upstream: identity }\n")
+    p = helpers.run_cli(["check", "-c", str(path)])
+    assert p.returncode == 1
+    assert "%s:4:25: max_idle: expected an integer" % path in p.stderr, p.stderr
+    path.write_text(path.read_text().replace("-5", "7"))
+    p = helpers.run_cli(["check", "-c", str(path), "--print"])
+    assert p.returncode == 0, p.stderr
+    assert "max_idle: 7" in p.stdout
