@@ -158,7 +158,7 @@ tsan: $(TSAN_BINS)
 		echo "== $$t"; TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" $$t; \
 	done
 
-integration: build/san/sluice build/sluice
+integration: build/san/sluice build/sluice build/bench/idle_client
 	SLUICE_BIN=$(CURDIR)/build/san/sluice $(PYTHON) -m pytest -q -rs -p no:cacheprovider \
 		test/integration $(PYTEST_ARGS)
 
@@ -185,11 +185,17 @@ image: build/sluice
 
 bench: build/sluice
 	./scripts/deps.sh --bench
-	$(MAKE) -C . build/bench/bench_policies build/bench/bench_breaker
+	$(MAKE) -C . build/bench/bench_policies build/bench/bench_breaker build/bench/idle_client
 	./build/bench/bench_policies
 	./build/bench/bench_breaker
 	$(PYTHON) test/bench/proxy_bench.py --sluice ./build/sluice --out build/bench/results.json $(BENCH_ARGS)
 	$(PYTHON) test/bench/storm_bench.py --sluice ./build/sluice --out build/bench/storm.json $(STORM_ARGS)
+	$(PYTHON) test/bench/idle_bench.py --sluice ./build/sluice --out build/bench/idle.json $(IDLE_ARGS)
+
+# The idle-connection client (idle_bench.py, test_idle.py) links no sluice code.
+build/bench/idle_client: test/bench/idle_client.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(OPTFLAGS) -D_GNU_SOURCE -o $@ $< -lev -lssl -lcrypto
 
 build/bench/%: test/bench/%.c build/libsluice.a
 	@mkdir -p $(dir $@)

@@ -78,6 +78,9 @@ struct sl_listener_cfg {
   uint32_t header_bytes;              /* default 16384 */
   uint32_t headers;                   /* default 100 */
   uint32_t h2_streams;                /* default 100 */
+  /* Idle keep-alive connections (no exchange in progress) held at most;
+   * beyond, the oldest idle is closed (h2: GOAWAY). 0: no cap (default). */
+  uint32_t max_idle;
   /* PROXY protocol v1/v2 (haproxy's proxy-protocol.txt), read before TLS
    * and HTTP: from a `trusted` peer every connection starts with the
    * header and its source address becomes the connection's peer (what

@@ -163,6 +163,7 @@ static void print_listeners(FILE *out, const struct sl_config *cfg) {
     cfg_print_kv_u64(out, 6, "header_bytes", l->header_bytes);
     cfg_print_kv_u64(out, 6, "headers", l->headers);
     cfg_print_kv_u64(out, 6, "h2_streams", l->h2_streams);
+    cfg_print_kv_u64(out, 6, "max_idle", l->max_idle);
     if (l->proxy_protocol.n_trusted) {
       cfg_print_indent(out, 4);
       fputs("proxy_protocol:\n", out);

@@ -106,11 +106,12 @@ static void parse_listener(struct cfg_schema *s, node_t *m, struct sl_listener_c
   }
   node_t *lim = cs_get_node(s, m, "limits", CFG_MAP);
   if (lim) {
-    static const char *const keys[] = {"header_bytes", "headers", "h2_streams", NULL};
+    static const char *const keys[] = {"header_bytes", "headers", "h2_streams", "max_idle", NULL};
     cs_check_keys(s, lim, "limits", keys);
     cs_get_u32(s, lim, "header_bytes", 1024, 1048576, &l->header_bytes);
     cs_get_u32(s, lim, "headers", 1, 10000, &l->headers);
     cs_get_u32(s, lim, "h2_streams", 1, 1000000, &l->h2_streams);
+    cs_get_u32(s, lim, "max_idle", 0, 100000000, &l->max_idle);
   }
   parse_proxy_protocol(s, m, l);
   /* Not the rate nor the burst: a reload that changes them converts the

@@ -105,6 +105,8 @@ struct sl_conn {
   ev_tstamp timer_armed_at; /* deadline the libev timer is armed for */
   uint32_t linger_bytes;    /* input discarded while lingering */
   struct sl_conn *linger_next, *linger_prev; /* worker's lingering list */
+  bool idle_listed;         /* on the worker's idle list (sl_conn_idle_enter) */
+  struct sl_conn *idle_next, *idle_prev;
   bool spread_queued;       /* waiting for its turn in the drain spread */
   struct sl_conn *spread_next, *spread_prev; /* worker's drain spread queue */
 };

@@ -26,7 +26,9 @@
 #include "core/io.h"
 #include "core/listener-t.h"
 #include "core/proxy_proto.h"
+#include "core/slab.h"
 #include "core/worker-t.h"
+#include "sluice/metrics.h"
 #include "front/front.h"
 #include "front/tls.h"
 #include "upstream/upstream.h"
@@ -37,6 +39,12 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_do_flush(struct sl_conn *c);
 static void conn_linger(struct sl_conn *c);
 static void conn_linger_tls(struct sl_conn *c);
+
+/* Connections live in slabs (core/slab.h): what an idle one keeps stays
+ * packed, whatever it freed around it. */
+static __thread struct sl_slab conn_slab = SL_SLAB_INIT(sizeof(struct sl_conn));
+
+void sl_conn_cache_drain(void) { sl_slab_drain(&conn_slab); }
 
 /* The transport starts: TLS in accept state, or cleartext protocol
  * detection; until the first request head is complete the header timeout
@@ -59,7 +67,7 @@ static int conn_begin(struct sl_conn *c) {
 
 void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
                     const struct sockaddr_storage *peer, const struct sl_listener_cfg *lc) {
-  struct sl_conn *c = calloc(1, sizeof(*c));
+  struct sl_conn *c = sl_slab_calloc(&conn_slab);
   if (!c) {
     close(fd);
     return;
@@ -233,7 +241,7 @@ void sl_worker_flush_all(struct sl_worker *w) {
     w->flush_list = c->flush_next;
     c->flush_pending = false;
     if (c->dead) {
-      free(c);
+      sl_slab_free(&conn_slab, c);
       continue;
     }
     conn_do_flush(c);
@@ -538,6 +546,7 @@ static void conn_linger(struct sl_conn *c) {
     sl_conn_close(c);
     return;
   }
+  sl_conn_idle_leave(c);
   c->lingering = true;
   c->closing = false;
   struct sl_worker *w = c->w;
@@ -612,6 +621,51 @@ struct sl_conn *sl_conn_spread_pop(struct sl_worker *w) {
   return c;
 }
 
+/* ---- limits.max_idle ------------------------------------------------ */
+
+void sl_conn_idle_leave(struct sl_conn *c) {
+  if (!c->idle_listed) return;
+  CONN_LIST_UNLINK(c, idle_head, idle_tail, idle_prev, idle_next);
+  c->idle_listed = false;
+  atomic_fetch_sub_explicit(&c->lis->n_idle, 1, memory_order_relaxed);
+}
+
+/* The longest idle connection of |lis| on |w| other than |except|. */
+static struct sl_conn *conn_oldest_idle(struct sl_worker *w, const struct sl_listener *lis,
+                                        const struct sl_conn *except) {
+  for (struct sl_conn *c = w->idle_head; c; c = c->idle_next)
+    if (c->lis == lis && c != except) return c;
+  return NULL;
+}
+
+void sl_conn_idle_enter(struct sl_conn *c) {
+  struct sl_worker *w = c->w;
+  if (c->idle_listed || c->dead || c->closing || c->lingering) return;
+  c->idle_listed = true;
+  c->idle_next = NULL;
+  c->idle_prev = w->idle_tail;
+  if (w->idle_tail)
+    w->idle_tail->idle_next = c;
+  else
+    w->idle_head = c;
+  w->idle_tail = c;
+  unsigned n = atomic_fetch_add_explicit(&c->lis->n_idle, 1, memory_order_relaxed) + 1;
+  uint32_t cap = atomic_load_explicit(&c->lis->max_idle, memory_order_relaxed);
+  if (cap == 0 || n <= cap) return;
+  /* Over the cap: this worker gives back its own longest idle one (the
+   * listener's count is shared, the lists are per worker, so "oldest" is
+   * this worker's oldest). The newcomer itself only when it is the one. */
+  struct sl_conn *old = conn_oldest_idle(w, c->lis, c);
+  if (!old) old = c;
+  sl_conn_idle_leave(old);
+  if (old->lis->m_idle_evictions) sl_metric_inc(old->lis->m_idle_evictions);
+  if (SL_LOG_ENABLED(SL_LOG_DEBUG))
+    sl_log(SL_LOG_DEBUG, "idle connection evicted: listener at max_idle", "listener",
+           old->lis->name, "peer", old->peer_ip, NULL);
+  if (old->ops && old->ops->drain) old->ops->drain(old);
+  if (!old->dead) sl_conn_close_after_flush(old);
+}
+
 /* Releases |c|'s socket and protocol state at once and marks it dead. The
  * struct itself is freed by the worker's flush pass at the end of this
  * loop iteration, so callers up the stack may still look at c->dead. */
@@ -620,6 +674,7 @@ void sl_conn_close(struct sl_conn *c) {
   c->dead = true;
   if (c->lingering) CONN_LIST_UNLINK(c, linger_head, linger_tail, linger_prev, linger_next);
   if (c->spread_queued) conn_spread_unlink(c);
+  sl_conn_idle_leave(c);
   struct ev_loop *loop = c->w->loop;
   ev_io_stop(loop, &c->rio);
   ev_io_stop(loop, &c->wio);

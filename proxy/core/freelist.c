@@ -56,6 +56,12 @@ void sl_freelist_overflow(struct sl_freelist *fl, void *obj) {
   freelist_destroy(fl, obj);
 }
 
+void sl_freelist_destroy(struct sl_freelist *fl, void *obj) {
+  struct sl_freelist_counts *k = freelist_counts(fl);
+  sl_freelist_count(&k->frees, sl_freelist_counted(&k->frees) + 1);
+  freelist_destroy(fl, obj);
+}
+
 void sl_freelist_drain(struct sl_freelist *fl) {
   uint32_t n = 0;
   while (fl->head) {

@@ -102,6 +102,11 @@ static inline void sl_freelist_put(struct sl_freelist *fl, void *obj) {
   sl_freelist_count(&fl->counts->cached, fl->n_cached);
 }
 
+/* Destroys |obj| at once instead of keeping it, counted as a free: for
+ * memory the caller wants back in the system now (an idle h2 session put
+ * to sleep, front/h2sleep.h), where a cached block would stay resident. */
+void sl_freelist_destroy(struct sl_freelist *fl, void *obj);
+
 /* Destroys the calling thread's free objects of |fl| (worker exit, tests). */
 void sl_freelist_drain(struct sl_freelist *fl);
 

@@ -96,6 +96,7 @@ static void listener_set_limits(struct sl_listener *l, const struct sl_listener_
   atomic_store(&l->header_bytes, lc->header_bytes);
   atomic_store(&l->headers, lc->headers);
   atomic_store(&l->h2_streams, lc->h2_streams);
+  atomic_store(&l->max_idle, lc->max_idle);
   atomic_store(&l->proxy_protocol_fp, proxy_protocol_fp(lc));
 }
 
@@ -105,6 +106,7 @@ static bool listener_limits_differ(const struct sl_listener *l, const struct sl_
          atomic_load(&l->idle_timeout_ms) != lc->idle_timeout_ms ||
          atomic_load(&l->header_bytes) != lc->header_bytes ||
          atomic_load(&l->headers) != lc->headers || atomic_load(&l->h2_streams) != lc->h2_streams ||
+         atomic_load(&l->max_idle) != lc->max_idle ||
          atomic_load(&l->proxy_protocol_fp) != proxy_protocol_fp(lc);
 }
 
@@ -152,6 +154,8 @@ static struct sl_listener *listener_new(const struct sl_listener_cfg *lc, int n_
   }
   l->m_conn_h1 = sl_stats_conn_series(l->name, SL_PROTO_H1);
   l->m_conn_h2 = sl_stats_conn_series(l->name, SL_PROTO_H2);
+  l->m_h2_asleep = sl_stats_h2_asleep_series(l->name);
+  l->m_idle_evictions = sl_stats_idle_evictions_series(l->name);
   return l;
 }
 

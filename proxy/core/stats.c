@@ -40,6 +40,14 @@ void sl_stats_init(void) {
   sl_stats.connections_active =
       sl_metrics_family("sluice_connections_active", "Open client connections.",
                         SL_METRIC_GAUGE, "listener,protocol");
+  sl_stats.h2_asleep = sl_metrics_family(
+      "sluice_h2_sessions_asleep",
+      "Idle HTTP/2 connections whose protocol state is asleep (freed until the client speaks).",
+      SL_METRIC_GAUGE, "listener");
+  sl_stats.idle_evictions = sl_metrics_family(
+      "sluice_idle_evictions_total",
+      "Idle connections closed because the listener held limits.max_idle of them.",
+      SL_METRIC_COUNTER, "listener");
   sl_stats.connections_total = sl_metrics_family(
       "sluice_connections_total", "Client connections accepted.", SL_METRIC_COUNTER, "listener");
   sl_stats.config_generation = sl_metrics_family(
@@ -245,6 +253,16 @@ void sl_stats_upstream_failed(struct sl_worker *w, const char *upstream, const c
 struct sl_metric_series *sl_stats_conn_series(const char *listener, int proto) {
   const char *values[2] = {listener, proto_names[proto & 1]};
   return sl_metrics_series(sl_stats.connections_active, values);
+}
+
+struct sl_metric_series *sl_stats_h2_asleep_series(const char *listener) {
+  const char *values[1] = {listener};
+  return sl_metrics_series(sl_stats.h2_asleep, values);
+}
+
+struct sl_metric_series *sl_stats_idle_evictions_series(const char *listener) {
+  const char *values[1] = {listener};
+  return sl_metrics_series(sl_stats.idle_evictions, values);
 }
 
 /* ---- rejections ---------------------------------------------------- */

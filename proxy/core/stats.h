@@ -29,6 +29,8 @@ struct sl_stats {
   struct sl_metric_family *upstream_pending;    /* upstream */
   struct sl_metric_family *connections_active;  /* listener,protocol */
   struct sl_metric_family *connections_total;   /* listener */
+  struct sl_metric_family *h2_asleep;           /* listener */
+  struct sl_metric_family *idle_evictions;      /* listener */
   struct sl_metric_family *config_generation;
   struct sl_metric_family *config_last_ok;
   struct sl_metric_family *config_last_ok_ts;
@@ -73,6 +75,10 @@ void sl_stats_upstream_done(struct sl_worker *w, const char *upstream, int statu
 void sl_stats_upstream_failed(struct sl_worker *w, const char *upstream, const char *error,
                               int status);
 struct sl_metric_series *sl_stats_conn_series(const char *listener, int proto);
+/* sluice_h2_sessions_asleep{listener} (front/h2sleep.h). */
+struct sl_metric_series *sl_stats_h2_asleep_series(const char *listener);
+/* sluice_idle_evictions_total{listener} (limits.max_idle). */
+struct sl_metric_series *sl_stats_idle_evictions_series(const char *listener);
 
 /* Counts a refusal (or, with |shadow|, a shadow-mode one) and logs it,
  * throttled per policy. */

@@ -41,6 +41,9 @@ struct sl_worker {
   /* Lingering connections, oldest first (also on `conns`): the first to
    * give back when a listener is at max_connections. */
   struct sl_conn *linger_head, *linger_tail;
+  /* Idle keep-alive connections, longest idle first (also on `conns`):
+   * the first closed when a listener holds limits.max_idle. */
+  struct sl_conn *idle_head, *idle_tail;
   struct sl_stream *tunnels; /* open WebSocket tunnels */
   uint32_t n_tunnels;
   uint32_t n_conns;

@@ -394,6 +394,8 @@ static void *worker_main(void *arg) {
   sl_stream_cache_drain();
   sl_chunk_cache_drain();
   sl_h2mem_drain();
+  sl_conn_cache_drain();
+  sl_h2_cache_drain();
   atomic_fetch_add(&sl_workers_exited, 1);
   return NULL;
 }

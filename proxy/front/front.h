@@ -11,6 +11,9 @@
 /* front/h1.c, front/h2.c, front/frontends.c */
 extern const struct sl_proto_ops sl_h1_ops;
 extern const struct sl_proto_ops sl_h2_ops;
+/* Frees the calling thread's slab of h2 connection state (worker exit,
+ * after every connection closed). */
+void sl_h2_cache_drain(void);
 /* The frontend ALPN selected (|alpn| NULL or unmatched: the default). */
 const struct sl_proto_ops *sl_frontend_for_alpn(const unsigned char *alpn, size_t len);
 /* The frontend the first |len| cleartext bytes select, or NULL when more

@@ -91,6 +91,7 @@ static int on_message_begin(llhttp_t *p) {
   if (!h->cur) return h1_fail(h, 503, "out_of_memory");
   h->cur->req.scheme = c->ssl ? "https" : "http";
   h->state = H1_HEADERS;
+  sl_conn_idle_leave(c);
   sl_hpiece_reset(&h->field);
   sl_hpiece_reset(&h->value);
   sl_hpiece_reset(&h->target);
@@ -543,6 +544,7 @@ static void h1_exchange_done(struct sl_h1 *h) {
   sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
   llhttp_resume(&h->parser);
   sl_conn_resume_read(c);
+  if (h->state == H1_IDLE) sl_conn_idle_enter(c); /* no pipelined request started */
 }
 
 /* Moves response body from the stream's pipe to the connection's output,

@@ -31,7 +31,9 @@
 #include "front/front.h"
 #include "upstream/upstream.h"
 #include "front/h2mem.h"
+#include "front/h2sleep.h"
 #include "core/stats.h"
+#include "core/slab.h"
 
 /* The connection-level receive window: the sum of in-flight request body
  * bytes one client may have buffered in sluice at once. */
@@ -51,11 +53,16 @@
 #define H2_GLITCH_BURST 1000
 #define H2_GLITCH_RATE 33
 
+/* A session that never carried a stream is put to sleep (front/h2sleep.h)
+ * once it has been quiet this long: long enough that a client which opens
+ * a connection to use it at once never pays the sleep and the wake. */
+#define H2_SLEEP_AFTER_MS 2000
+
 struct h2_stream_extra;
 
 struct sl_h2 {
   struct sl_conn *c;
-  nghttp2_session *session;
+  nghttp2_session *session; /* NULL while asleep (see |sleep|) */
   /* The connection's live streams (those with a sl_stream attached), so
    * teardown walks what exists, never a range of stream ids. */
   struct h2_stream_extra *live;
@@ -65,6 +72,11 @@ struct sl_h2 {
   uint64_t glitch_refill_s;   /* whole seconds of ev_now at the last refill */
   bool calm;                  /* budget spent: GOAWAY ENHANCE_YOUR_CALM queued */
   bool goaway_sent;
+  bool settings_acked;        /* the client acknowledged our SETTINGS */
+  bool waking;                /* sl_h2_sleep_wake is replaying the handshake */
+  ev_tstamp quiet_since;      /* when the last stream closed (or the session began) */
+  struct sl_h2_frames frames; /* frame boundaries of the input consumed */
+  struct sl_h2_sleep sleep;   /* what a sleeping session keeps */
   struct sl_metric_series *m_active;
 };
 
@@ -87,6 +99,12 @@ struct h2_stream_extra {
 
 static const struct sl_frontend_ops h2_frontend;
 
+/* Per-connection state in slabs (core/slab.h), so that a sleeping
+ * session's survivor stays packed with the others. */
+static __thread struct sl_slab h2_slab = SL_SLAB_INIT(sizeof(struct sl_h2));
+
+void sl_h2_cache_drain(void) { sl_slab_drain(&h2_slab); }
+
 static struct sl_h2 *h2_of(struct sl_conn *c) { return c->proto_data; }
 
 static struct h2_stream_extra *xs(struct sl_stream *s) { return s->fe_data; }
@@ -102,6 +120,7 @@ static struct sl_stream *h2_stream_new(struct sl_h2 *h, int32_t id) {
   }
   memset(x, 0, sizeof(*x));
   x->s = s;
+  if (h->n_streams == 0) sl_conn_idle_leave(h->c);
   x->next = h->live;
   if (h->live) h->live->prev = x;
   h->live = x;
@@ -193,6 +212,63 @@ static ev_tstamp h2_stall_check(struct sl_h2 *h, ev_tstamp now) {
 
 /* No exchange in progress: no stream, or only stalled ones. */
 static bool h2_quiet(const struct sl_h2 *h) { return h->n_streams == h->n_stalled; }
+
+/* ---- sleep (front/h2sleep.h) ----------------------------------------
+ *
+ * The connection's one timer serves both: once quiet, a session that may
+ * sleep gets its deadline at H2_SLEEP_AFTER_MS (h2_on_timeout sleeps it
+ * and re-arms for the rest of the idle timeout); any other gets the idle
+ * timeout as before, so a session that carried streams never sees the
+ * sleep timer. */
+
+/* The session could sleep now as far as nghttp2 can tell, or is asleep. */
+static bool h2_may_sleep(const struct sl_h2 *h) {
+  return !h->session || nghttp2_session_get_last_proc_stream_id(h->session) == 0;
+}
+
+/* No stream left: the idle clock starts now. */
+static void h2_quiet_timer(struct sl_h2 *h) {
+  struct sl_conn *c = h->c;
+  uint64_t idle = c->lis->idle_timeout_ms;
+  h->quiet_since = ev_now(c->w->loop);
+  if (h->session && h2_may_sleep(h) && (idle == 0 || idle > H2_SLEEP_AFTER_MS))
+    sl_conn_set_timeout(c, H2_SLEEP_AFTER_MS);
+  else
+    sl_conn_set_timeout(c, idle);
+  if (h->n_streams == 0) sl_conn_idle_enter(c);
+}
+
+/* Frees the session if nothing ties it to its past (h2sleep.h), keeping
+ * what sl_h2_sleep_wake needs to rebuild it. */
+static void h2_sleep(struct sl_h2 *h) {
+  struct sl_conn *c = h->c;
+  if (!h->session || h->n_streams || h->goaway_sent || h->calm || !h->settings_acked ||
+      !sl_h2_frames_at_boundary(&h->frames) || !sl_pipe_empty(&c->in) ||
+      !sl_h2_sleep_possible(h->session))
+    return;
+  sl_h2_sleep_save(h->session, &h->sleep);
+  sl_h2mem_session_release(h->session, c->w->loop);
+  h->session = NULL;
+  if (c->lis->m_h2_asleep) sl_metric_gauge_add(c->lis->m_h2_asleep, 1);
+}
+
+static int h2_session_open(struct sl_h2 *h, const struct sl_h2_sleep *z);
+
+/* Rebuilds a sleeping session before its client's next bytes. Returns 0,
+ * or -1 (OOM): the connection closes. */
+static int h2_wake(struct sl_h2 *h) {
+  if (h2_session_open(h, &h->sleep) != 0) return -1;
+  h->waking = true;
+  int rv = sl_h2_sleep_wake(h->session, &h->sleep);
+  h->waking = false;
+  if (rv != 0) {
+    nghttp2_session_del(h->session);
+    h->session = NULL;
+    return -1;
+  }
+  if (h->c->lis->m_h2_asleep) sl_metric_gauge_add(h->c->lis->m_h2_asleep, -1);
+  return 0;
+}
 
 
 /* Charges one token of |h|'s misbehaviour budget (see H2_GLITCH_BURST).
@@ -441,6 +517,7 @@ static void h2_dispatch(struct sl_h2 *h, struct sl_stream *s, bool end_stream) {
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
   struct sl_h2 *h = ud;
   struct sl_stream *s;
+  if (h->waking) return 0; /* the replayed handshake costs the client nothing */
   switch (frame->hd.type) {
   case NGHTTP2_HEADERS:
     if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
@@ -470,8 +547,10 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
   case NGHTTP2_PRIORITY:
     if (h2_glitch(h) != 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
     break;
-  case NGHTTP2_PING:
   case NGHTTP2_SETTINGS:
+    if (frame->hd.flags & NGHTTP2_FLAG_ACK) h->settings_acked = true;
+    /* fall through */
+  case NGHTTP2_PING:
     if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && h2_glitch(h) != 0)
       return NGHTTP2_ERR_CALLBACK_FAILURE;
     break;
@@ -538,8 +617,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
   if (unconsumed) nghttp2_session_consume_connection(session, unconsumed);
   bool was_quiet = h2_quiet(h);
   h2_stream_del(h, s);
-  if (h->n_streams == 0 || (!was_quiet && h2_quiet(h)))
-    sl_conn_set_timeout(h->c, h->c->lis->idle_timeout_ms);
+  if (h->n_streams == 0 || (!was_quiet && h2_quiet(h))) h2_quiet_timer(h);
   return 0;
 }
 
@@ -677,6 +755,7 @@ static const struct sl_frontend_ops h2_frontend = {
 
 static ssize_t h2_on_read(struct sl_conn *c, const char *data, size_t len) {
   struct sl_h2 *h = h2_of(c);
+  if (!h->session && h2_wake(h) != 0) return -1;
   ssize_t rv = nghttp2_session_mem_recv(h->session, (const uint8_t *)data, len);
   if (rv < 0) {
     if (SL_LOG_ENABLED(SL_LOG_DEBUG))
@@ -687,13 +766,14 @@ static ssize_t h2_on_read(struct sl_conn *c, const char *data, size_t len) {
     sl_conn_close_after_flush(c);
     return (ssize_t)len;
   }
-  if (h->n_streams == 0) sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+  sl_h2_frames_feed(&h->frames, (const uint8_t *)data, (size_t)rv);
+  if (h->n_streams == 0) h2_quiet_timer(h);
   return rv;
 }
 
 static void h2_produce(struct sl_conn *c) {
   struct sl_h2 *h = h2_of(c);
-  if (!h) return;
+  if (!h || !h->session) return; /* asleep: nothing to send */
   while (!sl_pipe_full(&c->out)) {
     const uint8_t *data;
     ssize_t n = nghttp2_session_mem_send(h->session, &data);
@@ -727,9 +807,12 @@ static void h2_destroy(struct sl_conn *c) {
     nghttp2_session_set_stream_user_data(h->session, s->h2_id, NULL);
     h2_stream_del(h, s);
   }
-  nghttp2_session_del(h->session);
+  if (h->session)
+    nghttp2_session_del(h->session);
+  else if (c->lis->m_h2_asleep)
+    sl_metric_gauge_add(c->lis->m_h2_asleep, -1);
   if (h->m_active) sl_metric_gauge_add(h->m_active, -1);
-  free(h);
+  sl_slab_free(&h2_slab, h);
   c->proto_data = NULL;
 }
 
@@ -739,6 +822,10 @@ static void h2_destroy(struct sl_conn *c) {
 static void h2_drain(struct sl_conn *c) {
   struct sl_h2 *h = h2_of(c);
   if (h->goaway_sent) return;
+  if (!h->session && h2_wake(h) != 0) {
+    sl_conn_close(c);
+    return;
+  }
   h->goaway_sent = true;
   for (struct h2_stream_extra *x = h->live, *n; x; x = n) {
     n = x->next;
@@ -764,7 +851,7 @@ static void h2_on_timeout(struct sl_conn *c) {
   if (!was_quiet) {
     ev_tstamp next = h2_stall_check(h, now);
     if (h2_quiet(h)) {
-      sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+      h2_quiet_timer(h);
     } else if (next > 0) {
       uint64_t ms = (uint64_t)((next - now) * 1000.0) + 1;
       sl_conn_set_timeout(c, ms);
@@ -775,6 +862,14 @@ static void h2_on_timeout(struct sl_conn *c) {
   }
   if (h->n_streams > 0) {
     sl_conn_close(c);
+    return;
+  }
+  uint64_t idle = c->lis->idle_timeout_ms;
+  ev_tstamp idle_at = h->quiet_since + (ev_tstamp)idle / 1000.0;
+  if (h->session && (idle == 0 || now < idle_at)) {
+    /* The sleep deadline (h2_quiet_timer), not the idle one. */
+    h2_sleep(h);
+    sl_conn_set_timeout(c, idle == 0 ? 0 : (uint64_t)((idle_at - now) * 1000.0) + 1);
     return;
   }
   h2_drain(c);
@@ -831,32 +926,46 @@ __attribute__((destructor)) static void h2_free_globals(void) {
   nghttp2_option_del(h2_options);
 }
 
-static int h2_start(struct sl_conn *c) {
-  struct sl_h2 *h = calloc(1, sizeof(*h));
-  if (!h) return -1;
-  h->c = c;
-  h->glitch_tokens = H2_GLITCH_BURST;
-  h->glitch_refill_s = (uint64_t)ev_now(c->w->loop);
+/* A new server session with our SETTINGS and connection window queued:
+ * at the start (|z| NULL: the listener's limits), and when a sleeping one
+ * wakes (|z|: the settings the client acknowledged; this first flight is
+ * then discarded by sl_h2_sleep_wake). Returns 0, or -1 (OOM). */
+static int h2_session_open(struct sl_h2 *h, const struct sl_h2_sleep *z) {
+  struct sl_conn *c = h->c;
   if (nghttp2_session_server_new3(&h->session, h2_callbacks, h, h2_options, sl_h2mem()) != 0) {
-    free(h);
+    h->session = NULL;
     return -1;
   }
   nghttp2_settings_entry iv[] = {
-      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->lis->h2_streams},
-      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, SL_BODY_PIPE_CAP - 1},
-      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, c->lis->header_bytes},
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, z ? z->local_streams : c->lis->h2_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, z ? z->local_window : SL_BODY_PIPE_CAP - 1},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, z ? z->local_header_list : c->lis->header_bytes},
       {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441 WebSockets */
   };
   if (nghttp2_submit_settings(h->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) ||
       nghttp2_session_set_local_window_size(h->session, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW)) {
     nghttp2_session_del(h->session);
-    free(h);
+    h->session = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+static int h2_start(struct sl_conn *c) {
+  struct sl_h2 *h = sl_slab_calloc(&h2_slab);
+  if (!h) return -1;
+  h->c = c;
+  h->glitch_tokens = H2_GLITCH_BURST;
+  h->glitch_refill_s = (uint64_t)ev_now(c->w->loop);
+  sl_h2_frames_init(&h->frames);
+  if (h2_session_open(h, NULL) != 0) {
+    sl_slab_free(&h2_slab, h);
     return -1;
   }
   c->proto_data = h;
   h->m_active = c->lis->m_conn_h2;
   if (h->m_active) sl_metric_gauge_add(h->m_active, 1);
-  sl_conn_set_timeout(c, c->lis->idle_timeout_ms);
+  h2_quiet_timer(h);
   sl_conn_schedule_flush(c);
   return 0;
 }

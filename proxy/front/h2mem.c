@@ -8,6 +8,8 @@
  * "nghttp2_64" .. "nghttp2_8192"); beyond that they go back to malloc, so
  * a burst does not pin memory for ever.
  */
+#include <malloc.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -42,6 +44,13 @@ static __thread struct sl_freelist free_lists[N_CLASSES] = {
     SL_FREELIST_INIT(&classes[2]), SL_FREELIST_INIT(&classes[3]),
     SL_FREELIST_INIT(&classes[4]), SL_FREELIST_INIT(&classes[5]),
     SL_FREELIST_INIT(&classes[6]), SL_FREELIST_INIT(&classes[7])};
+
+/* Set while sl_h2mem_session_release deletes a session: its blocks skip
+ * the caches. */
+static __thread bool release_direct;
+/* The heap trim after releases (sl_h2mem_session_release). */
+static __thread ev_timer trim_timer;
+static __thread bool trim_timer_ready;
 
 static int class_of(size_t n) {
   size_t cap = (size_t)1 << MIN_SHIFT;
@@ -86,7 +95,10 @@ static void h2mem_free(void *p, void *ud) {
     free(b);
     return;
   }
-  sl_freelist_put(&free_lists[c], b); /* links through b->next */
+  if (release_direct)
+    sl_freelist_destroy(&free_lists[c], b);
+  else
+    sl_freelist_put(&free_lists[c], b); /* links through b->next */
 }
 
 static void *h2mem_calloc(size_t nmemb, size_t size, void *ud) {
@@ -118,6 +130,28 @@ unsigned sl_h2mem_cached(size_t size) {
   return c < 0 ? 0 : free_lists[c].n_cached;
 }
 
+static void trim_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop;
+  (void)w;
+  (void)revents;
+  malloc_trim(0);
+}
+
+void sl_h2mem_session_release(nghttp2_session *session, struct ev_loop *loop) {
+  release_direct = true;
+  nghttp2_session_del(session);
+  release_direct = false;
+  if (!trim_timer_ready) {
+    ev_timer_init(&trim_timer, trim_cb, SL_H2MEM_TRIM_MS / 1000.0, 0.);
+    trim_timer_ready = true;
+  }
+  /* One trim per window, for every release in it: not re-armed while it
+   * runs, so a steady trickle of sleeps still trims once a window. */
+  if (!ev_is_active(&trim_timer)) ev_timer_start(loop, &trim_timer);
+}
+
 void sl_h2mem_drain(void) {
+  /* The trim timer belongs to this thread's loop, which is going away. */
+  trim_timer_ready = false;
   for (int c = 0; c < N_CLASSES; c++) sl_freelist_drain(&free_lists[c]);
 }

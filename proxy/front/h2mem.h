@@ -9,6 +9,7 @@
 #ifndef SLUICE_PROXY_H2MEM_H
 #define SLUICE_PROXY_H2MEM_H
 
+#include <ev.h>
 #include <nghttp2/nghttp2.h>
 
 /* Free blocks each thread keeps per size class; beyond, free() gives
@@ -20,6 +21,13 @@ nghttp2_mem *sl_h2mem(void);
 /* How many free blocks of the size class serving |size| the calling
  * thread caches (0 for sizes malloc serves directly). */
 unsigned sl_h2mem_cached(size_t size);
+/* Deletes |session| (allocated with sl_h2mem()) and gives its blocks back
+ * to malloc rather than to the caches, then has the heap trimmed within
+ * SL_H2MEM_TRIM_MS on |loop| (malloc_trim: freed pages in the middle of
+ * the heap stay resident until then), at most once per SL_H2MEM_TRIM_MS
+ * per thread: an idle session put to sleep should cost no resident page. */
+#define SL_H2MEM_TRIM_MS 1000
+void sl_h2mem_session_release(nghttp2_session *session, struct ev_loop *loop);
 /* Frees the calling thread's cached blocks (worker exit, tests). */
 void sl_h2mem_drain(void);
 
