@@ -596,17 +596,22 @@ bool sl_conn_reclaim_lingering(struct sl_worker *w, const struct sl_listener *li
     (c)->next = (c)->prev = NULL;                   \
   } while (0)
 
+/* Appends |c| to the tail of one of those lists. */
+#define CONN_LIST_APPEND(c, head, tail, prev, next) \
+  do {                                              \
+    (c)->next = NULL;                               \
+    (c)->prev = (c)->w->tail;                       \
+    if ((c)->w->tail)                               \
+      (c)->w->tail->next = (c);                     \
+    else                                            \
+      (c)->w->head = (c);                           \
+    (c)->w->tail = (c);                             \
+  } while (0)
+
 void sl_conn_spread_push(struct sl_conn *c) {
-  struct sl_worker *w = c->w;
   if (c->spread_queued) return;
   c->spread_queued = true;
-  c->spread_next = NULL;
-  c->spread_prev = w->spread_tail;
-  if (w->spread_tail)
-    w->spread_tail->spread_next = c;
-  else
-    w->spread_head = c;
-  w->spread_tail = c;
+  CONN_LIST_APPEND(c, spread_head, spread_tail, spread_prev, spread_next);
 }
 
 static void conn_spread_unlink(struct sl_conn *c) {
@@ -642,13 +647,7 @@ void sl_conn_idle_enter(struct sl_conn *c) {
   struct sl_worker *w = c->w;
   if (c->idle_listed || c->dead || c->closing || c->lingering) return;
   c->idle_listed = true;
-  c->idle_next = NULL;
-  c->idle_prev = w->idle_tail;
-  if (w->idle_tail)
-    w->idle_tail->idle_next = c;
-  else
-    w->idle_head = c;
-  w->idle_tail = c;
+  CONN_LIST_APPEND(c, idle_head, idle_tail, idle_prev, idle_next);
   unsigned n = atomic_fetch_add_explicit(&c->lis->n_idle, 1, memory_order_relaxed) + 1;
   uint32_t cap = atomic_load_explicit(&c->lis->max_idle, memory_order_relaxed);
   if (cap == 0 || n <= cap) return;
