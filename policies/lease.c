@@ -198,6 +198,30 @@ void sl_lease_grant(struct sl_lease *l, const struct sl_lease_params *p, uint32_
   l->asked = 0;
 }
 
+bool sl_lease_peek(const struct sl_lease *l, const struct sl_lease_params *p, bool backend_up,
+                   uint64_t now_ns, struct sl_lease_verdict *v) {
+  struct sl_lease copy = *l;
+  return sl_lease_admit(&copy, p, backend_up, now_ns, v);
+}
+
+void sl_lease_refund(struct sl_lease *l, const struct sl_lease_params *p, enum sl_lease_source src) {
+  switch (src) {
+    case SL_LEASE_FROM_DEBT:
+      /* the provisional bucket was charged too */
+      l->prov_tat = l->prov_tat > sl_lease_local_period(p) ? l->prov_tat - sl_lease_local_period(p) : 0;
+      /* fall through */
+    case SL_LEASE_FROM_TOKENS:
+      l->tokens++;
+      break;
+    case SL_LEASE_FROM_FALLBACK:
+      if (p->fallback == SL_FALLBACK_LOCAL)
+        l->prov_tat = l->prov_tat > sl_lease_local_period(p) ? l->prov_tat - sl_lease_local_period(p) : 0;
+      break;
+    case SL_LEASE_EXHAUSTED:
+      break;
+  }
+}
+
 void sl_lease_failed(struct sl_lease *l) {
   l->inflight = false;
   l->asked = 0;

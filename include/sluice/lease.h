@@ -61,6 +61,16 @@ void sl_lease_grant(struct sl_lease *l, const struct sl_lease_params *p, uint32_
  * ask again (when the backend is up again). */
 void sl_lease_failed(struct sl_lease *l);
 
+/* Like sl_lease_admit() but changes nothing (the look pass of
+ * admission, /explain). */
+bool sl_lease_peek(const struct sl_lease *l, const struct sl_lease_params *p, bool backend_up,
+                   uint64_t now_ns, struct sl_lease_verdict *v);
+
+/* Gives back one request admitted by sl_lease_admit() from |src| (a
+ * later policy refused it): a token, a debt, or the fallback bucket's
+ * charge. */
+void sl_lease_refund(struct sl_lease *l, const struct sl_lease_params *p, enum sl_lease_source src);
+
 /* The demand estimate of |l|, requests per second (tests, /explain). */
 double sl_lease_demand(const struct sl_lease *l);
 

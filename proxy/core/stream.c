@@ -27,6 +27,7 @@
 #include "core/listener-t.h"
 #include "core/access_log.h"
 #include "core/stream.h"
+#include "global/client.h"
 #include "core/worker-t.h"
 #include "upstream/upstream.h"
 #include "core/freelist.h"
@@ -374,6 +375,7 @@ void sl_stream_dispatch(struct sl_stream *s) {
       .now_ns = sl_now_ns(),
       .now_unix = (int64_t)ev_now(c->w->loop),
       .rnd = stream_random(),
+      .global = sl_global_client_port(c->w->global),
   };
   sl_admission_decide(&in, &s->adm);
   /* Exempt from the blocklist: an emergency close after a reload passes
