@@ -95,7 +95,12 @@ static uint64_t tokens_for(uint64_t d, uint64_t ns) {
 }
 
 uint64_t sl_lease_poll_ns(const struct sl_lease *l, const struct sl_lease_params *p) {
-  uint64_t lo = p->lead_ns, hi = p->lease_ns > lo ? p->lease_ns : lo;
+  /* Not below lease_ns / 32 (bounds one key's commands per replica: 320/s
+   * for 100 ms leases), nor the lead: a floor above quantum / demand
+   * would cut the busiest replicas' poll rate, and so their share. */
+  uint64_t lo = p->lease_ns / 32, hi = p->lease_ns;
+  if (lo == 0) lo = 1;
+  if (hi < lo) hi = lo;
   uint64_t d = l->demand_mrps;
   if (l->seen && l->window_ns) d = d > 1 ? d : 1;
   if (d == 0 || p->period_ns == 0) return hi;

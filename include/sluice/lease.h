@@ -74,8 +74,9 @@ void sl_lease_refund(struct sl_lease *l, const struct sl_lease_params *p, enum s
 /* The demand estimate of |l|, requests per second (tests, /explain). */
 double sl_lease_demand(const struct sl_lease *l);
 
-/* How long after a short grant to ask again: (quantum of the fleet rate)
- * / demand, within [lead_ns, lease_ns]. */
+/* How long after a short grant to ask again (the mean; the wait drawn is
+ * exponential around it): (quantum of the fleet rate) / demand, within
+ * [lease_ns / 32, lease_ns]. */
 uint64_t sl_lease_poll_ns(const struct sl_lease *l, const struct sl_lease_params *p);
 
 /* The fallback (local share) bucket: period and burst. */
