@@ -24,7 +24,7 @@ WARN        := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wmissing-prototypes
                -Wstrict-prototypes -Wformat=2 -Wpointer-arith
 CPPFLAGS    += -Iinclude -Iproxy -I$(LLHTTP_INC) -D_GNU_SOURCE
 OPTFLAGS    ?= -O2 -g
-LIBS        := -lnghttp2 -lev -lssl -lcrypto -lyaml -lpthread -lm
+LIBS        := -lnghttp2 -lev -lssl -lcrypto -lyaml -lhiredis -lpthread -lm
 
 SAN_FLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined

@@ -10,6 +10,7 @@
 #include "sluice/blocklist.h"
 #include "sluice/config.h"
 #include "sluice/json.h"
+#include "sluice/lease.h"
 #include "sluice/policy_state.h"
 #include "sluice/ratelimit.h"
 #include "sluice/retry.h"
@@ -167,6 +168,48 @@ static __attribute__((noinline)) bool new_keys_refuses(const struct sl_admission
   return true;
 }
 
+/* A `scope: global` limit's decision for this request, through the
+ * worker's lease store (in->global); |commit| false only looks. Off the
+ * workers (no store: /explain) it admits, and |why| says what the
+ * replica's share is. Fills |v| as the local limiter would. */
+static bool global_decide(const struct sl_admission_input *in, const struct sl_rate_limit_cfg *rl,
+                          uint64_t period, uint32_t burst, bool commit, struct sl_global_answer *ga,
+                          struct sl_rl_verdict *v, char *why, size_t why_len) {
+  memset(ga, 0, sizeof(*ga));
+  memset(v, 0, sizeof(*v));
+  const uint8_t *key;
+  size_t klen = sl_admission_limit_key(rl, in->route, in->id, &key);
+  const struct sl_global_cfg *g = &in->cfg->global;
+  if (in->global) {
+    in->global->decide(in->global->ctx, rl, key, klen, period, burst, in->now_ns, commit, ga);
+  } else {
+    ga->v.admitted = true;
+    ga->v.source = SL_LEASE_FROM_FALLBACK;
+  }
+  v->admitted = ga->v.admitted;
+  v->retry_after_ns = ga->v.retry_after_ns;
+  v->remaining = ga->tokens > 0 ? (ga->tokens > UINT32_MAX ? UINT32_MAX : (uint32_t)ga->tokens) : 0;
+  if (why) {
+    /* The fleet-wide rate and this replica's share of it. */
+    double fleet = 1e9 / (double)period;
+    double share = fleet / (g->expected_replicas ? g->expected_replicas : 1);
+    static const char *const FB[] = {"local", "open", "closed"};
+    if (!in->global)
+      snprintf(why, why_len,
+               "global: %.6g/s fleet-wide (burst %u) in Redis %s; fallback %s, share %.6g/s "
+               "(rate / expected_replicas %u); leases are held by the workers",
+               fleet, burst, g->redis.text ? g->redis.text : "?", FB[g->fallback], share,
+               g->expected_replicas);
+    else
+      snprintf(why, why_len,
+               "global: %.6g/s fleet-wide; this worker holds %lld tokens, demand %.1f/s, backend "
+               "%s%s",
+               fleet, (long long)ga->tokens, ga->demand, ga->backend_up ? "up" : "down",
+               ga->v.source == SL_LEASE_FROM_FALLBACK ? " (fallback decided)" : "");
+  }
+  return v->admitted;
+}
+
 uint8_t sl_admission_override_class(size_t i) {
   return i + 1 < SL_RL_CLASS_MAX ? (uint8_t)(i + 1) : SL_RL_CLASS_MAX;
 }
@@ -316,20 +359,27 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       continue;
     }
     struct sl_rl_verdict v;
-    sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, false, &v);
+    const bool global = rl->scope == SL_SCOPE_GLOBAL;
+    struct sl_global_answer ga;
+    if (global)
+      global_decide(in, rl, period, burst, false, &ga, &v, tf ? why : NULL, sizeof(why));
+    else
+      sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, false, &v);
     if (v.admitted) {
       if (tf) {
-        snprintf(why, sizeof(why), "%u more allowed now", v.remaining);
+        if (!global) snprintf(why, sizeof(why), "%u more allowed now", v.remaining);
         sl_engine_trace(tf, &first, rl_name, "rate_limit", "admit", why);
       }
+      /* A global limit has no local table to say whether its key is
+       * fresh: new_keys applies to local limits. */
       struct sl_ratelimit_table *nkt = sl_policy_state_ratelimit(rs->new_keys[i]);
-      if (nkt && v.fresh) {
+      if (nkt && !global && v.fresh) {
         if (new_keys_refuses(in, rl, nkt, out, tf, &first)) return;
         fresh |= 1ull << i; /* charged below, with the limit */
       }
       continue;
     }
-    if (tf)
+    if (tf && !global)
       snprintf(why, sizeof(why), "over %s (burst %u); admits again in %llu ms", rl->rate.text,
                burst, (unsigned long long)(v.retry_after_ns / 1000000));
     if (sl_engine_is_shadow(cfg, rl->mode)) {
@@ -340,8 +390,9 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
     }
     sl_engine_set_name(out->policy, rl_name);
     sl_engine_refuse(out, 429, SL_REASON_RATE_LIMIT, "rate_limited",
-                     sl_limit_retry_after(in, rl, rs->rate_limits[i], &ref, period,
-                                          v.retry_after_ns, why, sizeof(why)));
+                     global ? sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd)
+                            : sl_limit_retry_after(in, rl, rs->rate_limits[i], &ref, period,
+                                                   v.retry_after_ns, why, sizeof(why)));
     sl_engine_trace(tf, &first, rl_name, "rate_limit", "reject", why);
     return;
   }
@@ -435,6 +486,7 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
   if (!in->trace && !(skip & SL_SKIP_RATE_LIMITS)) {
     uint64_t charged = 0;    /* bit i: limit i admitted and charged */
     uint64_t nk_charged = 0; /* bit i: limit i's new_keys cap charged */
+    uint8_t gsrc[SL_ROUTE_MAX_RATE_LIMITS]; /* a global limit's charge: its enum sl_lease_source */
     for (size_t i = 0; i < route->n_rate_limits && i < SL_ROUTE_MAX_RATE_LIMITS; i++) {
       const struct sl_rate_limit_cfg *rl = &route->rate_limits[i];
       struct sl_ratelimit_table *t = sl_policy_state_ratelimit(rs->rate_limits[i]);
@@ -453,7 +505,15 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       bool shadow = sl_engine_is_shadow(cfg, rl->mode);
       const char *refused_by = NULL;
       uint32_t wait_s = 0;
-      if (sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, true, &v)) {
+      bool ok;
+      if (rl->scope == SL_SCOPE_GLOBAL) {
+        struct sl_global_answer ga;
+        ok = global_decide(in, rl, period, burst, true, &ga, &v, NULL, 0);
+        gsrc[i] = (uint8_t)ga.v.source;
+      } else {
+        ok = sl_ratelimit_decide_ref(t, &ref, period, burst, in->now_ns, true, &v);
+      }
+      if (ok) {
         charged |= 1ull << i; /* the loader allows 64 limits a route */
         if (fresh >> i & 1) {
           const struct sl_new_keys_cfg *nk = &rl->new_keys;
@@ -471,8 +531,10 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
       } else {
         if (shadow) continue;
         refused_by = rl->name;
-        wait_s = sl_limit_retry_after(in, rl, rs->rate_limits[i], &ref, period, v.retry_after_ns,
-                                      NULL, 0); /* |ref| is reused below */
+        wait_s = rl->scope == SL_SCOPE_GLOBAL
+                     ? sl_retry_after_s(&cfg->reject, v.retry_after_ns, in->rnd)
+                     : sl_limit_retry_after(in, rl, rs->rate_limits[i], &ref, period,
+                                            v.retry_after_ns, NULL, 0); /* |ref| is reused below */
       }
       for (size_t j = 0; j <= i; j++) {
         if (nk_charged >> j & 1) {
@@ -482,6 +544,14 @@ void sl_admission_decide(const struct sl_admission_input *in, struct sl_admissio
           sl_ratelimit_refund(nkt, &nref, route->rate_limits[j].new_keys.rate.period_ns);
         }
         if (!(charged >> j & 1)) continue;
+        if (route->rate_limits[j].scope == SL_SCOPE_GLOBAL) {
+          const uint8_t *kj;
+          size_t kl = sl_admission_limit_key(&route->rate_limits[j], route, id, &kj);
+          if (in->global)
+            in->global->refund(in->global->ctx, &route->rate_limits[j], kj, kl,
+                               (enum sl_lease_source)gsrc[j]);
+          continue;
+        }
         struct sl_ratelimit_table *tj = sl_policy_state_ratelimit(rs->rate_limits[j]);
         if (j < KEPT)
           ref = kept[j].ref, period = kept[j].period;

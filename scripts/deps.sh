@@ -14,6 +14,8 @@ PKGS=(
   build-essential pkg-config
   libnghttp2-dev libev-dev libssl-dev libyaml-dev node-llhttp
   libcmocka-dev
+  libhiredis-dev            # the Redis client of fleet-wide limits (proxy/global/)
+  redis-server              # test_global_limit.py starts its own on loopback ports
   curl nghttp2-client openssl
   python3-pytest python3-h2 python3-websockets python3-aiohttp
   prometheus python3-yaml   # promtool, and PyYAML for test_chart.py / deploy/check_manifests.py

@@ -24,6 +24,7 @@
 
 #include "sluice/breaker-t.h"
 #include "sluice/config-t.h"
+#include "sluice/global-t.h"
 #include "sluice/identify-t.h"
 #include "sluice/route.h"
 
@@ -59,6 +60,10 @@ struct sl_admission_input {
   int64_t now_unix;  /* wall clock (blocklist `expires`) */
   uint64_t rnd;      /* uniformly random (retry-after jitter, ramps) */
   FILE *trace;       /* explain: one JSON object per policy, or NULL */
+  /* The worker's lease store of `scope: global` limits (proxy/global/);
+   * NULL off the workers (/explain): such limits are then previewed from
+   * the configuration (the replica's fallback share). */
+  const struct sl_global_port *global;
 };
 
 #define SL_ADMISSION_MAX_SHADOW 4

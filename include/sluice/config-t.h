@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 
+#include "sluice/lease-t.h"
 #include "sluice/version-t.h"
 
 struct sl_kind;
@@ -189,8 +190,12 @@ struct sl_rate_limit_cfg {
     uint64_t identity; /* route, limit name, max_keys: as a limit's */
   } new_keys;
   enum sl_mode mode;
+  /* `scope: global`: the limit holds for the whole fleet of replicas,
+   * accounted in the `global` backend (Redis) through local leases
+   * (sluice/lease.h); local [default]: per process. */
+  enum sl_rl_scope { SL_SCOPE_LOCAL = 0, SL_SCOPE_GLOBAL } scope;
   /* Hash of what the table's keys mean (the route's name, `name`, `key`,
-   * `max_keys`): a reload whose policy has the same identity keeps its table,
+   * `max_keys`, `scope`): a reload whose policy has the same identity keeps its table,
    * converting each key when the rate, burst or overrides changed. `mode`
    * is left out too, so that switching a policy from shadow to enforce
    * keeps the buckets it has learnt. */
@@ -423,6 +428,28 @@ enum sl_access_log { SL_ACCESS_LOG_OFF = 0, SL_ACCESS_LOG_ON, SL_ACCESS_LOG_SAMP
  * where tokens travel), or all of it. */
 enum sl_access_log_query { SL_ACCESS_QUERY_REDACT = 0, SL_ACCESS_QUERY_FULL };
 
+/* ---- global (fleet-wide) limits ----------------------------------- */
+
+/* The top-level `global` section: the shared backend of every rate limit
+ * with `scope: global` (proxy/global/). */
+struct sl_global_cfg {
+  bool enabled;                 /* the section is present */
+  struct sl_mark mark;
+  struct sl_sockaddr redis;     /* `redis: "HOST:PORT"`, numeric (no DNS at load) */
+  const char *password_file;    /* NULL: no AUTH */
+  const char *password;         /* read from it at load; never printed */
+  uint32_t database;            /* SELECT; default 0 */
+  uint64_t connect_timeout_ms;  /* default 500 */
+  uint64_t command_timeout_ms;  /* default 100: longer counts as down */
+  const char *key_prefix;       /* default "sluice:" */
+  uint32_t expected_replicas;   /* default 1: the fallback share is rate / this */
+  enum sl_global_fallback fallback; /* default local */
+  uint64_t lease_ms;            /* demand a lease covers; default 100 */
+  /* Hash of the address, password, database: a reload with the same one
+   * keeps the workers' connections (and their leases). */
+  uint64_t identity;
+};
+
 /* ---- the snapshot ------------------------------------------------- */
 
 struct sl_config_source {
@@ -473,6 +500,7 @@ struct sl_config {
    * every route without its own; NULL: none. */
   const struct sl_policy_cfg *maintenance;
   struct sl_allow_cfg allow;    /* exemptions (policies/allow.c) */
+  struct sl_global_cfg global;  /* fleet-wide limits' backend */
 
   struct sl_arena *arena;       /* owns everything above */
 };

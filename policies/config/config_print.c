@@ -16,6 +16,7 @@
 #include "sluice/config.h"
 #include "sluice/policy.h"
 #include "config_allow.h"
+#include "config_global.h"
 #include "config_int.h"
 #include "config_print.h"
 #include "reject_extra.h"
@@ -55,7 +56,7 @@ void cfg_print_kv_u64(FILE *out, int ind, const char *key, uint64_t v) {
   fprintf(out, "%s: %llu\n", key, (unsigned long long)v);
 }
 
-static void kv_ms(FILE *out, int ind, const char *key, uint64_t ms) {
+void cfg_print_kv_ms(FILE *out, int ind, const char *key, uint64_t ms) {
   char buf[32];
   cfg_format_duration(ms, buf, sizeof(buf));
   cfg_print_indent(out, ind);
@@ -156,8 +157,8 @@ static void print_listeners(FILE *out, const struct sl_config *cfg) {
     }
     cfg_print_indent(out, 4);
     fputs("timeouts:\n", out);
-    kv_ms(out, 6, "request_header", l->request_header_timeout_ms);
-    kv_ms(out, 6, "idle", l->idle_timeout_ms);
+    cfg_print_kv_ms(out, 6, "request_header", l->request_header_timeout_ms);
+    cfg_print_kv_ms(out, 6, "idle", l->idle_timeout_ms);
     cfg_print_indent(out, 4);
     fputs("limits:\n", out);
     cfg_print_kv_u64(out, 6, "header_bytes", l->header_bytes);
@@ -168,7 +169,7 @@ static void print_listeners(FILE *out, const struct sl_config *cfg) {
       cfg_print_indent(out, 4);
       fputs("proxy_protocol:\n", out);
       print_cidrs(out, 6, "trusted", l->proxy_protocol.trusted, l->proxy_protocol.n_trusted);
-      kv_ms(out, 6, "timeout", l->proxy_protocol.timeout_ms);
+      cfg_print_kv_ms(out, 6, "timeout", l->proxy_protocol.timeout_ms);
     }
   }
 }
@@ -190,21 +191,21 @@ static void print_upstreams(FILE *out, const struct sl_config *cfg) {
     cfg_print_kv_u64(out, 4, "pipeline", u->pipeline);
     cfg_print_indent(out, 4);
     fputs("timeouts:\n", out);
-    kv_ms(out, 6, "connect", u->connect_timeout_ms);
-    kv_ms(out, 6, "response", u->response_timeout_ms);
-    kv_ms(out, 6, "idle", u->idle_timeout_ms);
+    cfg_print_kv_ms(out, 6, "connect", u->connect_timeout_ms);
+    cfg_print_kv_ms(out, 6, "response", u->response_timeout_ms);
+    cfg_print_kv_ms(out, 6, "idle", u->idle_timeout_ms);
     const struct sl_breaker_cfg *b = &u->breaker;
     if (b->enabled) {
       cfg_print_indent(out, 4);
       fputs("circuit_breaker:\n", out);
       cfg_print_kv_u64(out, 6, "consecutive_failures", b->consecutive_failures);
       kv_double(out, 6, "failure_ratio", b->failure_ratio);
-      kv_ms(out, 6, "window", b->window_ms);
+      cfg_print_kv_ms(out, 6, "window", b->window_ms);
       cfg_print_kv_u64(out, 6, "min_requests", b->min_requests);
-      kv_ms(out, 6, "slow_call", b->slow_call_ms);
-      kv_ms(out, 6, "open_for", b->open_for_ms);
+      cfg_print_kv_ms(out, 6, "slow_call", b->slow_call_ms);
+      cfg_print_kv_ms(out, 6, "open_for", b->open_for_ms);
       cfg_print_kv_u64(out, 6, "half_open_probes", b->half_open_probes);
-      kv_ms(out, 6, "recovery_ramp", b->recovery_ramp_ms);
+      cfg_print_kv_ms(out, 6, "recovery_ramp", b->recovery_ramp_ms);
       cfg_print_kv_mode(out, 6, b->mode);
     }
   }
@@ -256,6 +257,7 @@ static void print_rate_limit(FILE *out, const struct sl_rate_limit_cfg *rl) {
     cfg_print_kv_u64(out, 10, "burst", rl->new_keys.burst);
     if (rl->new_keys.max_keys) cfg_print_kv_u64(out, 10, "max_keys", rl->new_keys.max_keys);
   }
+  if (rl->scope == SL_SCOPE_GLOBAL) cfg_print_kv_raw(out, 8, "scope", "global");
   if (rl->n_overrides) {
     cfg_print_indent(out, 8);
     fputs("override:\n", out);
@@ -292,7 +294,7 @@ static void print_routes(FILE *out, const struct sl_config *cfg) {
         if (r->policies[j].kind_index == k && r->policies[j].kind->print)
           r->policies[j].kind->print(out, 4, &r->policies[j]);
     cfg_print_kv_raw(out, 4, "priority", PRIO_NAMES[r->priority]);
-    kv_ms(out, 4, "idle_timeout", r->idle_timeout_ms);
+    cfg_print_kv_ms(out, 4, "idle_timeout", r->idle_timeout_ms);
   }
 }
 
@@ -365,8 +367,8 @@ static void print_shaping(FILE *out, const struct sl_config *cfg) {
     if (r->delay_fixed_ms || r->delay_jitter_ms) {
       cfg_print_indent(out, 4);
       fputs("delay:\n", out);
-      kv_ms(out, 6, "fixed", r->delay_fixed_ms);
-      kv_ms(out, 6, "jitter", r->delay_jitter_ms);
+      cfg_print_kv_ms(out, 6, "fixed", r->delay_fixed_ms);
+      cfg_print_kv_ms(out, 6, "jitter", r->delay_jitter_ms);
     }
     if (r->abort_percent > 0) {
       cfg_print_indent(out, 4);
@@ -400,20 +402,21 @@ int sl_config_print(const struct sl_config *cfg, FILE *out) {
   print_upstreams(out, cfg);
   print_identify(out, &cfg->identify);
   sl_maintenance_print_top(out, cfg);
+  cfg_print_global(out, cfg);
   print_routes(out, cfg);
   print_blocklist(out, &cfg->blocklist);
   const struct sl_reject_cfg *rj = &cfg->reject;
   fputs("reject:\n  retry_after:\n", out);
-  kv_ms(out, 4, "min", rj->retry_after_min_ms);
-  kv_ms(out, 4, "max", rj->retry_after_max_ms);
+  cfg_print_kv_ms(out, 4, "min", rj->retry_after_min_ms);
+  cfg_print_kv_ms(out, 4, "max", rj->retry_after_max_ms);
   kv_double(out, 4, "jitter", rj->jitter);
   cfg_print_kv_raw(out, 4, "spread", rj->spread == SL_SPREAD_WINDOW ? "window" : "backlog");
   cfg_print_kv_raw(out, 2, "body", rj->body_json ? "json" : "text");
   print_shaping(out, cfg);
   cfg_print_allow(out, cfg);
   cfg_print_kv_raw(out, 0, "mode", cfg->mode == SL_MODE_SHADOW ? "shadow" : "enforce");
-  kv_ms(out, 0, "drain_timeout", cfg->drain_timeout_ms);
-  kv_ms(out, 0, "drain_spread", cfg->drain_spread_ms);
+  cfg_print_kv_ms(out, 0, "drain_timeout", cfg->drain_timeout_ms);
+  cfg_print_kv_ms(out, 0, "drain_spread", cfg->drain_spread_ms);
   static const char *const logs[] = {"off", "on", "sampled"};
   cfg_print_kv_raw(out, 0, "access_log", logs[cfg->access_log]);
   cfg_print_kv_raw(out, 0, "access_log_query",

@@ -18,5 +18,7 @@ void cfg_print_kv_str(FILE *out, int ind, const char *key, const char *v);
 void cfg_print_kv_u64(FILE *out, int ind, const char *key, uint64_t v);
 void cfg_print_kv_raw(FILE *out, int ind, const char *key, const char *v);
 void cfg_print_kv_mode(FILE *out, int ind, enum sl_mode m);
+/* A duration in milliseconds, in its shortest unit ("100ms", "2s"). */
+void cfg_print_kv_ms(FILE *out, int ind, const char *key, uint64_t ms);
 
 #endif

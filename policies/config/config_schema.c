@@ -468,7 +468,7 @@ node_t *cs_required_list(struct cfg_schema *s, node_t *root, const char *key, co
 static const char *const ROOT_KEYS[] = {
     "listeners", "admin",  "upstreams", "identify", "routes",        "blocklist",
     "reject",    "shaping", "mode",     "drain_timeout", "access_log", "rejection_log_per_sec",
-    "include",   "maintenance", "access_log_query", "allow", "drain_spread", NULL};
+    "include",   "maintenance", "access_log_query", "allow", "drain_spread", "global", NULL};
 
 void cfg_schema_apply(struct sl_config *cfg, const struct cfg_node *root,
                       struct sl_config_errors *errs) {
@@ -486,6 +486,7 @@ void cfg_schema_apply(struct sl_config *cfg, const struct cfg_node *root,
   cs_parse_upstreams(s, root);
   cs_parse_identify(s, root);
   sl_maintenance_parse_top(s, root); /* before the routes: implied in them */
+  cs_parse_global(s, root);          /* before the routes: `scope: global` needs it */
   cs_parse_routes(s, root);
   cs_parse_blocklist(s, root);
   cs_parse_reject(s, root);

@@ -101,7 +101,14 @@ void cs_check_unique(struct cfg_schema *s, const char *what, const void *base, s
 /* An absent, null or empty list of required things: reports |msg|. */
 node_t *cs_required_list(struct cfg_schema *s, node_t *root, const char *key, const char *msg);
 
-/* Sections (config_schema_sections.c, config_schema_routes.c). */
+/* The one-line secret in the file |path|, the value of |key| in |section|
+ * (see config_schema_sections.c); NULL after an error at |v|. */
+const char *cs_read_secret(struct cfg_schema *s, node_t *v, const char *section, const char *key,
+                           const char *path, bool token68);
+
+/* Sections (config_schema_sections.c, config_schema_routes.c,
+ * config_global.c). */
+void cs_parse_global(struct cfg_schema *s, node_t *root);
 void cs_parse_listeners(struct cfg_schema *s, node_t *root);
 void cs_parse_admin(struct cfg_schema *s, node_t *root);
 void cs_parse_upstreams(struct cfg_schema *s, node_t *root);

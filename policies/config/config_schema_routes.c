@@ -118,7 +118,7 @@ void cs_parse_match(struct cfg_schema *s, node_t *m, struct sl_route_match *rm) 
 
 static const char *const RATE_LIMIT_KEYS[] = {"name",     "key",      "rate", "burst",
                                               "max_keys", "override", "mode", "missing_key",
-                                              "new_keys", NULL};
+                                              "new_keys", "scope", NULL};
 static const char *const KEY_NAMES[] = {"client_ip", "device_class", "device_id", "route", NULL};
 
 static void parse_overrides(struct cfg_schema *s, node_t *ov, struct sl_rate_limit_cfg *rl) {
@@ -172,6 +172,7 @@ static uint64_t rate_limit_identity(const char *route, const struct sl_rate_limi
   h = sl_hash_mix_str(h, route);
   h = sl_hash_mix_str(h, rl->name);
   h = sl_hash_mix_u64(h, rl->key);
+  h = sl_hash_mix_u64(h, rl->scope);
   return sl_hash_mix_u64(h, rl->max_keys);
 }
 
@@ -227,6 +228,14 @@ static bool parse_rate_limit(struct cfg_schema *s, node_t *m, struct sl_route_cf
   if (ov) parse_overrides(s, ov, rl);
   cs_get_mode(s, m, &rl->mode);
   cs_get_missing_key(s, m, rl->key, &rl->missing_key);
+  static const char *const scopes[] = {"local", "global", NULL};
+  int sc;
+  if (cs_get_enum(s, m, "scope", scopes, &sc) > 0) {
+    rl->scope = (enum sl_rl_scope)sc;
+    if (rl->scope == SL_SCOPE_GLOBAL && !s->cfg->global.enabled)
+      cs_err(s, cs_val(m, "scope"), "rate limit: scope: global needs the top-level 'global' "
+                                    "section (global: {redis: \"HOST:PORT\"})");
+  }
   if (cs_get_name(s, m, "name", true, &rl->name) <= 0) {
     char buf[160];
     snprintf(buf, sizeof(buf), "%s/%s", r->name ? r->name : "?", KEY_NAMES[rl->key]);
@@ -234,7 +243,11 @@ static bool parse_rate_limit(struct cfg_schema *s, node_t *m, struct sl_route_cf
   }
   rl->identity = rate_limit_identity(r->name, rl);
   node_t *nk = cs_get_node(s, m, "new_keys", CFG_MAP);
-  if (nk) parse_new_keys(s, nk, r->name ? r->name : "?", rl);
+  if (nk && rl->scope == SL_SCOPE_GLOBAL)
+    cs_err(s, nk, "new_keys: applies to scope: local limits (a global limit's keys live in "
+                  "Redis; cap new keys with a local limit beside it)");
+  else if (nk)
+    parse_new_keys(s, nk, r->name ? r->name : "?", rl);
   return rl->rate.period_ns != 0;
 }
 

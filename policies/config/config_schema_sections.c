@@ -132,13 +132,17 @@ void cs_parse_listeners(struct cfg_schema *s, node_t *root) {
   CFG_CHECK_UNIQUE(s, "listener", cfg->listeners, cfg->n_listeners, struct sl_listener_cfg);
 }
 
-/* The bearer token in |path|: one line of RFC 6750 token68 characters
- * (surrounding blanks and a final newline ignored), at most 4096 bytes. */
-static void read_admin_token(struct cfg_schema *s, node_t *v, const char *path) {
+/* The secret in |path|, the value of |key| of |section| (messages): one line
+ * (surrounding blanks and a final newline ignored), at most 4096 bytes,
+ * of RFC 6750 token68 characters when |token68|, else of any printable
+ * ASCII. Returns it in the arena, or NULL after reporting an error at |v|. */
+const char *cs_read_secret(struct cfg_schema *s, node_t *v, const char *section, const char *key,
+                           const char *path, bool token68) {
+  const char *what = token68 ? "token" : "secret";
   FILE *f = fopen(path, "r");
   if (!f) {
-    cs_err(s, v, "admin: cannot read token_file %s: %s", path, strerror(errno));
-    return;
+    cs_err(s, v, "%s: cannot read %s %s: %s", section, key, path, strerror(errno));
+    return NULL;
   }
   char buf[4098];
   size_t n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -150,23 +154,25 @@ static void read_admin_token(struct cfg_schema *s, node_t *v, const char *path) 
   while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' || end[-1] == '\n')) end--;
   *end = '\0';
   if (more || end - p > 4096) {
-    cs_err(s, v, "admin: token_file %s: the token is longer than 4096 bytes", path);
-    return;
+    cs_err(s, v, "%s: %s %s: the %s is longer than 4096 bytes", section, key, path, what);
+    return NULL;
   }
   if (p == end) {
-    cs_err(s, v, "admin: token_file %s is empty", path);
-    return;
+    cs_err(s, v, "%s: %s %s is empty", section, key, path);
+    return NULL;
   }
   for (const char *q = p; q < end; q++) {
     /* strchr finds the terminating NUL too: a NUL byte is refused here,
-     * not left to cut the token short. */
-    if (*q == '\0' || (!isalnum((unsigned char)*q) && !strchr("-._~+/=", *q))) {
-      cs_err(s, v, "admin: token_file %s: the token may hold only letters, digits and -._~+/= "
-                   "(one line)", path);
-      return;
+     * not left to cut the secret short. */
+    bool ok = token68 ? *q != '\0' && (isalnum((unsigned char)*q) || strchr("-._~+/=", *q))
+                      : *q > 0x20 && *q < 0x7f;
+    if (!ok) {
+      cs_err(s, v, "%s: %s %s: the %s may hold only %s (one line)", section, key, path, what,
+             token68 ? "letters, digits and -._~+/=" : "printable ASCII without blanks");
+      return NULL;
     }
   }
-  s->cfg->admin_token = cs_sdup(s, p);
+  return cs_sdup(s, p);
 }
 
 void cs_parse_admin(struct cfg_schema *s, node_t *root) {
@@ -190,7 +196,7 @@ void cs_parse_admin(struct cfg_schema *s, node_t *root) {
   node_t *tf;
   if (cs_get_text(s, m, "token_file", &tf) > 0) {
     s->cfg->admin_token_file = cs_sdup(s, tf->str);
-    read_admin_token(s, tf, tf->str);
+    s->cfg->admin_token = cs_read_secret(s, tf, "admin", "token_file", tf->str, true);
   }
 }
 

@@ -28,6 +28,7 @@
 #include "core/access_log.h"
 #include "core/rand.h"
 #include "core/stream.h"
+#include "global/client.h"
 #include "core/worker-t.h"
 #include "upstream/upstream.h"
 #include "core/freelist.h"
@@ -364,6 +365,7 @@ void sl_stream_dispatch(struct sl_stream *s) {
       .now_ns = sl_now_ns(),
       .now_unix = (int64_t)ev_now(c->w->loop),
       .rnd = sl_rand64(),
+      .global = sl_global_client_port(c->w->global),
   };
   sl_admission_decide(&in, &s->adm);
   /* Exempt from the blocklist: an emergency close after a reload passes

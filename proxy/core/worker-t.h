@@ -16,6 +16,7 @@ struct sl_conn;
 struct sl_stream;
 struct sl_upconn;
 struct sl_pool;
+struct sl_global_client;
 
 /* One listener this worker accepts on; allocated one by one, since the
  * embedded watcher must not move while it is active. */
@@ -51,6 +52,9 @@ struct sl_worker {
   struct sl_conn *input_list; /* connections with buffered input to parse */
   struct sl_upconn *up_flush_list; /* upstream connections with queued writes */
   struct sl_pool *pools;
+  /* The client of the global limits' backend and this worker's leases
+   * (proxy/global/client.h); configured from each generation. */
+  struct sl_global_client *global;
   atomic_bool stop_requested;
   atomic_bool reload_requested;
   /* Generation number of the configuration (and listener set) this

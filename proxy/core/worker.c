@@ -25,6 +25,7 @@
 #include "core/conn.h"
 #include "core/container.h"
 #include "core/gen.h"
+#include "global/client.h"
 #include "core/listener-t.h"
 #include "core/stats.h"
 #include "core/stream.h"
@@ -355,6 +356,7 @@ static void wakeup_cb(struct ev_loop *loop, ev_async *a, int revents) {
     struct sl_gen *g = sl_gen_current_ref();
     struct sl_gen *old = w->gen;
     w->gen = g;
+    sl_global_client_configure(w->global, g->cfg); /* before |old| (its config) goes */
     worker_apply_listeners(w);
     sl_gen_unref(old);
     close_newly_blocked(w);
@@ -374,6 +376,8 @@ void sl_worker_init(struct sl_worker *w, int id, int n_workers, struct sl_gen *g
   ev_async_start(w->loop, &w->wakeup);
   ev_prepare_init(&w->flush_watcher, flush_cb);
   ev_prepare_start(w->loop, &w->flush_watcher);
+  w->global = sl_global_client_new(w->loop, id);
+  sl_global_client_configure(w->global, gen->cfg);
   worker_apply_listeners(w);
   atomic_init(&w->acked_generation, gen->cfg->generation);
 }
@@ -389,6 +393,8 @@ static void *worker_main(void *arg) {
     sl_pool_del(p);
   }
   w->pools = NULL;
+  sl_global_client_del(w->global);
+  w->global = NULL;
   sl_gen_unref(w->gen);
   w->gen = NULL;
   sl_stream_cache_drain();

@@ -1679,6 +1679,81 @@ static void test_every_prefix(void **state) {
   free(text);
 }
 
+
+/* `global:` (the backend of fleet-wide limits) and `scope: global`:
+ * defaults, values, the password read from its file and never printed,
+ * the printed form loading back the same, and errors at FILE:LINE:COL. */
+static void test_global_section(void **state) {
+  (void)state;
+  const char *pw = write_file("redis-password", "s3cret-pw\n");
+  char yaml[2048];
+  snprintf(yaml, sizeof(yaml),
+           BASE "    rate_limits:\n"
+                "      - {key: device_class, rate: 1000/s, burst: 100, scope: global}\n"
+                "      - {key: client_ip, rate: 5/s}\n"
+                "global:\n"
+                "  redis: \"127.0.0.1:6390\"\n"
+                "  password_file: %s\n"
+                "  database: 3\n"
+                "  command_timeout: 40ms\n"
+                "  key_prefix: \"fleet:\"\n"
+                "  expected_replicas: 8\n"
+                "  fallback: closed\n"
+                "  lease: 250ms\n",
+           pw);
+  struct sl_config *cfg = must_load(write_file("sluice.yaml", yaml));
+  const struct sl_global_cfg *g = &cfg->global;
+  assert_true(g->enabled);
+  assert_string_equal(g->redis.text, "127.0.0.1:6390");
+  assert_string_equal(g->password, "s3cret-pw");
+  assert_int_equal(g->database, 3);
+  assert_int_equal(g->connect_timeout_ms, 500); /* default */
+  assert_int_equal(g->command_timeout_ms, 40);
+  assert_string_equal(g->key_prefix, "fleet:");
+  assert_int_equal(g->expected_replicas, 8);
+  assert_int_equal(g->fallback, SL_FALLBACK_CLOSED);
+  assert_int_equal(g->lease_ms, 250);
+  assert_int_equal(cfg->routes[0].rate_limits[0].scope, SL_SCOPE_GLOBAL);
+  assert_int_equal(cfg->routes[0].rate_limits[1].scope, SL_SCOPE_LOCAL);
+  /* scope is part of what a table means: local and global never share state */
+  assert_true(cfg->routes[0].rate_limits[0].identity != 0);
+  char *printed = print_to_string(cfg);
+  assert_null(strstr(printed, "s3cret"));
+  assert_non_null(strstr(printed, "password_file:"));
+  assert_non_null(strstr(printed, "scope: global"));
+  struct sl_config *again = must_load(write_file("printed.yaml", printed));
+  char *printed2 = print_to_string(again);
+  assert_string_equal(printed, printed2);
+  assert_int_equal(again->global.identity, g->identity);
+  free(printed);
+  free(printed2);
+  sl_config_free(again);
+  sl_config_free(cfg);
+
+  /* no section: disabled, and no limit may be global */
+  cfg = must_load(write_file("sluice.yaml", BASE));
+  assert_false(cfg->global.enabled);
+  sl_config_free(cfg);
+  expect_only_error(BASE "    rate_limits:\n"
+                         "      - {key: route, rate: 10/s, scope: global}\n",
+                    11, 41, "scope: global needs the top-level 'global' section");
+  expect_only_error(BASE "global: {expected_replicas: 2}\n", 10, 9, "global: missing 'redis'");
+  expect_only_error(BASE "global: {redis: \"127.0.0.1:6379\", fallback: sideways}\n", 10, 45,
+                    "fallback");
+  expect_only_error(BASE "global: {redis: \"127.0.0.1:6379\", lease: 1s, command_timeout: 20s}\n",
+                    10, 63, "command_timeout 20000ms is more than 10 leases");
+  expect_only_error(BASE "global: {redis: \"127.0.0.1:6379\", key_prefix: \"a{b}\"}\n", 10, 47,
+                    "key_prefix");
+  expect_only_error(BASE "global: {redis: \"127.0.0.1:6379\", scope: global}\n", 10, 35,
+                    "unknown key 'scope' in global");
+  snprintf(yaml, sizeof(yaml), BASE "global: {redis: \"127.0.0.1:6379\", password_file: %s}\n",
+           write_file("empty-password", "\n"));
+  struct sl_config_errors errs = {0};
+  assert_null(load_text(yaml, &errs));
+  expect_error(&errs, "sluice.yaml", 10, 50, "is empty");
+  sl_config_errors_free(&errs);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_parse_duration, setup, teardown),
@@ -1716,6 +1791,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rate_limits_per_route_bounded, setup, teardown),
       cmocka_unit_test_setup_teardown(test_null_is_absent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_every_prefix, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_global_section, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
