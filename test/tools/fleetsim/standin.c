@@ -27,6 +27,7 @@
 #include <ev.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/sha.h>
@@ -62,7 +63,6 @@ struct sd_conn {
 	size_t len, cap;
 	char *out;               /* pending output */
 	size_t out_len, out_off;
-	size_t head_len;         /* bytes of the current request head (+ body) */
 	ev_tstamp arrived;       /* when the request head was complete */
 	int upgrade;             /* the request asks for a WebSocket */
 	int close_after;         /* Connection: close, or protocol error */
@@ -287,23 +287,29 @@ static void sd_conn_advance(struct sd_conn *c)
 		sd_conn_free(c);
 		return;
 	}
-	/* The request is done: drop its bytes, keep what was pipelined. */
-	memmove(c->buf, c->buf + c->head_len, c->len - c->head_len);
-	c->len -= c->head_len;
-	c->head_len = 0;
 	if (c->upgrade) {
 		c->state = SD_TUNNEL;
 		g_tunnels++;
-		if (c->len == 0) {
-			free(c->buf); /* an idle tunnel holds no buffer */
-			c->buf = NULL;
-			c->cap = 0;
-		}
 	} else {
 		c->state = SD_READING;
 	}
 	sd_conn_want(c, EV_READ);
 	sd_conn_process(c);
+}
+
+/* Drops the first N input bytes; an empty buffer is freed at once, so an
+ * idle tunnel or a queued request holds none, and a storm of connections
+ * reuses one freed chunk instead of leaving a buffer between every two
+ * structs (which no malloc_trim can give back). */
+static void sd_conn_consume(struct sd_conn *c, size_t n)
+{
+	memmove(c->buf, c->buf + n, c->len - n);
+	c->len -= n;
+	if (c->len == 0) {
+		free(c->buf);
+		c->buf = NULL;
+		c->cap = 0;
+	}
 }
 
 /* ---- the worker pool ---- */
@@ -414,7 +420,7 @@ static void sd_bad_request(struct sd_conn *c, int status, const char *reason)
 {
 	c->close_after = 1;
 	c->upgrade = 0;
-	c->head_len = c->len;
+	sd_conn_consume(c, c->len);
 	sd_respond(c, status, reason, "{\"error\":\"bad_request\"}");
 	sd_conn_advance(c);
 }
@@ -472,7 +478,7 @@ static void sd_conn_http(struct sd_conn *c)
 		}
 		return; /* the body is not all here yet */
 	}
-	c->head_len = hl + body;
+	sd_conn_consume(c, hl + body); /* what the head said is kept in the struct */
 	c->arrived = ev_now(g_loop);
 	if (healthz) {
 		c->upgrade = 0;
@@ -537,9 +543,7 @@ static void sd_conn_ws(struct sd_conn *c)
 			sd_conn_free(c);
 			return;
 		}
-		size_t used = off + 4 + plen;
-		memmove(c->buf, c->buf + used, c->len - used);
-		c->len -= used;
+		sd_conn_consume(c, off + 4 + plen);
 		if (op == 8)
 			c->close_after = 1;
 		if (c->out_len) {
@@ -558,6 +562,8 @@ static void sd_conn_ws(struct sd_conn *c)
 
 static void sd_conn_process(struct sd_conn *c)
 {
+	if (c->len == 0)
+		return;
 	if (c->state == SD_READING)
 		sd_conn_http(c);
 	else if (c->state == SD_TUNNEL)
@@ -634,7 +640,8 @@ static void sd_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static void sd_report(struct ev_loop *loop)
 {
-	qsort(g_tick.lat, g_tick.lat_n, sizeof(double), sd_cmp_double);
+	if (g_tick.lat_n)
+		qsort(g_tick.lat, g_tick.lat_n, sizeof(double), sd_cmp_double);
 	fprintf(g_stats,
 		"{\"type\":\"tick\",\"t\":%.3f,\"requests\":%llu,\"ok\":%llu,\"errors_500\":%llu,"
 		"\"stalled\":%llu,\"inflight\":%d,\"queued\":%zu,\"failing\":%zu,\"stalled_now\":%zu,\"tunnels\":%zu,"
@@ -645,6 +652,10 @@ static void sd_report(struct ev_loop *loop)
 		sd_percentile(g_tick.lat, g_tick.lat_n, 0.50),
 		sd_percentile(g_tick.lat, g_tick.lat_n, 0.99));
 	fflush(g_stats);
+	/* A storm leaves the read buffers of thousands of new tunnels freed
+	 * between their structs; hand those pages back so the resident set is
+	 * what the idle tunnels hold. */
+	malloc_trim(0);
 	g_tick.requests = g_tick.ok = g_tick.errors_500 = g_tick.stalled = 0;
 	g_tick.lat_n = 0;
 }
