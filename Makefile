@@ -171,11 +171,11 @@ check: build/sluice
 	./build/sluice check -c deploy/examples/sluice.yaml
 
 demo: deps
-	$(MAKE) build/sluice
+	$(MAKE) build/sluice tools
 	$(PYTHON) deploy/demo.py --sluice ./build/sluice
 
 run: deps
-	$(MAKE) build/sluice
+	$(MAKE) build/sluice tools
 	$(PYTHON) deploy/demo.py --sluice ./build/sluice --forever
 
 # The load tools of test/tools/fleetsim/ (make demo, make run, integration):
