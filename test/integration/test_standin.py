@@ -37,8 +37,8 @@ class Standin:
             pytest.fail("%s missing: make build/standin" % STANDIN)
         res = reserve_port()
         self.port = res.port
-        self.stats_path = str(tmp_path / "standin.jsonl")
-        self.err_path = str(tmp_path / "standin.err")
+        self.stats_path = str(tmp_path / ("standin-%d.jsonl" % self.port))
+        self.err_path = str(tmp_path / ("standin-%d.err" % self.port))
         res.release()
         self.err = open(self.err_path, "wb")
         self.proc = subprocess.Popen(
@@ -52,7 +52,8 @@ class Standin:
 
     def ticks(self):
         out = []
-        for line in read_text(self.stats_path).splitlines():
+        text = read_text(self.stats_path)
+        for line in text[:text.rfind("\n") + 1].splitlines():  # whole lines only
             if line.strip():
                 out.append(json.loads(line))
         return out
