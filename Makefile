@@ -63,7 +63,7 @@ endef
 REL_OBJS := $(call objs,build)
 SAN_OBJS := $(call objs,build/san)
 
-.PHONY: all test unit integration demo run bench clean deps check fuzz tsan layers image
+.PHONY: all test unit integration demo run bench clean deps check fuzz tsan layers image tools
 all: build/sluice
 
 deps:
@@ -171,12 +171,20 @@ check: build/sluice
 	./build/sluice check -c deploy/examples/sluice.yaml
 
 demo: deps
-	$(MAKE) build/sluice
+	$(MAKE) build/sluice tools
 	$(PYTHON) deploy/demo.py --sluice ./build/sluice
 
 run: deps
-	$(MAKE) build/sluice
+	$(MAKE) build/sluice tools
 	$(PYTHON) deploy/demo.py --sluice ./build/sluice --forever
+
+# The load tools of test/tools/fleetsim/ (make demo, make run, integration):
+# build/standin is the stand-in identity API with a bounded worker pool.
+tools: build/standin
+
+build/standin: test/tools/fleetsim/standin.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(OPTFLAGS) -D_GNU_SOURCE -o $@ $< -lev -lssl -lcrypto -lm
 
 # The runtime image: FROM scratch, filled with build/sluice and what it
 # links (scripts/image-rootfs.sh); no base image is pulled.

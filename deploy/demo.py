@@ -442,6 +442,11 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--devices", type=int, default=300, help="devices in the reconnect storm")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--storm", action="store_true",
+                    help="then the fleetsim storm twice, direct and through sluice "
+                         "(deploy/demo_storm.py; needs make tools)")
+    ap.add_argument("--storm-devices", type=int, default=10000)
+    ap.add_argument("--storm-duration", type=int, default=40, help="seconds per run")
     args = ap.parse_args()
 
     binary = os.path.abspath(args.sluice)
@@ -518,6 +523,19 @@ def main():
         rc = s.stop(timeout=15)
         expect(rc == 0, "sluice exited with %d on SIGTERM" % rc)
         say("sluice exited 0; demo took %.1f s" % (time.monotonic() - started))
+        if args.storm:
+            import demo_storm  # noqa: E402  (deploy/, beside this file)
+            step("the storm twice: %d devices straight at the stand-in API, then through sluice"
+                 % args.storm_devices)
+            try:
+                results = demo_storm.storm_pair(binary, tmp, args.storm_devices,
+                                                args.storm_duration, demo_config_text())
+            except demo_storm.StormError as e:
+                raise DemoError(str(e))
+            print(demo_storm.table(results), flush=True)
+            out = os.path.join(REPO, "build", "demo", "storm.svg")
+            demo_storm.write_picture(results, out)
+            say("picture: %s" % os.path.relpath(out, REPO))
         return 0
     except (DemoError, helpers.HarnessError, AssertionError, OSError, ValueError, KeyError,
             TimeoutError, subprocess.SubprocessError) as e:
