@@ -158,7 +158,7 @@ tsan: $(TSAN_BINS)
 		echo "== $$t"; TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" $$t; \
 	done
 
-integration: build/san/sluice build/sluice build/bench/idle_client
+integration: build/san/sluice build/sluice build/bench/idle_client tools
 	SLUICE_BIN=$(CURDIR)/build/san/sluice $(PYTHON) -m pytest -q -rs -p no:cacheprovider \
 		test/integration $(PYTEST_ARGS)
 
