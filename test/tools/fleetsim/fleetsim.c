@@ -398,8 +398,11 @@ static void report_summary(double duration)
     getrusage(RUSAGE_SELF, &ru);
     double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
                  ru.ru_stime.tv_usec / 1e6;
-    fprintf(fs.out, "{\"type\":\"summary\",\"devices\":%d,\"duration_s\":%.3f,", fs.cfg.devices,
-            duration);
+    int crash = 0;
+    for (int i = 0; i < fs.cfg.devices; i++)
+        crash += fs.devs[i].crashloop;
+    fprintf(fs.out, "{\"type\":\"summary\",\"devices\":%d,\"crashloop_devices\":%d,"
+            "\"duration_s\":%.3f,", fs.cfg.devices, crash, duration);
     print_counts(&fs.total);
     fprintf(fs.out, ",\"connected\":%llu,\"connected_max\":%llu,\"storms\":[",
             (unsigned long long)fs.connected, (unsigned long long)fs.connected_max);
