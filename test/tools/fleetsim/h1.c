@@ -96,23 +96,20 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED; /* one response per exchange; keep the rest unread */
 }
 
-static llhttp_settings_t h1_settings;
-static int h1_settings_ready;
+/* llhttp_settings_init() only zeroes: a static initializer is the same. */
+static const llhttp_settings_t h1_settings = {
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
 
 struct fs_exchange *h1_exchange_new(const struct device *d, int upgrade)
 {
     const struct fs_config *c = &fs.cfg;
-    if (!h1_settings_ready) {
-        llhttp_settings_init(&h1_settings);
-        h1_settings.on_header_field = on_header_field;
-        h1_settings.on_header_field_complete = on_header_field_complete;
-        h1_settings.on_header_value = on_header_value;
-        h1_settings.on_header_value_complete = on_header_value_complete;
-        h1_settings.on_headers_complete = on_headers_complete;
-        h1_settings.on_body = on_body;
-        h1_settings.on_message_complete = on_message_complete;
-        h1_settings_ready = 1;
-    }
     /* The request is built on the stack, then the exchange allocated to
      * fit it: thousands of exchanges may be in flight in a storm. */
     char req[H1_REQ_MAX];
