@@ -239,3 +239,42 @@ def test_tls_unverified_certificate_is_a_tls_error(start_sluice, upstream, tls_c
     check_sums(ticks, summary)
     assert summary["admitted"] == 0 and set(summary["errors_by"]) <= {"tls", "unfinished"}, summary
     assert summary["errors_by"].get("tls", 0) >= 5, summary
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["ws-h2", "poll-h2"])
+def test_h2_modes_admitted(start_sluice, upstream, mode):
+    """ws-h2: an RFC 8441 extended CONNECT per device, held (sluice turns it
+    into an h1 Upgrade to upstream.py /ws); poll-h2: a GET per 300 ms on the
+    kept h2c session, at most 1 + floor(D / 0.3) per device."""
+    n, duration = 100, 2.0
+    s = start_sluice(fleet_config())
+    ticks, summary = run_fleetsim(s.port, "--devices", n, "--mode", mode, "--path",
+                                  "/ws" if mode == "ws-h2" else "/v1/connect",
+                                  "--poll-interval", 300, "--duration", duration)
+    check_sums(ticks, summary)
+    assert summary["refused"] == 0 and summary["errors_by"].keys() <= {"unfinished"}, summary
+    assert summary["connected"] == n, summary
+    if mode == "ws-h2":
+        assert summary["attempts"] == n
+    else:
+        assert n * 2 <= summary["attempts"] <= n * (1 + int(duration / 0.3)), summary
+
+
+@pytest.mark.timeout(60)
+def test_h2_refusals_by_error_field_and_tls_alpn_h2(start_sluice, upstream, tls_cert):
+    """Over TLS with ALPN h2, a device-class limit refuses ws-h2 tunnels:
+    counted under "429 rate_limited" from the h2 response body; with
+    retry-after honoured, admitted <= B + R x D + 1 (as over h1)."""
+    n, rate, burst, duration = 100, 20, 20, 2.0
+    cfg = fleet_config(routes=[route(rate_limits=[
+        {"key": "device_class", "rate": "%d/s" % rate, "burst": burst}])])
+    cfg["listeners"][0]["tls"] = {"certificate": tls_cert.ecdsa.cert, "private_key": tls_cert.ecdsa.key}
+    s = start_sluice(cfg)
+    ticks, summary = run_fleetsim(s.port, "--tls", "--cacert", tls_cert.ecdsa.cert, "--devices", n,
+                                  "--mode", "ws-h2", "--path", "/ws", "--class", "homey=1",
+                                  "--reconnect", "retry-after", "--duration", duration)
+    check_sums(ticks, summary)
+    assert set(summary["refused_by"]) == {"429 rate_limited"}, summary
+    assert burst <= summary["admitted"] <= burst + rate * duration + 1, summary
+    assert summary["connected"] == summary["admitted"], summary

@@ -27,6 +27,8 @@
 
 static int dev_is_ws(void) { return fs.cfg.mode == FS_WS_H1 || fs.cfg.mode == FS_WS_H2; }
 
+static int dev_is_h2(void) { return fs.cfg.mode == FS_WS_H2 || fs.cfg.mode == FS_POLL_H2; }
+
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
@@ -59,6 +61,7 @@ static void dev_close(struct device *d)
 {
     if (d->io.fd >= 0) {
         ev_io_stop(fs.loop, &d->io);
+        h2_session_free(d);
         net_close(d);
         close(d->io.fd);
         ev_io_set(&d->io, -1, 0);
@@ -131,14 +134,18 @@ static void attempt_start(struct device *d)
     fs.started++;
     fs.inflight++;
     d->attempt_start = ev_time();
-    d->x = h1_exchange_new(d, dev_is_ws());
-    if (!d->x) {
+    d->x = dev_is_h2() ? NULL : h1_exchange_new(d, dev_is_ws());
+    if (!d->x && !dev_is_h2()) {
         attempt_failed(d, "alloc", NULL);
         return;
     }
     timer_arm(d, fs.cfg.timeout);
     if (d->io.fd >= 0) { /* poll on the kept connection */
         d->state = DEV_EXCHANGE;
+        if (d->h2 && h2_attempt_begin(d) < 0) {
+            attempt_failed(d, "protocol", NULL);
+            return;
+        }
         io_want(d, EV_READ | EV_WRITE);
         return;
     }
@@ -176,21 +183,25 @@ static void attempt_start(struct device *d)
 /* A whole response arrived. */
 static void attempt_answered(struct device *d)
 {
-    int status = h1_status(d->x);
+    int h2 = d->h2 != NULL;
+    int status = h2 ? h2_status(d) : h1_status(d->x);
     int ws = dev_is_ws();
     if (status >= 400) {
         char key[64];
-        h1_refusal_key(d->x, key, sizeof key);
-        int ra = h1_retry_after(d->x);
+        if (h2)
+            h2_refusal_key(d, key, sizeof key);
+        else
+            h1_refusal_key(d->x, key, sizeof key);
+        int ra = h2 ? h2_retry_after(d) : h1_retry_after(d->x);
         d->retry_after = ra > 0 ? (ra < UINT16_MAX ? ra : UINT16_MAX) : 0;
         attempt_failed(d, NULL, key);
         return;
     }
-    if (ws ? status != 101 : status < 200) {
+    if (ws ? status != (h2 ? 200 : 101) : status < 200) {
         attempt_failed(d, "protocol", NULL);
         return;
     }
-    int keep = ws || h1_keep_alive(d->x);
+    int keep = ws || h2 || h1_keep_alive(d->x);
     fs_count_admitted((ev_time() - d->attempt_start) * 1000.0);
     attempt_end(d);
     d->failures = 0;
@@ -222,6 +233,73 @@ static void dev_lost(struct device *d)
     dev_wait(d, dev_backoff(d));
 }
 
+/* The connection is up (and TLS done): the exchange starts. h2: the
+ * session and the attempt's stream. Returns -1 when the attempt failed. */
+static int exchange_open(struct device *d)
+{
+    d->state = DEV_EXCHANGE;
+    if (dev_is_h2()) {
+        if (d->ssl && !net_alpn_is(d, "h2")) {
+            attempt_failed(d, "protocol", NULL); /* the server did not pick h2 */
+            return -1;
+        }
+        if (h2_session_new(d) < 0 || h2_attempt_begin(d) < 0) {
+            attempt_failed(d, "protocol", NULL);
+            return -1;
+        }
+    }
+    io_want(d, EV_READ | EV_WRITE);
+    return 0;
+}
+
+/* h2, in an exchange or holding: the session reads and writes; the
+ * attempt ends when its stream has an answer or is reset. */
+static void h2_io(struct device *d, int revents)
+{
+    char buf[8192];
+    int want, holding = d->state == DEV_HOLDING;
+    if (revents & EV_READ) {
+        for (int i = 0; i < 16; i++) {
+            ssize_t r = net_recv(d, buf, sizeof buf, &want);
+            if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                break;
+            if (r <= 0) {
+                if (holding)
+                    dev_lost(d);
+                else
+                    attempt_failed(d, d->ssl && r < 0 && errno == EPROTO ? "tls" : "reset", NULL);
+                return;
+            }
+            enum h1_result res = h2_read(d, buf, (size_t)r);
+            if (holding) {
+                if (res == H1_BAD || h2_tunnel_lost(d)) {
+                    dev_lost(d);
+                    return;
+                }
+                continue;
+            }
+            if (res == H1_BAD || res == H1_RESET) {
+                attempt_failed(d, res == H1_BAD ? "protocol" : "reset", NULL);
+                return;
+            }
+            if (res == H1_DONE) {
+                attempt_answered(d);
+                if (d->state != DEV_HOLDING || !d->h2)
+                    return;
+                holding = 1;
+            }
+        }
+    }
+    if (h2_write(d) < 0) {
+        if (holding)
+            dev_lost(d);
+        else
+            attempt_failed(d, "reset", NULL);
+        return;
+    }
+    io_want(d, h2_want_write(d) ? EV_READ | EV_WRITE : EV_READ);
+}
+
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct device *d = DEV_OF(w, io);
@@ -239,9 +317,9 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
                 return;
             }
             d->state = DEV_HANDSHAKE;
+        } else if (exchange_open(d) < 0) {
+            return;
         } else {
-            d->state = DEV_EXCHANGE;
-            io_want(d, EV_READ | EV_WRITE);
             revents = EV_WRITE;
         }
     }
@@ -256,9 +334,17 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
             io_want(d, want);
             return;
         }
-        d->state = DEV_EXCHANGE;
-        io_want(d, EV_READ | EV_WRITE);
+        if (exchange_open(d) < 0)
+            return;
         revents = EV_WRITE;
+    }
+    if (d->state == DEV_EXCHANGE && d->h2) {
+        h2_io(d, revents);
+        return;
+    }
+    if (d->state == DEV_HOLDING && d->h2) {
+        h2_io(d, revents);
+        return;
     }
     if (d->state == DEV_EXCHANGE) {
         if (revents & EV_WRITE) {
@@ -339,6 +425,42 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     default:
         break;
     }
+}
+
+int device_headers(const struct device *d, struct fs_header *out, char *store, size_t store_len)
+{
+    const struct fs_config *c = &fs.cfg;
+    const struct fs_class *cl = &c->classes[d->cls];
+    int n = 0;
+    size_t used = 0;
+#define DEV_HDR(nm, val) \
+    (out[n].name = (nm), out[n].name_len = strlen(nm), out[n].value = (val), \
+     out[n].value_len = strlen(val), n++)
+    int l = snprintf(store, store_len, "dev-%u", d->idx);
+    DEV_HDR(c->id_header, store);
+    used = (size_t)l + 1;
+    if (cl->name[0])
+        DEV_HDR("x-device-class", cl->name);
+    if (cl->firmware[0])
+        DEV_HDR("x-firmware-version", cl->firmware);
+    if (c->xff.set && used + 16 <= store_len) {
+        uint32_t a = c->xff.base + d->idx % c->xff.count;
+        snprintf(store + used, store_len - used, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255,
+                 (a >> 8) & 255, a & 255);
+        DEV_HDR("x-forwarded-for", store + used);
+    }
+#undef DEV_HDR
+    for (int i = 0; i < c->nheaders; i++) { /* "Name: value", checked by the flags */
+        const char *h = c->headers[i], *colon = strchr(h, ':'), *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        out[n].name = h;
+        out[n].name_len = (size_t)(colon - h);
+        out[n].value = v;
+        out[n].value_len = strlen(v);
+        n++;
+    }
+    return n;
 }
 
 void device_start(struct device *d, double delay)

@@ -276,8 +276,6 @@ static void parse_flags(int argc, char **argv)
     struct in_addr ip;
     if (!c->sni[0] && inet_pton(AF_INET, c->host_only, &ip) != 1)
         snprintf(c->sni, sizeof c->sni, "%s", c->host_only);
-    if (c->mode == FS_WS_H2 || c->mode == FS_POLL_H2)
-        usage_error("--mode ws-h2 and poll-h2 are not implemented yet");
     if (fw)
         parse_pairs("--firmware", fw, 1);
     if (c->nclasses == 0)

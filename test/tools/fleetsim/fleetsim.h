@@ -101,6 +101,7 @@ struct device {
     ev_timer timer;
     struct fs_exchange *x;   /* only while an attempt is in flight */
     struct ssl_st *ssl;      /* --tls: as long as the connection */
+    struct fs_h2 *h2;        /* h2 modes: the session, as long as the connection */
     double attempt_start;    /* ev_now at the attempt's start */
     uint32_t idx;
     uint16_t failures;       /* consecutive failed attempts (backoff exponent) */
@@ -139,6 +140,14 @@ void fs_connected_add(int delta);
 double fs_random(void);
 
 /* device.c */
+/* The headers a device sends about itself (id, class, firmware, X-Forwarded-For,
+ * --header), in |store|; returns the count (<= FS_DEV_HEADERS). */
+#define FS_DEV_HEADERS (4 + FS_MAX_HEADERS)
+struct fs_header {
+    const char *name, *value;
+    size_t name_len, value_len;
+};
+int device_headers(const struct device *d, struct fs_header *out, char *store, size_t store_len);
 void device_init(struct device *d, uint32_t idx);
 void device_start(struct device *d, double delay);
 void device_storm(struct device *d);
@@ -155,7 +164,7 @@ ssize_t net_recv(struct device *d, void *buf, size_t n, int *want);
 void net_close(struct device *d);
 
 /* h1.c: the exchange of one attempt over HTTP/1.1. */
-enum h1_result { H1_MORE, H1_DONE, H1_BAD };
+enum h1_result { H1_MORE, H1_DONE, H1_BAD, H1_RESET };
 struct fs_exchange *h1_exchange_new(const struct device *d, int upgrade);
 void h1_exchange_free(struct fs_exchange *x);
 /* Bytes still to send: *buf, returns the count. */
@@ -169,5 +178,21 @@ int h1_keep_alive(const struct fs_exchange *x);
 int h1_retry_after(const struct fs_exchange *x);
 /* "429 rate_limited" (status + the JSON body's "error"), or "429". */
 void h1_refusal_key(const struct fs_exchange *x, char *out, size_t n);
+void fs_refusal_key(int status, const char *body, char *out, size_t n);
+
+/* h2.c: the nghttp2 client session of one connection; one attempt (a
+ * stream) at a time: ws-h2 an RFC 8441 CONNECT held open, poll-h2 a GET.
+ * Results as for h1 (H1_RESET: the stream was reset before its answer). */
+struct fs_h2;
+int h2_session_new(struct device *d);
+void h2_session_free(struct device *d);
+int h2_attempt_begin(struct device *d);
+int h2_write(struct device *d);          /* -1: the connection failed */
+int h2_want_write(const struct device *d);
+enum h1_result h2_read(struct device *d, const char *buf, size_t n);
+int h2_tunnel_lost(const struct device *d);
+int h2_status(const struct device *d);
+int h2_retry_after(const struct device *d);
+void h2_refusal_key(const struct device *d, char *out, size_t n);
 
 #endif

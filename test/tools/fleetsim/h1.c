@@ -113,20 +113,13 @@ struct fs_exchange *h1_exchange_new(const struct device *d, int upgrade)
     /* The request is built on the stack, then the exchange allocated to
      * fit it: thousands of exchanges may be in flight in a storm. */
     char req[H1_REQ_MAX];
-    const struct fs_class *cl = &c->classes[d->cls];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\n%s: dev-%u\r\n",
-                     c->path, c->host, c->id_header, d->idx);
-    if (cl->name[0])
-        n += snprintf(req + n, sizeof req - n, "X-Device-Class: %s\r\n", cl->name);
-    if (cl->firmware[0])
-        n += snprintf(req + n, sizeof req - n, "X-Firmware-Version: %s\r\n", cl->firmware);
-    if (c->xff.set) {
-        uint32_t a = c->xff.base + d->idx % c->xff.count;
-        n += snprintf(req + n, sizeof req - n, "X-Forwarded-For: %u.%u.%u.%u\r\n",
-                      a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
-    }
-    for (int i = 0; i < c->nheaders; i++)
-        n += snprintf(req + n, sizeof req - n, "%s\r\n", c->headers[i]);
+    struct fs_header h[FS_DEV_HEADERS];
+    char store[64];
+    int nh = device_headers(d, h, store, sizeof store);
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\n", c->path, c->host);
+    for (int i = 0; i < nh; i++)
+        n += snprintf(req + n, sizeof req - n, "%.*s: %.*s\r\n", (int)h[i].name_len, h[i].name,
+                      (int)h[i].value_len, h[i].value);
     if (upgrade)
         n += snprintf(req + n, sizeof req - n,
                       "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
@@ -176,7 +169,12 @@ int h1_retry_after(const struct fs_exchange *x) { return x->retry_after; }
 
 void h1_refusal_key(const struct fs_exchange *x, char *out, size_t n)
 {
-    const char *p = strstr(x->body, "\"error\"");
+    fs_refusal_key(x->status, x->body, out, n);
+}
+
+void fs_refusal_key(int status, const char *body, char *out, size_t n)
+{
+    const char *p = strstr(body, "\"error\"");
     if (p) {
         p += 7;
         while (*p == ' ' || *p == ':')
@@ -184,12 +182,12 @@ void h1_refusal_key(const struct fs_exchange *x, char *out, size_t n)
         if (*p == '"') {
             const char *q = strchr(++p, '"');
             if (q && q - p < 48) {
-                snprintf(out, n, "%d %.*s", x->status, (int)(q - p), p);
+                snprintf(out, n, "%d %.*s", status, (int)(q - p), p);
                 return;
             }
         }
     }
-    snprintf(out, n, "%d", x->status);
+    snprintf(out, n, "%d", status);
 }
 
 enum h1_result h1_eof(struct fs_exchange *x)
