@@ -179,6 +179,9 @@ int h1_retry_after(const struct fs_exchange *x);
 /* "429 rate_limited" (status + the JSON body's "error"), or "429". */
 void h1_refusal_key(const struct fs_exchange *x, char *out, size_t n);
 void fs_refusal_key(int status, const char *body, char *out, size_t n);
+/* Appends to a NUL-terminated |body| of |cap| bytes what fits (the start of
+ * a refusal body is all the simulator reads). */
+void fs_body_keep(char *body, size_t cap, size_t *len, const void *data, size_t n);
 
 /* h2.c: the nghttp2 client session of one connection; one attempt (a
  * stream) at a time: ws-h2 an RFC 8441 CONNECT held open, poll-h2 a GET.

@@ -73,12 +73,7 @@ static int on_header_value_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct fs_exchange *x = p->data;
-    size_t room = sizeof x->body - 1 - x->body_len;
-    if (len > room)
-        len = room;
-    memcpy(x->body + x->body_len, at, len);
-    x->body_len += len;
-    x->body[x->body_len] = 0;
+    fs_body_keep(x->body, sizeof x->body, &x->body_len, at, len);
     return 0;
 }
 
@@ -170,6 +165,16 @@ int h1_retry_after(const struct fs_exchange *x) { return x->retry_after; }
 void h1_refusal_key(const struct fs_exchange *x, char *out, size_t n)
 {
     fs_refusal_key(x->status, x->body, out, n);
+}
+
+void fs_body_keep(char *body, size_t cap, size_t *len, const void *data, size_t n)
+{
+    size_t room = cap - 1 - *len;
+    if (n > room)
+        n = room;
+    memcpy(body + *len, data, n);
+    *len += n;
+    body[*len] = 0;
 }
 
 void fs_refusal_key(int status, const char *body, char *out, size_t n)

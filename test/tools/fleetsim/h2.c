@@ -48,12 +48,7 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
     struct fs_h2 *h = ud;
     if (id != h->stream)
         return 0;
-    size_t room = sizeof h->body - 1 - h->body_len;
-    if (len > room)
-        len = room;
-    memcpy(h->body + h->body_len, data, len);
-    h->body_len += len;
-    h->body[h->body_len] = 0;
+    fs_body_keep(h->body, sizeof h->body, &h->body_len, data, len);
     return 0;
 }
 
