@@ -53,6 +53,7 @@ def main():
     ap.add_argument("--duration", type=float, default=20)
     ap.add_argument("--ramp", type=float, default=2)
     ap.add_argument("--direct", action="store_true", help="fleetsim straight at standin")
+    ap.add_argument("--tls", action="store_true", help="sluice's listener on TLS (a fresh self-signed ECDSA cert)")
     ap.add_argument("--extra", default="", help="more fleetsim flags")
     a = ap.parse_args()
 
@@ -71,6 +72,9 @@ def main():
         cfg = helpers.base_config()
         cfg["listeners"][0]["timeouts"] = {"request_header": "10s", "idle": "120s"}
         cfg["upstreams"]["identity"]["max_connections"] = 20000
+        if a.tls:
+            cert = helpers.make_cert(work, "ecdsa")
+            cfg["listeners"][0]["tls"] = {"certificate": cert.cert, "private_key": cert.key}
         sl = helpers.Sluice(work, cfg, upstream=sport.port, binary=a.sluice)
         sl.start()
         target = sl.port
@@ -79,6 +83,8 @@ def main():
         cmd = [a.fleetsim, "--target", "127.0.0.1:%d" % target, "--devices", str(a.devices),
                "--mode", a.mode, "--sources", "127.1.0.0/16", "--ramp", str(a.ramp),
                "--duration", str(a.duration), "--out", out] + a.extra.split()
+        if a.tls:
+            cmd += ["--tls", "--cacert", cert.cert]
         t0 = time.time()
         fs = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         # RSS of the others near the end of the hold (fleetsim reports its own).
