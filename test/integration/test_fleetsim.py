@@ -119,6 +119,12 @@ def test_rate_limited_class_retry_after_honoured(start_sluice, upstream):
     assert summary["connected"] == summary["admitted"], summary
     # Every device made its first attempt at once (no --ramp).
     assert ticks[0]["started"] == n, ticks[0]
+    # The bound tells the behaviours apart: retrying at once, the same fleet
+    # makes many times more attempts in the same time (each refusal is one
+    # loopback round trip).
+    _, hammer = run_fleetsim(s.port, "--devices", n, "--mode", "ws-h1", "--path", "/ws",
+                             "--class", "homey=1", "--reconnect", "none", "--duration", 1.0)
+    assert hammer["attempts"] > n * (1 + duration), hammer
 
 
 @pytest.mark.timeout(60)
