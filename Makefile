@@ -168,10 +168,14 @@ FLEETSIM_OBJS := $(patsubst %.c,build/obj/%.o,$(FLEETSIM_SRC)) \
 build/fleetsim: $(FLEETSIM_OBJS)
 	$(CC) $(OPTFLAGS) -o $@ $^ -lev -lnghttp2 -lssl -lcrypto -lm
 
+# The same under ASan/UBSan: what make integration runs test_fleetsim.py with.
+build/san/fleetsim: $(subst build/obj/,build/san/obj/,$(FLEETSIM_OBJS))
+	$(CC) $(SAN_FLAGS) -o $@ $^ -lev -lnghttp2 -lssl -lcrypto -lm
+
 tools: build/fleetsim
 
-integration: build/san/sluice build/sluice build/bench/idle_client tools
-	SLUICE_BIN=$(CURDIR)/build/san/sluice $(PYTHON) -m pytest -q -rs -p no:cacheprovider \
+integration: build/san/sluice build/sluice build/bench/idle_client tools build/san/fleetsim
+	SLUICE_BIN=$(CURDIR)/build/san/sluice FLEETSIM_BIN=$(CURDIR)/build/san/fleetsim $(PYTHON) -m pytest -q -rs -p no:cacheprovider \
 		test/integration $(PYTEST_ARGS)
 
 test: deps

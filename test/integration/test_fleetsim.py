@@ -3,7 +3,8 @@ a few hundred devices for a few seconds each. The reports must add up
 (attempts = admitted + refused + errors, per tick and in the summary, and
 the ticks sum to the summary), refusals are counted by status and the body's
 "error", Retry-After is honoured, a storm is followed by a recovery time,
-and bad flags exit 2 with a message."""
+and bad flags exit 2 with a message. make integration runs it with
+FLEETSIM_BIN=build/san/fleetsim (ASan/UBSan: a report fails the exit code)."""
 
 import json
 import os
