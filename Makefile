@@ -158,8 +158,24 @@ tsan: $(TSAN_BINS)
 		echo "== $$t"; TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" $$t; \
 	done
 
-integration: build/san/sluice build/sluice build/bench/idle_client tools
-	SLUICE_BIN=$(CURDIR)/build/san/sluice $(PYTHON) -m pytest -q -rs -p no:cacheprovider \
+# The fleet simulator (test/tools/fleetsim/, README.md "Fleet simulator"):
+# its own program on libev and llhttp (the objects sluice uses), one module
+# per concern; standin.c in the same folder is a program of its own.
+FLEETSIM_SRC  := $(filter-out test/tools/fleetsim/standin.c,$(sort $(wildcard test/tools/fleetsim/*.c)))
+FLEETSIM_OBJS := $(patsubst %.c,build/obj/%.o,$(FLEETSIM_SRC)) \
+                 $(patsubst $(LLHTTP_DIR)/%.c,build/obj/llhttp/%.o,$(SRC_LLHTTP))
+
+build/fleetsim: $(FLEETSIM_OBJS)
+	$(CC) $(OPTFLAGS) -o $@ $^ -lev -lnghttp2 -lssl -lcrypto -lm
+
+# The same under ASan/UBSan: what make integration runs test_fleetsim.py with.
+build/san/fleetsim: $(subst build/obj/,build/san/obj/,$(FLEETSIM_OBJS))
+	$(CC) $(SAN_FLAGS) -o $@ $^ -lev -lnghttp2 -lssl -lcrypto -lm
+
+tools: build/fleetsim
+
+integration: build/san/sluice build/sluice build/bench/idle_client tools build/san/fleetsim
+	SLUICE_BIN=$(CURDIR)/build/san/sluice FLEETSIM_BIN=$(CURDIR)/build/san/fleetsim $(PYTHON) -m pytest -q -rs -p no:cacheprovider \
 		test/integration $(PYTEST_ARGS)
 
 test: deps
