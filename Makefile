@@ -215,6 +215,8 @@ bench: build/sluice
 	$(PYTHON) test/bench/proxy_bench.py --sluice ./build/sluice --out build/bench/results.json $(BENCH_ARGS)
 	$(PYTHON) test/bench/storm_bench.py --sluice ./build/sluice --out build/bench/storm.json $(STORM_ARGS)
 	$(PYTHON) test/bench/idle_bench.py --sluice ./build/sluice --out build/bench/idle.json $(IDLE_ARGS)
+	$(MAKE) -C . tools
+	$(PYTHON) test/bench/herd_bench.py --sluice ./build/sluice --out build/bench/herd.json $(HERD_ARGS)
 
 # The idle-connection client (idle_bench.py, test_idle.py) links no sluice code.
 build/bench/idle_client: test/bench/idle_client.c
