@@ -244,3 +244,9 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# The stand-in identity API of the storm demo (test/tools/fleetsim/standin.c):
+# links no sluice code.
+build/standin: test/tools/fleetsim/standin.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(OPTFLAGS) -D_GNU_SOURCE -o $@ $< -lev -lssl -lcrypto -lm
