@@ -63,7 +63,7 @@ endef
 REL_OBJS := $(call objs,build)
 SAN_OBJS := $(call objs,build/san)
 
-.PHONY: all test unit integration demo run bench clean deps check fuzz tsan layers image
+.PHONY: all test unit integration demo run bench clean deps check fuzz tsan layers image tools
 all: build/sluice
 
 deps:
@@ -158,7 +158,19 @@ tsan: $(TSAN_BINS)
 		echo "== $$t"; TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" $$t; \
 	done
 
-integration: build/san/sluice build/sluice build/bench/idle_client
+# The fleet simulator (test/tools/fleetsim/, README.md "Fleet simulator"):
+# its own program on libev and llhttp (the objects sluice uses), one module
+# per concern; standin.c in the same folder is a program of its own.
+FLEETSIM_SRC  := $(filter-out test/tools/fleetsim/standin.c,$(sort $(wildcard test/tools/fleetsim/*.c)))
+FLEETSIM_OBJS := $(patsubst %.c,build/obj/%.o,$(FLEETSIM_SRC)) \
+                 $(patsubst $(LLHTTP_DIR)/%.c,build/obj/llhttp/%.o,$(SRC_LLHTTP))
+
+build/fleetsim: $(FLEETSIM_OBJS)
+	$(CC) $(OPTFLAGS) -o $@ $^ -lev -lnghttp2 -lssl -lcrypto -lm
+
+tools: build/fleetsim
+
+integration: build/san/sluice build/sluice build/bench/idle_client tools
 	SLUICE_BIN=$(CURDIR)/build/san/sluice $(PYTHON) -m pytest -q -rs -p no:cacheprovider \
 		test/integration $(PYTEST_ARGS)
 
@@ -171,11 +183,11 @@ check: build/sluice
 	./build/sluice check -c deploy/examples/sluice.yaml
 
 demo: deps
-	$(MAKE) build/sluice
+	$(MAKE) build/sluice tools
 	$(PYTHON) deploy/demo.py --sluice ./build/sluice
 
 run: deps
-	$(MAKE) build/sluice
+	$(MAKE) build/sluice tools
 	$(PYTHON) deploy/demo.py --sluice ./build/sluice --forever
 
 # The runtime image: FROM scratch, filled with build/sluice and what it

@@ -1,0 +1,202 @@
+"""build/fleetsim (issue 13) against the real sluice in front of upstream.py:
+a few hundred devices for a few seconds each. The reports must add up
+(attempts = admitted + refused + errors, per tick and in the summary, and
+the ticks sum to the summary), refusals are counted by status and the body's
+"error", Retry-After is honoured, a storm is followed by a recovery time,
+and bad flags exit 2 with a message."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from admission_helpers import admission_config, route
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FLEETSIM = os.environ.get("FLEETSIM_BIN", os.path.join(ROOT, "build", "fleetsim"))
+
+COUNTS = ("attempts", "admitted", "refused", "errors")
+
+
+def fleet_config(routes=None):
+    """admission_config() whose upstream takes a tunnel per device (sluice's
+    default max_connections, 256, would queue the rest)."""
+    cfg = admission_config(routes=routes)
+    cfg["upstreams"]["identity"]["max_connections"] = 2000
+    return cfg
+
+
+def run_fleetsim(port, *args, timeout=60):
+    """Runs fleetsim against 127.0.0.1:|port|; returns (ticks, summary)."""
+    if not os.access(FLEETSIM, os.X_OK):
+        pytest.fail("build/fleetsim is missing: make build/fleetsim (make integration builds it)")
+    r = subprocess.run([FLEETSIM, "--target", "127.0.0.1:%d" % port] + [str(a) for a in args],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, "fleetsim exit %d: %s" % (r.returncode, r.stderr)
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert lines and lines[-1]["type"] == "summary", r.stdout[-2000:]
+    ticks = [x for x in lines[:-1]]
+    assert ticks and all(t["type"] == "tick" for t in ticks)
+    return ticks, lines[-1]
+
+
+def check_sums(ticks, summary):
+    """Every report adds up, and the ticks add up to the summary."""
+    for rep in ticks + [summary]:
+        assert rep["attempts"] == rep["admitted"] + rep["refused"] + rep["errors"], rep
+        assert rep["refused"] == sum(rep["refused_by"].values()), rep
+        assert rep["errors"] == sum(rep["errors_by"].values()), rep
+    for k in COUNTS:
+        assert sum(t[k] for t in ticks) == summary[k], k
+    for by in ("refused_by", "errors_by"):
+        keys = set(summary[by]) | {k for t in ticks for k in t[by]}
+        for key in keys:
+            assert sum(t[by].get(key, 0) for t in ticks) == summary[by].get(key, 0), (by, key)
+
+
+@pytest.mark.timeout(60)
+def test_admitting_ws_h1_all_connected(start_sluice, upstream):
+    """300 devices from 300 source addresses hold a WebSocket each: every
+    attempt admitted, connected == devices in every tick after the first
+    connect, no errors."""
+    n = 300
+    s = start_sluice(fleet_config())
+    ticks, summary = run_fleetsim(s.port, "--devices", n, "--mode", "ws-h1", "--path", "/ws",
+                                  "--sources", "127.1.0.0/16", "--class", "homey=70,airtame-hub=30",
+                                  "--firmware", "homey=5.0.1,airtame-hub=3.8.0-b5",
+                                  "--duration", 3, "--report-interval", 500)
+    check_sums(ticks, summary)
+    assert summary["devices"] == n
+    assert summary["attempts"] == n and summary["admitted"] == n, (summary["refused_by"], summary["errors_by"])
+    assert summary["errors"] == 0 and summary["refused"] == 0, summary
+    assert summary["connected"] == n and summary["connected_max"] == n
+    assert ticks[-1]["connected"] == n
+    lat = summary["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], lat
+    # A tunnel is an upstream connection of its own: the upstream holds n.
+    st = upstream.stats()
+    assert st["connections"] - st["stats_connections"] >= n, st
+
+
+@pytest.mark.timeout(60)
+def test_poll_h1_xff_admitted(start_sluice, upstream):
+    """poll-h1 with X-Forwarded-For: each device polls every 500 ms on its
+    kept connection; over D s a device makes 1 + floor(D / 0.5) polls at
+    most (one at start, then one per interval), at least D / (0.5 + the
+    slowest poll) - 1."""
+    n, interval, duration = 100, 0.5, 3.0
+    s = start_sluice(fleet_config())
+    ticks, summary = run_fleetsim(s.port, "--devices", n, "--mode", "poll-h1",
+                                  "--poll-interval", int(interval * 1000), "--xff", "10.9.0.0/16",
+                                  "--duration", duration)
+    check_sums(ticks, summary)
+    assert summary["refused"] == 0 and summary["errors_by"].keys() <= {"unfinished"}, summary
+    assert summary["connected"] == n, summary
+    slowest = summary["latency_ms"]["max"] / 1000.0
+    assert summary["attempts"] <= n * (1 + int(duration / interval)), summary
+    assert summary["admitted"] >= n * (duration / (interval + slowest) - 1), summary
+
+
+@pytest.mark.timeout(60)
+def test_rate_limited_class_retry_after_honoured(start_sluice, upstream):
+    """A device-class limit of R/s, burst B: refusals are counted under
+    "429 rate_limited"; admitted <= B + R x D (+1 for the token accruing at
+    the end); with retry-after honoured each device waits >= 1 s (the
+    reject minimum) after a refusal, so it makes at most 1 + D attempts,
+    where --reconnect none would make thousands."""
+    n, rate, burst, duration = 200, 20, 20, 4.0
+    s = start_sluice(fleet_config(routes=[route(rate_limits=[
+        {"key": "device_class", "rate": "%d/s" % rate, "burst": burst}])]))
+    ticks, summary = run_fleetsim(s.port, "--devices", n, "--mode", "ws-h1", "--path", "/ws",
+                                  "--class", "homey=1", "--reconnect", "retry-after",
+                                  "--duration", duration)
+    check_sums(ticks, summary)
+    assert set(summary["refused_by"]) == {"429 rate_limited"}, summary
+    assert summary["admitted"] >= burst, summary
+    assert summary["admitted"] <= burst + rate * duration + 1, summary
+    assert summary["attempts"] <= n * (1 + duration), summary
+    assert summary["connected"] == summary["admitted"], summary
+    # Every device made its first attempt at once (no --ramp).
+    assert ticks[0]["started"] == n, ticks[0]
+
+
+@pytest.mark.timeout(60)
+def test_storm_and_recovery(start_sluice, upstream):
+    """Every connection dropped at 1.5 s; expo:100:1000 brings each device
+    back within its first window (100 ms, full jitter) plus one attempt's
+    latency, so 99% are connected again well before the run ends."""
+    n, storm_at, duration = 200, 1.5, 4.0
+    s = start_sluice(fleet_config())
+    ticks, summary = run_fleetsim(s.port, "--devices", n, "--mode", "ws-h1", "--path", "/ws",
+                                  "--storm-at", storm_at, "--reconnect", "expo:100:1000",
+                                  "--duration", duration, "--report-interval", 250)
+    check_sums(ticks, summary)
+    assert len(summary["storms"]) == 1
+    storm = summary["storms"][0]
+    assert abs(storm["at_s"] - storm_at) < 0.25, storm   # one loop iteration late at most
+    rec = storm["time_to_99pct_s"]
+    assert rec is not None and 0 < rec < duration - storm_at, storm
+    assert summary["admitted"] == 2 * n and summary["connected"] == n, summary
+    # The tick after the storm saw the fleet down.
+    assert min(t["connected"] for t in ticks if t["t"] > storm_at) < n or rec < 0.25
+
+
+@pytest.mark.timeout(60)
+def test_crashloop_share_retries_at_its_rate(start_sluice, upstream):
+    """A crash-looping share reconnects every 1/RATE s whatever the
+    outcome: each of its C devices makes between D / (1/RATE + the slowest
+    attempt) - 1 and D x RATE + 1 attempts; the rest connect once."""
+    n, share, crash_rate, duration = 100, 0.2, 5, 3.0
+    s = start_sluice(fleet_config())
+    ticks, summary = run_fleetsim(s.port, "--devices", n, "--mode", "ws-h1", "--path", "/ws",
+                                  "--crashloop", "%g:%d" % (share, crash_rate),
+                                  "--reconnect", "fixed:1000", "--seed", 7, "--duration", duration)
+    check_sums(ticks, summary)
+    c = summary["crashloop_devices"]
+    assert 0 < c < n, summary
+    slowest = summary["latency_ms"]["max"] / 1000.0
+    extra = summary["attempts"] - (n - c)
+    assert extra <= c * (duration * crash_rate + 1), summary
+    assert extra >= c * (duration / (1.0 / crash_rate + slowest) - 1), summary
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "--target"),
+    (["--target", "127.0.0.1:1", "--duration", "1"], "--devices"),
+    (["--target", "127.0.0.1:1", "--devices", "5"], "--duration"),
+    (["--target", "127.0.0.1", "--devices", "5", "--duration", "1"], "HOST:PORT"),
+    (["--target", "127.0.0.1:1", "--devices", "0", "--duration", "1"], "--devices"),
+    (["--target", "127.0.0.1:1", "--devices", "5", "--duration", "1", "--mode", "ws"], "--mode"),
+    (["--target", "127.0.0.1:1", "--devices", "5", "--duration", "1", "--reconnect", "expo:5"],
+     "--reconnect"),
+    (["--target", "127.0.0.1:1", "--devices", "5", "--duration", "1", "--sources", "300.1.0.0/16"],
+     "--sources"),
+    (["--target", "127.0.0.1:1", "--devices", "5", "--duration", "1", "--crashloop", "2:10"],
+     "--crashloop"),
+    (["--target", "127.0.0.1:1", "--devices", "5", "--duration", "1", "--class", "a=1",
+      "--firmware", "b=1.0"], "--firmware"),
+    (["--target", "127.0.0.1:1", "--devices", "5", "--duration", "1", "--bogus"], "--bogus"),
+])
+@pytest.mark.timeout(20)
+def test_bad_flags_exit_2(args, message):
+    r = subprocess.run([FLEETSIM] + args, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleetsim: ") and message in lines[0], r.stderr
+
+
+@pytest.mark.timeout(30)
+def test_refused_connect_counted_as_errors():
+    """Nothing listens: every attempt is a "connect" error, the sums still
+    add up, and fixed:200 paces each device to at most 1 + D / 0.2 attempts."""
+    from helpers import closed_port
+    port = closed_port()
+    n, duration = 20, 1.0
+    ticks, summary = run_fleetsim(port, "--devices", n, "--reconnect", "fixed:200",
+                                  "--duration", duration)
+    check_sums(ticks, summary)
+    assert summary["admitted"] == 0 and summary["errors"] == summary["attempts"] > 0, summary
+    assert set(summary["errors_by"]) <= {"connect", "unfinished"}, summary
+    assert summary["attempts"] <= n * (1 + duration / 0.2), summary

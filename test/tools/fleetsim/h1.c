@@ -1,0 +1,202 @@
+/* The HTTP/1.1 exchange of one attempt: the request (a GET, or a WebSocket
+ * Upgrade), and the response parsed with llhttp down to what the simulator
+ * counts: the status, keep-alive, the retry-after header and the "error"
+ * field of a JSON refusal body. Allocated when the attempt starts, freed
+ * when it ends, so an idle device holds none of it. */
+#include "fleetsim.h"
+
+#include <ctype.h>
+#include <llhttp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define H1_REQ_MAX 2048
+#define H1_BODY_KEEP 256   /* a refusal body is small; the "error" is near its start */
+
+struct fs_exchange {
+    llhttp_t parser;
+    size_t req_len, req_sent;
+    int status, retry_after, done;
+    int in_retry_after;       /* the header being parsed is retry-after */
+    char hname[16];
+    size_t hname_len;
+    size_t body_len;
+    char body[H1_BODY_KEEP];
+    char req[H1_REQ_MAX];
+};
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct fs_exchange *x = p->data;
+    if (x->hname_len + len < sizeof x->hname) {
+        memcpy(x->hname + x->hname_len, at, len);
+        x->hname_len += len;
+    } else {
+        x->hname_len = sizeof x->hname; /* too long to be retry-after */
+    }
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    struct fs_exchange *x = p->data;
+    x->in_retry_after = x->hname_len == 11 && strncasecmp(x->hname, "retry-after", 11) == 0;
+    x->hname_len = 0;
+    if (x->in_retry_after)
+        x->retry_after = 0;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct fs_exchange *x = p->data;
+    if (!x->in_retry_after)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!isdigit((unsigned char)at[i]))
+            continue; /* an HTTP-date is not honoured: stays 0 */
+        if (x->retry_after < 100000)
+            x->retry_after = x->retry_after * 10 + (at[i] - '0');
+    }
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    ((struct fs_exchange *)p->data)->in_retry_after = 0;
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct fs_exchange *x = p->data;
+    size_t room = sizeof x->body - 1 - x->body_len;
+    if (len > room)
+        len = room;
+    memcpy(x->body + x->body_len, at, len);
+    x->body_len += len;
+    x->body[x->body_len] = 0;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct fs_exchange *x = p->data;
+    x->status = p->status_code;
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct fs_exchange *x = p->data;
+    x->done = 1;
+    return HPE_PAUSED; /* one response per exchange; keep the rest unread */
+}
+
+static llhttp_settings_t h1_settings;
+static int h1_settings_ready;
+
+struct fs_exchange *h1_exchange_new(const struct device *d, int upgrade)
+{
+    const struct fs_config *c = &fs.cfg;
+    if (!h1_settings_ready) {
+        llhttp_settings_init(&h1_settings);
+        h1_settings.on_header_field = on_header_field;
+        h1_settings.on_header_field_complete = on_header_field_complete;
+        h1_settings.on_header_value = on_header_value;
+        h1_settings.on_header_value_complete = on_header_value_complete;
+        h1_settings.on_headers_complete = on_headers_complete;
+        h1_settings.on_body = on_body;
+        h1_settings.on_message_complete = on_message_complete;
+        h1_settings_ready = 1;
+    }
+    struct fs_exchange *x = calloc(1, sizeof *x);
+    if (!x)
+        return NULL;
+    llhttp_init(&x->parser, HTTP_RESPONSE, &h1_settings);
+    x->parser.data = x;
+    x->retry_after = -1;
+
+    const struct fs_class *cl = &c->classes[d->cls];
+    int n = snprintf(x->req, sizeof x->req, "GET %s HTTP/1.1\r\nHost: %s\r\n%s: dev-%u\r\n",
+                     c->path, c->host, c->id_header, d->idx);
+    if (cl->name[0])
+        n += snprintf(x->req + n, sizeof x->req - n, "X-Device-Class: %s\r\n", cl->name);
+    if (cl->firmware[0])
+        n += snprintf(x->req + n, sizeof x->req - n, "X-Firmware-Version: %s\r\n", cl->firmware);
+    if (c->xff.set) {
+        uint32_t a = c->xff.base + d->idx % c->xff.count;
+        n += snprintf(x->req + n, sizeof x->req - n, "X-Forwarded-For: %u.%u.%u.%u\r\n",
+                      a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
+    }
+    for (int i = 0; i < c->nheaders; i++)
+        n += snprintf(x->req + n, sizeof x->req - n, "%s\r\n", c->headers[i]);
+    if (upgrade)
+        n += snprintf(x->req + n, sizeof x->req - n,
+                      "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
+    n += snprintf(x->req + n, sizeof x->req - n, "\r\n");
+    if ((size_t)n >= sizeof x->req) { /* flags were checked against this bound */
+        free(x);
+        return NULL;
+    }
+    x->req_len = (size_t)n;
+    return x;
+}
+
+void h1_exchange_free(struct fs_exchange *x) { free(x); }
+
+size_t h1_pending(struct fs_exchange *x, const char **buf)
+{
+    *buf = x->req + x->req_sent;
+    return x->req_len - x->req_sent;
+}
+
+void h1_sent(struct fs_exchange *x, size_t n) { x->req_sent += n; }
+
+enum h1_result h1_feed(struct fs_exchange *x, const char *data, size_t len)
+{
+    llhttp_errno_t e = llhttp_execute(&x->parser, data, len);
+    if (x->done || e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
+        return x->done || x->status == 101 ? H1_DONE : H1_MORE;
+    if (e != HPE_OK)
+        return H1_BAD;
+    if (x->status == 101)
+        return H1_DONE; /* the head of a 101 is the whole answer */
+    return H1_MORE;
+}
+
+/* The end of the stream: a response delimited by close ends here. */
+int h1_status(const struct fs_exchange *x) { return x->status; }
+
+int h1_keep_alive(const struct fs_exchange *x) { return llhttp_should_keep_alive(&x->parser); }
+
+int h1_retry_after(const struct fs_exchange *x) { return x->retry_after; }
+
+void h1_refusal_key(const struct fs_exchange *x, char *out, size_t n)
+{
+    const char *p = strstr(x->body, "\"error\"");
+    if (p) {
+        p += 7;
+        while (*p == ' ' || *p == ':')
+            p++;
+        if (*p == '"') {
+            const char *q = strchr(++p, '"');
+            if (q && q - p < 48) {
+                snprintf(out, n, "%d %.*s", x->status, (int)(q - p), p);
+                return;
+            }
+        }
+    }
+    snprintf(out, n, "%d", x->status);
+}
+
+enum h1_result h1_eof(struct fs_exchange *x)
+{
+    if (x->done)
+        return H1_DONE;
+    if (x->status == 0)
+        return H1_BAD;
+    llhttp_errno_t e = llhttp_finish(&x->parser);
+    return (e == HPE_OK || e == HPE_PAUSED) && x->done ? H1_DONE : H1_BAD;
+}
