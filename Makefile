@@ -168,7 +168,7 @@ FLEETSIM_OBJS := $(patsubst %.c,build/obj/%.o,$(FLEETSIM_SRC)) \
 build/fleetsim: $(FLEETSIM_OBJS)
 	$(CC) $(OPTFLAGS) -o $@ $^ -lev -lnghttp2 -lssl -lcrypto -lm
 
-tools: build/fleetsim
+tools: build/fleetsim build/standin
 
 integration: build/san/sluice build/sluice build/bench/idle_client tools
 	SLUICE_BIN=$(CURDIR)/build/san/sluice $(PYTHON) -m pytest -q -rs -p no:cacheprovider \
