@@ -594,13 +594,13 @@ def main():
     ap.add_argument("--storm-seconds", type=float, default=80,
                     help="how long each storm runs (both run side by side)")
     ap.add_argument("--quick", action="store_true",
-                    help="a small storm for tests: 300 devices for 8 s")
+                    help="a small storm for tests: 500 devices for 10 s")
     ap.add_argument("--out-dir", default=os.path.join(REPO, "build", "demo"),
                     help="where the picture and the storm data go")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
     if args.quick:
-        args.devices, args.storm_seconds = 300, 8
+        args.devices, args.storm_seconds = 500, 10
 
     binary = os.path.abspath(args.sluice)
     for tool in ("curl", "openssl"):

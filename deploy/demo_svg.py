@@ -8,9 +8,9 @@ in the JSON-lines formats of test/tools/fleetsim/ (README.md, "Storm demo").
 Four panels, one row each, with the same y scale across the runs of a row so
 the columns compare at a glance:
 
-  offered load      fleetsim attempts/s (what the devices try)
+  offered load      fleetsim attempts/s (what the devices try), log scale
   admitted load     standin requests/s (what reaches the identity API), and
-                    the part of it that failed (500 + stalled)/s
+                    the part of it that failed (500 + stalled)/s, log scale
   connected         devices holding a tunnel
   upstream latency  standin p50 and p99, ms
 
@@ -48,8 +48,12 @@ def _rate(ticks, key):
 
 
 def panels_of(run):
-    """The four panels of one run: [(title, y label, {series: [(t, v)]})]."""
+    """The four panels of one run: [(title, y label, log y?, {series: [(t, v)]})].
+    Loads are drawn on a log scale: a storm's first second is a hundred
+    times its admitted rate, and both must be readable."""
     fleet, up = run["fleet"], run["standin"]
+    # A second in which nothing was answered has no latency (not 0 ms).
+    answered = [t for t in up if t["ok"] + t["errors_500"] > 0]
     fails = []
     prev_t = 0.0
     for tk in up:
@@ -57,16 +61,15 @@ def panels_of(run):
         fails.append((tk["t"], (tk["errors_500"] + tk["stalled"]) / dt if dt > 0 else 0.0))
         prev_t = tk["t"]
     return [
-        ("offered load", "attempts/s", {"attempts/s": _rate(fleet, "attempts")}),
-        ("admitted load (at the identity API)", "requests/s",
+        ("offered load (log scale)", "attempts/s", True, {"attempts/s": _rate(fleet, "attempts")}),
+        ("admitted load, at the identity API (log scale)", "requests/s", True,
          {"upstream requests/s": _rate(up, "requests"),
           "upstream failures/s (500 + stalled)": fails}),
-        ("connected devices", "devices", {"connected devices": [(t["t"], t["connected"])
-                                                                 for t in fleet]}),
-        ("upstream latency", "ms", {"latency p50 (ms)": [(t["t"], t["latency_ms"]["p50"])
-                                                         for t in up],
-                                    "latency p99 (ms)": [(t["t"], t["latency_ms"]["p99"])
-                                                         for t in up]}),
+        ("connected devices", "devices", False,
+         {"connected devices": [(t["t"], t["connected"]) for t in fleet]}),
+        ("upstream latency, answered requests", "ms", False,
+         {"latency p50 (ms)": [(t["t"], t["latency_ms"]["p50"]) for t in answered],
+          "latency p99 (ms)": [(t["t"], t["latency_ms"]["p99"]) for t in answered]}),
     ]
 
 
@@ -104,11 +107,24 @@ def render(runs, path):
         out.append("<text x='%d' y='22'>%s</text>" % (x + 25, escape(name)))
         x += 30 + 6.2 * len(name)
     for row in range(n_rows):
-        y_top = max([0.0] + [v for panels in per_run for pts in panels[row][2].values()
+        y_top = max([0.0] + [v for panels in per_run for pts in panels[row][3].values()
                              for _, v in pts])
-        y_top = nice_ceiling(y_top * 1.05)
+        log = per_run[0][row][2]
+        if log:  # decades from 1 to the first power of ten at or above the top
+            decades = max(1, math.ceil(math.log10(max(y_top, 1.0)) - 1e-9))
+            y_top = 10.0 ** decades
+            ticks = [10.0 ** i for i in range(decades + 1)]
+
+            def frac(v, decades=decades):
+                return math.log10(max(v, 1.0)) / decades
+        else:
+            y_top = nice_ceiling(y_top * 1.05)
+            ticks = [y_top * i / 4 for i in range(5)]
+
+            def frac(v, y_top=y_top):
+                return min(v, y_top) / y_top
         for col, (run, panels) in enumerate(zip(runs, per_run)):
-            title, ylabel, series = panels[row]
+            title, ylabel, _, series = panels[row]
             x0 = MARGIN_L + col * (PANEL_W + GAP_X + MARGIN_L)
             y0 = MARGIN_T + row * (PANEL_H + GAP_Y)
             if row == 0:
@@ -118,9 +134,8 @@ def render(runs, path):
                        % (x0, y0 - 6, escape(title)))
             out.append("<rect x='%d' y='%d' width='%d' height='%d' fill='none' stroke='#999'/>"
                        % (x0, y0, PANEL_W, PANEL_H))
-            for i in range(5):  # y grid and labels
-                v = y_top * i / 4
-                y = y0 + PANEL_H - PANEL_H * i / 4
+            for v in ticks:  # y grid and labels
+                y = y0 + PANEL_H - PANEL_H * frac(v)
                 out.append("<line x1='%d' y1='%.1f' x2='%d' y2='%.1f' stroke='#eee'/>"
                            % (x0, y, x0 + PANEL_W, y))
                 out.append("<text x='%d' y='%.1f' text-anchor='end'>%s</text>"
@@ -137,7 +152,7 @@ def render(runs, path):
             for name, pts in series.items():
                 colour, dashed = SERIES_STYLE[name]
                 xy = " ".join("%.1f,%.1f" % (x0 + PANEL_W * t / t_max,
-                                             y0 + PANEL_H - PANEL_H * min(v, y_top) / y_top)
+                                             y0 + PANEL_H - PANEL_H * frac(v))
                               for t, v in pts)
                 data = " ".join("%g,%g" % (round(t, 3), round(v, 3)) for t, v in pts)
                 out.append("<polyline fill='none' stroke='%s' stroke-width='1.6'%s points='%s' "
