@@ -177,6 +177,9 @@ def test_crashloop_share_retries_at_its_rate(start_sluice, upstream):
     (["--target", "127.0.0.1:1", "--devices", "5", "--duration", "1", "--class", "a=1",
       "--firmware", "b=1.0"], "--firmware"),
     (["--target", "127.0.0.1:1", "--devices", "5", "--duration", "1", "--bogus"], "--bogus"),
+    (["--target", "127.0.0.1:1", "--devices", "5", "--duration", "1", "--insecure"], "--tls"),
+    (["--target", "127.0.0.1:1", "--devices", "5", "--duration", "1", "--tls", "--alpn", "h2"],
+     "--alpn"),
 ])
 @pytest.mark.timeout(20)
 def test_bad_flags_exit_2(args, message):
@@ -200,3 +203,39 @@ def test_refused_connect_counted_as_errors():
     assert summary["admitted"] == 0 and summary["errors"] == summary["attempts"] > 0, summary
     assert set(summary["errors_by"]) <= {"connect", "unfinished"}, summary
     assert summary["attempts"] <= n * (1 + duration / 0.2), summary
+
+
+def tls_config(cert):
+    cfg = fleet_config()
+    cfg["listeners"][0]["tls"] = {"certificate": cert.cert, "private_key": cert.key}
+    return cfg
+
+
+@pytest.mark.timeout(60)
+def test_tls_ws_h1_and_poll_h1_verified(start_sluice, upstream, tls_cert):
+    """--tls with the listener's certificate as CA (verified for 127.0.0.1,
+    ALPN http/1.1): ws-h1 tunnels and poll-h1 polls are all admitted."""
+    cert = tls_cert.ecdsa
+    s = start_sluice(tls_config(cert))
+    n = 50
+    ticks, summary = run_fleetsim(s.port, "--tls", "--cacert", cert.cert, "--devices", n,
+                                  "--mode", "ws-h1", "--path", "/ws", "--duration", 2)
+    check_sums(ticks, summary)
+    assert summary["admitted"] == n and summary["connected"] == n, summary
+    ticks, summary = run_fleetsim(s.port, "--tls", "--insecure", "--devices", n, "--mode", "poll-h1",
+                                  "--poll-interval", 500, "--duration", 2)
+    check_sums(ticks, summary)
+    assert summary["refused"] == 0 and summary["errors_by"].keys() <= {"unfinished"}, summary
+    assert summary["connected"] == n, summary
+
+
+@pytest.mark.timeout(30)
+def test_tls_unverified_certificate_is_a_tls_error(start_sluice, upstream, tls_cert):
+    """Without --insecure or the right CA, the self-signed certificate fails
+    verification: every attempt is a "tls" error, and the sums add up."""
+    s = start_sluice(tls_config(tls_cert.ecdsa))
+    ticks, summary = run_fleetsim(s.port, "--tls", "--cacert", tls_cert.rsa.cert, "--devices", 5,
+                                  "--reconnect", "fixed:200", "--duration", 1)
+    check_sums(ticks, summary)
+    assert summary["admitted"] == 0 and set(summary["errors_by"]) <= {"tls", "unfinished"}, summary
+    assert summary["errors_by"].get("tls", 0) >= 5, summary

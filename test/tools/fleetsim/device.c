@@ -59,6 +59,7 @@ static void dev_close(struct device *d)
 {
     if (d->io.fd >= 0) {
         ev_io_stop(fs.loop, &d->io);
+        net_close(d);
         close(d->io.fd);
         ev_io_set(&d->io, -1, 0);
     }
@@ -232,6 +233,29 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
             attempt_failed(d, "connect", NULL);
             return;
         }
+        if (fs.cfg.tls) {
+            if (net_tls_start(d) < 0) {
+                attempt_failed(d, "tls", NULL);
+                return;
+            }
+            d->state = DEV_HANDSHAKE;
+        } else {
+            d->state = DEV_EXCHANGE;
+            io_want(d, EV_READ | EV_WRITE);
+            revents = EV_WRITE;
+        }
+    }
+    int want;
+    if (d->state == DEV_HANDSHAKE) {
+        int r = net_tls_handshake(d, &want);
+        if (r < 0) {
+            attempt_failed(d, "tls", NULL);
+            return;
+        }
+        if (r == 0) {
+            io_want(d, want);
+            return;
+        }
         d->state = DEV_EXCHANGE;
         io_want(d, EV_READ | EV_WRITE);
         revents = EV_WRITE;
@@ -240,9 +264,9 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (revents & EV_WRITE) {
             const char *p;
             size_t n = h1_pending(d->x, &p);
-            ssize_t r = n ? send(w->fd, p, n, MSG_NOSIGNAL) : 0;
+            ssize_t r = n ? net_send(d, p, n, &want) : 0;
             if (r < 0 && errno != EAGAIN) {
-                attempt_failed(d, "reset", NULL);
+                attempt_failed(d, d->ssl ? "tls" : "reset", NULL);
                 return;
             }
             if (r > 0)
@@ -253,9 +277,12 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (!(revents & EV_READ))
             return;
         for (int i = 0; i < 16; i++) {
-            ssize_t r = recv(w->fd, buf, sizeof buf, 0);
-            if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            ssize_t r = net_recv(d, buf, sizeof buf, &want);
+            if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+                if (want == EV_WRITE) /* TLS: a read that must write first */
+                    io_want(d, EV_READ | EV_WRITE);
                 return;
+            }
             if (r <= 0) {
                 if (r == 0 && h1_eof(d->x) == H1_DONE)
                     attempt_answered(d);
@@ -279,9 +306,11 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         /* Tunnel data (echo) or an unasked-for byte on a kept connection:
          * read and drop; EOF or an error is the loss of the connection. */
         for (int i = 0; i < 4; i++) {
-            ssize_t r = recv(w->fd, buf, sizeof buf, 0);
-            if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            ssize_t r = net_recv(d, buf, sizeof buf, &want);
+            if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+                io_want(d, want == EV_WRITE ? EV_READ | EV_WRITE : EV_READ);
                 return;
+            }
             if (r <= 0) {
                 dev_lost(d);
                 return;
@@ -298,6 +327,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         attempt_start(d);
         break;
     case DEV_CONNECTING:
+    case DEV_HANDSHAKE:
     case DEV_EXCHANGE:
         attempt_failed(d, "timeout", NULL);
         break;
@@ -320,7 +350,7 @@ void device_storm(struct device *d)
 {
     if (d->state == DEV_WAIT || d->state == DEV_STOPPED)
         return; /* already waiting to reconnect */
-    if (d->state == DEV_CONNECTING || d->state == DEV_EXCHANGE) {
+    if (d->state == DEV_CONNECTING || d->state == DEV_HANDSHAKE || d->state == DEV_EXCHANGE) {
         attempt_end(d);
         fs_count_error("storm");
     }
@@ -333,7 +363,7 @@ void device_storm(struct device *d)
 
 void device_stop(struct device *d)
 {
-    if (d->state == DEV_CONNECTING || d->state == DEV_EXCHANGE) {
+    if (d->state == DEV_CONNECTING || d->state == DEV_HANDSHAKE || d->state == DEV_EXCHANGE) {
         attempt_end(d);
         fs_count_error("unfinished");
     }

@@ -50,6 +50,7 @@ static void parse_target(const char *s)
         usage_error("--target: host too long");
     memcpy(host, s, hl);
     host[hl] = 0;
+    snprintf(fs.cfg.host_only, sizeof fs.cfg.host_only, "%s", host);
     int port = (int)num_arg("--target port", colon + 1, 1, 65535);
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
     int e = getaddrinfo(host, NULL, &hints, &res);
@@ -157,7 +158,7 @@ static void parse_flags(int argc, char **argv)
     struct fs_config *c = &fs.cfg;
     enum { O_TARGET = 256, O_TLS, O_INSECURE, O_SNI, O_ALPN, O_DEVICES, O_MODE, O_POLL, O_PATH,
            O_CLASS, O_FW, O_IDH, O_SOURCES, O_XFF, O_HEADER, O_RAMP, O_STORM, O_RECONNECT,
-           O_CRASH, O_TIMEOUT, O_DURATION, O_REPORT, O_OUT, O_SEED };
+           O_CRASH, O_TIMEOUT, O_DURATION, O_REPORT, O_OUT, O_SEED, O_CACERT };
     static const struct option opts[] = {
         {"target", 1, 0, O_TARGET}, {"tls", 0, 0, O_TLS}, {"insecure", 0, 0, O_INSECURE},
         {"sni", 1, 0, O_SNI}, {"alpn", 1, 0, O_ALPN}, {"devices", 1, 0, O_DEVICES},
@@ -167,7 +168,7 @@ static void parse_flags(int argc, char **argv)
         {"ramp", 1, 0, O_RAMP}, {"storm-at", 1, 0, O_STORM}, {"reconnect", 1, 0, O_RECONNECT},
         {"crashloop", 1, 0, O_CRASH}, {"timeout", 1, 0, O_TIMEOUT},
         {"duration", 1, 0, O_DURATION}, {"report-interval", 1, 0, O_REPORT},
-        {"out", 1, 0, O_OUT}, {"seed", 1, 0, O_SEED}, {0, 0, 0, 0}};
+        {"out", 1, 0, O_OUT}, {"seed", 1, 0, O_SEED}, {"cacert", 1, 0, O_CACERT}, {0, 0, 0, 0}};
     c->mode = FS_WS_H1;
     c->poll_interval = 10;
     snprintf(c->path, sizeof c->path, "/v1/connect");
@@ -176,7 +177,7 @@ static void parse_flags(int argc, char **argv)
     c->report_interval = 1;
     c->seed = 1;
     parse_reconnect("none");
-    int have_target = 0, tls = 0;
+    int have_target = 0, tls_only = 0;
     const char *fw = NULL;
     opterr = 0;
     for (;;) {
@@ -186,8 +187,21 @@ static void parse_flags(int argc, char **argv)
         const char *v = optarg;
         switch (o) {
         case O_TARGET: parse_target(v); have_target = 1; break;
-        case O_TLS: tls = 1; break;
-        case O_INSECURE: case O_SNI: case O_ALPN: tls = tls ? tls : 2; break;
+        case O_TLS: c->tls = 1; break;
+        case O_INSECURE: c->insecure = 1; tls_only = 1; break;
+        case O_CACERT: c->cacert = v; tls_only = 1; break;
+        case O_SNI:
+            if (!*v || strlen(v) >= sizeof c->sni)
+                usage_error("--sni: '%s' is not a host name", v);
+            snprintf(c->sni, sizeof c->sni, "%s", v);
+            tls_only = 1;
+            break;
+        case O_ALPN:
+            if (strcmp(v, "h2") && strcmp(v, "http/1.1"))
+                usage_error("--alpn: '%s' is not h2 or http/1.1", v);
+            snprintf(c->alpn, sizeof c->alpn, "%s", v);
+            tls_only = 1;
+            break;
         case O_DEVICES: c->devices = (int)num_arg("--devices", v, 1, 200000); break;
         case O_MODE:
             if (!strcmp(v, "ws-h1")) c->mode = FS_WS_H1;
@@ -252,8 +266,16 @@ static void parse_flags(int argc, char **argv)
         usage_error("--duration S is required (the run always ends)");
     if (c->sources.set && c->xff.set)
         usage_error("--sources and --xff are exclusive");
-    if (tls)
-        usage_error("--tls, --insecure, --sni and --alpn are not implemented yet");
+    if (tls_only && !c->tls)
+        usage_error("--insecure, --cacert, --sni and --alpn need --tls");
+    int h2 = c->mode == FS_WS_H2 || c->mode == FS_POLL_H2;
+    if (!c->alpn[0])
+        snprintf(c->alpn, sizeof c->alpn, "%s", h2 ? "h2" : "http/1.1");
+    if (strcmp(c->alpn, h2 ? "h2" : "http/1.1"))
+        usage_error("--alpn %s does not fit --mode (h1 modes speak http/1.1, h2 modes h2)", c->alpn);
+    struct in_addr ip;
+    if (!c->sni[0] && inet_pton(AF_INET, c->host_only, &ip) != 1)
+        snprintf(c->sni, sizeof c->sni, "%s", c->host_only);
     if (c->mode == FS_WS_H2 || c->mode == FS_POLL_H2)
         usage_error("--mode ws-h2 and poll-h2 are not implemented yet");
     if (fw)
@@ -392,6 +414,22 @@ static void report_tick(void)
     memset(&fs.tick, 0, sizeof fs.tick);
 }
 
+/* The peak RSS of this program's own image: VmHWM, which starts afresh at
+ * exec, where getrusage's ru_maxrss keeps the peak of the process before
+ * exec (a fork of a large parent, such as Python, would be counted). */
+static long peak_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
 static void report_summary(double duration)
 {
     struct rusage ru;
@@ -415,7 +453,8 @@ static void report_summary(double duration)
     }
     fputc(']', fs.out);
     print_latency(&fs.total.lat);
-    fprintf(fs.out, ",\"cpu_s\":%.3f,\"maxrss_kib\":%ld}\n", cpu, ru.ru_maxrss);
+    long rss = peak_rss_kib();
+    fprintf(fs.out, ",\"cpu_s\":%.3f,\"maxrss_kib\":%ld}\n", cpu, rss >= 0 ? rss : ru.ru_maxrss);
     fflush(fs.out);
 }
 
@@ -487,6 +526,11 @@ int main(int argc, char **argv)
         return 2;
     }
     raise_nofile();
+    if (c->tls && net_tls_init() < 0) {
+        fprintf(stderr, "fleetsim: --tls: cannot set up the TLS client (--cacert %s?)\n",
+                c->cacert ? c->cacert : "(system)");
+        return 2;
+    }
     fs.rng = c->seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
     fs.loop = ev_default_loop(EVFLAG_AUTO);
     fs.devs = calloc((size_t)c->devices, sizeof *fs.devs);

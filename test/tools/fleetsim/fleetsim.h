@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "lat.h"
 
@@ -41,6 +42,11 @@ struct fs_cidr {
 struct fs_config {
     struct sockaddr_in target;
     char host[128];           /* Host header */
+    char host_only[128];      /* the target's host, without the port */
+    int tls, insecure;
+    char sni[128];            /* --sni, else the target host unless an IP */
+    char alpn[16];            /* --alpn, else by mode */
+    const char *cacert;
     int devices;
     enum fs_mode mode;
     double poll_interval;     /* s */
@@ -84,6 +90,7 @@ struct fs_exchange;
 enum dev_state {
     DEV_WAIT,        /* timer armed: the next attempt (or not started) */
     DEV_CONNECTING,  /* socket connecting, attempt in flight */
+    DEV_HANDSHAKE,   /* TLS handshake, attempt in flight */
     DEV_EXCHANGE,    /* request sent (or being sent), response awaited */
     DEV_HOLDING,     /* ws: tunnel admitted; poll: idle kept connection */
     DEV_STOPPED,
@@ -93,6 +100,7 @@ struct device {
     ev_io io;
     ev_timer timer;
     struct fs_exchange *x;   /* only while an attempt is in flight */
+    struct ssl_st *ssl;      /* --tls: as long as the connection */
     double attempt_start;    /* ev_now at the attempt's start */
     uint32_t idx;
     uint16_t failures;       /* consecutive failed attempts (backoff exponent) */
@@ -135,6 +143,16 @@ void device_init(struct device *d, uint32_t idx);
 void device_start(struct device *d, double delay);
 void device_storm(struct device *d);
 void device_stop(struct device *d);
+
+/* net.c: the byte stream (socket or TLS). send/recv: -1 with errno EAGAIN
+ * and *want the readiness to wait for; 0 is EOF. */
+int net_tls_init(void);
+int net_tls_start(struct device *d);
+int net_tls_handshake(struct device *d, int *want); /* 1 done, 0 wait, -1 failed */
+int net_alpn_is(const struct device *d, const char *proto);
+ssize_t net_send(struct device *d, const void *buf, size_t n, int *want);
+ssize_t net_recv(struct device *d, void *buf, size_t n, int *want);
+void net_close(struct device *d);
 
 /* h1.c: the exchange of one attempt over HTTP/1.1. */
 enum h1_result { H1_MORE, H1_DONE, H1_BAD };

@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define H1_REQ_MAX 2048
+/* Bounds every request the flags allow (path 256, host 128, 16 headers of
+ * 512 bytes, class and firmware 48 each), so the snprintf chain below
+ * never runs past it. */
+#define H1_REQ_MAX (1024 + FS_MAX_HEADERS * 520)
 #define H1_BODY_KEEP 256   /* a refusal body is small; the "error" is near its start */
 
 struct fs_exchange {
@@ -22,7 +25,7 @@ struct fs_exchange {
     size_t hname_len;
     size_t body_len;
     char body[H1_BODY_KEEP];
-    char req[H1_REQ_MAX];
+    char req[];               /* req_len bytes: allocated to fit */
 };
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
@@ -93,53 +96,51 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED; /* one response per exchange; keep the rest unread */
 }
 
-static llhttp_settings_t h1_settings;
-static int h1_settings_ready;
+/* llhttp_settings_init() only zeroes: a static initializer is the same. */
+static const llhttp_settings_t h1_settings = {
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
 
 struct fs_exchange *h1_exchange_new(const struct device *d, int upgrade)
 {
     const struct fs_config *c = &fs.cfg;
-    if (!h1_settings_ready) {
-        llhttp_settings_init(&h1_settings);
-        h1_settings.on_header_field = on_header_field;
-        h1_settings.on_header_field_complete = on_header_field_complete;
-        h1_settings.on_header_value = on_header_value;
-        h1_settings.on_header_value_complete = on_header_value_complete;
-        h1_settings.on_headers_complete = on_headers_complete;
-        h1_settings.on_body = on_body;
-        h1_settings.on_message_complete = on_message_complete;
-        h1_settings_ready = 1;
+    /* The request is built on the stack, then the exchange allocated to
+     * fit it: thousands of exchanges may be in flight in a storm. */
+    char req[H1_REQ_MAX];
+    const struct fs_class *cl = &c->classes[d->cls];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\n%s: dev-%u\r\n",
+                     c->path, c->host, c->id_header, d->idx);
+    if (cl->name[0])
+        n += snprintf(req + n, sizeof req - n, "X-Device-Class: %s\r\n", cl->name);
+    if (cl->firmware[0])
+        n += snprintf(req + n, sizeof req - n, "X-Firmware-Version: %s\r\n", cl->firmware);
+    if (c->xff.set) {
+        uint32_t a = c->xff.base + d->idx % c->xff.count;
+        n += snprintf(req + n, sizeof req - n, "X-Forwarded-For: %u.%u.%u.%u\r\n",
+                      a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
     }
-    struct fs_exchange *x = calloc(1, sizeof *x);
+    for (int i = 0; i < c->nheaders; i++)
+        n += snprintf(req + n, sizeof req - n, "%s\r\n", c->headers[i]);
+    if (upgrade)
+        n += snprintf(req + n, sizeof req - n,
+                      "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
+    n += snprintf(req + n, sizeof req - n, "\r\n");
+    if (n < 0 || (size_t)n >= sizeof req)
+        return NULL;
+    struct fs_exchange *x = calloc(1, sizeof *x + (size_t)n);
     if (!x)
         return NULL;
     llhttp_init(&x->parser, HTTP_RESPONSE, &h1_settings);
     x->parser.data = x;
     x->retry_after = -1;
-
-    const struct fs_class *cl = &c->classes[d->cls];
-    int n = snprintf(x->req, sizeof x->req, "GET %s HTTP/1.1\r\nHost: %s\r\n%s: dev-%u\r\n",
-                     c->path, c->host, c->id_header, d->idx);
-    if (cl->name[0])
-        n += snprintf(x->req + n, sizeof x->req - n, "X-Device-Class: %s\r\n", cl->name);
-    if (cl->firmware[0])
-        n += snprintf(x->req + n, sizeof x->req - n, "X-Firmware-Version: %s\r\n", cl->firmware);
-    if (c->xff.set) {
-        uint32_t a = c->xff.base + d->idx % c->xff.count;
-        n += snprintf(x->req + n, sizeof x->req - n, "X-Forwarded-For: %u.%u.%u.%u\r\n",
-                      a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
-    }
-    for (int i = 0; i < c->nheaders; i++)
-        n += snprintf(x->req + n, sizeof x->req - n, "%s\r\n", c->headers[i]);
-    if (upgrade)
-        n += snprintf(x->req + n, sizeof x->req - n,
-                      "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
-    n += snprintf(x->req + n, sizeof x->req - n, "\r\n");
-    if ((size_t)n >= sizeof x->req) { /* flags were checked against this bound */
-        free(x);
-        return NULL;
-    }
+    memcpy(x->req, req, (size_t)n);
     x->req_len = (size_t)n;
     return x;
 }
