@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -269,25 +268,8 @@ def read_jsonl(path):
 
 
 def start_standin(tmp, name, duration):
-    r = reserve_port()
-    r.release()
-    stats = os.path.join(tmp, "%s-standin.jsonl" % name)
-    err = open(os.path.join(tmp, "%s-standin.stderr" % name), "wb")
-    p = subprocess.Popen([os.path.join(REPO, "build", "standin"), "--listen",
-                          "127.0.0.1:%d" % r.port, *STANDIN_ARGS, "--stats", stats,
-                          "--duration", "%g" % duration], stdout=subprocess.DEVNULL, stderr=err)
-    p.port, p.stats, p.name = r.port, stats, name
-
-    def up():
-        expect(p.poll() is None, "standin exited: %s" % helpers.read_text(err.name))
-        try:
-            socket.create_connection(("127.0.0.1", r.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-    wait_for(up, 10, what="standin to listen")
-    p.t0 = time.monotonic()
-    return p
+    return helpers.Standin(tmp, [*STANDIN_ARGS, "--duration", "%g" % duration],
+                           name="%s-standin" % name).start()
 
 
 def start_fleet(tmp, name, port, devices, duration):
@@ -418,17 +400,19 @@ def run_storm(binary, tmp, out_dir, devices, duration, workers):
                    % (fl.returncode, helpers.read_text(fl.err)[-500:]))
         rejected = metric_sum(s.metrics(), "sluice_rejections_total")
         for st in (st_direct, st_sluice):
-            helpers._stop_pid(st)
+            st.stop()
         runs = []
         for name, st, fl in (("direct", st_direct, fl_direct), ("sluice", st_sluice, fl_sluice)):
-            runs.append(summarize(name, read_jsonl(fl.out), read_jsonl(st.stats), devices,
+            runs.append(summarize(name, read_jsonl(fl.out), st.lines(), devices,
                                   fl.t0 - st.t0))
         rc = s.stop(timeout=30)
         expect(rc == 0, "storm sluice exited with %d on SIGTERM" % rc)
         s = None
     finally:
         for p in procs:
-            if p.poll() is None:
+            if isinstance(p, helpers.Standin):
+                p.stop()
+            elif p.poll() is None:
                 helpers._stop_pid(p)
         if s is not None:
             s.kill()

@@ -19,44 +19,28 @@ from helpers import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-STANDIN = os.path.join(REPO, "build", "standin")
+STANDIN = helpers.Standin.BINARY
 
 
 @pytest.fixture
 def standin_factory(tmp_path):
-    procs = []
+    started = []
 
     def start(*args):
-        if not os.path.exists(STANDIN):
-            pytest.fail("%s missing: make build/standin" % STANDIN)
-        r = helpers.reserve_port()
-        r.release()
-        stats = str(tmp_path / ("stats-%d.jsonl" % len(procs)))
-        p = subprocess.Popen([STANDIN, "--listen", "127.0.0.1:%d" % r.port, "--stats", stats,
-                              "--report-interval", "100", *args],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(p)
-        p.port = r.port
-        p.stats = stats
-
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", r.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(up, 10, what="standin to listen")
+        p = helpers.Standin(str(tmp_path), ["--report-interval", "100", *args],
+                            name="standin-%d" % len(started)).start()
+        started.append(p)
         return p
 
     yield start
-    for p in procs:
-        helpers._stop_pid(p)
+    for p in started:
+        p.stop()
 
 
 def stop_and_summary(p):
-    rc, killed = helpers._stop_pid(p)
+    rc, killed = p.stop()
     assert rc == 0 and not killed
-    lines = [json.loads(l) for l in helpers.read_text(p.stats).splitlines()]
+    lines = p.lines()
     assert lines[-1]["type"] == "summary"
     assert all(l["type"] == "tick" for l in lines[:-1])
     return lines
@@ -141,12 +125,10 @@ def test_abandoned_request_still_takes_its_slot(standin_factory):
     S = 0.3
     p = standin_factory("--workers", "1", "--service-ms", str(int(S * 1000)))
     first = request(p.port)
-    wait_for(lambda: any(json.loads(l).get("inflight") == 1
-                         for l in helpers.read_text(p.stats).splitlines()),
+    wait_for(lambda: any(l.get("inflight") == 1 for l in p.lines()),
              5, what="the first request in its slot")
     gone = request(p.port)
-    wait_for(lambda: any(json.loads(l).get("queued") == 1
-                         for l in helpers.read_text(p.stats).splitlines()),
+    wait_for(lambda: any(l.get("queued") == 1 for l in p.lines()),
              5, what="the second request queued")
     gone.close()
     last = request(p.port)
@@ -236,8 +218,7 @@ def test_idle_tunnels_are_cheap(standin_factory):
         socks.append(s)
     for s in socks:
         assert read_head(s).startswith("HTTP/1.1 101 ")
-    wait_for(lambda: any(json.loads(l).get("tunnels") == N
-                         for l in helpers.read_text(p.stats).splitlines()),
+    wait_for(lambda: any(l.get("tunnels") == N for l in p.lines()),
              10, what="%d tunnels in standin's stats" % N)
     grown = rss_kib(p.pid) - before
     assert grown < 2 * N, "%d KiB for %d tunnels" % (grown, N)
@@ -247,7 +228,7 @@ def test_idle_tunnels_are_cheap(standin_factory):
         assert recv_exact(s, 3) == b"\x81\x01x"
     for s in socks:
         s.close()
-    wait_for(lambda: json.loads(helpers.read_text(p.stats).splitlines()[-1])["tunnels"] == 0,
+    wait_for(lambda: p.lines()[-1]["tunnels"] == 0,
              10, what="tunnels closed")
     total = stop_and_summary(p)[-1]
     assert total["ok"] == N
