@@ -2,8 +2,9 @@
 """sluice demo: a reconnect storm against a stand-in identity API, on loopback.
 
     /usr/bin/python3 deploy/demo.py --sluice ./build/sluice [--forever]
+        [--devices 10000] [--storm-seconds 80] [--quick] [--out-dir build/demo]
 
-What it does, bounded (about 10 s, never more than 30 s):
+What it does, bounded (about 90 s; --quick about 12 s):
 
  1. `sluice check` the example configuration (deploy/examples/sluice.yaml).
  2. Start the test upstream (test/integration/upstream.py) and sluice on a
@@ -13,23 +14,27 @@ What it does, bounded (about 10 s, never more than 30 s):
     so X-Forwarded-For can simulate many client addresses.
  3. One request over each protocol: HTTP/1.1 (with a 1 MiB upload), h2c
     (with a 1 MiB download), TLS h2 and TLS HTTP/1.1 (ALPN).
- 4. A reconnect storm (postmortem 000): DEVICES devices of class "homey", each
-    from its own address, reconnect at once, while one app stuck in a crash
-    loop (postmortem 002) retries from one address at about 100 requests/s.
-    The device-class limit (100/s, burst 100) sheds part of the herd with 429,
-    a JSON body and a spread retry-after; the shed devices come back when
-    their retry-after says and most get in. The crash-looping client is held
-    to its per-IP rate (5/s, burst 10) without being locked out.
- 5. An emergency firmware block (postmortem 001): an idle keep-alive
+ 4. An emergency firmware block (postmortem 001): an idle keep-alive
     connection from an airtame-hub on 3.8.0-b5 is open; on-call writes
     demo.d/emergency-firmware.yaml, checks it with `sluice check` and
     `sluice explain`; sluice's file watcher reloads by itself. The idle
     connection is closed, firmware 3.8.0-b10 gets 403 JSON (b10 orders after
     b3), 3.8.0-b2 still gets in.
- 6. Metrics excerpts, a summary, then SIGTERM (drain) and exit 0.
+ 5. Metrics excerpts, then SIGTERM (drain). With --forever (make run) it
+    keeps sluice running until Ctrl-C instead, prints how to talk to it, and
+    plays no storm.
+ 6. The reconnect storm (postmortem 000), twice side by side: --devices
+    devices (build/fleetsim, each from its own loopback address, holding a
+    WebSocket, honouring retry-after) connect at once straight at one
+    build/standin (a database-bound API of 200 connects/s), and through a
+    second sluice (the example's connect limits, plus demo.d/20-storm.yaml:
+    room for the tunnels) at another. A table (peak upstream load, upstream
+    500s and stalls, time until 99% connected, refusals by reason) and
+    OUT_DIR/storm.svg (deploy/demo_svg.py) with the JSON lines beside it.
+    Fails if the API behind sluice answered a single 500 or stalled.
 
-Any failed step prints why, with sluice's log tail, and exits 1. --forever
-keeps everything running until Ctrl-C (make run) and prints how to talk to it.
+Any failed step prints why, with sluice's log tail, and exits 1; bad flags
+exit 2.
 """
 
 import argparse
