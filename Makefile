@@ -172,7 +172,7 @@ build/fleetsim: $(FLEETSIM_OBJS)
 build/san/fleetsim: $(subst build/obj/,build/san/obj/,$(FLEETSIM_OBJS))
 	$(CC) $(SAN_FLAGS) -o $@ $^ -lev -lnghttp2 -lssl -lcrypto -lm
 
-tools: build/fleetsim
+tools: build/fleetsim build/standin
 
 integration: build/san/sluice build/sluice build/bench/idle_client tools build/san/fleetsim
 	SLUICE_BIN=$(CURDIR)/build/san/sluice FLEETSIM_BIN=$(CURDIR)/build/san/fleetsim $(PYTHON) -m pytest -q -rs -p no:cacheprovider \
@@ -193,14 +193,6 @@ demo: deps
 run: deps
 	$(MAKE) build/sluice tools
 	$(PYTHON) deploy/demo.py --sluice ./build/sluice --forever
-
-# The load tools of test/tools/fleetsim/ (make demo, make run, integration):
-# build/standin is the stand-in identity API with a bounded worker pool.
-tools: build/standin
-
-build/standin: test/tools/fleetsim/standin.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) $(OPTFLAGS) -D_GNU_SOURCE -o $@ $< -lev -lssl -lcrypto -lm
 
 # The runtime image: FROM scratch, filled with build/sluice and what it
 # links (scripts/image-rootfs.sh); no base image is pulled.
@@ -270,3 +262,9 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# The stand-in identity API of the storm demo (test/tools/fleetsim/standin.c):
+# links no sluice code.
+build/standin: test/tools/fleetsim/standin.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(OPTFLAGS) -D_GNU_SOURCE -o $@ $< -lev -lssl -lcrypto -lm

@@ -2,8 +2,9 @@
 """sluice demo: a reconnect storm against a stand-in identity API, on loopback.
 
     /usr/bin/python3 deploy/demo.py --sluice ./build/sluice [--forever]
+        [--devices 10000] [--storm-seconds 80] [--quick] [--out-dir build/demo]
 
-What it does, bounded (about 10 s, never more than 30 s):
+What it does, bounded (about 90 s; --quick about 12 s):
 
  1. `sluice check` the example configuration (deploy/examples/sluice.yaml).
  2. Start the test upstream (test/integration/upstream.py) and sluice on a
@@ -13,28 +14,31 @@ What it does, bounded (about 10 s, never more than 30 s):
     so X-Forwarded-For can simulate many client addresses.
  3. One request over each protocol: HTTP/1.1 (with a 1 MiB upload), h2c
     (with a 1 MiB download), TLS h2 and TLS HTTP/1.1 (ALPN).
- 4. A reconnect storm (postmortem 000): DEVICES devices of class "homey", each
-    from its own address, reconnect at once, while one app stuck in a crash
-    loop (postmortem 002) retries from one address at about 100 requests/s.
-    The device-class limit (100/s, burst 100) sheds part of the herd with 429,
-    a JSON body and a spread retry-after; the shed devices come back when
-    their retry-after says and most get in. The crash-looping client is held
-    to its per-IP rate (5/s, burst 10) without being locked out.
- 5. An emergency firmware block (postmortem 001): an idle keep-alive
+ 4. An emergency firmware block (postmortem 001): an idle keep-alive
     connection from an airtame-hub on 3.8.0-b5 is open; on-call writes
     demo.d/emergency-firmware.yaml, checks it with `sluice check` and
     `sluice explain`; sluice's file watcher reloads by itself. The idle
     connection is closed, firmware 3.8.0-b10 gets 403 JSON (b10 orders after
     b3), 3.8.0-b2 still gets in.
- 6. Metrics excerpts, a summary, then SIGTERM (drain) and exit 0.
+ 5. Metrics excerpts, then SIGTERM (drain). With --forever (make run) it
+    keeps sluice running until Ctrl-C instead, prints how to talk to it, and
+    plays no storm.
+ 6. The reconnect storm (postmortem 000), twice side by side: --devices
+    devices (build/fleetsim, each from its own loopback address, holding a
+    WebSocket, honouring retry-after) connect at once straight at one
+    build/standin (a database-bound API of 200 connects/s), and through a
+    second sluice (the example's connect limits, plus demo.d/20-storm.yaml:
+    room for the tunnels) at another. A table (peak upstream load, upstream
+    500s and stalls, time until 99% connected, refusals by reason) and
+    OUT_DIR/storm.svg (deploy/demo_svg.py) with the JSON lines beside it.
+    Fails if the API behind sluice answered a single 500 or stalled.
 
-Any failed step prints why, with sluice's log tail, and exits 1. --forever
-keeps everything running until Ctrl-C (make run) and prints how to talk to it.
+Any failed step prints why, with sluice's log tail, and exits 1; bad flags
+exit 2.
 """
 
 import argparse
 import collections
-import concurrent.futures
 import datetime
 import http.client
 import json
@@ -45,13 +49,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "test", "integration"))
 
+import demo_svg  # noqa: E402  (deploy/demo_svg.py, the picture)
 import helpers  # noqa: E402  (the integration-test harness: processes, ports, clients)
 from helpers import (MiB, H1Conn, Sluice, Upstream, curl, make_cert,  # noqa: E402
                      metric_sum, random_bytes, reserve_port, run_cli, sha256_hex, wait_for)
@@ -60,8 +64,6 @@ EXAMPLE = os.path.join(REPO, "deploy", "examples", "sluice.yaml")
 CURL_TIMEOUT = 10
 HTTP_TIMEOUT = 5.0
 CONNECT = "/v1/connect"
-CRASH_LOOP_IP = "198.51.100.7"   # TEST-NET-2: the app stuck in a crash loop
-CRASH_LOOP_RATE = 100.0          # requests per second it tries to send
 
 # The demo's additions to the example, merged after it (SPEC §3 drop-ins):
 # a list item with a new name is appended, maps merge key by key.
@@ -160,39 +162,6 @@ def device_headers(i, cls="homey", firmware="8.1.2"):
             "X-Device-Class": cls, "X-Firmware-Version": firmware, "X-Device-Id": "dev-%05d" % i}
 
 
-class CrashLoop(threading.Thread):
-    """One client retrying as fast as a crashing app does, until stopped."""
-
-    def __init__(self, port):
-        super().__init__(daemon=True)
-        self.port = port
-        self.results = []
-        self.stop_ev = threading.Event()
-        self.error = None
-
-    def run(self):
-        hdrs = {"X-Forwarded-For": CRASH_LOOP_IP, "User-Agent": "wallet-app/3.1 (crash loop)"}
-        self.t0 = time.monotonic()
-        n = 0
-        try:
-            while not self.stop_ev.is_set():
-                self.results.append(get(self.port, CONNECT, hdrs))
-                n += 1
-                pause = self.t0 + n / CRASH_LOOP_RATE - time.monotonic()
-                if pause > 0:
-                    self.stop_ev.wait(pause)
-        except Exception as e:  # reported by the main thread
-            self.error = e
-        self.t1 = time.monotonic()
-
-
-def histogram(values, width=40):
-    c = collections.Counter(values)
-    top = max(c.values()) if c else 1
-    for v in sorted(c):
-        say("  retry-after %3d s: %4d  %s" % (v, c[v], "#" * max(1, round(c[v] * width / top))))
-
-
 # ---- steps -----------------------------------------------------------------------
 
 def run_protocols(s, tls_port, tmp):
@@ -232,78 +201,248 @@ def run_protocols(s, tls_port, tmp):
     go("HTTP/1.1", "GET", "/status/503", "--http1.1", want=503, note="upstream's own 503, relayed")
 
 
-def run_storm(s, up, n_devices):
-    step("reconnect storm: %d devices reconnect at once, plus one app in a crash loop"
-         % n_devices)
-    say("connect route: per client_ip 5/s (burst 10), per device_class 100/s (burst 100);")
-    say("every device has its own address (X-Forwarded-For from the trusted loopback proxy)")
-    up.reset_stats()
-    crash = CrashLoop(s.port)
-    crash.start()
-    t0 = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=48) as pool:
-        wave1 = list(pool.map(lambda i: get(s.port, CONNECT, device_headers(i)), range(n_devices)))
-    t_wave1 = time.monotonic() - t0
-    admitted1 = [i for i, r in enumerate(wave1) if r.status == 200]
-    shed = [i for i, r in enumerate(wave1) if r.status == 429]
-    expect(len(admitted1) + len(shed) == n_devices,
-           "unexpected statuses in the storm: %r" % collections.Counter(r.status for r in wave1))
-    expect(shed, "the device-class limit shed nothing: is the example's connect route changed?")
-    say()
-    say("wave 1 (%.2f s): %d admitted, %d shed with 429" % (t_wave1, len(admitted1), len(shed)))
-    first = wave1[shed[0]]
-    body = json.loads(first.body)
-    expect(body.get("error") == "rate_limited" and body.get("policy") == "connect/device_class",
-           "unexpected rejection body %r" % first.body)
-    say("a shed device reads: retry-after: %d" % first.retry_after)
-    say("                     %s" % first.body.decode().strip())
-    say("retry-after of the %d shed devices, spread so they do not return together:" % len(shed))
-    histogram([wave1[i].retry_after for i in shed])
+# ---- the storm: 10,000 devices, straight at the API and through sluice -------
 
-    # Each shed device honours its own retry-after, counted from its rejection.
-    due = sorted((wave1[i].t + wave1[i].retry_after, i) for i in shed)
-    wave2 = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=48) as pool:
-        futs = []
-        for when, i in due:
-            pause = when - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            futs.append((i, pool.submit(get, s.port, CONNECT, device_headers(i))))
-        for i, f in futs:
-            wave2[i] = f.result()
-    admitted2 = sum(1 for r in wave2.values() if r.status == 200)
-    say()
-    say("wave 2 (%.1f s after the storm began): the %d shed devices retry when told: "
-        "%d admitted, %d shed again" % (time.monotonic() - t0, len(shed), admitted2,
-                                         len(shed) - admitted2))
-    crash.stop_ev.set()
-    crash.join(10)
-    expect(crash.error is None, "crash-loop client failed: %r" % crash.error)
-    cr = crash.results
-    ok = sum(1 for r in cr if r.status == 200)
-    dur = crash.t1 - crash.t0
-    expect(ok and ok < len(cr), "crash loop: %d of %d admitted" % (ok, len(cr)))
-    bad = [r for r in cr if r.status == 429][0]
-    expect(json.loads(bad.body).get("policy") == "connect/client_ip",
-           "crash loop rejected by %r" % bad.body)
-    say()
-    say("crash loop (%s): %d requests in %.1f s (%.0f/s): %d admitted, %d shed"
-        % (CRASH_LOOP_IP, len(cr), dur, len(cr) / dur, ok, len(cr) - ok))
-    say("  admitted ~ burst 10 + 5/s x %.1f s = %.0f: limited, never locked out, because a"
-        % (dur, 10 + 5 * dur))
-    say("  refused request consumes no quota; it reads %s" % bad.body.decode().strip())
+# The stand-in identity API (build/standin): 8 slots of 40 ms, so it serves
+# 200 connects a second; beyond 256 waiting it answers 500, beyond 1024 it
+# hangs (the database-bound handler of the postmortems). The example's
+# connect route admits 100/s of homey and 50/s of airtame-hub: 150/s, three
+# quarters of that capacity.
+STANDIN_ARGS = ("--workers", "8", "--service-ms", "40", "--fail-queue", "256",
+                "--stall-queue", "1024")
+STANDIN_CAPACITY = 8 / 0.040
+FLEET_ARGS = ("--mode", "ws-h1", "--class", "homey=70,airtame-hub=30",
+              "--firmware", "homey=8.1.2,airtame-hub=3.7.9",
+              "--reconnect", "retry-after:1000:30000", "--timeout", "10000")
+SOURCES = {"direct": "127.1.0.0/16", "sluice": "127.2.0.0/16"}
 
-    total_ok = len(admitted1) + admitted2 + ok
-    seen = up.seen(CONNECT)
-    say()
-    say("the identity API saw %d %s requests: exactly the %d admitted; nothing shed reached it"
-        % (seen, CONNECT, total_ok))
-    expect(seen == total_ok, "upstream saw %d, sluice admitted %d" % (seen, total_ok))
-    return {"devices": n_devices, "wave1_ok": len(admitted1), "shed": len(shed),
-            "ra": sorted(set(wave1[i].retry_after for i in shed)), "wave2_ok": admitted2,
-            "crash_n": len(cr), "crash_ok": ok, "crash_rate": len(cr) / dur, "seen": seen}
+# The example's connect route, restated so that a drop-in can give it room
+# for a fleet that holds tunnels (a drop-in entry with the same name
+# replaces the example's in place, SPEC §3). The example's
+# `concurrency: {max: 512}` counts every open tunnel, and every tunnel holds
+# one of the upstream's 256 connections: right for polling devices, 512
+# tunnels for a fleet of 10,000. The limits are the example's, checked
+# against it at start.
+EXAMPLE_LIMITS = """\
+      - { key: client_ip, rate: "5/s", burst: 10 }
+      - { key: device_class, rate: "100/s", burst: 100,
+          override: { airtame-hub: "50/s" } }
+"""
+STORM_DROPIN = """\
+# demo.d/20-storm.yaml, merged after sluice.yaml: room for 10,000 tunnels
+upstreams:
+  identity:
+    max_connections: 30000           # a tunnel holds its upstream connection
+routes:
+  - name: connect                    # replaces the example's route in place
+    match: { path_prefix: "/v1/connect" }
+    upstream: identity
+    rate_limits:
+""" + EXAMPLE_LIMITS + """\
+    concurrency: { max: 30000 }      # the example: 512, tunnels included
+    priority: high
+    idle_timeout: 10m                # the listener's idle (60s) would close quiet tunnels
+"""
 
+
+FD_SPARE = 200  # listeners, the admin, the loop, logs, the demo's own
+
+
+def raise_fd_limit(need):
+    """Children inherit it: sluice holds two descriptors per tunnel."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+            return need
+        except (ValueError, OSError):
+            pass
+    top = need if hard == resource.RLIM_INFINITY else hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
+    return top
+
+
+def read_jsonl(path):
+    out = []
+    for line in helpers.read_text(path).splitlines():
+        line = line.strip()
+        if line:
+            out.append(json.loads(line))
+    return out
+
+
+def start_standin(tmp, name, duration):
+    return helpers.Standin(tmp, [*STANDIN_ARGS, "--duration", "%g" % duration],
+                           name="%s-standin" % name).start()
+
+
+def start_fleet(tmp, name, port, devices, duration):
+    out = os.path.join(tmp, "%s-fleet.jsonl" % name)
+    err = open(os.path.join(tmp, "%s-fleet.stderr" % name), "wb")
+    cmd = [os.path.join(REPO, "build", "fleetsim"), "--target", "127.0.0.1:%d" % port,
+           "--devices", str(devices), "--sources", SOURCES[name], *FLEET_ARGS,
+           "--duration", "%g" % duration, "--out", out]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+    p.out, p.err, p.cmd, p.t0 = out, err.name, cmd, time.monotonic()
+    return p
+
+
+def time_to_99(fleet_ticks, devices):
+    for tk in fleet_ticks:
+        if tk["connected"] >= 0.99 * devices:
+            return tk["t"]
+    return None
+
+
+def summarize(name, fleet, standin, devices, standin_lead):
+    ticks = [t for t in fleet if t["type"] == "tick"]
+    summary = [t for t in fleet if t["type"] == "summary"]
+    expect(summary, "%s: fleetsim wrote no summary" % name)
+    up = [dict(t, t=t["t"] - standin_lead) for t in standin if t["type"] == "tick"]
+    up = [t for t in up if t["t"] > 0]
+    up_total = [t for t in standin if t["type"] == "summary"]
+    expect(up_total, "%s: standin wrote no summary" % name)
+    prev, peak = 0.0, 0.0
+    for t in up:
+        if t["t"] > prev:
+            peak = max(peak, t["requests"] / (t["t"] - prev))
+        prev = t["t"]
+    return {"name": name, "ticks": ticks, "standin": up, "summary": summary[-1],
+            "upstream": up_total[-1], "peak_rps": peak, "t99": time_to_99(ticks, devices)}
+
+
+def refusals_text(summary):
+    parts = ["%s %d" % (k, v) for k, v in sorted(summary["refused_by"].items(),
+                                                    key=lambda kv: -kv[1])]
+    parts += ["%s %d" % (k, v) for k, v in sorted(summary["errors_by"].items(),
+                                                     key=lambda kv: -kv[1])]
+    return ", ".join(parts) or "none"
+
+
+def print_table(runs, devices, duration):
+    cols = ("straight at the API", "through sluice")
+    rows = [
+        ("peak upstream load", ["%.0f req/s" % r["peak_rps"] for r in runs]),
+        ("upstream errors (500 + stalled)",
+         ["%d + %d" % (r["upstream"]["errors_500"], r["upstream"]["stalled"]) for r in runs]),
+        ("time until 99%% of %d connected" % devices,
+         ["%.0f s" % r["t99"] if r["t99"] is not None else "not in %g s" % duration
+          for r in runs]),
+        ("connected at the end", ["%d" % r["summary"]["connected"] for r in runs]),
+        ("device attempts", ["%d" % r["summary"]["attempts"] for r in runs]),
+    ]
+    w0 = max(len(r[0]) for r in rows) + 2
+    w = max(len(c) for c in cols) + 4
+    say("%-*s%-*s%s" % (w0, "", w, cols[0], cols[1]))
+    for label, vals in rows:
+        say("%-*s%-*s%s" % (w0, label, w, vals[0], vals[1]))
+    say("refusals and errors by reason, as the devices saw them:")
+    for col, r in zip(cols, runs):
+        say("  %-21s %s" % (col + ":", refusals_text(r["summary"])))
+
+
+def run_storm(binary, tmp, out_dir, devices, duration, workers):
+    step("reconnect storm: %d devices connect at once, twice side by side: straight at the "
+         "stand-in identity API, and through sluice with the example policy" % devices)
+    for tool in ("standin", "fleetsim"):
+        expect(os.access(os.path.join(REPO, "build", tool), os.X_OK),
+               "build/%s missing: make tools" % tool)
+    with open(EXAMPLE) as f:
+        expect(EXAMPLE_LIMITS in f.read(), "%s: the connect route's rate limits changed; "
+               "update EXAMPLE_LIMITS in deploy/demo.py" % os.path.relpath(EXAMPLE, REPO))
+    # sluice holds two descriptors per tunnel (the device's and the
+    # upstream's), fleetsim and standin one; children inherit the limit.
+    got = raise_fd_limit(2 * devices + FD_SPARE)
+    if got < 2 * devices + FD_SPARE:
+        fit = (got - FD_SPARE) // 2
+        expect(fit >= 100, "the open-files limit is %d: too low for a storm" % got)
+        say("note: the open-files limit is %d (ulimit -Hn) and sluice holds two descriptors a "
+            "tunnel: %d devices instead of %d (raise the limit to %d for all of them)"
+            % (got, fit, devices, 2 * devices + FD_SPARE))
+        devices = fit
+    say("stand-in identity API: build/standin %s (%.0f connects/s at most)"
+        % (" ".join(STANDIN_ARGS), STANDIN_CAPACITY))
+    say("devices: build/fleetsim --devices %d %s --duration %g"
+        % (devices, " ".join(FLEET_ARGS), duration))
+    say("         each from its own loopback address (--sources %s, %s)"
+        % (SOURCES["direct"], SOURCES["sluice"]))
+    sd = os.path.join(tmp, "storm")
+    os.makedirs(os.path.join(sd, "demo.d"))
+    procs = []
+    s = None
+    try:
+        st_direct = start_standin(tmp, "direct", duration + 10)
+        st_sluice = start_standin(tmp, "sluice", duration + 10)
+        procs += [st_direct, st_sluice]
+        write_file(os.path.join(sd, "demo.d", "20-storm.yaml"), STORM_DROPIN)
+        s = Sluice(sd, demo_config_text(), upstream=st_sluice.port, workers=workers,
+                   binary=binary)
+        p = run_cli(["check", "-c", s.config_path], binary=binary, timeout=10)
+        expect(p.returncode == 0, "storm configuration invalid:\n%s" % p.stderr)
+        s.start(timeout=10)
+        say("sluice pid %d on 127.0.0.1:%d, the example + demo.d/20-storm.yaml:"
+            % (s.pid, s.port))
+        for line in STORM_DROPIN.splitlines()[1:]:
+            say("  | " + line)
+        fl_direct = start_fleet(tmp, "direct", st_direct.port, devices, duration)
+        fl_sluice = start_fleet(tmp, "sluice", s.port, devices, duration)
+        procs += [fl_direct, fl_sluice]
+        say("running for %g s..." % duration)
+        # sluice's own view while the storm runs, once a second (what the
+        # runbook deploy/runbooks/rehearse-a-storm.md says to watch).
+        tunnels = breaker = 0
+        deadline = time.monotonic() + duration + 30
+        while any(fl.poll() is None for fl in (fl_direct, fl_sluice)):
+            expect(time.monotonic() < deadline, "fleetsim did not end after --duration %g"
+                   % duration)
+            m = s.metrics()
+            tunnels = max(tunnels, metric_sum(m, "sluice_websocket_tunnels_active"))
+            breaker = max(breaker, metric_sum(m, "sluice_circuit_breaker_state"))
+            time.sleep(1.0)
+        for fl in (fl_direct, fl_sluice):
+            expect(fl.returncode == 0, "fleetsim exited %d: %s"
+                   % (fl.returncode, helpers.read_text(fl.err)[-500:]))
+        rejected = metric_sum(s.metrics(), "sluice_rejections_total")
+        for st in (st_direct, st_sluice):
+            st.stop()
+        runs = []
+        for name, st, fl in (("direct", st_direct, fl_direct), ("sluice", st_sluice, fl_sluice)):
+            runs.append(summarize(name, read_jsonl(fl.out), st.lines(), devices,
+                                  fl.t0 - st.t0))
+        rc = s.stop(timeout=30)
+        expect(rc == 0, "storm sluice exited with %d on SIGTERM" % rc)
+        s = None
+    finally:
+        for p in procs:
+            if isinstance(p, helpers.Standin):
+                p.stop()
+            elif p.poll() is None:
+                helpers._stop_pid(p)
+        if s is not None:
+            s.kill()
+    say()
+    print_table(runs, devices, duration)
+    say("sluice during the storm: at most %d tunnels open (sluice_websocket_tunnels_active), "
+        "%d refusals (sluice_rejections_total), breaker state at most %d (0 closed)"
+        % (tunnels, rejected, breaker))
+    os.makedirs(out_dir, exist_ok=True)
+    for name in ("direct", "sluice"):
+        for kind in ("fleet", "standin"):
+            shutil.copy(os.path.join(tmp, "%s-%s.jsonl" % (name, kind)),
+                        os.path.join(out_dir, "%s-%s.jsonl" % (name, kind)))
+    svg = os.path.join(out_dir, "storm.svg")
+    demo_svg.render([{"title": "straight at the identity API (%d devices)" % devices,
+                      "fleet": runs[0]["ticks"], "standin": runs[0]["standin"]},
+                     {"title": "through sluice, example policy (%d devices)" % devices,
+                      "fleet": runs[1]["ticks"], "standin": runs[1]["standin"]}], svg)
+    shown = os.path.relpath(out_dir, REPO)
+    shown = out_dir if shown.startswith("..") else shown
+    say("picture: %s (data: %s/*.jsonl)" % (os.path.join(shown, "storm.svg"), shown))
+    expect(runs[1]["upstream"]["stalled"] == 0 and runs[1]["upstream"]["errors_500"] == 0,
+           "the identity API failed behind sluice: %d 500s, %d stalls"
+           % (runs[1]["upstream"]["errors_500"], runs[1]["upstream"]["stalled"]))
+    return runs, devices
 
 def explain(binary, config, firmware):
     p = run_cli(["explain", "-c", config, "--ip", "100.64.200.1",
@@ -440,14 +579,17 @@ def main():
     ap.add_argument("--sluice", default=os.path.join(REPO, "build", "sluice"), help="binary to run")
     ap.add_argument("--forever", action="store_true", help="keep running until Ctrl-C")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--devices", type=int, default=300, help="devices in the reconnect storm")
+    ap.add_argument("--devices", type=int, default=10000, help="devices in the reconnect storm")
+    ap.add_argument("--storm-seconds", type=float, default=80,
+                    help="how long each storm runs (both run side by side)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a small storm for tests: 500 devices for 10 s")
+    ap.add_argument("--out-dir", default=os.path.join(REPO, "build", "demo"),
+                    help="where the picture and the storm data go")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    ap.add_argument("--storm", action="store_true",
-                    help="then the fleetsim storm twice, direct and through sluice "
-                         "(deploy/demo_storm.py; needs make tools)")
-    ap.add_argument("--storm-devices", type=int, default=10000)
-    ap.add_argument("--storm-duration", type=int, default=40, help="seconds per run")
     args = ap.parse_args()
+    if args.quick:
+        args.devices, args.storm_seconds = 500, 10
 
     binary = os.path.abspath(args.sluice)
     for tool in ("curl", "openssl"):
@@ -457,7 +599,9 @@ def main():
     if not os.access(binary, os.X_OK):
         print("demo: %s is not an executable (run make first)" % binary, file=sys.stderr)
         return 1
-    expect(150 <= args.devices <= 5000, "--devices wants 150..5000")
+    if not 100 <= args.devices <= 50000 or not 2 <= args.storm_seconds <= 600:
+        print("demo: --devices wants 100..50000, --storm-seconds 2..600", file=sys.stderr)
+        return 2
 
     started = time.monotonic()
     tmp = tempfile.mkdtemp(prefix="sluice-demo-")
@@ -494,27 +638,11 @@ def main():
             "admin http://127.0.0.1:%d" % (s.port, tls_port, s.admin_port))
 
         run_protocols(s, tls_port, tmp)
-        storm = run_storm(s, up, args.devices)
         block = run_firmware_block(s, binary, demo_dir)
         m = show_metrics(s)
         expect(metric_sum(m, "sluice_rejections_total", reason="blocklist") >= 1,
                "no blocklist rejection in the metrics")
         expect(metric_sum(m, "sluice_config_last_reload_successful") == 1, "last reload failed")
-
-        step("summary")
-        say("protocols        HTTP/1.1, h2c, TLS h2, TLS HTTP/1.1: ok (uploads, downloads, "
-            "x-forwarded-proto)")
-        say("reconnect storm  %d devices at once: %d admitted, %d shed with 429 and retry-after "
-            "%s s" % (storm["devices"], storm["wave1_ok"], storm["shed"],
-                      "-".join(str(x) for x in (storm["ra"][0], storm["ra"][-1]))
-                      if len(storm["ra"]) > 1 else storm["ra"][0]))
-        say("                 their retries, spread: %d of %d admitted"
-            % (storm["wave2_ok"], storm["shed"]))
-        say("crash loop       %d requests at %.0f/s from one address: %d admitted (its 5/s), "
-            "the rest 429" % (storm["crash_n"], storm["crash_rate"], storm["crash_ok"]))
-        say("firmware block   drop-in picked up in %.1f s: 3.8.0-b10 -> 403 JSON, 3.8.0-b2 -> 200, "
-            "idle connection of a blocked hub closed" % block["reload_s"])
-        say("identity API     saw %d connects, exactly those admitted" % storm["seen"])
 
         if args.forever:
             wait_forever(s, tls_port)
@@ -522,20 +650,25 @@ def main():
         step("stop (SIGTERM: drain, then exit)")
         rc = s.stop(timeout=15)
         expect(rc == 0, "sluice exited with %d on SIGTERM" % rc)
-        say("sluice exited 0; demo took %.1f s" % (time.monotonic() - started))
-        if args.storm:
-            import demo_storm  # noqa: E402  (deploy/, beside this file)
-            step("the storm twice: %d devices straight at the stand-in API, then through sluice"
-                 % args.storm_devices)
-            try:
-                results = demo_storm.storm_pair(binary, tmp, args.storm_devices,
-                                                args.storm_duration, demo_config_text())
-            except demo_storm.StormError as e:
-                raise DemoError(str(e))
-            print(demo_storm.table(results), flush=True)
-            out = os.path.join(REPO, "build", "demo", "storm.svg")
-            demo_storm.write_picture(results, out)
-            say("picture: %s" % os.path.relpath(out, REPO))
+        say("sluice exited 0")
+        if args.forever:
+            return 0
+
+        runs, devices = run_storm(binary, tmp, os.path.abspath(args.out_dir), args.devices,
+                         args.storm_seconds, args.workers)
+
+        step("summary")
+        say("protocols        HTTP/1.1, h2c, TLS h2, TLS HTTP/1.1: ok (uploads, downloads, "
+            "x-forwarded-proto)")
+        say("firmware block   drop-in picked up in %.1f s: 3.8.0-b10 -> 403 JSON, 3.8.0-b2 -> 200, "
+            "idle connection of a blocked hub closed" % block["reload_s"])
+        d, t = runs
+        say("storm            %d devices: straight at the API %d 500s and %d stalls, peak %.0f "
+            "req/s on a %.0f/s API;" % (devices, d["upstream"]["errors_500"],
+                                       d["upstream"]["stalled"], d["peak_rps"], STANDIN_CAPACITY))
+        say("                 through sluice %d 500s and %d stalls, peak %.0f req/s"
+            % (t["upstream"]["errors_500"], t["upstream"]["stalled"], t["peak_rps"]))
+        say("demo took %.1f s" % (time.monotonic() - started))
         return 0
     except (DemoError, helpers.HarnessError, AssertionError, OSError, ValueError, KeyError,
             TimeoutError, subprocess.SubprocessError) as e:

@@ -367,6 +367,58 @@ class Upstream:
         self.stop()
 
 
+class Standin:
+    """build/standin, the stand-in identity API of the storm demo
+    (test/tools/fleetsim/standin.c), on a free loopback port; its JSON lines
+    go to |stats| (.lines() reads them back). For deploy/demo.py and
+    test_standin.py."""
+
+    BINARY = os.path.join(REPO, "build", "standin")
+
+    def __init__(self, workdir, args=(), name="standin"):
+        self.workdir, self.args, self.name = workdir, list(args), name
+        self.stats = os.path.join(workdir, "%s.jsonl" % name)
+        self.stderr_path = os.path.join(workdir, "%s.stderr" % name)
+        self.proc = None
+
+    def start(self, timeout=10.0):
+        if not os.access(self.BINARY, os.X_OK):
+            raise HarnessError("%s missing: make build/standin" % self.BINARY)
+        r = reserve_port()
+        r.release()
+        self.port = r.port
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen([self.BINARY, "--listen", "127.0.0.1:%d" % self.port,
+                                          "--stats", self.stats] + self.args,
+                                         stdout=subprocess.DEVNULL, stderr=err)
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise HarnessError("standin exited %d: %s"
+                                   % (self.proc.returncode, read_text(self.stderr_path)))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(listening, timeout, what="standin to listen")
+        self.t0 = time.monotonic()
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def lines(self):
+        return [json.loads(l) for l in read_text(self.stats).splitlines() if l.strip()]
+
+    def stop(self):
+        """SIGTERM (standin writes its summary line and exits 0): (rc, killed)."""
+        if self.proc is None:
+            return None, False
+        return _stop_pid(self.proc)
+
+
 # ---- configuration ---------------------------------------------------------
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")

@@ -88,6 +88,13 @@ EXPECT = {
         r'\{"result":"success"',
         r"^200$",
     ],
+    "rehearse-a-storm": [
+        r'sluice_rejections_total\{route="connect",policy="connect/device_class",'
+        r'reason="rate_limit"\} [1-9]',
+        r'sluice_circuit_breaker_state\{upstream="identity"\} 0',
+        r'"type":"summary","devices":300,.*"errors":0,.*"refused_by":\{"429 rate_limited":\d+\}'
+        r'.*"connected":300,',
+    ],
     "reconnect-storm": [
         r"^(200 ){10}(429 )+",
         r"retry-after: [12]\r?\n",
