@@ -59,8 +59,8 @@ admin:
 upstreams:
   identity:
     address: "127.0.0.1:%d"
-    max_connections: 4096
-    max_pending: 4096
+    max_connections: 30000           # a tunnel holds its upstream connection
+    max_pending: 30000
     timeouts: { connect: 2s, response: 10s, idle: 60s }
 identify:
   device_class: { header: "x-device-class" }
