@@ -582,23 +582,31 @@ static void sockaddr_parts(const struct sl_sockaddr *a, char ip[INET6_ADDRSTRLEN
   }
 }
 
-/* Connects to the primary at |ip|:|port| (numeric: never resolves). */
-static void primary_open(struct sl_global_client *c, const char *ip, int port) {
+/* A context connecting to |ip|:|port| (numeric: never resolves), attached
+ * to the loop, in |state| from now; NULL (and a reconnection scheduled)
+ * when it cannot even start. */
+static redisAsyncContext *ctx_open(struct sl_global_client *c, const char *ip, int port,
+                                   redisConnectCallback *on_conn,
+                                   redisDisconnectCallback *on_disc, enum conn_state state) {
   redisAsyncContext *ac = redisAsyncConnect(ip, port);
   if (!ac || ac->err) {
     if (ac) redisAsyncFree(ac);
     sl_metric_inc(m_disconnects);
     schedule_reconnect(c);
-    return;
+    return NULL;
   }
   ac->data = c;
-  c->ac = ac;
-  c->state = CONN_CONNECTING;
+  c->state = state;
   c->connect_started = ev_now(c->loop);
-  c->ring_head = c->ring_tail = 0;
   redisLibevAttach(c->loop, ac);
-  redisAsyncSetConnectCallback(ac, on_connect);
-  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  redisAsyncSetConnectCallback(ac, on_conn);
+  redisAsyncSetDisconnectCallback(ac, on_disc);
+  return ac;
+}
+
+static void primary_open(struct sl_global_client *c, const char *ip, int port) {
+  c->ring_head = c->ring_tail = 0;
+  c->ac = ctx_open(c, ip, port, on_connect, on_disconnect, CONN_CONNECTING);
 }
 
 /* A sentinel could not answer (refused, timed out, unknown master):
@@ -655,21 +663,13 @@ static void discover_open(struct sl_global_client *c) {
   char ip[INET6_ADDRSTRLEN];
   int port;
   sockaddr_parts(a, ip, &port);
-  redisAsyncContext *sac = redisAsyncConnect(ip, port);
-  if (!sac || sac->err) {
-    if (sac) redisAsyncFree(sac);
-    sl_metric_inc(m_disconnects);
+  redisAsyncContext *sac =
+      ctx_open(c, ip, port, on_sentinel_connect, on_sentinel_disconnect, CONN_DISCOVER);
+  if (!sac) {
     c->sentinel_at++;
-    schedule_reconnect(c);
     return;
   }
-  sac->data = c;
   c->sac = sac;
-  c->state = CONN_DISCOVER;
-  c->connect_started = ev_now(c->loop);
-  redisLibevAttach(c->loop, sac);
-  redisAsyncSetConnectCallback(sac, on_sentinel_connect);
-  redisAsyncSetDisconnectCallback(sac, on_sentinel_disconnect);
   const char *argv[] = {"SENTINEL", "get-master-addr-by-name", c->g->master_name};
   size_t lens[] = {8, 23, strlen(c->g->master_name)};
   if (redisAsyncCommandArgv(sac, on_sentinel_reply, NULL, 3, argv, lens) != REDIS_OK)

@@ -67,38 +67,20 @@ def all_calls(port):
 def start_sluice(d, binary, origin, scope, redis_port):
     d = os.path.join(d, scope)
     os.makedirs(d, exist_ok=True)
-    ports = {"h1": free_port(), "admin": free_port()}
-    glob = ('global:\n  redis: "127.0.0.1:%d"\n  expected_replicas: 1\n  lease: 100ms\n'
-            % redis_port) if scope == "global" else ""
-    conf = write(os.path.join(d, "sluice.yaml"), """
-listeners:
-  - name: public
-    address: "127.0.0.1:%(h1)d"
-    max_connections: 50000
-    timeouts: { request_header: 10s, idle: 300s }
-admin:
-  address: "127.0.0.1:%(admin)d"
-upstreams:
-  origin:
-    address: "127.0.0.1:%(origin)d"
-    max_connections: %(conns)d
-    max_pending: 100000
-    timeouts: { connect: 2s, response: 30s, idle: 300s }
-identify:
-  device_class: { header: x-device-class }
-%(glob)sroutes:
-  - name: default
+    extra = "identify:\n  device_class: { header: x-device-class }\n"
+    if scope == "global":
+        extra += ('global:\n  redis: "127.0.0.1:%d"\n  expected_replicas: 1\n  lease: 100ms\n'
+                  % redis_port)
+    routes = """  - name: default
     match: { path_prefix: "/" }
     upstream: origin
     rate_limits:
-      - { key: device_class, rate: "%(rate)s", burst: %(burst)d, scope: %(scope)s }
+      - { key: device_class, rate: "%s", burst: %d, scope: %s }
 access_log: off
 mode: enforce
 drain_timeout: 2s
-""" % dict(ports, origin=origin, conns=pb.UPSTREAM_CONNS, glob=glob, rate=RATE, burst=BURST,
-           scope=scope))
-    p = Proc("sluice-" + scope, [os.path.abspath(binary), "run", "-c", conf, "--workers", "1",
-                                  "--log-level", "warn"], d, ports)
+""" % (RATE, BURST, scope)
+    p, ports = pb.start_sluice(d, binary, origin, "sluice-" + scope, routes=routes, extra=extra)
     return {"name": scope, "proc": p, "ports": ports}
 
 

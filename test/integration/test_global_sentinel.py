@@ -31,31 +31,40 @@ def free_port():
     return p
 
 
-class Replica(Redis):
-    """A redis-server replicating |primary_port|."""
+class Follower(Redis):
+    """A redis-server of our own that follows the primary at |primary_port|:
+    cmd() gives its command line, kind names its log."""
+
+    kind = "follower"
 
     def __init__(self, workdir, primary_port):
         super().__init__(workdir)
         self.primary_port = primary_port
 
     def start(self):
-        log = open(os.path.join(self.workdir, "replica-%d.log" % self.port), "ab")
-        self.proc = subprocess.Popen([REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no",
-                                      "--replicaof", "127.0.0.1", str(self.primary_port)],
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        wait_for(lambda: self.ping(), 10, what="replica to answer PING")
+        log = open(os.path.join(self.workdir, "%s-%d.log" % (self.kind, self.port)), "ab")
+        self.proc = subprocess.Popen(self.cmd(), stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=self.workdir)
+        wait_for(lambda: self.ping(), 10, what="%s to answer PING" % self.kind)
         return self
 
 
-class Sentinel(Redis):
-    """A sentinel of our own monitoring master `m` at |primary_port|."""
+class Replica(Follower):
+    """A replica of the primary."""
 
-    def __init__(self, workdir, primary_port):
-        super().__init__(workdir)
-        self.primary_port = primary_port
+    kind = "replica"
 
-    def start(self):
+    def cmd(self):
+        return [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--replicaof", "127.0.0.1", str(self.primary_port)]
+
+
+class Sentinel(Follower):
+    """A sentinel monitoring master `m` at the primary."""
+
+    kind = "sentinel"
+
+    def cmd(self):
         conf = os.path.join(self.workdir, "sentinel-%d.conf" % self.port)
         with open(conf, "w") as f:
             f.write("port %d\nbind 127.0.0.1\ndir %s\n"
@@ -63,11 +72,7 @@ class Sentinel(Redis):
                     "sentinel down-after-milliseconds m 500\n"
                     "sentinel failover-timeout m 2000\n"
                     % (self.port, self.workdir, self.primary_port))
-        log = open(os.path.join(self.workdir, "sentinel-%d.log" % self.port), "ab")
-        self.proc = subprocess.Popen([REDIS, conf, "--sentinel"], stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=self.workdir)
-        wait_for(lambda: self.ping(), 10, what="sentinel to answer PING")
-        return self
+        return [REDIS, conf, "--sentinel"]
 
     def master_port(self):
         a = self.call("SENTINEL", "get-master-addr-by-name", "m")
