@@ -16,6 +16,7 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
 from helpers import reserve_port, run_cli, wait_for
 from test_global_limit import REDIS, Redis, get_status, global_config
@@ -167,5 +168,13 @@ def test_check_sentinel_errors(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text(base + "global:\n  sentinel:\n    addresses: [\"127.0.0.1:26379\"]\n"
                     "    master_name: m\n")
-    r = run_cli(["check", "-c", str(good)])
+    r = run_cli(["check", "-c", str(good), "--print"])
+    assert r.returncode == 0, r.stderr
+    # the normalised form names the sentinels, and is itself a valid config
+    g = yaml.safe_load(r.stdout)["global"]
+    assert g["sentinel"] == {"addresses": ["127.0.0.1:26379"], "master_name": "m"}
+    assert "redis" not in g
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(r.stdout)
+    r = run_cli(["check", "-c", str(printed)])
     assert r.returncode == 0, r.stderr
