@@ -206,6 +206,7 @@ bench: build/sluice
 	./build/bench/bench_breaker
 	$(PYTHON) test/bench/proxy_bench.py --sluice ./build/sluice --out build/bench/results.json $(BENCH_ARGS)
 	$(PYTHON) test/bench/storm_bench.py --sluice ./build/sluice --out build/bench/storm.json $(STORM_ARGS)
+	$(PYTHON) test/bench/global_bench.py --sluice ./build/sluice --out build/bench/global.json $(GLOBAL_ARGS)
 	$(PYTHON) test/bench/idle_bench.py --sluice ./build/sluice --out build/bench/idle.json $(IDLE_ARGS)
 	$(MAKE) -C . tools
 	$(PYTHON) test/bench/herd_bench.py --sluice ./build/sluice --out build/bench/herd.json $(HERD_ARGS)

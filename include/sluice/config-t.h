@@ -435,7 +435,13 @@ enum sl_access_log_query { SL_ACCESS_QUERY_REDACT = 0, SL_ACCESS_QUERY_FULL };
 struct sl_global_cfg {
   bool enabled;                 /* the section is present */
   struct sl_mark mark;
-  struct sl_sockaddr redis;     /* `redis: "HOST:PORT"`, numeric (no DNS at load) */
+  struct sl_sockaddr redis;     /* `redis: "HOST:PORT"`, numeric (no DNS at load); unset
+                                 * (len 0) with `sentinel:` */
+  /* `sentinel: {addresses: [HOST:PORT...], master_name}`: the primary is
+   * discovered (and rediscovered after a failover) through these. */
+  struct sl_sockaddr *sentinels;
+  size_t n_sentinels;           /* 0: `redis:` names the primary itself */
+  const char *master_name;
   const char *password_file;    /* NULL: no AUTH */
   const char *password;         /* read from it at load; never printed */
   uint32_t database;            /* SELECT; default 0 */

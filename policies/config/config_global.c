@@ -3,7 +3,10 @@
  * rate limits) and the `scope` of rate limits that use it.
  *
  *   global:
- *     redis: "10.0.0.5:6379"        # required
+ *     redis: "10.0.0.5:6379"        # the primary, or instead:
+ *     sentinel:                     # discover it (and follow failovers) through Sentinel
+ *       addresses: ["10.0.0.7:26379", "10.0.0.8:26379"]
+ *       master_name: mymaster
  *     password_file: /run/secrets/redis-password   # AUTH, optional
  *     database: 0
  *     connect_timeout: 500ms
@@ -18,6 +21,7 @@
  */
 #include <string.h>
 
+#include "sluice/config.h"
 #include "sluice/hash.h"
 #include "config_global.h"
 #include "config_print.h"
@@ -25,7 +29,45 @@
 
 static const char *const GLOBAL_KEYS[] = {
     "redis",          "password_file",     "database", "connect_timeout", "command_timeout",
-    "key_prefix",     "expected_replicas", "fallback", "lease",           NULL};
+    "key_prefix",     "expected_replicas", "fallback", "lease",           "sentinel", NULL};
+static const char *const SENTINEL_KEYS[] = {"addresses", "master_name", NULL};
+
+#define MAX_SENTINELS 16
+
+/* `sentinel:`; returns whether the section is present (valid or not). */
+static bool parse_sentinel(struct cfg_schema *s, node_t *m, struct sl_global_cfg *g) {
+  node_t *sm = cs_get_node(s, m, "sentinel", CFG_MAP);
+  if (!sm) return cs_val(m, "sentinel") != NULL;
+  cs_check_keys(s, sm, "global.sentinel", SENTINEL_KEYS);
+  node_t *l = cs_get_node(s, sm, "addresses", CFG_SEQ);
+  if (!l || l->n == 0 || l->n > MAX_SENTINELS) {
+    cs_err(s, l ? l : sm, "global.sentinel: 'addresses' needs 1 to %d sentinels "
+                          "(\"HOST:PORT\", numeric)", MAX_SENTINELS);
+  } else {
+    g->sentinels = sl_arena_xcalloc(s->a, l->n, sizeof(*g->sentinels));
+    for (size_t i = 0; i < l->n; i++) {
+      node_t *v = l->kids[i];
+      char e[200];
+      if (v->kind != CFG_SCALAR || !v->str) {
+        cs_err(s, v, "global.sentinel.addresses: each item is \"HOST:PORT\"");
+      } else if (sl_parse_sockaddr(cs_sdup(s, v->str), &g->sentinels[g->n_sentinels], e,
+                                   sizeof(e))) {
+        cs_err(s, v, "global.sentinel.addresses: %s", e);
+      } else {
+        g->n_sentinels++;
+      }
+    }
+  }
+  node_t *mn;
+  if (cs_get_text(s, sm, "master_name", &mn) <= 0)
+    cs_err(s, sm, "global.sentinel: missing 'master_name' (the name in `sentinel monitor`)");
+  else if (!cs_name_ok(mn->str, false))
+    cs_err(s, mn, "global.sentinel: master_name '%s' is not a valid name (1 to 64 letters, "
+                  "digits, '_', '.', '-')", mn->str);
+  else
+    g->master_name = cs_sdup(s, mn->str);
+  return true;
+}
 
 const char *const SL_GLOBAL_FALLBACK_NAMES[] = {"local", "open", "closed", NULL};
 
@@ -42,8 +84,14 @@ void cs_parse_global(struct cfg_schema *s, node_t *root) {
   g->enabled = true;
   g->mark = m->mark;
   cs_check_keys(s, m, "global", GLOBAL_KEYS);
-  if (cs_get_sockaddr(s, m, "redis", &g->redis) == 0)
-    cs_err(s, m, "global: missing 'redis' (the backend's address, e.g. \"10.0.0.5:6379\")");
+  bool sentinel = parse_sentinel(s, m, g);
+  int has_redis = cs_get_sockaddr(s, m, "redis", &g->redis);
+  if (has_redis == 0 && !sentinel)
+    cs_err(s, m, "global: missing 'redis' (the backend's address, e.g. \"10.0.0.5:6379\") "
+                 "or 'sentinel'");
+  else if (has_redis != 0 && sentinel)
+    cs_err(s, cs_val(m, "sentinel"), "global: 'redis' and 'sentinel' both given: use exactly one "
+                                     "(sentinel discovers the primary)");
   node_t *pf;
   if (cs_get_text(s, m, "password_file", &pf) > 0) {
     g->password_file = cs_sdup(s, pf->str);
@@ -77,6 +125,8 @@ void cs_parse_global(struct cfg_schema *s, node_t *root) {
            (unsigned long long)g->command_timeout_ms, (unsigned long long)g->lease_ms);
   uint64_t h = sl_hash_mix_str(SL_HASH_SEED, "global");
   h = sl_hash_mix_str(h, g->redis.text ? g->redis.text : "");
+  for (size_t i = 0; i < g->n_sentinels; i++) h = sl_hash_mix_str(h, g->sentinels[i].text);
+  h = sl_hash_mix_str(h, g->master_name ? g->master_name : "");
   h = sl_hash_mix_str(h, g->password ? g->password : "");
   g->identity = sl_hash_mix_u64(h, g->database);
 }
@@ -85,7 +135,13 @@ void cfg_print_global(FILE *out, const struct sl_config *cfg) {
   const struct sl_global_cfg *g = &cfg->global;
   if (!g->enabled) return;
   fputs("global:\n", out);
-  cfg_print_kv_str(out, 2, "redis", g->redis.text);
+  if (g->n_sentinels) {
+    fputs("  sentinel:\n    addresses:\n", out);
+    for (size_t i = 0; i < g->n_sentinels; i++) fprintf(out, "      - \"%s\"\n", g->sentinels[i].text);
+    cfg_print_kv_str(out, 4, "master_name", g->master_name);
+  } else {
+    cfg_print_kv_str(out, 2, "redis", g->redis.text);
+  }
   /* the file, never the password */
   if (g->password_file) cfg_print_kv_str(out, 2, "password_file", g->password_file);
   cfg_print_kv_u64(out, 2, "database", g->database);

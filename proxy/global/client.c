@@ -26,6 +26,18 @@
  * it, and one older than command_timeout ends the connection: hiredis
  * then calls every pending callback with no reply, each lease in flight
  * fails (its key asks again once up), and a reconnection is scheduled.
+ *
+ * Sentinel. With `sentinel:` every connection starts with discovery: a
+ * short-lived connection to one sentinel asks SENTINEL
+ * get-master-addr-by-name (the sentinels are tried in turn, one per
+ * attempt, under the same connect/command timeouts and backoff), then the
+ * primary it names is connected and its ROLE must be "master" (a sentinel
+ * may lag behind a failover). A lost connection or a -READONLY reply (the
+ * primary was demoted) ends the connection, and the reconnection
+ * discovers again: the bucket stays on one primary, so the script stays
+ * atomic. Replication is asynchronous: the last few grants before a
+ * failover may be lost by the new primary (over-admission of at most
+ * those, bounded by one lease of the fleet).
  */
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
@@ -88,7 +100,7 @@ struct entry {
   uint8_t key[];
 };
 
-enum conn_state { CONN_IDLE = 0, CONN_CONNECTING, CONN_HANDSHAKE, CONN_UP };
+enum conn_state { CONN_IDLE = 0, CONN_DISCOVER, CONN_CONNECTING, CONN_HANDSHAKE, CONN_UP };
 
 struct sl_global_client {
   struct ev_loop *loop;
@@ -98,6 +110,9 @@ struct sl_global_client {
   struct sl_global_port port;
 
   redisAsyncContext *ac;
+  redisAsyncContext *sac;      /* the sentinel being asked (CONN_DISCOVER) */
+  size_t sentinel_at;          /* the sentinel to ask next */
+  char primary[INET6_ADDRSTRLEN + 8]; /* "ip:port" of the primary (connected or last tried) */
   enum conn_state state;
   bool counted_down;           /* this worker counts in n_down */
   bool script_loading;
@@ -159,6 +174,11 @@ static void metrics_init(void) {
                                  SL_METRIC_COUNTER, "limit");
 }
 
+static const char *backend_text(const struct sl_global_client *c) {
+  if (!c->g) return "";
+  return c->g->n_sentinels ? c->primary : c->g->redis.text;
+}
+
 static void publish_up(void) {
   int conf = atomic_load(&n_configured), down = atomic_load(&n_down);
   sl_metric_gauge_set(m_up, conf > 0 && down == 0);
@@ -171,12 +191,12 @@ static void set_up(struct sl_global_client *c, bool up) {
   if (up) {
     if (atomic_fetch_sub(&n_down, 1) == 1) {
       atomic_store(&ever_up, true);
-      sl_log(SL_LOG_INFO, "global backend up", "redis", c->g ? c->g->redis.text : "", NULL);
+      sl_log(SL_LOG_INFO, "global backend up", "redis", backend_text(c), NULL);
     }
   } else {
     if (atomic_fetch_add(&n_down, 1) == 0 && atomic_load(&ever_up))
       sl_log(SL_LOG_WARN, "global backend down: global limits use their fallback", "redis",
-             c->g ? c->g->redis.text : "", "fallback",
+             backend_text(c), "fallback",
              c->g ? (const char *[]){"local", "open", "closed"}[c->g->fallback] : "", NULL);
   }
   publish_up();
@@ -300,6 +320,13 @@ static void on_lease(redisAsyncContext *ac, void *r, void *priv) {
     sl_lease_failed(&e->l);
     if (!c || !rep) return; /* connection gone: counted where it went */
     sl_metric_inc(m_errors);
+    if (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "READONLY", 8)) {
+      /* the primary was demoted by a failover: find the new one */
+      sl_log(SL_LOG_WARN, "global backend is now a replica: rediscovering the primary", "redis",
+             backend_text(c), NULL);
+      conn_drop(c, "READONLY");
+      return;
+    }
     if (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8)) {
       load_script(c); /* flushed or failed over: load it again; the key asks again */
       return;
@@ -417,7 +444,17 @@ static void schedule_reconnect(struct sl_global_client *c) {
 /* Ends the connection (a timeout, an error, a reload to another backend):
  * pending callbacks run with no reply (their leases fail), and, with a
  * backend still configured, a reconnection is scheduled. */
+static void sentinel_drop(struct sl_global_client *c) {
+  redisAsyncContext *sac = c->sac;
+  c->sac = NULL;
+  if (sac) {
+    sac->data = NULL;
+    redisAsyncFree(sac); /* deferred by hiredis when inside its callback */
+  }
+}
+
 static void conn_drop(struct sl_global_client *c, const char *why) {
+  sentinel_drop(c);
   redisAsyncContext *ac = c->ac;
   c->ac = NULL;
   c->state = CONN_IDLE;
@@ -471,6 +508,27 @@ static void on_handshake(redisAsyncContext *ac, void *r, void *priv) {
   }
 }
 
+/* ROLE of a primary named by a sentinel: anything but "master" (the
+ * sentinel had not yet seen a failover) ends the connection, and the next
+ * attempt asks the next sentinel. */
+static void on_role(redisAsyncContext *ac, void *r, void *priv) {
+  struct sl_global_client *c = ac->data;
+  redisReply *rep = r;
+  if (!c) return;
+  ring_pop(c);
+  bool master = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+                rep->element[0]->type == REDIS_REPLY_STRING &&
+                !strcmp(rep->element[0]->str, "master");
+  if (!master) {
+    sl_metric_inc(m_errors);
+    if (rep)
+      sl_log(SL_LOG_WARN, "global backend named by the sentinel is not a primary", "redis",
+             backend_text(c), NULL);
+    c->sentinel_at++;
+    conn_drop(c, "not a primary");
+  }
+}
+
 static void on_connect(const redisAsyncContext *ac, int status) {
   struct sl_global_client *c = ac->data;
   if (!c) return;
@@ -494,6 +552,11 @@ static void on_connect(const redisAsyncContext *ac, int status) {
     size_t lens[] = {6, dl};
     send_cmd(c, on_handshake, "SELECT", 2, argv, lens);
   }
+  if (c->g->n_sentinels) {
+    const char *argv[] = {"ROLE"};
+    size_t lens[] = {4};
+    send_cmd(c, on_role, NULL, 1, argv, lens);
+  }
   load_script(c);
 }
 
@@ -506,44 +569,141 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
   conn_drop(c, status == REDIS_OK ? "closed" : ac->errstr);
 }
 
-static void conn_open(struct sl_global_client *c) {
-  const struct sl_sockaddr *a = &c->g->redis;
-  char ip[INET6_ADDRSTRLEN];
-  int port;
+/* |a| as the numeric host and port hiredis takes. */
+static void sockaddr_parts(const struct sl_sockaddr *a, char ip[INET6_ADDRSTRLEN], int *port) {
   if (a->ss.ss_family == AF_INET6) {
     const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->ss;
-    inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-    port = ntohs(s6->sin6_port);
+    inet_ntop(AF_INET6, &s6->sin6_addr, ip, INET6_ADDRSTRLEN);
+    *port = ntohs(s6->sin6_port);
   } else {
     const struct sockaddr_in *s4 = (const struct sockaddr_in *)&a->ss;
-    inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-    port = ntohs(s4->sin_port);
+    inet_ntop(AF_INET, &s4->sin_addr, ip, INET6_ADDRSTRLEN);
+    *port = ntohs(s4->sin_port);
   }
-  redisAsyncContext *ac = redisAsyncConnect(ip, port); /* numeric: never resolves */
+}
+
+/* A context connecting to |ip|:|port| (numeric: never resolves), attached
+ * to the loop, in |state| from now; NULL (and a reconnection scheduled)
+ * when it cannot even start. */
+static redisAsyncContext *ctx_open(struct sl_global_client *c, const char *ip, int port,
+                                   redisConnectCallback *on_conn,
+                                   redisDisconnectCallback *on_disc, enum conn_state state) {
+  redisAsyncContext *ac = redisAsyncConnect(ip, port);
   if (!ac || ac->err) {
     if (ac) redisAsyncFree(ac);
     sl_metric_inc(m_disconnects);
     schedule_reconnect(c);
-    return;
+    return NULL;
   }
   ac->data = c;
-  c->ac = ac;
-  c->state = CONN_CONNECTING;
+  c->state = state;
   c->connect_started = ev_now(c->loop);
-  c->ring_head = c->ring_tail = 0;
   redisLibevAttach(c->loop, ac);
-  redisAsyncSetConnectCallback(ac, on_connect);
-  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  redisAsyncSetConnectCallback(ac, on_conn);
+  redisAsyncSetDisconnectCallback(ac, on_disc);
+  return ac;
+}
+
+static void primary_open(struct sl_global_client *c, const char *ip, int port) {
+  c->ring_head = c->ring_tail = 0;
+  c->ac = ctx_open(c, ip, port, on_connect, on_disconnect, CONN_CONNECTING);
+}
+
+/* A sentinel could not answer (refused, timed out, unknown master):
+ * the next attempt, after the backoff, asks the next one. */
+static void sentinel_failed(struct sl_global_client *c, const char *why) {
+  c->sentinel_at++;
+  conn_drop(c, why);
+}
+
+static void on_sentinel_reply(redisAsyncContext *sac, void *r, void *priv) {
+  struct sl_global_client *c = sac->data;
+  redisReply *rep = r;
+  if (!c || c->sac != sac) return; /* a failed connect: counted by on_sentinel_connect */
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+      rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_STRING ||
+      rep->element[0]->len >= INET6_ADDRSTRLEN) {
+    sl_metric_inc(m_errors);
+    if (rep && SL_LOG_ENABLED(SL_LOG_WARN))
+      sl_log(SL_LOG_WARN, "sentinel does not know the primary", "master_name", c->g->master_name,
+             "error", rep->type == REDIS_REPLY_ERROR ? rep->str : "no address", NULL);
+    sentinel_failed(c, "sentinel gave no primary");
+    return;
+  }
+  char ip[INET6_ADDRSTRLEN];
+  memcpy(ip, rep->element[0]->str, rep->element[0]->len + 1);
+  int port = atoi(rep->element[1]->str);
+  snprintf(c->primary, sizeof(c->primary), strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip, port);
+  sentinel_drop(c);
+  if (port <= 0 || port > 65535) {
+    sentinel_failed(c, "sentinel gave a bad port");
+    return;
+  }
+  primary_open(c, ip, port);
+}
+
+static void on_sentinel_connect(const redisAsyncContext *sac, int status) {
+  struct sl_global_client *c = sac->data;
+  if (!c || status == REDIS_OK) return; /* the query was queued before */
+  c->sac = NULL; /* hiredis frees it after this callback */
+  sl_metric_inc(m_disconnects);
+  sentinel_failed(c, sac->errstr);
+}
+
+static void on_sentinel_disconnect(const redisAsyncContext *sac, int status) {
+  struct sl_global_client *c = sac->data;
+  if (!c || c->sac != sac) return; /* we dropped it */
+  c->sac = NULL;
+  sentinel_failed(c, "sentinel closed");
+}
+
+/* Asks the next sentinel for the primary's address. */
+static void discover_open(struct sl_global_client *c) {
+  const struct sl_sockaddr *a = &c->g->sentinels[c->sentinel_at % c->g->n_sentinels];
+  char ip[INET6_ADDRSTRLEN];
+  int port;
+  sockaddr_parts(a, ip, &port);
+  redisAsyncContext *sac =
+      ctx_open(c, ip, port, on_sentinel_connect, on_sentinel_disconnect, CONN_DISCOVER);
+  if (!sac) {
+    c->sentinel_at++;
+    return;
+  }
+  c->sac = sac;
+  const char *argv[] = {"SENTINEL", "get-master-addr-by-name", c->g->master_name};
+  size_t lens[] = {8, 23, strlen(c->g->master_name)};
+  if (redisAsyncCommandArgv(sac, on_sentinel_reply, NULL, 3, argv, lens) != REDIS_OK)
+    sentinel_failed(c, "sentinel query not sent");
+}
+
+static void conn_open(struct sl_global_client *c) {
+  if (c->g->n_sentinels) {
+    discover_open(c);
+    return;
+  }
+  char ip[INET6_ADDRSTRLEN];
+  int port;
+  sockaddr_parts(&c->g->redis, ip, &port);
+  primary_open(c, ip, port);
 }
 
 static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   struct sl_global_client *c = SL_CONTAINER_OF(t, struct sl_global_client, retry_timer);
-  if (c->g && !c->ac) conn_open(c);
+  if (c->g && !c->ac && !c->sac) conn_open(c);
 }
 
 /* Connect timeout, and the oldest outstanding command's age. */
 static void check_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   struct sl_global_client *c = SL_CONTAINER_OF(t, struct sl_global_client, check_timer);
+  if (c->g && c->state == CONN_DISCOVER) {
+    /* one sentinel gets a connect timeout plus a command timeout */
+    if ((ev_now(loop) - c->connect_started) * 1000 >
+        (double)(c->g->connect_timeout_ms + c->g->command_timeout_ms)) {
+      sl_metric_inc(m_timeouts);
+      sentinel_failed(c, "sentinel timeout");
+    }
+    return;
+  }
   if (!c->g || !c->ac) return;
   if (c->state == CONN_CONNECTING) {
     if ((ev_now(loop) - c->connect_started) * 1000 > (double)c->g->connect_timeout_ms) {
@@ -631,8 +791,8 @@ void sl_global_client_configure(struct sl_global_client *c, const struct sl_conf
   ev_timer_set(&c->check_timer, every, every);
   ev_timer_start(c->loop, &c->check_timer);
   ev_timer_start(c->loop, &c->sweep_timer);
-  if (same && c->ac) return; /* the connection and every lease carry over */
-  if (c->ac) {
+  if (same && (c->ac || c->sac)) return; /* the connection and every lease carry over */
+  if (c->ac || c->sac) {
     conn_drop(c, "backend changed"); /* schedules the reconnection */
     ev_timer_stop(c->loop, &c->retry_timer);
     c->backoff_s = BACKOFF_MIN_S;
@@ -646,6 +806,7 @@ const struct sl_global_port *sl_global_client_port(struct sl_global_client *c) {
 
 void sl_global_client_del(struct sl_global_client *c) {
   if (!c) return;
+  sentinel_drop(c);
   redisAsyncContext *ac = c->ac;
   c->ac = NULL;
   if (ac) {

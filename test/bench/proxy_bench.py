@@ -282,7 +282,9 @@ http {
                 {"http": port})
 
 
-def start_sluice(d, binary, origin, name="sluice", pipeline=1):
+def start_sluice(d, binary, origin, name="sluice", pipeline=1, routes=SLUICE_ROUTES, extra=""):
+    """sluice (--workers 1) in front of |origin|; |routes| ends sluice.yaml,
+    |extra| (top-level YAML) comes before it."""
     ports = {"h1": free_port(), "admin": free_port()}
     ports["h2"] = ports["h1"]  # one cleartext listener: HTTP/1.1 and h2c
     conf = write(os.path.join(d, "sluice.yaml"), """
@@ -300,8 +302,8 @@ upstreams:
     max_connections: %(conns)d
     max_pending: 100000%(pipeline_line)s
     timeouts: { connect: 2s, response: 30s, idle: 300s }
-routes:
-%(routes)s""" % dict(ports, origin=origin, conns=UPSTREAM_CONNS, routes=SLUICE_ROUTES,
+%(extra)sroutes:
+%(routes)s""" % dict(ports, origin=origin, conns=UPSTREAM_CONNS, routes=routes, extra=extra,
            pipeline_line="\n    pipeline: %d" % pipeline if pipeline > 1 else ""))
     binary = os.path.abspath(binary)
     return Proc(name, [binary, "run", "-c", conf, "--workers", "1", "--log-level", "warn"],

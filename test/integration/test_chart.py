@@ -268,6 +268,16 @@ BAD_VALUES = [
      "sluice.dropins are mounted at /etc/sluice/conf.d, but sluice.config.include is '/etc/elsewhere'"),
     (["--set", "metrics.prometheusRule.rejectionRatio=2"], "rejectionRatio: Must be less than or equal to 1"),
     (["--set", "sluice.tls.secretName=Bad_Name"], "sluice.tls.secretName: Does not match pattern"),
+    (["--set", "sluice.global.redis=redis.default.svc:6379"],
+     "sluice.global.redis: Does not match pattern"),
+    (["--set", "sluice.global.redis=10.0.0.5:6379",
+      "--set", "sluice.global.sentinel.addresses[0]=10.0.0.7:26379",
+      "--set", "sluice.global.sentinel.masterName=m"],
+     "sluice.global: set redis or sentinel.addresses, not both"),
+    (["--set", "sluice.global.sentinel.addresses[0]=10.0.0.7:26379"],
+     "sluice.global.sentinel.masterName: required with sentinel.addresses"),
+    (["--set", "sluice.global.passwordSecretName=redis-pw"],
+     "sluice.global.passwordSecretName: set sluice.global.redis or sentinel too"),
 ]
 
 
@@ -333,6 +343,51 @@ def test_tls_paths_without_their_secret_fail_the_render(tools, tmp_path, tls, me
     p = helm_run(tools[0], "template", "rel", CHART, "--kube-version", cm.KUBE_VERSION,
                  *tls_values(tmp_path, tls))
     assert p.returncode != 0 and message in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("backend", ["redis", "sentinel"])
+def test_global_limits_backend_and_its_password_secret(tools, sluice_bin, tmp_path, backend):
+    """sluice.global: the Redis (or the sentinels) of fleet-wide limits
+    rendered into sluice.yaml's global: section, expected_replicas from
+    replicaCount, the password Secret mounted where password_file points;
+    the objects pass the schemas and the config passes `sluice check` (with
+    the Secret's file laid out where the pod has it)."""
+    if backend == "redis":
+        args = ["--set", "sluice.global.redis=10.0.0.5:6379"]
+    else:
+        args = ["--set", "sluice.global.sentinel.addresses[0]=10.0.0.7:26379",
+                "--set", "sluice.global.sentinel.addresses[1]=10.0.0.8:26379",
+                "--set", "sluice.global.sentinel.masterName=mymaster"]
+    docs = render(tools[0], args + ["--set", "sluice.global.passwordSecretName=redis-pw",
+                                    "--set", "replicaCount=5"])
+    text = find(docs, "ConfigMap", "rel-sluice-config")["data"]["sluice.yaml"]
+    g = yaml.safe_load(text)["global"]
+    if backend == "redis":
+        assert g["redis"] == "10.0.0.5:6379" and "sentinel" not in g
+    else:
+        assert g["sentinel"] == {"addresses": ["10.0.0.7:26379", "10.0.0.8:26379"],
+                                 "master_name": "mymaster"} and "redis" not in g
+    assert g["password_file"] == "/etc/sluice/redis/password"
+    assert g["expected_replicas"] == 5
+    spec = pod_spec(docs)
+    mounts = {m["name"]: m for m in container(spec, "sluice", "initContainers")["volumeMounts"]}
+    assert mounts["sluice-redis"] == {"name": "sluice-redis", "mountPath": "/etc/sluice/redis",
+                                      "readOnly": True}
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["sluice-redis"]["secret"] == {
+        "secretName": "redis-pw", "items": [{"key": "password", "path": "password"}]}
+    ck = cm.Checker(verbose=False)
+    cm.validate_objects(ck, docs, tools[1], "global")
+    assert not ck.failures, "\n".join(ck.failures)
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    conf = tmp_path / "sluice.yaml"
+    conf.write_text(text.replace("/etc/sluice/redis/password", str(secret))
+                    .replace("include: ../conf.d", "include: %s" % tmp_path))
+    p = subprocess.run([sluice_bin, "check", "-c", str(conf)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    assert "s3cret" not in p.stdout + p.stderr
 
 
 # ---- sidecar and shutdown ----------------------------------------------------------

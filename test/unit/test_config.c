@@ -1730,6 +1730,37 @@ static void test_global_section(void **state) {
   sl_config_free(again);
   sl_config_free(cfg);
 
+  /* sentinel instead of redis: addresses, master name, a distinct identity,
+   * and a print that loads back to the same */
+  uint64_t redis_identity;
+  {
+    struct sl_config *r = must_load(write_file(
+        "sluice.yaml", BASE "    rate_limits:\n      - {key: route, rate: 10/s, scope: global}\n"
+                            "global: {redis: \"127.0.0.1:26379\"}\n"));
+    redis_identity = r->global.identity;
+    sl_config_free(r);
+  }
+  cfg = must_load(write_file(
+      "sluice.yaml", BASE "    rate_limits:\n      - {key: route, rate: 10/s, scope: global}\n"
+                          "global:\n  sentinel:\n"
+                          "    addresses: [\"127.0.0.1:26379\", \"[::1]:26380\"]\n"
+                          "    master_name: mymaster\n"));
+  assert_int_equal(cfg->global.n_sentinels, 2);
+  assert_string_equal(cfg->global.sentinels[1].text, "[::1]:26380");
+  assert_string_equal(cfg->global.master_name, "mymaster");
+  assert_int_equal(cfg->global.redis.len, 0);
+  assert_true(cfg->global.identity != redis_identity);
+  printed = print_to_string(cfg);
+  assert_non_null(strstr(printed, "master_name: \"mymaster\""));
+  again = must_load(write_file("printed.yaml", printed));
+  printed2 = print_to_string(again);
+  assert_string_equal(printed, printed2);
+  assert_int_equal(again->global.identity, cfg->global.identity);
+  free(printed);
+  free(printed2);
+  sl_config_free(again);
+  sl_config_free(cfg);
+
   /* no section: disabled, and no limit may be global */
   cfg = must_load(write_file("sluice.yaml", BASE));
   assert_false(cfg->global.enabled);

@@ -49,3 +49,35 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "sluice.labels" . }}
 app.kubernetes.io/component: sluice
 {{- end -}}
+
+{{/* sluice.config with sluice.global (the Redis of fleet-wide limits)
+rendered into its `global:` section. */}}
+{{- define "sluice.config" -}}
+{{- $cfg := deepCopy .Values.sluice.config -}}
+{{- $v := .Values.sluice.global | default dict -}}
+{{- $sen := $v.sentinel | default dict -}}
+{{- if and $v.redis $sen.addresses -}}
+{{- fail "sluice.global: set redis or sentinel.addresses, not both" -}}
+{{- end -}}
+{{- if and $sen.addresses (not $sen.masterName) -}}
+{{- fail "sluice.global.sentinel.masterName: required with sentinel.addresses (the name in `sentinel monitor`)" -}}
+{{- end -}}
+{{- if or $v.redis $sen.addresses -}}
+{{- $g := $cfg.global | default dict -}}
+{{- if $v.redis -}}
+{{- $_ := set $g "redis" $v.redis -}}
+{{- else -}}
+{{- $_ := set $g "sentinel" (dict "addresses" $sen.addresses "master_name" $sen.masterName) -}}
+{{- end -}}
+{{- if $v.passwordSecretName -}}
+{{- $_ := set $g "password_file" "/etc/sluice/redis/password" -}}
+{{- end -}}
+{{- if not (hasKey $g "expected_replicas") -}}
+{{- $_ := set $g "expected_replicas" (int .Values.replicaCount) -}}
+{{- end -}}
+{{- $_ := set $cfg "global" $g -}}
+{{- else if $v.passwordSecretName -}}
+{{- fail "sluice.global.passwordSecretName: set sluice.global.redis or sentinel too" -}}
+{{- end -}}
+{{- toYaml $cfg -}}
+{{- end -}}

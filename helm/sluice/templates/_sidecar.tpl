@@ -204,6 +204,9 @@ lifecycle:
     - { name: sluice-tickets, mountPath: /etc/sluice/tickets, readOnly: true }
 {{- end }}
 {{- end }}
+{{- if (.values.sluice.global | default dict).passwordSecretName }}
+    - { name: sluice-redis, mountPath: /etc/sluice/redis, readOnly: true }
+{{- end }}
 {{- end -}}
 
 {{- define "sluice.sidecar.initContainers" -}}
@@ -239,6 +242,12 @@ lifecycle:
     secretName: {{ .ticketKeysSecretName }}
     items: [{ key: ticket.keys, path: ticket.keys }]
 {{- end }}
+{{- end }}
+{{- with (.values.sluice.global | default dict).passwordSecretName }}
+- name: sluice-redis
+  secret:
+    secretName: {{ . }}
+    items: [{ key: password, path: password }]
 {{- end }}
 {{- end -}}
 
