@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-import helpers
 from helpers import MiB, base_config, metric_sum, wait_for
 from ws_helpers import H2WSClient, ws_open, ws_route
 
@@ -153,35 +152,19 @@ def test_idle_ws_h1_resident_memory_stays_within_bound(tmp_path, upstream):
     sluice's resident set grows by at most BOUND_KIB_PER_TUNNEL each, once
     settled. The release binary (ASan's allocator quarantines freed
     memory, which is what this measures)."""
-    from idle_bench import IdleClient, settle
-    binary = os.path.join(REPO, "build", "sluice")
-    client_bin = os.path.join(REPO, "build", "bench", "idle_client")
-    for b in (binary, client_bin):
-        if not os.access(b, os.X_OK):
-            pytest.fail("%s missing: make build/sluice build/bench/idle_client "
-                        "(make integration builds both)" % b)
+    from test_idle import held_resident_kib
     cfg = tunnel_config()
     cfg["access_log"] = "off"
     cfg["listeners"][0]["max_connections"] = IDLE_TUNNELS + 100
     cfg["upstreams"]["identity"]["max_connections"] = IDLE_TUNNELS + 100
     cfg["upstreams"]["identity"]["max_pending"] = IDLE_TUNNELS + 100
     cfg["upstreams"]["identity"]["timeouts"]["idle"] = "300s"
-    s = helpers.Sluice(str(tmp_path / "sluice"), cfg, upstream=upstream, workers=1,
-                       binary=binary)
-    client = None
-    try:
-        s.start()
-        before = settle(s.pid, IDLE_TUNNELS, 60)
-        client = IdleClient(client_bin, "ws-h1", s.port, IDLE_TUNNELS, 16, 60)
-        assert client.wait_held(60) == IDLE_TUNNELS
+
+    def all_open(s):
         wait_for(lambda: metric_sum(s.metrics(), "sluice_websocket_tunnels_active", route="ws")
                  == IDLE_TUNNELS, 30, interval=0.25, what="every tunnel open")
-        after = settle(s.pid, IDLE_TUNNELS, 60)
-        per_tunnel = (after[0] - before[0]) / IDLE_TUNNELS
-        assert per_tunnel <= BOUND_KIB_PER_TUNNEL, (
-            "%.2f KiB resident per idle h1 tunnel (VmRSS %d -> %d KiB)"
-            % (per_tunnel, before[0], after[0]))
-    finally:
-        if client:
-            client.stop()
-        s.stop()
+    per_tunnel, before, after = held_resident_kib(tmp_path, upstream, cfg, "ws-h1",
+                                                  IDLE_TUNNELS, all_open)
+    assert per_tunnel <= BOUND_KIB_PER_TUNNEL, (
+        "%.2f KiB resident per idle h1 tunnel (VmRSS %d -> %d KiB)"
+        % (per_tunnel, before, after))
