@@ -39,6 +39,11 @@
  * arena are reused, so a request costs no malloc in steady state. Bounded
  * so a burst does not pin memory afterwards. */
 #define STREAM_CACHE_MAX 1024 /* 640 streams in flight per worker (64 h2 connections x 10) fit */
+/* A stream's arena chunk: a request head and its answer's fit in one. */
+#define STREAM_ARENA_CHUNK 2048
+/* A compacted tunnel's arena grows by this much (its close reason, at
+ * most 123 bytes, sl_ws_close_frame). */
+#define TUNNEL_ARENA_CHUNK 128
 
 static void stream_free(void *obj) {
   struct sl_stream *s = obj;
@@ -62,7 +67,7 @@ struct sl_stream *sl_stream_new(struct sl_conn *c, const struct sl_frontend_ops 
   } else {
     s = calloc(1, sizeof(*s));
     if (!s) return NULL;
-    sl_arena_init(&s->arena, 2048);
+    sl_arena_init(&s->arena, STREAM_ARENA_CHUNK);
   }
   s->conn = c;
   s->fe = fe;
@@ -116,6 +121,12 @@ void sl_stream_del(struct sl_stream *s) {
   sl_pipe_clear(&s->req_body);
   sl_pipe_clear(&s->resp_body);
   sl_gen_unref(s->gen);
+  if (s->arena.chunk_size != STREAM_ARENA_CHUNK) {
+    /* A compacted tunnel's block is too small to serve the next request:
+     * the recycled stream takes a fresh chunk on its first head. */
+    sl_arena_free(&s->arena);
+    sl_arena_init(&s->arena, STREAM_ARENA_CHUNK);
+  }
   sl_arena_reset(&s->arena);
   sl_freelist_put(&stream_cache, s); /* links through s->conn; frees past the bound */
 }
@@ -447,6 +458,72 @@ void sl_stream_tunnel_open(struct sl_stream *s) {
   if (s->m_tunnels) sl_metric_gauge_add(s->m_tunnels, 1);
   sl_stats_ws_upgrade(s->route->name, "success");
   sl_stats_request_duration(s->route->name, s->proto, s->tunnel_started - s->started);
+}
+
+/* The request headers a tunnel's access line reads (access_log.c,
+ * request_id.c). */
+static const char *const tunnel_kept_headers[] = {"user-agent", "traceparent", "x-request-id"};
+
+static size_t arena_size(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static char *compact_str(struct sl_arena *a, const char *str) {
+  return str ? sl_arena_strndup(a, str, strlen(str)) : NULL;
+}
+
+void sl_stream_tunnel_compact(struct sl_stream *s, void **extra, size_t extra_size) {
+  if (s->pace || !s->arena.head || s->arena.chunk_size != STREAM_ARENA_CHUNK) return;
+  const struct sl_header *kept[sizeof(tunnel_kept_headers) / sizeof(tunnel_kept_headers[0])];
+  uint32_t n_kept = 0;
+  size_t need = extra ? arena_size(extra_size) : 0;
+  const char *strs[] = {s->req.method, s->req.path, s->req.authority, s->req.protocol,
+                        s->ws_close_reason};
+  for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+    if (strs[i]) need += arena_size(strlen(strs[i]) + 1);
+  for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+    const struct sl_header *h = sl_request_header(&s->req, tunnel_kept_headers[i]);
+    if (!h) continue;
+    kept[n_kept++] = h;
+    need += arena_size(h->name_len + 1) + arena_size(h->value_len + 1);
+  }
+  if (n_kept) need += arena_size(n_kept * sizeof(struct sl_header));
+  /* The request id chosen from the client's header points into that
+   * header's value: it moves with it. */
+  bool rid_in_header = s->rid && s->rid != s->request_id;
+  if (rid_in_header) need += arena_size((size_t)s->rid_len + 1);
+  if (need == 0) return;
+
+  /* One block of exactly |need| bytes: every allocation below fits. */
+  struct sl_arena na;
+  sl_arena_init(&na, need);
+  if (!sl_arena_alloc(&na, need)) return;
+  na.head->used = 0;
+  void *nx = NULL;
+  if (extra) {
+    nx = sl_arena_alloc(&na, extra_size);
+    memcpy(nx, *extra, extra_size);
+  }
+  struct sl_request *r = &s->req;
+  r->method = compact_str(&na, r->method);
+  r->path = compact_str(&na, r->path);
+  r->authority = compact_str(&na, r->authority);
+  r->protocol = compact_str(&na, r->protocol);
+  s->ws_close_reason = compact_str(&na, s->ws_close_reason);
+  struct sl_header *hs = n_kept ? sl_arena_alloc(&na, n_kept * sizeof(*hs)) : NULL;
+  for (uint32_t i = 0; i < n_kept; i++) {
+    hs[i] = *kept[i];
+    hs[i].name = sl_arena_strndup(&na, kept[i]->name, kept[i]->name_len);
+    hs[i].value = sl_arena_strndup(&na, kept[i]->value, kept[i]->value_len);
+  }
+  if (rid_in_header) s->rid = sl_arena_strndup(&na, s->rid, s->rid_len);
+  r->headers = hs;
+  r->n_headers = r->cap_headers = n_kept;
+  /* The response head went out: nothing reads it again. */
+  s->resp.headers = NULL;
+  s->resp.n_headers = s->resp.cap_headers = 0;
+  sl_arena_free(&s->arena);
+  na.chunk_size = TUNNEL_ARENA_CHUNK;
+  s->arena = na;
+  if (extra) *extra = nx;
 }
 
 /* Appends the pending close frame and ends the tunnel's downstream half.

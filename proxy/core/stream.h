@@ -41,6 +41,18 @@ void sl_stream_upstream_failed(struct sl_stream *s, int status, const char *erro
 /* The upstream answered 101 to a WebSocket request: the stream becomes a
  * tunnel (counted, listed on the worker for emergency closes). */
 void sl_stream_tunnel_open(struct sl_stream *s);
+/* Called by the frontend once a tunnel's head went out (h1: rendered into
+ * the connection's output; h2: its HEADERS frame sent, since nghttp2
+ * holds the head's strings uncopied until then). A tunnel lives long and
+ * idles, and of its heads only the access line of its end still reads
+ * anything (method, path, user-agent, traceparent, the request id): those
+ * are copied into a right-sized block and the 2 KiB arena chunk is given
+ * back (issue 16: an idle tunnel at HAProxy's cost). |extra| (may be
+ * NULL) is the frontend's own block of |extra_size| bytes in the arena: it
+ * moves too, and *extra is updated (the frontend relinks whatever points
+ * at it). A paced tunnel keeps its arena (its pace state, with a live
+ * timer, lives there). Out of memory: the arena stays as it was. */
+void sl_stream_tunnel_compact(struct sl_stream *s, void **extra, size_t extra_size);
 /* Ends a tunnel with a WebSocket close frame (|code|, |reason|) sent to
  * the client at the next frame boundary of the upstream-to-client stream,
  * then closes both sides. */

@@ -455,6 +455,8 @@ static void h1_response_head(struct sl_stream *s) {
     h->state = H1_TUNNEL;
     h->keep_alive = false;
     s->req_done = false;
+    h->url = NULL; /* in the arena the compaction gives back */
+    sl_stream_tunnel_compact(s, NULL, 0);
     sl_conn_set_timeout(c, 0);
     sl_conn_resume_read(c);
     sl_conn_schedule_flush(c);

@@ -74,6 +74,9 @@ struct sl_h2 {
   bool goaway_sent;
   bool settings_acked;        /* the client acknowledged our SETTINGS */
   bool waking;                /* sl_h2_sleep_wake is replaying the handshake */
+  /* Tunnel heads submitted, not sent yet: on_frame_send looks a HEADERS
+   * frame's stream up only while this is non-zero (the hot path skips it). */
+  uint16_t tunnel_heads;
   ev_tstamp quiet_since;      /* when the last stream closed (or the session began) */
   struct sl_h2_frames frames; /* frame boundaries of the input consumed */
   struct sl_h2_sleep sleep;   /* what a sleeping session keeps */
@@ -578,6 +581,21 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
   return 0;
 }
 
+/* sl_stream_tunnel_compact moves the stream's extra (it lives in the
+ * arena): the live list is relinked to the new block. */
+static void h2_tunnel_compact(struct sl_h2 *h, struct sl_stream *s) {
+  void *x = s->fe_data;
+  sl_stream_tunnel_compact(s, &x, sizeof(struct h2_stream_extra));
+  struct h2_stream_extra *nx = x;
+  if (nx == s->fe_data) return;
+  s->fe_data = nx;
+  if (nx->prev)
+    nx->prev->next = nx;
+  else
+    h->live = nx;
+  if (nx->next) nx->next->prev = nx;
+}
+
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
   struct sl_h2 *h = ud;
   /* A reset the client caused costs it a token; once the budget is spent
@@ -588,6 +606,16 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
       !(frame->rst_stream.error_code == NGHTTP2_REFUSED_STREAM && h->goaway_sent)) {
     h2_glitch(h);
     return 0;
+  }
+  if (h->tunnel_heads && frame->hd.type == NGHTTP2_HEADERS &&
+      !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+    struct sl_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    /* A tunnel's 200 went out (nghttp2 held its strings uncopied until
+     * now): its heads shrink to what its access line needs. */
+    if (s && s->tunnel) {
+      h->tunnel_heads--;
+      h2_tunnel_compact(h, s);
+    }
   }
   if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
       (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
@@ -706,10 +734,12 @@ static void h2_response_head(struct sl_stream *s) {
   }
   nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
   int rv = nghttp2_submit_response(h->session, s->h2_id, nva, k, r->no_body ? NULL : &prd);
-  if (rv != 0)
+  if (rv != 0) {
     nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->h2_id, NGHTTP2_INTERNAL_ERROR);
-  else
+  } else {
+    if (s->tunnel) h->tunnel_heads++;
     h2_stall_watch(s);
+  }
   sl_conn_schedule_flush(s->conn);
 }
 

@@ -100,6 +100,24 @@ def test_idle_h2c_resident_memory_stays_within_bound(tmp_path, upstream):
     by at most BOUND_KIB_PER_CONN each, once settled. The release binary:
     AddressSanitizer's allocator keeps freed memory in quarantine, which is
     what this measures."""
+    cfg = one_worker_config(idle="300s")
+    cfg["listeners"][0]["max_connections"] = IDLE_CONNS + 100
+
+    def all_asleep(s):
+        wait_for(lambda: asleep(s) == IDLE_CONNS, 30.0, interval=0.25,
+                 what="every idle session to sleep")
+    per_conn, before, after = held_resident_kib(tmp_path, upstream, cfg, "h2c", IDLE_CONNS,
+                                                all_asleep)
+    assert per_conn <= BOUND_KIB_PER_CONN, (
+        "%.2f KiB resident per idle h2c connection (VmRSS %d -> %d KiB)"
+        % (per_conn, before, after))
+
+
+def held_resident_kib(tmp_path, upstream, cfg, kind, n, ready):
+    """Starts the release sluice with |cfg| (one worker), has
+    build/bench/idle_client hold |n| connections of |kind|, waits for
+    ready(sluice), and returns (KiB of settled VmRSS growth per connection,
+    VmRSS before, after)."""
     from idle_bench import IdleClient, settle
     binary = os.path.join(REPO, "build", "sluice")
     client_bin = os.path.join(REPO, "build", "bench", "idle_client")
@@ -107,23 +125,17 @@ def test_idle_h2c_resident_memory_stays_within_bound(tmp_path, upstream):
         if not os.access(b, os.X_OK):
             pytest.fail("%s missing: make build/sluice build/bench/idle_client "
                         "(make integration builds both)" % b)
-    cfg = one_worker_config(idle="300s")
-    cfg["listeners"][0]["max_connections"] = IDLE_CONNS + 100
     s = helpers.Sluice(str(tmp_path / "sluice"), cfg, upstream=upstream, workers=1,
                        binary=binary)
     client = None
     try:
         s.start()
-        before = settle(s.pid, IDLE_CONNS, 60)
-        client = IdleClient(client_bin, "h2c", s.port, IDLE_CONNS, 16, 60)
-        assert client.wait_held(60) == IDLE_CONNS
-        wait_for(lambda: asleep(s) == IDLE_CONNS, 30.0, interval=0.25,
-                 what="every idle session to sleep")
-        after = settle(s.pid, IDLE_CONNS, 60)
-        per_conn = (after[0] - before[0]) / IDLE_CONNS
-        assert per_conn <= BOUND_KIB_PER_CONN, (
-            "%.2f KiB resident per idle h2c connection (VmRSS %d -> %d KiB)"
-            % (per_conn, before[0], after[0]))
+        before = settle(s.pid, n, 60)
+        client = IdleClient(client_bin, kind, s.port, n, 16, 60)
+        assert client.wait_held(60) == n
+        ready(s)
+        after = settle(s.pid, n, 60)
+        return (after[0] - before[0]) / n, before[0], after[0]
     finally:
         if client:
             client.stop()

@@ -1,0 +1,171 @@
+"""Idle WebSocket tunnels (issue 16, second round): once a tunnel's head went
+out its heads shrink to what its access line needs and the arena chunk is
+given back (core/stream.h sl_stream_tunnel_compact); an idle tunnel holds no
+pipe buffer. Checked here: the resident memory of a few thousand idle h1
+tunnels, the access line of a compacted tunnel (h1 and h2), and byte-exact
+large messages through a tunnel whose buffers were given back."""
+
+import os
+import sys
+
+import pytest
+
+from helpers import MiB, base_config, metric_sum, wait_for
+from ws_helpers import H2WSClient, ws_open, ws_route
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "test", "bench"))
+
+
+def tunnel_config(idle="300s"):
+    cfg = base_config(access_log="on", access_log_query="full")
+    cfg["routes"] = [ws_route(idle_timeout=idle)] + cfg["routes"]
+    cfg["listeners"][0]["timeouts"] = {"request_header": idle, "idle": idle}
+    return cfg
+
+
+def chunks_in_use(s):
+    """Pipe chunks (16 KiB each) held by pipes, not cached for reuse."""
+    return metric_sum(s.metrics(), "sluice_pool_objects", pool="pipe_chunk", state="in_use")
+
+
+def access_lines(s, n):
+    def lines():
+        return [l for l in s.logs() if l.get("msg") == "access"]
+    wait_for(lambda: len(lines()) >= n, 5, what="%d access lines" % n)
+    return lines()
+
+
+# ---- the access line of a compacted tunnel ----------------------------------
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+TUNNEL_HEADERS = (("user-agent", "idle-tunnel-agent/1.0"),
+                  ("traceparent", "00-%s-00f067aa0ba902b7-01" % TRACE),
+                  ("x-request-id", "client-chosen-id-1234"))
+
+
+def check_tunnel_line(line, proto, method):
+    assert line["path"] == "/ws?room=7", line
+    assert line["method"] == method, line
+    assert line["protocol"] == proto, line
+    assert line["route"] == "ws", line
+    assert line["user_agent"] == "idle-tunnel-agent/1.0", line
+    assert line["trace_id"] == TRACE, line
+    assert line["request_id"] == "client-chosen-id-1234", line
+    assert line["bytes_in"] > 0 and line["bytes_out"] > 0, line
+
+
+@pytest.mark.timeout(20)
+def test_h1_tunnel_access_line_after_compaction(start_sluice):
+    """The heads were shrunk at the 101: the access line written when the
+    tunnel ends still has its path, method, user agent, trace and request
+    id (they were copied; a dangling one would be garbage or an ASan
+    report)."""
+    s = start_sluice(tunnel_config())
+    w = ws_open(s.port, path="/ws?room=7", headers=TUNNEL_HEADERS)
+    assert w.echo(b"hello") == b"hello"
+    w.close_handshake()
+    w.close()
+    (line,) = [l for l in access_lines(s, 1) if l["route"] == "ws"]
+    check_tunnel_line(line, "h1", "GET")
+
+
+@pytest.mark.timeout(20)
+def test_h2_tunnel_access_line_after_compaction(start_sluice):
+    """Over h2 the heads shrink once the 200's HEADERS frame was sent
+    (nghttp2 holds its strings uncopied until then); the stream's h2 state
+    moves with them and the connection's other streams keep working."""
+    s = start_sluice(tunnel_config())
+    c = H2WSClient(s.port)
+    try:
+        c.wait_connect_protocol()
+        sids = [c.open_ws("/ws?room=7", headers=TUNNEL_HEADERS) for _ in range(3)]
+        for sid in sids:
+            assert c.streams[sid].status == 200
+            assert c.echo(sid, b"x" * 1000) == b"x" * 1000
+        # The middle stream's state was relinked on the connection's live
+        # list: closing it first must leave the others intact.
+        for sid in (sids[1], sids[0], sids[2]):
+            f = c.close_ws(sid)
+            assert f is not None and f.close_code == 1000
+            c.wait(sid, 5)
+        lines = [l for l in access_lines(s, 3) if l["route"] == "ws"]
+        assert len(lines) == 3
+        for line in lines:
+            check_tunnel_line(line, "h2", "CONNECT")
+        assert c.ping_ok(), "the h2 connection outlives its tunnels"
+    finally:
+        c.close()
+
+
+# ---- data after the buffers were given back ---------------------------------
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_large_message_after_tunnel_went_idle(start_sluice, proto):
+    """A tunnel carries a 1 MiB message, goes idle (no pipe chunk held:
+    the worker's in-use count falls back to 0 with the tunnel still open),
+    then carries another 1 MiB message byte for byte: buffers are taken
+    again on demand."""
+    s = start_sluice(tunnel_config())
+    payloads = [bytes((i * 7 + k) % 251 for i in range(MiB)) for k in (1, 2)]
+    if proto == "h1":
+        w = ws_open(s.port)
+        echo = lambda p: w.echo(p, timeout=20)  # noqa: E731
+    else:
+        c = H2WSClient(s.port)
+        c.wait_connect_protocol()
+        sid = c.open_ws("/ws")
+        echo = lambda p: c.echo(sid, p, timeout=20)  # noqa: E731
+    try:
+        assert echo(payloads[0]) == payloads[0]
+        wait_for(lambda: chunks_in_use(s) == 0, 10, interval=0.1,
+                 what="the idle tunnel's pipe chunks to be given back")
+        assert echo(payloads[1]) == payloads[1]
+        wait_for(lambda: chunks_in_use(s) == 0, 10, interval=0.1,
+                 what="the pipe chunks to be given back again")
+    finally:
+        if proto == "h1":
+            w.close()
+        else:
+            c.close()
+
+
+# ---- resident memory --------------------------------------------------------
+
+IDLE_TUNNELS = 2000
+# Measured (release build, one worker): 3.7 KiB per idle h1 tunnel at
+# N=4000 and 3.6 at N=9000 (idle_bench); this test on main (before the
+# compaction) 5.6. The bound is the measured
+# figure plus 0.8 KiB: the settling itself is tight (16 samples over 4 s
+# within N * 8 bytes, idle_bench.settle), what varies is the process's
+# baseline (a few hundred KiB: N * 0.15 KiB) and the steps in which the
+# slab, libev's descriptor table and the heap's top grow (another few
+# hundred KiB). 0.8 KiB is below the 2 KiB arena chunk that is given back,
+# so a tunnel that kept it fails.
+BOUND_KIB_PER_TUNNEL = 4.5
+
+
+def test_idle_ws_h1_resident_memory_stays_within_bound(tmp_path, upstream):
+    """IDLE_TUNNELS WebSocket tunnels over h1 held idle by
+    build/bench/idle_client (upgrade answered, then nothing either way):
+    sluice's resident set grows by at most BOUND_KIB_PER_TUNNEL each, once
+    settled. The release binary (ASan's allocator quarantines freed
+    memory, which is what this measures)."""
+    from test_idle import held_resident_kib
+    cfg = tunnel_config()
+    cfg["access_log"] = "off"
+    cfg["listeners"][0]["max_connections"] = IDLE_TUNNELS + 100
+    cfg["upstreams"]["identity"]["max_connections"] = IDLE_TUNNELS + 100
+    cfg["upstreams"]["identity"]["max_pending"] = IDLE_TUNNELS + 100
+    cfg["upstreams"]["identity"]["timeouts"]["idle"] = "300s"
+
+    def all_open(s):
+        wait_for(lambda: metric_sum(s.metrics(), "sluice_websocket_tunnels_active", route="ws")
+                 == IDLE_TUNNELS, 30, interval=0.25, what="every tunnel open")
+    per_tunnel, before, after = held_resident_kib(tmp_path, upstream, cfg, "ws-h1",
+                                                  IDLE_TUNNELS, all_open)
+    assert per_tunnel <= BOUND_KIB_PER_TUNNEL, (
+        "%.2f KiB resident per idle h1 tunnel (VmRSS %d -> %d KiB)"
+        % (per_tunnel, before, after))
