@@ -40,18 +40,6 @@ void sl_engine_trace_exempt_write(FILE *f, bool *first, const char *policy, cons
   sl_engine_trace_write(f, first, policy, kind, "skip", why);
 }
 
-/* The Retry-After (s) of refusal |r|: the next free slot of its crowd's
- * horizon, or the jitter window. Explaining, nothing is reserved. */
-static uint32_t retry_after_of(const struct sl_policy_result *r, const struct sl_policy_ctx *c) {
-  const struct sl_reject_cfg *rj = &c->cfg->reject;
-  if (!r->horizon || !r->period_ns || rj->spread != SL_SPREAD_BACKLOG)
-    return sl_retry_after_s(rj, r->retry_after_ns, c->rnd);
-  uint64_t slot = c->explain ? sl_horizon_peek(r->horizon, c->now_ns, r->retry_after_ns)
-                             : sl_horizon_reserve(r->horizon, c->now_ns, r->retry_after_ns,
-                                                  r->period_ns, sl_horizon_max_ns(rj));
-  return sl_horizon_retry_after_s(rj, slot, r->period_ns, c->rnd);
-}
-
 /* A refusal of |p| (|r|): enforced (true) or reported as a shadow one. */
 static bool refused(const struct sl_policy_cfg *p, const struct sl_policy_result *r,
                     const struct sl_policy_ctx *c, struct sl_admission *out) {
@@ -60,7 +48,12 @@ static bool refused(const struct sl_policy_cfg *p, const struct sl_policy_result
     return false;
   }
   sl_engine_set_name(out->policy, p->name);
-  uint32_t wait = r->retry_after_ns || r->retry ? retry_after_of(r, c) : 0;
+  /* A crowd's refusal takes the next slot of its horizon; explaining
+   * reserves nothing. */
+  uint32_t wait = r->retry_after_ns || r->retry
+                      ? sl_horizon_answer(&c->cfg->reject, r->horizon, c->now_ns, r->retry_after_ns,
+                                          r->period_ns, c->rnd, !c->explain)
+                      : 0;
   sl_engine_refuse(out, r->status ? r->status : 503, sl_engine_reason(p),
                    r->error ? r->error : "refused", wait);
   out->extra = r->extra;

@@ -38,3 +38,11 @@ uint32_t sl_horizon_retry_after_s(const struct sl_reject_cfg *cfg, uint64_t slot
   if (s > max_s) s = max_s;
   return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
 }
+
+uint32_t sl_horizon_answer(const struct sl_reject_cfg *cfg, _Atomic uint64_t *h, uint64_t now_ns,
+                           uint64_t wait_ns, uint64_t period_ns, uint64_t rnd, bool reserve) {
+  if (!h || !period_ns || cfg->spread != SL_SPREAD_BACKLOG) return sl_retry_after_s(cfg, wait_ns, rnd);
+  uint64_t slot = reserve ? sl_horizon_reserve(h, now_ns, wait_ns, period_ns, sl_horizon_max_ns(cfg))
+                          : sl_horizon_peek(h, now_ns, wait_ns);
+  return sl_horizon_retry_after_s(cfg, slot, period_ns, rnd);
+}

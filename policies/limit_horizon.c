@@ -23,19 +23,15 @@ uint32_t sl_shared_retry_after(const struct sl_admission_input *in, struct sl_po
                                size_t why_len) {
   const struct sl_reject_cfg *rj = &in->cfg->reject;
   struct sl_horizons *hs = sl_policy_state_horizons(st);
-  if (rj->spread != SL_SPREAD_BACKLOG || !hs) return sl_retry_after_s(rj, wait_ns, in->rnd);
-  _Atomic uint64_t *h = sl_horizon_for(hs, fp);
-  uint64_t slot;
-  if (in->trace) {
-    slot = sl_horizon_peek(h, in->now_ns, wait_ns);
+  _Atomic uint64_t *h = hs ? sl_horizon_for(hs, fp) : NULL;
+  if (in->trace && h && rj->spread == SL_SPREAD_BACKLOG) {
+    uint64_t slot = sl_horizon_peek(h, in->now_ns, wait_ns);
     size_t n = why ? strnlen(why, why_len) : why_len;
     if (n + 1 < why_len)
       snprintf(why + n, why_len - n, "; next free slot in %.1f s (spread: backlog)",
                (double)slot / 1e9);
-  } else {
-    slot = sl_horizon_reserve(h, in->now_ns, wait_ns, period_ns, sl_horizon_max_ns(rj));
   }
-  return sl_horizon_retry_after_s(rj, slot, period_ns, in->rnd);
+  return sl_horizon_answer(rj, h, in->now_ns, wait_ns, period_ns, in->rnd, !in->trace);
 }
 
 uint32_t sl_limit_retry_after(const struct sl_admission_input *in,

@@ -67,4 +67,11 @@ uint64_t sl_horizon_peek(const _Atomic uint64_t *h, uint64_t now_ns, uint64_t wa
 uint32_t sl_horizon_retry_after_s(const struct sl_reject_cfg *cfg, uint64_t slot_ns,
                                   uint64_t period_ns, uint64_t rnd);
 
+/* The Retry-After (whole seconds) of one refusal of a crowd: with
+ * `spread: backlog` and a known |period_ns|, the next free slot of |h|
+ * (reserved when |reserve|, else only looked at, for explain); otherwise,
+ * or with |h| NULL, sl_retry_after_s() of |wait_ns|. */
+uint32_t sl_horizon_answer(const struct sl_reject_cfg *cfg, _Atomic uint64_t *h, uint64_t now_ns,
+                           uint64_t wait_ns, uint64_t period_ns, uint64_t rnd, bool reserve);
+
 #endif

@@ -42,7 +42,6 @@
 #include "core/stats.h"
 #include "upstream/backend.h"
 #include "sluice/horizon.h"
-#include "sluice/retry.h"
 
 static void pool_service_queue(struct sl_pool *p);
 static void upconn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -483,12 +482,9 @@ void sl_upstream_fail_stream(struct sl_pool *p, struct sl_stream *s, int status,
  * the queue has drained once (rate unknown), and with `spread: window`,
  * the jitter window over the drain period (the reject minimum at least). */
 static uint32_t pool_shed_retry_after(struct sl_pool *p, const struct sl_stream *s) {
-  const struct sl_reject_cfg *rj = &s->gen->cfg->reject;
   uint64_t period = p->drain_period_ns;
-  if (rj->spread != SL_SPREAD_BACKLOG || !period) return sl_retry_after_s(rj, period, sl_rand64());
-  uint64_t now = sl_now_ns();
-  uint64_t slot = sl_horizon_reserve(&p->shed_horizon, now, period, period, sl_horizon_max_ns(rj));
-  return sl_horizon_retry_after_s(rj, slot, period, sl_rand64());
+  return sl_horizon_answer(&s->gen->cfg->reject, &p->shed_horizon, sl_now_ns(), period, period,
+                           sl_rand64(), true);
 }
 
 /* Refuses |s| (not queued) for a full queue. */
