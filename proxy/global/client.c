@@ -8,9 +8,13 @@
  * time until the bucket is full again. An idle key therefore costs Redis
  * nothing once its TTL has passed (a full bucket carries no information),
  * which bounds Redis memory by the keys active within one bucket's refill
- * time. An ask for n tokens grants min(n, available) at once, atomically
- * (a script runs alone), and answers {granted, remaining, retry_us}:
- * retry_us is the time until one more token when it granted less.
+ * time. One EVALSHA carries the asks of one loop iteration, up to
+ * BATCH_MAX keys (a worker under a storm decides many new keys per
+ * iteration; one command per key would make Redis's command rate the
+ * request rate). For each key, an ask for n tokens grants min(n,
+ * available) at once, atomically (a script runs alone), and answers
+ * {granted, remaining, retry_us}: retry_us is the time until one more
+ * token when it granted less.
  *
  * Store. A chained hash table of (limit identity, key bytes) -> entry
  * holding the key's struct sl_lease, grown by doubling, at most MAX_KEYS
@@ -62,25 +66,31 @@
 static const char SCRIPT[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local period = tonumber(ARGV[1])\n"
-    "local burst = tonumber(ARGV[2])\n"
-    "local ask = tonumber(ARGV[3])\n"
-    "local tat = tonumber(redis.call('GET', KEYS[1]) or now)\n"
-    "if tat < now then tat = now end\n"
-    "local avail = math.floor((now + burst * period - tat) / period)\n"
-    "if avail < 0 then avail = 0 end\n"
-    "local g = ask\n"
-    "if g > avail then g = avail end\n"
-    "tat = tat + g * period\n"
-    "if g > 0 then\n"
-    "  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)\n"
+    "local out = {}\n"
+    "for i = 1, #KEYS do\n"
+    "  local period = tonumber(ARGV[3 * i - 2])\n"
+    "  local burst = tonumber(ARGV[3 * i - 1])\n"
+    "  local ask = tonumber(ARGV[3 * i])\n"
+    "  local tat = tonumber(redis.call('GET', KEYS[i]) or now)\n"
+    "  if tat < now then tat = now end\n"
+    "  local avail = math.floor((now + burst * period - tat) / period)\n"
+    "  if avail < 0 then avail = 0 end\n"
+    "  local g = ask\n"
+    "  if g > avail then g = avail end\n"
+    "  tat = tat + g * period\n"
+    "  if g > 0 then\n"
+    "    redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)\n"
+    "  end\n"
+    "  local retry = 0\n"
+    "  if g < ask then\n"
+    "    retry = math.ceil(tat + period - now - burst * period)\n"
+    "    if retry < 0 then retry = 0 end\n"
+    "  end\n"
+    "  out[3 * i - 2] = g\n"
+    "  out[3 * i - 1] = avail - g\n"
+    "  out[3 * i] = retry\n"
     "end\n"
-    "local retry = 0\n"
-    "if g < ask then\n"
-    "  retry = math.ceil(tat + period - now - burst * period)\n"
-    "  if retry < 0 then retry = 0 end\n"
-    "end\n"
-    "return {g, avail - g, retry}\n";
+    "return out\n";
 
 #define MAX_KEYS (1u << 20)          /* per worker */
 #define IDLE_NS (30ull * 1000000000u) /* an entry unused this long is dropped */
@@ -89,6 +99,18 @@ static const char SCRIPT[] =
 #define BACKOFF_MAX_S 5.0
 #define SWEEP_BUCKETS 4096           /* per sweep tick (bounded work) */
 #define FB_CACHE 16
+#define BATCH_MAX 64                 /* keys per EVALSHA */
+#define KEY_MAX 512                  /* a Redis key's bytes (longer keys are hashed) */
+
+/* The asks of one loop iteration, sent as one EVALSHA (the script loops
+ * over its keys): the command rate is bounded by the loop's iterations,
+ * not by the number of keys. Each entry is in flight (sl_lease_ask) until
+ * the reply, so the sweep leaves it alone. */
+struct batch {
+  uint32_t n;
+  uint32_t ask[BATCH_MAX];
+  struct entry *e[BATCH_MAX];
+};
 
 struct entry {
   struct entry *next;          /* hash chain */
@@ -120,6 +142,9 @@ struct sl_global_client {
   ev_timer retry_timer;        /* reconnect */
   ev_timer check_timer;        /* command and connect timeouts */
   ev_timer sweep_timer;
+  ev_prepare flush_watcher;    /* sends |pending| before the loop waits */
+  struct batch *pending;       /* asks not sent yet (this iteration's) */
+  char scratch[BATCH_MAX * (KEY_MAX + 48)]; /* the arguments of one EVALSHA */
   ev_tstamp connect_started;
   uint64_t ring[RING];         /* send times (ev_now, ns) of outstanding commands */
   uint32_t ring_head, ring_tail;
@@ -137,7 +162,7 @@ struct sl_global_client {
 
 static _Atomic int n_configured, n_down;
 static _Atomic bool ever_up;
-static struct sl_metric_series *m_up, *m_commands, *m_granted, *m_keys, *m_timeouts, *m_errors,
+static struct sl_metric_series *m_up, *m_commands, *m_asks, *m_granted, *m_keys, *m_timeouts, *m_errors,
     *m_disconnects;
 static struct sl_metric_family *f_fallback;
 static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
@@ -151,6 +176,11 @@ static void metrics_init(void) {
   m_commands = sl_metrics_series(
       sl_metrics_family("sluice_global_commands_total",
                         "Lease requests (EVALSHA) sent to the global limits' backend",
+                        SL_METRIC_COUNTER, ""),
+      NULL);
+  m_asks = sl_metrics_series(
+      sl_metrics_family("sluice_global_asks_total",
+                        "Keys asked for tokens (one EVALSHA carries up to 64 of them)",
                         SL_METRIC_COUNTER, ""),
       NULL);
   m_granted = sl_metrics_series(sl_metrics_family("sluice_global_tokens_granted_total",
@@ -308,16 +338,27 @@ static void load_script(struct sl_global_client *c) {
   if (send_cmd(c, on_script_loaded, c, 3, argv, lens)) c->script_loading = true;
 }
 
-/* The reply to an EVALSHA of the entry |priv|. */
+static void batch_fail(struct batch *b) {
+  for (uint32_t i = 0; i < b->n; i++) sl_lease_failed(&b->e[i]->l);
+  free(b);
+}
+
+static bool lease_reply_ok(const redisReply *rep, uint32_t n) {
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 * (size_t)n) return false;
+  for (size_t i = 0; i < rep->elements; i++)
+    if (rep->element[i]->type != REDIS_REPLY_INTEGER) return false;
+  return true;
+}
+
+/* The reply to an EVALSHA of the batch |priv|: {granted, remaining,
+ * retry_us} per key, in the batch's order. */
 static void on_lease(redisAsyncContext *ac, void *r, void *priv) {
   struct sl_global_client *c = ac->data;
-  struct entry *e = priv;
+  struct batch *b = priv;
   redisReply *rep = r;
   if (c) ring_pop(c);
-  uint64_t now = sl_now_ns();
-  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
-      rep->element[0]->type != REDIS_REPLY_INTEGER || rep->element[2]->type != REDIS_REPLY_INTEGER) {
-    sl_lease_failed(&e->l);
+  if (!lease_reply_ok(rep, b->n)) {
+    batch_fail(b);
     if (!c || !rep) return; /* connection gone: counted where it went */
     sl_metric_inc(m_errors);
     if (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "READONLY", 8)) {
@@ -328,48 +369,108 @@ static void on_lease(redisAsyncContext *ac, void *r, void *priv) {
       return;
     }
     if (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8)) {
-      load_script(c); /* flushed or failed over: load it again; the key asks again */
+      load_script(c); /* flushed or failed over: load it again; the keys ask again */
       return;
     }
     if (SL_LOG_ENABLED(SL_LOG_WARN))
       sl_log(SL_LOG_WARN, "global backend: unexpected lease reply", "error",
-             rep->type == REDIS_REPLY_ERROR ? rep->str : "not {granted, remaining, retry}", NULL);
+             rep->type == REDIS_REPLY_ERROR ? rep->str : "not {granted, remaining, retry} per key",
+             NULL);
     return;
   }
-  long long g = rep->element[0]->integer, retry_us = rep->element[2]->integer;
-  if (g < 0) g = 0;
-  if (g > UINT32_MAX) g = UINT32_MAX;
-  if (retry_us < 0) retry_us = 0;
-  sl_metric_add(m_granted, (uint64_t)g);
-  sl_lease_grant(&e->l, &e->p, (uint32_t)g, (uint64_t)retry_us * 1000u, now);
+  uint64_t now = sl_now_ns();
+  uint64_t granted = 0;
+  for (uint32_t i = 0; i < b->n; i++) {
+    struct entry *e = b->e[i];
+    long long g = rep->element[3 * i]->integer, retry_us = rep->element[3 * i + 2]->integer;
+    if (g < 0) g = 0;
+    if (g > UINT32_MAX) g = UINT32_MAX;
+    if (retry_us < 0) retry_us = 0;
+    granted += (uint64_t)g;
+    sl_lease_grant(&e->l, &e->p, (uint32_t)g, (uint64_t)retry_us * 1000u, now);
+  }
+  sl_metric_add(m_granted, granted);
+  free(b);
 }
 
-/* Sends the ask of entry |e| for |n| tokens. */
-static void send_lease(struct sl_global_client *c, struct entry *e, uint32_t n) {
-  char keybuf[512], period[32], burst[16], ask[16];
+/* The Redis key of |e| into |out| (KEY_MAX bytes): <prefix><limit
+ * name>:<key bytes>, binary-safe; a longer one is hashed. */
+static size_t redis_key(const struct sl_global_client *c, const struct entry *e, char *out) {
   const char *prefix = c->g->key_prefix;
   size_t pl = strlen(prefix), nl = strlen(e->limit_name);
-  /* <prefix><limit name>:<key bytes> (binary-safe; long keys hashed) */
-  size_t kl;
-  if (pl + nl + 1 + e->klen <= sizeof(keybuf)) {
-    memcpy(keybuf, prefix, pl);
-    memcpy(keybuf + pl, e->limit_name, nl);
-    keybuf[pl + nl] = ':';
-    memcpy(keybuf + pl + nl + 1, e->key, e->klen);
-    kl = pl + nl + 1 + e->klen;
-  } else {
-    kl = (size_t)snprintf(keybuf, sizeof(keybuf), "%s%.200s:#%016llx", prefix, e->limit_name,
-                          (unsigned long long)e->hash);
+  if (pl + nl + 1 + e->klen <= KEY_MAX) {
+    memcpy(out, prefix, pl);
+    memcpy(out + pl, e->limit_name, nl);
+    out[pl + nl] = ':';
+    memcpy(out + pl + nl + 1, e->key, e->klen);
+    return pl + nl + 1 + e->klen;
   }
-  size_t perl = (size_t)snprintf(period, sizeof(period), "%.3f", (double)e->p.period_ns / 1000.0);
-  size_t bl = (size_t)snprintf(burst, sizeof(burst), "%u", e->p.burst ? e->p.burst : 1);
-  size_t al = (size_t)snprintf(ask, sizeof(ask), "%u", n);
-  const char *argv[] = {"EVALSHA", c->sha, "1", keybuf, period, burst, ask};
-  size_t lens[] = {7, 40, 1, kl, perl, bl, al};
-  if (send_cmd(c, on_lease, e, 7, argv, lens))
+  return (size_t)snprintf(out, KEY_MAX, "%s%.200s:#%016llx", prefix, e->limit_name,
+                          (unsigned long long)e->hash);
+}
+
+/* Sends this iteration's asks as one EVALSHA. */
+static void batch_flush(struct sl_global_client *c) {
+  struct batch *b = c->pending;
+  if (!b) return;
+  c->pending = NULL;
+  ev_prepare_stop(c->loop, &c->flush_watcher);
+  if (c->state != CONN_UP) { /* lost since the asks were made */
+    batch_fail(b);
+    return;
+  }
+  enum { HEAD = 3 };
+  const char *argv[HEAD + 4 * BATCH_MAX];
+  size_t lens[HEAD + 4 * BATCH_MAX];
+  char nkeys[12];
+  argv[0] = "EVALSHA", lens[0] = 7;
+  argv[1] = c->sha, lens[1] = 40;
+  argv[2] = nkeys, lens[2] = (size_t)snprintf(nkeys, sizeof(nkeys), "%u", b->n);
+  char *at = c->scratch;
+  for (uint32_t i = 0; i < b->n; i++) {
+    const struct entry *e = b->e[i];
+    argv[HEAD + i] = at;
+    lens[HEAD + i] = redis_key(c, e, at);
+    at += lens[HEAD + i];
+    /* period (microseconds, 3 decimals), burst, ask: at most 48 bytes */
+    size_t j = HEAD + b->n + 3 * i;
+    int w = sprintf(at, "%.3f", (double)e->p.period_ns / 1000.0);
+    argv[j] = at, lens[j] = (size_t)w, at += w;
+    w = sprintf(at, "%u", e->p.burst ? e->p.burst : 1);
+    argv[j + 1] = at, lens[j + 1] = (size_t)w, at += w;
+    w = sprintf(at, "%u", b->ask[i]);
+    argv[j + 2] = at, lens[j + 2] = (size_t)w, at += w;
+  }
+  if (send_cmd(c, on_lease, b, (int)(HEAD + 4 * b->n), argv, lens)) {
     sl_metric_inc(m_commands);
-  else
-    sl_lease_failed(&e->l);
+    sl_metric_add(m_asks, b->n);
+  } else {
+    batch_fail(b);
+  }
+}
+
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
+  batch_flush(SL_CONTAINER_OF(w, struct sl_global_client, flush_watcher));
+}
+
+/* Queues the ask of entry |e| for |n| tokens: sent with the others of this
+ * loop iteration, before the loop waits (or at once when the batch is
+ * full). */
+static void send_lease(struct sl_global_client *c, struct entry *e, uint32_t n) {
+  struct batch *b = c->pending;
+  if (!b) {
+    b = malloc(sizeof(*b));
+    if (!b) {
+      sl_lease_failed(&e->l);
+      return;
+    }
+    b->n = 0;
+    c->pending = b;
+    ev_prepare_start(c->loop, &c->flush_watcher);
+  }
+  b->e[b->n] = e;
+  b->ask[b->n] = n;
+  if (++b->n == BATCH_MAX) batch_flush(c);
 }
 
 /* ---- the port -------------------------------------------------------- */
@@ -455,6 +556,11 @@ static void sentinel_drop(struct sl_global_client *c) {
 
 static void conn_drop(struct sl_global_client *c, const char *why) {
   sentinel_drop(c);
+  if (c->pending) { /* asks not sent: the keys ask again once up */
+    batch_fail(c->pending);
+    c->pending = NULL;
+    ev_prepare_stop(c->loop, &c->flush_watcher);
+  }
   redisAsyncContext *ac = c->ac;
   c->ac = NULL;
   c->state = CONN_IDLE;
@@ -756,6 +862,7 @@ struct sl_global_client *sl_global_client_new(struct ev_loop *loop, int worker_i
   ev_timer_init(&c->retry_timer, retry_cb, 0., 0.);
   ev_timer_init(&c->check_timer, check_cb, 0., 0.);
   ev_timer_init(&c->sweep_timer, sweep_cb, 1., 1.);
+  ev_prepare_init(&c->flush_watcher, flush_cb);
   return c;
 }
 
@@ -807,6 +914,9 @@ const struct sl_global_port *sl_global_client_port(struct sl_global_client *c) {
 void sl_global_client_del(struct sl_global_client *c) {
   if (!c) return;
   sentinel_drop(c);
+  if (c->pending) batch_fail(c->pending); /* before the entries go */
+  c->pending = NULL;
+  ev_prepare_stop(c->loop, &c->flush_watcher);
   redisAsyncContext *ac = c->ac;
   c->ac = NULL;
   if (ac) {

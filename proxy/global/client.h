@@ -7,8 +7,9 @@
  * thread, except the process-wide metrics.
  *
  * No request waits on Redis: a decision uses the local share and, when
- * it runs low, queues one EVALSHA for the key (pipelined with every other
- * command of the loop iteration); the answer refills the share. A
+ * it runs low, queues an ask for the key; the asks of one loop iteration
+ * leave as one EVALSHA before the loop waits (pipelined with the other
+ * commands); the answer refills the shares. A
  * command older than command_timeout, a lost connection or an error
  * reply count the backend down: the fallback mode decides until a
  * reconnection (backoff 50 ms doubling to 5 s, jittered) has loaded the
