@@ -50,6 +50,16 @@ struct sl_sockaddr {
   const char *text; /* "127.0.0.1:8080" / "[::1]:8080" as written */
 };
 
+/* `HOST:PORT` of a backend sluice connects to as a client (Redis,
+ * Sentinel), where HOST may be a DNS name: resolved at each connection
+ * attempt, off the worker loops (proxy/global/resolve.c), never at load. */
+struct sl_hostport {
+  const char *text; /* as written; NULL: unset */
+  char host[254];   /* the name, or the numeric address without brackets */
+  uint16_t port;
+  bool numeric;     /* host is an IPv4 or IPv6 address */
+};
+
 struct sl_cidr {
   uint8_t family; /* AF_INET or AF_INET6 */
   uint8_t prefix; /* bits */
@@ -435,11 +445,11 @@ enum sl_access_log_query { SL_ACCESS_QUERY_REDACT = 0, SL_ACCESS_QUERY_FULL };
 struct sl_global_cfg {
   bool enabled;                 /* the section is present */
   struct sl_mark mark;
-  struct sl_sockaddr redis;     /* `redis: "HOST:PORT"`, numeric (no DNS at load); unset
-                                 * (len 0) with `sentinel:` */
+  struct sl_hostport redis;     /* `redis: "HOST:PORT"` (a name is resolved at each
+                                 * connection attempt); unset (text NULL) with `sentinel:` */
   /* `sentinel: {addresses: [HOST:PORT...], master_name}`: the primary is
    * discovered (and rediscovered after a failover) through these. */
-  struct sl_sockaddr *sentinels;
+  struct sl_hostport *sentinels;
   size_t n_sentinels;           /* 0: `redis:` names the primary itself */
   const char *master_name;
   const char *password_file;    /* NULL: no AUTH */

@@ -42,6 +42,9 @@ int sl_parse_duration_ms(const char *s, uint64_t *out_ms, char *err, size_t errl
 int sl_parse_rate(const char *s, struct sl_rate *out, char *err, size_t errlen);
 int sl_parse_bandwidth(const char *s, struct sl_bandwidth *out, char *err, size_t errlen);
 int sl_parse_sockaddr(const char *s, struct sl_sockaddr *out, char *err, size_t errlen);
+/* "10.0.0.5:6379", "[fd00::5]:6379" or "redis.prod.svc:6379": a host
+ * name (RFC 1123 labels) is kept for resolution at connect time. */
+int sl_parse_hostport(const char *s, struct sl_hostport *out, char *err, size_t errlen);
 int sl_parse_cidr(const char *s, struct sl_cidr *out, char *err, size_t errlen);
 
 #endif

@@ -3,7 +3,7 @@
  * rate limits) and the `scope` of rate limits that use it.
  *
  *   global:
- *     redis: "10.0.0.5:6379"        # the primary, or instead:
+ *     redis: "10.0.0.5:6379"        # the primary (an IP or a DNS name), or instead:
  *     sentinel:                     # discover it (and follow failovers) through Sentinel
  *       addresses: ["10.0.0.7:26379", "10.0.0.8:26379"]
  *       master_name: mymaster
@@ -42,7 +42,7 @@ static bool parse_sentinel(struct cfg_schema *s, node_t *m, struct sl_global_cfg
   node_t *l = cs_get_node(s, sm, "addresses", CFG_SEQ);
   if (!l || l->n == 0 || l->n > MAX_SENTINELS) {
     cs_err(s, l ? l : sm, "global.sentinel: 'addresses' needs 1 to %d sentinels "
-                          "(\"HOST:PORT\", numeric)", MAX_SENTINELS);
+                          "(\"HOST:PORT\")", MAX_SENTINELS);
   } else {
     g->sentinels = sl_arena_xcalloc(s->a, l->n, sizeof(*g->sentinels));
     for (size_t i = 0; i < l->n; i++) {
@@ -50,7 +50,7 @@ static bool parse_sentinel(struct cfg_schema *s, node_t *m, struct sl_global_cfg
       char e[200];
       if (v->kind != CFG_SCALAR || !v->str) {
         cs_err(s, v, "global.sentinel.addresses: each item is \"HOST:PORT\"");
-      } else if (sl_parse_sockaddr(cs_sdup(s, v->str), &g->sentinels[g->n_sentinels], e,
+      } else if (sl_parse_hostport(cs_sdup(s, v->str), &g->sentinels[g->n_sentinels], e,
                                    sizeof(e))) {
         cs_err(s, v, "global.sentinel.addresses: %s", e);
       } else {
@@ -69,6 +69,18 @@ static bool parse_sentinel(struct cfg_schema *s, node_t *m, struct sl_global_cfg
   return true;
 }
 
+/* Like cs_get_sockaddr(), for an address that may be a host name. */
+static int get_hostport(struct cfg_schema *s, node_t *map, const char *key,
+                        struct sl_hostport *out) {
+  node_t *v;
+  int rc = cs_get_text(s, map, key, &v);
+  if (rc <= 0) return rc;
+  char e[200];
+  if (!sl_parse_hostport(cs_sdup(s, v->str), out, e, sizeof(e))) return 1;
+  cs_err(s, v, "%s: %s", key, e);
+  return -1;
+}
+
 const char *const SL_GLOBAL_FALLBACK_NAMES[] = {"local", "open", "closed", NULL};
 
 void cs_parse_global(struct cfg_schema *s, node_t *root) {
@@ -85,7 +97,7 @@ void cs_parse_global(struct cfg_schema *s, node_t *root) {
   g->mark = m->mark;
   cs_check_keys(s, m, "global", GLOBAL_KEYS);
   bool sentinel = parse_sentinel(s, m, g);
-  int has_redis = cs_get_sockaddr(s, m, "redis", &g->redis);
+  int has_redis = get_hostport(s, m, "redis", &g->redis);
   if (has_redis == 0 && !sentinel)
     cs_err(s, m, "global: missing 'redis' (the backend's address, e.g. \"10.0.0.5:6379\") "
                  "or 'sentinel'");

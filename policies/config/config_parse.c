@@ -252,6 +252,70 @@ int sl_parse_sockaddr(const char *s, struct sl_sockaddr *out, char *err, size_t 
   return 0;
 }
 
+/* True when |h| is a host name of RFC 1123 labels: letters, digits and
+ * '-' (not first or last), 1 to 63 bytes each, dot-separated (a final dot
+ * allowed), at most 253 bytes; and not all digits and dots (a mistyped
+ * IPv4 address is an error, not a name to look up). */
+static bool host_name_ok(const char *h) {
+  size_t n = strlen(h);
+  if (n == 0 || n > 253) return false;
+  if (h[n - 1] == '.') n--;
+  bool alpha = false;
+  size_t label = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)h[i];
+    if (ch == '.') {
+      if (label == 0 || h[i - 1] == '-') return false;
+      label = 0;
+      continue;
+    }
+    if (!isalnum(ch) && ch != '-') return false;
+    if (ch == '-' && label == 0) return false;
+    if (isalpha(ch) || ch == '-') alpha = true;
+    if (++label > 63) return false;
+  }
+  return label > 0 && h[n - 1] != '-' && alpha;
+}
+
+int sl_parse_hostport(const char *s, struct sl_hostport *out, char *err, size_t errlen) {
+  memset(out, 0, sizeof(*out));
+  if (!s || !*s) return fail(err, errlen, "empty address (write e.g. 10.0.0.5:6379 or redis.default.svc:6379)");
+  if (s[0] == '[') {
+    struct sl_sockaddr a;
+    if (sl_parse_sockaddr(s, &a, err, errlen)) return -1;
+    const char *close = strchr(s, ']');
+    memcpy(out->host, s + 1, (size_t)(close - s - 1)); /* < 64: checked by sl_parse_sockaddr */
+    out->port = ntohs(((struct sockaddr_in6 *)&a.ss)->sin6_port);
+    out->numeric = true;
+  } else {
+    const char *colon = strrchr(s, ':');
+    if (!colon) return fail(err, errlen, "address '%s' has no port (write HOST:PORT)", s);
+    if (memchr(s, ':', (size_t)(colon - s)))
+      return fail(err, errlen, "IPv6 address '%s' needs brackets, e.g. [fd00::5]:6379", s);
+    char *host = out->host;
+    size_t hl = (size_t)(colon - s);
+    if (hl == 0 || hl >= sizeof(out->host))
+      return fail(err, errlen, "address '%s' has no valid host", s);
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+      out->numeric = true;
+    } else if (!host_name_ok(host)) {
+      return fail(err, errlen,
+                  "'%s' is neither an IPv4 address nor a host name (letters, digits, '-' and "
+                  "'.', at most 253 characters)",
+                  host);
+    }
+    if (parse_port(colon + 1, s, &out->port, err, errlen)) return -1;
+  }
+  if (out->port == 0) {
+    return fail(err, errlen, "port 0 in '%s': name the port the server listens on", s);
+  }
+  out->text = s;
+  return 0;
+}
+
 /* "10.0.0.0/8", "fd00::/8"; a bare address is a host route (/32, /128).
  * Host bits set below the prefix are refused: "10.1.2.3/8" is far more
  * often a typo than a deliberate way of writing 10.0.0.0/8. */

@@ -62,6 +62,7 @@
 #include "core/clock.h"
 #include "core/container.h"
 #include "global/client.h"
+#include "global/resolve.h"
 
 static const char SCRIPT[] =
     "local t = redis.call('TIME')\n"
@@ -122,7 +123,17 @@ struct entry {
   uint8_t key[];
 };
 
-enum conn_state { CONN_IDLE = 0, CONN_DISCOVER, CONN_CONNECTING, CONN_HANDSHAKE, CONN_UP };
+enum conn_state {
+  CONN_IDLE = 0,
+  CONN_RESOLVE,     /* looking up a host name (resolve.h), under connect_timeout */
+  CONN_DISCOVER,    /* asking a sentinel for the primary */
+  CONN_CONNECTING,
+  CONN_HANDSHAKE,
+  CONN_UP
+};
+
+/* What a lookup is for: a sentinel to ask, or the primary itself. */
+enum target { TARGET_PRIMARY, TARGET_SENTINEL };
 
 struct sl_global_client {
   struct ev_loop *loop;
@@ -135,6 +146,11 @@ struct sl_global_client {
   redisAsyncContext *sac;      /* the sentinel being asked (CONN_DISCOVER) */
   size_t sentinel_at;          /* the sentinel to ask next */
   char primary[INET6_ADDRSTRLEN + 8]; /* "ip:port" of the primary (connected or last tried) */
+  struct sl_resolve *resolving; /* a lookup in flight (CONN_RESOLVE) */
+  enum target resolve_for;
+  int resolve_port;
+  char resolve_host[254];      /* the name being looked up (logs) */
+  unsigned resolve_pick;       /* rotates over a name's addresses, one per attempt */
   enum conn_state state;
   bool counted_down;           /* this worker counts in n_down */
   bool script_loading;
@@ -162,6 +178,7 @@ struct sl_global_client {
 
 static _Atomic int n_configured, n_down;
 static _Atomic bool ever_up;
+static _Atomic bool resolve_warned; /* a failed lookup was logged; cleared by a good one */
 static struct sl_metric_series *m_up, *m_commands, *m_asks, *m_granted, *m_keys, *m_timeouts, *m_errors,
     *m_disconnects;
 static struct sl_metric_family *f_fallback;
@@ -221,7 +238,8 @@ static void set_up(struct sl_global_client *c, bool up) {
   if (up) {
     if (atomic_fetch_sub(&n_down, 1) == 1) {
       atomic_store(&ever_up, true);
-      sl_log(SL_LOG_INFO, "global backend up", "redis", backend_text(c), NULL);
+      sl_log(SL_LOG_INFO, "global backend up", "redis", backend_text(c), "address", c->primary,
+             NULL);
     }
   } else {
     if (atomic_fetch_add(&n_down, 1) == 0 && atomic_load(&ever_up))
@@ -554,8 +572,14 @@ static void sentinel_drop(struct sl_global_client *c) {
   }
 }
 
+static void resolve_drop(struct sl_global_client *c) {
+  if (c->resolving) sl_resolve_cancel(c->resolving);
+  c->resolving = NULL;
+}
+
 static void conn_drop(struct sl_global_client *c, const char *why) {
   sentinel_drop(c);
+  resolve_drop(c);
   if (c->pending) { /* asks not sent: the keys ask again once up */
     batch_fail(c->pending);
     c->pending = NULL;
@@ -675,18 +699,13 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
   conn_drop(c, status == REDIS_OK ? "closed" : ac->errstr);
 }
 
-/* |a| as the numeric host and port hiredis takes. */
-static void sockaddr_parts(const struct sl_sockaddr *a, char ip[INET6_ADDRSTRLEN], int *port) {
-  if (a->ss.ss_family == AF_INET6) {
-    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->ss;
-    inet_ntop(AF_INET6, &s6->sin6_addr, ip, INET6_ADDRSTRLEN);
-    *port = ntohs(s6->sin6_port);
-  } else {
-    const struct sockaddr_in *s4 = (const struct sockaddr_in *)&a->ss;
-    inet_ntop(AF_INET, &s4->sin_addr, ip, INET6_ADDRSTRLEN);
-    *port = ntohs(s4->sin_port);
-  }
+static bool is_numeric(const char *host) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
+
+static void target_open(struct sl_global_client *c, const char *host, int port, bool numeric,
+                        enum target t);
 
 /* A context connecting to |ip|:|port| (numeric: never resolves), attached
  * to the loop, in |state| from now; NULL (and a reconnection scheduled)
@@ -711,6 +730,7 @@ static redisAsyncContext *ctx_open(struct sl_global_client *c, const char *ip, i
 }
 
 static void primary_open(struct sl_global_client *c, const char *ip, int port) {
+  snprintf(c->primary, sizeof(c->primary), strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip, port);
   c->ring_head = c->ring_tail = 0;
   c->ac = ctx_open(c, ip, port, on_connect, on_disconnect, CONN_CONNECTING);
 }
@@ -736,16 +756,16 @@ static void on_sentinel_reply(redisAsyncContext *sac, void *r, void *priv) {
     sentinel_failed(c, "sentinel gave no primary");
     return;
   }
-  char ip[INET6_ADDRSTRLEN];
-  memcpy(ip, rep->element[0]->str, rep->element[0]->len + 1);
+  char host[INET6_ADDRSTRLEN];
+  memcpy(host, rep->element[0]->str, rep->element[0]->len + 1);
   int port = atoi(rep->element[1]->str);
-  snprintf(c->primary, sizeof(c->primary), strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip, port);
   sentinel_drop(c);
   if (port <= 0 || port > 65535) {
     sentinel_failed(c, "sentinel gave a bad port");
     return;
   }
-  primary_open(c, ip, port);
+  /* a sentinel with announce-hostnames names the primary by its name */
+  target_open(c, host, port, is_numeric(host), TARGET_PRIMARY);
 }
 
 static void on_sentinel_connect(const redisAsyncContext *sac, int status) {
@@ -763,12 +783,8 @@ static void on_sentinel_disconnect(const redisAsyncContext *sac, int status) {
   sentinel_failed(c, "sentinel closed");
 }
 
-/* Asks the next sentinel for the primary's address. */
-static void discover_open(struct sl_global_client *c) {
-  const struct sl_sockaddr *a = &c->g->sentinels[c->sentinel_at % c->g->n_sentinels];
-  char ip[INET6_ADDRSTRLEN];
-  int port;
-  sockaddr_parts(a, ip, &port);
+/* Asks the sentinel at |ip|:|port| for the primary's address. */
+static void discover_open(struct sl_global_client *c, const char *ip, int port) {
   redisAsyncContext *sac =
       ctx_open(c, ip, port, on_sentinel_connect, on_sentinel_disconnect, CONN_DISCOVER);
   if (!sac) {
@@ -782,25 +798,85 @@ static void discover_open(struct sl_global_client *c) {
     sentinel_failed(c, "sentinel query not sent");
 }
 
-static void conn_open(struct sl_global_client *c) {
-  if (c->g->n_sentinels) {
-    discover_open(c);
+/* A lookup failed or timed out: logged once until a lookup succeeds (in
+ * any worker), then as a refused connection to that target. */
+static void resolve_failed(struct sl_global_client *c, enum target t, const char *why) {
+  sl_metric_inc(m_errors);
+  if (!atomic_exchange(&resolve_warned, true))
+    sl_log(SL_LOG_WARN, "global backend: host name lookup failed (retrying with backoff)", "host",
+           c->resolve_host, "error", why, NULL);
+  if (t == TARGET_SENTINEL)
+    sentinel_failed(c, why);
+  else
+    conn_drop(c, why);
+}
+
+static void on_resolved(void *arg, const char (*addrs)[INET6_ADDRSTRLEN], size_t n,
+                        const char *error) {
+  struct sl_global_client *c = arg;
+  c->resolving = NULL;
+  c->state = CONN_IDLE;
+  if (n == 0) {
+    resolve_failed(c, c->resolve_for, error);
     return;
   }
-  char ip[INET6_ADDRSTRLEN];
-  int port;
-  sockaddr_parts(&c->g->redis, ip, &port);
-  primary_open(c, ip, port);
+  atomic_store(&resolve_warned, false);
+  const char *ip = addrs[c->resolve_pick++ % n];
+  if (c->resolve_for == TARGET_SENTINEL)
+    discover_open(c, ip, c->resolve_port);
+  else
+    primary_open(c, ip, c->resolve_port);
+}
+
+/* Connects to |host|:|port| as |t|, looking the name up first (off the
+ * loop) unless it is numeric. */
+static void target_open(struct sl_global_client *c, const char *host, int port, bool numeric,
+                        enum target t) {
+  if (numeric) {
+    if (t == TARGET_SENTINEL)
+      discover_open(c, host, port);
+    else
+      primary_open(c, host, port);
+    return;
+  }
+  c->resolve_for = t;
+  c->resolve_port = port;
+  snprintf(c->resolve_host, sizeof(c->resolve_host), "%s", host);
+  c->resolving = sl_resolve_start(c->loop, host, on_resolved, c);
+  if (!c->resolving) {
+    resolve_failed(c, t, "cannot start a thread for the lookup");
+    return;
+  }
+  c->state = CONN_RESOLVE;
+  c->connect_started = ev_now(c->loop);
+}
+
+static void conn_open(struct sl_global_client *c) {
+  if (c->g->n_sentinels) {
+    const struct sl_hostport *a = &c->g->sentinels[c->sentinel_at % c->g->n_sentinels];
+    target_open(c, a->host, a->port, a->numeric, TARGET_SENTINEL);
+  } else {
+    target_open(c, c->g->redis.host, c->g->redis.port, c->g->redis.numeric, TARGET_PRIMARY);
+  }
 }
 
 static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   struct sl_global_client *c = SL_CONTAINER_OF(t, struct sl_global_client, retry_timer);
-  if (c->g && !c->ac && !c->sac) conn_open(c);
+  if (c->g && !c->ac && !c->sac && !c->resolving) conn_open(c);
 }
 
 /* Connect timeout, and the oldest outstanding command's age. */
 static void check_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   struct sl_global_client *c = SL_CONTAINER_OF(t, struct sl_global_client, check_timer);
+  if (c->g && c->state == CONN_RESOLVE) {
+    if ((ev_now(loop) - c->connect_started) * 1000 > (double)c->g->connect_timeout_ms) {
+      sl_metric_inc(m_timeouts); /* and an error: resolve_failed() */
+      resolve_drop(c);
+      c->state = CONN_IDLE;
+      resolve_failed(c, c->resolve_for, "host name lookup timeout");
+    }
+    return;
+  }
   if (c->g && c->state == CONN_DISCOVER) {
     /* one sentinel gets a connect timeout plus a command timeout */
     if ((ev_now(loop) - c->connect_started) * 1000 >
@@ -898,8 +974,8 @@ void sl_global_client_configure(struct sl_global_client *c, const struct sl_conf
   ev_timer_set(&c->check_timer, every, every);
   ev_timer_start(c->loop, &c->check_timer);
   ev_timer_start(c->loop, &c->sweep_timer);
-  if (same && (c->ac || c->sac)) return; /* the connection and every lease carry over */
-  if (c->ac || c->sac) {
+  if (same && (c->ac || c->sac || c->resolving)) return; /* the connection and every lease carry over */
+  if (c->ac || c->sac || c->resolving) {
     conn_drop(c, "backend changed"); /* schedules the reconnection */
     ev_timer_stop(c->loop, &c->retry_timer);
     c->backoff_s = BACKOFF_MIN_S;
@@ -914,6 +990,7 @@ const struct sl_global_port *sl_global_client_port(struct sl_global_client *c) {
 void sl_global_client_del(struct sl_global_client *c) {
   if (!c) return;
   sentinel_drop(c);
+  resolve_drop(c);
   if (c->pending) batch_fail(c->pending); /* before the entries go */
   c->pending = NULL;
   ev_prepare_stop(c->loop, &c->flush_watcher);

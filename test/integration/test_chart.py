@@ -268,7 +268,7 @@ BAD_VALUES = [
      "sluice.dropins are mounted at /etc/sluice/conf.d, but sluice.config.include is '/etc/elsewhere'"),
     (["--set", "metrics.prometheusRule.rejectionRatio=2"], "rejectionRatio: Must be less than or equal to 1"),
     (["--set", "sluice.tls.secretName=Bad_Name"], "sluice.tls.secretName: Does not match pattern"),
-    (["--set", "sluice.global.redis=redis.default.svc:6379"],
+    (["--set", "sluice.global.redis=redis.default.svc"],
      "sluice.global.redis: Does not match pattern"),
     (["--set", "sluice.global.redis=10.0.0.5:6379",
       "--set", "sluice.global.sentinel.addresses[0]=10.0.0.7:26379",
@@ -353,9 +353,10 @@ def test_global_limits_backend_and_its_password_secret(tools, sluice_bin, tmp_pa
     the objects pass the schemas and the config passes `sluice check` (with
     the Secret's file laid out where the pod has it)."""
     if backend == "redis":
-        args = ["--set", "sluice.global.redis=10.0.0.5:6379"]
+        # a Service's DNS name: looked up at connect time, never at load
+        args = ["--set", "sluice.global.redis=redis-master.cache.svc.cluster.local:6379"]
     else:
-        args = ["--set", "sluice.global.sentinel.addresses[0]=10.0.0.7:26379",
+        args = ["--set", "sluice.global.sentinel.addresses[0]=redis-sentinel.cache.svc:26379",
                 "--set", "sluice.global.sentinel.addresses[1]=10.0.0.8:26379",
                 "--set", "sluice.global.sentinel.masterName=mymaster"]
     docs = render(tools[0], args + ["--set", "sluice.global.passwordSecretName=redis-pw",
@@ -363,9 +364,9 @@ def test_global_limits_backend_and_its_password_secret(tools, sluice_bin, tmp_pa
     text = find(docs, "ConfigMap", "rel-sluice-config")["data"]["sluice.yaml"]
     g = yaml.safe_load(text)["global"]
     if backend == "redis":
-        assert g["redis"] == "10.0.0.5:6379" and "sentinel" not in g
+        assert g["redis"] == "redis-master.cache.svc.cluster.local:6379" and "sentinel" not in g
     else:
-        assert g["sentinel"] == {"addresses": ["10.0.0.7:26379", "10.0.0.8:26379"],
+        assert g["sentinel"] == {"addresses": ["redis-sentinel.cache.svc:26379", "10.0.0.8:26379"],
                                  "master_name": "mymaster"} and "redis" not in g
     assert g["password_file"] == "/etc/sluice/redis/password"
     assert g["expected_replicas"] == 5

@@ -308,6 +308,47 @@ def test_redis_killed_falls_back_then_recovers(tmp_path, start_sluice, upstream)
         redis.stop()
 
 
+@pytest.mark.timeout(60)
+def test_redis_by_host_name(tmp_path, start_sluice, redis):
+    """`redis: "localhost:PORT"`: the name is looked up off the loop at
+    connect time (on Debian localhost may also be ::1, where this Redis
+    does not listen: the next attempt takes the next address), the backend
+    comes up with the address it found, and leases flow."""
+    cfg = global_config(redis.port, rate="100/s", burst=20, replicas=1,
+                        redis="localhost:%d" % redis.port)
+    s = start_sluice(cfg, workers=2)
+    wait_for(lambda: s.metric("sluice_global_backend_up") == 1, 10, what="connected by name")
+    up = s.wait_log(lambda l: l.get("msg") == "global backend up", what="the up line")
+    assert up["redis"] == "localhost:%d" % redis.port
+    assert up["address"] in ("127.0.0.1:%d" % redis.port, "[::1]:%d" % redis.port)
+    st, _ = get_status(s.port, 10)
+    assert st == [200] * 10
+    wait_for(lambda: redis.evalsha_calls() >= 1, 5, what="a lease asked by name")
+    assert s.metric("sluice_global_fallback_total") == 0
+
+
+@pytest.mark.timeout(60)
+def test_unresolvable_redis_name_falls_back(tmp_path, start_sluice):
+    """A name that does not resolve (.invalid never does, RFC 6761): the
+    lookup runs off the loop, so requests are answered at once by the
+    fallback (local: 100/s / 4 = 25/s, burst 5) and counted; lookups are
+    retried with backoff (each counted as an error) and logged once."""
+    cfg = global_config(1, rate="100/s", burst=20, replicas=4, redis="no-such-redis.invalid:6379")
+    s = start_sluice(cfg, workers=2)
+    wait_for(lambda: s.metric("sluice_global_backend_errors_total", kind="error") >= 4, 10,
+             what="lookups retried")
+    st, secs = get_status(s.port, 20)
+    assert secs < 1.0
+    assert 5 <= st.count(200) <= 5 + 25  # the local bucket and what 25/s earns meanwhile
+    assert st.count(429) == 20 - st.count(200)
+    assert s.metric("sluice_global_fallback_total") == 20
+    assert s.metric("sluice_global_backend_up") == 0
+    lines = [l for l in s.logs() if l.get("msg", "").startswith("global backend: host name lookup")]
+    assert len(lines) == 1, lines
+    assert lines[0]["host"] == "no-such-redis.invalid"
+    assert lines[0]["error"]
+
+
 @pytest.mark.timeout(120)
 def test_slow_redis_does_not_slow_requests(tmp_path, start_sluice, redis):
     """DEBUG SLEEP 2 stalls Redis for 2 s. A request never waits on Redis:

@@ -84,7 +84,8 @@ def sentinel_config(sentinel_port, **kw):
     cfg = global_config(0, **kw)
     g = cfg["global"]
     del g["redis"]
-    g["sentinel"] = {"addresses": ["127.0.0.1:%d" % free_port(), "127.0.0.1:%d" % sentinel_port],
+    # the live sentinel by name: looked up off the loop at each attempt
+    g["sentinel"] = {"addresses": ["127.0.0.1:%d" % free_port(), "localhost:%d" % sentinel_port],
                      "master_name": "m"}
     return cfg
 

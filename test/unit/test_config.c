@@ -303,6 +303,42 @@ static void test_parse_rate(void **state) {
     if (!sl_parse_rate(bad[i], &r, err, sizeof(err))) fail_msg("accepted '%s'", bad[i]);
 }
 
+/* Backend addresses (global.redis, sentinels) may be host names, kept
+ * for lookup at connect time; a mistyped IPv4 address is not a name. */
+static void test_parse_hostport(void **state) {
+  (void)state;
+  struct sl_hostport h;
+  char err[200];
+  assert_int_equal(sl_parse_hostport("redis-master.cache.svc.cluster.local:6379", &h, err,
+                                     sizeof(err)), 0);
+  assert_string_equal(h.host, "redis-master.cache.svc.cluster.local");
+  assert_int_equal(h.port, 6379);
+  assert_false(h.numeric);
+  assert_string_equal(h.text, "redis-master.cache.svc.cluster.local:6379");
+  assert_int_equal(sl_parse_hostport("localhost:26379", &h, err, sizeof(err)), 0);
+  assert_false(h.numeric); /* looked up like any name (::1 and/or 127.0.0.1) */
+  assert_int_equal(sl_parse_hostport("redis.:1", &h, err, sizeof(err)), 0); /* rooted */
+  assert_int_equal(sl_parse_hostport("10.0.0.5:6379", &h, err, sizeof(err)), 0);
+  assert_true(h.numeric);
+  assert_string_equal(h.host, "10.0.0.5");
+  assert_int_equal(sl_parse_hostport("[fd00::5]:6380", &h, err, sizeof(err)), 0);
+  assert_true(h.numeric);
+  assert_string_equal(h.host, "fd00::5");
+  assert_int_equal(h.port, 6380);
+  static const char *const bad[] = {"", "redis", "redis:", "redis:0", "redis:65536", ":6379",
+                                    "10.0.0:6379", "1.2.3.4.5:1", "-redis:1", "redis-:1",
+                                    "re_dis:1", "a..b:1", ".a:1", "fd00::5:6379", "[zz]:1",
+                                    "redis:6o79", "a b:1"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    if (!sl_parse_hostport(bad[i], &h, err, sizeof(err))) fail_msg("accepted '%s'", bad[i]);
+  char longname[300];
+  memset(longname, 'a', 64);
+  strcpy(longname + 64, ".example:1"); /* a 64-byte label */
+  assert_int_not_equal(sl_parse_hostport(longname, &h, err, sizeof(err)), 0);
+  sl_parse_hostport("10.0.0:6379", &h, err, sizeof(err));
+  assert_non_null(strstr(err, "neither an IPv4 address nor a host name"));
+}
+
 static void test_parse_sockaddr(void **state) {
   (void)state;
   struct sl_sockaddr a;
@@ -1748,7 +1784,7 @@ static void test_global_section(void **state) {
   assert_int_equal(cfg->global.n_sentinels, 2);
   assert_string_equal(cfg->global.sentinels[1].text, "[::1]:26380");
   assert_string_equal(cfg->global.master_name, "mymaster");
-  assert_int_equal(cfg->global.redis.len, 0);
+  assert_null(cfg->global.redis.text);
   assert_true(cfg->global.identity != redis_identity);
   printed = print_to_string(cfg);
   assert_non_null(strstr(printed, "master_name: \"mymaster\""));
@@ -1769,6 +1805,15 @@ static void test_global_section(void **state) {
                          "      - {key: route, rate: 10/s, scope: global}\n",
                     11, 41, "scope: global needs the top-level 'global' section");
   expect_only_error(BASE "global: {expected_replicas: 2}\n", 10, 9, "global: missing 'redis'");
+  expect_only_error(BASE "global: {redis: \"10.0.0:6379\"}\n", 10, 17,
+                    "redis: '10.0.0' is neither an IPv4 address nor a host name");
+  expect_only_error(BASE "global:\n  sentinel:\n    addresses: [\"s1.redis.svc:26379\", \"bad_name:1\"]\n"
+                         "    master_name: m\n",
+                    12, 39, "global.sentinel.addresses: 'bad_name' is neither");
+  cfg = must_load(write_file("sluice.yaml", BASE "global: {redis: \"redis.cache.svc:6379\"}\n"));
+  assert_string_equal(cfg->global.redis.host, "redis.cache.svc");
+  assert_false(cfg->global.redis.numeric);
+  sl_config_free(cfg);
   expect_only_error(BASE "global: {redis: \"127.0.0.1:6379\", fallback: sideways}\n", 10, 45,
                     "fallback");
   expect_only_error(BASE "global: {redis: \"127.0.0.1:6379\", lease: 1s, command_timeout: 20s}\n",
@@ -1790,6 +1835,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_parse_duration, setup, teardown),
       cmocka_unit_test_setup_teardown(test_parse_rate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_parse_sockaddr, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_parse_hostport, setup, teardown),
       cmocka_unit_test_setup_teardown(test_parse_cidr, setup, teardown),
       cmocka_unit_test_setup_teardown(test_parse_timestamp, setup, teardown),
       cmocka_unit_test_setup_teardown(test_regex_translation, setup, teardown),
