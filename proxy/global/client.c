@@ -63,6 +63,7 @@
 #include "core/container.h"
 #include "global/client.h"
 #include "global/resolve.h"
+#include "global/sentinel_watch.h"
 
 static const char SCRIPT[] =
     "local t = redis.call('TIME')\n"
@@ -145,6 +146,9 @@ struct sl_global_client {
   redisAsyncContext *ac;
   redisAsyncContext *sac;      /* the sentinel being asked (CONN_DISCOVER) */
   size_t sentinel_at;          /* the sentinel to ask next */
+  char sentinel_ip[INET6_ADDRSTRLEN]; /* the one asked last, and its port */
+  int sentinel_port;
+  struct sl_sentinel_watch *watch; /* +switch-master from it, while up */
   char primary[INET6_ADDRSTRLEN + 8]; /* "ip:port" of the primary (connected or last tried) */
   struct sl_resolve *resolving; /* a lookup in flight (CONN_RESOLVE) */
   enum target resolve_for;
@@ -580,6 +584,8 @@ static void resolve_drop(struct sl_global_client *c) {
 static void conn_drop(struct sl_global_client *c, const char *why) {
   sentinel_drop(c);
   resolve_drop(c);
+  sl_sentinel_watch_close(c->watch);
+  c->watch = NULL;
   if (c->pending) { /* asks not sent: the keys ask again once up */
     batch_fail(c->pending);
     c->pending = NULL;
@@ -598,6 +604,18 @@ static void conn_drop(struct sl_global_client *c, const char *why) {
   if (why && SL_LOG_ENABLED(SL_LOG_DEBUG))
     sl_log(SL_LOG_DEBUG, "global backend connection closed", "why", why, NULL);
   schedule_reconnect(c);
+}
+
+/* The sentinels promoted another primary: drop this one now (its grants
+ * would be lost) and discover the new one. */
+static void on_switch_master(void *arg, const char *ip, int port) {
+  struct sl_global_client *c = arg;
+  char now[sizeof(c->primary)];
+  snprintf(now, sizeof(now), strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip, port);
+  if (!strcmp(now, c->primary)) return;
+  sl_log(SL_LOG_WARN, "sentinel announced a failover: switching primary", "from", c->primary,
+         "to", now, NULL);
+  conn_drop(c, "switch-master");
 }
 
 static void on_script_loaded(redisAsyncContext *ac, void *r, void *priv) {
@@ -620,6 +638,9 @@ static void on_script_loaded(redisAsyncContext *ac, void *r, void *priv) {
     c->state = CONN_UP;
     c->backoff_s = BACKOFF_MIN_S;
     set_up(c, true);
+    if (c->g->n_sentinels && !c->watch)
+      c->watch = sl_sentinel_watch_open(c->loop, c->sentinel_ip, c->sentinel_port,
+                                        c->g->master_name, on_switch_master, c);
   }
 }
 
@@ -785,6 +806,8 @@ static void on_sentinel_disconnect(const redisAsyncContext *sac, int status) {
 
 /* Asks the sentinel at |ip|:|port| for the primary's address. */
 static void discover_open(struct sl_global_client *c, const char *ip, int port) {
+  snprintf(c->sentinel_ip, sizeof(c->sentinel_ip), "%s", ip);
+  c->sentinel_port = port;
   redisAsyncContext *sac =
       ctx_open(c, ip, port, on_sentinel_connect, on_sentinel_disconnect, CONN_DISCOVER);
   if (!sac) {
@@ -991,6 +1014,8 @@ void sl_global_client_del(struct sl_global_client *c) {
   if (!c) return;
   sentinel_drop(c);
   resolve_drop(c);
+  sl_sentinel_watch_close(c->watch);
+  c->watch = NULL;
   if (c->pending) batch_fail(c->pending); /* before the entries go */
   c->pending = NULL;
   ev_prepare_stop(c->loop, &c->flush_watcher);

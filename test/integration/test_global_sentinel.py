@@ -8,6 +8,8 @@ down-after-milliseconds 500, failover-timeout 2000).
              being answered at once (fallback), the sentinel promotes the
              replica, the client rediscovers it (backend_up back to 1, the
              log names the new primary) and tokens are granted by it.
+  announced  SENTINEL FAILOVER with the primary alive: the workers, subscribed
+             to +switch-master, move to the new primary without any traffic.
   check      `sluice check` refuses `redis` with `sentinel`, and a sentinel
              section without master_name, at FILE:LINE:COL.
 """
@@ -179,3 +181,52 @@ def test_check_sentinel_errors(tmp_path):
     printed.write_text(r.stdout)
     r = run_cli(["check", "-c", str(printed)])
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_announced_failover_switches_without_traffic(tmp_path, start_sluice):
+    """SENTINEL FAILOVER while the primary stays alive (as when it is cut
+    off from the sentinels): the sentinel publishes +switch-master, and
+    each worker, subscribed to it, leaves the old primary and discovers
+    the new one at once: no request has to hit the old one first (its
+    -READONLY would only come after the demotion, and only to a worker
+    that asks). No request is sent after the failover here."""
+    primary = Redis(tmp_path).start()
+    replica = Replica(tmp_path, primary.port).start()
+    sentinel = None
+    try:
+        wait_for(lambda: replica.info("replication").get("master_link_status") == "up", 15,
+                 what="replica in sync")
+        sentinel = Sentinel(tmp_path, primary.port).start()
+        wait_for(lambda: len(sentinel.call("SENTINEL", "replicas", "m")) == 1, 15,
+                 what="sentinel to see the replica")
+        s = start_sluice(sentinel_config(sentinel.port, rate="100/s", burst=20, replicas=4),
+                         workers=2)
+        wait_for(lambda: s.metric("sluice_global_backend_up") == 1, 15, what="connected")
+        st, _ = get_status(s.port, 10)
+        assert st == [200] * 10
+        wait_for(lambda: primary.evalsha_calls() >= 1, 5, what="leases from the primary")
+        # both workers subscribed (plus the sentinel's own links)
+        wait_for(lambda: sentinel.info("clients").get("pubsub_clients", "0") != "0"
+                 or "cmd=subscribe" in sentinel.call("CLIENT", "LIST"), 5,
+                 what="the workers' subscriptions")
+        t0 = time.monotonic()
+        assert sentinel.call("SENTINEL", "FAILOVER", "m") == "OK"
+        switched = s.wait_log(lambda l: l.get("msg") == "sentinel announced a failover: "
+                              "switching primary", timeout=30, what="the announcement")
+        assert switched["from"] == "127.0.0.1:%d" % primary.port
+        assert switched["to"] == "127.0.0.1:%d" % replica.port
+        wait_for(lambda: [l for l in s.logs() if l.get("msg") == "global backend up"][-1]
+                 .get("redis") == "127.0.0.1:%d" % replica.port, 15,
+                 what="the workers on the new primary")
+        wait_for(lambda: s.metric("sluice_global_backend_up") == 1, 15, what="up again")
+        print("announced failover: workers up on the new primary %.2f s after SENTINEL FAILOVER"
+              % (time.monotonic() - t0))
+        # no request touched the old primary after the switch: no -READONLY
+        assert s.metric("sluice_global_backend_errors_total", kind="error") == 0
+        assert replica.info("replication").get("role") == "master"
+    finally:
+        if sentinel:
+            sentinel.stop()
+        replica.stop()
+        primary.stop()
