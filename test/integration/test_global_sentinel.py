@@ -92,28 +92,56 @@ def sentinel_config(sentinel_port, **kw):
     return cfg
 
 
+class Monitored:
+    """A primary, its replica in sync, and a sentinel that knows both (a
+    failover needs the sentinel to know the replica: from the primary's
+    INFO, its first poll); stopped on exit."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.started = []
+
+    def __enter__(self):
+        try:
+            primary = Redis(self.tmp_path).start()
+            self.started.append(primary)
+            replica = Replica(self.tmp_path, primary.port).start()
+            self.started.append(replica)
+            wait_for(lambda: replica.info("replication").get("master_link_status") == "up", 15,
+                     what="replica in sync")
+            sentinel = Sentinel(self.tmp_path, primary.port).start()
+            self.started.append(sentinel)
+            wait_for(lambda: len(sentinel.call("SENTINEL", "replicas", "m")) == 1, 15,
+                     what="sentinel to see the replica")
+        except BaseException:
+            self.__exit__()
+            raise
+        return primary, replica, sentinel
+
+    def __exit__(self, *exc):
+        for r in reversed(self.started):
+            r.stop()
+
+
+def connected_sluice(start_sluice, sentinel, primary):
+    """sluice (2 workers) on the sentinel's primary, 10 requests admitted
+    through the global limit, leases taken from the primary."""
+    s = start_sluice(sentinel_config(sentinel.port, rate="100/s", burst=20, replicas=4),
+                     workers=2)
+    wait_for(lambda: s.metric("sluice_global_backend_up") == 1, 15, what="connected")
+    st, _ = get_status(s.port, 10)
+    assert st == [200] * 10
+    wait_for(lambda: primary.evalsha_calls() >= 1, 5, what="leases from the primary")
+    return s
+
+
 @pytest.mark.timeout(120)
 def test_sentinel_failover(tmp_path, start_sluice):
     """The first sentinel listed is not running: discovery rotates to the
     second. Kill the primary: fallback answers at once meanwhile; after the
     promotion, leases come from the former replica."""
-    primary = Redis(tmp_path).start()
-    replica = Replica(tmp_path, primary.port).start()
-    sentinel = None
-    try:
-        wait_for(lambda: replica.info("replication").get("master_link_status") == "up", 15,
-                 what="replica in sync")
-        sentinel = Sentinel(tmp_path, primary.port).start()
-        # a failover needs the sentinel to know the replica (from the
-        # primary's INFO, its first poll)
-        wait_for(lambda: len(sentinel.call("SENTINEL", "replicas", "m")) == 1, 15,
-                 what="sentinel to see the replica")
-        s = start_sluice(sentinel_config(sentinel.port, rate="100/s", burst=20, replicas=4),
-                         workers=2)
-        wait_for(lambda: s.metric("sluice_global_backend_up") == 1, 15, what="connected")
-        st, _ = get_status(s.port, 10)
-        assert st == [200] * 10
-        wait_for(lambda: primary.evalsha_calls() >= 1, 5, what="leases from the primary")
+    with Monitored(tmp_path) as (primary, replica, sentinel):
+        s = connected_sluice(start_sluice, sentinel, primary)
         granted = s.metric("sluice_global_tokens_granted_total")
         assert granted >= 1
         ups = [l for l in s.logs() if l.get("msg") == "global backend up"]
@@ -144,11 +172,6 @@ def test_sentinel_failover(tmp_path, start_sluice):
                           s.metric("sluice_global_tokens_granted_total") > before)[1], 10,
                  what="tokens granted by the new primary")
         assert replica.evalsha_calls() >= 1
-    finally:
-        if sentinel:
-            sentinel.stop()
-        replica.stop()
-        primary.stop()
 
 
 def test_check_sentinel_errors(tmp_path):
@@ -191,21 +214,8 @@ def test_announced_failover_switches_without_traffic(tmp_path, start_sluice):
     the new one at once: no request has to hit the old one first (its
     -READONLY would only come after the demotion, and only to a worker
     that asks). No request is sent after the failover here."""
-    primary = Redis(tmp_path).start()
-    replica = Replica(tmp_path, primary.port).start()
-    sentinel = None
-    try:
-        wait_for(lambda: replica.info("replication").get("master_link_status") == "up", 15,
-                 what="replica in sync")
-        sentinel = Sentinel(tmp_path, primary.port).start()
-        wait_for(lambda: len(sentinel.call("SENTINEL", "replicas", "m")) == 1, 15,
-                 what="sentinel to see the replica")
-        s = start_sluice(sentinel_config(sentinel.port, rate="100/s", burst=20, replicas=4),
-                         workers=2)
-        wait_for(lambda: s.metric("sluice_global_backend_up") == 1, 15, what="connected")
-        st, _ = get_status(s.port, 10)
-        assert st == [200] * 10
-        wait_for(lambda: primary.evalsha_calls() >= 1, 5, what="leases from the primary")
+    with Monitored(tmp_path) as (primary, replica, sentinel):
+        s = connected_sluice(start_sluice, sentinel, primary)
         # both workers subscribed (plus the sentinel's own links)
         wait_for(lambda: sentinel.info("clients").get("pubsub_clients", "0") != "0"
                  or "cmd=subscribe" in sentinel.call("CLIENT", "LIST"), 5,
@@ -225,8 +235,3 @@ def test_announced_failover_switches_without_traffic(tmp_path, start_sluice):
         # no request touched the old primary after the switch: no -READONLY
         assert s.metric("sluice_global_backend_errors_total", kind="error") == 0
         assert replica.info("replication").get("role") == "master"
-    finally:
-        if sentinel:
-            sentinel.stop()
-        replica.stop()
-        primary.stop()
