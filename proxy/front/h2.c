@@ -57,6 +57,9 @@
  * once it has been quiet this long: long enough that a client which opens
  * a connection to use it at once never pays the sleep and the wake. */
 #define H2_SLEEP_AFTER_MS 2000
+/* An awake session's outbound frame buffer is given back this long after
+ * its last byte went out (see h2_framebuf_due). */
+#define H2_RELEASE_AFTER_MS 2000
 
 struct h2_stream_extra;
 
@@ -81,6 +84,12 @@ struct sl_h2 {
   struct sl_h2_frames frames; /* frame boundaries of the input consumed */
   struct sl_h2_sleep sleep;   /* what a sleeping session keeps */
   struct sl_metric_series *m_active;
+  /* nghttp2's outbound frame buffer (sl_h2mem_for; NULL while asleep),
+   * whether it holds no frame (the last mem_send returned 0), whether its
+   * pages may be resident, and when the last byte went out. */
+  void *framebuf;
+  bool framebuf_empty, framebuf_dirty;
+  ev_tstamp wrote_at;
 };
 
 /* Per-stream frontend state lives in the sl_stream; these flags too. */
@@ -213,6 +222,47 @@ static ev_tstamp h2_stall_check(struct sl_h2 *h, ev_tstamp now) {
   return next;
 }
 
+/* ---- the outbound frame buffer of an awake session -----------------
+ *
+ * nghttp2 packs every frame it sends into one 16 KiB buffer that lives as
+ * long as the session. h2_produce copies each frame out at once, so once
+ * mem_send has nothing more the buffer's bytes are dead, yet the pages
+ * they touched stay resident: in a session that cannot sleep (it carried
+ * a stream: a WebSocket tunnel's always does) that is the largest part of
+ * its idle cost after the session's own structs. sl_h2mem hands nghttp2
+ * the buffer page-aligned and tells us where it is; H2_RELEASE_AFTER_MS
+ * after the last byte went out, its pages go back to the kernel (the next
+ * frame faults in zeroed pages: one fault per page touched). Busy
+ * connections never see it (each write pushes the deadline on); one
+ * madvise per idle spell otherwise. */
+
+/* Releases the frame buffer's pages if due at |now|; else returns when
+ * they will be (0: nothing to release). */
+static ev_tstamp h2_framebuf_due(struct sl_h2 *h, ev_tstamp now) {
+  if (!h->framebuf_dirty || !h->framebuf) return 0;
+  ev_tstamp at = h->wrote_at + H2_RELEASE_AFTER_MS / 1000.0;
+  if (now < at || !h->framebuf_empty) return now < at ? at : 0;
+  sl_h2mem_release_pages(h->framebuf);
+  h->framebuf_dirty = false;
+  return 0;
+}
+
+/* The connection timer fires by the release deadline (never later than a
+ * deadline it already had: sl_conn_set_timeout keeps only the last). */
+static void h2_framebuf_arm(struct sl_h2 *h) {
+  struct sl_conn *c = h->c;
+  ev_tstamp at = h->wrote_at + H2_RELEASE_AFTER_MS / 1000.0;
+  if (c->timeout_at == 0 || c->timeout_at > at) sl_conn_set_timeout(c, H2_RELEASE_AFTER_MS);
+}
+
+/* Bytes went out now (the buffer's pages were touched). */
+static void h2_framebuf_wrote(struct sl_h2 *h) {
+  h->wrote_at = ev_now(h->c->w->loop);
+  if (h->framebuf_dirty || !h->framebuf) return;
+  h->framebuf_dirty = true;
+  h2_framebuf_arm(h);
+}
+
 /* No exchange in progress: no stream, or only stalled ones. */
 static bool h2_quiet(const struct sl_h2 *h) { return h->n_streams == h->n_stalled; }
 
@@ -234,10 +284,12 @@ static void h2_quiet_timer(struct sl_h2 *h) {
   struct sl_conn *c = h->c;
   uint64_t idle = c->lis->idle_timeout_ms;
   h->quiet_since = ev_now(c->w->loop);
+  uint64_t ms = idle;
   if (h->session && h2_may_sleep(h) && (idle == 0 || idle > H2_SLEEP_AFTER_MS))
-    sl_conn_set_timeout(c, H2_SLEEP_AFTER_MS);
-  else
-    sl_conn_set_timeout(c, idle);
+    ms = H2_SLEEP_AFTER_MS;
+  /* and by the frame buffer's release (at most H2_RELEASE_AFTER_MS away) */
+  if (h->framebuf_dirty && (ms == 0 || ms > H2_RELEASE_AFTER_MS)) ms = H2_RELEASE_AFTER_MS;
+  sl_conn_set_timeout(c, ms);
   if (h->n_streams == 0) sl_conn_idle_enter(c);
 }
 
@@ -250,8 +302,9 @@ static void h2_sleep(struct sl_h2 *h) {
       !sl_h2_sleep_possible(h->session))
     return;
   sl_h2_sleep_save(h->session, &h->sleep);
-  sl_h2mem_session_release(h->session, c->w->loop);
+  sl_h2mem_session_release(h->session, c->w->loop); /* clears h->framebuf */
   h->session = NULL;
+  h->framebuf_dirty = false;
   if (c->lis->m_h2_asleep) sl_metric_gauge_add(c->lis->m_h2_asleep, 1);
 }
 
@@ -270,6 +323,8 @@ static int h2_wake(struct sl_h2 *h) {
     return -1;
   }
   if (h->c->lis->m_h2_asleep) sl_metric_gauge_add(h->c->lis->m_h2_asleep, -1);
+  h->framebuf_empty = true; /* the replay's answers were all taken and dropped */
+  h2_framebuf_wrote(h);
   return 0;
 }
 
@@ -804,6 +859,8 @@ static ssize_t h2_on_read(struct sl_conn *c, const char *data, size_t len) {
 static void h2_produce(struct sl_conn *c) {
   struct sl_h2 *h = h2_of(c);
   if (!h || !h->session) return; /* asleep: nothing to send */
+  bool wrote = false;
+  h->framebuf_empty = false;
   while (!sl_pipe_full(&c->out)) {
     const uint8_t *data;
     ssize_t n = nghttp2_session_mem_send(h->session, &data);
@@ -811,12 +868,17 @@ static void h2_produce(struct sl_conn *c) {
       sl_conn_close(c);
       return;
     }
-    if (n == 0) break;
+    if (n == 0) {
+      h->framebuf_empty = true;
+      break;
+    }
+    wrote = true;
     if (sl_pipe_write(&c->out, data, (size_t)n) != 0) {
       sl_conn_close(c);
       return;
     }
   }
+  if (wrote) h2_framebuf_wrote(h);
   if (!nghttp2_session_want_read(h->session) && !nghttp2_session_want_write(h->session))
     sl_conn_close_after_flush(c);
 }
@@ -880,6 +942,8 @@ static void h2_on_timeout(struct sl_conn *c) {
   bool was_quiet = h2_quiet(h);
   if (!was_quiet) {
     ev_tstamp next = h2_stall_check(h, now);
+    ev_tstamp release = h2_framebuf_due(h, now);
+    if (release > 0 && (next == 0 || release < next)) next = release;
     if (h2_quiet(h)) {
       h2_quiet_timer(h);
     } else if (next > 0) {
@@ -897,9 +961,11 @@ static void h2_on_timeout(struct sl_conn *c) {
   uint64_t idle = c->lis->idle_timeout_ms;
   ev_tstamp idle_at = h->quiet_since + (ev_tstamp)idle / 1000.0;
   if (h->session && (idle == 0 || now < idle_at)) {
-    /* The sleep deadline (h2_quiet_timer), not the idle one. */
+    /* The sleep or release deadline, not the idle one. */
     h2_sleep(h);
+    ev_tstamp release = h2_framebuf_due(h, now);
     sl_conn_set_timeout(c, idle == 0 ? 0 : (uint64_t)((idle_at - now) * 1000.0) + 1);
+    if (release > 0) h2_framebuf_arm(h);
     return;
   }
   h2_drain(c);
@@ -962,7 +1028,8 @@ __attribute__((destructor)) static void h2_free_globals(void) {
  * then discarded by sl_h2_sleep_wake). Returns 0, or -1 (OOM). */
 static int h2_session_open(struct sl_h2 *h, const struct sl_h2_sleep *z) {
   struct sl_conn *c = h->c;
-  if (nghttp2_session_server_new3(&h->session, h2_callbacks, h, h2_options, sl_h2mem()) != 0) {
+  nghttp2_mem mem = sl_h2mem_for(&h->framebuf); /* copied by nghttp2 */
+  if (nghttp2_session_server_new3(&h->session, h2_callbacks, h, h2_options, &mem) != 0) {
     h->session = NULL;
     return -1;
   }

@@ -3,15 +3,20 @@
  *
  * Each block carries a 16-byte header with its size class (so free and
  * realloc need no size argument). Classes are powers of two from 64 to
- * 8192 bytes plus 3072, larger blocks go straight to malloc. The 3072
- * class is there for the session struct itself (2,928 bytes in nghttp2
- * 1.52, measured): in the 4096 class every awake session, a WebSocket
- * tunnel's among them, wasted 1,168 bytes. Each thread keeps at
- * most CACHE_PER_CLASS free blocks per class (core/freelist.h, pools
- * "nghttp2_64" .. "nghttp2_8192"); beyond that they go back to malloc, so
- * a burst does not pin memory for ever.
+ * 8192 bytes plus 3072. The 3072 class is there for the session struct
+ * itself (2,928 bytes in nghttp2 1.52, measured): in the 4096 class every
+ * awake session, a WebSocket tunnel's among them, wasted 1,168 bytes.
+ * Each thread keeps at most CACHE_PER_CLASS free blocks per class
+ * (core/freelist.h, pools "nghttp2_64" .. "nghttp2_8192"); beyond that
+ * they go back to malloc, so a burst does not pin memory for ever.
+ * Blocks up to 20 KiB beyond the classes (each session's 16 KiB outbound
+ * frame buffer) are page-aligned arena slots without a header (see "frame
+ * buffer slots" below): a page-aligned pointer is a slot, and a class
+ * block never is (block_new moves one that would be). Larger ones are
+ * malloc'd with a BIG_CLASS header.
  */
 #include <malloc.h>
+#include <sys/mman.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,8 +34,8 @@ struct block {
   union {
     struct block *next; /* while free */
     struct {
-      uint8_t cls;      /* size class, or BIG_CLASS */
-      size_t size;      /* BIG_CLASS: the requested size */
+      uint8_t cls;      /* size class */
+      size_t size;      /* bytes between malloc's pointer and the block (0 or 16) */
     } h;
   };
   _Alignas(16) unsigned char data[];
@@ -38,7 +43,8 @@ struct block {
 
 static const size_t class_sizes[N_CLASSES] = {64, 128, 256, 512, 1024, 2048, 3072, 4096, 8192};
 
-#define CLASS(n) {.name = "nghttp2_" #n, .max_cached = CACHE_PER_CLASS}
+static void block_destroy(void *obj);
+#define CLASS(n) {.name = "nghttp2_" #n, .max_cached = CACHE_PER_CLASS, .destroy = block_destroy}
 static struct sl_freelist_class classes[N_CLASSES] = {
     CLASS(64),   CLASS(128),  CLASS(256),  CLASS(512), CLASS(1024),
     CLASS(2048), CLASS(3072), CLASS(4096), CLASS(8192)};
@@ -65,38 +71,148 @@ static int class_of(size_t n) {
 
 static size_t class_size(int c) { return class_sizes[c]; }
 
-static void *h2mem_malloc(size_t size, void *ud) {
-  (void)ud;
-  int c = class_of(size);
-  struct block *b;
-  if (c < 0) {
-    b = malloc(sizeof(*b) + size);
-    if (!b) return NULL;
-    b->h.cls = BIG_CLASS;
-    b->h.size = size;
-    return b->data;
+#define PAGE 4096u
+static inline bool page_aligned(const void *p) { return ((uintptr_t)p & (PAGE - 1)) == 0; }
+
+/* A new block of |size| bytes of data whose data is not page-aligned
+ * (page-aligned pointers are frame buffer slots, which carry no header):
+ * when malloc's answer would be, the block moves 16 bytes into a slightly
+ * larger allocation, and h.size records the shift for block_destroy. */
+static struct block *block_new(size_t size) {
+  unsigned char *raw = malloc(sizeof(struct block) + size);
+  if (!raw) return NULL;
+  struct block *b = (struct block *)raw;
+  if (!page_aligned(b->data)) {
+    b->h.size = 0;
+    return b;
   }
-  b = sl_freelist_get(&free_lists[c]);
-  if (!b) {
-    b = malloc(sizeof(*b) + class_size(c));
-    if (!b) return NULL;
-  }
-  b->h.cls = (uint8_t)c;
-  b->h.size = 0;
-  return b->data;
+  free(raw);
+  raw = malloc(sizeof(struct block) + size + 16);
+  if (!raw) return NULL;
+  size_t shift = page_aligned(raw + sizeof(struct block)) ? 16 : 0;
+  b = (struct block *)(raw + shift);
+  b->h.size = shift;
+  return b;
 }
+
+static unsigned char *block_raw(struct block *b) { return (unsigned char *)b - b->h.size; }
+
+/* The freelists' destructor (h.size survives in the list: the link
+ * overlays only the first 8 bytes). */
+static void block_destroy(void *obj) { free(block_raw(obj)); }
 
 static struct block *block_of(void *p) {
   return (struct block *)((unsigned char *)p - offsetof(struct block, data));
 }
 
+/* ---- frame buffer slots ------------------------------------------------
+ *
+ * Blocks over 8 KiB and up to FB_SLOT (nghttp2's outbound frame buffer,
+ * NGHTTP2_FRAMEBUF_CHUNKLEN = 16,394 bytes, one per session, and the
+ * extra chunks a large HEADERS frame takes for a moment) are page-aligned
+ * slots of per-thread arenas mapped FB_CHUNK at a time. Every page of a
+ * slot is the slot's own, so its pages can be given back to the kernel
+ * while the block is live but holds nothing (sl_h2mem_release_pages) and
+ * when it is free: up to FB_WARM free slots keep their pages for the next
+ * session; beyond, and for a sleeping session's, they go back at once.
+ * The free lists are arrays of pointers, not links inside the slots, so
+ * that a slot whose pages were given back stays without resident pages.
+ * (posix_memalign from the heap did the same for the live case, but its
+ * alignment fragments pinned heap pages once sessions went to sleep:
+ * tls-h2 idle 21.5 -> 24.3 KiB.) Arenas are never unmapped while the
+ * thread runs: the address space stays at the thread's peak, the
+ * resident pages do not. */
+#define FB_SLOT (5u * PAGE)
+#define FB_CHUNK_SLOTS 64u /* 1.25 MiB of address space per mapping */
+#define FB_WARM 64u
+
+static __thread void *fb_warm[FB_WARM];
+static __thread unsigned fb_nwarm;
+static __thread void **fb_cold; /* free slots without resident pages */
+static __thread size_t fb_ncold, fb_cold_cap;
+static __thread void **fb_chunks;
+static __thread size_t fb_nchunks, fb_chunks_cap;
+static __thread size_t fb_in_use;
+
+static bool grow(void ***arr, size_t *cap, size_t need) {
+  if (need <= *cap) return true;
+  size_t n = *cap ? *cap * 2 : 64;
+  while (n < need) n *= 2;
+  void **a = realloc(*arr, n * sizeof(*a));
+  if (!a) return false;
+  *arr = a;
+  *cap = n;
+  return true;
+}
+
+static void *fb_alloc(void) {
+  void *p;
+  if (fb_nwarm) {
+    p = fb_warm[--fb_nwarm];
+  } else if (fb_ncold) {
+    p = fb_cold[--fb_ncold];
+  } else {
+    if (!grow(&fb_chunks, &fb_chunks_cap, fb_nchunks + 1) ||
+        !grow(&fb_cold, &fb_cold_cap, fb_ncold + FB_CHUNK_SLOTS))
+      return NULL;
+    unsigned char *m = mmap(NULL, (size_t)FB_CHUNK_SLOTS * FB_SLOT, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    fb_chunks[fb_nchunks++] = m;
+    for (unsigned i = FB_CHUNK_SLOTS - 1; i >= 1; i--) fb_cold[fb_ncold++] = m + (size_t)i * FB_SLOT;
+    p = m;
+  }
+  fb_in_use++;
+  return p;
+}
+
+static void fb_free(void *p) {
+  fb_in_use--;
+  if (!release_direct && fb_nwarm < FB_WARM) {
+    fb_warm[fb_nwarm++] = p;
+    return;
+  }
+  madvise(p, FB_SLOT, MADV_DONTNEED);
+  /* out of memory for the list: the slot's address space is lost, not its pages */
+  if (grow(&fb_cold, &fb_cold_cap, fb_ncold + 1)) fb_cold[fb_ncold++] = p;
+}
+
+static void *h2mem_malloc(size_t size, void *ud) {
+  int c = class_of(size);
+  struct block *b;
+  if (c < 0) {
+    if (size <= FB_SLOT) {
+      void *p = fb_alloc();
+      void **fb = ud;
+      if (p && fb && !*fb) *fb = p; /* the session's frame buffer: its first slot */
+      return p;
+    }
+    b = block_new(size); /* rare: a header value larger than FB_SLOT */
+    if (!b) return NULL;
+    b->h.cls = BIG_CLASS;
+    return b->data;
+  }
+  b = sl_freelist_get(&free_lists[c]);
+  if (!b) {
+    b = block_new(class_size(c));
+    if (!b) return NULL;
+  }
+  b->h.cls = (uint8_t)c;
+  return b->data;
+}
+
 static void h2mem_free(void *p, void *ud) {
-  (void)ud;
   if (!p) return;
+  if (page_aligned(p)) {
+    void **fb = ud;
+    if (fb && *fb == p) *fb = NULL;
+    fb_free(p);
+    return;
+  }
   struct block *b = block_of(p);
   int c = b->h.cls;
   if (c == BIG_CLASS) {
-    free(b);
+    free(block_raw(b));
     return;
   }
   if (release_direct)
@@ -114,19 +230,34 @@ static void *h2mem_calloc(size_t nmemb, size_t size, void *ud) {
 
 static void *h2mem_realloc(void *p, size_t size, void *ud) {
   if (!p) return h2mem_malloc(size, ud);
-  struct block *b = block_of(p);
-  size_t have = b->h.cls == BIG_CLASS ? b->h.size : class_size(b->h.cls);
-  if (b->h.cls != BIG_CLASS && size <= have) return p;
+  size_t have;
+  bool tracked = false;
+  if (page_aligned(p)) {
+    if (size <= FB_SLOT) return p;
+    have = FB_SLOT;
+    tracked = ud && *(void **)ud == p;
+  } else {
+    struct block *b = block_of(p);
+    have = b->h.cls == BIG_CLASS
+               ? malloc_usable_size(block_raw(b)) - (size_t)((unsigned char *)p - block_raw(b))
+               : class_size(b->h.cls);
+    if (size <= have) return p;
+  }
   void *n = h2mem_malloc(size, ud);
   if (!n) return NULL;
   memcpy(n, p, have < size ? have : size);
   h2mem_free(p, ud);
+  if (tracked && page_aligned(n)) *(void **)ud = n; /* the frame buffer moved */
   return n;
 }
 
 nghttp2_mem *sl_h2mem(void) {
   static nghttp2_mem mem = {NULL, h2mem_malloc, h2mem_free, h2mem_calloc, h2mem_realloc};
   return &mem;
+}
+
+nghttp2_mem sl_h2mem_for(void **big) {
+  return (nghttp2_mem){big, h2mem_malloc, h2mem_free, h2mem_calloc, h2mem_realloc};
 }
 
 unsigned sl_h2mem_cached(size_t size) {
@@ -154,8 +285,23 @@ void sl_h2mem_session_release(nghttp2_session *session, struct ev_loop *loop) {
   if (!ev_is_active(&trim_timer)) ev_timer_start(loop, &trim_timer);
 }
 
+void sl_h2mem_release_pages(void *p) {
+  if (p && page_aligned(p)) madvise(p, FB_SLOT, MADV_DONTNEED);
+}
+
 void sl_h2mem_drain(void) {
   /* The trim timer belongs to this thread's loop, which is going away. */
   trim_timer_ready = false;
   for (int c = 0; c < N_CLASSES; c++) sl_freelist_drain(&free_lists[c]);
+  /* The arenas, once no slot is in use (a session still alive keeps
+   * them: process exit takes them then). */
+  if (fb_in_use == 0) {
+    for (size_t i = 0; i < fb_nchunks; i++) munmap(fb_chunks[i], (size_t)FB_CHUNK_SLOTS * FB_SLOT);
+    free(fb_chunks);
+    free(fb_cold);
+    fb_chunks = NULL;
+    fb_cold = NULL;
+    fb_nchunks = fb_chunks_cap = fb_ncold = fb_cold_cap = 0;
+    fb_nwarm = 0;
+  }
 }

@@ -28,6 +28,15 @@ unsigned sl_h2mem_cached(size_t size);
  * per thread: an idle session put to sleep should cost no resident page. */
 #define SL_H2MEM_TRIM_MS 1000
 void sl_h2mem_session_release(nghttp2_session *session, struct ev_loop *loop);
+/* The allocator for one session, which keeps in |*big| the address of
+ * the session's first big block (over 8 KiB: nghttp2's outbound frame
+ * buffer, allocated at session creation and kept for its life), or NULL
+ * once it is freed. nghttp2 copies the struct into the session. */
+nghttp2_mem sl_h2mem_for(void **big);
+/* Gives the pages of the big block |p| back to the kernel
+ * (MADV_DONTNEED): its bytes read as zeros afterwards. For a frame
+ * buffer holding no frame (the last nghttp2_session_mem_send returned 0). */
+void sl_h2mem_release_pages(void *p);
 /* Frees the calling thread's cached blocks (worker exit, tests). */
 void sl_h2mem_drain(void);
 

@@ -1,8 +1,9 @@
 """Idle WebSocket tunnels (issue 16, second round): once a tunnel's head went
 out its heads shrink to what its access line needs and the arena chunk is
 given back (core/stream.h sl_stream_tunnel_compact); an idle tunnel holds no
-pipe buffer. Checked here: the resident memory of a few thousand idle h1
-tunnels, the access line of a compacted tunnel (h1 and h2), and byte-exact
+pipe buffer; an h2 tunnel's awake session gives its frame buffer's pages
+back while quiet. Checked here: the resident memory of a few thousand idle
+h1 and h2 tunnels, the access line of a compacted tunnel (h1 and h2), and byte-exact
 large messages through a tunnel whose buffers were given back."""
 
 import os
@@ -145,14 +146,25 @@ IDLE_TUNNELS = 2000
 # hundred KiB). 0.8 KiB is below the 2 KiB arena chunk that is given back,
 # so a tunnel that kept it fails.
 BOUND_KIB_PER_TUNNEL = 4.5
+# Over h2 the tunnel's nghttp2 session stays awake (it carries a stream):
+# this test measured 14.3 KiB per tunnel (idle_bench at N=3000: 13.9 to
+# 14.0), of which the session's structs are about 10 KiB; main before its
+# frame buffer's pages were given back while quiet (front/h2.c
+# h2_framebuf_due): 18.6 here, 18.1 to 18.3 in idle_bench. The same
+# 0.8 KiB of settling on the measured figure; a session that kept its
+# frame buffer's touched pages (4 KiB) fails.
+BOUND_KIB_PER_H2_TUNNEL = 15.1
 
 
-def test_idle_ws_h1_resident_memory_stays_within_bound(tmp_path, upstream):
-    """IDLE_TUNNELS WebSocket tunnels over h1 held idle by
-    build/bench/idle_client (upgrade answered, then nothing either way):
-    sluice's resident set grows by at most BOUND_KIB_PER_TUNNEL each, once
-    settled. The release binary (ASan's allocator quarantines freed
-    memory, which is what this measures)."""
+@pytest.mark.parametrize("kind,bound", [("ws-h1", BOUND_KIB_PER_TUNNEL),
+                                        ("ws-h2", BOUND_KIB_PER_H2_TUNNEL)])
+def test_idle_ws_resident_memory_stays_within_bound(tmp_path, upstream, kind, bound):
+    """IDLE_TUNNELS WebSocket tunnels (over h1: upgrade answered; over h2:
+    RFC 8441 CONNECT answered) held idle by build/bench/idle_client, then
+    nothing either way: sluice's resident set grows by at most |bound| KiB
+    each, once settled (over 4 s, beyond the 2 s after which an awake h2
+    session's frame buffer is given back). The release binary (ASan's
+    allocator quarantines freed memory, which is what this measures)."""
     from test_idle import held_resident_kib
     cfg = tunnel_config()
     cfg["access_log"] = "off"
@@ -164,8 +176,10 @@ def test_idle_ws_h1_resident_memory_stays_within_bound(tmp_path, upstream):
     def all_open(s):
         wait_for(lambda: metric_sum(s.metrics(), "sluice_websocket_tunnels_active", route="ws")
                  == IDLE_TUNNELS, 30, interval=0.25, what="every tunnel open")
-    per_tunnel, before, after = held_resident_kib(tmp_path, upstream, cfg, "ws-h1",
+    per_tunnel, before, after = held_resident_kib(tmp_path, upstream, cfg, kind,
                                                   IDLE_TUNNELS, all_open)
-    assert per_tunnel <= BOUND_KIB_PER_TUNNEL, (
-        "%.2f KiB resident per idle h1 tunnel (VmRSS %d -> %d KiB)"
-        % (per_tunnel, before, after))
+    print("%s: %.2f KiB resident per idle tunnel (VmRSS %d -> %d KiB)"
+          % (kind, per_tunnel, before, after))
+    assert per_tunnel <= bound, (
+        "%.2f KiB resident per idle %s tunnel (VmRSS %d -> %d KiB)"
+        % (per_tunnel, kind, before, after))
