@@ -114,9 +114,10 @@ static struct block *block_of(void *p) {
  * slot is the slot's own, so its pages can be given back to the kernel
  * while the block is live but holds nothing (sl_h2mem_release_pages) and
  * when it is free: up to FB_WARM free slots keep their pages for the next
- * session; beyond, and for a sleeping session's, they go back at once.
- * The free lists are arrays of pointers, not links inside the slots, so
- * that a slot whose pages were given back stays without resident pages.
+ * session (a core/freelist.h pool, "nghttp2_framebuf", linked through
+ * their first word); beyond, and for a sleeping session's, they go back
+ * at once to the cold list, an array of pointers rather than links inside
+ * the slots, so that a slot whose pages were given back stays without.
  * (posix_memalign from the heap did the same for the live case, but its
  * alignment fragments pinned heap pages once sessions went to sleep:
  * tls-h2 idle 21.5 -> 24.3 KiB.) Arenas are never unmapped while the
@@ -126,8 +127,10 @@ static struct block *block_of(void *p) {
 #define FB_CHUNK_SLOTS 64u /* 1.25 MiB of address space per mapping */
 #define FB_WARM 64u
 
-static __thread void *fb_warm[FB_WARM];
-static __thread unsigned fb_nwarm;
+static void fb_cool(void *slot);
+static struct sl_freelist_class fb_class = {
+    .name = "nghttp2_framebuf", .max_cached = FB_WARM, .destroy = fb_cool};
+static __thread struct sl_freelist fb_warm = SL_FREELIST_INIT(&fb_class);
 static __thread void **fb_cold; /* free slots without resident pages */
 static __thread size_t fb_ncold, fb_cold_cap;
 static __thread void **fb_chunks;
@@ -146,9 +149,8 @@ static bool grow(void ***arr, size_t *cap, size_t need) {
 }
 
 static void *fb_alloc(void) {
-  void *p;
-  if (fb_nwarm) {
-    p = fb_warm[--fb_nwarm];
+  void *p = sl_freelist_get(&fb_warm);
+  if (p) {
   } else if (fb_ncold) {
     p = fb_cold[--fb_ncold];
   } else {
@@ -166,15 +168,20 @@ static void *fb_alloc(void) {
   return p;
 }
 
+/* The warm pool's destructor: the slot's pages go back, the slot to the
+ * cold list. */
+static void fb_cool(void *slot) {
+  madvise(slot, FB_SLOT, MADV_DONTNEED);
+  /* out of memory for the list: the slot's address space is lost, not its pages */
+  if (grow(&fb_cold, &fb_cold_cap, fb_ncold + 1)) fb_cold[fb_ncold++] = slot;
+}
+
 static void fb_free(void *p) {
   fb_in_use--;
-  if (!release_direct && fb_nwarm < FB_WARM) {
-    fb_warm[fb_nwarm++] = p;
-    return;
-  }
-  madvise(p, FB_SLOT, MADV_DONTNEED);
-  /* out of memory for the list: the slot's address space is lost, not its pages */
-  if (grow(&fb_cold, &fb_cold_cap, fb_ncold + 1)) fb_cold[fb_ncold++] = p;
+  if (release_direct)
+    sl_freelist_destroy(&fb_warm, p);
+  else
+    sl_freelist_put(&fb_warm, p); /* cooled by fb_cool when the pool is full */
 }
 
 static void *h2mem_malloc(size_t size, void *ud) {
@@ -293,6 +300,7 @@ void sl_h2mem_drain(void) {
   /* The trim timer belongs to this thread's loop, which is going away. */
   trim_timer_ready = false;
   for (int c = 0; c < N_CLASSES; c++) sl_freelist_drain(&free_lists[c]);
+  sl_freelist_drain(&fb_warm); /* to the cold list */
   /* The arenas, once no slot is in use (a session still alive keeps
    * them: process exit takes them then). */
   if (fb_in_use == 0) {
@@ -302,6 +310,5 @@ void sl_h2mem_drain(void) {
     fb_chunks = NULL;
     fb_cold = NULL;
     fb_nchunks = fb_chunks_cap = fb_ncold = fb_cold_cap = 0;
-    fb_nwarm = 0;
   }
 }
