@@ -69,18 +69,6 @@ static bool parse_sentinel(struct cfg_schema *s, node_t *m, struct sl_global_cfg
   return true;
 }
 
-/* Like cs_get_sockaddr(), for an address that may be a host name. */
-static int get_hostport(struct cfg_schema *s, node_t *map, const char *key,
-                        struct sl_hostport *out) {
-  node_t *v;
-  int rc = cs_get_text(s, map, key, &v);
-  if (rc <= 0) return rc;
-  char e[200];
-  if (!sl_parse_hostport(cs_sdup(s, v->str), out, e, sizeof(e))) return 1;
-  cs_err(s, v, "%s: %s", key, e);
-  return -1;
-}
-
 const char *const SL_GLOBAL_FALLBACK_NAMES[] = {"local", "open", "closed", NULL};
 
 void cs_parse_global(struct cfg_schema *s, node_t *root) {
@@ -97,7 +85,7 @@ void cs_parse_global(struct cfg_schema *s, node_t *root) {
   g->mark = m->mark;
   cs_check_keys(s, m, "global", GLOBAL_KEYS);
   bool sentinel = parse_sentinel(s, m, g);
-  int has_redis = get_hostport(s, m, "redis", &g->redis);
+  int has_redis = cs_get_hostport(s, m, "redis", &g->redis);
   if (has_redis == 0 && !sentinel)
     cs_err(s, m, "global: missing 'redis' (the backend's address, e.g. \"10.0.0.5:6379\") "
                  "or 'sentinel'");

@@ -358,6 +358,14 @@ int cs_get_sockaddr(struct cfg_schema *s, node_t *map, const char *key, struct s
   return sl_parse_sockaddr(cs_sdup(s, v->str), out, e, sizeof(e)) ? cs_refused(s, v, key, e) : 1;
 }
 
+int cs_get_hostport(struct cfg_schema *s, node_t *map, const char *key, struct sl_hostport *out) {
+  node_t *v;
+  int rc = cs_get_text(s, map, key, &v);
+  if (rc <= 0) return rc;
+  char e[200];
+  return sl_parse_hostport(cs_sdup(s, v->str), out, e, sizeof(e)) ? cs_refused(s, v, key, e) : 1;
+}
+
 bool cs_name_ok(const char *n, bool slash) {
   size_t len = strlen(n);
   if (len == 0 || len > 64) return false;

@@ -83,6 +83,8 @@ int cs_get_missing_key(struct cfg_schema *s, node_t *map, enum sl_limit_key key,
 int cs_get_ms(struct cfg_schema *s, node_t *map, const char *key, uint64_t min_ms, uint64_t *out);
 int cs_get_rate(struct cfg_schema *s, node_t *map, const char *key, struct sl_rate *out);
 int cs_get_sockaddr(struct cfg_schema *s, node_t *map, const char *key, struct sl_sockaddr *out);
+/* The same for an address that may be a host name (sl_parse_hostport). */
+int cs_get_hostport(struct cfg_schema *s, node_t *map, const char *key, struct sl_hostport *out);
 /* Names appear in metric labels, log lines and JSON bodies. */
 int cs_get_name(struct cfg_schema *s, node_t *map, const char *key, bool slash, const char **out);
 /* A header name (an RFC 9110 token), lowercased. */
