@@ -581,16 +581,23 @@ static void resolve_drop(struct sl_global_client *c) {
   c->resolving = NULL;
 }
 
-static void conn_drop(struct sl_global_client *c, const char *why) {
+/* Everything but the primary's connection: the sentinel being asked, a
+ * lookup, the +switch-master subscription, and asks not sent yet (their
+ * keys ask again once up). */
+static void side_drop(struct sl_global_client *c) {
   sentinel_drop(c);
   resolve_drop(c);
   sl_sentinel_watch_close(c->watch);
   c->watch = NULL;
-  if (c->pending) { /* asks not sent: the keys ask again once up */
+  if (c->pending) {
     batch_fail(c->pending);
     c->pending = NULL;
     ev_prepare_stop(c->loop, &c->flush_watcher);
   }
+}
+
+static void conn_drop(struct sl_global_client *c, const char *why) {
+  side_drop(c);
   redisAsyncContext *ac = c->ac;
   c->ac = NULL;
   c->state = CONN_IDLE;
@@ -606,12 +613,17 @@ static void conn_drop(struct sl_global_client *c, const char *why) {
   schedule_reconnect(c);
 }
 
+/* "ip:port", "[v6]:port" into |out| (sizeof primary). */
+static void addr_text(char out[INET6_ADDRSTRLEN + 8], const char *ip, int port) {
+  snprintf(out, INET6_ADDRSTRLEN + 8, strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip, port);
+}
+
 /* The sentinels promoted another primary: drop this one now (its grants
  * would be lost) and discover the new one. */
 static void on_switch_master(void *arg, const char *ip, int port) {
   struct sl_global_client *c = arg;
   char now[sizeof(c->primary)];
-  snprintf(now, sizeof(now), strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip, port);
+  addr_text(now, ip, port);
   if (!strcmp(now, c->primary)) return;
   sl_log(SL_LOG_WARN, "sentinel announced a failover: switching primary", "from", c->primary,
          "to", now, NULL);
@@ -751,7 +763,7 @@ static redisAsyncContext *ctx_open(struct sl_global_client *c, const char *ip, i
 }
 
 static void primary_open(struct sl_global_client *c, const char *ip, int port) {
-  snprintf(c->primary, sizeof(c->primary), strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip, port);
+  addr_text(c->primary, ip, port);
   c->ring_head = c->ring_tail = 0;
   c->ac = ctx_open(c, ip, port, on_connect, on_disconnect, CONN_CONNECTING);
 }
@@ -893,9 +905,7 @@ static void check_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   struct sl_global_client *c = SL_CONTAINER_OF(t, struct sl_global_client, check_timer);
   if (c->g && c->state == CONN_RESOLVE) {
     if ((ev_now(loop) - c->connect_started) * 1000 > (double)c->g->connect_timeout_ms) {
-      sl_metric_inc(m_timeouts); /* and an error: resolve_failed() */
-      resolve_drop(c);
-      c->state = CONN_IDLE;
+      sl_metric_inc(m_timeouts); /* and an error: resolve_failed(), whose conn_drop cancels it */
       resolve_failed(c, c->resolve_for, "host name lookup timeout");
     }
     return;
@@ -1012,13 +1022,7 @@ const struct sl_global_port *sl_global_client_port(struct sl_global_client *c) {
 
 void sl_global_client_del(struct sl_global_client *c) {
   if (!c) return;
-  sentinel_drop(c);
-  resolve_drop(c);
-  sl_sentinel_watch_close(c->watch);
-  c->watch = NULL;
-  if (c->pending) batch_fail(c->pending); /* before the entries go */
-  c->pending = NULL;
-  ev_prepare_stop(c->loop, &c->flush_watcher);
+  side_drop(c); /* before the entries go: a pending batch points at them */
   redisAsyncContext *ac = c->ac;
   c->ac = NULL;
   if (ac) {
