@@ -182,6 +182,12 @@ void sl_conn_set_timeout(struct sl_conn *c, uint64_t ms) {
   c->timer_armed_at = at;
 }
 
+void sl_conn_set_timeout_by(struct sl_conn *c, uint64_t ms) {
+  ev_tstamp at = ev_now(c->w->loop) + (ev_tstamp)ms / 1000.0;
+  if (c->timeout_at != 0 && c->timeout_at <= at) return;
+  sl_conn_set_timeout(c, ms);
+}
+
 /* Lazy pause: the watcher stays armed and is only stopped if the socket
  * becomes readable while paused. An h1 connection pauses after every
  * request and resumes after its response; doing that eagerly cost an

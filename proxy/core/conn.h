@@ -44,6 +44,8 @@ void sl_conn_pause_read(struct sl_conn *c);
 void sl_conn_resume_read(struct sl_conn *c);
 /* (Re)arms the connection timer to fire after |ms| (0: stop). */
 void sl_conn_set_timeout(struct sl_conn *c, uint64_t ms);
+/* Makes it fire after |ms| at the latest: an earlier deadline stays. */
+void sl_conn_set_timeout_by(struct sl_conn *c, uint64_t ms);
 /* Runs once per loop iteration, before the loop blocks (ev_prepare):
  * parses buffered input of resumed connections and writes every queued
  * connection, until neither list has work, then frees closed ones. */

@@ -237,22 +237,22 @@ static ev_tstamp h2_stall_check(struct sl_h2 *h, ev_tstamp now) {
  * madvise per idle spell otherwise. */
 
 /* Releases the frame buffer's pages if due at |now|; else returns when
- * they will be (0: nothing to release). */
+ * to look again (0: nothing to release). A frame still half out (the
+ * client is not reading) holds them until a later look. */
 static ev_tstamp h2_framebuf_due(struct sl_h2 *h, ev_tstamp now) {
   if (!h->framebuf_dirty || !h->framebuf) return 0;
   ev_tstamp at = h->wrote_at + H2_RELEASE_AFTER_MS / 1000.0;
-  if (now < at || !h->framebuf_empty) return now < at ? at : 0;
+  if (now < at) return at;
+  if (!h->framebuf_empty) return now + H2_RELEASE_AFTER_MS / 1000.0;
   sl_h2mem_release_pages(h->framebuf);
   h->framebuf_dirty = false;
   return 0;
 }
 
-/* The connection timer fires by the release deadline (never later than a
- * deadline it already had: sl_conn_set_timeout keeps only the last). */
-static void h2_framebuf_arm(struct sl_h2 *h) {
-  struct sl_conn *c = h->c;
-  ev_tstamp at = h->wrote_at + H2_RELEASE_AFTER_MS / 1000.0;
-  if (c->timeout_at == 0 || c->timeout_at > at) sl_conn_set_timeout(c, H2_RELEASE_AFTER_MS);
+/* The connection timer fires by |at| (an earlier deadline stays). */
+static void h2_framebuf_arm(struct sl_h2 *h, ev_tstamp at) {
+  ev_tstamp now = ev_now(h->c->w->loop);
+  sl_conn_set_timeout_by(h->c, at > now ? (uint64_t)((at - now) * 1000.0) + 1 : 1);
 }
 
 /* Bytes went out now (the buffer's pages were touched). */
@@ -260,7 +260,7 @@ static void h2_framebuf_wrote(struct sl_h2 *h) {
   h->wrote_at = ev_now(h->c->w->loop);
   if (h->framebuf_dirty || !h->framebuf) return;
   h->framebuf_dirty = true;
-  h2_framebuf_arm(h);
+  h2_framebuf_arm(h, h->wrote_at + H2_RELEASE_AFTER_MS / 1000.0);
 }
 
 /* No exchange in progress: no stream, or only stalled ones. */
@@ -965,7 +965,7 @@ static void h2_on_timeout(struct sl_conn *c) {
     h2_sleep(h);
     ev_tstamp release = h2_framebuf_due(h, now);
     sl_conn_set_timeout(c, idle == 0 ? 0 : (uint64_t)((idle_at - now) * 1000.0) + 1);
-    if (release > 0) h2_framebuf_arm(h);
+    if (release > 0) h2_framebuf_arm(h, release);
     return;
   }
   h2_drain(c);

@@ -135,7 +135,6 @@ static __thread void **fb_cold; /* free slots without resident pages */
 static __thread size_t fb_ncold, fb_cold_cap;
 static __thread void **fb_chunks;
 static __thread size_t fb_nchunks, fb_chunks_cap;
-static __thread size_t fb_in_use;
 
 static bool grow(void ***arr, size_t *cap, size_t need) {
   if (need <= *cap) return true;
@@ -148,24 +147,21 @@ static bool grow(void ***arr, size_t *cap, size_t need) {
   return true;
 }
 
+/* A slot: a warm one, else a cold one, else the first of a new arena
+ * (the others go to the cold list, untouched). */
 static void *fb_alloc(void) {
   void *p = sl_freelist_get(&fb_warm);
-  if (p) {
-  } else if (fb_ncold) {
-    p = fb_cold[--fb_ncold];
-  } else {
-    if (!grow(&fb_chunks, &fb_chunks_cap, fb_nchunks + 1) ||
-        !grow(&fb_cold, &fb_cold_cap, fb_ncold + FB_CHUNK_SLOTS))
-      return NULL;
-    unsigned char *m = mmap(NULL, (size_t)FB_CHUNK_SLOTS * FB_SLOT, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return NULL;
-    fb_chunks[fb_nchunks++] = m;
-    for (unsigned i = FB_CHUNK_SLOTS - 1; i >= 1; i--) fb_cold[fb_ncold++] = m + (size_t)i * FB_SLOT;
-    p = m;
-  }
-  fb_in_use++;
-  return p;
+  if (p) return p;
+  if (fb_ncold) return fb_cold[--fb_ncold];
+  if (!grow(&fb_chunks, &fb_chunks_cap, fb_nchunks + 1) ||
+      !grow(&fb_cold, &fb_cold_cap, fb_ncold + FB_CHUNK_SLOTS))
+    return NULL;
+  unsigned char *m = mmap(NULL, (size_t)FB_CHUNK_SLOTS * FB_SLOT, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return NULL;
+  fb_chunks[fb_nchunks++] = m;
+  for (unsigned i = FB_CHUNK_SLOTS - 1; i >= 1; i--) fb_cold[fb_ncold++] = m + (size_t)i * FB_SLOT;
+  return m;
 }
 
 /* The warm pool's destructor: the slot's pages go back, the slot to the
@@ -177,7 +173,6 @@ static void fb_cool(void *slot) {
 }
 
 static void fb_free(void *p) {
-  fb_in_use--;
   if (release_direct)
     sl_freelist_destroy(&fb_warm, p);
   else
@@ -301,9 +296,9 @@ void sl_h2mem_drain(void) {
   trim_timer_ready = false;
   for (int c = 0; c < N_CLASSES; c++) sl_freelist_drain(&free_lists[c]);
   sl_freelist_drain(&fb_warm); /* to the cold list */
-  /* The arenas, once no slot is in use (a session still alive keeps
-   * them: process exit takes them then). */
-  if (fb_in_use == 0) {
+  /* The arenas, once every slot is back on the cold list (a session still
+   * alive keeps them: process exit takes them then). */
+  if (fb_ncold == fb_nchunks * FB_CHUNK_SLOTS) {
     for (size_t i = 0; i < fb_nchunks; i++) munmap(fb_chunks[i], (size_t)FB_CHUNK_SLOTS * FB_SLOT);
     free(fb_chunks);
     free(fb_cold);
