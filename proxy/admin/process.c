@@ -87,6 +87,7 @@ static void scrape_gauges(void *ud) {
   sl_freelist_collect(); /* sluice_pool_* (core/freelist.h) */
   sl_build_metrics_collect(); /* process_* */
   sl_pool_collect(); /* sluice_upstream_connections, _pending (upstream/pool.c) */
+  sl_listener_set_gauges(&M.listeners); /* sluice_idle_held */
   struct sl_gen *g = sl_gen_current_ref();
   sl_breaker_gauges(g, sl_now_ns());
   sl_gen_unref(g);

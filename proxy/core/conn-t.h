@@ -47,8 +47,8 @@ struct sl_proto_ops {
   void (*destroy)(struct sl_conn *c);
   /* Graceful shutdown: stop taking new requests (h2 GOAWAY; h1 close
    * after the current response); open tunnels get a WebSocket close 1001
-   * with SL_DRAIN_CLOSE_REASON. */
-  void (*drain)(struct sl_conn *c);
+   * with |tunnel_reason| (NULL: SL_DRAIN_CLOSE_REASON). */
+  void (*drain)(struct sl_conn *c, const char *tunnel_reason);
   /* True when no request is in progress (idle keep-alive). */
   bool (*idle)(struct sl_conn *c);
   /* A drain takes the connection's turn in the worker's drain spread
@@ -105,8 +105,9 @@ struct sl_conn {
   ev_tstamp timer_armed_at; /* deadline the libev timer is armed for */
   uint32_t linger_bytes;    /* input discarded while lingering */
   struct sl_conn *linger_next, *linger_prev; /* worker's lingering list */
-  bool idle_listed;         /* on the worker's idle list (sl_conn_idle_enter) */
+  bool idle_listed;         /* on the worker's idle list (core/idle.h) */
   struct sl_conn *idle_next, *idle_prev;
+  ev_tstamp idle_since;     /* when it joined that list */
   bool spread_queued;       /* waiting for its turn in the drain spread */
   struct sl_conn *spread_next, *spread_prev; /* worker's drain spread queue */
 };

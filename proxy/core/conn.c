@@ -22,7 +22,9 @@
 #include "sluice/config-t.h"
 #include "core/accept.h"
 #include "core/conn.h"
+#include "core/conn_list.h"
 #include "core/container.h"
+#include "core/held.h"
 #include "core/io.h"
 #include "core/listener-t.h"
 #include "core/proxy_proto.h"
@@ -587,33 +589,6 @@ bool sl_conn_reclaim_lingering(struct sl_worker *w, const struct sl_listener *li
 
 /* ---- the drain spread queue (worker.c) ----------------------------- */
 
-/* Takes |c| off one of its worker's doubly linked lists (head and tail in
- * the worker, |prev| and |next| the link fields in the connection). */
-#define CONN_LIST_UNLINK(c, head, tail, prev, next) \
-  do {                                              \
-    if ((c)->prev)                                  \
-      (c)->prev->next = (c)->next;                  \
-    else                                            \
-      (c)->w->head = (c)->next;                     \
-    if ((c)->next)                                  \
-      (c)->next->prev = (c)->prev;                  \
-    else                                            \
-      (c)->w->tail = (c)->prev;                     \
-    (c)->next = (c)->prev = NULL;                   \
-  } while (0)
-
-/* Appends |c| to the tail of one of those lists. */
-#define CONN_LIST_APPEND(c, head, tail, prev, next) \
-  do {                                              \
-    (c)->next = NULL;                               \
-    (c)->prev = (c)->w->tail;                       \
-    if ((c)->w->tail)                               \
-      (c)->w->tail->next = (c);                     \
-    else                                            \
-      (c)->w->head = (c);                           \
-    (c)->w->tail = (c);                             \
-  } while (0)
-
 void sl_conn_spread_push(struct sl_conn *c) {
   if (c->spread_queued) return;
   c->spread_queued = true;
@@ -630,45 +605,6 @@ struct sl_conn *sl_conn_spread_pop(struct sl_worker *w) {
   struct sl_conn *c = w->spread_head;
   if (c) conn_spread_unlink(c);
   return c;
-}
-
-/* ---- limits.max_idle ------------------------------------------------ */
-
-void sl_conn_idle_leave(struct sl_conn *c) {
-  if (!c->idle_listed) return;
-  CONN_LIST_UNLINK(c, idle_head, idle_tail, idle_prev, idle_next);
-  c->idle_listed = false;
-  atomic_fetch_sub_explicit(&c->lis->n_idle, 1, memory_order_relaxed);
-}
-
-/* The longest idle connection of |lis| on |w| other than |except|. */
-static struct sl_conn *conn_oldest_idle(struct sl_worker *w, const struct sl_listener *lis,
-                                        const struct sl_conn *except) {
-  for (struct sl_conn *c = w->idle_head; c; c = c->idle_next)
-    if (c->lis == lis && c != except) return c;
-  return NULL;
-}
-
-void sl_conn_idle_enter(struct sl_conn *c) {
-  struct sl_worker *w = c->w;
-  if (c->idle_listed || c->dead || c->closing || c->lingering) return;
-  c->idle_listed = true;
-  CONN_LIST_APPEND(c, idle_head, idle_tail, idle_prev, idle_next);
-  unsigned n = atomic_fetch_add_explicit(&c->lis->n_idle, 1, memory_order_relaxed) + 1;
-  uint32_t cap = atomic_load_explicit(&c->lis->max_idle, memory_order_relaxed);
-  if (cap == 0 || n <= cap) return;
-  /* Over the cap: this worker gives back its own longest idle one (the
-   * listener's count is shared, the lists are per worker, so "oldest" is
-   * this worker's oldest). The newcomer itself only when it is the one. */
-  struct sl_conn *old = conn_oldest_idle(w, c->lis, c);
-  if (!old) old = c;
-  sl_conn_idle_leave(old);
-  if (old->lis->m_idle_evictions) sl_metric_inc(old->lis->m_idle_evictions);
-  if (SL_LOG_ENABLED(SL_LOG_DEBUG))
-    sl_log(SL_LOG_DEBUG, "idle connection evicted: listener at max_idle", "listener",
-           old->lis->name, "peer", old->peer_ip, NULL);
-  if (old->ops && old->ops->drain) old->ops->drain(old);
-  if (!old->dead) sl_conn_close_after_flush(old);
 }
 
 /* Releases |c|'s socket and protocol state at once and marks it dead. The

@@ -53,15 +53,5 @@ void sl_worker_flush_all(struct sl_worker *w);
 /* Frees the calling thread's connection slabs (worker exit, after every
  * connection was freed). */
 void sl_conn_cache_drain(void);
-/* The protocol has no exchange in progress on |c| (h1 between requests,
- * h2 without streams): it joins its worker's idle list, counted in its
- * listener's n_idle; if that makes more than the listener's
- * limits.max_idle, the worker's longest idle connection of the listener
- * is drained and closed (h2: GOAWAY) and counted in
- * sluice_idle_evictions_total. Idempotent: an idle connection keeps its
- * place. */
-void sl_conn_idle_enter(struct sl_conn *c);
-/* An exchange starts on |c| (or it closes): off the idle list. */
-void sl_conn_idle_leave(struct sl_conn *c);
 
 #endif

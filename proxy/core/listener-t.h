@@ -40,7 +40,7 @@ struct sl_listener {
   _Atomic uint64_t request_header_timeout_ms, idle_timeout_ms;
   _Atomic uint32_t header_bytes, headers, h2_streams;
   _Atomic uint32_t max_idle; /* limits.max_idle (0: no cap) */
-  atomic_uint n_idle;        /* idle connections, across workers (sl_conn_idle_enter) */
+  atomic_uint n_idle;        /* held: idle connections and tunnels, across workers (core/idle.h) */
   /* What proxy_protocol is set to (0: off), so a reload that changes it
    * names the listener as changed; connections read the setting from
    * their worker's generation. */
@@ -49,6 +49,7 @@ struct sl_listener {
   struct sl_metric_series *m_conn_h1, *m_conn_h2;
   struct sl_metric_series *m_h2_asleep; /* sluice_h2_sessions_asleep */
   struct sl_metric_series *m_idle_evictions; /* sluice_idle_evictions_total */
+  struct sl_metric_series *m_idle_held;      /* sluice_idle_held */
   /* Main thread only: what `ssl_ctx` was built from, so a reload rebuilds
    * it only when the paths or the files (inode, size, mtime) changed. */
   char *tls_certificate, *tls_private_key;

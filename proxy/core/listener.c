@@ -156,6 +156,7 @@ static struct sl_listener *listener_new(const struct sl_listener_cfg *lc, int n_
   l->m_conn_h2 = sl_stats_conn_series(l->name, SL_PROTO_H2);
   l->m_h2_asleep = sl_stats_h2_asleep_series(l->name);
   l->m_idle_evictions = sl_stats_idle_evictions_series(l->name);
+  l->m_idle_held = sl_stats_idle_held_series(l->name);
   return l;
 }
 
@@ -211,6 +212,15 @@ static void collect(struct sl_listener_set *set, uint64_t acked, bool all) {
 
 void sl_listener_set_collect(struct sl_listener_set *set, uint64_t acked) {
   collect(set, acked, false);
+}
+
+void sl_listener_set_gauges(const struct sl_listener_set *set) {
+  for (int i = 0; i < set->n; i++) {
+    struct sl_listener *l = set->items[i];
+    if (l->m_idle_held)
+      sl_metric_gauge_set(l->m_idle_held,
+                          (int64_t)atomic_load_explicit(&l->n_idle, memory_order_relaxed));
+  }
 }
 
 int sl_listener_set_open(struct sl_listener_set *set, const struct sl_config *cfg, int n_workers,

@@ -53,5 +53,7 @@ void sl_lis_change_free(struct sl_lis_change *ch, bool failed);
  * every worker acknowledged) and, for a listener, has no connection
  * left. */
 void sl_listener_set_collect(struct sl_listener_set *set, uint64_t acked);
+/* Scrape time (main thread): sluice_idle_held of every listener. */
+void sl_listener_set_gauges(const struct sl_listener_set *set);
 
 #endif

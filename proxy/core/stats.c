@@ -46,8 +46,14 @@ void sl_stats_init(void) {
       SL_METRIC_GAUGE, "listener");
   sl_stats.idle_evictions = sl_metrics_family(
       "sluice_idle_evictions_total",
-      "Idle connections closed because the listener held limits.max_idle of them.",
+      "Idle connections and WebSocket tunnels closed because the listener held limits.max_idle "
+      "of them.",
       SL_METRIC_COUNTER, "listener");
+  sl_stats.idle_held = sl_metrics_family(
+      "sluice_idle_held",
+      "Idle connections and open WebSocket tunnels the listener holds (what limits.max_idle "
+      "counts).",
+      SL_METRIC_GAUGE, "listener");
   sl_stats.connections_total = sl_metrics_family(
       "sluice_connections_total", "Client connections accepted.", SL_METRIC_COUNTER, "listener");
   sl_stats.config_generation = sl_metrics_family(
@@ -263,6 +269,11 @@ struct sl_metric_series *sl_stats_h2_asleep_series(const char *listener) {
 struct sl_metric_series *sl_stats_idle_evictions_series(const char *listener) {
   const char *values[1] = {listener};
   return sl_metrics_series(sl_stats.idle_evictions, values);
+}
+
+struct sl_metric_series *sl_stats_idle_held_series(const char *listener) {
+  const char *values[1] = {listener};
+  return sl_metrics_series(sl_stats.idle_held, values);
 }
 
 /* ---- rejections ---------------------------------------------------- */

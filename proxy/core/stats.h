@@ -31,6 +31,7 @@ struct sl_stats {
   struct sl_metric_family *connections_total;   /* listener */
   struct sl_metric_family *h2_asleep;           /* listener */
   struct sl_metric_family *idle_evictions;      /* listener */
+  struct sl_metric_family *idle_held;           /* listener */
   struct sl_metric_family *config_generation;
   struct sl_metric_family *config_last_ok;
   struct sl_metric_family *config_last_ok_ts;
@@ -79,6 +80,8 @@ struct sl_metric_series *sl_stats_conn_series(const char *listener, int proto);
 struct sl_metric_series *sl_stats_h2_asleep_series(const char *listener);
 /* sluice_idle_evictions_total{listener} (limits.max_idle). */
 struct sl_metric_series *sl_stats_idle_evictions_series(const char *listener);
+/* sluice_idle_held{listener}: set at scrape time from n_idle. */
+struct sl_metric_series *sl_stats_idle_held_series(const char *listener);
 
 /* Counts a refusal (or, with |shadow|, a shadow-mode one) and logs it,
  * throttled per policy. */

@@ -179,7 +179,11 @@ struct sl_stream {
   ev_tstamp tunnel_started;
   uint64_t tunnel_bytes_up, tunnel_bytes_down;
   struct sl_metric_series *m_tunnels;
-  struct sl_stream *tunnel_next, *tunnel_prev; /* worker's open tunnels */
+  /* The worker's open tunnels, most recently active first (core/idle.h):
+   * tunnel_active is when bytes last moved either way. */
+  struct sl_stream *tunnel_next, *tunnel_prev;
+  ev_tstamp tunnel_active;
+  bool tunnel_held; /* counted in its listener's n_idle (core/idle.h) */
   /* An extra header on a local answer (426's Sec-WebSocket-Version). */
   const char *err_header_name, *err_header_value;
 

@@ -21,6 +21,7 @@
 #include "sluice/route.h"
 #include "core/clock.h"
 #include "core/conn.h"
+#include "core/held.h"
 #include "core/container.h"
 #include "core/gen.h"
 #include "core/pace.h"
@@ -97,12 +98,7 @@ void sl_stream_outcome(struct sl_stream *s, bool failure) {
 
 static void tunnel_unlink(struct sl_stream *s) {
   struct sl_worker *w = s->conn->w;
-  if (s->tunnel_prev)
-    s->tunnel_prev->tunnel_next = s->tunnel_next;
-  else
-    w->tunnels = s->tunnel_next;
-  if (s->tunnel_next) s->tunnel_next->tunnel_prev = s->tunnel_prev;
-  s->tunnel_next = s->tunnel_prev = NULL;
+  sl_held_tunnel_unlink(s);
   w->n_tunnels--;
   if (s->m_tunnels) sl_metric_gauge_add(s->m_tunnels, -1);
   sl_stats_tunnel_closed(s->route->name, ev_now(w->loop) - s->tunnel_started,
@@ -449,15 +445,12 @@ void sl_stream_tunnel_open(struct sl_stream *s) {
   struct sl_worker *w = s->conn->w;
   s->tunnel = true;
   s->tunnel_started = ev_now(w->loop);
-  s->tunnel_next = w->tunnels;
-  s->tunnel_prev = NULL;
-  if (w->tunnels) w->tunnels->tunnel_prev = s;
-  w->tunnels = s;
   w->n_tunnels++;
   s->m_tunnels = sl_stats_tunnel_series(s->route->name);
   if (s->m_tunnels) sl_metric_gauge_add(s->m_tunnels, 1);
   sl_stats_ws_upgrade(s->route->name, "success");
   sl_stats_request_duration(s->route->name, s->proto, s->tunnel_started - s->started);
+  sl_held_tunnel_add(s); /* the frontend checks the cap (core/idle.h) */
 }
 
 /* The request headers a tunnel's access line reads (access_log.c,
@@ -551,6 +544,7 @@ void sl_stream_tunnel_down(struct sl_stream *s, const char *data, size_t n) {
    * §5.5.1). */
   if (s->resp_done) return;
   s->tunnel_bytes_down += n;
+  sl_held_tunnel_touch(s);
   if (!s->ws_close_pending) {
     sl_ws_track(&s->ws_down, (const uint8_t *)data, n);
     if (sl_pipe_write(&s->resp_body, data, n) != 0) s->fe->abort(s);
@@ -575,6 +569,7 @@ void sl_stream_tunnel_down(struct sl_stream *s, const char *data, size_t n) {
 
 void sl_stream_tunnel_close(struct sl_stream *s, uint16_t code, const char *reason) {
   if (!s->tunnel || s->resp_done) return;
+  sl_held_tunnel_release(s); /* closing: not held for the device any more */
   /* A close already waiting for its frame boundary keeps the code and
    * reason it was decided with (a later reload or a drain does not
    * rewrite it). |reason| may belong to a configuration generation that a

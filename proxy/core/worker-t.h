@@ -45,7 +45,9 @@ struct sl_worker {
   /* Idle keep-alive connections, longest idle first (also on `conns`):
    * the first closed when a listener holds limits.max_idle. */
   struct sl_conn *idle_head, *idle_tail;
-  struct sl_stream *tunnels; /* open WebSocket tunnels */
+  /* Open WebSocket tunnels, most recently active first: the last is the
+   * first a listener at limits.max_idle gives back (core/idle.h). */
+  struct sl_stream *tunnels, *tunnels_tail;
   uint32_t n_tunnels;
   uint32_t n_conns;
   struct sl_conn *flush_list;

@@ -123,7 +123,7 @@ static void spread_tick(struct sl_worker *w) {
   while (w->spread_spent < due) {
     struct sl_conn *c = sl_conn_spread_pop(w);
     if (!c) break;
-    if (c->ops && c->ops->drain) c->ops->drain(c);
+    if (c->ops && c->ops->drain) c->ops->drain(c, NULL);
     if (!c->dead) sl_conn_schedule_flush(c);
   }
   if (!w->spread_head) {
@@ -182,7 +182,7 @@ static void spread_begin(struct sl_worker *w) {
       sl_conn_spread_push(c);
       n++;
     } else if (c->ops->drain) {
-      c->ops->drain(c);
+      c->ops->drain(c, NULL);
     }
   }
   w->spread_n = n;
@@ -263,7 +263,7 @@ static void close_newly_blocked(struct sl_worker *w) {
     n = c->next;
     if (c->blocklist_exempt || !c->ops || !c->ops->idle || !c->ops->idle(c)) continue;
     if (device_blocked(bl, &c->last, now_unix)) {
-      if (c->ops->drain) c->ops->drain(c);
+      if (c->ops->drain) c->ops->drain(c, NULL);
       sl_conn_close_after_flush(c);
       closed++;
     }

@@ -22,6 +22,7 @@
 #include "sluice/retry.h"
 #include "core/hpiece.h"
 #include "core/conn.h"
+#include "core/idle.h"
 #include "core/pace.h"
 #include "core/listener-t.h"
 #include "core/stream.h"
@@ -457,6 +458,7 @@ static void h1_response_head(struct sl_stream *s) {
     s->req_done = false;
     h->url = NULL; /* in the arena the compaction gives back */
     sl_stream_tunnel_compact(s, NULL, 0);
+    sl_idle_tunnel_opened(s);
     sl_conn_set_timeout(c, 0);
     sl_conn_resume_read(c);
     sl_conn_schedule_flush(c);
@@ -667,10 +669,10 @@ static void h1_destroy(struct sl_conn *c) {
   c->proto_data = NULL;
 }
 
-static void h1_drain(struct sl_conn *c) {
+static void h1_drain(struct sl_conn *c, const char *tunnel_reason) {
   struct sl_h1 *h = h1_of(c);
   if (h->state == H1_TUNNEL) {
-    sl_stream_tunnel_close(h->cur, 1001, SL_DRAIN_CLOSE_REASON);
+    sl_stream_tunnel_close(h->cur, 1001, tunnel_reason ? tunnel_reason : SL_DRAIN_CLOSE_REASON);
     return;
   }
   if (h->state == H1_IDLE) {

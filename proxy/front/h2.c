@@ -24,6 +24,7 @@
 #include "sluice/fmt.h"
 #include "sluice/log.h"
 #include "core/conn.h"
+#include "core/idle.h"
 #include "core/pace.h"
 #include "core/listener-t.h"
 #include "core/stream.h"
@@ -290,7 +291,9 @@ static void h2_quiet_timer(struct sl_h2 *h) {
   /* and by the frame buffer's release (at most H2_RELEASE_AFTER_MS away) */
   if (h->framebuf_dirty && (ms == 0 || ms > H2_RELEASE_AFTER_MS)) ms = H2_RELEASE_AFTER_MS;
   sl_conn_set_timeout(c, ms);
-  if (h->n_streams == 0) sl_conn_idle_enter(c);
+  /* Not after GOAWAY: it closes once its streams have, and counting it
+   * as held again would make evicting its tunnel evict another. */
+  if (h->n_streams == 0 && !h->goaway_sent) sl_conn_idle_enter(c);
 }
 
 /* Frees the session if nothing ties it to its past (h2sleep.h), keeping
@@ -670,6 +673,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
     if (s && s->tunnel) {
       h->tunnel_heads--;
       h2_tunnel_compact(h, s);
+      sl_idle_tunnel_opened(s);
     }
   }
   if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
@@ -911,7 +915,7 @@ static void h2_destroy(struct sl_conn *c) {
 /* Draining (the connection's turn in the worker's drain spread): GOAWAY,
  * streams in flight finish under it, tunnels get a close 1001. Until then
  * the connection serves new streams as usual. */
-static void h2_drain(struct sl_conn *c) {
+static void h2_drain(struct sl_conn *c, const char *tunnel_reason) {
   struct sl_h2 *h = h2_of(c);
   if (h->goaway_sent) return;
   if (!h->session && h2_wake(h) != 0) {
@@ -921,7 +925,8 @@ static void h2_drain(struct sl_conn *c) {
   h->goaway_sent = true;
   for (struct h2_stream_extra *x = h->live, *n; x; x = n) {
     n = x->next;
-    if (x->s->tunnel) sl_stream_tunnel_close(x->s, 1001, SL_DRAIN_CLOSE_REASON);
+    if (x->s->tunnel)
+      sl_stream_tunnel_close(x->s, 1001, tunnel_reason ? tunnel_reason : SL_DRAIN_CLOSE_REASON);
   }
   nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR,
@@ -968,7 +973,7 @@ static void h2_on_timeout(struct sl_conn *c) {
     if (release > 0) h2_framebuf_arm(h, release);
     return;
   }
-  h2_drain(c);
+  h2_drain(c, NULL);
   sl_conn_close_after_flush(c);
 }
 

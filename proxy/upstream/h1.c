@@ -22,6 +22,7 @@
 #include "core/http.h"
 #include "core/io.h"
 #include "core/hpiece.h"
+#include "core/held.h"
 #include "core/conn-t.h"
 #include "core/container.h"
 #include "core/listener-t.h"
@@ -205,6 +206,7 @@ static void h1_pump_tunnel(struct h1_up *u) {
   }
   if (moved) {
     s->tunnel_bytes_up += moved;
+    sl_held_tunnel_touch(s);
     sl_upconn_touch(&u->c); /* traffic: not idle */
     s->fe->request_body_drained(s, moved);
   }

@@ -211,3 +211,132 @@ def test_max_idle_bad_value_is_a_config_error(tmp_path):
     p = helpers.run_cli(["check", "-c", str(path), "--print"])
     assert p.returncode == 0, p.stderr
     assert "max_idle: 7" in p.stdout
+
+
+# ---- limits.max_idle and WebSocket tunnels -------------------------------
+#
+# An open tunnel is one device held, like an idle connection: the cap
+# counts both, and the quietest goes first (core/idle.h). An evicted
+# tunnel's close frame (1001) says when to come back: the window of a
+# refusal at the cap, [max - max * jitter, max] of reject.retry_after,
+# which ws_config() sets to max 120 s, jitter 0.5: 60 to 120 s.
+
+EVICT_RETRY_RANGE = (60, 120)
+
+
+def tunnel_cap_config(cap):
+    from ws_helpers import ws_config
+    cfg = ws_config()
+    cfg["listeners"][0]["timeouts"]["idle"] = "60s"
+    cfg["listeners"][0]["limits"] = {"max_idle": cap}
+    return cfg
+
+
+def held(s):
+    return helpers.metric_sum(s.metrics(), "sluice_idle_held", listener="public")
+
+
+def check_evicted_close(frame):
+    import re
+    assert frame is not None, "no close frame"
+    assert frame.close_code == 1001, frame
+    m = re.fullmatch(r"sluice: listener at its idle limit, retry-after (\d+)",
+                     frame.close_reason)
+    assert m, frame.close_reason
+    lo, hi = EVICT_RETRY_RANGE
+    assert lo <= int(m.group(1)) <= hi, frame.close_reason
+
+
+def test_max_idle_closes_the_quietest_h1_tunnel(start_sluice):
+    """Three tunnels at a cap of 3; the first carries a message, so the
+    second is the quietest: a fourth tunnel closes it (1001 with a
+    retry-after), and the other three keep echoing."""
+    from ws_helpers import ws_open
+    s = start_sluice(tunnel_cap_config(3), workers=1)
+    a, b, c = (ws_open(s.port) for _ in range(3))
+    try:
+        assert a.echo(b"still here") == b"still here"
+        assert evictions(s) == 0 and held(s) == 3
+        d = ws_open(s.port)
+        f, _ = b.expect_close(timeout=10)
+        check_evicted_close(f)
+        assert b.sock.recv(1) == b""  # and its connection closed
+        for w in (a, c, d):
+            assert w.echo(b"x") == b"x"
+        assert evictions(s) == 1 and held(s) == 3
+        for w in (a, c, d):
+            assert w.close_handshake().close_code == 1000
+        wait_for(lambda: held(s) == 0, 5.0, what="every tunnel to be let go")
+        d.close()
+    finally:
+        for w in (a, b, c):
+            w.close()
+
+
+def test_max_idle_drains_the_connection_of_the_quietest_h2_tunnel(start_sluice):
+    """Over HTTP/2 the evicted tunnel's connection gets its close frame and
+    GOAWAY, and closes once the stream has. It is not counted as an idle
+    connection on the way out: that would evict another device in turn
+    (one eviction for one newcomer)."""
+    from ws_helpers import H2WSClient
+    s = start_sluice(tunnel_cap_config(2), workers=1)
+    devices = []
+    try:
+        for _ in range(2):
+            c = H2WSClient(s.port)
+            c.wait_connect_protocol()
+            devices.append((c, c.open_ws("/ws")))
+        first, second = devices
+        assert first[0].echo(first[1], b"busy") == b"busy"
+        third = H2WSClient(s.port)
+        third.wait_connect_protocol()
+        devices.append((third, third.open_ws("/ws")))
+        f, _ = second[0].expect_close(second[1], timeout=10)
+        check_evicted_close(f)
+
+        def gone():
+            second[0].pump(0.2)
+            return second[0].closed
+        wait_for(gone, 10.0, interval=0, what="the evicted device's connection to close")
+        assert second[0].goaway is not None and int(second[0].goaway.error_code) == 0
+        for c, sid in (first, devices[2]):
+            assert c.echo(sid, b"y") == b"y"
+            assert c.goaway is None
+        assert evictions(s) == 1 and held(s) == 2
+    finally:
+        for c, _ in devices:
+            c.close()
+
+
+def test_max_idle_takes_an_idle_connection_quieter_than_a_tunnel(start_sluice, h2_client_factory):
+    """Connections and tunnels are held under one cap, quietest first: an
+    h2 connection idle since before the tunnel opened goes (GOAWAY), the
+    tunnel stays; the next newcomer then takes the tunnel."""
+    from ws_helpers import ws_open
+    s = start_sluice(tunnel_cap_config(2), workers=1)
+    idle = h2_client_factory(s.port)
+    assert idle.ping_ok()
+    t1 = ws_open(s.port)
+    t2 = None
+    try:
+        assert evictions(s) == 0
+        t2 = ws_open(s.port)
+
+        def idle_closed():
+            idle.pump(0.2)
+            return idle.closed
+        wait_for(idle_closed, 10.0, interval=0, what="the idle connection to close")
+        assert int(idle.goaway.error_code) == 0
+        assert t1.echo(b"z") == b"z" and t2.echo(b"z") == b"z"
+        assert evictions(s) == 1
+        # t1 echoed before t2 did: t1 is the quieter one now.
+        t3 = ws_open(s.port)
+        f, _ = t1.expect_close(timeout=10)
+        check_evicted_close(f)
+        assert t2.echo(b"w") == b"w" and t3.echo(b"w") == b"w"
+        assert evictions(s) == 2
+        t3.close()
+    finally:
+        t1.close()
+        if t2:
+            t2.close()

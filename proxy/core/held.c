@@ -1,0 +1,78 @@
+/*
+ * sluice — lists and counts of what a listener holds for its devices. See
+ * held.h; the eviction that reads them is core/idle.c.
+ */
+#include "core/held.h"
+#include "core/conn_list.h"
+#include "core/listener-t.h"
+
+static unsigned count_add(struct sl_listener *lis, int d) {
+  if (d > 0) return atomic_fetch_add_explicit(&lis->n_idle, 1, memory_order_relaxed) + 1;
+  return atomic_fetch_sub_explicit(&lis->n_idle, 1, memory_order_relaxed) - 1;
+}
+
+/* ---- idle connections ------------------------------------------------ */
+
+unsigned sl_held_conn_add(struct sl_conn *c) {
+  if (c->idle_listed || c->dead || c->closing || c->lingering) return 0;
+  c->idle_listed = true;
+  c->idle_since = ev_now(c->w->loop);
+  CONN_LIST_APPEND(c, idle_head, idle_tail, idle_prev, idle_next);
+  return count_add(c->lis, 1);
+}
+
+void sl_conn_idle_leave(struct sl_conn *c) {
+  if (!c->idle_listed) return;
+  CONN_LIST_UNLINK(c, idle_head, idle_tail, idle_prev, idle_next);
+  c->idle_listed = false;
+  count_add(c->lis, -1);
+}
+
+/* ---- tunnels ----------------------------------------------------------- */
+
+static void tunnel_list_remove(struct sl_stream *s) {
+  struct sl_worker *w = s->conn->w;
+  if (s->tunnel_prev)
+    s->tunnel_prev->tunnel_next = s->tunnel_next;
+  else
+    w->tunnels = s->tunnel_next;
+  if (s->tunnel_next)
+    s->tunnel_next->tunnel_prev = s->tunnel_prev;
+  else
+    w->tunnels_tail = s->tunnel_prev;
+  s->tunnel_next = s->tunnel_prev = NULL;
+}
+
+static void tunnel_list_push_first(struct sl_stream *s) {
+  struct sl_worker *w = s->conn->w;
+  s->tunnel_prev = NULL;
+  s->tunnel_next = w->tunnels;
+  if (w->tunnels)
+    w->tunnels->tunnel_prev = s;
+  else
+    w->tunnels_tail = s;
+  w->tunnels = s;
+}
+
+void sl_held_tunnel_move_first(struct sl_stream *s) {
+  tunnel_list_remove(s);
+  tunnel_list_push_first(s);
+}
+
+unsigned sl_held_tunnel_add(struct sl_stream *s) {
+  s->tunnel_active = ev_now(s->conn->w->loop);
+  tunnel_list_push_first(s);
+  s->tunnel_held = true;
+  return count_add(s->conn->lis, 1);
+}
+
+void sl_held_tunnel_release(struct sl_stream *s) {
+  if (!s->tunnel_held) return;
+  s->tunnel_held = false;
+  count_add(s->conn->lis, -1);
+}
+
+void sl_held_tunnel_unlink(struct sl_stream *s) {
+  sl_held_tunnel_release(s);
+  tunnel_list_remove(s);
+}
