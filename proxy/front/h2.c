@@ -78,10 +78,17 @@ struct sl_h2 {
   bool goaway_sent;
   bool settings_acked;        /* the client acknowledged our SETTINGS */
   bool waking;                /* sl_h2_sleep_wake is replaying the handshake */
+  bool wake_failed;           /* a stream op could not wake it: close at the flush */
+  uint32_t n_tunnels;         /* of n_streams: tunnels whose head went out */
+  /* Asleep: connection window the client has not given back beyond the
+   * tunnels' own, which the wake sends nowhere on streams that are gone;
+   * while waking, what is left of it. */
+  uint32_t dummy_conn;
   /* Tunnel heads submitted, not sent yet: on_frame_send looks a HEADERS
    * frame's stream up only while this is non-zero (the hot path skips it). */
   uint16_t tunnel_heads;
   ev_tstamp quiet_since;      /* when the last stream closed (or the session began) */
+  ev_tstamp read_at;          /* when the client's bytes last came in */
   struct sl_h2_frames frames; /* frame boundaries of the input consumed */
   struct sl_h2_sleep sleep;   /* what a sleeping session keeps */
   struct sl_metric_series *m_active;
@@ -105,6 +112,11 @@ struct h2_stream_extra {
   bool deferred; /* data_read waits for the upstream, not the client */
   bool end_sent; /* END_STREAM went out */
   bool stalled;  /* reset for want of write progress */
+  bool tunnel_counted; /* a tunnel whose head went out, in sl_h2.n_tunnels */
+  /* Asleep (h2_sleep): the stream's send window, and while waking the DATA
+   * bytes still to send nowhere to bring the rebuilt one down to it. */
+  int32_t sleep_window;
+  uint32_t dummy_left;
   /* A paced upload (core/pace.h): bytes that went upstream but whose
    * window the bandwidth has not given back yet. */
   size_t pace_owed;
@@ -153,6 +165,7 @@ static void h2_stream_del(struct sl_h2 *h, struct sl_stream *s) {
   if (x->next) x->next->prev = x->prev;
   h->n_streams--;
   if (x->stalled) h->n_stalled--;
+  if (x->tunnel_counted) h->n_tunnels--;
   if (s->resp_head_sent) sl_stream_finish_metrics(s);
   sl_stream_del(s);
 }
@@ -272,12 +285,52 @@ static bool h2_quiet(const struct sl_h2 *h) { return h->n_streams == h->n_stalle
  * The connection's one timer serves both: once quiet, a session that may
  * sleep gets its deadline at H2_SLEEP_AFTER_MS (h2_on_timeout sleeps it
  * and re-arms for the rest of the idle timeout); any other gets the idle
- * timeout as before, so a session that carried streams never sees the
- * sleep timer. */
+ * timeout as before. A connection whose streams are all WebSocket tunnels
+ * (a device's standing connection) sleeps too, once no byte moved either
+ * way for H2_SLEEP_AFTER_MS and every tunnel is idle (h2_tunnel_idle):
+ * the wake rebuilds the tunnels' streams on top of the replayed header
+ * blocks (h2_replay_streams). Asleep, its timer is off: the tunnels'
+ * upstream timers watch them, and any stream op wakes it (h2_awake). */
 
 /* The session could sleep now as far as nghttp2 can tell, or is asleep. */
 static bool h2_may_sleep(const struct sl_h2 *h) {
-  return !h->session || nghttp2_session_get_last_proc_stream_id(h->session) == 0;
+  return !h->session || nghttp2_session_get_last_proc_stream_id(h->session) == 0 ||
+         sl_h2_frames_replayable(&h->frames);
+}
+
+/* Every stream is a tunnel whose head went out, and the session could be
+ * rebuilt: the connection may sleep with them once they are idle. */
+static bool h2_tunnels_only(const struct sl_h2 *h) {
+  return h->n_streams && h->n_streams == h->n_tunnels && !h->tunnel_heads &&
+         sl_h2_frames_replayable(&h->frames);
+}
+
+/* Activity, or a change of streams, on a connection of idle tunnels: the
+ * timer looks at it by H2_SLEEP_AFTER_MS from now (h2_on_timeout). */
+static void h2_tunnel_sleep_arm(struct sl_h2 *h) {
+  if (h2_tunnels_only(h)) sl_conn_set_timeout_by(h->c, H2_SLEEP_AFTER_MS + 1);
+}
+
+/* When the connection last moved a byte either way. */
+static ev_tstamp h2_last_active(const struct sl_h2 *h) {
+  return h->read_at > h->wrote_at ? h->read_at : h->wrote_at;
+}
+
+/* An open tunnel the wake can rebuild: nothing buffered either way,
+ * nghttp2's data source waiting for the upstream, open both ways (neither
+ * END_STREAM nor a close frame on its way), not paced (its pacer's timer
+ * would find no session), its send window known (a window the client
+ * pushed below zero by lowering SETTINGS_INITIAL_WINDOW_SIZE reads as 0
+ * and could not be rebuilt). */
+static bool h2_tunnel_idle(struct sl_h2 *h, struct sl_stream *s) {
+  struct h2_stream_extra *x = xs(s);
+  if (!x->tunnel_counted || s->pace || s->ws_close_pending || s->resp_done || s->req_done ||
+      !s->up || !x->deferred || x->stalled || x->end_sent || x->pace_owed ||
+      !sl_pipe_empty(&s->req_body) || !sl_pipe_empty(&s->resp_body))
+    return false;
+  nghttp2_stream *st = nghttp2_session_find_stream(h->session, s->h2_id);
+  return st && nghttp2_stream_get_state(st) == NGHTTP2_STREAM_STATE_OPEN &&
+         nghttp2_session_get_stream_remote_window_size(h->session, s->h2_id) > 0;
 }
 
 /* No stream left: the idle clock starts now. */
@@ -297,30 +350,161 @@ static void h2_quiet_timer(struct sl_h2 *h) {
 }
 
 /* Frees the session if nothing ties it to its past (h2sleep.h), keeping
- * what sl_h2_sleep_wake needs to rebuild it. */
-static void h2_sleep(struct sl_h2 *h) {
+ * what sl_h2_sleep_wake and h2_replay_streams need to rebuild it: with no
+ * stream, or with idle tunnels only. Returns true if it sleeps. Received
+ * DATA the client has no WINDOW_UPDATE for yet gets one now, and the
+ * session sleeps at a later look: the rebuilt one starts with none owed,
+ * and would otherwise wait for bytes a client that is short of window
+ * cannot send. */
+static bool h2_sleep(struct sl_h2 *h) {
   struct sl_conn *c = h->c;
-  if (!h->session || h->n_streams || h->goaway_sent || h->calm || !h->settings_acked ||
-      !sl_h2_frames_at_boundary(&h->frames) || !sl_pipe_empty(&c->in) ||
-      !sl_h2_sleep_possible(h->session))
-    return;
-  sl_h2_sleep_save(h->session, &h->sleep);
-  sl_h2mem_session_release(h->session, c->w->loop); /* clears h->framebuf */
+  if (!h->session || h->goaway_sent || h->calm || !h->settings_acked || h->tunnel_heads ||
+      (h->n_streams && !h2_tunnels_only(h)) || !sl_h2_frames_at_boundary(&h->frames) ||
+      !sl_pipe_empty(&c->in))
+    return false;
+  nghttp2_session *ss = h->session;
+  for (struct h2_stream_extra *x = h->live; x; x = x->next)
+    if (!h2_tunnel_idle(h, x->s)) return false;
+  bool updates = false;
+  int32_t owed_in = nghttp2_session_get_effective_recv_data_length(ss);
+  if (owed_in > 0) updates |= nghttp2_submit_window_update(ss, 0, 0, owed_in) == 0;
+  /* A stream window the client has not given back (DATA it has not
+   * acknowledged) is taken back by sending that much nowhere on the
+   * rebuilt stream, which costs the rebuilt connection window as much. */
+  int64_t owed_out = 0;
+  int32_t initial =
+      (int32_t)nghttp2_session_get_remote_settings(ss, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
+  for (struct h2_stream_extra *x = h->live; x; x = x->next) {
+    int32_t id = x->s->h2_id;
+    int32_t e = nghttp2_session_get_stream_effective_recv_data_length(ss, id);
+    if (e > 0) updates |= nghttp2_submit_window_update(ss, 0, id, e) == 0;
+    x->sleep_window = nghttp2_session_get_stream_remote_window_size(ss, id);
+    if (x->sleep_window < initial) owed_out += initial - x->sleep_window;
+  }
+  if (updates) {
+    sl_conn_schedule_flush(c);
+    return false;
+  }
+  /* The connection window may be shorter still (DATA of streams that are
+   * gone, not acknowledged yet): that much goes nowhere on the replayed
+   * streams that are gone, as far as their windows take it. */
+  int64_t short_conn = 65535 - ((int64_t)nghttp2_session_get_remote_window_size(ss) + owed_out);
+  h->dummy_conn = 0;
+  if (short_conn > 0) {
+    uint32_t gone = sl_h2_frames_blocks(&h->frames) - h->n_streams;
+    if ((int64_t)gone * initial < short_conn) return false;
+    h->dummy_conn = (uint32_t)short_conn;
+    owed_out += short_conn;
+  }
+  if (!sl_h2_sleep_possible(ss, sl_h2_frames_replayable(&h->frames), owed_out)) return false;
+  sl_h2_sleep_save(ss, &h->sleep, owed_out);
+  sl_h2mem_session_release(ss, c->w->loop); /* clears h->framebuf */
   h->session = NULL;
   h->framebuf_dirty = false;
   if (c->lis->m_h2_asleep) sl_metric_gauge_add(c->lis->m_h2_asleep, 1);
+  return true;
 }
 
 static int h2_session_open(struct sl_h2 *h, const struct sl_h2_sleep *z);
+static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                         size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                         void *ud);
 
-/* Rebuilds a sleeping session before its client's next bytes. Returns 0,
- * or -1 (OOM): the connection closes. */
+/* DATA a wake sends nowhere: up to |length| of the |*left| bytes still
+ * owed, or DEFERRED once none is. */
+static ssize_t h2_send_nowhere(uint8_t *buf, size_t length, uint32_t *left) {
+  size_t n = *left < length ? *left : length;
+  if (n == 0) return NGHTTP2_ERR_DEFERRED;
+  memset(buf, 0, n);
+  *left -= (uint32_t)n;
+  return (ssize_t)n;
+}
+
+/* The data source of a stream that is gone, while waking (dummy_conn). */
+static ssize_t dummy_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                          size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                          void *ud) {
+  (void)session;
+  (void)stream_id;
+  (void)data_flags;
+  (void)ud;
+  return h2_send_nowhere(buf, length, &((struct sl_h2 *)source->ptr)->dummy_conn);
+}
+
+static struct sl_stream *h2_live_stream(const struct sl_h2 *h, int32_t id) {
+  for (struct h2_stream_extra *x = h->live; x; x = x->next)
+    if (x->s->h2_id == id) return x->s;
+  return NULL;
+}
+
+/* The wake's second half: the client's header blocks again, in order.
+ * A stream that is gone is reset after its block (sent nowhere, like
+ * every frame of the wake); an open tunnel gets its 200 again, DATA sent
+ * nowhere down to the send window it had (data_read, while waking), and
+ * the client's extra window back. Each rebuilt window is checked against
+ * the one saved: a wake that cannot put the session back exactly fails
+ * (the connection closes) rather than risk a flow-control error. */
+static int h2_replay_streams(struct sl_h2 *h) {
+  nghttp2_session *ss = h->session;
+  int32_t initial =
+      (int32_t)nghttp2_session_get_remote_settings(ss, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
+  static const nghttp2_nv ok[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3,
+                                   NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE}};
+  uint32_t rebuilt = 0;
+  int64_t sent_nowhere = h->dummy_conn;
+  size_t off = 0;
+  int32_t id;
+  int rv;
+  while ((rv = sl_h2_replay_block(ss, &h->frames, &off, &id)) == 0 && id) {
+    struct sl_stream *s = h2_live_stream(h, id);
+    if (!s) {
+      if (h->dummy_conn) {
+        nghttp2_data_provider dummy = {.source.ptr = h, .read_callback = dummy_read};
+        if ((rv = nghttp2_submit_response(ss, id, ok, 1, &dummy)) != 0 ||
+            (rv = sl_h2_discard_output(ss)) != 0)
+          return rv;
+      }
+      if ((rv = nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR)) != 0 ||
+          (rv = sl_h2_discard_output(ss)) != 0)
+        return rv;
+      continue;
+    }
+    struct h2_stream_extra *x = xs(s);
+    nghttp2_session_set_stream_user_data(ss, id, s);
+    x->dummy_left = x->sleep_window < initial ? (uint32_t)(initial - x->sleep_window) : 0;
+    sent_nowhere += x->dummy_left;
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
+    if ((rv = nghttp2_submit_response(ss, id, ok, 1, &prd)) != 0 ||
+        (rv = sl_h2_discard_output(ss)) != 0)
+      return rv;
+    if (x->sleep_window > initial &&
+        (rv = sl_h2_replay_window_update(ss, id, (uint32_t)(x->sleep_window - initial))) != 0)
+      return rv;
+    if (x->dummy_left || !x->deferred ||
+        nghttp2_session_get_stream_remote_window_size(ss, id) != x->sleep_window)
+      return NGHTTP2_ERR_FLOW_CONTROL;
+    rebuilt++;
+  }
+  if (rv != 0) return rv;
+  if (rebuilt != h->n_streams || h->dummy_conn ||
+      nghttp2_session_get_remote_window_size(ss) != h->sleep.remote_window - sent_nowhere)
+    return NGHTTP2_ERR_FLOW_CONTROL;
+  return 0;
+}
+
+/* Rebuilds a sleeping session before its client's next bytes, or before
+ * a stream op on a tunnel. Returns 0, or -1 (OOM, or a replay that does
+ * not match): the connection closes. */
 static int h2_wake(struct sl_h2 *h) {
   if (h2_session_open(h, &h->sleep) != 0) return -1;
   h->waking = true;
   int rv = sl_h2_sleep_wake(h->session, &h->sleep);
+  if (rv == 0) rv = h2_replay_streams(h);
   h->waking = false;
   if (rv != 0) {
+    if (SL_LOG_ENABLED(SL_LOG_DEBUG))
+      sl_log(SL_LOG_DEBUG, "h2 session could not be woken", "peer", h->c->peer_ip, "error",
+             nghttp2_strerror(rv), NULL);
     nghttp2_session_del(h->session);
     h->session = NULL;
     return -1;
@@ -398,6 +582,7 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
   struct sl_h2 *h = ud;
+  if (h->waking) return 0; /* a replayed block: h2_replay_streams attaches the stream */
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   if (h->calm) return NGHTTP2_ERR_CALLBACK_FAILURE;
   if (h->goaway_sent) {
@@ -656,6 +841,7 @@ static void h2_tunnel_compact(struct sl_h2 *h, struct sl_stream *s) {
 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
   struct sl_h2 *h = ud;
+  if (h->waking) return 0; /* sent nowhere */
   /* A reset the client caused costs it a token; once the budget is spent
    * the GOAWAY goes out in this same send pass. After the drain's GOAWAY,
    * streams are refused with REFUSED_STREAM on sluice's account. */
@@ -673,6 +859,9 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
     if (s && s->tunnel) {
       h->tunnel_heads--;
       h2_tunnel_compact(h, s);
+      xs(s)->tunnel_counted = true;
+      h->n_tunnels++;
+      h2_tunnel_sleep_arm(h); /* it may sleep with the connection once idle */
       sl_idle_tunnel_opened(s);
     }
   }
@@ -704,7 +893,10 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
   if (unconsumed) nghttp2_session_consume_connection(session, unconsumed);
   bool was_quiet = h2_quiet(h);
   h2_stream_del(h, s);
-  if (h->n_streams == 0 || (!was_quiet && h2_quiet(h))) h2_quiet_timer(h);
+  if (h->n_streams == 0 || (!was_quiet && h2_quiet(h)))
+    h2_quiet_timer(h);
+  else
+    h2_tunnel_sleep_arm(h);
   return 0;
 }
 
@@ -716,6 +908,11 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
   (void)ud;
   struct sl_stream *s = source->ptr;
   struct h2_stream_extra *x = xs(s);
+  if (h2_of(s->conn)->waking) { /* a rebuilt tunnel (h2_replay_streams) */
+    ssize_t n = h2_send_nowhere(buf, length, &x->dummy_left);
+    if (n == NGHTTP2_ERR_DEFERRED) x->deferred = true;
+    return n;
+  }
   if (x->stalled) return NGHTTP2_ERR_DEFERRED; /* its RST_STREAM goes first */
   x->progress_at = ev_now(s->conn->w->loop);
   if (s->local_body_len) {
@@ -750,9 +947,21 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
 
 /* ---- frontend ops ------------------------------------------------- */
 
+/* A stream op on a sleeping session (a tunnel's upstream spoke, or ended)
+ * wakes it first. A wake that fails leaves the op undone and closes the
+ * connection at the flush, not here: the caller still holds the stream. */
+static bool h2_awake(struct sl_h2 *h) {
+  if (h->session) return true;
+  if (!h->wake_failed && h2_wake(h) == 0) return true;
+  h->wake_failed = true;
+  sl_conn_schedule_flush(h->c);
+  return false;
+}
+
 static void h2_response_head(struct sl_stream *s) {
   struct sl_h2 *h = h2_of(s->conn);
   struct sl_response *r = &s->resp;
+  if (!h2_awake(h)) return;
   s->resp_head_sent = true;
   uint32_t n = r->n_headers + 2;
   nghttp2_nv *nva = sl_arena_alloc(&s->arena, n * sizeof(*nva));
@@ -804,6 +1013,7 @@ static void h2_response_head(struct sl_stream *s) {
 
 static void h2_response_body(struct sl_stream *s) {
   struct sl_h2 *h = h2_of(s->conn);
+  if (!h2_awake(h)) return;
   if (xs(s)->deferred) {
     xs(s)->deferred = false;
     nghttp2_session_resume_data(h->session, s->h2_id);
@@ -814,6 +1024,7 @@ static void h2_response_body(struct sl_stream *s) {
 
 static void h2_request_body_drained(struct sl_stream *s, size_t n) {
   struct sl_h2 *h = h2_of(s->conn);
+  if (!h2_awake(h)) return;
   if (s->pace) {
     /* A paced upload: the window reopens as fast as the bandwidth allows;
      * the pacer's timer calls back with n = 0 for the rest. */
@@ -829,6 +1040,7 @@ static void h2_request_body_drained(struct sl_stream *s, size_t n) {
 
 static void h2_abort(struct sl_stream *s) {
   struct sl_h2 *h = h2_of(s->conn);
+  if (!h2_awake(h)) return;
   nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->h2_id, NGHTTP2_INTERNAL_ERROR);
   sl_conn_schedule_flush(s->conn);
 }
@@ -856,12 +1068,20 @@ static ssize_t h2_on_read(struct sl_conn *c, const char *data, size_t len) {
     return (ssize_t)len;
   }
   sl_h2_frames_feed(&h->frames, (const uint8_t *)data, (size_t)rv);
-  if (h->n_streams == 0) h2_quiet_timer(h);
+  h->read_at = ev_now(c->w->loop);
+  if (h->n_streams == 0)
+    h2_quiet_timer(h);
+  else
+    h2_tunnel_sleep_arm(h);
   return rv;
 }
 
 static void h2_produce(struct sl_conn *c) {
   struct sl_h2 *h = h2_of(c);
+  if (h && h->wake_failed) {
+    sl_conn_close(c);
+    return;
+  }
   if (!h || !h->session) return; /* asleep: nothing to send */
   bool wrote = false;
   h->framebuf_empty = false;
@@ -900,9 +1120,10 @@ static void h2_destroy(struct sl_conn *c) {
    * that are still live from the connection's own list. */
   while (h->live) {
     struct sl_stream *s = h->live->s;
-    nghttp2_session_set_stream_user_data(h->session, s->h2_id, NULL);
+    if (h->session) nghttp2_session_set_stream_user_data(h->session, s->h2_id, NULL);
     h2_stream_del(h, s);
   }
+  sl_h2_frames_free(&h->frames);
   if (h->session)
     nghttp2_session_del(h->session);
   else if (c->lis->m_h2_asleep)
@@ -944,11 +1165,30 @@ static bool h2_idle(struct sl_conn *c) { return h2_quiet(h2_of(c)); }
 static void h2_on_timeout(struct sl_conn *c) {
   struct sl_h2 *h = h2_of(c);
   ev_tstamp now = ev_now(c->w->loop);
+  if (!h->session && h->n_streams) {
+    /* Asleep with idle tunnels: their upstream side's timers watch them,
+     * as they did awake; the first byte either way wakes it. */
+    sl_conn_set_timeout(c, 0);
+    return;
+  }
   bool was_quiet = h2_quiet(h);
   if (!was_quiet) {
     ev_tstamp next = h2_stall_check(h, now);
     ev_tstamp release = h2_framebuf_due(h, now);
     if (release > 0 && (next == 0 || release < next)) next = release;
+    if (h2_tunnels_only(h)) {
+      /* Idle tunnels only: the session sleeps with them once nothing
+       * moved for H2_SLEEP_AFTER_MS, else it looks again then. */
+      ev_tstamp at = h2_last_active(h) + H2_SLEEP_AFTER_MS / 1000.0;
+      if (now >= at) {
+        if (h2_sleep(h)) {
+          sl_conn_set_timeout(c, 0);
+          return;
+        }
+        at = now + H2_SLEEP_AFTER_MS / 1000.0;
+      }
+      if (next == 0 || at < next) next = at;
+    }
     if (h2_quiet(h)) {
       h2_quiet_timer(h);
     } else if (next > 0) {

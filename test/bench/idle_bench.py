@@ -18,7 +18,8 @@ once every connection is held and the proxy's resident set has settled
 again, the growth divided by N is the cost of one idle connection.
 
 Kinds: h1 (before its first request), h1ka (keep-alive after one request),
-h2c (preface and SETTINGS exchanged), tls-h1 (handshake + one request),
+h2c (preface and SETTINGS exchanged), h2ka (h2c, then one GET answered:
+an h2 device that polled once), tls-h1 (handshake + one request),
 tls-h2 (handshake + SETTINGS), ws-h1 and ws-h2 (a WebSocket tunnel over an
 HTTP/1.1 upgrade or an RFC 8441 extended CONNECT: client side idle,
 upstream side held open). nginx 1.22 has no RFC 8441: ws-h2 is n/a there.
@@ -58,7 +59,7 @@ sys.path.insert(0, os.path.join(REPO, "test", "integration"))
 import helpers  # noqa: E402
 from proxy_bench import BenchError, Proc, free_port, log, tree_pids, write  # noqa: E402
 
-KINDS = ("h1", "h1ka", "h2c", "tls-h1", "tls-h2", "ws-h1", "ws-h2")
+KINDS = ("h1", "h1ka", "h2c", "h2ka", "tls-h1", "tls-h2", "ws-h1", "ws-h2")
 PROXIES = ("sluice", "haproxy", "nghttpx", "nginx")
 UNSUPPORTED = {("nginx", "ws-h2")}  # nginx 1.22: no RFC 8441
 IDLE = "600s"
@@ -67,12 +68,14 @@ IDLE = "600s"
 def kind_port(ports, kind):
     if kind.startswith("tls-"):
         return ports["tls"]
-    if kind in ("h2c", "ws-h2"):
+    if kind in ("h2c", "h2ka", "ws-h2"):
         return ports["h2"]
     return ports["h1"]
 
 
 def kind_path(kind):
+    if kind == "h2ka":
+        return "/204"  # a body-less answer: the whole exchange fits the client's buffer
     return "/ws" if kind.startswith("ws-") else "/"
 
 

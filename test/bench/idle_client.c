@@ -17,6 +17,8 @@
  *   tls-h2  TLS handshake (ALPN h2), then as h2c
  *   ws-h1   an HTTP/1.1 WebSocket upgrade answered 101
  *   ws-h2   h2c, then an RFC 8441 extended CONNECT on stream 1 answered 200
+ *   h2ka    h2c, then a GET of --path on stream 1 answered to its END_STREAM
+ *           (an h2 device that polled once and keeps its connection)
  *
  * Connections come from --sources loopback addresses 127.1.X.Y (bound
  * with IP_BIND_ADDRESS_NO_PORT, so the kernel picks the port per
@@ -54,9 +56,9 @@
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-enum kind { K_H1, K_H1KA, K_H2C, K_TLS_H1, K_TLS_H2, K_WS_H1, K_WS_H2 };
-static const char *const kind_names[] = {"h1", "h1ka", "h2c", "tls-h1", "tls-h2", "ws-h1",
-                                         "ws-h2"};
+enum kind { K_H1, K_H1KA, K_H2C, K_TLS_H1, K_TLS_H2, K_WS_H1, K_WS_H2, K_H2KA };
+static const char *const kind_names[] = {"h1",    "h1ka",  "h2c",  "tls-h1",
+                                         "tls-h2", "ws-h1", "ws-h2", "h2ka"};
 
 enum state { S_CONNECTING, S_HANDSHAKE, S_WAITING, S_HELD, S_DONE };
 
@@ -88,7 +90,9 @@ static struct {
 } g = {.host = "127.0.0.1", .sources = 64, .inflight = 256, .path = "/", .timeout = 120};
 
 static bool kind_tls(void) { return g.kind == K_TLS_H1 || g.kind == K_TLS_H2; }
-static bool kind_h2(void) { return g.kind == K_H2C || g.kind == K_TLS_H2 || g.kind == K_WS_H2; }
+static bool kind_h2(void) {
+  return g.kind == K_H2C || g.kind == K_TLS_H2 || g.kind == K_WS_H2 || g.kind == K_H2KA;
+}
 
 static void start_more(void);
 
@@ -194,6 +198,17 @@ static int h2_connect_ws(struct idle_conn *c) {
   return send_all(c, out, 9 + k);
 }
 
+static int h2_get(struct idle_conn *c) {
+  uint8_t out[400], *blk = out + 9;
+  size_t k = 0;
+  k += hpack_literal(blk + k, ":method", "GET");
+  k += hpack_literal(blk + k, ":scheme", "http");
+  k += hpack_literal(blk + k, ":path", g.path);
+  k += hpack_literal(blk + k, ":authority", "127.0.0.1");
+  frame_head(out, k, 0x1, 0x4 | 0x1 /* END_HEADERS | END_STREAM */, 1);
+  return send_all(c, out, 9 + k);
+}
+
 /* Consumes whole frames from c->buf. Returns 1 once established, 0 for
  * more bytes, -1 on a failure. */
 static int h2_parse(struct idle_conn *c) {
@@ -216,6 +231,8 @@ static int h2_parse(struct idle_conn *c) {
       return -1; /* GOAWAY */
     } else if (type == 0x3 && id == 1) {
       return -1; /* RST_STREAM on the tunnel */
+    } else if (g.kind == K_H2KA && id == 1 && (type == 0x0 || type == 0x1)) {
+      if (flags & 0x1) c->got_headers = true; /* END_STREAM: the answer is in */
     } else if (type == 0x1 && id == 1) {
       /* The response HEADERS: :status 200 is static index 8 (0x88). */
       size_t off = 9;
@@ -228,10 +245,10 @@ static int h2_parse(struct idle_conn *c) {
     c->have -= 9 + len;
   }
   if (!c->got_settings || !c->got_ack) return 0;
-  if (g.kind != K_WS_H2) return 1;
+  if (g.kind != K_WS_H2 && g.kind != K_H2KA) return 1;
   if (!c->connect_sent) {
-    c->connect_sent = true; /* settings exchanged: ask for the tunnel, once */
-    if (h2_connect_ws(c) != 0) return -1;
+    c->connect_sent = true; /* settings exchanged: the tunnel or the GET, once */
+    if ((g.kind == K_WS_H2 ? h2_connect_ws(c) : h2_get(c)) != 0) return -1;
   }
   return c->got_headers ? 1 : 0;
 }
@@ -465,7 +482,7 @@ int main(int argc, char **argv) {
     if (strcmp(kind, kind_names[k]) == 0) break;
   if (!kind || k == nk || g.port <= 0 || g.n <= 0 || g.sources < 1 || g.sources > 250 * 250 ||
       g.inflight < 1) {
-    fprintf(stderr, "usage: idle_client --kind h1|h1ka|h2c|tls-h1|tls-h2|ws-h1|ws-h2 "
+    fprintf(stderr, "usage: idle_client --kind h1|h1ka|h2c|h2ka|tls-h1|tls-h2|ws-h1|ws-h2 "
                     "--port P -n N [--host H] [--sources S] [--inflight I] [--path P] "
                     "[--timeout SECONDS]\n");
     return 2;

@@ -66,20 +66,36 @@ def test_sleeping_session_drains_at_idle_timeout(start_sluice, h2_client_factory
     wait_for(lambda: asleep(s) == 0, 5.0, what="the gauge to drop")
 
 
-def test_session_that_carried_a_stream_stays_awake(start_sluice, h2_client_factory):
-    """Only sessions with nothing but the handshake behind them sleep (HPACK
-    tables and stream ids are not rebuilt): a client that made a request
-    keeps its session, and the idle timeout still ends it."""
-    s = start_sluice(one_worker_config(idle="3s"), workers=1)
+def test_session_that_carried_requests_sleeps_and_keeps_its_tables(start_sluice,
+                                                                   h2_client_factory):
+    """A session that carried requests sleeps too: the client's header
+    blocks are replayed into the rebuilt session (front/h2sleep.h), so the
+    next request, whose header block refers to entries the first ones
+    indexed, reaches the origin with its headers intact, on the next stream
+    id; the response heads decode at the client; the idle timeout still
+    ends the connection."""
+    import json
+    s = start_sluice(one_worker_config(idle="8s"), workers=1)
     c = h2_client_factory(s.port)
-    assert c.get("/v1/hello").status == 200
+    hdrs = (("x-device-id", "dev-5521"), ("user-agent", "poller/2.1"))
+    for path in ("/v1/a", "/v1/b"):
+        assert c.get(path, headers=hdrs).status == 200
+    wait_for(lambda: asleep(s) == 1, SLEEP_WAIT_S, what="the session to sleep")
+    st = c.get("/v1/after-sleep", headers=hdrs)
+    assert st.status == 200 and st.header("x-upstream-request") is not None
+    seen = json.loads(st.data)
+    assert seen["path"] == "/v1/after-sleep", seen
+    got = {k.lower(): v for k, v in (seen["headers"].items() if isinstance(seen["headers"], dict)
+                                     else seen["headers"])}
+    assert got.get("x-device-id") == "dev-5521" and got.get("user-agent") == "poller/2.1", got
+    assert asleep(s) == 0
+    wait_for(lambda: asleep(s) == 1, SLEEP_WAIT_S, what="the session to sleep again")
 
     def closed():
         c.pump(0.2)
-        assert asleep(s) == 0
         return c.closed
-    wait_for(closed, 10.0, interval=0, what="the idle timeout to close the connection")
-    assert c.goaway is not None
+    wait_for(closed, 15.0, interval=0, what="the idle timeout to close the connection")
+    assert c.goaway is not None and int(c.goaway.error_code) == 0
 
 
 # ---- resident memory ------------------------------------------------------
