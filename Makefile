@@ -208,6 +208,10 @@ bench: build/sluice
 	$(PYTHON) test/bench/storm_bench.py --sluice ./build/sluice --out build/bench/storm.json $(STORM_ARGS)
 	$(PYTHON) test/bench/global_bench.py --sluice ./build/sluice --out build/bench/global.json $(GLOBAL_ARGS)
 	$(PYTHON) test/bench/idle_bench.py --sluice ./build/sluice --out build/bench/idle.json $(IDLE_ARGS)
+	$(MAKE) -C . build/bench/tls_footprint
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+	  -keyout build/bench/footprint.key -out build/bench/footprint.crt 2>/dev/null
+	./build/bench/tls_footprint --cert build/bench/footprint.crt --key build/bench/footprint.key
 	$(MAKE) -C . tools
 	$(PYTHON) test/bench/herd_bench.py --sluice ./build/sluice --out build/bench/herd.json $(HERD_ARGS)
 

@@ -128,7 +128,10 @@ static const struct sl_frontend_ops h2_frontend;
  * session's survivor stays packed with the others. */
 static __thread struct sl_slab h2_slab = SL_SLAB_INIT(sizeof(struct sl_h2));
 
-void sl_h2_cache_drain(void) { sl_slab_drain(&h2_slab); }
+void sl_h2_cache_drain(void) {
+  sl_slab_drain(&h2_slab);
+  sl_h2_frames_cache_drain();
+}
 
 static struct sl_h2 *h2_of(struct sl_conn *c) { return c->proto_data; }
 

@@ -22,7 +22,8 @@
  * session, they rebuild its HPACK decoder's table byte for byte (the same
  * input, in the same order, under the same table size) and its stream
  * ids. The frame tracker keeps them (whole HEADERS and CONTINUATION
- * frames, at most SL_H2_CAPTURE_MAX bytes; trailers or more than that end
+ * frames, at most SL_H2_CAPTURE_MAX bytes, in per-thread slabs; trailers
+ * or more than that end
  * the capture, and such a session stays awake as before). The HPACK
  * encoder needs nothing: a fresh one only refers to entries it inserted
  * itself, which sit at the same indexes in the client's decoder (newest
@@ -70,6 +71,9 @@ void sl_h2_frames_init(struct sl_h2_frames *t);
 /* Follows |len| more bytes the session consumed. */
 void sl_h2_frames_feed(struct sl_h2_frames *t, const uint8_t *p, size_t len);
 void sl_h2_frames_free(struct sl_h2_frames *t);
+/* Frees the calling thread's blocks of kept header frames (worker exit,
+ * after every connection was freed; tests). */
+void sl_h2_frames_cache_drain(void);
 /* The header blocks kept (one per request the client opened). */
 uint32_t sl_h2_frames_blocks(const struct sl_h2_frames *t);
 /* True when every header block the client sent is kept. */

@@ -215,6 +215,37 @@ def test_asleep_h2_tunnel_wakes_for_its_upstream_side(start_sluice):
         c.close()
 
 
+@pytest.mark.timeout(60)
+def test_asleep_h2_tunnels_drain_on_sigterm(start_sluice):
+    """A deploy reaches sleeping tunnels: SIGTERM wakes each connection in
+    its turn of the drain spread, its tunnels get the drain's close frame
+    (1001) and it gets GOAWAY NO_ERROR; sluice exits 0."""
+    import signal
+    from test_drain_spread import REASON as DRAIN_REASON
+    cfg = tunnel_config()
+    cfg["drain_spread"] = "0s"
+    s = start_sluice(cfg, workers=1)
+    clients = []
+    try:
+        for _ in range(3):
+            c = H2WSClient(s.port)
+            c.wait_connect_protocol()
+            sid = c.open_ws("/ws", headers=DEVICE_HEADERS)
+            assert c.echo(sid, b"hi") == b"hi"
+            clients.append((c, sid))
+        wait_for(lambda: asleep(s) == 3, SLEEP_WAIT_S, what="three sessions asleep")
+        s.send_signal(signal.SIGTERM)
+        for c, sid in clients:
+            f, before = c.expect_close(sid, 5)
+            assert f is not None and f.close_code == 1001 and f.close_reason == DRAIN_REASON, f
+            c.pump(0.5)
+            assert c.goaway is not None and int(c.goaway.error_code) == 0
+        assert s.wait(10) == 0
+    finally:
+        for c, _ in clients:
+            c.close()
+
+
 # ---- resident memory --------------------------------------------------------
 
 IDLE_TUNNELS = 2000

@@ -316,5 +316,7 @@ int main(void) {
       cmocka_unit_test(test_sleep_and_wake),
       cmocka_unit_test(test_not_with_output_queued),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  int failed = cmocka_run_group_tests(tests, NULL, NULL);
+  sl_h2_frames_cache_drain();
+  return failed;
 }
