@@ -101,10 +101,14 @@ void sl_h2_frames_feed(struct sl_h2_frames *t, const uint8_t *p, size_t len) {
       if (!t->skip) t->capturing = false;
       continue;
     }
-    t->hdr[t->hdr_have] = *p;
-    p++;
-    len--;
-    if (++t->hdr_have == H2_FRAME_HDLEN) {
+    /* The frame header, or as much of it as this chunk holds. */
+    size_t n = H2_FRAME_HDLEN - t->hdr_have;
+    if (n > len) n = len;
+    for (size_t i = 0; i < n; i++) t->hdr[t->hdr_have + i] = p[i];
+    t->hdr_have = (uint8_t)(t->hdr_have + n);
+    p += n;
+    len -= n;
+    if (t->hdr_have == H2_FRAME_HDLEN) {
       t->skip = (uint32_t)t->hdr[0] << 16 | (uint32_t)t->hdr[1] << 8 | t->hdr[2];
       t->hdr_have = 0;
       capture_begin(t, t->skip);
