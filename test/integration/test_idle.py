@@ -297,7 +297,8 @@ def test_max_idle_drains_the_connection_of_the_quietest_h2_tunnel(start_sluice):
     """Over HTTP/2 the evicted tunnel's connection gets its close frame and
     GOAWAY, and closes once the stream has. It is not counted as an idle
     connection on the way out: that would evict another device in turn
-    (one eviction for one newcomer)."""
+    (one eviction for one newcomer). Both connections are asleep when the
+    newcomer comes (front/h2.c): the eviction wakes the quietest one."""
     from ws_helpers import H2WSClient
     s = start_sluice(tunnel_cap_config(2), workers=1)
     devices = []
@@ -308,6 +309,7 @@ def test_max_idle_drains_the_connection_of_the_quietest_h2_tunnel(start_sluice):
             devices.append((c, c.open_ws("/ws")))
         first, second = devices
         assert first[0].echo(first[1], b"busy") == b"busy"
+        wait_for(lambda: asleep(s) == 2, SLEEP_WAIT_S, what="both tunnels' sessions to sleep")
         third = H2WSClient(s.port)
         third.wait_connect_protocol()
         devices.append((third, third.open_ws("/ws")))
