@@ -77,6 +77,10 @@ struct sl_h2 {
   bool calm;                  /* budget spent: GOAWAY ENHANCE_YOUR_CALM queued */
   bool goaway_sent;
   bool settings_acked;        /* the client acknowledged our SETTINGS */
+  /* A stream was opened: from then on a quiet connection is held
+   * (core/idle.h); before, only once it sleeps, so that a device between
+   * its preface and its first request is never evicted for the cap. */
+  bool carried;
   bool waking;                /* sl_h2_sleep_wake is replaying the handshake */
   bool wake_failed;           /* a stream op could not wake it: close at the flush */
   uint32_t n_tunnels;         /* of n_streams: tunnels whose head went out */
@@ -149,6 +153,7 @@ static struct sl_stream *h2_stream_new(struct sl_h2 *h, int32_t id) {
   memset(x, 0, sizeof(*x));
   x->s = s;
   if (h->n_streams == 0) sl_conn_idle_leave(h->c);
+  h->carried = true;
   x->next = h->live;
   if (h->live) h->live->prev = x;
   h->live = x;
@@ -349,7 +354,7 @@ static void h2_quiet_timer(struct sl_h2 *h) {
   sl_conn_set_timeout(c, ms);
   /* Not after GOAWAY: it closes once its streams have, and counting it
    * as held again would make evicting its tunnel evict another. */
-  if (h->n_streams == 0 && !h->goaway_sent) sl_conn_idle_enter(c);
+  if (h->n_streams == 0 && !h->goaway_sent && h->carried) sl_conn_idle_enter(c);
 }
 
 /* Frees the session if nothing ties it to its past (h2sleep.h), keeping
@@ -1210,10 +1215,11 @@ static void h2_on_timeout(struct sl_conn *c) {
   ev_tstamp idle_at = h->quiet_since + (ev_tstamp)idle / 1000.0;
   if (h->session && (idle == 0 || now < idle_at)) {
     /* The sleep or release deadline, not the idle one. */
-    h2_sleep(h);
+    bool slept = h2_sleep(h);
     ev_tstamp release = h2_framebuf_due(h, now);
     sl_conn_set_timeout(c, idle == 0 ? 0 : (uint64_t)((idle_at - now) * 1000.0) + 1);
     if (release > 0) h2_framebuf_arm(h, release);
+    if (slept) sl_conn_idle_enter(c); /* held from now on, if not already (h->carried) */
     return;
   }
   h2_drain(c, NULL);

@@ -285,3 +285,33 @@ def test_h2_refusals_by_error_field_and_tls_alpn_h2(start_sluice, upstream, tls_
     assert set(summary["refused_by"]) == {"429 rate_limited"}, summary
     assert burst <= summary["admitted"] <= burst + rate * duration + 1, summary
     assert summary["connected"] == summary["admitted"], summary
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["ws-h1", "ws-h2"])
+def test_idle_cap_evictions_stay_away_for_their_retry_after(start_sluice, upstream, mode):
+    """limits.max_idle: 40 and 50 devices holding a tunnel each: the ten
+    beyond the cap evict the quietest ten, whose close frame (1001) says
+    "retry-after N" with N in [60, 120] s (the window of a refusal at the
+    cap: reject.retry_after's default max 120 s less its jitter, 0.5). With
+    --reconnect retry-after the evicted devices stay away for the rest of
+    the run: 50 attempts, 10 evictions, 40 held. A fleet that ignores the
+    close frame (expo) comes back within a second and evicts others in turn."""
+    import helpers
+    n, cap = 50, 40
+    cfg = fleet_config()
+    cfg["listeners"][0]["limits"] = {"max_idle": cap}
+    s = start_sluice(cfg, workers=1)
+
+    def evictions():
+        return helpers.metric_sum(s.metrics(), "sluice_idle_evictions_total", listener="public")
+    ticks, summary = run_fleetsim(s.port, "--devices", n, "--mode", mode, "--path", "/ws",
+                                  "--reconnect", "retry-after:100:1000", "--duration", 4)
+    check_sums(ticks, summary)
+    assert summary["attempts"] == n and summary["admitted"] == n, (
+        summary["attempts"], summary["errors_by"], summary["refused_by"])
+    assert summary["connected"] == cap, summary
+    assert evictions() == n - cap
+    _, churn = run_fleetsim(s.port, "--devices", n, "--mode", mode, "--path", "/ws",
+                            "--reconnect", "expo:100:1000", "--duration", 4)
+    assert churn["attempts"] > 2 * n, churn

@@ -176,16 +176,20 @@ def evictions(s):
 
 def test_max_idle_closes_the_oldest_idle_h2_connection(start_sluice, h2_client_factory):
     """At the cap, a new idle connection is taken and the longest idle one
-    gets GOAWAY (NO_ERROR) and is closed; the others keep working."""
+    gets GOAWAY (NO_ERROR) and is closed; the others keep working. A
+    connection that never carried a request is held once its session
+    sleeps (2 s quiet), not between its preface and its first request."""
     s = start_sluice(cap_config(3), workers=1)
     clients = []
-    for _ in range(3):
+    for i in range(3):
         c = h2_client_factory(s.port)
         assert c.ping_ok()
         clients.append(c)
+        wait_for(lambda: asleep(s) == i + 1, SLEEP_WAIT_S, what="%d sessions asleep" % (i + 1))
     assert evictions(s) == 0
     newest = h2_client_factory(s.port)
     assert newest.ping_ok()
+    assert evictions(s) == 0, "a connection before its first request was held"
 
     def oldest_closed():
         clients[0].pump(0.2)
@@ -338,6 +342,7 @@ def test_max_idle_takes_an_idle_connection_quieter_than_a_tunnel(start_sluice, h
     s = start_sluice(tunnel_cap_config(2), workers=1)
     idle = h2_client_factory(s.port)
     assert idle.ping_ok()
+    wait_for(lambda: asleep(s) == 1, SLEEP_WAIT_S, what="the idle session to sleep (held)")
     t1 = ws_open(s.port)
     t2 = None
     try:

@@ -272,6 +272,9 @@ static void h2_io(struct device *d, int revents)
             }
             enum h1_result res = h2_read(d, buf, (size_t)r);
             if (holding) {
+                int ra = h2_retry_after(d); /* the tunnel's close frame said when */
+                if (ra > 0)
+                    d->retry_after = ra < UINT16_MAX ? (uint16_t)ra : UINT16_MAX;
                 if (res == H1_BAD || h2_tunnel_lost(d)) {
                     dev_lost(d);
                     return;
@@ -401,6 +404,9 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
                 dev_lost(d);
                 return;
             }
+            int ra = dev_is_ws() ? fs_ws_close_retry_after(buf, (size_t)r) : 0;
+            if (ra > 0)
+                d->retry_after = (uint16_t)ra; /* a close that says when to come back */
         }
     }
 }

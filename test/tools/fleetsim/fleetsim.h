@@ -182,6 +182,11 @@ void fs_refusal_key(int status, const char *body, char *out, size_t n);
 /* Appends to a NUL-terminated |body| of |cap| bytes what fits (the start of
  * a refusal body is all the simulator reads). */
 void fs_body_keep(char *body, size_t cap, size_t *len, const void *data, size_t n);
+/* A held tunnel's bytes from the server start at a frame boundary (the
+ * devices send nothing, so nothing comes back but a close): if they start
+ * with a WebSocket close frame whose reason says "retry-after N" (sluice's
+ * limits.max_idle eviction), N (at most 65535); else 0. */
+int fs_ws_close_retry_after(const void *data, size_t n);
 
 /* h2.c: the nghttp2 client session of one connection; one attempt (a
  * stream) at a time: ws-h2 an RFC 8441 CONNECT held open, poll-h2 a GET.

@@ -177,6 +177,32 @@ void fs_body_keep(char *body, size_t cap, size_t *len, const void *data, size_t 
     body[*len] = 0;
 }
 
+int fs_ws_close_retry_after(const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    /* FIN + close, unmasked (server to client), a length below 126. */
+    if (n < 4 || p[0] != 0x88 || (p[1] & 0x80) || (p[1] & 0x7f) >= 126)
+        return 0;
+    size_t len = p[1] & 0x7f;
+    if (len < 2 || 2 + len > n)
+        return 0;
+    static const char key[] = "retry-after ";
+    const char *reason = (const char *)p + 4;
+    size_t rlen = len - 2, k = sizeof key - 1;
+    for (size_t i = 0; i + k < rlen; i++) {
+        if (memcmp(reason + i, key, k) != 0)
+            continue;
+        long v = 0;
+        size_t j = i + k;
+        for (; j < rlen && reason[j] >= '0' && reason[j] <= '9' && v <= UINT16_MAX; j++)
+            v = v * 10 + (reason[j] - '0');
+        if (j == i + k)
+            return 0;
+        return v > UINT16_MAX ? UINT16_MAX : (int)v;
+    }
+    return 0;
+}
+
 void fs_refusal_key(int status, const char *body, char *out, size_t n)
 {
     const char *p = strstr(body, "\"error\"");

@@ -48,6 +48,12 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
     struct fs_h2 *h = ud;
     if (id != h->stream)
         return 0;
+    if (h->answered) { /* a held tunnel: a close may say when to come back */
+        int ra = fs_ws_close_retry_after(data, len);
+        if (ra > 0)
+            h->retry_after = ra;
+        return 0;
+    }
     fs_body_keep(h->body, sizeof h->body, &h->body_len, data, len);
     return 0;
 }
