@@ -22,7 +22,7 @@
 #include "sluice/config-t.h"
 #include "core/accept.h"
 #include "core/conn.h"
-#include "core/conn_list.h"
+#include "core/dlist.h"
 #include "core/container.h"
 #include "core/held.h"
 #include "core/io.h"
@@ -558,13 +558,7 @@ static void conn_linger(struct sl_conn *c) {
   c->lingering = true;
   c->closing = false;
   struct sl_worker *w = c->w;
-  c->linger_prev = w->linger_tail;
-  c->linger_next = NULL;
-  if (w->linger_tail)
-    w->linger_tail->linger_next = c;
-  else
-    w->linger_head = c;
-  w->linger_tail = c;
+  SL_DLIST_APPEND(c, w->linger_head, w->linger_tail, linger_prev, linger_next);
   c->read_paused = true; /* never parsed again (the input list skips it) */
   if (c->ops && c->ops->destroy) c->ops->destroy(c);
   c->ops = NULL;
@@ -592,11 +586,11 @@ bool sl_conn_reclaim_lingering(struct sl_worker *w, const struct sl_listener *li
 void sl_conn_spread_push(struct sl_conn *c) {
   if (c->spread_queued) return;
   c->spread_queued = true;
-  CONN_LIST_APPEND(c, spread_head, spread_tail, spread_prev, spread_next);
+  SL_DLIST_APPEND(c, c->w->spread_head, c->w->spread_tail, spread_prev, spread_next);
 }
 
 static void conn_spread_unlink(struct sl_conn *c) {
-  CONN_LIST_UNLINK(c, spread_head, spread_tail, spread_prev, spread_next);
+  SL_DLIST_UNLINK(c, c->w->spread_head, c->w->spread_tail, spread_prev, spread_next);
   c->spread_queued = false;
   c->w->spread_spent++; /* its turn is used, whether taken or given up */
 }
@@ -613,7 +607,8 @@ struct sl_conn *sl_conn_spread_pop(struct sl_worker *w) {
 void sl_conn_close(struct sl_conn *c) {
   if (c->dead) return;
   c->dead = true;
-  if (c->lingering) CONN_LIST_UNLINK(c, linger_head, linger_tail, linger_prev, linger_next);
+  if (c->lingering)
+    SL_DLIST_UNLINK(c, c->w->linger_head, c->w->linger_tail, linger_prev, linger_next);
   if (c->spread_queued) conn_spread_unlink(c);
   sl_conn_idle_leave(c);
   struct ev_loop *loop = c->w->loop;

@@ -3,7 +3,7 @@
  * held.h; the eviction that reads them is core/idle.c.
  */
 #include "core/held.h"
-#include "core/conn_list.h"
+#include "core/dlist.h"
 #include "core/listener-t.h"
 
 static unsigned count_add(struct sl_listener *lis, int d) {
@@ -17,13 +17,13 @@ unsigned sl_held_conn_add(struct sl_conn *c) {
   if (c->idle_listed || c->dead || c->closing || c->lingering) return 0;
   c->idle_listed = true;
   c->idle_since = ev_now(c->w->loop);
-  CONN_LIST_APPEND(c, idle_head, idle_tail, idle_prev, idle_next);
+  SL_DLIST_APPEND(c, c->w->idle_head, c->w->idle_tail, idle_prev, idle_next);
   return count_add(c->lis, 1);
 }
 
 void sl_conn_idle_leave(struct sl_conn *c) {
   if (!c->idle_listed) return;
-  CONN_LIST_UNLINK(c, idle_head, idle_tail, idle_prev, idle_next);
+  SL_DLIST_UNLINK(c, c->w->idle_head, c->w->idle_tail, idle_prev, idle_next);
   c->idle_listed = false;
   count_add(c->lis, -1);
 }
@@ -32,26 +32,12 @@ void sl_conn_idle_leave(struct sl_conn *c) {
 
 static void tunnel_list_remove(struct sl_stream *s) {
   struct sl_worker *w = s->conn->w;
-  if (s->tunnel_prev)
-    s->tunnel_prev->tunnel_next = s->tunnel_next;
-  else
-    w->tunnels = s->tunnel_next;
-  if (s->tunnel_next)
-    s->tunnel_next->tunnel_prev = s->tunnel_prev;
-  else
-    w->tunnels_tail = s->tunnel_prev;
-  s->tunnel_next = s->tunnel_prev = NULL;
+  SL_DLIST_UNLINK(s, w->tunnels, w->tunnels_tail, tunnel_prev, tunnel_next);
 }
 
 static void tunnel_list_push_first(struct sl_stream *s) {
   struct sl_worker *w = s->conn->w;
-  s->tunnel_prev = NULL;
-  s->tunnel_next = w->tunnels;
-  if (w->tunnels)
-    w->tunnels->tunnel_prev = s;
-  else
-    w->tunnels_tail = s;
-  w->tunnels = s;
+  SL_DLIST_PREPEND(s, w->tunnels, w->tunnels_tail, tunnel_prev, tunnel_next);
 }
 
 void sl_held_tunnel_move_first(struct sl_stream *s) {

@@ -33,6 +33,7 @@
 
 #include "core/conn-t.h"
 #include "core/container.h"
+#include "core/dlist.h"
 #include "core/listener-t.h"
 #include "core/gen.h"
 #include "core/rand.h"
@@ -114,13 +115,7 @@ static unsigned pool_rank(const struct sl_stream *s) {
 
 static void pool_queue_push(struct sl_pool *p, struct sl_stream *s) {
   struct sl_pool_queue *q = &p->queue[pool_rank(s)];
-  s->queue_next = NULL;
-  s->queue_prev = q->tail;
-  if (q->tail)
-    q->tail->queue_next = s;
-  else
-    q->head = s;
-  q->tail = s;
+  SL_DLIST_APPEND(s, q->head, q->tail, queue_prev, queue_next);
   pool_count_add(&p->n_pending, 1);
   s->queued = true;
 }
@@ -128,15 +123,7 @@ static void pool_queue_push(struct sl_pool *p, struct sl_stream *s) {
 static void pool_queue_remove(struct sl_pool *p, struct sl_stream *s) {
   if (!s->queued) return;
   struct sl_pool_queue *q = &p->queue[pool_rank(s)];
-  if (s->queue_prev)
-    s->queue_prev->queue_next = s->queue_next;
-  else
-    q->head = s->queue_next;
-  if (s->queue_next)
-    s->queue_next->queue_prev = s->queue_prev;
-  else
-    q->tail = s->queue_prev;
-  s->queue_next = s->queue_prev = NULL;
+  SL_DLIST_UNLINK(s, q->head, q->tail, queue_prev, queue_next);
   pool_count_add(&p->n_pending, -1);
   s->queued = false;
 }
