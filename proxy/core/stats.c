@@ -42,7 +42,8 @@ void sl_stats_init(void) {
                         SL_METRIC_GAUGE, "listener,protocol");
   sl_stats.h2_asleep = sl_metrics_family(
       "sluice_h2_sessions_asleep",
-      "Idle HTTP/2 connections whose protocol state is asleep (freed until the client speaks).",
+      "Idle HTTP/2 connections, with or without idle WebSocket tunnels, whose protocol state is "
+      "asleep (freed until either side speaks).",
       SL_METRIC_GAUGE, "listener");
   sl_stats.idle_evictions = sl_metrics_family(
       "sluice_idle_evictions_total",
