@@ -6,9 +6,9 @@
 #include "core/dlist.h"
 #include "core/listener-t.h"
 
+/* Adds |d| (+1 or -1, modulo 2^32) to the listener's count; returns it after. */
 static unsigned count_add(struct sl_listener *lis, int d) {
-  if (d > 0) return atomic_fetch_add_explicit(&lis->n_idle, 1, memory_order_relaxed) + 1;
-  return atomic_fetch_sub_explicit(&lis->n_idle, 1, memory_order_relaxed) - 1;
+  return atomic_fetch_add_explicit(&lis->n_idle, (unsigned)d, memory_order_relaxed) + (unsigned)d;
 }
 
 /* ---- idle connections ------------------------------------------------ */
@@ -45,11 +45,11 @@ void sl_held_tunnel_move_first(struct sl_stream *s) {
   tunnel_list_push_first(s);
 }
 
-unsigned sl_held_tunnel_add(struct sl_stream *s) {
+void sl_held_tunnel_add(struct sl_stream *s) {
   s->tunnel_active = ev_now(s->conn->w->loop);
   tunnel_list_push_first(s);
   s->tunnel_held = true;
-  return count_add(s->conn->lis, 1);
+  count_add(s->conn->lis, 1);
 }
 
 void sl_held_tunnel_release(struct sl_stream *s) {

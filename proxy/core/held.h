@@ -24,8 +24,9 @@ unsigned sl_held_conn_add(struct sl_conn *c);
 void sl_conn_idle_leave(struct sl_conn *c);
 
 /* |s| became a tunnel: first on the worker's tunnel list (most recently
- * active first) and counted. Returns its listener's count after. */
-unsigned sl_held_tunnel_add(struct sl_stream *s);
+ * active first) and counted (the cap is checked once its head is out:
+ * sl_idle_tunnel_opened). */
+void sl_held_tunnel_add(struct sl_stream *s);
 /* |s| is closing (its close frame is decided): uncounted; it stays listed
  * until it ends. Idempotent. */
 void sl_held_tunnel_release(struct sl_stream *s);

@@ -57,6 +57,8 @@ static void evict_tunnel(struct sl_stream *t) {
   char reason[96];
   snprintf(reason, sizeof(reason), SL_EVICT_CLOSE_REASON, retry);
   count_eviction(c->lis, "tunnel", c->peer_ip);
+  /* Closed here, not only by the drain: a connection already draining
+   * ignores a second drain, and the tunnel must stop being held now. */
   sl_stream_tunnel_close(t, 1001, reason);
   if (c->ops && c->ops->drain) c->ops->drain(c, reason);
   if (!c->dead) sl_conn_schedule_flush(c);
