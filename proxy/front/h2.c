@@ -77,10 +77,6 @@ struct sl_h2 {
   bool calm;                  /* budget spent: GOAWAY ENHANCE_YOUR_CALM queued */
   bool goaway_sent;
   bool settings_acked;        /* the client acknowledged our SETTINGS */
-  /* A stream was opened: from then on a quiet connection is held
-   * (core/idle.h); before, only once it sleeps, so that a device between
-   * its preface and its first request is never evicted for the cap. */
-  bool carried;
   bool waking;                /* sl_h2_sleep_wake is replaying the handshake */
   bool wake_failed;           /* a stream op could not wake it: close at the flush */
   uint32_t n_tunnels;         /* of n_streams: tunnels whose head went out */
@@ -153,7 +149,6 @@ static struct sl_stream *h2_stream_new(struct sl_h2 *h, int32_t id) {
   memset(x, 0, sizeof(*x));
   x->s = s;
   if (h->n_streams == 0) sl_conn_idle_leave(h->c);
-  h->carried = true;
   x->next = h->live;
   if (h->live) h->live->prev = x;
   h->live = x;
@@ -324,7 +319,8 @@ static ev_tstamp h2_last_active(const struct sl_h2 *h) {
   return h->read_at > h->wrote_at ? h->read_at : h->wrote_at;
 }
 
-/* An open tunnel the wake can rebuild: nothing buffered either way,
+/* An open tunnel (its head out: h2_tunnels_only) the wake can rebuild:
+ * nothing buffered either way,
  * nghttp2's data source waiting for the upstream, open both ways (neither
  * END_STREAM nor a close frame on its way), not paced (its pacer's timer
  * would find no session), its send window known (a window the client
@@ -332,7 +328,7 @@ static ev_tstamp h2_last_active(const struct sl_h2 *h) {
  * and could not be rebuilt). */
 static bool h2_tunnel_idle(struct sl_h2 *h, struct sl_stream *s) {
   struct h2_stream_extra *x = xs(s);
-  if (!x->tunnel_counted || s->pace || s->ws_close_pending || s->resp_done || s->req_done ||
+  if (s->pace || s->ws_close_pending || s->resp_done || s->req_done ||
       !s->up || !x->deferred || x->stalled || x->end_sent || x->pace_owed ||
       !sl_pipe_empty(&s->req_body) || !sl_pipe_empty(&s->resp_body))
     return false;
@@ -354,7 +350,12 @@ static void h2_quiet_timer(struct sl_h2 *h) {
   sl_conn_set_timeout(c, ms);
   /* Not after GOAWAY: it closes once its streams have, and counting it
    * as held again would make evicting its tunnel evict another. */
-  if (h->n_streams == 0 && !h->goaway_sent && h->carried) sl_conn_idle_enter(c);
+  /* Held once it has carried a stream (core/idle.h); before that, only
+   * once it sleeps (h2_on_timeout), so that a device between its preface
+   * and its first request is never evicted for the cap. */
+  if (h->n_streams == 0 && !h->goaway_sent && h->session &&
+      nghttp2_session_get_last_proc_stream_id(h->session) > 0)
+    sl_conn_idle_enter(c);
 }
 
 /* Frees the session if nothing ties it to its past (h2sleep.h), keeping
@@ -439,6 +440,15 @@ static ssize_t dummy_read(nghttp2_session *session, int32_t stream_id, uint8_t *
   return h2_send_nowhere(buf, length, &((struct sl_h2 *)source->ptr)->dummy_conn);
 }
 
+/* Submits a 200 for stream |id| with data source |prd| and sends it, and
+ * whatever DATA |prd| gives at once, nowhere. */
+static int h2_respond_nowhere(nghttp2_session *ss, int32_t id, const nghttp2_data_provider *prd) {
+  static const nghttp2_nv ok[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3,
+                                   NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE}};
+  int rv = nghttp2_submit_response(ss, id, ok, 1, prd);
+  return rv != 0 ? rv : sl_h2_discard_output(ss);
+}
+
 static struct sl_stream *h2_live_stream(const struct sl_h2 *h, int32_t id) {
   for (struct h2_stream_extra *x = h->live; x; x = x->next)
     if (x->s->h2_id == id) return x->s;
@@ -456,8 +466,6 @@ static int h2_replay_streams(struct sl_h2 *h) {
   nghttp2_session *ss = h->session;
   int32_t initial =
       (int32_t)nghttp2_session_get_remote_settings(ss, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
-  static const nghttp2_nv ok[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3,
-                                   NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE}};
   uint32_t rebuilt = 0;
   int64_t sent_nowhere = h->dummy_conn;
   size_t off = 0;
@@ -466,12 +474,8 @@ static int h2_replay_streams(struct sl_h2 *h) {
   while ((rv = sl_h2_replay_block(ss, &h->frames, &off, &id)) == 0 && id) {
     struct sl_stream *s = h2_live_stream(h, id);
     if (!s) {
-      if (h->dummy_conn) {
-        nghttp2_data_provider dummy = {.source.ptr = h, .read_callback = dummy_read};
-        if ((rv = nghttp2_submit_response(ss, id, ok, 1, &dummy)) != 0 ||
-            (rv = sl_h2_discard_output(ss)) != 0)
-          return rv;
-      }
+      nghttp2_data_provider dummy = {.source.ptr = h, .read_callback = dummy_read};
+      if (h->dummy_conn && (rv = h2_respond_nowhere(ss, id, &dummy)) != 0) return rv;
       if ((rv = nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR)) != 0 ||
           (rv = sl_h2_discard_output(ss)) != 0)
         return rv;
@@ -482,9 +486,7 @@ static int h2_replay_streams(struct sl_h2 *h) {
     x->dummy_left = x->sleep_window < initial ? (uint32_t)(initial - x->sleep_window) : 0;
     sent_nowhere += x->dummy_left;
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
-    if ((rv = nghttp2_submit_response(ss, id, ok, 1, &prd)) != 0 ||
-        (rv = sl_h2_discard_output(ss)) != 0)
-      return rv;
+    if ((rv = h2_respond_nowhere(ss, id, &prd)) != 0) return rv;
     if (x->sleep_window > initial &&
         (rv = sl_h2_replay_window_update(ss, id, (uint32_t)(x->sleep_window - initial))) != 0)
       return rv;
@@ -1219,7 +1221,7 @@ static void h2_on_timeout(struct sl_conn *c) {
     ev_tstamp release = h2_framebuf_due(h, now);
     sl_conn_set_timeout(c, idle == 0 ? 0 : (uint64_t)((idle_at - now) * 1000.0) + 1);
     if (release > 0) h2_framebuf_arm(h, release);
-    if (slept) sl_conn_idle_enter(c); /* held from now on, if not already (h->carried) */
+    if (slept) sl_conn_idle_enter(c); /* held from now on, if not already (h2_quiet_timer) */
     return;
   }
   h2_drain(c, NULL);
