@@ -187,6 +187,33 @@ def test_h2_tunnel_session_sleeps_and_wakes_unnoticed(start_sluice):
 
 
 @pytest.mark.timeout(60)
+def test_asleep_h2_tunnel_keeps_the_window_its_client_gave(start_sluice):
+    """A client that gives sluice more send window than SETTINGS say (a
+    WINDOW_UPDATE on the connection and on the tunnel's stream) and never
+    acknowledges what it reads: after a sleep, the echo of a message larger
+    than the initial window still arrives whole, so the rebuilt session
+    took the extra window back (replayed WINDOW_UPDATE); with only the
+    initial window it would stop at 65,535 bytes and wait for an update
+    this client never sends."""
+    s = start_sluice(tunnel_config(), workers=1)
+    c = H2WSClient(s.port, auto_ack=False)
+    try:
+        c.wait_connect_protocol()
+        sid = c.open_ws("/ws", headers=DEVICE_HEADERS)
+        extra = 300000
+        c.conn.increment_flow_control_window(extra)
+        c.conn.increment_flow_control_window(extra, stream_id=sid)
+        c.flush()
+        assert c.ping_ok()  # the updates are in
+        wait_for(lambda: asleep(s) == 1, SLEEP_WAIT_S, what="the tunnel's session to sleep")
+        big = bytes((i * 13 + 5) % 251 for i in range(150000))
+        assert c.echo(sid, big, timeout=20) == big
+        assert c.goaway is None and not c.closed
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(60)
 def test_asleep_h2_tunnel_wakes_for_its_upstream_side(start_sluice):
     """The first byte may come from sluice's side: an emergency block
     closing the tunnel of a sleeping session (close frame 1008) wakes it;
