@@ -287,13 +287,14 @@ IDLE_TUNNELS = 2000
 # so a tunnel that kept it fails.
 BOUND_KIB_PER_TUNNEL = 4.5
 # Over h2 the tunnel's connection sleeps once idle (front/h2.c h2_sleep:
-# its nghttp2 session freed, to be rebuilt by a replay): this test measured
-# 6.1 KiB per tunnel (idle_bench at N=3000: 5.6); before, with the session
-# awake and its frame buffer's pages given back, 14.3 (idle_bench 13.9 to
-# 14.0), and 18.6 with them. The same 0.8 KiB of settling on the measured
-# figure; a session that stays awake (about 10 KiB of nghttp2's structs)
-# fails.
-BOUND_KIB_PER_H2_TUNNEL = 7.0
+# its nghttp2 session freed, to be rebuilt by a replay). What this test
+# tells apart is two outcomes: asleep, measured 5.7 to 6.1 KiB per tunnel
+# when run alone and 7.2 once inside the full suite (the heap's leftovers
+# from setting 2,000 sessions up vary with how many were awake at once);
+# awake, 14.3 (the session with its frame buffer's pages given back; 18.6
+# with them). The bound sits halfway between the asleep figure and the
+# awake one, so either side has about 4 KiB of margin: 10 KiB.
+BOUND_KIB_PER_H2_TUNNEL = 10.0
 
 
 @pytest.mark.parametrize("kind,bound", [("ws-h1", BOUND_KIB_PER_TUNNEL),
