@@ -227,6 +227,11 @@ static void attempt_answered(struct device *d)
 /* The held connection closed or failed: reconnect per the behaviour. */
 static void dev_lost(struct device *d)
 {
+    /* ws-h2: the tunnel's close frame may have said when to come back
+     * (h2.c keeps it with the session, which dev_close frees). */
+    int ra = d->h2 ? h2_retry_after(d) : 0;
+    if (ra > 0)
+        d->retry_after = ra < UINT16_MAX ? (uint16_t)ra : UINT16_MAX;
     ev_timer_stop(fs.loop, &d->timer);
     dev_close(d);
     d->failures = 1;
@@ -272,9 +277,6 @@ static void h2_io(struct device *d, int revents)
             }
             enum h1_result res = h2_read(d, buf, (size_t)r);
             if (holding) {
-                int ra = h2_retry_after(d); /* the tunnel's close frame said when */
-                if (ra > 0)
-                    d->retry_after = ra < UINT16_MAX ? (uint16_t)ra : UINT16_MAX;
                 if (res == H1_BAD || h2_tunnel_lost(d)) {
                     dev_lost(d);
                     return;
@@ -385,7 +387,12 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
                 return;
             }
             if (res == H1_DONE) {
+                /* The tunnel's first bytes may have come with its 101: a
+                 * close that says when to come back, if evicted at once. */
+                int ra = h1_tunnel_retry_after(d->x, buf, (size_t)r);
                 attempt_answered(d);
+                if (ra > 0)
+                    d->retry_after = (uint16_t)ra;
                 return;
             }
         }

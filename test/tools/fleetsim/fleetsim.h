@@ -176,6 +176,9 @@ enum h1_result h1_eof(struct fs_exchange *x);
 int h1_status(const struct fs_exchange *x);
 int h1_keep_alive(const struct fs_exchange *x);
 int h1_retry_after(const struct fs_exchange *x);
+/* After a 101 that ended in |data| (|len| bytes, the last h1_feed): the
+ * retry-after of a close frame that came right behind it, else 0. */
+int h1_tunnel_retry_after(const struct fs_exchange *x, const char *data, size_t len);
 /* "429 rate_limited" (status + the JSON body's "error"), or "429". */
 void h1_refusal_key(const struct fs_exchange *x, char *out, size_t n);
 void fs_refusal_key(int status, const char *body, char *out, size_t n);

@@ -162,6 +162,17 @@ int h1_keep_alive(const struct fs_exchange *x) { return llhttp_should_keep_alive
 
 int h1_retry_after(const struct fs_exchange *x) { return x->retry_after; }
 
+int h1_tunnel_retry_after(const struct fs_exchange *x, const char *data, size_t len)
+{
+    llhttp_errno_t e = llhttp_get_errno(&x->parser);
+    if (x->status != 101 || (e != HPE_PAUSED_UPGRADE && e != HPE_PAUSED))
+        return 0;
+    const char *at = llhttp_get_error_pos(&x->parser);
+    if (!at || at < data || at > data + len)
+        return 0;
+    return fs_ws_close_retry_after(at, (size_t)(data + len - at));
+}
+
 void h1_refusal_key(const struct fs_exchange *x, char *out, size_t n)
 {
     fs_refusal_key(x->status, x->body, out, n);
