@@ -101,6 +101,14 @@ void sl_conn_accept(struct sl_worker *w, struct sl_listener *lis, int fd,
     return;
   }
   ev_io_start(w->loop, &c->rio);
+  /* Read now rather than after a loop turn: a client speaks first, and
+   * in a storm its first bytes are in the socket by the time the backlog
+   * gives it to us. That saves the connection's first epoll wake-up, and
+   * a connection answered and closed right here (an h1 refusal) is never
+   * registered with epoll at all: libev defers the epoll_ctl to the loop
+   * turn's end and drops it for a watcher stopped by then. When nothing
+   * has arrived yet this costs one read that says EAGAIN. */
+  conn_read_cb(w->loop, &c->rio, EV_READ);
 }
 
 static void conn_proxy_error(struct sl_conn *c, const char *reason, const char *detail) {

@@ -810,6 +810,15 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && h2_glitch(h) != 0)
       return NGHTTP2_ERR_CALLBACK_FAILURE;
     break;
+  case NGHTTP2_GOAWAY:
+    /* The client opens no stream after its GOAWAY (RFC 9113 section
+     * 6.8), and once its last stream is answered nothing it could still
+     * send matters to it: when the session ends, the close need not
+     * linger if the socket is empty (conn_input_quiet). A storm's
+     * refused device sends GOAWAY after its 429: this saves it the
+     * shutdown, a loop turn, a watcher change and the EOF read. */
+    h->c->input_done = true;
+    break;
   default:
     break;
   }

@@ -19,7 +19,7 @@ import time
 
 
 from admission_helpers import admission_config, route
-from helpers import base_config
+from helpers import H2Client, base_config
 
 GARBAGE = b"x" * (256 * 1024)
 LINGER_BOUND_S = 2.0  # sluice's linger time bound (proxy/conn.c)
@@ -306,3 +306,25 @@ def test_client_close_with_bytes_after_it_still_lingers(sluice, upstream):
         assert len(body) == int(headers["content-length"])
     finally:
         sock.close()
+
+
+def test_h2_client_goaway_after_its_answer_closes_at_once(start_sluice, upstream):
+    """An h2c client that got its answers and sent GOAWAY opens no stream
+    again (RFC 9113 section 6.8): with its socket empty, sluice closes at
+    once, as a storm's refused device does after its 429, instead of
+    shutting its write side and lingering until the client's FIN or
+    LINGER_BOUND_S. The answer still arrives whole, ended by a clean EOF."""
+    cfg = base_config()
+    cfg["routes"].insert(0, route("limited", prefix="/limited",
+                                  rate_limits=[{"key": "client_ip", "rate": "1/h", "burst": 1}]))
+    s = start_sluice(cfg)
+    for path, want in (("/v1/ok", 200), ("/limited", 200), ("/limited", 429)):
+        with H2Client(s.port) as c:
+            sid = c.start("GET", path)
+            st = c.wait(sid)
+            assert st.status == want, (path, st)
+            c.conn.close_connection()  # GOAWAY, and the client keeps its end
+            c.flush()
+            _read_until_eof(c.sock, 10)  # a clean end, not a reset
+            assert _server_closed(c.sock, LINGER_BOUND_S / 2), "sluice lingered on %s" % path
+            c.closed = True
