@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import socket
 import string
 import threading
 import time
@@ -18,8 +19,9 @@ import websockets
 
 from helpers import H1Conn, MiB, closed_port, metric_sum, wait_for, wait_tcp_stalled
 from ws_helpers import (BLOCK_ENTRY, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
-                        FrameParser, H2WSClient, Sender, WSConn, check_rejection, close_payload,
-                        encode_frame, proc_status, upgrade_request, ws_config, ws_open, ws_route)
+                        FrameParser, H2WSClient, Sender, WSConn, accept_for, check_rejection,
+                        close_payload, encode_frame, proc_status, upgrade_request, ws_config,
+                        ws_open, ws_route)
 
 SIZES = [1, 125, 126, 65535, 65536, MiB]
 HUB_B3 = [("x-device-class", "airtame-hub"), ("x-firmware-version", "3.8.0-b3")]
@@ -924,3 +926,69 @@ def test_long_block_reason_makes_a_valid_close_frame(start_sluice):
         assert reason.startswith(f.close_reason) and len(f.close_reason) >= 60, f.close_reason
     finally:
         c.close()
+
+
+class _SilentOrigin:
+    """A WebSocket origin that answers one upgrade (101), records what the
+    tunnel brings until EOF, and then keeps its socket open: it never
+    closes on its own, so whoever ends the tunnel, it is not the origin."""
+
+    def __init__(self):
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4)
+        self.port = self.lsock.getsockname()[1]
+        self.got = b""
+        self.eof = threading.Event()
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        c, _ = self.lsock.accept()
+        self.conns.append(c)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += c.recv(4096)
+        head, _, rest = head.partition(b"\r\n\r\n")
+        key = [ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n")
+               if ln.lower().startswith(b"sec-websocket-key:")][0].decode()
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n"
+                  % accept_for(key).encode())
+        self.got = rest
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            self.got += d
+        self.eof.set()
+
+    def close(self):
+        for c in self.conns + [self.lsock]:
+            c.close()
+
+
+def test_h1_client_fin_ends_its_tunnel_without_waiting_for_the_origin(start_sluice):
+    """An HTTP/1.1 client that closes its tunnel's TCP connection is done
+    with it (RFC 6455 section 7.1.1): sluice delivers the client's last
+    frame to the origin, then closes both sides at once, as at the origin's
+    EOF. It does not pass the half-close on and wait for an origin that
+    may never close (this one never does): the client reads its end of
+    stream within 5 s, not when the 30 s idle timeout runs out."""
+    origin = _SilentOrigin()
+    cfg = ws_config()
+    cfg["upstreams"]["identity"]["address"] = "127.0.0.1:%d" % origin.port
+    cfg["listeners"][0]["timeouts"]["idle"] = "30s"
+    s = start_sluice(cfg)
+    c = ws_open(s.port)
+    try:
+        last = encode_frame(b"bye", OP_BINARY)
+        c.sock.sendall(last)
+        c.sock.shutdown(socket.SHUT_WR)
+        c.sock.settimeout(5)
+        assert c.sock.recv(65536) == b"", "sluice sent bytes after the client's FIN"
+        assert origin.eof.wait(5), "the origin never saw the tunnel end"
+        assert origin.got == last, origin.got
+    finally:
+        c.close()
+        origin.close()
