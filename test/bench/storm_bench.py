@@ -434,6 +434,49 @@ def strace_cell(case, proxy, args, size, out_dir):
     return calls / n, {k: round(v / n, 2) for k, v in top}
 
 
+def split_cell(case, proxy, args, size, out_dir):
+    """Where the proxy's CPU goes in |case|: an untimed run under perf
+    record (cpu-clock samples of every thread of its process tree, no call
+    graphs), reported by DSO (and by symbol beside it, for reading). Returns {dso: share}, the kernel as
+    "kernel". The samples count what schedstat counts (the softirq work the
+    proxy's own sends and closes run in its context included), so
+    share x us/conn is that DSO's us per connection."""
+    data = os.path.join(out_dir, "split-%s-%s.data" % (case, proxy["name"]))
+    pids = ",".join(str(p) for p in pb.tree_pids(proxy["proc"].pid))
+    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(args.split_freq),
+                             "-o", data, "-p", pids],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    load(case, proxy, args, size)
+    quiet_sample(proxy["proc"].pid)  # the last closes
+    pb.interrupt(perf, 120)
+    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "-q", "--sort", "dso"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         timeout=600).stdout
+    write(data[:-len(".data")] + ".txt", rep)
+    write(data[:-len(".data")] + ".sym.txt", subprocess.run(
+        ["perf", "report", "-i", data, "--stdio", "-q", "--sort", "dso,sym", "--percent-limit",
+         "0.5"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        timeout=600).stdout)
+    os.unlink(data)
+    shares = collections.Counter()
+    for line in rep.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)", line)
+        if not m:
+            continue
+        dso = m.group(2)
+        dso = "kernel" if dso.startswith("[kernel") else re.sub(r"\.so[.\d]*$", "", dso)
+        shares[dso] += float(m.group(1)) / 100
+    return dict(shares)
+
+
+def split_text(s):
+    """The kernel's share of a cell and its us per connection ("71%/17.1"),
+    or "-"."""
+    k = s.get("split", {}).get("kernel")
+    return "-" if k is None else "%.0f%%/%.1f" % (100 * k, s["kernel_us_per_conn"])
+
+
 # ---- main --------------------------------------------------------------------
 
 def spread(xs):
@@ -509,6 +552,9 @@ def run_set(variant, cases, workers, args, size, workdir, ws_port, origin_port, 
                 if args.strace:
                     s["syscalls_per_conn"], s["syscalls_top"] = strace_cell(
                         case, proxies[name], args, args.strace_size, args.strace)
+                if args.split:
+                    s["split"] = split_cell(case, proxies[name], args, size, args.split_dir)
+                    s["kernel_us_per_conn"] = s["split"].get("kernel", 0) * s["cpu_us_per_conn"]
                 summary[case][name] = s
         if args.perf and "sluice" in proxies and variant == "ecdsa":
             os.makedirs(args.perf, exist_ok=True)
@@ -530,9 +576,9 @@ def print_table(workers, summary, cases):
     print()
     print("--workers %d: CPU of the proxy per new connection, us (median of the runs, "
           "spread min-max)" % workers)
-    print("%-11s %-8s %9s %17s %11s %9s %7s %9s  %s" % (
+    print("%-11s %-8s %9s %17s %11s %9s %7s %9s %11s  %s" % (
         "case", "proxy", "us/conn", "spread", "(ticks)", "conn/s", "/best", "syscalls",
-        "anchor us"))
+        "kernel/us", "anchor us"))
     for case in cases:
         per = summary.get(case, {})
         best = min((s["cpu_us_per_conn"] for s in per.values() if s["cpu_us_per_conn"]),
@@ -540,12 +586,47 @@ def print_table(workers, summary, cases):
         for name, s in per.items():
             lo, hi = s["spread"]
             note = "" if s["ok"] else "  (NOT what the case says: see the runs' status)"
-            print("%-11s %-8s %9.1f %17s %11.1f %9.0f %7s %9s  %s%s" % (
+            print("%-11s %-8s %9.1f %17s %11.1f %9.0f %7s %9s %11s  %s%s" % (
                 case, name, s["cpu_us_per_conn"], "%.1f-%.1f" % (lo, hi),
                 s["cpu_us_per_conn_ticks"], s["conn_per_s"],
                 "%.2f" % (s["cpu_us_per_conn"] / best) if best else "-",
                 "%.1f" % s["syscalls_per_conn"] if "syscalls_per_conn" in s else "-",
-                anchor_of(case, name) if workers == 1 else "-", note))
+                split_text(s), anchor_of(case, name) if workers == 1 else "-", note))
+
+
+def print_split(workers, summary, cases):
+    """Where each cell's CPU goes (the --split runs), in us per connection:
+    the kernel (the TCP handshake and teardown, the system calls and the
+    softirq work they run in the proxy's context), OpenSSL's libraries,
+    libc (mostly OpenSSL's and nghttp2's allocations) and the rest (the
+    proxy's own code, nghttp2, libev). The floor: the least any proxy spent
+    in the kernel and OpenSSL together (the same kernel and the same
+    library doing the same handshakes for all of them), against 0.8 x the
+    best other proxy's total: a floor above it means sluice could not meet
+    0.8 x the best here even if the rest of its work cost nothing."""
+    print()
+    print("--workers %d: where the CPU goes, us per connection (perf record by DSO)" % workers)
+    print("%-11s %-8s %8s %8s %8s %8s %8s   %s" % (
+        "case", "proxy", "total", "kernel", "openssl", "libc", "rest", "floor / 0.8 x best"))
+    for case in cases:
+        per = {n: s for n, s in summary.get(case, {}).items() if "split" in s}
+        if not per:
+            continue
+        others = [s["cpu_us_per_conn"] for n, s in per.items() if n != "sluice"]
+        best = min(others) if others else None
+
+        def openssl_us(s):
+            return (s["split"].get("libcrypto", 0) + s["split"].get("libssl", 0)) * \
+                s["cpu_us_per_conn"]
+        floor = min(s["kernel_us_per_conn"] + openssl_us(s) for s in per.values())
+        for i, (name, s) in enumerate(per.items()):
+            us, sp = s["cpu_us_per_conn"], s["split"]
+            k = s["kernel_us_per_conn"]
+            ossl = openssl_us(s)
+            libc = sp.get("libc", 0) * us
+            print("%-11s %-8s %8.1f %8.1f %8.1f %8.1f %8.1f   %s" % (
+                case, name, us, k, ossl, libc, us - k - ossl - libc,
+                "%.1f / %.1f" % (floor, 0.8 * best) if i == 0 and best else ""))
 
 
 def main():
@@ -567,6 +648,10 @@ def main():
                     help="skip the strace -c -f runs (syscalls per connection)")
     ap.add_argument("--ticket-keys", metavar="FILE",
                     help="sluice's TLS listener gets tls.ticket_keys_file: FILE (once it exists)")
+    ap.add_argument("--no-split", dest="split", action="store_false",
+                    help="skip the perf record runs that split each cell's CPU by DSO "
+                         "(the kernel column)")
+    ap.add_argument("--split-freq", type=int, default=4999)
     ap.add_argument("--perf", metavar="DIR", help="also perf record -g sluice under tls-ecdsa")
     ap.add_argument("--perf-freq", type=int, default=2999)
     ap.add_argument("--call-graph", default="dwarf,16384")
@@ -590,7 +675,7 @@ def main():
     need = ["wrk", "h2load", "openssl", "nginx"] + [p for p in args.only.split(",")
                                                      if p in ("haproxy", "nghttpx")]
     need += ["strace"] if args.strace else []
-    need += ["perf"] if args.perf else []
+    need += ["perf"] if args.perf or args.split else []
     missing = [t for t in need if not shutil.which(t)]
     if missing:
         print("storm_bench: missing %s; run scripts/deps.sh --bench (skipped)" % ", ".join(missing))
@@ -601,6 +686,8 @@ def main():
         args.strace = tempfile.mkdtemp(prefix="sluice-storm-strace-")
     if args.perf:
         args.perf = os.path.abspath(args.perf)
+    if args.split:
+        args.split_dir = tempfile.mkdtemp(prefix="sluice-storm-split-")
     import helpers
     workdir = tempfile.mkdtemp(prefix="sluice-storm-")
     origin = ws = None
@@ -621,6 +708,8 @@ def main():
                                        origin.ports["http"], certs))
             results["workers-%d" % w] = {c: res[c] for c in cases if c in res}
             print_table(w, res, cases)
+            if args.split:
+                print_split(w, res, cases)
         out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "host": {"nproc": os.cpu_count(), "loadavg": os.getloadavg(),
                         "clk_tck": pb.CLK_TCK},
@@ -634,8 +723,10 @@ def main():
         print("\nversions: " + "; ".join("%s %s" % kv for kv in out["versions"].items()))
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         write(args.out, json.dumps(out, indent=2) + "\n")
-        print("written %s%s" % (args.out, "; strace summaries in " + args.strace
-                                if args.strace else ""))
+        print("written %s%s%s" % (args.out, "; strace summaries in " + args.strace
+                                  if args.strace else "",
+                                  "; perf reports by DSO in " + args.split_dir
+                                  if args.split else ""))
         ok = True
         return 0
     finally:
