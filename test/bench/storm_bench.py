@@ -42,7 +42,11 @@ quiet. Each cell runs --runs times, the proxies interleaved (A B C A B C ..., th
 order rotated each round) so that drift cancels; the median and the spread
 (min-max) are reported, with connections/s. Syscalls per connection come
 from a separate, untimed run per cell under strace -c -f (--no-strace skips
-it). Nothing asserts a time.
+it). Where the CPU goes comes from another untimed run per cell under perf
+record (cpu-clock samples by DSO: the kernel, OpenSSL, libc, the rest;
+--no-split skips it), with the floor: the least any proxy spent in the
+kernel and OpenSSL, against 0.8 x the best other proxy. Nothing asserts a
+time.
 
   make bench                     (proxy_bench, then this with --workers 1,2)
   make bench STORM_ARGS=--quick  (this one as a smoke run)
@@ -450,6 +454,10 @@ def split_cell(case, proxy, args, size, out_dir):
     load(case, proxy, args, size)
     quiet_sample(proxy["proc"].pid)  # the last closes
     pb.interrupt(perf, 120)
+    if not os.path.exists(data):
+        log("perf record wrote nothing for %s/%s (%s): no split" % (
+            case, proxy["name"], perf.stderr.read().decode(errors="replace").strip()[-300:]))
+        return {}
     rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "-q", "--sort", "dso"],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                          timeout=600).stdout
@@ -553,8 +561,10 @@ def run_set(variant, cases, workers, args, size, workdir, ws_port, origin_port, 
                     s["syscalls_per_conn"], s["syscalls_top"] = strace_cell(
                         case, proxies[name], args, args.strace_size, args.strace)
                 if args.split:
-                    s["split"] = split_cell(case, proxies[name], args, size, args.split_dir)
-                    s["kernel_us_per_conn"] = s["split"].get("kernel", 0) * s["cpu_us_per_conn"]
+                    split = split_cell(case, proxies[name], args, size, args.split_dir)
+                    if split:
+                        s["split"] = split
+                        s["kernel_us_per_conn"] = split.get("kernel", 0) * s["cpu_us_per_conn"]
                 summary[case][name] = s
         if args.perf and "sluice" in proxies and variant == "ecdsa":
             os.makedirs(args.perf, exist_ok=True)
