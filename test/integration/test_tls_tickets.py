@@ -174,3 +174,24 @@ def test_a_changed_key_file_is_picked_up_by_the_watcher(start_sluice, tls_cert, 
                       what="a reload of the listener's TLS context after the key file changed")
     assert line["trigger"] == "file"
     assert connect(s.port, ctx, old)[0] is False
+
+
+def test_a_resumed_tls13_connection_gets_a_new_ticket(start_sluice, tls_cert):
+    """RFC 8446 has a client use a TLS 1.3 ticket once: every resumption
+    must bring a fresh one, or the device's next reconnection is a full
+    handshake. A chain of reconnections, each with the session of the one
+    before (as OpenSSL's client keeps it), resumes every time, each time
+    with a ticket of its own. (wrk over https, whose client keeps only the
+    session of its last connection, made every other connection a full
+    handshake when resumptions brought no ticket.)"""
+    s = start_sluice(tls_config(tls_cert.ecdsa))
+    ctx = client_context()
+    reused, sess = connect(s.port, ctx)
+    assert not reused and sess.has_ticket
+    for i in range(6):
+        reused, nxt = connect(s.port, ctx, sess)
+        assert reused, "reconnection %d after a resumption was a full handshake" % (i + 1)
+        # A new ticket makes a new client session (OpenSSL names it by the
+        # ticket): without one, the client holds the used ticket again.
+        assert nxt.has_ticket and nxt.id != sess.id, "resumption %d brought no new ticket" % (i + 1)
+        sess = nxt
