@@ -625,7 +625,8 @@ static void h1_on_eof(struct sl_conn *c) {
   struct sl_h1 *h = h1_of(c);
   h->eof = true;
   if (h->state == H1_TUNNEL) {
-    /* The client half-closed: pass it on and let the origin finish. */
+    /* The client closed: its last bytes go to the origin, then the
+     * tunnel ends (upstream/h1.c, h1_flush). */
     h->cur->req_done = true;
     sl_stream_request_body(h->cur);
     return;

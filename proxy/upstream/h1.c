@@ -418,6 +418,15 @@ static void h1_fail(struct h1_up *u, int status, const char *error) {
   sl_upconn_fail(&u->c, status, error);
 }
 
+/* The tunnel is over on sluice's side: what is buffered for the client
+ * is delivered, then the client's side ends. Closes (and may free) |s|'s
+ * upstream connection: its caller touches it no more. */
+static void h1_tunnel_finish(struct sl_stream *s) {
+  s->resp_done = true;
+  sl_upstream_tunnel_end(s);
+  s->fe->response_body(s);
+}
+
 static void h1_flush(struct h1_up *u) {
   while (!sl_pipe_empty(&u->out)) {
     struct iovec iov[16];
@@ -446,14 +455,11 @@ static void h1_flush(struct h1_up *u) {
       /* An HTTP/1.1 client's FIN: RFC 6455 section 7.1.1 has a client
        * close TCP only after the close handshake (or to fail the
        * connection), so nothing the origin sends from now on is for it.
-       * The tunnel ends as at the origin's EOF: what is buffered for the
-       * client is delivered, then both sides close (nginx does the same).
-       * Passing the half-close on and waiting for the origin's FIN cost
-       * a crash-looping device's every tunnel one more wake-up: 6 us of
-       * 42 (storm_bench ws-upgrade). */
-      s->resp_done = true;
-      sl_upstream_tunnel_end(s); /* frees u: not touched again */
-      s->fe->response_body(s);
+       * The tunnel ends as at the origin's EOF, and both sides close
+       * (nginx does the same). Passing the half-close on and waiting for
+       * the origin's FIN cost a crash-looping device's every tunnel one
+       * more wake-up: 6 us of 42 (storm_bench ws-upgrade). */
+      h1_tunnel_finish(s); /* u is not touched again */
       return;
     }
     /* RFC 8441: END_STREAM half-closes the stream only, and the client
@@ -497,11 +503,8 @@ static void h1_read_tunnel(struct h1_up *u) {
     }
     ssize_t n = sl_io_read(u->c.fd, h1_scratch, sizeof(h1_scratch));
     if (n == SL_IO_AGAIN) return;
-    if (n < 0) { /* EOF or a reset */
-      /* The origin ended the tunnel: deliver what is buffered, then end. */
-      s->resp_done = true;
-      sl_upstream_tunnel_end(s);
-      s->fe->response_body(s);
+    if (n < 0) { /* EOF or a reset: the origin ended the tunnel */
+      h1_tunnel_finish(s);
       return;
     }
     sl_upconn_touch(&u->c);
@@ -546,11 +549,7 @@ static void h1_on_timeout(struct sl_upconn *c, ev_tstamp now) {
      * end it. */
     struct sl_stream *s = c->s;
     s->ex->tunnel_close(s, 1001, "idle timeout");
-    if (s->up == c) {
-      s->resp_done = true;
-      sl_upstream_tunnel_end(s);
-      s->fe->response_body(s);
-    }
+    if (s->up == c) h1_tunnel_finish(s);
     return;
   }
   if (!u->req_sent && !u->resp_started && c->s) {
