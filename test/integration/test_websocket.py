@@ -992,3 +992,23 @@ def test_h1_client_fin_ends_its_tunnel_without_waiting_for_the_origin(start_slui
     finally:
         c.close()
         origin.close()
+
+
+@pytest.mark.timeout(15)
+def test_h2_end_stream_half_closes_the_tunnel_and_the_origin_still_answers(start_sluice,
+                                                                           h2ws_factory):
+    """Over HTTP/2 a client's END_STREAM ends its side of that stream only,
+    and it still reads the stream (RFC 9113 section 5.1): sluice passes
+    the half-close on to the origin and the origin's close frame still
+    reaches the client. (An HTTP/1.1 client's FIN ends the whole tunnel:
+    test_h1_client_fin_ends_its_tunnel_without_waiting_for_the_origin.)"""
+    s = start_sluice(ws_config())
+    c = h2ws_factory(s.port)
+    sid = c.open_ws("/ws")
+    c.send_ws(sid, close_payload(1000), OP_CLOSE)
+    c.conn.end_stream(sid)  # with the close frame, before the origin's answer
+    c.flush()
+    f, _ = c.expect_close(sid, 5)
+    assert f is not None, "the origin's close frame never came"
+    assert f.close_code == 1000
+    assert c.ping_ok(), "the h2 connection outlives its tunnel"
