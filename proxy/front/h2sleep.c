@@ -42,6 +42,10 @@ static void capture_stop(struct sl_h2_frames *t) {
   t->capturing = false;
 }
 
+static size_t frame_len(const uint8_t *hd) {
+  return (size_t)hd[0] << 16 | (size_t)hd[1] << 8 | hd[2];
+}
+
 static uint32_t frame_sid(const uint8_t *hd) {
   return ((uint32_t)hd[5] << 24 | (uint32_t)hd[6] << 16 | (uint32_t)hd[7] << 8 | hd[8]) &
          0x7fffffffu;
@@ -104,20 +108,16 @@ void sl_h2_frames_feed(struct sl_h2_frames *t, const uint8_t *p, size_t len) {
     /* The frame header, or as much of it as this chunk holds. */
     size_t n = H2_FRAME_HDLEN - t->hdr_have;
     if (n > len) n = len;
-    for (size_t i = 0; i < n; i++) t->hdr[t->hdr_have + i] = p[i];
+    memcpy(t->hdr + t->hdr_have, p, n);
     t->hdr_have = (uint8_t)(t->hdr_have + n);
     p += n;
     len -= n;
     if (t->hdr_have == H2_FRAME_HDLEN) {
-      t->skip = (uint32_t)t->hdr[0] << 16 | (uint32_t)t->hdr[1] << 8 | t->hdr[2];
+      t->skip = (uint32_t)frame_len(t->hdr);
       t->hdr_have = 0;
       capture_begin(t, t->skip);
     }
   }
-}
-
-static size_t frame_len(const uint8_t *hd) {
-  return (size_t)hd[0] << 16 | (size_t)hd[1] << 8 | hd[2];
 }
 
 /* Settings ids nghttp2 knows (id 7 is unassigned: nghttp2 aborts on it). */

@@ -494,10 +494,12 @@ def interrupt(proc, timeout):
 
 
 def perf_attach(pid, data, freq, call_graph):
-    """perf record (cpu-clock, call graphs) of |pid| into |data|; returns
-    the perf process once it has had time to attach."""
-    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(freq),
-                             "--call-graph", call_graph, "-o", data, "-p", str(pid)],
+    """perf record (cpu-clock) of |pid| (or a comma-separated list of
+    pids) into |data|, with call graphs unless |call_graph| is None;
+    returns the perf process once it has had time to attach."""
+    graph = ["--call-graph", call_graph] if call_graph else []
+    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(freq)] + graph +
+                            ["-o", data, "-p", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)
     return perf

@@ -447,10 +447,7 @@ def split_cell(case, proxy, args, size, out_dir):
     share x us/conn is that DSO's us per connection."""
     data = os.path.join(out_dir, "split-%s-%s.data" % (case, proxy["name"]))
     pids = ",".join(str(p) for p in pb.tree_pids(proxy["proc"].pid))
-    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(args.split_freq),
-                             "-o", data, "-p", pids],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.0)
+    perf = pb.perf_attach(pids, data, args.split_freq, None)
     load(case, proxy, args, size)
     quiet_sample(proxy["proc"].pid)  # the last closes
     pb.interrupt(perf, 120)
@@ -604,6 +601,11 @@ def print_table(workers, summary, cases):
                 split_text(s), anchor_of(case, name) if workers == 1 else "-", note))
 
 
+def openssl_us(s):
+    """A cell's us per connection in libcrypto and libssl (its split)."""
+    return (s["split"].get("libcrypto", 0) + s["split"].get("libssl", 0)) * s["cpu_us_per_conn"]
+
+
 def print_split(workers, summary, cases):
     """Where each cell's CPU goes (the --split runs), in us per connection:
     the kernel (the TCP handshake and teardown, the system calls and the
@@ -624,10 +626,6 @@ def print_split(workers, summary, cases):
             continue
         others = [s["cpu_us_per_conn"] for n, s in per.items() if n != "sluice"]
         best = min(others) if others else None
-
-        def openssl_us(s):
-            return (s["split"].get("libcrypto", 0) + s["split"].get("libssl", 0)) * \
-                s["cpu_us_per_conn"]
         floor = min(s["kernel_us_per_conn"] + openssl_us(s) for s in per.values())
         for i, (name, s) in enumerate(per.items()):
             us, sp = s["cpu_us_per_conn"], s["split"]
